@@ -130,3 +130,793 @@ pub fn read_header(doc: &Automerge) -> Result<DocHeader> {
         created_by,
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Coded values
+// ---------------------------------------------------------------------------------------------
+
+/// Defines an enum stored in documents as its snake_case code string.
+macro_rules! code_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $code:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $code)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The code stored in documents.
+            pub fn code(&self) -> &'static str {
+                match self { $($name::$variant => $code),+ }
+            }
+
+            /// The value for a code, if it is one.
+            pub fn from_code(code: &str) -> Option<Self> {
+                match code { $($code => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.code())
+            }
+        }
+
+        impl autosurgeon::Reconcile for $name {
+            type Key<'a> = autosurgeon::reconcile::NoKey;
+            fn reconcile<R: autosurgeon::Reconciler>(&self, mut r: R) -> Result<(), R::Error> {
+                r.str(self.code())
+            }
+        }
+
+        impl autosurgeon::Hydrate for $name {
+            fn hydrate_string(s: &str) -> Result<Self, autosurgeon::HydrateError> {
+                Self::from_code(s).ok_or_else(|| {
+                    autosurgeon::HydrateError::unexpected(
+                        concat!("a ", stringify!($name), " code"),
+                        s.to_string(),
+                    )
+                })
+            }
+        }
+    };
+}
+
+code_enum!(
+    /// A clinic's participation in the registry.
+    Participation {
+        Invited = "invited",
+        Participating = "participating",
+        Declined = "declined",
+        NotResponding = "not_responding",
+        Suspended = "suspended",
+    }
+);
+
+code_enum!(
+    /// Recorded sex.
+    Sex { Female = "female", Male = "male", Intersex = "intersex", Unknown = "unknown" }
+);
+
+code_enum!(
+    /// How the cells were administered.
+    Route {
+        Intravenous = "intravenous",
+        Intrathecal = "intrathecal",
+        IntraArticular = "intra_articular",
+        Intramuscular = "intramuscular",
+        DirectInjection = "direct_injection",
+        Other = "other",
+    }
+);
+
+code_enum!(
+    /// The cell type administered.
+    CellType {
+        Mesenchymal = "mesenchymal",
+        Haematopoietic = "haematopoietic",
+        StromalVascularFraction = "stromal_vascular_fraction",
+        Mononuclear = "mononuclear",
+        Other = "other",
+    }
+);
+
+code_enum!(
+    /// The tissue the cells came from.
+    SourceTissue {
+        BoneMarrow = "bone_marrow",
+        Adipose = "adipose",
+        UmbilicalCordBlood = "umbilical_cord_blood",
+        PeripheralBlood = "peripheral_blood",
+        Other = "other",
+    }
+);
+
+code_enum!(
+    /// Whose cells.
+    Origin { Autologous = "autologous", Allogeneic = "allogeneic" }
+);
+
+code_enum!(
+    /// How much the cells were manipulated.
+    Manipulation {
+        Minimal = "minimal",
+        MoreThanMinimal = "more_than_minimal",
+        GeneticallyModified = "genetically_modified",
+    }
+);
+
+code_enum!(
+    /// The regulatory status of the procedure.
+    RegulatoryStatus {
+        ApprovedIndication = "approved_indication",
+        InvestigationalNewDrug = "investigational_new_drug",
+        RegisteredTrial = "registered_trial",
+        Unregulated = "unregulated",
+        Unknown = "unknown",
+    }
+);
+
+code_enum!(
+    /// Who completed a follow-up response.
+    CompletedBy { Nurse = "nurse", Patient = "patient" }
+);
+
+code_enum!(
+    /// Whether a response is still being filled or has been submitted.
+    ResponseStatus { Draft = "draft", Submitted = "submitted" }
+);
+
+code_enum!(
+    /// Who reported an adverse event.
+    Reporter { Patient = "patient", Clinic = "clinic" }
+);
+
+code_enum!(
+    /// Adverse-event outcome.
+    AeOutcome {
+        Recovered = "recovered",
+        Recovering = "recovering",
+        NotRecovered = "not_recovered",
+        RecoveredWithSequelae = "recovered_with_sequelae",
+        Fatal = "fatal",
+        Unknown = "unknown",
+    }
+);
+
+code_enum!(
+    /// The treating clinic's judgement of whether the procedure caused the event.
+    Relatedness {
+        NotRelated = "not_related",
+        Unlikely = "unlikely",
+        Possible = "possible",
+        Probable = "probable",
+        Definite = "definite",
+    }
+);
+
+code_enum!(
+    /// Where an adjudication stands.
+    AdjudicationStatus {
+        Open = "open",
+        Responded = "responded",
+        Resolved = "resolved",
+        Disputed = "disputed",
+    }
+);
+
+// ---------------------------------------------------------------------------------------------
+// Bodies
+// ---------------------------------------------------------------------------------------------
+
+use autosurgeon::{Hydrate, Reconcile};
+
+use crate::questionnaire::AnswerValue;
+
+/// An accreditation a clinic holds.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct Accreditation {
+    /// Accrediting body, e.g. "FACT" or "registry".
+    pub body: String,
+    /// ISO date granted.
+    pub since: String,
+    /// ISO date it lapses, if any.
+    pub until: Option<String>,
+}
+
+/// A clinic. Created by the registry.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct Clinic {
+    pub name: String,
+    /// ISO 3166-1 alpha-2 country code.
+    pub country: String,
+    pub accreditations: Vec<Accreditation>,
+    pub participation: Participation,
+}
+
+/// A patient's consent to the registry.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct Consent {
+    pub form_version: String,
+    /// ISO date signed.
+    pub date: String,
+    /// What was consented to, e.g. "registry", "contact", "research".
+    pub scope: Vec<String>,
+}
+
+/// A pseudonymous patient enrolled by a clinic. Direct identifiers stay out of it.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct Enrolment {
+    /// The clinic's own short study code for the patient (not a name).
+    pub study_code: String,
+    pub consent: Consent,
+    pub birth_year: i64,
+    pub sex: Sex,
+    /// ISO date enrolled.
+    pub enrolled_on: String,
+}
+
+/// What a procedure cost the patient.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct Cost {
+    /// Amount in minor units (cents).
+    pub amount_minor: i64,
+    /// ISO 4217 currency code.
+    pub currency: String,
+}
+
+/// A benefit the clinic promised and how it will be measured.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct PromisedBenefit {
+    pub benefit: String,
+    pub measure: String,
+}
+
+/// A cell-therapy procedure performed on an enrolled patient.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct Procedure {
+    /// ISO date performed; follow-up visits are scheduled from it.
+    pub date: String,
+    pub condition: String,
+    /// e.g. "autologous haematopoietic stem cell transplant", "cell injection".
+    pub procedure_type: String,
+    pub route: Route,
+    pub cell_type: CellType,
+    pub source_tissue: SourceTissue,
+    pub origin: Origin,
+    pub manipulation: Manipulation,
+    pub regulatory_status: RegulatoryStatus,
+    /// A trial registration such as a ClinicalTrials.gov NCT number.
+    pub trial_registration: Option<String>,
+    pub promised_benefits: Vec<PromisedBenefit>,
+    pub cost: Option<Cost>,
+}
+
+/// Answers keyed by questionnaire item id; each answer is a plain value in the document so that
+/// concurrent answers to different items merge and concurrent answers to the same item conflict.
+pub type Answers = std::collections::BTreeMap<String, AnswerValue>;
+
+/// A questionnaire response: a clinician follow-up, a patient outcome survey, a baseline record.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct FollowupResponse {
+    pub questionnaire: String,
+    pub questionnaire_version: String,
+    /// The procedure this follows up, if any.
+    pub procedure: Option<String>,
+    /// The schedule visit it answers (e.g. "m3"), if any.
+    pub visit: Option<String>,
+    pub answers: Answers,
+    pub completed_by: CompletedBy,
+    pub status: ResponseStatus,
+    /// ISO date-time (UTC) of submission.
+    pub submitted_at: Option<String>,
+}
+
+/// An adverse event reported by a patient or a clinic.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct AdverseEvent {
+    pub reporter: Reporter,
+    /// A category code from the adverse-event instrument (e.g. "infection", "gvhd").
+    pub category: String,
+    /// ISO onset date.
+    pub onset: String,
+    /// Severity grade 1–5, CTCAE-style.
+    pub severity: i64,
+    /// Seriousness criteria met: "hospitalisation", "life_threatening", "death", "disability".
+    pub seriousness: Vec<String>,
+    pub outcome: AeOutcome,
+    pub description: String,
+    /// The procedure suspected, if known.
+    pub procedure: Option<String>,
+    /// The full adverse-event questionnaire answers, when reported through it.
+    pub answers: Answers,
+}
+
+/// The treating clinic's adjudication of an adverse event.
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct Adjudication {
+    /// The adverse event's record id.
+    pub adverse_event: String,
+    pub relatedness: Option<Relatedness>,
+    /// Action taken, e.g. "treatment given", "none".
+    pub action: String,
+    /// The remedy offered to the patient.
+    pub remedy: String,
+    pub status: AdjudicationStatus,
+    /// ISO date by which the clinic must respond.
+    pub deadline: String,
+    /// ISO date-time (UTC) of the last decision.
+    pub decided_at: Option<String>,
+}
+
+impl Reconcile for AnswerValue {
+    type Key<'a> = autosurgeon::reconcile::NoKey;
+    fn reconcile<R: autosurgeon::Reconciler>(&self, mut r: R) -> Result<(), R::Error> {
+        match self {
+            AnswerValue::Bool(b) => r.boolean(*b),
+            AnswerValue::Int(i) => r.i64(*i),
+            AnswerValue::Decimal(d) => r.f64(*d),
+            AnswerValue::Text(s) => r.str(s),
+            AnswerValue::Choices(c) => c.reconcile(r),
+        }
+    }
+}
+
+impl Hydrate for AnswerValue {
+    fn hydrate_bool(b: bool) -> Result<Self, autosurgeon::HydrateError> {
+        Ok(AnswerValue::Bool(b))
+    }
+    fn hydrate_int(i: i64) -> Result<Self, autosurgeon::HydrateError> {
+        Ok(AnswerValue::Int(i))
+    }
+    fn hydrate_uint(u: u64) -> Result<Self, autosurgeon::HydrateError> {
+        i64::try_from(u)
+            .map(AnswerValue::Int)
+            .map_err(|_| autosurgeon::HydrateError::unexpected("an integer answer", u.to_string()))
+    }
+    fn hydrate_f64(f: f64) -> Result<Self, autosurgeon::HydrateError> {
+        Ok(AnswerValue::Decimal(f))
+    }
+    fn hydrate_string(s: &str) -> Result<Self, autosurgeon::HydrateError> {
+        Ok(AnswerValue::Text(s.to_string()))
+    }
+    fn hydrate_seq<D: autosurgeon::ReadDoc>(
+        doc: &D,
+        obj: &automerge::ObjId,
+    ) -> Result<Self, autosurgeon::HydrateError> {
+        Ok(AnswerValue::Choices(Vec::<String>::hydrate_seq(doc, obj)?))
+    }
+}
+
+/// A typed record body, tied to its kind.
+pub trait RecordBody: Reconcile + Hydrate + Clone + std::fmt::Debug {
+    const KIND: RecordKind;
+}
+
+impl RecordBody for Clinic {
+    const KIND: RecordKind = RecordKind::Clinic;
+}
+impl RecordBody for Enrolment {
+    const KIND: RecordKind = RecordKind::Enrolment;
+}
+impl RecordBody for Procedure {
+    const KIND: RecordKind = RecordKind::Procedure;
+}
+impl RecordBody for FollowupResponse {
+    const KIND: RecordKind = RecordKind::Response;
+}
+impl RecordBody for AdverseEvent {
+    const KIND: RecordKind = RecordKind::AdverseEvent;
+}
+impl RecordBody for Adjudication {
+    const KIND: RecordKind = RecordKind::Adjudication;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creating, reading and updating records
+// ---------------------------------------------------------------------------------------------
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ChangeHash, ObjType};
+
+/// Who is writing: the device (its actor id) and the time of the write.
+#[derive(Debug, Clone, Copy)]
+pub struct Author {
+    /// `None` for the registry itself.
+    pub device: Option<DeviceId>,
+    /// Unix seconds, recorded in the change (advisory, for attribution).
+    pub time: i64,
+}
+
+impl Author {
+    /// The device writing now.
+    pub fn device_now(device: DeviceId) -> Self {
+        Author {
+            device: Some(device),
+            time: chrono::Utc::now().timestamp(),
+        }
+    }
+
+    fn actor(&self) -> automerge::ActorId {
+        match self.device {
+            Some(d) => d.actor(),
+            // The registry's actor: a fixed id so that its changes are recognisable.
+            None => automerge::ActorId::from(&REGISTRY_ACTOR[..]),
+        }
+    }
+}
+
+/// The Automerge actor id of changes made by the registry server itself.
+pub const REGISTRY_ACTOR: [u8; 16] = *b"followup-registr";
+
+/// Create a record document with its header and body in one change.
+pub fn new_record<T: RecordBody>(
+    author: Author,
+    id: RecordId,
+    clinic: RecordId,
+    patient: Option<RecordId>,
+    body: &T,
+) -> Result<Automerge> {
+    if T::KIND != RecordKind::Clinic && patient.is_none() {
+        return Err(Error::MalformedRecord {
+            id: id.to_hex(),
+            reason: format!("a {} record must name its patient", T::KIND.code()),
+        });
+    }
+    let mut doc = Automerge::new().with_actor(author.actor());
+    let mut tx = doc.transaction();
+    tx.put(ROOT, "id", id.to_hex())?;
+    tx.put(ROOT, "kind", T::KIND.code())?;
+    tx.put(ROOT, "clinic", clinic.to_hex())?;
+    if let Some(p) = patient {
+        tx.put(ROOT, "patient", p.to_hex())?;
+    }
+    match author.device {
+        Some(d) => tx.put(ROOT, "created_by", d.to_hex())?,
+        None => tx.put(ROOT, "created_by", "registry")?,
+    }
+    tx.put_object(ROOT, "body", ObjType::Map)?;
+    autosurgeon::reconcile_prop(&mut tx, ROOT, "body", body)?;
+    tx.commit_with(CommitOptions::default().with_time(author.time));
+    Ok(doc)
+}
+
+/// Read a record's typed body; errors if the document is of another kind.
+pub fn read_body<T: RecordBody>(doc: &Automerge) -> Result<T> {
+    let header = read_header(doc)?;
+    if header.kind != T::KIND {
+        return Err(Error::MalformedRecord {
+            id: header.id.to_hex(),
+            reason: format!(
+                "expected a {} record, found a {}",
+                T::KIND.code(),
+                header.kind.code()
+            ),
+        });
+    }
+    Ok(autosurgeon::hydrate_prop(doc, ROOT, "body")?)
+}
+
+/// Update a record's body in one change: `edit` gets the current body (merged state, conflicts
+/// resolved to Automerge's winner) and changes it; only the fields that differ are written, so a
+/// concurrent edit of other fields on another device merges cleanly. Returns the new change's
+/// hash, or `None` if nothing changed.
+pub fn update_body<T: RecordBody>(
+    doc: &mut Automerge,
+    author: Author,
+    edit: impl FnOnce(&mut T) -> Result<()>,
+) -> Result<Option<ChangeHash>> {
+    let mut body: T = read_body(doc)?;
+    edit(&mut body)?;
+    doc.set_actor(author.actor());
+    let mut tx = doc.transaction();
+    autosurgeon::reconcile_prop(&mut tx, ROOT, "body", &body)?;
+    if tx.pending_ops() == 0 {
+        tx.rollback();
+        return Ok(None);
+    }
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_time(author.time));
+    Ok(hash)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conflicts
+// ---------------------------------------------------------------------------------------------
+
+/// One of the concurrent values of a conflicted field.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConflictValue {
+    /// The value, as JSON (objects summarised as `{…}`/`[…]`).
+    pub value: serde_json::Value,
+    /// The device that wrote it; `None` when the registry did.
+    pub device: Option<DeviceId>,
+    /// When the writing change was made (unix seconds), when known.
+    pub time: Option<i64>,
+    /// Whether this is the value Automerge shows (the deterministic winner).
+    pub winner: bool,
+}
+
+/// A field that two devices set concurrently to different values. Both values are kept in the
+/// document; the record shows the winner, and this lists them all.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Conflict {
+    /// Dotted path of the field below the body, e.g. `answers.q03`.
+    pub path: String,
+    pub values: Vec<ConflictValue>,
+}
+
+fn scalar_json(s: &automerge::ScalarValue) -> serde_json::Value {
+    use automerge::ScalarValue as S;
+    match s {
+        S::Str(s) => serde_json::Value::String(s.to_string()),
+        S::Int(i) => (*i).into(),
+        S::Uint(u) => (*u).into(),
+        S::F64(f) => serde_json::Number::from_f64(*f)
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null),
+        S::Boolean(b) => (*b).into(),
+        S::Timestamp(t) => (*t).into(),
+        S::Counter(c) => i64::from(c).into(),
+        S::Null => serde_json::Value::Null,
+        S::Bytes(b) => serde_json::Value::String(hex::encode(b)),
+        S::Unknown { .. } => serde_json::Value::Null,
+    }
+}
+
+fn value_json(
+    doc: &Automerge,
+    value: &automerge::Value<'_>,
+    id: &automerge::ObjId,
+) -> serde_json::Value {
+    match value {
+        automerge::Value::Scalar(s) => scalar_json(s),
+        automerge::Value::Object(ObjType::List) => {
+            // Lists of scalars (multiple-choice answers) are shown whole.
+            let items = doc
+                .list_range(id, ..)
+                .map(|item| match item.value {
+                    automerge::ValueRef::Scalar(s) => scalar_json(&s.into()),
+                    _ => serde_json::Value::String("{…}".into()),
+                })
+                .collect();
+            serde_json::Value::Array(items)
+        }
+        automerge::Value::Object(_) => serde_json::Value::String("{…}".into()),
+    }
+}
+
+/// Every conflicted field of a record's body, with each value and the device that wrote it.
+pub fn conflicts(doc: &Automerge) -> Result<Vec<Conflict>> {
+    let mut out = Vec::new();
+    if let Some((automerge::Value::Object(ObjType::Map), body)) = doc.get(ROOT, "body")? {
+        collect_conflicts(doc, &body, String::new(), &mut out)?;
+    }
+    Ok(out)
+}
+
+fn collect_conflicts(
+    doc: &Automerge,
+    obj: &automerge::ObjId,
+    prefix: String,
+    out: &mut Vec<Conflict>,
+) -> Result<()> {
+    let keys: Vec<String> = doc.keys(obj).collect();
+    for key in keys {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let all = doc.get_all(obj, key.as_str())?;
+        if all.len() > 1 {
+            let winner = doc.get(obj, key.as_str())?.map(|(_, id)| id);
+            let values = all
+                .iter()
+                .map(|(v, id)| {
+                    let (device, time) = match id {
+                        automerge::ObjId::Id(_, actor, _) => {
+                            let time = doc
+                                .hash_for_opid(id)
+                                .and_then(|h| doc.get_change_by_hash(&h))
+                                .map(|c| c.timestamp());
+                            (
+                                DeviceId::from_actor(actor).filter(|d| d.0 != REGISTRY_ACTOR),
+                                time,
+                            )
+                        }
+                        automerge::ObjId::Root => (None, None),
+                    };
+                    ConflictValue {
+                        value: value_json(doc, v, id),
+                        device,
+                        time,
+                        winner: winner.as_ref() == Some(id),
+                    }
+                })
+                .collect();
+            out.push(Conflict {
+                path: path.clone(),
+                values,
+            });
+        }
+        if let Some((automerge::Value::Object(ObjType::Map), child)) = doc.get(obj, key.as_str())? {
+            collect_conflicts(doc, &child, path, out)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response() -> FollowupResponse {
+        FollowupResponse {
+            questionnaire: "clinician-followup".into(),
+            questionnaire_version: "1.0.0".into(),
+            procedure: None,
+            visit: Some("m3".into()),
+            answers: Answers::new(),
+            completed_by: CompletedBy::Nurse,
+            status: ResponseStatus::Draft,
+            submitted_at: None,
+        }
+    }
+
+    fn setup() -> (Automerge, DeviceId, DeviceId, RecordId) {
+        let tablet_a = DeviceId::random();
+        let tablet_b = DeviceId::random();
+        let id = RecordId::random();
+        let doc = new_record(
+            Author::device_now(tablet_a),
+            id,
+            RecordId::random(),
+            Some(RecordId::random()),
+            &response(),
+        )
+        .unwrap();
+        (doc, tablet_a, tablet_b, id)
+    }
+
+    #[test]
+    fn header_and_body_round_trip() {
+        let (doc, a, _, id) = setup();
+        let h = read_header(&doc).unwrap();
+        assert_eq!(h.id, id);
+        assert_eq!(h.kind, RecordKind::Response);
+        assert_eq!(h.created_by, Some(a));
+        let body: FollowupResponse = read_body(&doc).unwrap();
+        assert_eq!(body, response());
+        // Reading as the wrong kind is refused.
+        assert!(matches!(
+            read_body::<Procedure>(&doc),
+            Err(Error::MalformedRecord { .. })
+        ));
+        // Saving and loading keeps everything.
+        let loaded = Automerge::load(&doc.save()).unwrap();
+        assert_eq!(read_body::<FollowupResponse>(&loaded).unwrap(), response());
+    }
+
+    #[test]
+    fn non_clinic_record_needs_a_patient() {
+        let r = new_record(
+            Author::device_now(DeviceId::random()),
+            RecordId::random(),
+            RecordId::random(),
+            None,
+            &response(),
+        );
+        assert!(matches!(r, Err(Error::MalformedRecord { .. })));
+    }
+
+    #[test]
+    fn unchanged_update_makes_no_change() {
+        let (mut doc, a, _, _) = setup();
+        let heads = doc.get_heads();
+        let h =
+            update_body::<FollowupResponse>(&mut doc, Author::device_now(a), |_| Ok(())).unwrap();
+        assert!(h.is_none());
+        assert_eq!(doc.get_heads(), heads);
+    }
+
+    #[test]
+    fn concurrent_edits_keep_both_sides_and_show_conflicts() {
+        let (mut doc_a, a, b, _) = setup();
+        let mut doc_b = doc_a.fork();
+        // Tablet A answers q01 and q03; tablet B answers q02 and a different q03, offline.
+        update_body::<FollowupResponse>(
+            &mut doc_a,
+            Author {
+                device: Some(a),
+                time: 100,
+            },
+            |r| {
+                r.answers.insert("q01".into(), AnswerValue::Int(4));
+                r.answers
+                    .insert("q03".into(), AnswerValue::Text("mild".into()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        update_body::<FollowupResponse>(
+            &mut doc_b,
+            Author {
+                device: Some(b),
+                time: 200,
+            },
+            |r| {
+                r.answers.insert("q02".into(), AnswerValue::Bool(true));
+                r.answers
+                    .insert("q03".into(), AnswerValue::Text("severe".into()));
+                r.answers.insert(
+                    "q04".into(),
+                    AnswerValue::Choices(vec!["a".into(), "b".into()]),
+                );
+                Ok(())
+            },
+        )
+        .unwrap();
+        doc_a.merge(&mut doc_b.clone()).unwrap();
+        doc_b.merge(&mut doc_a.clone()).unwrap();
+        assert_eq!(doc_a.get_heads().len(), 2);
+        let merged_a: FollowupResponse = read_body(&doc_a).unwrap();
+        let merged_b: FollowupResponse = read_body(&doc_b).unwrap();
+        assert_eq!(merged_a, merged_b, "replicas converge");
+        assert_eq!(merged_a.answers.get("q01"), Some(&AnswerValue::Int(4)));
+        assert_eq!(merged_a.answers.get("q02"), Some(&AnswerValue::Bool(true)));
+        assert_eq!(
+            merged_a.answers.get("q04"),
+            Some(&AnswerValue::Choices(vec!["a".into(), "b".into()]))
+        );
+
+        let conflicts = conflicts(&doc_a).unwrap();
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        let c = &conflicts[0];
+        assert_eq!(c.path, "answers.q03");
+        assert_eq!(c.values.len(), 2);
+        let by_device = |d: DeviceId| c.values.iter().find(|v| v.device == Some(d)).unwrap();
+        assert_eq!(by_device(a).value, serde_json::json!("mild"));
+        assert_eq!(by_device(a).time, Some(100));
+        assert_eq!(by_device(b).value, serde_json::json!("severe"));
+        assert_eq!(c.values.iter().filter(|v| v.winner).count(), 1);
+        let winner = c.values.iter().find(|v| v.winner).unwrap();
+        assert_eq!(
+            merged_a.answers.get("q03"),
+            Some(&AnswerValue::Text(winner.value.as_str().unwrap().into()))
+        );
+
+        // Resolving the conflict (writing one value) clears it everywhere.
+        update_body::<FollowupResponse>(
+            &mut doc_a,
+            Author {
+                device: Some(a),
+                time: 300,
+            },
+            |r| {
+                r.answers
+                    .insert("q03".into(), AnswerValue::Text("moderate".into()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(conflicts_after_write(&doc_a));
+    }
+
+    fn conflicts_after_write(doc: &Automerge) -> bool {
+        conflicts(doc).unwrap().is_empty()
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for r in Route::ALL {
+            assert_eq!(Route::from_code(r.code()), Some(*r));
+        }
+        for k in RecordKind::ALL {
+            assert_eq!(RecordKind::from_code(k.code()), Some(k));
+        }
+        assert_eq!(Route::from_code("sideways"), None);
+    }
+}
