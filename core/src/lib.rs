@@ -17,7 +17,7 @@
 //! | [`device`] | the facade an app uses: a store, an identity and the record operations of a field day |
 //! | [`error`] | the crate's error type |
 
-#![deny(clippy::unwrap_used)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod crypto;
 pub mod device;
