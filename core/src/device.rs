@@ -1,1 +1,688 @@
-//! (to be written)
+//! The facade an app uses: one encrypted store, the device's identity and enrolment, and the
+//! record operations of a field day — enrol a patient, record a procedure, capture a
+//! questionnaire response, report an adverse event, adjudicate it, see due visits and conflicts.
+//!
+//! Every method is short and synchronous (a few milliseconds at most); syncing is in
+//! [`crate::sync`] and runs beside capture: the store serialises writes, and a save made while a
+//! sync is under way is simply pushed by the next sync.
+//!
+//! Rules the device checks locally, for an immediate clear error, are the same the server
+//! enforces (see `server/src/authz.rs`): a patient's phone writes only its own outcome surveys
+//! and adverse-event reports, never a procedure or an adjudication.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::RwLock;
+
+use automerge::Automerge;
+use chrono::{NaiveDate, Utc};
+
+use crate::crypto::KeySource;
+use crate::error::{Error, Result};
+use crate::identity::DeviceIdentity;
+use crate::ids::{DeviceId, RecordId};
+use crate::model::{
+    self, Adjudication, AdjudicationStatus, AdverseEvent, Answers, Author, CompletedBy, Conflict,
+    DocHeader, Enrolment, FollowupResponse, Procedure, RecordBody, RecordKind, Reporter,
+    ResponseStatus,
+};
+use crate::protocol::DeviceRole;
+use crate::questionnaire::{self, Problem, Questionnaire};
+use crate::schedule::{Schedule, VisitState, VisitStatus};
+use crate::store::{DocMeta, Query, Store};
+
+const SECRET_IDENTITY: &str = "device.identity.pkcs8";
+const SETTING_ENROLMENT: &str = "device.enrolment";
+
+/// How this device is enrolled with the registry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Enrolled {
+    /// The id the registry gave this device; also its Automerge actor id.
+    pub device_id: DeviceId,
+    pub role: DeviceRole,
+    pub clinic: RecordId,
+    /// For a patient's phone: the patient's enrolment record.
+    pub patient: Option<RecordId>,
+    /// The registry server's base URL.
+    pub server_url: String,
+}
+
+/// One patient as the device lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatientSummary {
+    pub id: RecordId,
+    pub study_code: String,
+    pub enrolled_on: Option<NaiveDate>,
+    pub procedures: usize,
+    pub responses: usize,
+    pub open_adverse_events: usize,
+}
+
+/// A visit of one patient's schedule, as listed for a clinic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatientVisit {
+    pub patient: RecordId,
+    pub procedure: RecordId,
+    pub visit: VisitStatus,
+}
+
+/// An adverse event awaiting the treating clinic's decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdjudicationItem {
+    pub adverse_event: RecordId,
+    pub patient: RecordId,
+    pub adjudication: Option<RecordId>,
+    pub status: AdjudicationStatus,
+    pub deadline: Option<NaiveDate>,
+    pub overdue: bool,
+}
+
+/// Days the treating clinic has to adjudicate an adverse event, by severity grade.
+pub fn adjudication_days(severity: i64) -> i64 {
+    if severity >= 3 {
+        7
+    } else {
+        30
+    }
+}
+
+/// The device core an app holds: open it once, use it from any thread.
+pub struct Device {
+    store: Store,
+    identity: DeviceIdentity,
+    enrolled: RwLock<Option<Enrolled>>,
+    schedule: Schedule,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("store", &self.store.store_id())
+            .field("enrolled", &self.enrolment())
+            .finish()
+    }
+}
+
+fn parse_date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+impl Device {
+    /// Create a new store at `path`, protected by `key`, with a fresh device identity.
+    pub fn create(path: impl AsRef<Path>, key: KeySource) -> Result<Device> {
+        let store = Store::create(path, key)?;
+        let (identity, pkcs8) = DeviceIdentity::generate()?;
+        store.put_secret(SECRET_IDENTITY, &pkcs8)?;
+        Ok(Device {
+            store,
+            identity,
+            enrolled: RwLock::new(None),
+            schedule: Schedule::default_registry(),
+        })
+    }
+
+    /// Open an existing store. A wrong key gives [`Error::Store`] with `WrongKey`.
+    pub fn open(path: impl AsRef<Path>, key: KeySource) -> Result<Device> {
+        let store = Store::open(path, key)?;
+        let pkcs8 = store.get_secret(SECRET_IDENTITY)?.ok_or_else(|| Error::MalformedRecord {
+            id: "device identity".into(),
+            reason: "the store holds no device identity".into(),
+        })?;
+        let identity = DeviceIdentity::from_pkcs8(&pkcs8)?;
+        let enrolled = match store.get_setting(SETTING_ENROLMENT)? {
+            Some(json) => Some(serde_json::from_str(&json).map_err(|e| Error::MalformedRecord {
+                id: "device enrolment".into(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        Ok(Device {
+            store,
+            identity,
+            enrolled: RwLock::new(enrolled),
+            schedule: Schedule::default_registry(),
+        })
+    }
+
+    /// The encrypted store (for sync and tools).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The device's signing identity.
+    pub fn identity(&self) -> &DeviceIdentity {
+        &self.identity
+    }
+
+    /// Re-wrap the store's data key under a new key (no record is rewritten).
+    pub fn rotate_key(&self, new: KeySource) -> Result<()> {
+        Ok(self.store.rotate_key(new)?)
+    }
+
+    /// How the device is enrolled, if it is.
+    pub fn enrolment(&self) -> Option<Enrolled> {
+        self.enrolled.read().ok().and_then(|e| e.clone())
+    }
+
+    /// Record the enrolment the registry granted (called by [`crate::sync::enrol`]).
+    pub fn set_enrolment(&self, enrolled: Enrolled) -> Result<()> {
+        let json = serde_json::to_string(&enrolled).map_err(|e| Error::MalformedRecord {
+            id: "device enrolment".into(),
+            reason: e.to_string(),
+        })?;
+        self.store.put_setting(SETTING_ENROLMENT, &json)?;
+        if let Ok(mut slot) = self.enrolled.write() {
+            *slot = Some(enrolled);
+        }
+        Ok(())
+    }
+
+    fn require_enrolled(&self) -> Result<Enrolled> {
+        self.enrolment().ok_or(Error::NotEnrolled)
+    }
+
+    fn require_clinic_device(&self, what: &str) -> Result<Enrolled> {
+        let e = self.require_enrolled()?;
+        if e.role != DeviceRole::Clinic {
+            return Err(Error::NotPermitted(format!(
+                "a patient's phone cannot {what}; only the clinic can"
+            )));
+        }
+        Ok(e)
+    }
+
+    fn author(&self, e: &Enrolled) -> Author {
+        Author::device_now(e.device_id)
+    }
+
+    /// The follow-up schedule in force.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Documents
+
+    /// Load a record's document.
+    pub fn load(&self, id: RecordId) -> Result<Automerge> {
+        self.store.load_doc(&id)?.ok_or_else(|| Error::NotFound(id.to_hex()))
+    }
+
+    /// Read a record's typed body.
+    pub fn get<T: RecordBody>(&self, id: RecordId) -> Result<T> {
+        model::read_body(&self.load(id)?)
+    }
+
+    /// Read a record's header.
+    pub fn header(&self, id: RecordId) -> Result<DocHeader> {
+        model::read_header(&self.load(id)?)
+    }
+
+    /// Save a document (new or changed), refreshing its index entry.
+    pub fn save(&self, doc: &Automerge) -> Result<()> {
+        let meta = index_meta(doc)?;
+        self.store.save_doc(&meta, doc)?;
+        Ok(())
+    }
+
+    fn create<T: RecordBody>(&self, e: &Enrolled, patient: Option<RecordId>, body: &T) -> Result<RecordId> {
+        let id = RecordId::random();
+        let doc = model::new_record(self.author(e), id, e.clinic, patient, body)?;
+        self.save(&doc)?;
+        Ok(id)
+    }
+
+    fn update<T: RecordBody>(
+        &self,
+        e: &Enrolled,
+        id: RecordId,
+        edit: impl FnOnce(&mut T) -> Result<()>,
+    ) -> Result<()> {
+        let mut doc = self.load(id)?;
+        if model::update_body(&mut doc, self.author(e), edit)?.is_some() {
+            self.save(&doc)?;
+        }
+        Ok(())
+    }
+
+    /// Every conflicted field of a record, with each device's value.
+    pub fn conflicts(&self, id: RecordId) -> Result<Vec<Conflict>> {
+        model::conflicts(&self.load(id)?)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Patients and procedures
+
+    /// Enrol a patient at this device's clinic. Returns the patient's (enrolment) id.
+    pub fn enrol_patient(&self, enrolment: &Enrolment) -> Result<RecordId> {
+        let e = self.require_clinic_device("enrol patients")?;
+        let id = RecordId::random();
+        let doc = model::new_record(self.author(&e), id, e.clinic, Some(id), enrolment)?;
+        self.save(&doc)?;
+        Ok(id)
+    }
+
+    /// Record a procedure performed on an enrolled patient.
+    pub fn record_procedure(&self, patient: RecordId, procedure: &Procedure) -> Result<RecordId> {
+        let e = self.require_clinic_device("record procedures")?;
+        self.require_patient(patient)?;
+        if parse_date(&procedure.date).is_none() {
+            return Err(Error::InvalidInput(format!(
+                "procedure date {:?} is not a date (YYYY-MM-DD)",
+                procedure.date
+            )));
+        }
+        self.create(&e, Some(patient), procedure)
+    }
+
+    fn require_patient(&self, patient: RecordId) -> Result<()> {
+        match self.store.meta(&patient)? {
+            Some(m) if m.kind == RecordKind::Enrolment => Ok(()),
+            _ => Err(Error::NotFound(format!("patient {patient}"))),
+        }
+    }
+
+    /// The patients this device holds, by study code.
+    pub fn list_patients(&self) -> Result<Vec<PatientSummary>> {
+        let enrolments = self.store.list(&Query {
+            kind: Some(RecordKind::Enrolment),
+            ..Default::default()
+        })?;
+        let mut counts: BTreeMap<RecordId, (usize, usize, usize)> = BTreeMap::new();
+        for kind in [RecordKind::Procedure, RecordKind::Response, RecordKind::AdverseEvent] {
+            for m in self.store.list(&Query {
+                kind: Some(kind),
+                ..Default::default()
+            })? {
+                if let Some(p) = m.patient {
+                    let c = counts.entry(p).or_default();
+                    match kind {
+                        RecordKind::Procedure => c.0 += 1,
+                        RecordKind::Response => c.1 += 1,
+                        _ => c.2 += 1,
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(enrolments.len());
+        for m in enrolments {
+            let body: Enrolment = self.get(m.id)?;
+            let (procedures, responses, open_adverse_events) = counts.get(&m.id).copied().unwrap_or_default();
+            out.push(PatientSummary {
+                id: m.id,
+                study_code: body.study_code,
+                enrolled_on: m.date,
+                procedures,
+                responses,
+                open_adverse_events,
+            });
+        }
+        out.sort_by(|a, b| a.study_code.cmp(&b.study_code));
+        Ok(out)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Questionnaires and responses
+
+    /// A questionnaire definition by id (the registry's default instruments).
+    pub fn questionnaire(&self, id: &str) -> Result<Questionnaire> {
+        questionnaire::instrument(id).ok_or_else(|| Error::NotFound(format!("questionnaire {id}")))
+    }
+
+    /// Validate answers against a questionnaire as the user types: every problem except
+    /// missing required answers.
+    pub fn check_answers(&self, questionnaire_id: &str, answers: &Answers) -> Result<Vec<Problem>> {
+        Ok(self.questionnaire(questionnaire_id)?.validate_partial(answers))
+    }
+
+    /// Start a response (a draft) to a questionnaire for a patient, optionally answering a
+    /// scheduled visit of a procedure.
+    pub fn start_response(
+        &self,
+        patient: RecordId,
+        questionnaire_id: &str,
+        procedure: Option<RecordId>,
+        visit: Option<&str>,
+    ) -> Result<RecordId> {
+        let e = self.require_enrolled()?;
+        let q = self.questionnaire(questionnaire_id)?;
+        let completed_by = match e.role {
+            DeviceRole::Clinic => CompletedBy::Nurse,
+            DeviceRole::Patient => {
+                if e.patient != Some(patient) {
+                    return Err(Error::NotPermitted(
+                        "a patient's phone can only answer for its own patient".into(),
+                    ));
+                }
+                CompletedBy::Patient
+            }
+        };
+        if e.role == DeviceRole::Clinic {
+            self.require_patient(patient)?;
+        }
+        if let Some(v) = visit {
+            if self.schedule.visit(v).is_none() {
+                return Err(Error::InvalidInput(format!("{v:?} is not a visit of the schedule")));
+            }
+        }
+        let body = FollowupResponse {
+            questionnaire: q.id().to_string(),
+            questionnaire_version: q.version().to_string(),
+            procedure: procedure.map(|p| p.to_hex()),
+            visit: visit.map(str::to_string),
+            answers: Answers::new(),
+            completed_by,
+            status: ResponseStatus::Draft,
+            submitted_at: None,
+        };
+        self.create(&e, Some(patient), &body)
+    }
+
+    /// Save answers into a draft (merging with the answers already there: an answer set to a
+    /// new value replaces the old one; answers not mentioned are kept). Returns the problems
+    /// found so far (missing required answers are not problems until submission).
+    pub fn save_answers(&self, response: RecordId, answers: &Answers) -> Result<Vec<Problem>> {
+        let e = self.require_enrolled()?;
+        let mut problems = Vec::new();
+        self.update::<FollowupResponse>(&e, response, |r| {
+            for (k, v) in answers {
+                r.answers.insert(k.clone(), v.clone());
+            }
+            let q = questionnaire::instrument(&r.questionnaire)
+                .ok_or_else(|| Error::NotFound(format!("questionnaire {}", r.questionnaire)))?;
+            problems = q.validate_partial(&r.answers);
+            Ok(())
+        })?;
+        Ok(problems)
+    }
+
+    /// Remove an answer from a draft.
+    pub fn clear_answer(&self, response: RecordId, item: &str) -> Result<()> {
+        let e = self.require_enrolled()?;
+        self.update::<FollowupResponse>(&e, response, |r| {
+            r.answers.remove(item);
+            Ok(())
+        })
+    }
+
+    /// Submit a response: it must satisfy every rule of its questionnaire, or
+    /// [`Error::Validation`] lists each problem. Answers to items that are no longer enabled
+    /// are removed first.
+    pub fn submit_response(&self, response: RecordId) -> Result<()> {
+        let e = self.require_enrolled()?;
+        self.update::<FollowupResponse>(&e, response, |r| {
+            let q = questionnaire::instrument(&r.questionnaire)
+                .ok_or_else(|| Error::NotFound(format!("questionnaire {}", r.questionnaire)))?;
+            q.prune_disabled(&mut r.answers);
+            let problems = q.validate(&r.answers);
+            if !problems.is_empty() {
+                return Err(Error::Validation(problems));
+            }
+            r.status = ResponseStatus::Submitted;
+            if r.submitted_at.is_none() {
+                r.submitted_at = Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            }
+            Ok(())
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Schedule
+
+    fn procedures_and_done(
+        &self,
+        patient: Option<RecordId>,
+    ) -> Result<(Vec<DocMeta>, BTreeMap<RecordId, BTreeSet<String>>)> {
+        let procedures = self.store.list(&Query {
+            kind: Some(RecordKind::Procedure),
+            patient,
+            ..Default::default()
+        })?;
+        let mut done: BTreeMap<RecordId, BTreeSet<String>> = BTreeMap::new();
+        for m in self.store.list(&Query {
+            kind: Some(RecordKind::Response),
+            patient,
+            status: Some(ResponseStatus::Submitted.code().into()),
+            ..Default::default()
+        })? {
+            if let (Some(p), Some(v)) = (m.subject, m.visit) {
+                done.entry(p).or_default().insert(v);
+            }
+        }
+        Ok((procedures, done))
+    }
+
+    /// One patient's visits, every procedure, as of a date.
+    pub fn patient_visits(&self, patient: RecordId, as_of: NaiveDate) -> Result<Vec<PatientVisit>> {
+        self.visits(Some(patient), as_of, None)
+    }
+
+    /// The clinic's visits in the given states (all states when `None`), most urgent first:
+    /// overdue, then due by the end of their window, then the rest.
+    pub fn clinic_visits(&self, as_of: NaiveDate, states: Option<&[VisitState]>) -> Result<Vec<PatientVisit>> {
+        self.visits(None, as_of, states)
+    }
+
+    fn visits(
+        &self,
+        patient: Option<RecordId>,
+        as_of: NaiveDate,
+        states: Option<&[VisitState]>,
+    ) -> Result<Vec<PatientVisit>> {
+        let (procedures, done) = self.procedures_and_done(patient)?;
+        let empty = BTreeSet::new();
+        let mut out = Vec::new();
+        for p in procedures {
+            let (Some(date), Some(patient)) = (p.date, p.patient) else {
+                continue;
+            };
+            let done = done.get(&p.id).unwrap_or(&empty);
+            for v in self.schedule.visits_for(date, done, as_of) {
+                if states.is_none_or(|s| s.contains(&v.state)) {
+                    out.push(PatientVisit {
+                        patient,
+                        procedure: p.id,
+                        visit: v,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            urgency(&a.visit)
+                .cmp(&urgency(&b.visit))
+                .then(a.visit.window_end.cmp(&b.visit.window_end))
+        });
+        Ok(out)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Adverse events and adjudication
+
+    /// Report an adverse event for a patient. On a patient's phone the reporter is always the
+    /// patient.
+    pub fn report_adverse_event(&self, patient: RecordId, event: &AdverseEvent) -> Result<RecordId> {
+        let e = self.require_enrolled()?;
+        let mut event = event.clone();
+        match e.role {
+            DeviceRole::Patient => {
+                if e.patient != Some(patient) {
+                    return Err(Error::NotPermitted(
+                        "a patient's phone can only report for its own patient".into(),
+                    ));
+                }
+                event.reporter = Reporter::Patient;
+            }
+            DeviceRole::Clinic => self.require_patient(patient)?,
+        }
+        if !(1..=5).contains(&event.severity) {
+            return Err(Error::InvalidInput(format!(
+                "severity grade {} is out of range: it must be 1 to 5",
+                event.severity
+            )));
+        }
+        if parse_date(&event.onset).is_none() {
+            return Err(Error::InvalidInput(format!("onset {:?} is not a date (YYYY-MM-DD)", event.onset)));
+        }
+        if !event.answers.is_empty() {
+            let q = self.questionnaire("adverse-event-report")?;
+            let problems = q.validate_partial(&event.answers);
+            if !problems.is_empty() {
+                return Err(Error::Validation(problems));
+            }
+        }
+        self.create(&e, Some(patient), &event)
+    }
+
+    /// Record (or update) the treating clinic's adjudication of an adverse event. The deadline
+    /// is set when the adjudication is first recorded, from the event's severity.
+    pub fn adjudicate(
+        &self,
+        adverse_event: RecordId,
+        edit: impl FnOnce(&mut Adjudication),
+    ) -> Result<RecordId> {
+        let e = self.require_clinic_device("adjudicate adverse events")?;
+        let ae_doc = self.load(adverse_event)?;
+        let header = model::read_header(&ae_doc)?;
+        if header.kind != RecordKind::AdverseEvent {
+            return Err(Error::InvalidInput(format!("{adverse_event} is not an adverse event")));
+        }
+        let existing = self
+            .store
+            .list(&Query {
+                kind: Some(RecordKind::Adjudication),
+                patient: header.patient,
+                ..Default::default()
+            })?
+            .into_iter()
+            .find(|m| m.subject == Some(adverse_event));
+        let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match existing {
+            Some(m) => {
+                self.update::<Adjudication>(&e, m.id, |a| {
+                    edit(a);
+                    a.decided_at = Some(now);
+                    Ok(())
+                })?;
+                Ok(m.id)
+            }
+            None => {
+                let ae: AdverseEvent = model::read_body(&ae_doc)?;
+                let reported = parse_date(&ae.onset).unwrap_or_else(|| Utc::now().date_naive());
+                let deadline = reported.max(Utc::now().date_naive())
+                    + chrono::Days::new(adjudication_days(ae.severity).unsigned_abs());
+                let mut adj = Adjudication {
+                    adverse_event: adverse_event.to_hex(),
+                    relatedness: None,
+                    action: String::new(),
+                    remedy: String::new(),
+                    status: AdjudicationStatus::Open,
+                    deadline: deadline.format("%Y-%m-%d").to_string(),
+                    decided_at: None,
+                };
+                edit(&mut adj);
+                adj.decided_at = Some(now);
+                self.create(&e, header.patient, &adj)
+            }
+        }
+    }
+
+    /// Adverse events the clinic has not resolved, oldest deadline first.
+    pub fn adjudication_queue(&self, as_of: NaiveDate) -> Result<Vec<AdjudicationItem>> {
+        let adjudications: BTreeMap<RecordId, DocMeta> = self
+            .store
+            .list(&Query {
+                kind: Some(RecordKind::Adjudication),
+                ..Default::default()
+            })?
+            .into_iter()
+            .filter_map(|m| m.subject.map(|s| (s, m)))
+            .collect();
+        let mut out = Vec::new();
+        for ae in self.store.list(&Query {
+            kind: Some(RecordKind::AdverseEvent),
+            ..Default::default()
+        })? {
+            let Some(patient) = ae.patient else { continue };
+            let adj = adjudications.get(&ae.id);
+            let status = adj
+                .and_then(|a| a.status.as_deref())
+                .and_then(AdjudicationStatus::from_code)
+                .unwrap_or(AdjudicationStatus::Open);
+            if status == AdjudicationStatus::Resolved {
+                continue;
+            }
+            let deadline = adj.and_then(|a| a.date);
+            out.push(AdjudicationItem {
+                adverse_event: ae.id,
+                patient,
+                adjudication: adj.map(|a| a.id),
+                status,
+                deadline,
+                overdue: status == AdjudicationStatus::Open && deadline.is_some_and(|d| d < as_of),
+            });
+        }
+        out.sort_by_key(|i| (i.deadline.is_none(), i.deadline));
+        Ok(out)
+    }
+}
+
+fn urgency(v: &VisitStatus) -> u8 {
+    match v.state {
+        VisitState::Overdue => 0,
+        VisitState::Due => 1,
+        VisitState::Upcoming => 2,
+        VisitState::Missed => 3,
+        VisitState::Done => 4,
+    }
+}
+
+/// The plaintext index entry of a record: ids, one date, status and visit codes, and the record
+/// it refers to. Used when saving locally and when a sync brings a document in.
+pub fn index_meta(doc: &Automerge) -> Result<DocMeta> {
+    let h = model::read_header(doc)?;
+    let mut meta = DocMeta {
+        id: h.id,
+        kind: h.kind,
+        clinic: h.clinic,
+        patient: h.patient,
+        date: None,
+        status: None,
+        visit: None,
+        subject: None,
+    };
+    let subject = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<RecordId>().ok());
+    match h.kind {
+        RecordKind::Clinic => {
+            let c: model::Clinic = model::read_body(doc)?;
+            meta.status = Some(c.participation.code().into());
+        }
+        RecordKind::Enrolment => {
+            let e: Enrolment = model::read_body(doc)?;
+            meta.date = parse_date(&e.enrolled_on);
+        }
+        RecordKind::Procedure => {
+            let p: Procedure = model::read_body(doc)?;
+            meta.date = parse_date(&p.date);
+        }
+        RecordKind::Response => {
+            let r: FollowupResponse = model::read_body(doc)?;
+            meta.status = Some(r.status.code().into());
+            meta.visit = r.visit.clone();
+            meta.subject = subject(&r.procedure);
+            meta.date = r.submitted_at.as_deref().and_then(|s| s.get(..10)).and_then(parse_date);
+        }
+        RecordKind::AdverseEvent => {
+            let a: AdverseEvent = model::read_body(doc)?;
+            meta.date = parse_date(&a.onset);
+            meta.status = Some(format!("grade{}", a.severity.clamp(0, 9)));
+            meta.subject = subject(&a.procedure);
+        }
+        RecordKind::Adjudication => {
+            let a: Adjudication = model::read_body(doc)?;
+            meta.date = parse_date(&a.deadline);
+            meta.status = Some(a.status.code().into());
+            meta.subject = a.adverse_event.parse().ok();
+        }
+    }
+    Ok(meta)
+}
