@@ -570,16 +570,14 @@ fn is_default_behavior(b: &EnableBehavior) -> bool {
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Condition>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(Condition),
-        Many(Vec<Condition>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(c) => vec![c],
-        OneOrMany::Many(v) => v,
-    })
+    // Not an untagged enum: its error ("did not match any variant") would hide what is wrong.
+    let v = serde_json::Value::deserialize(d)?;
+    let parsed = if v.is_array() {
+        serde_json::from_value(v)
+    } else {
+        serde_json::from_value(v).map(|c| vec![c])
+    };
+    parsed.map_err(|e| serde::de::Error::custom(format!("enable_when: {e}")))
 }
 
 const SHIPPED: [(&str, &str); 5] = [
