@@ -245,12 +245,7 @@ fn worklist_for_10000_patients_is_fast() {
         "worklist over 10,000 patients: {} lines in {elapsed:?}",
         list.len()
     );
-    // Release builds run this in about a millisecond; the bound leaves room for debug builds.
-    #[cfg(not(debug_assertions))]
-    assert!(
-        elapsed < std::time::Duration::from_millis(20),
-        "{elapsed:?}"
-    );
+    // Speed is measured by the criterion benchmark (`cargo bench -p followup-core`), not here.
 }
 
 // ---------------------------------------------------------------- malformed schedules
