@@ -492,8 +492,18 @@ impl Store {
     /// Create a new store at `path` (which must not exist), protected by `key`.
     pub fn create(path: impl AsRef<Path>, key: KeySource) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
-        if path.exists() {
-            return Err(StoreError::AlreadyExists(path));
+        // Claim the path atomically: an empty file is a valid empty SQLite database, and a
+        // failure below may then remove only what this call created.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::AlreadyExists(path))
+            }
+            Err(e) => return Err(e.into()),
         }
         let result = Self::create_inner(&path, &key);
         if result.is_err() {
@@ -510,7 +520,7 @@ impl Store {
     fn create_inner(path: &Path, source: &KeySource) -> Result<Store> {
         let store_id = StoreId::random();
         let key = DataKey::generate();
-        // Wrap first: a provider failure must not leave a file behind.
+        // Wrap before writing anything; on failure `create` removes the file it claimed.
         let slot = KeySlot::wrap(source, &store_id, &key)?;
         if !slot.holds(source, &store_id, &key) {
             return Err(StoreError::KeyProvider(

@@ -197,6 +197,35 @@ impl crate::crypto::KeyProvider for XorProvider {
     }
 }
 
+struct LockedKeystore;
+impl crate::crypto::KeyProvider for LockedKeystore {
+    fn key_id(&self) -> String {
+        "locked".into()
+    }
+    fn wrap(&self, _: &[u8]) -> Result<Vec<u8>, crate::crypto::KeyProviderError> {
+        Err(crate::crypto::KeyProviderError::Unavailable(
+            "device locked".into(),
+        ))
+    }
+    fn unwrap(&self, _: &[u8]) -> Result<Vec<u8>, crate::crypto::KeyProviderError> {
+        self.wrap(&[])
+    }
+}
+
+#[test]
+fn keystore_failure_is_reported_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let err = Store::create(&path, KeySource::provider(LockedKeystore)).unwrap_err();
+    assert!(matches!(err, StoreError::KeyProvider(ref m) if m.contains("device locked")));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    drop(Store::create(&path, pass("pw")).unwrap());
+    assert!(matches!(
+        Store::open(&path, KeySource::provider(LockedKeystore)),
+        Err(StoreError::WrongKey)
+    ));
+}
+
 #[test]
 fn non_authenticating_provider_still_gets_wrong_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -931,6 +960,25 @@ fn timing() {
             v[v.len() - 1]
         );
     }
+    let path = store.path().to_path_buf();
+    store.rotate_key(provider(3, "bench")).unwrap();
+    drop(store);
+    let t = Instant::now();
+    let store = Store::open(&path, provider(3, "bench")).unwrap();
+    println!(
+        "open (device key, 11,000 docs): {:.3} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let k = DataKey::generate();
+    let slot = KeySlot::wrap(&KeySource::passphrase("pw"), &store.store_id(), &k).unwrap();
+    let t = Instant::now();
+    slot.unwrap(&KeySource::passphrase("pw"), &store.store_id())
+        .unwrap();
+    println!(
+        "passphrase unwrap at {} PBKDF2 iterations: {:.1} ms",
+        crate::crypto::PBKDF2_ITERATIONS,
+        t.elapsed().as_secs_f64() * 1e3
+    );
     let size = std::fs::metadata(store.path()).unwrap().len()
         + std::fs::metadata(dir.path().join("s.db-wal"))
             .map(|m| m.len())
