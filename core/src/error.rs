@@ -25,6 +25,21 @@ pub enum Error {
     /// The encrypted store failed (wrong key, tampering, database errors...).
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The device must be enrolled with a registry first.
+    #[error("this device is not enrolled: enrol it with a code from the registry first")]
+    NotEnrolled,
+    /// The device's role does not allow this.
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
+    /// An argument was not acceptable.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Answers break their questionnaire's rules; one problem per broken rule.
+    #[error("the answers break {} rule(s) of the questionnaire: {}", .0.len(), .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
+    Validation(Vec<crate::questionnaire::Problem>),
+    /// The device identity could not be created or used.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     /// An identifier was malformed.
     #[error(transparent)]
     InvalidId(#[from] crate::ids::InvalidId),

@@ -397,7 +397,7 @@ pub struct Procedure {
 
 /// Answers keyed by questionnaire item id; each answer is a plain value in the document so that
 /// concurrent answers to different items merge and concurrent answers to the same item conflict.
-pub type Answers = std::collections::BTreeMap<String, AnswerValue>;
+pub use crate::questionnaire::Answers;
 
 /// A questionnaire response: a clinician follow-up, a patient outcome survey, a baseline record.
 #[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]

@@ -200,6 +200,9 @@ pub struct DocMeta {
     pub status: Option<String>,
     /// A schedule visit code such as `"m3"`.
     pub visit: Option<String>,
+    /// The record this one refers to: the procedure a response follows up, the procedure an
+    /// adverse event is suspected of, the adverse event an adjudication decides.
+    pub subject: Option<RecordId>,
 }
 
 /// A query over the plaintext index; `None` fields match anything. Results are ordered by
@@ -216,6 +219,8 @@ pub struct Query {
     pub status: Option<String>,
     /// Only this visit code.
     pub visit: Option<String>,
+    /// Only records referring to this record.
+    pub subject: Option<RecordId>,
 }
 
 /// What a save wrote.
@@ -269,6 +274,7 @@ CREATE TABLE docs (
     date         INTEGER,
     status       TEXT,
     visit        TEXT,
+    subject      BLOB,
     first_chunk  INTEGER NOT NULL,
     next_chunk   INTEGER NOT NULL,
     saved_heads  BLOB NOT NULL,
@@ -277,6 +283,7 @@ CREATE TABLE docs (
 ) WITHOUT ROWID;
 CREATE INDEX docs_kind_clinic ON docs (kind, clinic, date, id, patient, status, visit);
 CREATE INDEX docs_patient_kind ON docs (patient, kind, date, id, clinic, status, visit);
+CREATE INDEX docs_subject ON docs (subject) WHERE subject IS NOT NULL;
 CREATE INDEX docs_dirty ON docs (dirty_seq) WHERE dirty_seq IS NOT NULL;
 CREATE TABLE chunks (
     doc   BLOB NOT NULL REFERENCES docs (id) ON DELETE CASCADE,
@@ -342,7 +349,7 @@ fn same_heads(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
     a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
 }
 
-const META_COLUMNS: &str = "id, kind, clinic, patient, date, status, visit";
+const META_COLUMNS: &str = "id, kind, clinic, patient, date, status, visit, subject";
 
 /// Days from 0001-01-01 to 1970-01-01 (chrono's `num_days_from_ce` of the Unix epoch).
 const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
@@ -402,6 +409,10 @@ fn meta_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DocMeta> {
         },
         status: r.get(5)?,
         visit: r.get(6)?,
+        subject: match r.get_ref(7)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(id_col(r, 7, "subject")?),
+        },
     })
 }
 
@@ -926,6 +937,10 @@ impl Store {
             conds.push("visit = ?");
             args.push(v.clone().into());
         }
+        if let Some(x) = query.subject {
+            conds.push("subject = ?");
+            args.push(x.as_bytes().to_vec().into());
+        }
         if !conds.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
@@ -1195,11 +1210,11 @@ fn upsert_meta(
     heads: &[ChangeHash],
 ) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO docs (id, kind, clinic, patient, date, status, visit, first_chunk, next_chunk, saved_heads) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+        "INSERT INTO docs (id, kind, clinic, patient, date, status, visit, first_chunk, next_chunk, saved_heads, subject) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
          ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, clinic = excluded.clinic, \
          patient = excluded.patient, date = excluded.date, status = excluded.status, \
-         visit = excluded.visit, first_chunk = excluded.first_chunk, \
+         visit = excluded.visit, subject = excluded.subject, first_chunk = excluded.first_chunk, \
          next_chunk = excluded.next_chunk, saved_heads = excluded.saved_heads",
     )?
     .execute(params![
@@ -1213,6 +1228,7 @@ fn upsert_meta(
         to_i64(first)?,
         to_i64(next)?,
         encode_heads(heads),
+        meta.subject.as_ref().map(|p| p.as_bytes().as_slice()),
     ])?;
     Ok(())
 }

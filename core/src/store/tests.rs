@@ -32,6 +32,7 @@ fn meta_for(id: RecordId, clinic: RecordId, patient: RecordId) -> DocMeta {
         date: NaiveDate::from_ymd_opt(2025, 3, 14),
         status: Some("draft".into()),
         visit: Some("m3".into()),
+        subject: None,
     }
 }
 
@@ -792,6 +793,7 @@ fn queries_use_the_plaintext_index() {
             clinic: Some(clinic),
             status: Some("draft".into()),
             visit: Some("m3".into()),
+            subject: None,
             ..Default::default()
         }),
         vec![r2.id, r1.id]
@@ -930,6 +932,7 @@ fn timing() {
             date: NaiveDate::from_ymd_opt(2024, 6, 1),
             status: Some("active".into()),
             visit: None,
+            subject: None,
         };
         store.save_doc(&meta, &tiny).unwrap();
     }
