@@ -150,6 +150,75 @@ pub fn decode_versioned<T: DeserializeOwned>(
 }
 
 // ------------------------------------------------------------------------------------------
+// Automerge payloads
+// ------------------------------------------------------------------------------------------
+
+/// Automerge's chunk magic bytes.
+const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+/// Automerge's chunk type of an uncompressed change.
+const CHUNK_TYPE_CHANGE: u8 = 1;
+
+/// Split a [`PushDoc::data`] / [`PullDoc::data`] payload into its changes.
+///
+/// A payload is zero or more **uncompressed change chunks** back to back, exactly what
+/// `Automerge::save_after(&heads)` produces. Document chunks, DEFLATE-compressed changes and
+/// bundles are refused: they would let a peer make the receiver inflate unbounded data, and raw
+/// changes are the smallest after zstd anyway. Each change's hash is computed from its bytes.
+pub fn split_changes(mut data: &[u8]) -> Result<Vec<automerge::Change>, ProtocolError> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        if data.len() < 10 || data[..4] != AUTOMERGE_MAGIC {
+            return Err(ProtocolError::Decode(
+                "payload is not a sequence of Automerge change chunks".into(),
+            ));
+        }
+        if data[8] != CHUNK_TYPE_CHANGE {
+            return Err(ProtocolError::Decode(format!(
+                "Automerge chunk type {} is not accepted (only uncompressed changes)",
+                data[8]
+            )));
+        }
+        // uLEB128 length, at most 8 bytes (a chunk is far below 2^56 bytes).
+        let mut len: u64 = 0;
+        let mut pos = 9;
+        let mut shift = 0;
+        loop {
+            let Some(&b) = data.get(pos) else {
+                return Err(ProtocolError::Decode("truncated Automerge chunk header".into()));
+            };
+            pos += 1;
+            len |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift >= 56 {
+                return Err(ProtocolError::Decode("Automerge chunk length overflows".into()));
+            }
+        }
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|&e| e <= data.len())
+            .ok_or_else(|| ProtocolError::Decode("truncated Automerge change".into()))?;
+        let change = automerge::Change::try_from(&data[..end])
+            .map_err(|e| ProtocolError::Decode(format!("invalid Automerge change: {e}")))?;
+        out.push(change);
+        data = &data[end..];
+    }
+    Ok(out)
+}
+
+/// Concatenate changes' raw (uncompressed) bytes: the inverse of [`split_changes`].
+pub fn join_changes<'a>(changes: impl IntoIterator<Item = &'a automerge::Change>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in changes {
+        out.extend_from_slice(c.raw_bytes());
+    }
+    out
+}
+
+// ------------------------------------------------------------------------------------------
 // Binary field helpers
 // ------------------------------------------------------------------------------------------
 
@@ -760,6 +829,35 @@ mod tests {
             let _ = decode_sync_request(&bytes, 1 << 16);
             let framed = compress(&bytes).unwrap();
             let _ = decode_sync_response(&framed, 1 << 16);
+        }
+    }
+
+    #[test]
+    fn split_changes_round_trips_and_refuses_other_chunks() {
+        let mut doc = AutoCommit::new();
+        doc.put(ROOT, "a", 1).unwrap();
+        doc.commit();
+        doc.put(ROOT, "b", "two").unwrap();
+        doc.commit();
+        let doc = doc.document().clone();
+        let data = doc.save_after(&[]);
+        let changes = split_changes(&data).unwrap();
+        assert_eq!(changes.len(), 2);
+        assert_eq!(join_changes(&changes), data);
+        assert!(split_changes(&[]).unwrap().is_empty());
+        // A whole document (DEFLATE inside) is refused.
+        assert!(split_changes(&doc.save()).is_err());
+        for cut in 1..data.len() {
+            let _ = split_changes(&data[..cut]);
+        }
+        assert!(split_changes(&data[..data.len() - 1]).is_err());
+        let mut state: u32 = 7;
+        for _ in 0..2000 {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let mut bad = data.clone();
+            let i = (state as usize) % bad.len();
+            bad[i] ^= (state >> 16) as u8 | 1;
+            let _ = split_changes(&bad);
         }
     }
 
