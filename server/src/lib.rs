@@ -1,1 +1,163 @@
-//! placeholder
+//! # followup-server
+//!
+//! The registry sync server: devices enrol with a one-time code, then sync all their documents in
+//! one signed, compressed `POST /v1/sync` per exchange; the server authorizes every change, merges
+//! it, keeps an append-only hash-chained audit log, and returns what each device lacks since its
+//! cursor. The protocol is `docs/sync-protocol.md`; its types are `followup_core::protocol`.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`api`] | the HTTP routes and handlers (health, enrol, sync, admin) |
+//! | [`auth`] | request signature check, ±5 min freshness, nonce replay cache, revocation; admin token |
+//! | [`authz`] | **the** authorization rules: who may read and write which record, in one place |
+//! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
+//! | [`storage`] | the [`storage::Storage`] trait and [`storage::SqliteStorage`] (all state in the database) |
+//! | [`audit`] | the SHA-256-chained audit entries and `verify` |
+//! | [`config`] | flags and environment variables |
+//! | [`error`] | HTTP errors with JSON bodies |
+//!
+//! Embedding (tests, the CLI): [`Server::start`] returns a [`RunningServer`] with its bound address
+//! and a graceful shutdown that lets in-flight syncs finish.
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod authz;
+pub mod config;
+pub mod error;
+pub mod storage;
+pub mod sync;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::Config;
+use storage::{SqliteStorage, Storage};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The server.
+pub struct Server;
+
+/// A server running on a tokio runtime.
+pub struct RunningServer {
+    /// The address it listens on (the real port when started on port 0).
+    pub addr: SocketAddr,
+    storage: Arc<dyn Storage>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    /// Open the SQLite database in `config.data_dir`, bind `config.listen` and serve.
+    pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+        config.validate().map_err(ServerError::Config)?;
+        let dir = config.data_dir.clone();
+        let storage = tokio::task::spawn_blocking(move || SqliteStorage::open(&dir)).await??;
+        Self::start_with_storage(config, Arc::new(storage)).await
+    }
+
+    /// Serve with a given storage backend.
+    pub async fn start_with_storage(
+        config: Config,
+        storage: Arc<dyn Storage>,
+    ) -> Result<RunningServer, ServerError> {
+        config.validate().map_err(ServerError::Config)?;
+        let state = api::AppState {
+            storage: storage.clone(),
+            admin: auth::AdminToken::new(config.admin_token.as_deref()),
+            max_body_bytes: config.max_body_bytes,
+            max_decompressed_bytes: config.max_decompressed_bytes,
+            limits: sync::SyncLimits {
+                max_pull_bytes: config.max_pull_bytes,
+                ..sync::SyncLimits::default()
+            },
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = api::router(state);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        tracing::info!(%addr, "followup-server listening");
+        Ok(RunningServer {
+            addr,
+            storage,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+}
+
+impl RunningServer {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The storage the server uses.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// Stop accepting connections, let in-flight requests finish, then return.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        tracing::info!("followup-server stopped");
+        Ok(())
+    }
+
+    /// Serve until the task ends (e.g. after [`RunningServer::trigger_shutdown`]).
+    pub async fn wait(mut self) -> Result<(), ServerError> {
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+
+    /// A handle that starts a graceful shutdown when called.
+    pub fn trigger_shutdown(&mut self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        self.shutdown.take()
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! HTTP routes and handlers.
+//!
+//! | route | auth | body |
+//! |---|---|---|
+//! | `GET /health` | none | JSON [`HealthResponse`] |
+//! | `POST /v1/enrol` | one-time code | JSON [`EnrolRequest`] → [`EnrolResponse`] |
+//! | `POST /v1/sync` | device signature | binary [`SyncRequest`] → [`SyncResponse`] |
+//! | `POST /v1/admin/clinics` | admin token | JSON [`CreateClinicRequest`] → [`CreateClinicResponse`] |
+//! | `POST /v1/admin/enrolment-codes` | admin token | JSON [`IssueEnrolmentCodeRequest`] → [`IssueEnrolmentCodeResponse`] |
+//! | `POST /v1/admin/devices/{id}/revoke` | admin token | → [`RevokeDeviceResponse`] |
+//! | `GET /v1/admin/audit/verify` | admin token | → [`AuditVerifyResponse`] |
+//! | `GET /v1/admin/stats` | admin token | → [`StatsResponse`] |
+
+use std::sync::Arc;
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ObjType, ROOT};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use followup_core::identity::parse_public_key;
+use followup_core::ids::{random_bytes, DeviceId, RecordId};
+use followup_core::model::{DocHeader, RecordKind};
+use followup_core::protocol::{
+    decode_sync_request, encode_body, registry_actor, CreateClinicRequest, CreateClinicResponse,
+    DeviceRole, EnrolRequest, EnrolResponse, EnrolmentGrant, ErrorCode, HealthResponse,
+    IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse, ENROL_PATH,
+    SUPPORTED_VERSIONS, SYNC_CONTENT_TYPE, SYNC_PATH,
+};
+use ring::digest::{digest, SHA256};
+use serde::de::DeserializeOwned;
+
+use crate::audit::{self, event};
+use crate::auth::{authenticate, now_ms, AdminToken};
+use crate::authz::Principal;
+use crate::error::ApiError;
+use crate::storage::{ClinicRow, DocWrite, EnrolmentCode, NewDevice, Storage};
+use crate::sync::{self, SyncLimits};
+
+/// Shared state of the handlers (no mutable state: everything lives in the database).
+#[derive(Clone)]
+pub struct AppState {
+    pub storage: Arc<dyn Storage>,
+    pub admin: AdminToken,
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub limits: SyncLimits,
+}
+
+/// Default and maximum lifetime of an enrolment code.
+const DEFAULT_CODE_TTL_SECS: u64 = 24 * 3600;
+const MAX_CODE_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Crockford base32: no I, L, O, U; easy to read aloud and type.
+const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route(ENROL_PATH, post(enrol))
+        .route(SYNC_PATH, post(sync_handler))
+        .route("/v1/admin/clinics", post(create_clinic))
+        .route("/v1/admin/enrolment-codes", post(issue_code))
+        .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
+        .route("/v1/admin/audit/verify", get(verify_audit))
+        .route("/v1/admin/stats", get(stats))
+        .fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such route") })
+        // Bodies are read with an explicit limit in each handler (with a JSON error).
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // http-body-util's LengthLimitError ("length limit exceeded") somewhere in the chain.
+        let mut too_large = false;
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = cur {
+            too_large |= err.to_string().contains("length limit");
+            cur = err.source();
+        }
+        if too_large {
+            ApiError::too_large(format!("the request body exceeds {limit} bytes"))
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedBody,
+            format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+async fn health() -> Json<HealthResponse> {
+    Json(HealthResponse {
+        status: "ok".into(),
+        server_version: env!("CARGO_PKG_VERSION").into(),
+        protocol_versions: SUPPORTED_VERSIONS.to_vec(),
+    })
+}
+
+fn normalise_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        })
+        .collect()
+}
+
+fn code_hash(normalised: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, normalised.as_bytes()).as_ref());
+    out
+}
+
+/// A new 12-character code (60 random bits), shown as `XXXX-XXXX-XXXX`.
+fn new_code() -> String {
+    let bits = u64::from_le_bytes(random_bytes::<8>());
+    let mut s = String::with_capacity(14);
+    for i in 0..12 {
+        if i > 0 && i % 4 == 0 {
+            s.push('-');
+        }
+        let idx = ((bits >> (i * 5)) & 31) as usize;
+        s.push(char::from(CODE_ALPHABET[idx]));
+    }
+    s
+}
+
+async fn enrol(State(st): State<AppState>, body: Body) -> Result<Json<EnrolResponse>, ApiError> {
+    let bytes = read_body(body, 64 * 1024).await?;
+    let req: EnrolRequest = parse_json(&bytes)?;
+    let public_key =
+        parse_public_key(&req.public_key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if req.label.as_ref().is_some_and(|l| l.len() > 200) {
+        return Err(ApiError::bad_request(
+            "the label is longer than 200 characters",
+        ));
+    }
+    let hash = code_hash(&normalise_code(&req.code));
+    let new = NewDevice {
+        id: DeviceId::random(),
+        public_key,
+        label: req.label,
+    };
+    let storage = st.storage.clone();
+    let now = now_ms();
+    let device = blocking(move || Ok(storage.redeem_enrolment_code(&hash, &new, now)?))
+        .await?
+        .ok_or_else(|| {
+            tracing::warn!("enrolment with an invalid, used or expired code");
+            ApiError::not_found(
+                ErrorCode::InvalidCode,
+                "this enrolment code is unknown, already used or expired",
+            )
+        })?;
+    tracing::info!(device = %device.id, role = device.role.as_str(), clinic = %device.clinic, "device enrolled");
+    Ok(Json(EnrolResponse {
+        device_id: device.id,
+        role: device.role,
+        clinic: device.clinic,
+        patient: device.patient,
+        server_time_ms: now,
+    }))
+}
+
+async fn sync_handler(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.eq_ignore_ascii_case(SYNC_CONTENT_TYPE) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            format!("expected Content-Type {SYNC_CONTENT_TYPE}"),
+        ));
+    }
+    let bytes = read_body(body, st.max_body_bytes).await?;
+    let device = authenticate(&st.storage, &headers, "POST", SYNC_PATH, &bytes).await?;
+    let started = std::time::Instant::now();
+    let storage = st.storage.clone();
+    let max = st.max_decompressed_bytes;
+    let limits = st.limits;
+    let principal = Principal::from(&device);
+    let (resp_bytes, stats) = blocking(move || {
+        let req = decode_sync_request(&bytes, max)?;
+        let resp = sync::run(storage.as_ref(), &principal, &req, &limits, now_ms())?;
+        let accepted = resp
+            .results
+            .iter()
+            .filter(|r| matches!(r, followup_core::protocol::PushResult::Accepted { .. }))
+            .count();
+        let out = encode_body(&resp)?;
+        Ok((
+            out,
+            (
+                req.push.len(),
+                accepted,
+                resp.pull.len(),
+                resp.cursor,
+                resp.more,
+                bytes.len(),
+            ),
+        ))
+    })
+    .await?;
+    let (pushed, accepted, pulled, cursor, more, req_len) = stats;
+    tracing::info!(
+        device = %device.id,
+        pushed, accepted, pulled, cursor, more,
+        request_bytes = req_len,
+        response_bytes = resp_bytes.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "sync"
+    );
+    Ok(([(header::CONTENT_TYPE, SYNC_CONTENT_TYPE)], resp_bytes).into_response())
+}
+
+/// The clinic record document, authored by the registry.
+fn clinic_document(
+    id: RecordId,
+    req: &CreateClinicRequest,
+) -> Result<Automerge, automerge::AutomergeError> {
+    let mut doc = automerge::AutoCommit::new().with_actor(registry_actor());
+    doc.put(ROOT, "id", id.to_hex())?;
+    doc.put(ROOT, "kind", RecordKind::Clinic.code())?;
+    doc.put(ROOT, "clinic", id.to_hex())?;
+    doc.put(ROOT, "created_by", "registry")?;
+    let body = doc.put_object(ROOT, "body", ObjType::Map)?;
+    doc.put(&body, "name", req.name.as_str())?;
+    doc.put(&body, "country", req.country.as_str())?;
+    doc.put_object(&body, "accreditations", ObjType::List)?;
+    doc.put(&body, "participation", "invited")?;
+    doc.commit();
+    Ok(doc.document().clone())
+}
+
+async fn create_clinic(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<CreateClinicResponse>), ApiError> {
+    st.admin.check(&headers)?;
+    let bytes = read_body(body, 64 * 1024).await?;
+    let req: CreateClinicRequest = parse_json(&bytes)?;
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 300 {
+        return Err(ApiError::bad_request(
+            "the clinic name must be 1 to 300 characters",
+        ));
+    }
+    let country = req.country.trim();
+    if country.len() != 2 || !country.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(ApiError::bad_request(
+            "the country must be an ISO 3166-1 alpha-2 code",
+        ));
+    }
+    let req = CreateClinicRequest {
+        name: name.to_string(),
+        country: country.to_ascii_uppercase(),
+    };
+    let id = RecordId::random();
+    let doc = clinic_document(id, &req).map_err(|e| ApiError::internal("clinic document", e))?;
+    let write = DocWrite {
+        header: DocHeader {
+            id,
+            kind: RecordKind::Clinic,
+            clinic: id,
+            patient: None,
+            created_by: None,
+        },
+        bytes: doc.save(),
+        heads: doc.get_heads(),
+        expected_version: None,
+        device: None,
+        new_changes: doc.get_changes(&[]).iter().map(|c| c.hash()).collect(),
+        event: event::CLINIC_CREATED,
+    };
+    let row = ClinicRow {
+        id,
+        name: req.name,
+        country: req.country,
+    };
+    let storage = st.storage.clone();
+    blocking(move || Ok(storage.create_clinic(&row, &write, now_ms())?)).await?;
+    tracing::info!(clinic = %id, "clinic created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateClinicResponse { clinic: id }),
+    ))
+}
+
+async fn issue_code(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<IssueEnrolmentCodeResponse>), ApiError> {
+    st.admin.check(&headers)?;
+    let bytes = read_body(body, 64 * 1024).await?;
+    let req: IssueEnrolmentCodeRequest = parse_json(&bytes)?;
+    let ttl = req.expires_in_secs.unwrap_or(DEFAULT_CODE_TTL_SECS);
+    if ttl == 0 || ttl > MAX_CODE_TTL_SECS {
+        return Err(ApiError::bad_request(format!(
+            "expires_in_secs must be between 1 and {MAX_CODE_TTL_SECS}"
+        )));
+    }
+    let storage = st.storage.clone();
+    let now = now_ms();
+    let expires_at_ms = now.saturating_add(i64::try_from(ttl * 1000).unwrap_or(i64::MAX));
+    let code = new_code();
+    let hash = code_hash(&normalise_code(&code));
+    let resp = blocking(move || {
+        let (role, clinic, patient) = match req.grant {
+            EnrolmentGrant::ClinicDevice { clinic } => {
+                if !storage.clinic_exists(clinic)? {
+                    return Err(ApiError::not_found(ErrorCode::NotFound, format!("no clinic {clinic}")));
+                }
+                (DeviceRole::ClinicDevice, clinic, None)
+            }
+            EnrolmentGrant::PatientDevice { patient } => {
+                let h = storage
+                    .doc_header(patient)?
+                    .filter(|h| h.kind == RecordKind::Enrolment)
+                    .ok_or_else(|| {
+                        ApiError::not_found(
+                            ErrorCode::NotFound,
+                            format!("no enrolment {patient} on the registry yet (sync the clinic's device first)"),
+                        )
+                    })?;
+                (DeviceRole::PatientDevice, h.clinic, Some(patient))
+            }
+        };
+        storage.insert_enrolment_code(
+            &EnrolmentCode {
+                code_hash: hash,
+                role,
+                clinic,
+                patient,
+                expires_at_ms,
+            },
+            now,
+        )?;
+        Ok(IssueEnrolmentCodeResponse {
+            code,
+            expires_at_ms,
+            role,
+            clinic,
+            patient,
+        })
+    })
+    .await?;
+    tracing::info!(role = resp.role.as_str(), clinic = %resp.clinic, "enrolment code issued");
+    Ok((StatusCode::CREATED, Json(resp)))
+}
+
+async fn revoke_device(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<RevokeDeviceResponse>, ApiError> {
+    st.admin.check(&headers)?;
+    let id: DeviceId = id
+        .parse()
+        .map_err(|e: followup_core::ids::InvalidId| ApiError::bad_request(e.to_string()))?;
+    let storage = st.storage.clone();
+    let (newly, at) = blocking(move || Ok(storage.revoke_device(id, now_ms())?))
+        .await?
+        .ok_or_else(|| ApiError::not_found(ErrorCode::NotFound, format!("no device {id}")))?;
+    tracing::info!(device = %id, newly, "device revoked");
+    Ok(Json(RevokeDeviceResponse {
+        device_id: id,
+        newly_revoked: newly,
+        revoked_at_ms: at,
+    }))
+}
+
+async fn verify_audit(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<followup_core::protocol::AuditVerifyResponse>, ApiError> {
+    st.admin.check(&headers)?;
+    let storage = st.storage.clone();
+    let r = blocking(move || Ok(audit::verify(storage.as_ref())?)).await?;
+    if !r.ok {
+        tracing::error!(problem = ?r.problem, "audit chain verification failed");
+    }
+    Ok(Json(r))
+}
+
+async fn stats(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<followup_core::protocol::StatsResponse>, ApiError> {
+    st.admin.check(&headers)?;
+    let storage = st.storage.clone();
+    Ok(Json(blocking(move || Ok(storage.stats()?)).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_readable_and_normalise() {
+        let c = new_code();
+        assert_eq!(c.len(), 14);
+        let n = normalise_code(&c.to_lowercase());
+        assert_eq!(n.len(), 12);
+        assert_eq!(normalise_code("ab0o-1Il"), "AB00111");
+        assert_ne!(new_code(), new_code());
+    }
+}

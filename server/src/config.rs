@@ -1,0 +1,63 @@
+//! Configuration: command-line flags, each also readable from an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The server's configuration.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "followup-server",
+    about = "Followup registry sync server",
+    version
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "FOLLOWUP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory holding the database.
+    #[arg(long, env = "FOLLOWUP_DATA_DIR", default_value = "./followup-data")]
+    pub data_dir: PathBuf,
+    /// Bearer token of the admin API (at least 16 characters); the admin API is off without it.
+    #[arg(long, env = "FOLLOWUP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Largest request body accepted, compressed, in bytes.
+    #[arg(long, env = "FOLLOWUP_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest request body accepted once decompressed, in bytes.
+    #[arg(long, env = "FOLLOWUP_MAX_DECOMPRESSED_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_decompressed_bytes: usize,
+    /// Cap on one response's pulled change bytes, whatever a device asks.
+    #[arg(long, env = "FOLLOWUP_MAX_PULL_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_pull_bytes: usize,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "FOLLOWUP_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: loopback, an ephemeral port, this data directory.
+    pub fn for_tests(data_dir: impl Into<PathBuf>, admin_token: Option<&str>) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            admin_token: admin_token.map(str::to_string),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_decompressed_bytes: 64 * 1024 * 1024,
+            max_pull_bytes: 8 * 1024 * 1024,
+            log_format: "text".into(),
+        }
+    }
+
+    /// Check values that clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(t) = &self.admin_token {
+            if t.trim().len() < 16 {
+                return Err("the admin token must be at least 16 characters".into());
+            }
+        }
+        if self.max_body_bytes == 0 || self.max_decompressed_bytes == 0 {
+            return Err("body limits must be positive".into());
+        }
+        Ok(())
+    }
+}

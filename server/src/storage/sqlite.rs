@@ -1,0 +1,882 @@
+//! The default backend: one SQLite file (`registry.sqlite3`) in the data directory, WAL mode.
+//!
+//! One writer connection behind a mutex (writes are serialised, which also orders log sequence
+//! numbers), a small pool of reader connections (WAL readers never block the writer), and
+//! `busy_timeout` so that another process on the same file waits rather than fails.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use automerge::ChangeHash;
+use followup_core::ids::{DeviceId, RecordId};
+use followup_core::model::{DocHeader, RecordKind};
+use followup_core::protocol::{DeviceRole, StatsResponse};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{
+    heads_from_blob, heads_to_blob, ClinicRow, DeviceRecord, DocWrite, EnrolmentCode, NewDevice,
+    ReadScope, Rejection, Storage, StorageError, StorageResult, StoredDoc, WriteOutcome,
+};
+use crate::audit::{self, event, AuditEntry, AuditRow};
+
+const DB_FILE: &str = "registry.sqlite3";
+const SCHEMA_VERSION: i64 = 1;
+const MAX_IDLE_READERS: usize = 16;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS clinics (
+    id BLOB PRIMARY KEY,
+    name TEXT NOT NULL,
+    country TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    id BLOB PRIMARY KEY,
+    public_key BLOB NOT NULL,
+    role TEXT NOT NULL,
+    clinic BLOB NOT NULL,
+    patient BLOB,
+    label TEXT,
+    enrolled_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS enrolment_codes (
+    code_hash BLOB PRIMARY KEY,
+    role TEXT NOT NULL,
+    clinic BLOB NOT NULL,
+    patient BLOB,
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    used_at_ms INTEGER,
+    used_by BLOB
+);
+CREATE TABLE IF NOT EXISTS docs (
+    id BLOB PRIMARY KEY,
+    kind TEXT NOT NULL,
+    clinic BLOB NOT NULL,
+    patient BLOB,
+    created_by BLOB,
+    data BLOB NOT NULL,
+    heads BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS log (
+    seq INTEGER PRIMARY KEY,
+    doc BLOB NOT NULL,
+    clinic BLOB NOT NULL,
+    patient BLOB,
+    heads BLOB NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_doc ON log(doc, seq);
+CREATE INDEX IF NOT EXISTS log_clinic ON log(clinic, seq);
+CREATE INDEX IF NOT EXISTS log_patient ON log(patient, seq);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    device BLOB,
+    doc BLOB,
+    log_seq INTEGER,
+    change_hashes BLOB NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_seq ON audit(log_seq);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS nonces (
+    device BLOB NOT NULL,
+    nonce BLOB NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (device, nonce)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces(expires_at_ms);
+CREATE TABLE IF NOT EXISTS rejections (
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    device BLOB NOT NULL,
+    doc BLOB NOT NULL,
+    code TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+"#;
+
+/// SQLite storage in a data directory.
+pub struct SqliteStorage {
+    path: std::path::PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    nonce_inserts: std::sync::atomic::AtomicU64,
+}
+
+fn map_err(e: rusqlite::Error) -> StorageError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            StorageError::Busy
+        }
+        _ => StorageError::Sqlite(e),
+    }
+}
+
+trait SqlResult<T> {
+    fn db(self) -> StorageResult<T>;
+}
+impl<T> SqlResult<T> for rusqlite::Result<T> {
+    fn db(self) -> StorageResult<T> {
+        self.map_err(map_err)
+    }
+}
+
+fn id16(blob: &[u8], what: &str) -> StorageResult<[u8; 16]> {
+    <[u8; 16]>::try_from(blob).map_err(|_| StorageError::Corrupt(format!("{what} is not 16 bytes")))
+}
+fn rid(blob: Vec<u8>) -> StorageResult<RecordId> {
+    id16(&blob, "record id").map(RecordId)
+}
+fn did(blob: Vec<u8>) -> StorageResult<DeviceId> {
+    id16(&blob, "device id").map(DeviceId)
+}
+fn h32(blob: &[u8], what: &str) -> StorageResult<[u8; 32]> {
+    <[u8; 32]>::try_from(blob).map_err(|_| StorageError::Corrupt(format!("{what} is not 32 bytes")))
+}
+fn u64_of(v: i64) -> StorageResult<u64> {
+    u64::try_from(v).map_err(|_| StorageError::Corrupt("negative sequence number".into()))
+}
+fn i64_of(v: u64) -> StorageResult<i64> {
+    i64::try_from(v).map_err(|_| StorageError::Internal("sequence number overflow".into()))
+}
+
+fn open_conn(path: &Path) -> StorageResult<Connection> {
+    let conn = Connection::open(path).db()?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).db()?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )
+    .db()?;
+    Ok(conn)
+}
+
+/// The header columns of a docs row.
+fn header_from_row(
+    id: Vec<u8>,
+    kind: String,
+    clinic: Vec<u8>,
+    patient: Option<Vec<u8>>,
+    created_by: Option<Vec<u8>>,
+) -> StorageResult<DocHeader> {
+    Ok(DocHeader {
+        id: rid(id)?,
+        kind: RecordKind::from_code(&kind)
+            .ok_or_else(|| StorageError::Corrupt(format!("unknown kind {kind:?}")))?,
+        clinic: rid(clinic)?,
+        patient: patient.map(rid).transpose()?,
+        created_by: created_by.map(did).transpose()?,
+    })
+}
+
+struct AuditHead {
+    seq: u64,
+    hash: [u8; 32],
+}
+
+fn audit_head(tx: &Transaction<'_>) -> StorageResult<AuditHead> {
+    let row: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .db()?;
+    match row {
+        None => Ok(AuditHead {
+            seq: 0,
+            hash: audit::GENESIS,
+        }),
+        Some((seq, hash)) => Ok(AuditHead {
+            seq: u64_of(seq)?,
+            hash: h32(&hash, "audit hash")?,
+        }),
+    }
+}
+
+fn append_audit_tx(
+    tx: &Transaction<'_>,
+    head: &mut AuditHead,
+    e: &AuditEntry,
+) -> StorageResult<()> {
+    let seq = head.seq + 1;
+    let hash = audit::entry_hash(&head.hash, seq, e);
+    let hashes: Vec<u8> = e.change_hashes.iter().flat_map(|h| h.0).collect();
+    tx.execute(
+        "INSERT INTO audit (seq, at_ms, event, device, doc, log_seq, change_hashes, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            i64_of(seq)?,
+            e.at_ms,
+            e.event,
+            e.device.map(|d| d.0.to_vec()),
+            e.doc.map(|d| d.0.to_vec()),
+            e.log_seq.map(i64_of).transpose()?,
+            hashes,
+            e.detail,
+            head.hash.to_vec(),
+            hash.to_vec(),
+        ],
+    )
+    .db()?;
+    head.seq = seq;
+    head.hash = hash;
+    Ok(())
+}
+
+fn max_seq_tx(conn: &Connection) -> StorageResult<u64> {
+    let v: Option<i64> = conn
+        .query_row("SELECT MAX(seq) FROM log", [], |r| r.get(0))
+        .db()?;
+    u64_of(v.unwrap_or(0))
+}
+
+/// Write one document inside a transaction. `Ok(None)` on a compare-and-set conflict.
+fn write_doc_tx(
+    tx: &Transaction<'_>,
+    w: &DocWrite,
+    seq: u64,
+    now_ms: i64,
+    head: &mut AuditHead,
+) -> StorageResult<Option<u64>> {
+    let h = &w.header;
+    let heads = heads_to_blob(&w.heads);
+    let seq_i = i64_of(seq)?;
+    let changed = match w.expected_version {
+        None => tx
+            .execute(
+                "INSERT INTO docs (id, kind, clinic, patient, created_by, data, heads, version, updated_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(id) DO NOTHING",
+                params![
+                    h.id.0.to_vec(),
+                    h.kind.code(),
+                    h.clinic.0.to_vec(),
+                    h.patient.map(|p| p.0.to_vec()),
+                    h.created_by.map(|d| d.0.to_vec()),
+                    w.bytes,
+                    heads,
+                    seq_i,
+                    now_ms
+                ],
+            )
+            .db()?,
+        Some(v) => tx
+            .execute(
+                "UPDATE docs SET data = ?2, heads = ?3, version = ?4, updated_at_ms = ?5
+                 WHERE id = ?1 AND version = ?6",
+                params![h.id.0.to_vec(), w.bytes, heads, seq_i, now_ms, i64_of(v)?],
+            )
+            .db()?,
+    };
+    if changed == 0 {
+        return Ok(None);
+    }
+    tx.execute(
+        "INSERT INTO log (seq, doc, clinic, patient, heads, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            seq_i,
+            h.id.0.to_vec(),
+            h.clinic.0.to_vec(),
+            h.patient.map(|p| p.0.to_vec()),
+            heads_to_blob(&w.heads),
+            now_ms
+        ],
+    )
+    .db()?;
+    append_audit_tx(
+        tx,
+        head,
+        &AuditEntry {
+            at_ms: now_ms,
+            event: w.event.to_string(),
+            device: w.device,
+            doc: Some(h.id),
+            log_seq: Some(seq),
+            change_hashes: w.new_changes.clone(),
+            detail: String::new(),
+        },
+    )?;
+    Ok(Some(seq))
+}
+
+fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+    Ok(DeviceRow {
+        id: r.get(0)?,
+        public_key: r.get(1)?,
+        role: r.get(2)?,
+        clinic: r.get(3)?,
+        patient: r.get(4)?,
+        label: r.get(5)?,
+        enrolled_at_ms: r.get(6)?,
+        revoked_at_ms: r.get(7)?,
+    })
+}
+
+struct DeviceRow {
+    id: Vec<u8>,
+    public_key: Vec<u8>,
+    role: String,
+    clinic: Vec<u8>,
+    patient: Option<Vec<u8>>,
+    label: Option<String>,
+    enrolled_at_ms: i64,
+    revoked_at_ms: Option<i64>,
+}
+
+impl DeviceRow {
+    fn into_record(self) -> StorageResult<DeviceRecord> {
+        Ok(DeviceRecord {
+            id: did(self.id)?,
+            public_key: h32(&self.public_key, "public key")?,
+            role: DeviceRole::from_code(&self.role)
+                .ok_or_else(|| StorageError::Corrupt(format!("unknown role {:?}", self.role)))?,
+            clinic: rid(self.clinic)?,
+            patient: self.patient.map(rid).transpose()?,
+            label: self.label,
+            enrolled_at_ms: self.enrolled_at_ms,
+            revoked_at_ms: self.revoked_at_ms,
+        })
+    }
+}
+
+const DEVICE_COLS: &str =
+    "id, public_key, role, clinic, patient, label, enrolled_at_ms, revoked_at_ms";
+
+impl SqliteStorage {
+    /// Open (creating if needed) the database in `data_dir`.
+    pub fn open(data_dir: &Path) -> StorageResult<SqliteStorage> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StorageError::Io {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let conn = open_conn(&path)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .db()?;
+        if version > SCHEMA_VERSION {
+            return Err(StorageError::Internal(format!(
+                "the database schema is version {version}, newer than this server's {SCHEMA_VERSION}"
+            )));
+        }
+        conn.execute_batch(SCHEMA).db()?;
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
+            .db()?;
+        Ok(SqliteStorage {
+            path,
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            nonce_inserts: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn writer(&self) -> StorageResult<MutexGuard<'_, Connection>> {
+        self.writer
+            .lock()
+            .map_err(|_| StorageError::Internal("writer lock poisoned".into()))
+    }
+
+    /// Run `f` in an IMMEDIATE transaction on the writer connection; commit if it returns `Ok`.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StorageResult<T>) -> StorageResult<T> {
+        let mut conn = self.writer()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .db()?;
+        let out = f(&tx)?;
+        tx.commit().db()?;
+        Ok(out)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> StorageResult<T>) -> StorageResult<T> {
+        let pooled = self
+            .readers
+            .lock()
+            .map_err(|_| StorageError::Internal("reader pool poisoned".into()))?
+            .pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_conn(&self.path)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < MAX_IDLE_READERS {
+                pool.push(conn);
+            }
+        }
+        out
+    }
+}
+
+impl Storage for SqliteStorage {
+    fn create_clinic(&self, clinic: &ClinicRow, doc: &DocWrite, now_ms: i64) -> StorageResult<u64> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO clinics (id, name, country, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![clinic.id.0.to_vec(), clinic.name, clinic.country, now_ms],
+            )
+            .db()?;
+            let mut head = audit_head(tx)?;
+            let seq = max_seq_tx(tx)? + 1;
+            write_doc_tx(tx, doc, seq, now_ms, &mut head)?
+                .ok_or_else(|| StorageError::Internal("clinic document already exists".into()))
+        })
+    }
+
+    fn clinic_exists(&self, id: RecordId) -> StorageResult<bool> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT 1 FROM clinics WHERE id = ?1",
+                [id.0.to_vec()],
+                |_| Ok(()),
+            )
+            .optional()
+            .db()
+            .map(|o| o.is_some())
+        })
+    }
+
+    fn insert_enrolment_code(&self, code: &EnrolmentCode, now_ms: i64) -> StorageResult<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO enrolment_codes (code_hash, role, clinic, patient, created_at_ms, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    code.code_hash.to_vec(),
+                    code.role.as_str(),
+                    code.clinic.0.to_vec(),
+                    code.patient.map(|p| p.0.to_vec()),
+                    now_ms,
+                    code.expires_at_ms
+                ],
+            )
+            .db()?;
+            let mut head = audit_head(tx)?;
+            append_audit_tx(
+                tx,
+                &mut head,
+                &AuditEntry {
+                    at_ms: now_ms,
+                    event: event::CODE_ISSUED.into(),
+                    device: None,
+                    doc: code.patient.or(Some(code.clinic)),
+                    log_seq: None,
+                    change_hashes: vec![],
+                    detail: format!("{} until {}", code.role.as_str(), code.expires_at_ms),
+                },
+            )
+        })
+    }
+
+    fn redeem_enrolment_code(
+        &self,
+        code_hash: &[u8; 32],
+        device: &NewDevice,
+        now_ms: i64,
+    ) -> StorageResult<Option<DeviceRecord>> {
+        self.write(|tx| {
+            let row: Option<(String, Vec<u8>, Option<Vec<u8>>)> = tx
+                .query_row(
+                    "SELECT role, clinic, patient FROM enrolment_codes
+                     WHERE code_hash = ?1 AND used_at_ms IS NULL AND expires_at_ms > ?2",
+                    params![code_hash.to_vec(), now_ms],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .db()?;
+            let Some((role, clinic, patient)) = row else {
+                return Ok(None);
+            };
+            let role = DeviceRole::from_code(&role)
+                .ok_or_else(|| StorageError::Corrupt(format!("unknown role {role:?}")))?;
+            let rec = DeviceRecord {
+                id: device.id,
+                public_key: device.public_key,
+                role,
+                clinic: rid(clinic)?,
+                patient: patient.map(rid).transpose()?,
+                label: device.label.clone(),
+                enrolled_at_ms: now_ms,
+                revoked_at_ms: None,
+            };
+            tx.execute(
+                "UPDATE enrolment_codes SET used_at_ms = ?2, used_by = ?3 WHERE code_hash = ?1",
+                params![code_hash.to_vec(), now_ms, rec.id.0.to_vec()],
+            )
+            .db()?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO devices ({DEVICE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)"
+                ),
+                params![
+                    rec.id.0.to_vec(),
+                    rec.public_key.to_vec(),
+                    rec.role.as_str(),
+                    rec.clinic.0.to_vec(),
+                    rec.patient.map(|p| p.0.to_vec()),
+                    rec.label,
+                    now_ms
+                ],
+            )
+            .db()?;
+            let mut head = audit_head(tx)?;
+            append_audit_tx(
+                tx,
+                &mut head,
+                &AuditEntry {
+                    at_ms: now_ms,
+                    event: event::DEVICE_ENROLLED.into(),
+                    device: Some(rec.id),
+                    doc: rec.patient.or(Some(rec.clinic)),
+                    log_seq: None,
+                    change_hashes: vec![],
+                    detail: rec.role.as_str().to_string(),
+                },
+            )?;
+            Ok(Some(rec))
+        })
+    }
+
+    fn device(&self, id: DeviceId) -> StorageResult<Option<DeviceRecord>> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"),
+                [id.0.to_vec()],
+                device_from_row,
+            )
+            .optional()
+            .db()?
+            .map(DeviceRow::into_record)
+            .transpose()
+        })
+    }
+
+    fn revoke_device(&self, id: DeviceId, now_ms: i64) -> StorageResult<Option<(bool, i64)>> {
+        self.write(|tx| {
+            let row: Option<Option<i64>> = tx
+                .query_row(
+                    "SELECT revoked_at_ms FROM devices WHERE id = ?1",
+                    [id.0.to_vec()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .db()?;
+            match row {
+                None => Ok(None),
+                Some(Some(at)) => Ok(Some((false, at))),
+                Some(None) => {
+                    tx.execute(
+                        "UPDATE devices SET revoked_at_ms = ?2 WHERE id = ?1",
+                        params![id.0.to_vec(), now_ms],
+                    )
+                    .db()?;
+                    let mut head = audit_head(tx)?;
+                    append_audit_tx(
+                        tx,
+                        &mut head,
+                        &AuditEntry {
+                            at_ms: now_ms,
+                            event: event::DEVICE_REVOKED.into(),
+                            device: Some(id),
+                            doc: None,
+                            log_seq: None,
+                            change_hashes: vec![],
+                            detail: String::new(),
+                        },
+                    )?;
+                    Ok(Some((true, now_ms)))
+                }
+            }
+        })
+    }
+
+    fn remember_nonce(
+        &self,
+        device: DeviceId,
+        nonce: &[u8; 16],
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> StorageResult<bool> {
+        let n = self
+            .nonce_inserts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.write(|tx| {
+            if n % 256 == 0 {
+                tx.execute("DELETE FROM nonces WHERE expires_at_ms < ?1", [now_ms])
+                    .db()?;
+            }
+            let inserted = tx
+                .execute(
+                    "INSERT INTO nonces (device, nonce, expires_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(device, nonce) DO NOTHING",
+                    params![device.0.to_vec(), nonce.to_vec(), expires_at_ms],
+                )
+                .db()?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn load_doc(&self, id: RecordId) -> StorageResult<Option<StoredDoc>> {
+        self.read(|c| {
+            #[allow(clippy::type_complexity)]
+            let row: Option<(
+                Vec<u8>,
+                String,
+                Vec<u8>,
+                Option<Vec<u8>>,
+                Option<Vec<u8>>,
+                Vec<u8>,
+                Vec<u8>,
+                i64,
+            )> = c
+                .query_row(
+                    "SELECT id, kind, clinic, patient, created_by, data, heads, version FROM docs WHERE id = ?1",
+                    [id.0.to_vec()],
+                    |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                            r.get(7)?,
+                        ))
+                    },
+                )
+                .optional()
+                .db()?;
+            row.map(|(id, kind, clinic, patient, created_by, data, heads, version)| {
+                Ok(StoredDoc {
+                    header: header_from_row(id, kind, clinic, patient, created_by)?,
+                    bytes: data,
+                    heads: heads_from_blob(&heads)?,
+                    version: u64_of(version)?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn doc_header(&self, id: RecordId) -> StorageResult<Option<DocHeader>> {
+        self.read(|c| {
+            #[allow(clippy::type_complexity)]
+            let row: Option<(
+                Vec<u8>,
+                String,
+                Vec<u8>,
+                Option<Vec<u8>>,
+                Option<Vec<u8>>,
+            )> = c
+                .query_row(
+                    "SELECT id, kind, clinic, patient, created_by FROM docs WHERE id = ?1",
+                    [id.0.to_vec()],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()
+                .db()?;
+            row.map(|(id, kind, clinic, patient, created_by)| {
+                header_from_row(id, kind, clinic, patient, created_by)
+            })
+            .transpose()
+        })
+    }
+
+    fn commit_writes(&self, writes: &[DocWrite], now_ms: i64) -> StorageResult<Vec<WriteOutcome>> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(|tx| {
+            let mut head = audit_head(tx)?;
+            let mut seq = max_seq_tx(tx)?;
+            let mut out = Vec::with_capacity(writes.len());
+            for w in writes {
+                match write_doc_tx(tx, w, seq + 1, now_ms, &mut head)? {
+                    Some(s) => {
+                        seq = s;
+                        out.push(WriteOutcome::Committed { seq: s });
+                    }
+                    None => out.push(WriteOutcome::Conflict),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn record_rejections(&self, rejections: &[Rejection]) -> StorageResult<()> {
+        if rejections.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            for r in rejections {
+                tx.execute(
+                    "INSERT INTO rejections (at_ms, device, doc, code, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![r.at_ms, r.device.0.to_vec(), r.doc.0.to_vec(), r.code, r.message],
+                )
+                .db()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn max_seq(&self) -> StorageResult<u64> {
+        self.read(max_seq_tx)
+    }
+
+    fn changed_docs(
+        &self,
+        scope: ReadScope,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<(RecordId, u64)>> {
+        let (col, key) = match scope {
+            ReadScope::Clinic(c) => ("clinic", c),
+            ReadScope::Patient(p) => ("patient", p),
+        };
+        let sql = format!(
+            "SELECT doc, MIN(seq) AS first FROM log WHERE {col} = ?1 AND seq > ?2 AND seq <= ?3
+             GROUP BY doc ORDER BY first LIMIT ?4"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&sql).db()?;
+            let rows = stmt
+                .query_map(
+                    params![key.0.to_vec(), i64_of(after)?, i64_of(upto)?, limit],
+                    |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .db()?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (doc, first) = row.db()?;
+                out.push((rid(doc)?, u64_of(first)?));
+            }
+            Ok(out)
+        })
+    }
+
+    fn heads_at(&self, doc: RecordId, seq: u64) -> StorageResult<Vec<ChangeHash>> {
+        self.read(|c| {
+            let blob: Option<Vec<u8>> = c
+                .prepare_cached(
+                    "SELECT heads FROM log WHERE doc = ?1 AND seq <= ?2 ORDER BY seq DESC LIMIT 1",
+                )
+                .db()?
+                .query_row(params![doc.0.to_vec(), i64_of(seq)?], |r| r.get(0))
+                .optional()
+                .db()?;
+            blob.map(|b| heads_from_blob(&b))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        })
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> StorageResult<()> {
+        self.write(|tx| {
+            let mut head = audit_head(tx)?;
+            append_audit_tx(tx, &mut head, entry)
+        })
+    }
+
+    fn audit_rows(&self, after: u64, limit: usize) -> StorageResult<Vec<AuditRow>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, at_ms, event, device, doc, log_seq, change_hashes, detail, prev_hash, hash
+                     FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(params![i64_of(after)?, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<Vec<u8>>>(3)?,
+                        r.get::<_, Option<Vec<u8>>>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                        r.get::<_, Vec<u8>>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, Vec<u8>>(8)?,
+                        r.get::<_, Vec<u8>>(9)?,
+                    ))
+                })
+                .db()?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, at_ms, ev, device, doc, log_seq, hashes, detail, prev, hash) = row.db()?;
+                if hashes.len() % 32 != 0 {
+                    return Err(StorageError::Corrupt("audit change hashes".into()));
+                }
+                out.push(AuditRow {
+                    seq: u64_of(seq)?,
+                    entry: AuditEntry {
+                        at_ms,
+                        event: ev,
+                        device: device.map(did).transpose()?,
+                        doc: doc.map(rid).transpose()?,
+                        log_seq: log_seq.map(u64_of).transpose()?,
+                        change_hashes: heads_from_blob(&hashes)?,
+                        detail,
+                    },
+                    prev_hash: h32(&prev, "audit prev_hash")?,
+                    hash: h32(&hash, "audit hash")?,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn unaudited_log_seq(&self) -> StorageResult<Option<u64>> {
+        self.read(|c| {
+            let v: Option<i64> = c
+                .query_row(
+                    "SELECT l.seq FROM log l WHERE NOT EXISTS
+                       (SELECT 1 FROM audit a WHERE a.log_seq = l.seq) ORDER BY l.seq LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .db()?;
+            v.map(u64_of).transpose()
+        })
+    }
+
+    fn stats(&self) -> StorageResult<StatsResponse> {
+        self.read(|c| {
+            let count = |sql: &str| -> StorageResult<u64> {
+                let v: i64 = c.query_row(sql, [], |r| r.get(0)).db()?;
+                u64_of(v)
+            };
+            Ok(StatsResponse {
+                documents: count("SELECT COUNT(*) FROM docs")?,
+                clinics: count("SELECT COUNT(*) FROM clinics")?,
+                devices: count("SELECT COUNT(*) FROM devices")?,
+                revoked_devices: count(
+                    "SELECT COUNT(*) FROM devices WHERE revoked_at_ms IS NOT NULL",
+                )?,
+                log_seq: count("SELECT COALESCE(MAX(seq), 0) FROM log")?,
+                audit_entries: count("SELECT COUNT(*) FROM audit")?,
+                rejections: count("SELECT COUNT(*) FROM rejections")?,
+            })
+        })
+    }
+}
