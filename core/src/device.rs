@@ -31,6 +31,9 @@ use crate::questionnaire::{self, Problem, Questionnaire};
 use crate::schedule::{Schedule, VisitState, VisitStatus};
 use crate::store::{DocMeta, Query, Store};
 
+/// Visit ids answered by a submitted response, per procedure.
+type DoneVisits = BTreeMap<RecordId, BTreeSet<String>>;
+
 const SECRET_IDENTITY: &str = "device.identity.pkcs8";
 const SETTING_ENROLMENT: &str = "device.enrolment";
 
@@ -60,10 +63,10 @@ pub struct PatientSummary {
 
 /// A visit of one patient's schedule, as listed for a clinic.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PatientVisit {
+pub struct PatientVisit<'a> {
     pub patient: RecordId,
     pub procedure: RecordId,
-    pub visit: VisitStatus,
+    pub visit: VisitStatus<'a>,
 }
 
 /// An adverse event awaiting the treating clinic's decision.
@@ -124,16 +127,22 @@ impl Device {
     /// Open an existing store. A wrong key gives [`Error::Store`] with `WrongKey`.
     pub fn open(path: impl AsRef<Path>, key: KeySource) -> Result<Device> {
         let store = Store::open(path, key)?;
-        let pkcs8 = store.get_secret(SECRET_IDENTITY)?.ok_or_else(|| Error::MalformedRecord {
-            id: "device identity".into(),
-            reason: "the store holds no device identity".into(),
-        })?;
+        let pkcs8 = store
+            .get_secret(SECRET_IDENTITY)?
+            .ok_or_else(|| Error::MalformedRecord {
+                id: "device identity".into(),
+                reason: "the store holds no device identity".into(),
+            })?;
         let identity = DeviceIdentity::from_pkcs8(&pkcs8)?;
         let enrolled = match store.get_setting(SETTING_ENROLMENT)? {
-            Some(json) => Some(serde_json::from_str(&json).map_err(|e| Error::MalformedRecord {
-                id: "device enrolment".into(),
-                reason: e.to_string(),
-            })?),
+            Some(json) => {
+                Some(
+                    serde_json::from_str(&json).map_err(|e| Error::MalformedRecord {
+                        id: "device enrolment".into(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
             None => None,
         };
         Ok(Device {
@@ -183,7 +192,7 @@ impl Device {
 
     fn require_clinic_device(&self, what: &str) -> Result<Enrolled> {
         let e = self.require_enrolled()?;
-        if e.role != DeviceRole::Clinic {
+        if e.role != DeviceRole::ClinicDevice {
             return Err(Error::NotPermitted(format!(
                 "a patient's phone cannot {what}; only the clinic can"
             )));
@@ -205,7 +214,9 @@ impl Device {
 
     /// Load a record's document.
     pub fn load(&self, id: RecordId) -> Result<Automerge> {
-        self.store.load_doc(&id)?.ok_or_else(|| Error::NotFound(id.to_hex()))
+        self.store
+            .load_doc(&id)?
+            .ok_or_else(|| Error::NotFound(id.to_hex()))
     }
 
     /// Read a record's typed body.
@@ -225,7 +236,12 @@ impl Device {
         Ok(())
     }
 
-    fn create<T: RecordBody>(&self, e: &Enrolled, patient: Option<RecordId>, body: &T) -> Result<RecordId> {
+    fn create_record<T: RecordBody>(
+        &self,
+        e: &Enrolled,
+        patient: Option<RecordId>,
+        body: &T,
+    ) -> Result<RecordId> {
         let id = RecordId::random();
         let doc = model::new_record(self.author(e), id, e.clinic, patient, body)?;
         self.save(&doc)?;
@@ -272,7 +288,7 @@ impl Device {
                 procedure.date
             )));
         }
-        self.create(&e, Some(patient), procedure)
+        self.create_record(&e, Some(patient), procedure)
     }
 
     fn require_patient(&self, patient: RecordId) -> Result<()> {
@@ -289,7 +305,11 @@ impl Device {
             ..Default::default()
         })?;
         let mut counts: BTreeMap<RecordId, (usize, usize, usize)> = BTreeMap::new();
-        for kind in [RecordKind::Procedure, RecordKind::Response, RecordKind::AdverseEvent] {
+        for kind in [
+            RecordKind::Procedure,
+            RecordKind::Response,
+            RecordKind::AdverseEvent,
+        ] {
             for m in self.store.list(&Query {
                 kind: Some(kind),
                 ..Default::default()
@@ -307,7 +327,8 @@ impl Device {
         let mut out = Vec::with_capacity(enrolments.len());
         for m in enrolments {
             let body: Enrolment = self.get(m.id)?;
-            let (procedures, responses, open_adverse_events) = counts.get(&m.id).copied().unwrap_or_default();
+            let (procedures, responses, open_adverse_events) =
+                counts.get(&m.id).copied().unwrap_or_default();
             out.push(PatientSummary {
                 id: m.id,
                 study_code: body.study_code,
@@ -332,7 +353,9 @@ impl Device {
     /// Validate answers against a questionnaire as the user types: every problem except
     /// missing required answers.
     pub fn check_answers(&self, questionnaire_id: &str, answers: &Answers) -> Result<Vec<Problem>> {
-        Ok(self.questionnaire(questionnaire_id)?.validate_partial(answers))
+        Ok(self
+            .questionnaire(questionnaire_id)?
+            .validate_partial(answers))
     }
 
     /// Start a response (a draft) to a questionnaire for a patient, optionally answering a
@@ -347,8 +370,8 @@ impl Device {
         let e = self.require_enrolled()?;
         let q = self.questionnaire(questionnaire_id)?;
         let completed_by = match e.role {
-            DeviceRole::Clinic => CompletedBy::Nurse,
-            DeviceRole::Patient => {
+            DeviceRole::ClinicDevice => CompletedBy::Nurse,
+            DeviceRole::PatientDevice => {
                 if e.patient != Some(patient) {
                     return Err(Error::NotPermitted(
                         "a patient's phone can only answer for its own patient".into(),
@@ -357,12 +380,14 @@ impl Device {
                 CompletedBy::Patient
             }
         };
-        if e.role == DeviceRole::Clinic {
+        if e.role == DeviceRole::ClinicDevice {
             self.require_patient(patient)?;
         }
         if let Some(v) = visit {
             if self.schedule.visit(v).is_none() {
-                return Err(Error::InvalidInput(format!("{v:?} is not a visit of the schedule")));
+                return Err(Error::InvalidInput(format!(
+                    "{v:?} is not a visit of the schedule"
+                )));
             }
         }
         let body = FollowupResponse {
@@ -375,7 +400,7 @@ impl Device {
             status: ResponseStatus::Draft,
             submitted_at: None,
         };
-        self.create(&e, Some(patient), &body)
+        self.create_record(&e, Some(patient), &body)
     }
 
     /// Save answers into a draft (merging with the answers already there: an answer set to a
@@ -420,7 +445,8 @@ impl Device {
             }
             r.status = ResponseStatus::Submitted;
             if r.submitted_at.is_none() {
-                r.submitted_at = Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                r.submitted_at =
+                    Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
             }
             Ok(())
         })
@@ -432,13 +458,13 @@ impl Device {
     fn procedures_and_done(
         &self,
         patient: Option<RecordId>,
-    ) -> Result<(Vec<DocMeta>, BTreeMap<RecordId, BTreeSet<String>>)> {
+    ) -> Result<(Vec<DocMeta>, DoneVisits)> {
         let procedures = self.store.list(&Query {
             kind: Some(RecordKind::Procedure),
             patient,
             ..Default::default()
         })?;
-        let mut done: BTreeMap<RecordId, BTreeSet<String>> = BTreeMap::new();
+        let mut done = DoneVisits::new();
         for m in self.store.list(&Query {
             kind: Some(RecordKind::Response),
             patient,
@@ -453,13 +479,21 @@ impl Device {
     }
 
     /// One patient's visits, every procedure, as of a date.
-    pub fn patient_visits(&self, patient: RecordId, as_of: NaiveDate) -> Result<Vec<PatientVisit>> {
+    pub fn patient_visits(
+        &self,
+        patient: RecordId,
+        as_of: NaiveDate,
+    ) -> Result<Vec<PatientVisit<'_>>> {
         self.visits(Some(patient), as_of, None)
     }
 
     /// The clinic's visits in the given states (all states when `None`), most urgent first:
     /// overdue, then due by the end of their window, then the rest.
-    pub fn clinic_visits(&self, as_of: NaiveDate, states: Option<&[VisitState]>) -> Result<Vec<PatientVisit>> {
+    pub fn clinic_visits(
+        &self,
+        as_of: NaiveDate,
+        states: Option<&[VisitState]>,
+    ) -> Result<Vec<PatientVisit<'_>>> {
         self.visits(None, as_of, states)
     }
 
@@ -468,7 +502,7 @@ impl Device {
         patient: Option<RecordId>,
         as_of: NaiveDate,
         states: Option<&[VisitState]>,
-    ) -> Result<Vec<PatientVisit>> {
+    ) -> Result<Vec<PatientVisit<'_>>> {
         let (procedures, done) = self.procedures_and_done(patient)?;
         let empty = BTreeSet::new();
         let mut out = Vec::new();
@@ -488,9 +522,8 @@ impl Device {
             }
         }
         out.sort_by(|a, b| {
-            urgency(&a.visit)
-                .cmp(&urgency(&b.visit))
-                .then(a.visit.window_end.cmp(&b.visit.window_end))
+            (a.visit.state.urgency_rank(), a.visit.deadline())
+                .cmp(&(b.visit.state.urgency_rank(), b.visit.deadline()))
         });
         Ok(out)
     }
@@ -500,11 +533,15 @@ impl Device {
 
     /// Report an adverse event for a patient. On a patient's phone the reporter is always the
     /// patient.
-    pub fn report_adverse_event(&self, patient: RecordId, event: &AdverseEvent) -> Result<RecordId> {
+    pub fn report_adverse_event(
+        &self,
+        patient: RecordId,
+        event: &AdverseEvent,
+    ) -> Result<RecordId> {
         let e = self.require_enrolled()?;
         let mut event = event.clone();
         match e.role {
-            DeviceRole::Patient => {
+            DeviceRole::PatientDevice => {
                 if e.patient != Some(patient) {
                     return Err(Error::NotPermitted(
                         "a patient's phone can only report for its own patient".into(),
@@ -512,7 +549,7 @@ impl Device {
                 }
                 event.reporter = Reporter::Patient;
             }
-            DeviceRole::Clinic => self.require_patient(patient)?,
+            DeviceRole::ClinicDevice => self.require_patient(patient)?,
         }
         if !(1..=5).contains(&event.severity) {
             return Err(Error::InvalidInput(format!(
@@ -521,7 +558,10 @@ impl Device {
             )));
         }
         if parse_date(&event.onset).is_none() {
-            return Err(Error::InvalidInput(format!("onset {:?} is not a date (YYYY-MM-DD)", event.onset)));
+            return Err(Error::InvalidInput(format!(
+                "onset {:?} is not a date (YYYY-MM-DD)",
+                event.onset
+            )));
         }
         if !event.answers.is_empty() {
             let q = self.questionnaire("adverse-event-report")?;
@@ -530,7 +570,7 @@ impl Device {
                 return Err(Error::Validation(problems));
             }
         }
-        self.create(&e, Some(patient), &event)
+        self.create_record(&e, Some(patient), &event)
     }
 
     /// Record (or update) the treating clinic's adjudication of an adverse event. The deadline
@@ -544,7 +584,9 @@ impl Device {
         let ae_doc = self.load(adverse_event)?;
         let header = model::read_header(&ae_doc)?;
         if header.kind != RecordKind::AdverseEvent {
-            return Err(Error::InvalidInput(format!("{adverse_event} is not an adverse event")));
+            return Err(Error::InvalidInput(format!(
+                "{adverse_event} is not an adverse event"
+            )));
         }
         let existing = self
             .store
@@ -581,7 +623,7 @@ impl Device {
                 };
                 edit(&mut adj);
                 adj.decided_at = Some(now);
-                self.create(&e, header.patient, &adj)
+                self.create_record(&e, header.patient, &adj)
             }
         }
     }
@@ -626,16 +668,6 @@ impl Device {
     }
 }
 
-fn urgency(v: &VisitStatus) -> u8 {
-    match v.state {
-        VisitState::Overdue => 0,
-        VisitState::Due => 1,
-        VisitState::Upcoming => 2,
-        VisitState::Missed => 3,
-        VisitState::Done => 4,
-    }
-}
-
 /// The plaintext index entry of a record: ids, one date, status and visit codes, and the record
 /// it refers to. Used when saving locally and when a sync brings a document in.
 pub fn index_meta(doc: &Automerge) -> Result<DocMeta> {
@@ -669,7 +701,11 @@ pub fn index_meta(doc: &Automerge) -> Result<DocMeta> {
             meta.status = Some(r.status.code().into());
             meta.visit = r.visit.clone();
             meta.subject = subject(&r.procedure);
-            meta.date = r.submitted_at.as_deref().and_then(|s| s.get(..10)).and_then(parse_date);
+            meta.date = r
+                .submitted_at
+                .as_deref()
+                .and_then(|s| s.get(..10))
+                .and_then(parse_date);
         }
         RecordKind::AdverseEvent => {
             let a: AdverseEvent = model::read_body(doc)?;
@@ -685,4 +721,288 @@ pub fn index_meta(doc: &Automerge) -> Result<DocMeta> {
         }
     }
     Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::StaticKeyProvider;
+    use crate::model::*;
+    use crate::questionnaire::{AnswerValue, ProblemCode};
+
+    fn key() -> KeySource {
+        KeySource::provider(StaticKeyProvider::new([7; 32], "test"))
+    }
+
+    fn clinic_device(dir: &tempfile::TempDir) -> (Device, RecordId) {
+        let d = Device::create(dir.path().join("tablet.db"), key()).unwrap();
+        let clinic = RecordId::random();
+        d.set_enrolment(Enrolled {
+            device_id: DeviceId::random(),
+            role: DeviceRole::ClinicDevice,
+            clinic,
+            patient: None,
+            server_url: "http://127.0.0.1:1".into(),
+        })
+        .unwrap();
+        (d, clinic)
+    }
+
+    fn enrolment(code: &str) -> Enrolment {
+        Enrolment {
+            study_code: code.into(),
+            consent: Consent {
+                form_version: "2.1".into(),
+                date: "2026-01-05".into(),
+                scope: vec!["registry".into()],
+            },
+            birth_year: 1961,
+            sex: Sex::Female,
+            enrolled_on: "2026-01-05".into(),
+        }
+    }
+
+    fn procedure(date: &str) -> Procedure {
+        Procedure {
+            date: date.into(),
+            condition: "knee osteoarthritis".into(),
+            procedure_type: "cell injection".into(),
+            route: Route::IntraArticular,
+            cell_type: CellType::Mesenchymal,
+            source_tissue: SourceTissue::Adipose,
+            origin: Origin::Autologous,
+            manipulation: Manipulation::Minimal,
+            regulatory_status: RegulatoryStatus::Unregulated,
+            trial_registration: None,
+            promised_benefits: vec![PromisedBenefit {
+                benefit: "less pain".into(),
+                measure: "pain 0-10".into(),
+            }],
+            cost: Some(Cost {
+                amount_minor: 850_000,
+                currency: "USD".into(),
+            }),
+        }
+    }
+
+    fn t(s: &str) -> AnswerValue {
+        AnswerValue::Text(s.into())
+    }
+
+    fn valid_followup() -> Answers {
+        [
+            ("visit_date", t("2026-02-05")),
+            ("visit_mode", t("in_person")),
+            ("condition_status", t("improved")),
+            ("symptom_primary", AnswerValue::Int(3)),
+            ("symptom_pain", AnswerValue::Int(2)),
+            ("symptom_fatigue", AnswerValue::Int(4)),
+            ("ecog", t("1")),
+            ("complications_any", AnswerValue::Bool(false)),
+            ("hospitalised", AnswerValue::Bool(false)),
+            ("further_cell_therapy", AnswerValue::Bool(false)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    #[test]
+    fn records_need_enrolment_and_reopen_with_the_right_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        let d = Device::create(&path, key()).unwrap();
+        assert!(matches!(
+            d.enrol_patient(&enrolment("P-1")),
+            Err(Error::NotEnrolled)
+        ));
+        let public = d.identity().public_key();
+        drop(d);
+        let wrong = KeySource::provider(StaticKeyProvider::new([8; 32], "test"));
+        match Device::open(&path, wrong) {
+            Err(Error::Store(crate::store::StoreError::WrongKey)) => {}
+            other => panic!("expected WrongKey, got {other:?}"),
+        }
+        let d = Device::open(&path, key()).unwrap();
+        assert_eq!(
+            d.identity().public_key(),
+            public,
+            "identity survives reopening"
+        );
+    }
+
+    #[test]
+    fn a_field_day_on_a_clinic_tablet() {
+        let dir = tempfile::tempdir().unwrap();
+        let (d, _) = clinic_device(&dir);
+        let patient = d.enrol_patient(&enrolment("P-001")).unwrap();
+        let proc_id = d
+            .record_procedure(patient, &procedure("2026-01-05"))
+            .unwrap();
+        assert_eq!(
+            d.get::<Procedure>(proc_id).unwrap(),
+            procedure("2026-01-05")
+        );
+
+        // Day 7 visit due on 2026-01-12 (window 01-10..01-14).
+        let as_of = NaiveDate::from_ymd_opt(2026, 1, 12).unwrap();
+        let due = d.clinic_visits(as_of, Some(&[VisitState::Due])).unwrap();
+        assert!(
+            due.iter()
+                .any(|v| v.visit.visit_id == "d7" && v.patient == patient),
+            "{due:?}"
+        );
+
+        // Capture the day-7 follow-up with mistakes: each broken rule is reported.
+        let r = d
+            .start_response(patient, "clinician-followup", Some(proc_id), Some("d7"))
+            .unwrap();
+        let mut bad = valid_followup();
+        bad.insert("symptom_pain".into(), AnswerValue::Int(14));
+        bad.insert("ecog".into(), t("9"));
+        let problems = d.save_answers(r, &bad).unwrap();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems
+            .iter()
+            .any(|p| p.item == "symptom_pain" && p.code == ProblemCode::AboveMax));
+        assert!(problems
+            .iter()
+            .any(|p| p.item == "ecog" && p.code == ProblemCode::UnknownChoice));
+        match d.submit_response(r) {
+            Err(Error::Validation(p)) => assert_eq!(p.len(), 2),
+            other => panic!("expected validation errors, got {other:?}"),
+        }
+        // A required answer missing is a problem at submission only.
+        d.clear_answer(r, "hospitalised").unwrap();
+        let mut fixed = valid_followup();
+        fixed.remove("hospitalised");
+        assert!(d.save_answers(r, &fixed).unwrap().is_empty());
+        match d.submit_response(r) {
+            Err(Error::Validation(p)) => {
+                assert_eq!(p.len(), 1);
+                assert_eq!(p[0].item, "hospitalised");
+                assert_eq!(p[0].code, ProblemCode::Required);
+            }
+            other => panic!("expected a missing answer, got {other:?}"),
+        }
+        d.save_answers(r, &valid_followup()).unwrap();
+        d.submit_response(r).unwrap();
+        let resp: FollowupResponse = d.get(r).unwrap();
+        assert_eq!(resp.status, ResponseStatus::Submitted);
+        assert_eq!(resp.completed_by, CompletedBy::Nurse);
+
+        // The visit is done now, and only the month-1 visit lies ahead.
+        let visits = d.patient_visits(patient, as_of).unwrap();
+        let d7 = visits.iter().find(|v| v.visit.visit_id == "d7").unwrap();
+        assert_eq!(d7.visit.state, VisitState::Done);
+        let later = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let overdue = d
+            .clinic_visits(later, Some(&[VisitState::Overdue]))
+            .unwrap();
+        assert!(
+            overdue.iter().any(|v| v.visit.visit_id == "m1"),
+            "{overdue:?}"
+        );
+
+        let patients = d.list_patients().unwrap();
+        assert_eq!(patients.len(), 1);
+        assert_eq!(patients[0].study_code, "P-001");
+        assert_eq!((patients[0].procedures, patients[0].responses), (1, 1));
+    }
+
+    #[test]
+    fn adverse_events_reach_the_adjudication_queue_until_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (d, _) = clinic_device(&dir);
+        let patient = d.enrol_patient(&enrolment("P-002")).unwrap();
+        let mut ae = AdverseEvent {
+            reporter: Reporter::Clinic,
+            category: "infection".into(),
+            onset: "2026-02-01".into(),
+            severity: 7,
+            seriousness: vec!["hospitalisation".into()],
+            outcome: AeOutcome::Recovering,
+            description: "fever and redness at the injection site".into(),
+            procedure: None,
+            answers: Answers::new(),
+        };
+        assert!(matches!(
+            d.report_adverse_event(patient, &ae),
+            Err(Error::InvalidInput(_))
+        ));
+        ae.severity = 3;
+        let ae_id = d.report_adverse_event(patient, &ae).unwrap();
+        let today = Utc::now().date_naive();
+        let q = d.adjudication_queue(today).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].adverse_event, ae_id);
+        assert_eq!(q[0].adjudication, None);
+
+        let adj = d
+            .adjudicate(ae_id, |a| {
+                a.relatedness = Some(Relatedness::Probable);
+                a.action = "antibiotics".into();
+                a.status = AdjudicationStatus::Responded;
+            })
+            .unwrap();
+        let q = d.adjudication_queue(today).unwrap();
+        assert_eq!(q[0].adjudication, Some(adj));
+        assert_eq!(q[0].status, AdjudicationStatus::Responded);
+        assert!(q[0].deadline.is_some());
+        // Updating reuses the same adjudication record.
+        let again = d
+            .adjudicate(ae_id, |a| a.status = AdjudicationStatus::Resolved)
+            .unwrap();
+        assert_eq!(again, adj);
+        assert!(d.adjudication_queue(today).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_patient_phone_writes_only_what_a_patient_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let phone = Device::create(dir.path().join("phone.db"), key()).unwrap();
+        let me = RecordId::random();
+        phone
+            .set_enrolment(Enrolled {
+                device_id: DeviceId::random(),
+                role: DeviceRole::PatientDevice,
+                clinic: RecordId::random(),
+                patient: Some(me),
+                server_url: "http://127.0.0.1:1".into(),
+            })
+            .unwrap();
+        assert!(matches!(
+            phone.enrol_patient(&enrolment("x")),
+            Err(Error::NotPermitted(_))
+        ));
+        assert!(matches!(
+            phone.start_response(RecordId::random(), "patient-outcome-survey", None, None),
+            Err(Error::NotPermitted(_))
+        ));
+        let r = phone
+            .start_response(me, "patient-outcome-survey", None, Some("m1-survey"))
+            .unwrap();
+        let body: FollowupResponse = phone.get(r).unwrap();
+        assert_eq!(body.completed_by, CompletedBy::Patient);
+        let ae = AdverseEvent {
+            reporter: Reporter::Clinic,
+            category: "other".into(),
+            onset: "2026-03-01".into(),
+            severity: 2,
+            seriousness: vec![],
+            outcome: AeOutcome::Recovering,
+            description: "swelling".into(),
+            procedure: None,
+            answers: Answers::new(),
+        };
+        let id = phone.report_adverse_event(me, &ae).unwrap();
+        assert_eq!(
+            phone.get::<AdverseEvent>(id).unwrap().reporter,
+            Reporter::Patient
+        );
+        assert!(matches!(
+            phone.adjudicate(id, |_| {}),
+            Err(Error::NotPermitted(_))
+        ));
+    }
 }

@@ -549,8 +549,7 @@ impl Author {
     }
 }
 
-/// The Automerge actor id of changes made by the registry server itself.
-pub const REGISTRY_ACTOR: [u8; 16] = *b"followup-registr";
+pub use crate::protocol::REGISTRY_ACTOR;
 
 /// Create a record document with its header and body in one change.
 pub fn new_record<T: RecordBody>(

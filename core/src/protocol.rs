@@ -184,7 +184,9 @@ pub fn split_changes(mut data: &[u8]) -> Result<Vec<automerge::Change>, Protocol
         let mut shift = 0;
         loop {
             let Some(&b) = data.get(pos) else {
-                return Err(ProtocolError::Decode("truncated Automerge chunk header".into()));
+                return Err(ProtocolError::Decode(
+                    "truncated Automerge chunk header".into(),
+                ));
             };
             pos += 1;
             len |= u64::from(b & 0x7f) << shift;
@@ -193,7 +195,9 @@ pub fn split_changes(mut data: &[u8]) -> Result<Vec<automerge::Change>, Protocol
             }
             shift += 7;
             if shift >= 56 {
-                return Err(ProtocolError::Decode("Automerge chunk length overflows".into()));
+                return Err(ProtocolError::Decode(
+                    "Automerge chunk length overflows".into(),
+                ));
             }
         }
         let end = usize::try_from(len)

@@ -722,6 +722,7 @@ fn queries_use_the_plaintext_index() {
             date: NaiveDate::from_ymd_opt(2025, 1, day),
             status: Some(status.into()),
             visit: visit.map(String::from),
+            subject: None,
         };
         let mut doc = Automerge::new();
         let mut tx = doc.transaction();
