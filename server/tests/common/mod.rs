@@ -282,7 +282,7 @@ impl TestDevice {
             let key = format!("q{n:02}");
             match n % 5 {
                 0 => d.put(&answers, key, (r % 11) as i64).unwrap(),
-                1 => d.put(&answers, key, r % 2 == 0).unwrap(),
+                1 => d.put(&answers, key, r & 1 == 0).unwrap(),
                 2 => d
                     .put(
                         &answers,
