@@ -25,10 +25,10 @@ use followup_core::identity::parse_public_key;
 use followup_core::ids::{random_bytes, DeviceId, RecordId};
 use followup_core::model::{DocHeader, RecordKind};
 use followup_core::protocol::{
-    decode_sync_request, encode_body, registry_actor, CreateClinicRequest, CreateClinicResponse,
-    DeviceRole, EnrolRequest, EnrolResponse, EnrolmentGrant, ErrorCode, HealthResponse,
-    IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse, ENROL_PATH,
-    SUPPORTED_VERSIONS, SYNC_CONTENT_TYPE, SYNC_PATH,
+    decode_sync_request, encode_body_with_level, registry_actor, CreateClinicRequest,
+    CreateClinicResponse, DeviceRole, EnrolRequest, EnrolResponse, EnrolmentGrant, ErrorCode,
+    HealthResponse, IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse,
+    ENROL_PATH, SUPPORTED_VERSIONS, SYNC_CONTENT_TYPE, SYNC_PATH, ZSTD_LEVEL_SERVER,
 };
 use ring::digest::{digest, SHA256};
 use serde::de::DeserializeOwned;
@@ -213,7 +213,7 @@ async fn sync_handler(
             .iter()
             .filter(|r| matches!(r, followup_core::protocol::PushResult::Accepted { .. }))
             .count();
-        let out = encode_body(&resp)?;
+        let out = encode_body_with_level(&resp, ZSTD_LEVEL_SERVER)?;
         Ok((
             out,
             (

@@ -8,8 +8,8 @@ use automerge::{Automerge, ChangeHash, ReadDoc};
 use followup_core::ids::RecordId;
 use followup_core::model::{DocHeader, RecordKind};
 use followup_core::protocol::{
-    hashes_from_heads, join_changes, split_changes, PullDoc, PushResult, RejectCode, SyncRequest,
-    SyncResponse, PROTOCOL_VERSION,
+    frontier, hashes_from_heads, join_changes, split_changes, PullDoc, PushResult, RejectCode,
+    SyncRequest, SyncResponse, PROTOCOL_VERSION,
 };
 
 use crate::audit::event;
@@ -286,6 +286,22 @@ pub fn run(
     })
 }
 
+/// One pull entry; `heads` is left empty when the device can compute it (see `PullDoc::heads`).
+fn pull_doc(id: RecordId, changes: &[automerge::Change], server_heads: &[ChangeHash]) -> PullDoc {
+    let mut sorted = server_heads.to_vec();
+    sorted.sort_unstable();
+    let heads = if frontier(changes) == sorted {
+        Vec::new()
+    } else {
+        hashes_from_heads(server_heads)
+    };
+    PullDoc {
+        doc: id,
+        data: join_changes(changes),
+        heads,
+    }
+}
+
 /// Build the pull: documents changed after the cursor, each with only what the device lacks.
 fn pull(
     storage: &dyn Storage,
@@ -315,13 +331,8 @@ fn pull(
         }
         let doc = load(&stored)?;
         let changes = doc.get_changes(&[]);
-        let data = join_changes(&changes);
-        used += data.len();
-        out.push(PullDoc {
-            doc: id,
-            data,
-            heads: hashes_from_heads(&stored.heads),
-        });
+        out.push(pull_doc(id, &changes, &stored.heads));
+        used += out.last().map_or(0, |d| d.data.len());
     }
 
     let rows = storage.changed_docs(p.read_scope(), cursor, high, limits.max_pull_docs)?;
@@ -364,14 +375,9 @@ fn pull(
         if changes.is_empty() {
             continue;
         }
-        let data = join_changes(&changes);
-        used += data.len();
         sent.insert(id);
-        out.push(PullDoc {
-            doc: id,
-            data,
-            heads: hashes_from_heads(&stored.heads),
-        });
+        out.push(pull_doc(id, &changes, &stored.heads));
+        used += out.last().map_or(0, |d| d.data.len());
     }
     if !more && truncated_rows {
         more = true;

@@ -482,7 +482,7 @@ async fn pull_with_cursor_returns_only_what_changed() {
     for d in &r.pull {
         assert_eq!(split_changes(&d.data).unwrap().len(), 1);
     }
-    assert_eq!(b.body_field(ids[3], "answers").is_some(), true);
+    assert!(b.body_field(ids[3], "answers").is_some());
     // A's own pull does not echo its changes back.
     let r = a.sync_once(&s).await;
     assert!(r.pull.is_empty());

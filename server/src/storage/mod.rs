@@ -216,7 +216,7 @@ pub(crate) fn heads_to_blob(heads: &[ChangeHash]) -> Vec<u8> {
 }
 
 pub(crate) fn heads_from_blob(blob: &[u8]) -> StorageResult<Vec<ChangeHash>> {
-    if blob.len() % 32 != 0 {
+    if blob.len() & 31 != 0 {
         return Err(StorageError::Corrupt(
             "heads blob is not a multiple of 32 bytes".into(),
         ));

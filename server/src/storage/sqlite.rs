@@ -616,7 +616,7 @@ impl Storage for SqliteStorage {
             .nonce_inserts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.write(|tx| {
-            if n % 256 == 0 {
+            if n & 255 == 0 {
                 tx.execute("DELETE FROM nonces WHERE expires_at_ms < ?1", [now_ms])
                     .db()?;
             }
@@ -823,7 +823,7 @@ impl Storage for SqliteStorage {
             let mut out = Vec::new();
             for row in rows {
                 let (seq, at_ms, ev, device, doc, log_seq, hashes, detail, prev, hash) = row.db()?;
-                if hashes.len() % 32 != 0 {
+                if hashes.len() & 31 != 0 {
                     return Err(StorageError::Corrupt("audit change hashes".into()));
                 }
                 out.push(AuditRow {

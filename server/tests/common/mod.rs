@@ -236,7 +236,8 @@ impl TestDevice {
         for (k, v) in body {
             doc.put(&b, *k, *v).unwrap();
         }
-        doc.commit();
+        // No explicit commit: a record is created in one transaction with what follows
+        // (response_50 adds its answers), committed at the next save or heads read.
         self.docs.insert(
             id,
             LocalDoc {
@@ -281,7 +282,7 @@ impl TestDevice {
             let key = format!("q{n:02}");
             match n % 5 {
                 0 => d.put(&answers, key, (r % 11) as i64).unwrap(),
-                1 => d.put(&answers, key, r % 2 == 0).unwrap(),
+                1 => d.put(&answers, key, r & 1 == 0).unwrap(),
                 2 => d
                     .put(
                         &answers,
@@ -401,8 +402,8 @@ impl TestDevice {
                 pushed: vec![],
                 rejected: None,
             });
+            d.synced = p.server_heads(&changes);
             d.doc.apply_changes(changes).unwrap();
-            d.synced = heads_from_hashes(&p.heads);
         }
         self.cursor = resp.cursor;
         resp
