@@ -56,7 +56,7 @@ SOURCES=("$GEN")
 while IFS= read -r f; do SOURCES+=("$f"); done < <(find "$ROOT/android/src/main/kotlin/org/followup" -maxdepth 1 -name '*.kt' | sort)
 while IFS= read -r f; do SOURCES+=("$f"); done < <(find "$ROOT/android/src/jvmTest/kotlin" -name '*.kt' | sort)
 CP="$KLIB/kotlinx-coroutines-core-jvm.jar:$KLIB/kotlin-test.jar:$JNA_JAR"
-KOTLINC_FLAGS=(-Werror -jvm-target 17 -no-reflect -opt-in=kotlin.ExperimentalUnsignedTypes)
+KOTLINC_FLAGS=(-Werror -jvm-target 17 -no-reflect)
 stamp="$( (echo "$KOTLIN_VERSION ${KOTLINC_FLAGS[*]}"; cat "${SOURCES[@]}") | sha256sum | cut -d' ' -f1)"
 if [[ -f "$OUT/stamp" && "$(cat "$OUT/stamp")" == "$stamp" ]]; then
   echo "-- kotlinc: sources unchanged, reusing $OUT/classes"
