@@ -22,6 +22,9 @@ pub enum Error {
     /// Writing a typed view into a document failed.
     #[error("could not write the record: {0}")]
     Reconcile(#[from] autosurgeon::ReconcileError),
+    /// The encrypted store failed (wrong key, tampering, database errors...).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// An identifier was malformed.
     #[error(transparent)]
     InvalidId(#[from] crate::ids::InvalidId),
