@@ -140,21 +140,49 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for FollowupError {
     }
 }
 
-/// Core's rich error, mapped onto what the app can act on. Phase 2 adds the variants of the
-/// store, crypto and sync modules as they land; anything unmapped is reported as internal.
+/// Core's rich error, mapped onto what the app can act on. Core's messages already say what to
+/// do, so they are passed through; only the variant is chosen here. Anything not mapped yet is
+/// reported as internal (phase 2 adds the sync and device variants as they land).
 impl From<followup_core::Error> for FollowupError {
     fn from(e: followup_core::Error) -> Self {
         use followup_core::Error as E;
+        let reason = e.to_string();
         match e {
-            E::InvalidId(e) => Self::invalid_input(e),
-            E::NotFound(id) => Self::InvalidInput {
-                reason: format!("No record {id} on this device. Sync, or check the id."),
-            },
-            E::MalformedRecord { .. } => Self::Tampered {
-                reason: format!("{e}. The record cannot be read; sync to fetch a good copy."),
-            },
+            E::Store(s) => s.into(),
+            E::InvalidId(_) | E::NotFound(_) => Self::InvalidInput { reason },
+            E::MalformedRecord { .. } => Self::Tampered { reason },
             #[allow(unreachable_patterns)]
-            other => Self::internal(other),
+            _ => Self::internal(reason),
+        }
+    }
+}
+
+impl From<followup_core::store::StoreError> for FollowupError {
+    fn from(e: followup_core::store::StoreError) -> Self {
+        use followup_core::crypto::{CryptoError as C, KeyProviderError as K};
+        use followup_core::store::StoreError as S;
+        let reason = e.to_string();
+        match e {
+            S::WrongKey | S::Crypto(C::WrongKey) | S::Crypto(C::KeyProvider(K::WrongKey)) => {
+                Self::WrongKey { reason }
+            }
+            S::Tampered { .. }
+            | S::Incomplete { .. }
+            | S::TamperedSecret { .. }
+            | S::Corrupted(_)
+            | S::Crypto(C::Authentication | C::Malformed | C::BadKeySlot(_)) => {
+                Self::Tampered { reason }
+            }
+            S::KeyProvider(_) | S::Crypto(C::KeyProvider(_)) => Self::KeyProviderFailed { reason },
+            S::NotAFollowupStore { .. } | S::NotFound(_) | S::AlreadyExists(_) => {
+                Self::InvalidInput { reason }
+            }
+            S::UnsupportedFormat { .. } | S::Crypto(C::UnsupportedVersion(_)) => {
+                Self::Storage { reason }
+            }
+            S::Sqlite(_) | S::Io(_) => Self::Storage { reason },
+            #[allow(unreachable_patterns)]
+            _ => Self::internal(reason),
         }
     }
 }
@@ -190,6 +218,18 @@ mod tests {
             Err(FollowupError::Internal { reason }) => assert!(reason.contains("boom")),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn store_errors_map_to_actionable_variants() {
+        use followup_core::store::StoreError;
+        let e: FollowupError = followup_core::Error::Store(StoreError::WrongKey).into();
+        assert!(matches!(e, FollowupError::WrongKey { .. }), "{e:?}");
+        assert!(e.reason().contains("Check the passphrase"), "{e:?}");
+        let e: FollowupError = StoreError::Corrupted("bad page".into()).into();
+        assert!(matches!(e, FollowupError::Tampered { .. }), "{e:?}");
+        let e: FollowupError = StoreError::NotFound("/x".into()).into();
+        assert!(matches!(e, FollowupError::InvalidInput { .. }), "{e:?}");
     }
 
     #[test]

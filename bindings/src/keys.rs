@@ -45,5 +45,58 @@ impl PlatformKeys {
     }
 }
 
-// Phase 2, once core's trait lands:
-// impl followup_core::crypto::KeyProvider for PlatformKeys { ... map FollowupError -> core Error }
+/// What core calls: the platform provider, its errors mapped onto core's
+/// [`KeyProviderError`](followup_core::crypto::KeyProviderError). Pass
+/// `Arc::new(PlatformKeys(provider))` wherever core wants a `KeyProvider`.
+impl followup_core::crypto::KeyProvider for PlatformKeys {
+    fn key_id(&self) -> String {
+        // key_id cannot fail in core's trait; a panicking platform implementation yields an
+        // empty id rather than unwinding (the id is bookkeeping only).
+        PlatformKeys::key_id(self).unwrap_or_default()
+    }
+
+    fn wrap(&self, data_key: &[u8]) -> Result<Vec<u8>, followup_core::crypto::KeyProviderError> {
+        PlatformKeys::wrap(self, data_key).map_err(to_core)
+    }
+
+    fn unwrap(&self, wrapped: &[u8]) -> Result<Vec<u8>, followup_core::crypto::KeyProviderError> {
+        PlatformKeys::unwrap(self, wrapped).map_err(to_core)
+    }
+}
+
+fn to_core(e: FollowupError) -> followup_core::crypto::KeyProviderError {
+    use followup_core::crypto::KeyProviderError as K;
+    match e {
+        FollowupError::WrongKey { .. } => K::WrongKey,
+        other => K::Failed(other.reason().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use followup_core::crypto::{KeyProvider as CoreKeyProvider, KeyProviderError};
+
+    struct Refuses;
+    impl KeyProvider for Refuses {
+        fn wrap(&self, k: Vec<u8>) -> Result<Vec<u8>, FollowupError> {
+            Ok(k)
+        }
+        fn unwrap(&self, _: Vec<u8>) -> Result<Vec<u8>, FollowupError> {
+            Err(FollowupError::wrong_key())
+        }
+        fn key_id(&self) -> String {
+            "r".into()
+        }
+    }
+
+    #[test]
+    fn platform_errors_map_onto_core() {
+        let keys = PlatformKeys(Arc::new(Refuses));
+        assert_eq!(CoreKeyProvider::key_id(&keys), "r");
+        assert_eq!(
+            CoreKeyProvider::unwrap(&keys, b"x"),
+            Err(KeyProviderError::WrongKey)
+        );
+    }
+}
