@@ -18,7 +18,10 @@ section "bindings 1/3: native library + generated Kotlin/Swift bindings are curr
 scripts/bindings-gen.sh --check
 
 section "bindings 2/3: Kotlin bindings and layer on the JVM (kotlinc -Werror, JNA)"
-FOLLOWUP_SKIP_GEN=1 android/jvm-test/run.sh
+log="$(mktemp)"; trap 'rm -f "$log"' EXIT
+FOLLOWUP_SKIP_GEN=1 android/jvm-test/run.sh | tee "$log"
+kotlin_passed="$(sed -n 's/^\([0-9][0-9]*\) passed, 0 failed$/\1/p' "$log" | tail -1)"
+[[ -n "$kotlin_passed" ]] || { echo "error: the Kotlin runner printed no summary" >&2; exit 1; }
 
 section "bindings 3/3: Swift package"
 missing=0
@@ -43,4 +46,6 @@ else
   echo "XCFramework build and XCTest run in .github/workflows/ios.yml (macOS)."
 fi
 
-printf '\nbindings: all checks passed in %ss\n' "$((SECONDS - start))"
+# Kotlin tests + the two checks above (bindings current, Swift package complete).
+printf '\nbindings checks took %ss\n' "$((SECONDS - start))"
+echo "bindings: $((kotlin_passed + 2)) passed, 0 failed"

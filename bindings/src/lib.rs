@@ -16,7 +16,20 @@
 //! - no `unwrap`/`expect` on anything that came from the platform.
 //!
 //! Bindings are generated in library mode by the `uniffi-bindgen` binary of this crate; see
+//! `scripts/bindings-gen.sh` (`--update` refreshes the committed Kotlin/Swift copies) and
 //! `scripts/test-bindings.sh`.
+//!
+//! ## Adding an API call
+//! 1. Wrap the core type in a `#[derive(uniffi::Object)]` holding it (behind a `Mutex` if core
+//!    needs `&mut`), with `#[uniffi::export]` methods; mirror core's value types as
+//!    `uniffi::Record`/`uniffi::Enum` with `From` impls both ways (ids cross as `String`).
+//! 2. Each method: convert arguments (malformed input -> `FollowupError::InvalidInput`), call core,
+//!    convert with `?` (core errors map in `error.rs`), convert the result. No domain logic.
+//! 3. Long calls: `async fn` under `#[uniffi::export(async_runtime = "tokio")]`, blocking core work
+//!    in `tokio::task::spawn_blocking`, optional `SyncProgressListener` + `CancellationHandle`.
+//! 4. `scripts/bindings-gen.sh --update`; add a Kotlin test in `android/src/jvmTest` and its XCTest
+//!    mirror in `ios/Tests`; idiomatic helpers go in `android/src/main/kotlin/org/followup` and
+//!    `ios/Sources/Followup`.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
