@@ -69,5 +69,5 @@ fi
 
 # --- run -------------------------------------------------------------------------------------
 echo "-- java org.followup.test.TestRunnerKt (jna.library.path=$LIBDIR)"
-exec java -Djna.library.path="$LIBDIR" -Djna.nosys=true \
+exec java -Djna.library.path="$LIBDIR" \
   -cp "$OUT/classes:$KLIB/kotlin-stdlib.jar:$CP" org.followup.test.TestRunnerKt "$@"
