@@ -1,0 +1,247 @@
+//! The one error type the platforms see.
+//!
+//! Every variant says what happened and what the app (or its user) should do about it. Each
+//! variant carries a `reason` — a whole sentence built here, ready to show or log — plus the
+//! structured fields an app needs to react (for example the item problems of a failed
+//! validation). Core's rich error is mapped onto these variants in one place: [`From`] below.
+//!
+//! On Kotlin this becomes `sealed class FollowupException` (`FollowupException.WrongKey`, ...);
+//! on Swift `enum FollowupError: Error` (`.WrongKey(reason:)`, ...).
+
+/// One problem with one answer of a questionnaire response.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ItemProblem {
+    /// The questionnaire item the problem is about, e.g. `q07`.
+    pub item_id: String,
+    /// A stable machine-readable code: `required`, `out_of_range`, `not_a_choice`, `wrong_type`, ...
+    pub code: String,
+    /// A sentence for the person typing the answer.
+    pub message: String,
+}
+
+/// Everything that can go wrong behind the Followup API.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Error, thiserror::Error)]
+pub enum FollowupError {
+    /// The passphrase or platform key does not open this store.
+    #[error("{reason}")]
+    WrongKey { reason: String },
+    /// The operation needs an enrolled device: call `enrol` first.
+    #[error("{reason}")]
+    NotEnrolled { reason: String },
+    /// The registry server could not be reached; nothing was lost, try again later.
+    #[error("{reason}")]
+    ServerUnreachable { reason: String },
+    /// The answers do not satisfy the questionnaire; `problems` lists each item's problem.
+    #[error("{reason}")]
+    ValidationFailed {
+        reason: String,
+        problems: Vec<ItemProblem>,
+    },
+    /// Stored data failed its integrity check: it was altered outside the app.
+    #[error("{reason}")]
+    Tampered { reason: String },
+    /// The device's storage failed (disk full, file not writable, ...).
+    #[error("{reason}")]
+    Storage { reason: String },
+    /// The registry server refused a change (not allowed for this device or clinic).
+    #[error("{reason}")]
+    Rejected { reason: String },
+    /// The operation was cancelled through its cancellation handle.
+    #[error("{reason}")]
+    Cancelled { reason: String },
+    /// An argument was malformed (an id, a date, an empty passphrase, ...).
+    #[error("{reason}")]
+    InvalidInput { reason: String },
+    /// The platform `KeyProvider` failed with an error that was not a `FollowupError`.
+    #[error("{reason}")]
+    KeyProviderFailed { reason: String },
+    /// A bug in Followup; please report it with this message.
+    #[error("{reason}")]
+    Internal { reason: String },
+}
+
+impl FollowupError {
+    /// The whole human-readable sentence, whatever the variant.
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::WrongKey { reason }
+            | Self::NotEnrolled { reason }
+            | Self::ServerUnreachable { reason }
+            | Self::ValidationFailed { reason, .. }
+            | Self::Tampered { reason }
+            | Self::Storage { reason }
+            | Self::Rejected { reason }
+            | Self::Cancelled { reason }
+            | Self::InvalidInput { reason }
+            | Self::KeyProviderFailed { reason }
+            | Self::Internal { reason } => reason,
+        }
+    }
+
+    pub(crate) fn wrong_key() -> Self {
+        Self::WrongKey {
+            reason: "The passphrase or key does not open this store. Ask the user for the right \
+                      passphrase, or use the KeyProvider the store was created with."
+                .into(),
+        }
+    }
+
+    pub(crate) fn cancelled(what: &str) -> Self {
+        Self::Cancelled {
+            reason: format!(
+                "{what} was cancelled; nothing was changed. Start it again when ready."
+            ),
+        }
+    }
+
+    pub(crate) fn invalid_input(what: impl std::fmt::Display) -> Self {
+        Self::InvalidInput {
+            reason: format!("{what}. Fix the argument and call again."),
+        }
+    }
+
+    pub(crate) fn validation(problems: Vec<ItemProblem>) -> Self {
+        let n = problems.len();
+        Self::ValidationFailed {
+            reason: format!(
+                "{n} answer{} need{} attention before this response can be submitted: {}.",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "s" } else { "" },
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.item_id, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            problems,
+        }
+    }
+
+    pub(crate) fn internal(what: impl std::fmt::Display) -> Self {
+        Self::Internal {
+            reason: format!("Internal error in Followup ({what}). Please report it."),
+        }
+    }
+}
+
+/// A platform callback threw something other than a `FollowupError` (e.g. a Kotlin
+/// `IllegalStateException` or a Swift error of another type). uniffi requires this conversion for
+/// every error used by a foreign trait. Only `KeyProvider` failures reach the app this way;
+/// progress-listener failures are ignored.
+impl From<uniffi::UnexpectedUniFFICallbackError> for FollowupError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        Self::KeyProviderFailed {
+            reason: format!(
+                "The platform key provider failed: {}. Check the device's keystore/keychain; \
+                 the store stays locked until it works.",
+                e.reason
+            ),
+        }
+    }
+}
+
+/// Core's rich error, mapped onto what the app can act on. Core's messages already say what to
+/// do, so they are passed through; only the variant is chosen here. Anything not mapped yet is
+/// reported as internal (phase 2 adds the sync and device variants as they land).
+impl From<followup_core::Error> for FollowupError {
+    fn from(e: followup_core::Error) -> Self {
+        use followup_core::Error as E;
+        let reason = e.to_string();
+        match e {
+            E::Store(s) => s.into(),
+            E::InvalidId(_) | E::NotFound(_) => Self::InvalidInput { reason },
+            E::MalformedRecord { .. } => Self::Tampered { reason },
+            #[allow(unreachable_patterns)]
+            _ => Self::internal(reason),
+        }
+    }
+}
+
+impl From<followup_core::store::StoreError> for FollowupError {
+    fn from(e: followup_core::store::StoreError) -> Self {
+        use followup_core::crypto::{CryptoError as C, KeyProviderError as K};
+        use followup_core::store::StoreError as S;
+        let reason = e.to_string();
+        match e {
+            S::WrongKey | S::Crypto(C::WrongKey) | S::Crypto(C::KeyProvider(K::WrongKey)) => {
+                Self::WrongKey { reason }
+            }
+            S::Tampered { .. }
+            | S::Incomplete { .. }
+            | S::TamperedSecret { .. }
+            | S::Corrupted(_)
+            | S::Crypto(C::Authentication | C::Malformed | C::BadKeySlot(_)) => {
+                Self::Tampered { reason }
+            }
+            S::KeyProvider(_) | S::Crypto(C::KeyProvider(_)) => Self::KeyProviderFailed { reason },
+            S::NotAFollowupStore { .. } | S::NotFound(_) | S::AlreadyExists(_) => {
+                Self::InvalidInput { reason }
+            }
+            S::UnsupportedFormat { .. } | S::Crypto(C::UnsupportedVersion(_)) => {
+                Self::Storage { reason }
+            }
+            S::Sqlite(_) | S::Io(_) => Self::Storage { reason },
+            #[allow(unreachable_patterns)]
+            _ => Self::internal(reason),
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into [`FollowupError::Internal`] instead of letting it unwind into
+/// the platform. uniffi already catches panics at the boundary, but would report them as its own
+/// `InternalException`; this keeps the app's `catch` to one error type.
+pub(crate) fn guard<T>(f: impl FnOnce() -> Result<T, FollowupError>) -> Result<T, FollowupError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => Err(FollowupError::internal(panic_text(&*payload))),
+    }
+}
+
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panic: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panic: {s}")
+    } else {
+        "panic".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_turns_a_panic_into_internal() {
+        let r: Result<(), _> = guard(|| panic!("boom"));
+        match r {
+            Err(FollowupError::Internal { reason }) => assert!(reason.contains("boom")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn store_errors_map_to_actionable_variants() {
+        use followup_core::store::StoreError;
+        let e: FollowupError = followup_core::Error::Store(StoreError::WrongKey).into();
+        assert!(matches!(e, FollowupError::WrongKey { .. }), "{e:?}");
+        assert!(e.reason().contains("Check the passphrase"), "{e:?}");
+        let e: FollowupError = StoreError::Corrupted("bad page".into()).into();
+        assert!(matches!(e, FollowupError::Tampered { .. }), "{e:?}");
+        let e: FollowupError = StoreError::NotFound("/x".into()).into();
+        assert!(matches!(e, FollowupError::InvalidInput { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn validation_message_lists_problems() {
+        let e = FollowupError::validation(vec![ItemProblem {
+            item_id: "q01".into(),
+            code: "required".into(),
+            message: "an answer is required".into(),
+        }]);
+        assert_eq!(
+            e.reason(),
+            "1 answer needs attention before this response can be submitted: q01: an answer is required."
+        );
+    }
+}

@@ -1,0 +1,33 @@
+import FollowupFFI
+
+extension FollowupError {
+    /// The whole sentence Rust wrote for this error: what happened and what to do.
+    public var userMessage: String {
+        switch self {
+        case let .WrongKey(reason),
+             let .NotEnrolled(reason),
+             let .ServerUnreachable(reason),
+             let .ValidationFailed(reason, _),
+             let .Tampered(reason),
+             let .Storage(reason),
+             let .Rejected(reason),
+             let .Cancelled(reason),
+             let .InvalidInput(reason),
+             let .KeyProviderFailed(reason),
+             let .Internal(reason):
+            return reason
+        }
+    }
+
+    /// The item problems of a `.ValidationFailed`, keyed by item id; empty otherwise.
+    public var itemProblems: [String: [ItemProblem]] {
+        guard case let .ValidationFailed(_, problems) = self else { return [:] }
+        return Dictionary(grouping: problems, by: { $0.itemId })
+    }
+
+    /// `true` when retrying later may succeed without the user doing anything.
+    public var isTransient: Bool {
+        if case .ServerUnreachable = self { return true }
+        return false
+    }
+}
