@@ -44,9 +44,9 @@ use crate::error::{Error, Result};
 use crate::ids::RecordId;
 use crate::model::RecordKind;
 use crate::protocol::{
-    self, decode_sync_response, encode_body, split_changes, EnrolRequest,
-    EnrolResponse, ErrorBody, ErrorCode, PushDoc, PushResult, SyncRequest, SyncResponse,
-    ENROL_PATH, PROTOCOL_VERSION, SYNC_CONTENT_TYPE, SYNC_PATH,
+    self, decode_sync_response, encode_body, split_changes, EnrolRequest, EnrolResponse, ErrorBody,
+    ErrorCode, PushDoc, PushResult, SyncRequest, SyncResponse, ENROL_PATH, PROTOCOL_VERSION,
+    SYNC_CONTENT_TYPE, SYNC_PATH,
 };
 use crate::store::Store;
 
@@ -289,7 +289,9 @@ pub enum SyncError {
         message: String,
     },
     /// The server sent a record this version of the app cannot read.
-    #[error("the registry sent record {record} that this app cannot read ({reason}); update the app")]
+    #[error(
+        "the registry sent record {record} that this app cannot read ({reason}); update the app"
+    )]
     UnreadableRecord { record: String, reason: String },
 }
 
@@ -574,7 +576,10 @@ async fn error_from(resp: reqwest::Response) -> Failure {
     let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
     let (code, message) = match &parsed {
         Some(b) => (Some(b.code), b.message.clone()),
-        None => (None, String::from_utf8_lossy(&body).chars().take(200).collect()),
+        None => (
+            None,
+            String::from_utf8_lossy(&body).chars().take(200).collect(),
+        ),
     };
     let code_str = parsed
         .as_ref()
@@ -673,11 +678,7 @@ impl Session<'_> {
                 break;
             }
             total += data.len();
-            pushed.push(Pushed {
-                id,
-                heads,
-                synced,
-            });
+            pushed.push(Pushed { id, heads, synced });
             push.push(PushDoc { doc: id, data });
             if total >= self.push_limit {
                 break;
@@ -829,7 +830,9 @@ impl SyncClient {
             .connect_timeout(options.connect_timeout)
             .user_agent(concat!("followup-core/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| SyncError::Config(format!("HTTP client setup failed: {}", describe(&e))))?;
+            .map_err(|e| {
+                SyncError::Config(format!("HTTP client setup failed: {}", describe(&e)))
+            })?;
         Ok(SyncClient { http, options })
     }
 
@@ -1025,7 +1028,15 @@ impl SyncClient {
                 .map_err(|e| SyncError::Config(e.to_string()))?;
             s.report.attempts += 1;
             let outcome = self
-                .exchange(&url, device, &enrolled, body, &mut s.progress, progress, cancel)
+                .exchange(
+                    &url,
+                    device,
+                    &enrolled,
+                    body,
+                    &mut s.progress,
+                    progress,
+                    cancel,
+                )
                 .await;
             match outcome {
                 Ok(resp) => {

@@ -20,8 +20,8 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ids::RecordId;
 use crate::model::{
-    self, Author, CellType, CompletedBy, Consent, Enrolment, FollowupResponse,
-    Manipulation, Origin, Procedure, RegulatoryStatus, ResponseStatus, Route, Sex, SourceTissue,
+    self, Author, CellType, CompletedBy, Consent, Enrolment, FollowupResponse, Manipulation,
+    Origin, Procedure, RegulatoryStatus, ResponseStatus, Route, Sex, SourceTissue,
 };
 use crate::questionnaire::{AnswerValue, Answers};
 
