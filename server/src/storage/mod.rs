@@ -18,13 +18,15 @@
 //!
 //! The methods are blocking; the HTTP layer calls them from `spawn_blocking`.
 
+mod postgres;
 mod sqlite;
 
+pub use self::postgres::{PostgresOptions, PostgresStorage};
 pub use sqlite::SqliteStorage;
 
 use automerge::ChangeHash;
 use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::DocHeader;
+use followup_core::model::{DocHeader, RecordKind};
 use followup_core::protocol::{DeviceRole, StatsResponse};
 
 use crate::audit::{AuditEntry, AuditRow};
@@ -34,6 +36,9 @@ use crate::audit::{AuditEntry, AuditRow};
 pub enum StorageError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL error that is not transient (those are [`StorageError::Busy`]).
+    #[error("database error: {0}")]
+    Postgres(::postgres::Error),
     #[error("the database is busy; retry")]
     Busy,
     #[error("stored data is corrupt: {0}")]
@@ -229,4 +234,41 @@ pub(crate) fn heads_from_blob(blob: &[u8]) -> StorageResult<Vec<ChangeHash>> {
             ChangeHash(h)
         })
         .collect())
+}
+
+fn id16(blob: &[u8], what: &str) -> StorageResult<[u8; 16]> {
+    <[u8; 16]>::try_from(blob).map_err(|_| StorageError::Corrupt(format!("{what} is not 16 bytes")))
+}
+pub(crate) fn rid(blob: Vec<u8>) -> StorageResult<RecordId> {
+    id16(&blob, "record id").map(RecordId)
+}
+pub(crate) fn did(blob: Vec<u8>) -> StorageResult<DeviceId> {
+    id16(&blob, "device id").map(DeviceId)
+}
+pub(crate) fn h32(blob: &[u8], what: &str) -> StorageResult<[u8; 32]> {
+    <[u8; 32]>::try_from(blob).map_err(|_| StorageError::Corrupt(format!("{what} is not 32 bytes")))
+}
+pub(crate) fn u64_of(v: i64) -> StorageResult<u64> {
+    u64::try_from(v).map_err(|_| StorageError::Corrupt("negative sequence number".into()))
+}
+pub(crate) fn i64_of(v: u64) -> StorageResult<i64> {
+    i64::try_from(v).map_err(|_| StorageError::Internal("sequence number overflow".into()))
+}
+
+/// The header columns of a docs row.
+pub(crate) fn header_from_row(
+    id: Vec<u8>,
+    kind: String,
+    clinic: Vec<u8>,
+    patient: Option<Vec<u8>>,
+    created_by: Option<Vec<u8>>,
+) -> StorageResult<DocHeader> {
+    Ok(DocHeader {
+        id: rid(id)?,
+        kind: RecordKind::from_code(&kind)
+            .ok_or_else(|| StorageError::Corrupt(format!("unknown kind {kind:?}")))?,
+        clinic: rid(clinic)?,
+        patient: patient.map(rid).transpose()?,
+        created_by: created_by.map(did).transpose()?,
+    })
 }
