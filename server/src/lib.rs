@@ -77,9 +77,10 @@ impl Server {
                     max_connections: config.database_pool_size,
                     ..PostgresOptions::default()
                 };
-                let pg =
-                    tokio::task::spawn_blocking(move || PostgresStorage::connect_with(&url, options))
-                        .await??;
+                let pg = tokio::task::spawn_blocking(move || {
+                    PostgresStorage::connect_with(&url, options)
+                })
+                .await??;
                 tracing::info!(database = pg.description(), "storage: PostgreSQL");
                 Arc::new(pg)
             }

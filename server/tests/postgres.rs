@@ -48,7 +48,10 @@ fn current_uid() -> Option<u32> {
 
 fn id_of(flag: &str, user: &str) -> u32 {
     let out = Command::new("id").args([flag, user]).output().unwrap();
-    assert!(out.status.success(), "no user {user:?} to run PostgreSQL as");
+    assert!(
+        out.status.success(),
+        "no user {user:?} to run PostgreSQL as"
+    );
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
@@ -64,7 +67,10 @@ impl PgCluster {
     /// Start a cluster, or `None` (after a loud SKIPPED line) when PostgreSQL is not installed.
     fn start(test: &str) -> Option<PgCluster> {
         let Some(initdb) = which("initdb") else {
-            eprintln!(
+            // Straight to stderr, past the test harness's capture, so that it is seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n*** SKIPPED {test}: `initdb` is not on PATH; install PostgreSQL (15) to run the PostgreSQL tests ***\n"
             );
             return None;
@@ -275,7 +281,10 @@ fn postgres_schema_nonces_and_busy() {
     let s = open(&url, fast.clone());
     assert!(!s.remember_nonce(nonce_dev, &[1; 16], 1_000, 0).unwrap());
     let mut raw = PgRaw::connect(&url);
-    assert_eq!(raw.i64s("SELECT version::bigint FROM followup_schema"), vec![1]);
+    assert_eq!(
+        raw.i64s("SELECT version::bigint FROM followup_schema"),
+        vec![1]
+    );
     // A newer schema is refused, not scribbled on.
     raw.exec("UPDATE followup_schema SET version = 99").unwrap();
     match PostgresStorage::connect_with(&url, fast.clone()) {
@@ -356,6 +365,10 @@ async fn pg_server(url: &str) -> TestServer {
     }
 }
 
+/// Retries `sync_robust` needed: (busy rejections, 503 answers).
+static BUSY_REJECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static UNAVAILABLE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Sync until nothing is left, riding out 503s and `busy` rejections (the compare-and-set lost
 /// too many times to writers on the other server), which a real client retries.
 async fn sync_robust(d: &mut TestDevice, s: &TestServer) {
@@ -368,6 +381,7 @@ async fn sync_robust(d: &mut TestDevice, s: &TestServer) {
                 for doc in d.docs.values_mut() {
                     match &doc.rejected {
                         Some((RejectCode::Busy, _)) => {
+                            BUSY_REJECTIONS.fetch_add(1, Ordering::Relaxed);
                             doc.rejected = None;
                             again = true;
                         }
@@ -379,7 +393,10 @@ async fn sync_robust(d: &mut TestDevice, s: &TestServer) {
                     return;
                 }
             }
-            Err((503, _)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err((503, _)) => {
+                UNAVAILABLE.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             Err((status, text)) => panic!("sync answered {status}: {text}"),
         }
     }
@@ -494,13 +511,12 @@ async fn scenario(url: &str) {
                 if i < A_TABLETS {
                     d.set_body(shared, &format!("note_{i}_{round}"), "seen");
                 }
-                let own: Vec<RecordId> = d
-                    .docs
-                    .keys()
-                    .copied()
-                    .filter(|id| *id != shared)
-                    .collect();
-                if let Some(id) = own.iter().find(|id| d.body_field(**id, "answers").is_some()) {
+                let own: Vec<RecordId> =
+                    d.docs.keys().copied().filter(|id| *id != shared).collect();
+                if let Some(id) = own
+                    .iter()
+                    .find(|id| d.body_field(**id, "answers").is_some())
+                {
                     d.set_body(*id, &format!("edit_{round}"), "x");
                 }
                 sync_robust(&mut d, &servers[(i + round) % 2]).await;
@@ -536,7 +552,11 @@ async fn scenario(url: &str) {
         for id in &ids {
             let heads = devices[members[0]].heads(*id);
             for &m in &members[1..] {
-                assert_eq!(devices[m].heads(*id), heads, "doc {id} differs on device {m}");
+                assert_eq!(
+                    devices[m].heads(*id),
+                    heads,
+                    "doc {id} differs on device {m}"
+                );
             }
         }
     }
@@ -545,7 +565,8 @@ async fn scenario(url: &str) {
         for i in 0..A_TABLETS {
             for round in 0..ROUNDS {
                 assert_eq!(
-                    d.body_field(shared, &format!("note_{i}_{round}")).as_deref(),
+                    d.body_field(shared, &format!("note_{i}_{round}"))
+                        .as_deref(),
                     Some("seen")
                 );
             }
@@ -583,8 +604,11 @@ async fn scenario(url: &str) {
     .unwrap();
     assert_eq!(v, vec![st0.log_seq as i64; 3]);
     println!(
-        "two servers: {} log entries, {} audit entries, {checks} gap checks",
-        st0.log_seq, st0.audit_entries
+        "two servers: {} log entries, {} audit entries, {checks} gap checks; clients retried {} busy rejection(s) and {} 503(s)",
+        st0.log_seq,
+        st0.audit_entries,
+        BUSY_REJECTIONS.load(Ordering::Relaxed),
+        UNAVAILABLE.load(Ordering::Relaxed)
     );
 
     let servers = Arc::try_unwrap(servers).ok().expect("servers still shared");

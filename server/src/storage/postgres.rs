@@ -460,7 +460,10 @@ struct AuditHead {
 
 /// Lock the audit chain head (serialises appenders until commit) and read it.
 fn lock_audit_head(q: &mut Tx<'_, '_>) -> StorageResult<AuditHead> {
-    let row = q.query_one("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE", &[])?;
+    let row = q.query_one(
+        "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+        &[],
+    )?;
     Ok(AuditHead {
         seq: u64_of(col(&row, 0)?)?,
         hash: h32(col(&row, 1)?, "audit head hash")?,
@@ -735,10 +738,7 @@ impl PostgresStorage {
 
     /// Run `f` in a transaction and commit it; a deadlock or serialization failure runs it
     /// again (up to [`WRITE_ATTEMPTS`] in all), then answers busy.
-    fn write<T>(
-        &self,
-        mut f: impl FnMut(&mut Tx<'_, '_>) -> StorageResult<T>,
-    ) -> StorageResult<T> {
+    fn write<T>(&self, mut f: impl FnMut(&mut Tx<'_, '_>) -> StorageResult<T>) -> StorageResult<T> {
         let mut pooled = self.pool.get()?;
         let conn = pooled.conn()?;
         let mut attempt = 0;
@@ -748,7 +748,10 @@ impl PostgresStorage {
             match write_once(conn, &mut f, &mut retry) {
                 Ok(out) => return Ok(out),
                 Err(_) if retry && attempt < WRITE_ATTEMPTS => {
-                    tracing::debug!(attempt, "postgres: transaction rolled back; running it again");
+                    tracing::debug!(
+                        attempt,
+                        "postgres: transaction rolled back; running it again"
+                    );
                 }
                 Err(e) => return Err(e),
             }
@@ -845,7 +848,12 @@ impl Storage for PostgresStorage {
         self.write(|q| {
             q.execute(
                 "INSERT INTO clinics (id, name, country, created_at_ms) VALUES ($1, $2, $3, $4)",
-                &[&clinic.id.0.as_slice(), &clinic.name, &clinic.country, &now_ms],
+                &[
+                    &clinic.id.0.as_slice(),
+                    &clinic.name,
+                    &clinic.country,
+                    &now_ms,
+                ],
             )?;
             match write_docs_tx(q, std::slice::from_ref(doc), now_ms)?.first() {
                 Some(WriteOutcome::Committed { seq }) => Ok(*seq),
@@ -858,8 +866,10 @@ impl Storage for PostgresStorage {
 
     fn clinic_exists(&self, id: RecordId) -> StorageResult<bool> {
         self.read(|q| {
-            Ok(q.query_opt("SELECT 1 FROM clinics WHERE id = $1", &[&id.0.as_slice()])?
-                .is_some())
+            Ok(
+                q.query_opt("SELECT 1 FROM clinics WHERE id = $1", &[&id.0.as_slice()])?
+                    .is_some(),
+            )
         })
     }
 

@@ -14,8 +14,9 @@ use followup_core::protocol::{DeviceRole, StatsResponse};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{
-    did, h32, header_from_row, heads_from_blob, heads_to_blob, i64_of, rid, u64_of, ClinicRow, DeviceRecord, DocWrite, EnrolmentCode, NewDevice,
-    ReadScope, Rejection, Storage, StorageError, StorageResult, StoredDoc, WriteOutcome,
+    did, h32, header_from_row, heads_from_blob, heads_to_blob, i64_of, rid, u64_of, ClinicRow,
+    DeviceRecord, DocWrite, EnrolmentCode, NewDevice, ReadScope, Rejection, Storage, StorageError,
+    StorageResult, StoredDoc, WriteOutcome,
 };
 use crate::audit::{self, event, AuditEntry, AuditRow};
 

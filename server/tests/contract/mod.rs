@@ -132,10 +132,18 @@ pub fn storage_contract(s: &dyn Storage, raw: &mut dyn RawDb) {
     assert!(s.device(other.id).unwrap().is_none());
 
     // Nonces: a replay is refused; another device may use the same bytes.
-    assert!(s.remember_nonce(dev.id, &[9; 16], NOW + 600_000, NOW).unwrap());
-    assert!(!s.remember_nonce(dev.id, &[9; 16], NOW + 600_000, NOW).unwrap());
-    assert!(s.remember_nonce(other.id, &[9; 16], NOW + 600_000, NOW).unwrap());
-    assert!(s.remember_nonce(dev.id, &[10; 16], NOW + 600_000, NOW).unwrap());
+    assert!(s
+        .remember_nonce(dev.id, &[9; 16], NOW + 600_000, NOW)
+        .unwrap());
+    assert!(!s
+        .remember_nonce(dev.id, &[9; 16], NOW + 600_000, NOW)
+        .unwrap());
+    assert!(s
+        .remember_nonce(other.id, &[9; 16], NOW + 600_000, NOW)
+        .unwrap());
+    assert!(s
+        .remember_nonce(dev.id, &[10; 16], NOW + 600_000, NOW)
+        .unwrap());
 
     // Documents: create, compare-and-set, conflicts.
     let eh = header(RecordKind::Enrolment, clinic, None);
@@ -189,13 +197,7 @@ pub fn storage_contract(s: &dyn Storage, raw: &mut dyn RawDb) {
         .commit_writes(
             &[
                 write(&response, b"resp-v1", vec![hash(4)], None, Some(dev.id)),
-                write(
-                    &enrolment,
-                    b"stale",
-                    vec![hash(5)],
-                    Some(1),
-                    Some(dev.id),
-                ),
+                write(&enrolment, b"stale", vec![hash(5)], Some(1), Some(dev.id)),
                 write(
                     &enrolment,
                     b"enr-v2",
@@ -216,7 +218,10 @@ pub fn storage_contract(s: &dyn Storage, raw: &mut dyn RawDb) {
         ]
     );
     let stored = s.load_doc(patient).unwrap().unwrap();
-    assert_eq!((stored.bytes.as_slice(), stored.version), (&b"enr-v2"[..], 4));
+    assert_eq!(
+        (stored.bytes.as_slice(), stored.version),
+        (&b"enr-v2"[..], 4)
+    );
     assert_eq!(stored.heads, vec![hash(6), hash(7)]);
     assert_eq!(s.max_seq().unwrap(), 4);
     assert!(s.commit_writes(&[], NOW).unwrap().is_empty());
@@ -254,13 +259,19 @@ pub fn storage_contract(s: &dyn Storage, raw: &mut dyn RawDb) {
     assert!(s.heads_at(patient, 1).unwrap().is_empty());
 
     // Revocation, rejections, admin audit entries, stats.
-    assert_eq!(s.revoke_device(dev.id, NOW + 7).unwrap(), Some((true, NOW + 7)));
+    assert_eq!(
+        s.revoke_device(dev.id, NOW + 7).unwrap(),
+        Some((true, NOW + 7))
+    );
     assert_eq!(
         s.revoke_device(dev.id, NOW + 8).unwrap(),
         Some((false, NOW + 7))
     );
     assert!(s.revoke_device(DeviceId([5; 16]), NOW).unwrap().is_none());
-    assert_eq!(s.device(dev.id).unwrap().unwrap().revoked_at_ms, Some(NOW + 7));
+    assert_eq!(
+        s.device(dev.id).unwrap().unwrap().revoked_at_ms,
+        Some(NOW + 7)
+    );
     s.record_rejections(&[Rejection {
         at_ms: NOW,
         device: dev.id,
@@ -347,8 +358,7 @@ pub fn storage_contract(s: &dyn Storage, raw: &mut dyn RawDb) {
 
 /// Writers on several handles to one database (several processes' worth for a server backend)
 /// each create documents and all merge into one shared document with compare-and-set retries,
-/// while a reader checks that a seq it sees never has an unseen predecessor. Returns the final
-/// log seq.
+/// while a reader checks that a seq it sees never has an unseen predecessor.
 pub fn concurrent_writers_contract(stores: &[Arc<dyn Storage>], writers: usize, rounds: usize) {
     let s0 = &stores[0];
     let clinic = RecordId::random();
@@ -394,7 +404,11 @@ pub fn concurrent_writers_contract(stores: &[Arc<dyn Storage>], writers: usize, 
                     .filter_map(|r| r.entry.log_seq)
                     .filter(|&q| q <= m)
                     .collect();
-                assert_eq!(seen.len() as u64, m, "a reader saw seq {m} before a smaller one");
+                assert_eq!(
+                    seen.len() as u64,
+                    m,
+                    "a reader saw seq {m} before a smaller one"
+                );
                 checks += 1;
             }
             checks
@@ -413,42 +427,28 @@ pub fn concurrent_writers_contract(stores: &[Arc<dyn Storage>], writers: usize, 
                     patient: Some(shared.id),
                     ..header(RecordKind::Response, clinic, Some(shared.id))
                 };
+                // The first attempt writes both; after a conflict the own document is in and
+                // only the merge is retried, on a fresh read.
+                let mut first = true;
                 loop {
                     let cur = s.load_doc(shared.id).unwrap().unwrap();
                     let mut bytes = cur.bytes.clone();
                     bytes.extend_from_slice(format!(",{w}.{r}").as_bytes());
-                    let out = s
-                        .commit_writes(
-                            &[
-                                write(&own, b"own", vec![hash(w as u8)], None, None),
-                                write(&shared, &bytes, vec![], Some(cur.version), None),
-                            ],
-                            NOW,
-                        )
-                        .unwrap();
-                    match out[..] {
-                        [WriteOutcome::Committed { .. }, WriteOutcome::Committed { .. }] => break,
-                        [WriteOutcome::Committed { .. }, WriteOutcome::Conflict] => {
-                            // The own document went in; only the merge is retried.
-                            conflicts += 1;
-                            loop {
-                                let cur = s.load_doc(shared.id).unwrap().unwrap();
-                                let mut bytes = cur.bytes.clone();
-                                bytes.extend_from_slice(format!(",{w}.{r}").as_bytes());
-                                let out = s
-                                    .commit_writes(
-                                        &[write(&shared, &bytes, vec![], Some(cur.version), None)],
-                                        NOW,
-                                    )
-                                    .unwrap();
-                                if out[0] != WriteOutcome::Conflict {
-                                    break;
-                                }
-                                conflicts += 1;
-                            }
-                            break;
-                        }
-                        ref other => panic!("unexpected outcome {other:?}"),
+                    let merge = write(&shared, &bytes, vec![], Some(cur.version), None);
+                    let batch = if first {
+                        vec![write(&own, b"own", vec![hash(w as u8)], None, None), merge]
+                    } else {
+                        vec![merge]
+                    };
+                    let out = s.commit_writes(&batch, NOW).unwrap();
+                    if first {
+                        assert!(matches!(out[0], WriteOutcome::Committed { .. }));
+                        first = false;
+                    }
+                    match out.last() {
+                        Some(WriteOutcome::Committed { .. }) => break,
+                        Some(WriteOutcome::Conflict) => conflicts += 1,
+                        None => panic!("no outcome"),
                     }
                 }
             }
