@@ -1,20 +1,32 @@
-//! Persistence behind one trait, [`Storage`], so the SQLite backend ([`SqliteStorage`], the
-//! default) can be joined by a PostgreSQL one for several stateless server processes over one
-//! database.
+//! Persistence behind one trait, [`Storage`], with two backends: [`SqliteStorage`] (the default:
+//! one file in the data directory, one server process) and [`PostgresStorage`] (several
+//! stateless server processes over one PostgreSQL database, chosen with `--database
+//! postgres://…` or `FOLLOWUP_DATABASE_URL`; see `docs/operations.md`).
 //!
 //! Every piece of state lives in the database: documents, the write log and its sequence counter,
 //! devices, enrolment codes, the nonce replay cache, the audit chain, rejections. Nothing is held
 //! in a process's memory between requests, so any process may serve any request.
 //!
-//! Contract every backend keeps:
+//! Contract every backend keeps (`server/tests/contract/mod.rs` checks it on both):
 //! * **Sequence numbers become visible in order**: a reader that sees log seq *n* sees every
-//!   seq < *n*. SQLite gets it from its single writer; PostgreSQL must take the counter row's lock
-//!   inside the writing transaction (a `SEQUENCE` commits out of order).
+//!   seq < *n*. SQLite gets it from its single writer; PostgreSQL takes the counter row's lock
+//!   (`log_head ... FOR UPDATE`) inside the writing transaction, so writers commit in seq order
+//!   (a `SEQUENCE` commits out of order).
 //! * [`Storage::commit_writes`] is atomic per call and compare-and-sets each document on its
 //!   `version`, so two processes merging into the same document never lose a merge: the loser
 //!   gets [`WriteOutcome::Conflict`] and the caller re-merges.
 //! * The audit chain is appended inside the same transaction as the write it records, with
-//!   [`crate::audit::entry_hash`], under a lock that serialises appenders.
+//!   [`crate::audit::entry_hash`], under a lock that serialises appenders (SQLite's write lock;
+//!   PostgreSQL's `audit_head ... FOR UPDATE`).
+//! * A transient failure (lock or pool timeout, deadlock, lost connection, database restarting)
+//!   is [`StorageError::Busy`], answered 503 so that the device retries; the failed transaction
+//!   left nothing behind.
+//!
+//! The tables, the same in both backends: `clinics`, `devices`, `enrolment_codes`, `docs` (each
+//! record's Automerge bytes, header columns, heads and CAS `version`), `log` (the write log the
+//! pulls read), `audit` (append-only, hash-chained), `nonces`, `rejections`; PostgreSQL adds
+//! `log_head` and `audit_head` (the lock rows) and `followup_schema` (the schema version; SQLite
+//! uses `PRAGMA user_version`).
 //!
 //! The methods are blocking; the HTTP layer calls them from `spawn_blocking`.
 

@@ -702,13 +702,20 @@ impl PostgresStorage {
         let mut tx = conn.client.transaction().db()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .db()?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS followup_schema (
-                 id SMALLINT PRIMARY KEY CHECK (id = 1),
-                 version INTEGER NOT NULL
-             )",
-        )
-        .db()?;
+        // Create the version table only when missing: a role without CREATE (granted only
+        // SELECT/INSERT/UPDATE/DELETE once the schema exists) can still start.
+        let exists = tx
+            .query_one("SELECT to_regclass('followup_schema') IS NOT NULL", &[])
+            .db()?;
+        if !col::<bool>(&exists, 0)? {
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS followup_schema (
+                     id SMALLINT PRIMARY KEY CHECK (id = 1),
+                     version INTEGER NOT NULL
+                 )",
+            )
+            .db()?;
+        }
         let version: i32 = match tx
             .query_opt("SELECT version FROM followup_schema WHERE id = 1", &[])
             .db()?
@@ -726,12 +733,14 @@ impl PostgresStorage {
             tracing::info!(version = i + 1, "postgres: applying schema migration");
             tx.batch_execute(m).db()?;
         }
-        tx.execute(
-            "INSERT INTO followup_schema (id, version) VALUES (1, $1)
-             ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version",
-            &[&SCHEMA_VERSION],
-        )
-        .db()?;
+        if version < SCHEMA_VERSION {
+            tx.execute(
+                "INSERT INTO followup_schema (id, version) VALUES (1, $1)
+                 ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version",
+                &[&SCHEMA_VERSION],
+            )
+            .db()?;
+        }
         tx.commit().db()?;
         Ok(())
     }
