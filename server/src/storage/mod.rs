@@ -49,7 +49,7 @@ pub enum StorageError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// A PostgreSQL error that is not transient (those are [`StorageError::Busy`]).
-    #[error("database error: {0}")]
+    #[error("database error: {}", error_chain(.0))]
     Postgres(::postgres::Error),
     #[error("the database is busy; retry")]
     Busy,
@@ -65,6 +65,19 @@ pub enum StorageError {
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
+
+/// An error with its causes (`postgres::Error` alone says "db error" or "error connecting to
+/// server"; the reason is in its source).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
 
 /// An enrolled device.
 #[derive(Debug, Clone, PartialEq, Eq)]

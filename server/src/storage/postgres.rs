@@ -51,9 +51,9 @@ use postgres::types::{FromSql, ToSql};
 use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction};
 
 use super::{
-    did, h32, header_from_row, heads_from_blob, heads_to_blob, i64_of, rid, u64_of, ClinicRow,
-    DeviceRecord, DocWrite, EnrolmentCode, NewDevice, ReadScope, Rejection, Storage, StorageError,
-    StorageResult, StoredDoc, WriteOutcome,
+    did, error_chain, h32, header_from_row, heads_from_blob, heads_to_blob, i64_of, rid, u64_of,
+    ClinicRow, DeviceRecord, DocWrite, EnrolmentCode, NewDevice, ReadScope, Rejection, Storage,
+    StorageError, StorageResult, StoredDoc, WriteOutcome,
 };
 use crate::audit::{self, event, AuditEntry, AuditRow};
 
@@ -229,7 +229,7 @@ fn is_retryable_conflict(e: &postgres::Error) -> bool {
 
 fn map_err(e: postgres::Error) -> StorageError {
     if is_transient(&e) {
-        tracing::warn!(error = %e, "postgres: transient failure, answering busy");
+        tracing::warn!(error = %error_chain(&e), "postgres: transient failure, answering busy");
         StorageError::Busy
     } else {
         StorageError::Postgres(e)
@@ -392,7 +392,7 @@ impl Pool {
                         st.open = st.open.saturating_sub(1);
                         drop(st);
                         self.freed.notify_one();
-                        tracing::warn!(error = %e, "postgres: cannot connect; answering busy");
+                        tracing::warn!(error = %error_chain(&e), "postgres: cannot connect; answering busy");
                         Err(StorageError::Busy)
                     }
                 };
