@@ -41,7 +41,10 @@ fn enrolled_device(path: &Path) -> Device {
 
 fn big_store() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
-    let path = dir.join(format!("store-{BIG_PATIENTS}p-{BIG_RESPONSES}r.db"));
+    let path = dir.join(format!(
+        "store-v{}-{BIG_PATIENTS}p-{BIG_RESPONSES}r.db",
+        followup_core::store::FORMAT_VERSION
+    ));
     if path.exists() {
         return path;
     }

@@ -481,14 +481,26 @@ impl Device {
             ..Default::default()
         })?;
         let mut done = DoneVisits::new();
-        for m in self.store.list(&Query {
-            kind: Some(RecordKind::Response),
-            patient,
-            status: Some(ResponseStatus::Submitted.code().into()),
-            ..Default::default()
-        })? {
-            if let (Some(p), Some(v)) = (m.subject, m.visit) {
-                done.entry(p).or_default().insert(v);
+        let submitted = ResponseStatus::Submitted.code();
+        match patient {
+            // One patient: a handful of responses through the patient index.
+            Some(patient) => {
+                for m in self.store.list(&Query {
+                    kind: Some(RecordKind::Response),
+                    patient: Some(patient),
+                    status: Some(submitted.into()),
+                    ..Default::default()
+                })? {
+                    if let (Some(p), Some(v)) = (m.subject, m.visit) {
+                        done.entry(p).or_default().insert(v);
+                    }
+                }
+            }
+            // The whole clinic: an index-only scan of (procedure, visit) pairs.
+            None => {
+                for (p, v) in self.store.visit_links(RecordKind::Response, submitted)? {
+                    done.entry(p).or_default().insert(v);
+                }
             }
         }
         Ok((procedures, done))

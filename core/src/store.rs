@@ -284,6 +284,7 @@ CREATE TABLE docs (
 CREATE INDEX docs_kind_clinic ON docs (kind, clinic, date, id, patient, status, visit);
 CREATE INDEX docs_patient_kind ON docs (patient, kind, date, id, clinic, status, visit);
 CREATE INDEX docs_subject ON docs (subject) WHERE subject IS NOT NULL;
+CREATE INDEX docs_visit_links ON docs (kind, status, subject, visit) WHERE subject IS NOT NULL AND visit IS NOT NULL;
 CREATE INDEX docs_dirty ON docs (dirty_seq) WHERE dirty_seq IS NOT NULL;
 CREATE TABLE chunks (
     doc   BLOB NOT NULL REFERENCES docs (id) ON DELETE CASCADE,
@@ -953,6 +954,24 @@ impl Store {
             .optional()
             .map_err(index_err)?;
         Ok(meta)
+    }
+
+    /// `(subject, visit)` of every document of `kind` with status `status` that refers to a
+    /// record and names a visit: for responses, which visits of which procedure are answered.
+    /// An index-only scan, unordered; used to list a whole clinic's due visits quickly.
+    pub fn visit_links(&self, kind: RecordKind, status: &str) -> Result<Vec<(RecordId, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT subject, visit FROM docs INDEXED BY docs_visit_links \
+             WHERE kind = ?1 AND status = ?2 AND subject IS NOT NULL AND visit IS NOT NULL",
+        )?;
+        let rows = stmt
+            .query_map(params![kind.code(), status], |r| {
+                Ok((id_col(r, 0, "subject")?, r.get::<_, String>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(index_err)?;
+        Ok(rows)
     }
 
     /// Index entries matching `query`, ordered by date then id.
