@@ -65,7 +65,7 @@ pub enum FollowupError {
     UpdateRequired { reason: String },
     /// The registry server answered with an error this app cannot recover from by retrying.
     #[error("{reason}")]
-    ServerError { reason: String },
+    ServerFailed { reason: String },
     /// The store was closed with `close_store()`; open it again.
     #[error("{reason}")]
     Closed { reason: String },
@@ -99,7 +99,7 @@ impl FollowupError {
             | Self::Revoked { reason }
             | Self::ClockWrong { reason }
             | Self::UpdateRequired { reason }
-            | Self::ServerError { reason }
+            | Self::ServerFailed { reason }
             | Self::Closed { reason }
             | Self::Cancelled { reason }
             | Self::InvalidInput { reason }
@@ -229,7 +229,7 @@ impl From<followup_core::sync::SyncError> for FollowupError {
             S::Server {
                 status: 401 | 403, ..
             } => Self::Rejected { reason },
-            S::Server { .. } => Self::ServerError { reason },
+            S::Server { .. } => Self::ServerFailed { reason },
             #[allow(unreachable_patterns)]
             _ => Self::internal(reason),
         }

@@ -386,23 +386,23 @@ impl From<dev::PatientVisit<'_>> for Visit {
 /// One answer. Which variant an item takes is given by its [`ItemType`].
 #[derive(Debug, Clone, PartialEq, uniffi::Enum)]
 pub enum AnswerValue {
-    Bool(bool),
-    Int(i64),
-    Decimal(f64),
+    Bool { value: bool },
+    Int { value: i64 },
+    Decimal { value: f64 },
     /// Text, a date (`YYYY-MM-DD`) or a single choice's code.
-    Text(String),
+    Text { value: String },
     /// The codes of a multiple choice.
-    Choices(Vec<String>),
+    Choices { value: Vec<String> },
 }
 
 impl From<AnswerValue> for q::AnswerValue {
     fn from(a: AnswerValue) -> Self {
         match a {
-            AnswerValue::Bool(b) => Self::Bool(b),
-            AnswerValue::Int(i) => Self::Int(i),
-            AnswerValue::Decimal(d) => Self::Decimal(d),
-            AnswerValue::Text(t) => Self::Text(t),
-            AnswerValue::Choices(c) => Self::Choices(c),
+            AnswerValue::Bool { value } => Self::Bool(value),
+            AnswerValue::Int { value } => Self::Int(value),
+            AnswerValue::Decimal { value } => Self::Decimal(value),
+            AnswerValue::Text { value } => Self::Text(value),
+            AnswerValue::Choices { value } => Self::Choices(value),
         }
     }
 }
@@ -410,11 +410,11 @@ impl From<AnswerValue> for q::AnswerValue {
 impl From<q::AnswerValue> for AnswerValue {
     fn from(a: q::AnswerValue) -> Self {
         match a {
-            q::AnswerValue::Bool(b) => Self::Bool(b),
-            q::AnswerValue::Int(i) => Self::Int(i),
-            q::AnswerValue::Decimal(d) => Self::Decimal(d),
-            q::AnswerValue::Text(t) => Self::Text(t),
-            q::AnswerValue::Choices(c) => Self::Choices(c),
+            q::AnswerValue::Bool(value) => Self::Bool { value },
+            q::AnswerValue::Int(value) => Self::Int { value },
+            q::AnswerValue::Decimal(value) => Self::Decimal { value },
+            q::AnswerValue::Text(value) => Self::Text { value },
+            q::AnswerValue::Choices(value) => Self::Choices { value },
         }
     }
 }
