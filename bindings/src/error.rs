@@ -324,3 +324,68 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod mapping_tests {
+    use super::*;
+    use followup_core::sync::SyncError;
+
+    type Case = (SyncError, fn(&FollowupError) -> bool);
+
+    #[test]
+    fn sync_errors_map_to_what_the_app_does_next() {
+        let cases: Vec<Case> = vec![
+            (
+                SyncError::ServerUnreachable {
+                    attempts: 3,
+                    last: "timeout".into(),
+                },
+                |e| matches!(e, FollowupError::ServerUnreachable { .. }),
+            ),
+            (SyncError::Revoked, |e| {
+                matches!(e, FollowupError::Revoked { .. })
+            }),
+            (SyncError::Cancelled, |e| {
+                matches!(e, FollowupError::Cancelled { .. })
+            }),
+            (
+                SyncError::VersionMismatch {
+                    ours: 1,
+                    supported: vec![2],
+                },
+                |e| matches!(e, FollowupError::UpdateRequired { .. }),
+            ),
+            (
+                SyncError::ClockSkew {
+                    skew_secs: Some(7200),
+                },
+                |e| matches!(e, FollowupError::ClockWrong { .. }),
+            ),
+            (SyncError::InvalidCode("used".into()), |e| {
+                matches!(e, FollowupError::InvalidInput { .. })
+            }),
+            (SyncError::UnknownDevice("x".into()), |e| {
+                matches!(e, FollowupError::NotEnrolled { .. })
+            }),
+        ];
+        for (core, want) in cases {
+            let e: FollowupError = followup_core::Error::Sync(core).into();
+            assert!(want(&e), "{e:?}");
+            let r = e.reason();
+            assert!(r.starts_with(char::is_uppercase) && r.ends_with('.'), "{r}");
+        }
+    }
+
+    #[test]
+    fn device_errors_map_too() {
+        let e: FollowupError =
+            followup_core::Error::NotPermitted("a patient's phone cannot adjudicate".into()).into();
+        assert!(matches!(e, FollowupError::NotPermitted { .. }), "{e:?}");
+        assert_eq!(
+            e.reason(),
+            "Not permitted: a patient's phone cannot adjudicate."
+        );
+        let e: FollowupError = followup_core::Error::NotEnrolled.into();
+        assert!(matches!(e, FollowupError::NotEnrolled { .. }), "{e:?}");
+    }
+}

@@ -444,3 +444,144 @@ impl FollowupStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use followup_core::device::Enrolled;
+    use followup_core::protocol::DeviceRole;
+    use followup_core::DeviceId;
+
+    struct Xor(u8);
+    impl KeyProvider for Xor {
+        fn wrap(&self, k: Vec<u8>) -> Result<Vec<u8>, FollowupError> {
+            Ok(k.iter().map(|b| b ^ self.0).collect())
+        }
+        fn unwrap(&self, w: Vec<u8>) -> Result<Vec<u8>, FollowupError> {
+            Ok(w.iter().map(|b| b ^ self.0).collect())
+        }
+        fn key_id(&self) -> String {
+            format!("xor-{}", self.0)
+        }
+    }
+
+    fn patient() -> t::NewPatient {
+        t::NewPatient {
+            study_code: "P-1".into(),
+            consent: t::Consent {
+                form_version: "2.1".into(),
+                date: "2026-01-05".into(),
+                scope: vec!["registry".into()],
+            },
+            birth_year: 1970,
+            sex: t::Sex::Male,
+            enrolled_on: "2026-01-05".into(),
+        }
+    }
+
+    async fn enrolled_store(dir: &tempfile::TempDir) -> Arc<FollowupStore> {
+        let path = dir.path().join("s.db").to_string_lossy().into_owned();
+        let store = FollowupStore::create_with_key_provider(path, Arc::new(Xor(0x33)))
+            .await
+            .unwrap();
+        store
+            .device()
+            .unwrap()
+            .set_enrolment(Enrolled {
+                device_id: DeviceId::random(),
+                role: DeviceRole::ClinicDevice,
+                clinic: RecordId::random(),
+                patient: None,
+                server_url: "http://127.0.0.1:1".into(),
+            })
+            .unwrap();
+        store
+    }
+
+    #[tokio::test]
+    async fn capture_round_trips_through_the_ffi_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = enrolled_store(&dir).await;
+        let p = store.enrol_patient(patient()).unwrap();
+        let r = store
+            .start_response(p.clone(), "patient-outcome-survey".into(), None, None)
+            .unwrap();
+        let answers = HashMap::from([
+            (
+                "symptom_pain".to_string(),
+                t::AnswerValue::Int { value: 11 },
+            ),
+            (
+                "new_problem_types".to_string(),
+                t::AnswerValue::Choices {
+                    value: vec!["lump".into()],
+                },
+            ),
+        ]);
+        let problems = store.save_answers(r.clone(), answers).unwrap();
+        let codes: Vec<_> = problems.iter().map(|p| p.code.as_str()).collect();
+        assert!(codes.contains(&"above_max"), "{problems:?}");
+        match store.submit_response(r.clone()) {
+            Err(FollowupError::ValidationFailed { problems, reason }) => {
+                assert!(problems.iter().any(|p| p.code == "required"));
+                assert!(reason.contains("need"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let resp = store.get_response(r).unwrap();
+        assert_eq!(resp.patient_id, p);
+        assert_eq!(
+            resp.answers["symptom_pain"],
+            t::AnswerValue::Int { value: 11 }
+        );
+        // A patient id is not a response.
+        assert!(matches!(
+            store.get_response(p),
+            Err(FollowupError::InvalidInput { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn closed_store_and_bad_arguments_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = enrolled_store(&dir).await;
+        assert!(matches!(
+            store.patient_visits("zz".into(), "2026-01-01".into()),
+            Err(FollowupError::InvalidInput { .. })
+        ));
+        assert!(matches!(
+            store.clinic_visits("01/01/2026".into(), vec![]),
+            Err(FollowupError::InvalidInput { .. })
+        ));
+        store.close_store();
+        assert!(!store.is_open());
+        assert!(matches!(
+            store.list_patients(),
+            Err(FollowupError::Closed { .. })
+        ));
+        assert!(matches!(
+            store.sync(None, None).await,
+            Err(FollowupError::Closed { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn wrong_key_and_not_enrolled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db").to_string_lossy().into_owned();
+        let s = FollowupStore::create_with_key_provider(path.clone(), Arc::new(Xor(1)))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.enrol_patient(patient()),
+            Err(FollowupError::NotEnrolled { .. })
+        ));
+        s.close_store();
+        match FollowupStore::open_with_key_provider(path, Arc::new(Xor(2))).await {
+            Err(FollowupError::WrongKey { reason }) => {
+                assert!(reason.starts_with("Wrong passphrase"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -386,13 +386,23 @@ impl From<dev::PatientVisit<'_>> for Visit {
 /// One answer. Which variant an item takes is given by its [`ItemType`].
 #[derive(Debug, Clone, PartialEq, uniffi::Enum)]
 pub enum AnswerValue {
-    Bool { value: bool },
-    Int { value: i64 },
-    Decimal { value: f64 },
+    Bool {
+        value: bool,
+    },
+    Int {
+        value: i64,
+    },
+    Decimal {
+        value: f64,
+    },
     /// Text, a date (`YYYY-MM-DD`) or a single choice's code.
-    Text { value: String },
+    Text {
+        value: String,
+    },
     /// The codes of a multiple choice.
-    Choices { value: Vec<String> },
+    Choices {
+        value: Vec<String>,
+    },
 }
 
 impl From<AnswerValue> for q::AnswerValue {
