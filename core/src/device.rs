@@ -27,7 +27,7 @@ use crate::model::{
     ResponseStatus,
 };
 use crate::protocol::DeviceRole;
-use crate::questionnaire::{self, Problem, Questionnaire};
+use crate::questionnaire::{self, AnswerValue, Problem, Questionnaire};
 use crate::schedule::{Schedule, VisitState, VisitStatus};
 use crate::store::{DocMeta, Query, Store};
 
@@ -266,6 +266,25 @@ impl Device {
         model::conflicts(&self.load(id)?)
     }
 
+    /// Resolve a conflicted answer of a response by choosing its value (one of the conflicting
+    /// values, even the one shown, or a new one). The choice is an ordinary change that syncs.
+    pub fn resolve_answer(
+        &self,
+        response: RecordId,
+        item: &str,
+        value: &AnswerValue,
+    ) -> Result<()> {
+        let e = self.require_enrolled()?;
+        let mut doc = self.load(response)?;
+        if model::read_header(&doc)?.kind != RecordKind::Response {
+            return Err(Error::InvalidInput(format!(
+                "{response} is not a questionnaire response"
+            )));
+        }
+        model::resolve_answer(&mut doc, self.author(&e), item, value)?;
+        self.save(&doc)
+    }
+
     // -----------------------------------------------------------------------------------------
     // Patients and procedures
 
@@ -455,10 +474,7 @@ impl Device {
     // -----------------------------------------------------------------------------------------
     // Schedule
 
-    fn procedures_and_done(
-        &self,
-        patient: Option<RecordId>,
-    ) -> Result<(Vec<DocMeta>, DoneVisits)> {
+    fn procedures_and_done(&self, patient: Option<RecordId>) -> Result<(Vec<DocMeta>, DoneVisits)> {
         let procedures = self.store.list(&Query {
             kind: Some(RecordKind::Procedure),
             patient,

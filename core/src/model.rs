@@ -492,7 +492,7 @@ impl Hydrate for AnswerValue {
 }
 
 /// A typed record body, tied to its kind.
-pub trait RecordBody: Reconcile + Hydrate + Clone + std::fmt::Debug {
+pub trait RecordBody: Reconcile + Hydrate + Clone + std::fmt::Debug + serde::Serialize {
     const KIND: RecordKind;
 }
 
@@ -599,26 +599,199 @@ pub fn read_body<T: RecordBody>(doc: &Automerge) -> Result<T> {
     Ok(autosurgeon::hydrate_prop(doc, ROOT, "body")?)
 }
 
-/// Update a record's body in one change: `edit` gets the current body (merged state, conflicts
-/// resolved to Automerge's winner) and changes it; only the fields that differ are written, so a
-/// concurrent edit of other fields on another device merges cleanly. Returns the new change's
-/// hash, or `None` if nothing changed.
+/// Update a record's body in one change: `edit` gets the current body (the merged state, each
+/// conflict showing Automerge's winner) and changes it. Only the fields whose value the edit
+/// changed are written (compared field by field, into nested maps such as the answers), so a
+/// concurrent edit of another field on another device merges cleanly, and a conflict on a field
+/// the edit did not touch stays visible with all its values. Returns the new change's hash, or
+/// `None` if nothing changed.
+///
+/// (autosurgeon's `reconcile` rewrites every scalar; Automerge skips a rewrite of an identical
+/// value, but a rewrite of a *conflicted* field silently resolves the conflict in favour of the
+/// winner. Hence this field-level diff. See docs/decisions.md.)
 pub fn update_body<T: RecordBody>(
     doc: &mut Automerge,
     author: Author,
     edit: impl FnOnce(&mut T) -> Result<()>,
 ) -> Result<Option<ChangeHash>> {
-    let mut body: T = read_body(doc)?;
-    edit(&mut body)?;
+    let before: T = read_body(doc)?;
+    let mut after = before.clone();
+    edit(&mut after)?;
+    let to_json = |b: &T| {
+        serde_json::to_value(b).map_err(|e| Error::MalformedRecord {
+            id: String::new(),
+            reason: format!("cannot encode the record: {e}"),
+        })
+    };
+    let (before, after) = (to_json(&before)?, to_json(&after)?);
+    if before == after {
+        return Ok(None);
+    }
+    let Some((automerge::Value::Object(ObjType::Map), body)) = doc.get(ROOT, "body")? else {
+        return Err(Error::MalformedRecord {
+            id: String::new(),
+            reason: "the record has no body".into(),
+        });
+    };
     doc.set_actor(author.actor());
     let mut tx = doc.transaction();
-    autosurgeon::reconcile_prop(&mut tx, ROOT, "body", &body)?;
+    write_diff(&mut tx, &body, &before, &after)?;
     if tx.pending_ops() == 0 {
         tx.rollback();
         return Ok(None);
     }
     let (hash, _) = tx.commit_with(CommitOptions::default().with_time(author.time));
     Ok(hash)
+}
+
+/// Overwrite one answer of a response, whatever its state: this is how a user resolves a
+/// conflict (choosing one of the values, even the one currently shown, or a new one). Returns
+/// the change's hash.
+pub fn resolve_answer(
+    doc: &mut Automerge,
+    author: Author,
+    item: &str,
+    value: &AnswerValue,
+) -> Result<Option<ChangeHash>> {
+    let header = read_header(doc)?;
+    let answers = match doc.get(ROOT, "body")? {
+        Some((automerge::Value::Object(ObjType::Map), body)) => match doc.get(&body, "answers")? {
+            Some((automerge::Value::Object(ObjType::Map), answers)) => answers,
+            _ => {
+                return Err(Error::MalformedRecord {
+                    id: header.id.to_hex(),
+                    reason: "the record has no answers".into(),
+                })
+            }
+        },
+        _ => {
+            return Err(Error::MalformedRecord {
+                id: header.id.to_hex(),
+                reason: "the record has no body".into(),
+            })
+        }
+    };
+    doc.set_actor(author.actor());
+    let mut tx = doc.transaction();
+    autosurgeon::reconcile_prop(&mut tx, &answers, item, value)?;
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_time(author.time));
+    Ok(hash)
+}
+
+/// Write into map `obj` what differs between `before` and `after` (JSON forms of a typed body
+/// whose field names and encodings match autosurgeon's). Equal fields are not touched.
+fn write_diff(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    obj: &automerge::ObjId,
+    before: &serde_json::Value,
+    after: &serde_json::Value,
+) -> Result<()> {
+    use serde_json::Value as J;
+    let (J::Object(b), J::Object(a)) = (before, after) else {
+        return Err(Error::MalformedRecord {
+            id: String::new(),
+            reason: "a record body must be a map".into(),
+        });
+    };
+    for (key, new) in a {
+        let old = b.get(key);
+        if old == Some(new) {
+            continue;
+        }
+        match (old, new) {
+            (Some(old @ J::Object(_)), J::Object(_)) => {
+                if let Some((automerge::Value::Object(ObjType::Map), child)) =
+                    tx.get(obj, key.as_str())?
+                {
+                    write_diff(tx, &child, old, new)?;
+                    continue;
+                }
+                put_json(tx, obj, key, new)?;
+            }
+            _ => put_json(tx, obj, key, new)?,
+        }
+    }
+    for key in b.keys() {
+        if !a.contains_key(key) {
+            tx.delete(obj, key.as_str())?;
+        }
+    }
+    Ok(())
+}
+
+fn json_scalar(v: &serde_json::Value) -> Option<automerge::ScalarValue> {
+    use automerge::ScalarValue as S;
+    use serde_json::Value as J;
+    Some(match v {
+        J::Null => S::Null,
+        J::Bool(b) => S::Boolean(*b),
+        J::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) if !n.is_f64() => S::Int(i),
+            (None, Some(u), _) if !n.is_f64() => S::Uint(u),
+            (_, _, Some(f)) => S::F64(f),
+            _ => S::Null,
+        },
+        J::String(s) => S::Str(s.as_str().into()),
+        J::Array(_) | J::Object(_) => return None,
+    })
+}
+
+fn put_json(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    obj: &automerge::ObjId,
+    key: &str,
+    value: &serde_json::Value,
+) -> Result<()> {
+    use serde_json::Value as J;
+    match value {
+        J::Array(items) => {
+            let list = tx.put_object(obj, key, ObjType::List)?;
+            for (i, item) in items.iter().enumerate() {
+                insert_json(tx, &list, i, item)?;
+            }
+        }
+        J::Object(map) => {
+            let child = tx.put_object(obj, key, ObjType::Map)?;
+            for (k, v) in map {
+                put_json(tx, &child, k, v)?;
+            }
+        }
+        scalar => {
+            if let Some(s) = json_scalar(scalar) {
+                tx.put(obj, key, s)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn insert_json(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    list: &automerge::ObjId,
+    index: usize,
+    value: &serde_json::Value,
+) -> Result<()> {
+    use serde_json::Value as J;
+    match value {
+        J::Array(items) => {
+            let inner = tx.insert_object(list, index, ObjType::List)?;
+            for (i, item) in items.iter().enumerate() {
+                insert_json(tx, &inner, i, item)?;
+            }
+        }
+        J::Object(map) => {
+            let child = tx.insert_object(list, index, ObjType::Map)?;
+            for (k, v) in map {
+                put_json(tx, &child, k, v)?;
+            }
+        }
+        scalar => {
+            if let Some(s) = json_scalar(scalar) {
+                tx.insert(list, index, s)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -904,6 +1077,56 @@ mod tests {
         assert!(conflicts_after_write(&doc_a));
     }
 
+    #[test]
+    fn editing_another_answer_keeps_a_conflict_visible_until_resolved() {
+        let (mut doc_a, a, b, _) = setup();
+        let mut doc_b = doc_a.fork();
+        let set = |doc: &mut Automerge, dev, key: &str, v: &str| {
+            update_body::<FollowupResponse>(
+                doc,
+                Author {
+                    device: Some(dev),
+                    time: 1,
+                },
+                |r| {
+                    r.answers.insert(key.into(), AnswerValue::Text(v.into()));
+                    Ok(())
+                },
+            )
+            .unwrap()
+        };
+        set(&mut doc_a, a, "q03", "mild");
+        set(&mut doc_b, b, "q03", "severe");
+        doc_a.merge(&mut doc_b).unwrap();
+        assert_eq!(conflicts(&doc_a).unwrap().len(), 1);
+        // Another answer edited on the merged copy: the conflict on q03 must survive.
+        assert!(set(&mut doc_a, a, "q07", "fine").is_some());
+        let c = conflicts(&doc_a).unwrap();
+        assert_eq!(
+            c.len(),
+            1,
+            "an unrelated edit must not resolve the conflict"
+        );
+        assert_eq!(c[0].values.len(), 2);
+        // Choosing the value that is already shown is an explicit resolution.
+        let shown: FollowupResponse = read_body(&doc_a).unwrap();
+        let winner = shown.answers["q03"].clone();
+        resolve_answer(
+            &mut doc_a,
+            Author {
+                device: Some(a),
+                time: 2,
+            },
+            "q03",
+            &winner,
+        )
+        .unwrap();
+        assert!(conflicts(&doc_a).unwrap().is_empty());
+        let after: FollowupResponse = read_body(&doc_a).unwrap();
+        assert_eq!(after.answers["q03"], winner);
+        assert_eq!(after.answers["q07"], AnswerValue::Text("fine".into()));
+    }
+
     fn conflicts_after_write(doc: &Automerge) -> bool {
         conflicts(doc).unwrap().is_empty()
     }
@@ -917,5 +1140,140 @@ mod tests {
             assert_eq!(RecordKind::from_code(k.code()), Some(k));
         }
         assert_eq!(Route::from_code("sideways"), None);
+    }
+}
+
+#[cfg(test)]
+mod merge_properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// One edit: replica `replica` sets item `q0{item}` to `value`, or clears it when `None`.
+    #[derive(Debug, Clone)]
+    struct Edit {
+        replica: usize,
+        item: u8,
+        value: Option<i64>,
+    }
+
+    fn edits() -> impl Strategy<Value = Vec<Edit>> {
+        prop::collection::vec(
+            (0usize..3, 0u8..5, prop::option::weighted(0.85, 0i64..4)).prop_map(
+                |(replica, item, value)| Edit {
+                    replica,
+                    item,
+                    value,
+                },
+            ),
+            1..30,
+        )
+    }
+
+    fn empty_response() -> FollowupResponse {
+        FollowupResponse {
+            questionnaire: "bench-50".into(),
+            questionnaire_version: "1".into(),
+            procedure: None,
+            visit: None,
+            answers: Answers::new(),
+            completed_by: CompletedBy::Nurse,
+            status: ResponseStatus::Draft,
+            submitted_at: None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Whatever the edits and whatever the order replicas merge in: all replicas end with the
+        /// same document, and for every item the values it holds (the visible answer plus any
+        /// conflicting ones) are exactly the writes nobody overwrote with knowledge of them. A
+        /// value is lost only when a device that had seen it replaced or cleared it.
+        #[test]
+        fn concurrent_answer_edits_converge_and_lose_nothing(
+            edits in edits(),
+            merges in prop::collection::vec(prop::option::of((0usize..3, 0usize..3)), 0..30),
+        ) {
+            let devices: Vec<DeviceId> = (0..3).map(|_| DeviceId::random()).collect();
+            let base = new_record(
+                Author { device: Some(devices[0]), time: 1 },
+                RecordId::random(),
+                RecordId::random(),
+                Some(RecordId::random()),
+                &empty_response(),
+            ).unwrap();
+            let mut replicas: Vec<Automerge> = (0..3).map(|_| base.clone()).collect();
+            // The causal model: every effective write is an event; a replica knows the events it
+            // made or merged; a write supersedes every event on the same item it knows.
+            let mut events: Vec<(String, Option<i64>)> = Vec::new();
+            let mut superseded: BTreeSet<usize> = BTreeSet::new();
+            let mut seen: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); 3];
+            for (step, e) in edits.iter().enumerate() {
+                let key = format!("q0{}", e.item);
+                let changed = update_body::<FollowupResponse>(
+                    &mut replicas[e.replica],
+                    Author { device: Some(devices[e.replica]), time: step as i64 },
+                    |r| {
+                        match e.value {
+                            Some(v) => { r.answers.insert(key.clone(), AnswerValue::Int(v)); }
+                            None => { r.answers.remove(&key); }
+                        }
+                        Ok(())
+                    },
+                ).unwrap();
+                if changed.is_some() {
+                    for &j in &seen[e.replica] {
+                        if events[j].0 == key {
+                            superseded.insert(j);
+                        }
+                    }
+                    seen[e.replica].insert(events.len());
+                    events.push((key, e.value));
+                }
+                if let Some(Some((a, b))) = merges.get(step) {
+                    if a != b {
+                        let mut other = replicas[*b].clone();
+                        replicas[*a].merge(&mut other).unwrap();
+                        let theirs = seen[*b].clone();
+                        seen[*a].extend(theirs);
+                    }
+                }
+            }
+            for a in 0..3 {
+                for b in 0..3 {
+                    if a != b {
+                        let mut other = replicas[b].clone();
+                        replicas[a].merge(&mut other).unwrap();
+                    }
+                }
+            }
+            let heads: Vec<_> = replicas.iter().map(|d| { let mut h = d.get_heads(); h.sort(); h }).collect();
+            prop_assert!(heads.windows(2).all(|w| w[0] == w[1]), "heads differ");
+            let bodies: Vec<FollowupResponse> = replicas.iter().map(|d| read_body(d).unwrap()).collect();
+            prop_assert!(bodies.windows(2).all(|w| w[0] == w[1]), "bodies differ");
+
+            let conflicts = conflicts(&replicas[0]).unwrap();
+            let mut expected: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+            for (i, (key, value)) in events.iter().enumerate() {
+                if let (false, Some(v)) = (superseded.contains(&i), value) {
+                    expected.entry(key.clone()).or_default().insert(*v);
+                }
+            }
+            let mut actual: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+            for (key, ans) in &bodies[0].answers {
+                let AnswerValue::Int(v) = ans else { panic!("unexpected answer {ans:?}") };
+                actual.entry(key.clone()).or_default().insert(*v);
+            }
+            for c in &conflicts {
+                let key = c.path.trim_start_matches("answers.").to_string();
+                for cv in &c.values {
+                    if let Some(v) = cv.value.as_i64() {
+                        actual.entry(key.clone()).or_default().insert(v);
+                    }
+                }
+            }
+            prop_assert_eq!(actual, expected);
+        }
     }
 }
