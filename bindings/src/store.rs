@@ -443,6 +443,21 @@ impl FollowupStore {
             Ok(d.conflicts(id)?.into_iter().map(Into::into).collect())
         })
     }
+
+    /// Resolves a conflicted answer of a response by choosing its value (one of the conflicting
+    /// values, even the one shown, or a new one). The choice syncs like any edit; the conflict
+    /// is gone once the other devices have it.
+    pub fn resolve_answer(
+        &self,
+        response_id: String,
+        item_id: String,
+        value: t::AnswerValue,
+    ) -> Result<(), FollowupError> {
+        self.with(|d| {
+            let id = record_id(&response_id, "response id")?;
+            Ok(d.resolve_answer(id, &item_id, &value.into())?)
+        })
+    }
 }
 
 #[cfg(test)]

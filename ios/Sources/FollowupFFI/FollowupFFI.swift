@@ -858,6 +858,13 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
     func reportAdverseEvent(patientId: String, event: AdverseEvent) throws  -> String
     
     /**
+     * Resolves a conflicted answer of a response by choosing its value (one of the conflicting
+     * values, even the one shown, or a new one). The choice syncs like any edit; the conflict
+     * is gone once the other devices have it.
+     */
+    func resolveAnswer(responseId: String, itemId: String, value: AnswerValue) throws 
+    
+    /**
      * Re-wraps the data key with a passphrase (no record is rewritten). Afterwards only
      * `passphrase` opens the store.
      */
@@ -1303,6 +1310,20 @@ open func reportAdverseEvent(patientId: String, event: AdverseEvent)throws  -> S
         FfiConverterTypeAdverseEvent_lower(event),$0
     )
 })
+}
+    
+    /**
+     * Resolves a conflicted answer of a response by choosing its value (one of the conflicting
+     * values, even the one shown, or a new one). The choice syncs like any edit; the conflict
+     * is gone once the other devices have it.
+     */
+open func resolveAnswer(responseId: String, itemId: String, value: AnswerValue)throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_resolve_answer(self.uniffiClonePointer(),
+        FfiConverterString.lower(responseId),
+        FfiConverterString.lower(itemId),
+        FfiConverterTypeAnswerValue_lower(value),$0
+    )
+}
 }
     
     /**
@@ -7405,6 +7426,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event() != 13888) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_resolve_answer() != 53364) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_passphrase() != 47016) {

@@ -410,6 +410,11 @@ final class ScenarioTests: XCTestCase {
         let conflict = try XCTUnwrap(try a.conflicts(recordId: r).first { $0.path == "answers.symptom_pain" })
         XCTAssertEqual(Set(conflict.values.map { $0.valueJson }), ["3", "5"])
         XCTAssertEqual(conflict.values.filter { $0.winner }.count, 1)
+        try a.resolveAnswer(responseId: r, itemId: "symptom_pain", value: .int(value: 4))
+        _ = try await a.syncNow(); _ = try await b.syncNow()
+        XCTAssertEqual(try a.conflicts(recordId: r), [])
+        XCTAssertEqual(try b.conflicts(recordId: r), [])
+        XCTAssertEqual(try b.getResponse(responseId: r).answers["symptom_pain"], .int(value: 4))
     }
 
     func testPatientPhoneAnswersItsOwnSurvey() async throws {

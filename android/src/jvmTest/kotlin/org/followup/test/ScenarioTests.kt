@@ -145,6 +145,12 @@ object ScenarioTests {
             assertEquals(1, conflict.values.count { it.winner })
             assertEquals(setOf(a.enrolment()!!.deviceId, b.enrolment()!!.deviceId), conflict.values.map { it.deviceId }.toSet())
             assertEquals(merged.getValue("symptom_pain"), AnswerValue.Int(conflict.values.single { it.winner }.valueJson.toLong()))
+            // The nurse settles it on tablet A; once synced, neither tablet shows a conflict.
+            a.resolveAnswer(r, "symptom_pain", AnswerValue.Int(4))
+            a.syncNow(); b.syncNow()
+            assertEquals(emptyList(), a.conflicts(r))
+            assertEquals(emptyList(), b.conflicts(r))
+            assertEquals(AnswerValue.Int(4), b.getResponse(r).answers["symptom_pain"])
             a.close(); b.close()
         },
         test("a patient's phone enrols for its patient and answers its own survey") {

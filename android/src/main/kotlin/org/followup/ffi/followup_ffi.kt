@@ -863,6 +863,8 @@ internal open class UniffiVTableCallbackInterfaceSyncProgressListener(
 
 
 
+
+
 // For large crates we prevent `MethodTooLargeException` (see #2340)
 // N.B. the name of the extension is very misleading, since it is 
 // rather `InterfaceTooLargeException`, caused by too many methods 
@@ -927,6 +929,8 @@ fun uniffi_followup_ffi_checksum_method_followupstore_record_procedure(
 fun uniffi_followup_ffi_checksum_method_followupstore_rejections(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_resolve_answer(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_passphrase(
 ): Short
@@ -1077,6 +1081,8 @@ fun uniffi_followup_ffi_fn_method_followupstore_rejections(`ptr`: Pointer,uniffi
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_report_adverse_event(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_resolve_answer(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,`itemId`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
 fun uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_passphrase(`ptr`: Pointer,`passphrase`: RustBuffer.ByValue,
 ): Long
 fun uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_provider(`ptr`: Pointer,`provider`: Pointer,
@@ -1316,6 +1322,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event() != 13888.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_resolve_answer() != 53364.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_passphrase() != 47016.toShort()) {
@@ -2304,6 +2313,13 @@ public interface FollowupStoreInterface {
     fun `reportAdverseEvent`(`patientId`: kotlin.String, `event`: AdverseEvent): kotlin.String
     
     /**
+     * Resolves a conflicted answer of a response by choosing its value (one of the conflicting
+     * values, even the one shown, or a new one). The choice syncs like any edit; the conflict
+     * is gone once the other devices have it.
+     */
+    fun `resolveAnswer`(`responseId`: kotlin.String, `itemId`: kotlin.String, `value`: AnswerValue)
+    
+    /**
      * Re-wraps the data key with a passphrase (no record is rewritten). Afterwards only
      * `passphrase` opens the store.
      */
@@ -2804,6 +2820,23 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
     }
     )
     }
+    
+
+    
+    /**
+     * Resolves a conflicted answer of a response by choosing its value (one of the conflicting
+     * values, even the one shown, or a new one). The choice syncs like any edit; the conflict
+     * is gone once the other devices have it.
+     */
+    @Throws(FollowupException::class)override fun `resolveAnswer`(`responseId`: kotlin.String, `itemId`: kotlin.String, `value`: AnswerValue)
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_resolve_answer(
+        it, FfiConverterString.lower(`responseId`),FfiConverterString.lower(`itemId`),FfiConverterTypeAnswerValue.lower(`value`),_status)
+}
+    }
+    
     
 
     
