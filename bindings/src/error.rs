@@ -185,7 +185,8 @@ fn sentence(s: impl std::fmt::Display) -> String {
 }
 
 /// Core's rich error, mapped onto what the app can act on. Core's messages already say what to
-/// do, so they are passed through as sentences; only the variant is chosen here.
+/// do, so they are passed through as sentences; only the variant is chosen here. The matches
+/// are exhaustive on purpose: a new core variant fails to compile here until it is mapped.
 impl From<followup_core::Error> for FollowupError {
     fn from(e: followup_core::Error) -> Self {
         use followup_core::Error as E;
@@ -203,8 +204,6 @@ impl From<followup_core::Error> for FollowupError {
             E::Automerge(_) | E::Hydrate(_) | E::Reconcile(_) | E::Identity(_) => {
                 Self::internal(reason)
             }
-            #[allow(unreachable_patterns)]
-            _ => Self::internal(reason),
         }
     }
 }
@@ -230,8 +229,6 @@ impl From<followup_core::sync::SyncError> for FollowupError {
                 status: 401 | 403, ..
             } => Self::Rejected { reason },
             S::Server { .. } => Self::ServerFailed { reason },
-            #[allow(unreachable_patterns)]
-            _ => Self::internal(reason),
         }
     }
 }
@@ -260,8 +257,9 @@ impl From<followup_core::store::StoreError> for FollowupError {
                 Self::Storage { reason }
             }
             S::Sqlite(_) | S::Io(_) => Self::Storage { reason },
-            #[allow(unreachable_patterns)]
-            _ => Self::internal(reason),
+            // A document that passed authentication yet does not load, or a plaintext index
+            // entry that is not a short code: bugs, not something the user can fix.
+            S::InvalidMeta(_) | S::Automerge(_) | S::Crypto(C::Seal) => Self::internal(reason),
         }
     }
 }
