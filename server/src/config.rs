@@ -14,9 +14,21 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "FOLLOWUP_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Directory holding the database.
-    #[arg(long, env = "FOLLOWUP_DATA_DIR", default_value = "./followup-data")]
+    /// Directory holding the SQLite database (the default backend; unused with `--database`).
+    #[arg(
+        long,
+        visible_alias = "data",
+        env = "FOLLOWUP_DATA_DIR",
+        default_value = "./followup-data"
+    )]
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://user:password@host:port/db`) to use instead of SQLite, for
+    /// several server processes over one database. See docs/operations.md.
+    #[arg(long, env = "FOLLOWUP_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// Most PostgreSQL connections this process opens (PostgreSQL only).
+    #[arg(long, env = "FOLLOWUP_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
     /// Bearer token of the admin API (at least 16 characters); the admin API is off without it.
     #[arg(long, env = "FOLLOWUP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -40,11 +52,21 @@ impl Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
+            database: None,
+            database_pool_size: 16,
             admin_token: admin_token.map(str::to_string),
             max_body_bytes: 16 * 1024 * 1024,
             max_decompressed_bytes: 64 * 1024 * 1024,
             max_pull_bytes: 8 * 1024 * 1024,
             log_format: "text".into(),
+        }
+    }
+
+    /// The same, over a PostgreSQL database instead of a data directory.
+    pub fn for_tests_postgres(database_url: &str, admin_token: Option<&str>) -> Config {
+        Config {
+            database: Some(database_url.to_string()),
+            ..Config::for_tests("./followup-data-unused", admin_token)
         }
     }
 
@@ -57,6 +79,18 @@ impl Config {
         }
         if self.max_body_bytes == 0 || self.max_decompressed_bytes == 0 {
             return Err("body limits must be positive".into());
+        }
+        if let Some(url) = &self.database {
+            // The error text could echo a password: say only what is wrong.
+            if url.parse::<postgres::Config>().is_err() {
+                return Err(
+                    "--database is not a valid PostgreSQL URL (postgres://user:password@host:port/db)"
+                        .into(),
+                );
+            }
+            if self.database_pool_size == 0 {
+                return Err("the database pool size must be positive".into());
+            }
         }
         Ok(())
     }

@@ -11,7 +11,7 @@
 //! | [`auth`] | request signature check, ±5 min freshness, nonce replay cache, revocation; admin token |
 //! | [`authz`] | **the** authorization rules: who may read and write which record, in one place |
 //! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
-//! | [`storage`] | the [`storage::Storage`] trait and [`storage::SqliteStorage`] (all state in the database) |
+//! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
 //! | [`linksim`] | a TCP link simulator (bandwidth, latency, cuts) for tests, the demo and the benchmark |
@@ -36,7 +36,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use config::Config;
-use storage::{SqliteStorage, Storage};
+use storage::{PostgresOptions, PostgresStorage, SqliteStorage, Storage};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -69,12 +69,32 @@ pub struct RunningServer {
 }
 
 impl Server {
-    /// Open the SQLite database in `config.data_dir`, bind `config.listen` and serve.
+    /// Open the storage the configuration names (PostgreSQL at `config.database` if set, else
+    /// SQLite in `config.data_dir`), bind `config.listen` and serve.
     pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         config.validate().map_err(ServerError::Config)?;
-        let dir = config.data_dir.clone();
-        let storage = tokio::task::spawn_blocking(move || SqliteStorage::open(&dir)).await??;
-        Self::start_with_storage(config, Arc::new(storage)).await
+        let storage: Arc<dyn Storage> = match config.database.clone() {
+            Some(url) => {
+                let options = PostgresOptions {
+                    max_connections: config.database_pool_size,
+                    ..PostgresOptions::default()
+                };
+                let pg = tokio::task::spawn_blocking(move || {
+                    PostgresStorage::connect_with(&url, options)
+                })
+                .await??;
+                tracing::info!(database = pg.description(), "storage: PostgreSQL");
+                Arc::new(pg)
+            }
+            None => {
+                let dir = config.data_dir.clone();
+                let sqlite =
+                    tokio::task::spawn_blocking(move || SqliteStorage::open(&dir)).await??;
+                tracing::info!(path = %sqlite.path().display(), "storage: SQLite");
+                Arc::new(sqlite)
+            }
+        };
+        Self::start_with_storage(config, storage).await
     }
 
     /// Serve with a given storage backend.

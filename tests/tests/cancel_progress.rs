@@ -68,7 +68,7 @@ async fn cancelled_sync_loses_nothing_and_progress_adds_up() {
         left as u64,
         "nothing pushed twice"
     );
-    let events = events.lock().unwrap();
+    let events = events.lock().unwrap().clone();
     let last = events.last().unwrap();
     assert_eq!(last.phase, SyncPhase::Done);
     assert_eq!(last.docs_done, last.docs_total);

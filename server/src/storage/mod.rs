@@ -1,30 +1,44 @@
-//! Persistence behind one trait, [`Storage`], so the SQLite backend ([`SqliteStorage`], the
-//! default) can be joined by a PostgreSQL one for several stateless server processes over one
-//! database.
+//! Persistence behind one trait, [`Storage`], with two backends: [`SqliteStorage`] (the default:
+//! one file in the data directory, one server process) and [`PostgresStorage`] (several
+//! stateless server processes over one PostgreSQL database, chosen with `--database
+//! postgres://…` or `FOLLOWUP_DATABASE_URL`; see `docs/operations.md`).
 //!
 //! Every piece of state lives in the database: documents, the write log and its sequence counter,
 //! devices, enrolment codes, the nonce replay cache, the audit chain, rejections. Nothing is held
 //! in a process's memory between requests, so any process may serve any request.
 //!
-//! Contract every backend keeps:
+//! Contract every backend keeps (`server/tests/contract/mod.rs` checks it on both):
 //! * **Sequence numbers become visible in order**: a reader that sees log seq *n* sees every
-//!   seq < *n*. SQLite gets it from its single writer; PostgreSQL must take the counter row's lock
-//!   inside the writing transaction (a `SEQUENCE` commits out of order).
+//!   seq < *n*. SQLite gets it from its single writer; PostgreSQL takes the counter row's lock
+//!   (`log_head ... FOR UPDATE`) inside the writing transaction, so writers commit in seq order
+//!   (a `SEQUENCE` commits out of order).
 //! * [`Storage::commit_writes`] is atomic per call and compare-and-sets each document on its
 //!   `version`, so two processes merging into the same document never lose a merge: the loser
 //!   gets [`WriteOutcome::Conflict`] and the caller re-merges.
 //! * The audit chain is appended inside the same transaction as the write it records, with
-//!   [`crate::audit::entry_hash`], under a lock that serialises appenders.
+//!   [`crate::audit::entry_hash`], under a lock that serialises appenders (SQLite's write lock;
+//!   PostgreSQL's `audit_head ... FOR UPDATE`).
+//! * A transient failure (lock or pool timeout, deadlock, lost connection, database restarting)
+//!   is [`StorageError::Busy`], answered 503 so that the device retries; the failed transaction
+//!   left nothing behind.
+//!
+//! The tables, the same in both backends: `clinics`, `devices`, `enrolment_codes`, `docs` (each
+//! record's Automerge bytes, header columns, heads and CAS `version`), `log` (the write log the
+//! pulls read), `audit` (append-only, hash-chained), `nonces`, `rejections`; PostgreSQL adds
+//! `log_head` and `audit_head` (the lock rows) and `followup_schema` (the schema version; SQLite
+//! uses `PRAGMA user_version`).
 //!
 //! The methods are blocking; the HTTP layer calls them from `spawn_blocking`.
 
+mod postgres;
 mod sqlite;
 
+pub use self::postgres::{PostgresOptions, PostgresStorage};
 pub use sqlite::SqliteStorage;
 
 use automerge::ChangeHash;
 use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::DocHeader;
+use followup_core::model::{DocHeader, RecordKind};
 use followup_core::protocol::{DeviceRole, StatsResponse};
 
 use crate::audit::{AuditEntry, AuditRow};
@@ -34,6 +48,9 @@ use crate::audit::{AuditEntry, AuditRow};
 pub enum StorageError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A PostgreSQL error that is not transient (those are [`StorageError::Busy`]).
+    #[error("database error: {}", error_chain(.0))]
+    Postgres(::postgres::Error),
     #[error("the database is busy; retry")]
     Busy,
     #[error("stored data is corrupt: {0}")]
@@ -48,6 +65,19 @@ pub enum StorageError {
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
+
+/// An error with its causes (`postgres::Error` alone says "db error" or "error connecting to
+/// server"; the reason is in its source).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
 
 /// An enrolled device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,4 +259,41 @@ pub(crate) fn heads_from_blob(blob: &[u8]) -> StorageResult<Vec<ChangeHash>> {
             ChangeHash(h)
         })
         .collect())
+}
+
+fn id16(blob: &[u8], what: &str) -> StorageResult<[u8; 16]> {
+    <[u8; 16]>::try_from(blob).map_err(|_| StorageError::Corrupt(format!("{what} is not 16 bytes")))
+}
+pub(crate) fn rid(blob: Vec<u8>) -> StorageResult<RecordId> {
+    id16(&blob, "record id").map(RecordId)
+}
+pub(crate) fn did(blob: Vec<u8>) -> StorageResult<DeviceId> {
+    id16(&blob, "device id").map(DeviceId)
+}
+pub(crate) fn h32(blob: &[u8], what: &str) -> StorageResult<[u8; 32]> {
+    <[u8; 32]>::try_from(blob).map_err(|_| StorageError::Corrupt(format!("{what} is not 32 bytes")))
+}
+pub(crate) fn u64_of(v: i64) -> StorageResult<u64> {
+    u64::try_from(v).map_err(|_| StorageError::Corrupt("negative sequence number".into()))
+}
+pub(crate) fn i64_of(v: u64) -> StorageResult<i64> {
+    i64::try_from(v).map_err(|_| StorageError::Internal("sequence number overflow".into()))
+}
+
+/// The header columns of a docs row.
+pub(crate) fn header_from_row(
+    id: Vec<u8>,
+    kind: String,
+    clinic: Vec<u8>,
+    patient: Option<Vec<u8>>,
+    created_by: Option<Vec<u8>>,
+) -> StorageResult<DocHeader> {
+    Ok(DocHeader {
+        id: rid(id)?,
+        kind: RecordKind::from_code(&kind)
+            .ok_or_else(|| StorageError::Corrupt(format!("unknown kind {kind:?}")))?,
+        clinic: rid(clinic)?,
+        patient: patient.map(rid).transpose()?,
+        created_by: created_by.map(did).transpose()?,
+    })
 }

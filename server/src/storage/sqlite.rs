@@ -9,13 +9,14 @@ use std::sync::{Mutex, MutexGuard};
 
 use automerge::ChangeHash;
 use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::{DocHeader, RecordKind};
+use followup_core::model::DocHeader;
 use followup_core::protocol::{DeviceRole, StatsResponse};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{
-    heads_from_blob, heads_to_blob, ClinicRow, DeviceRecord, DocWrite, EnrolmentCode, NewDevice,
-    ReadScope, Rejection, Storage, StorageError, StorageResult, StoredDoc, WriteOutcome,
+    did, h32, header_from_row, heads_from_blob, heads_to_blob, i64_of, rid, u64_of, ClinicRow,
+    DeviceRecord, DocWrite, EnrolmentCode, NewDevice, ReadScope, Rejection, Storage, StorageError,
+    StorageResult, StoredDoc, WriteOutcome,
 };
 use crate::audit::{self, event, AuditEntry, AuditRow};
 
@@ -132,25 +133,6 @@ impl<T> SqlResult<T> for rusqlite::Result<T> {
     }
 }
 
-fn id16(blob: &[u8], what: &str) -> StorageResult<[u8; 16]> {
-    <[u8; 16]>::try_from(blob).map_err(|_| StorageError::Corrupt(format!("{what} is not 16 bytes")))
-}
-fn rid(blob: Vec<u8>) -> StorageResult<RecordId> {
-    id16(&blob, "record id").map(RecordId)
-}
-fn did(blob: Vec<u8>) -> StorageResult<DeviceId> {
-    id16(&blob, "device id").map(DeviceId)
-}
-fn h32(blob: &[u8], what: &str) -> StorageResult<[u8; 32]> {
-    <[u8; 32]>::try_from(blob).map_err(|_| StorageError::Corrupt(format!("{what} is not 32 bytes")))
-}
-fn u64_of(v: i64) -> StorageResult<u64> {
-    u64::try_from(v).map_err(|_| StorageError::Corrupt("negative sequence number".into()))
-}
-fn i64_of(v: u64) -> StorageResult<i64> {
-    i64::try_from(v).map_err(|_| StorageError::Internal("sequence number overflow".into()))
-}
-
 fn open_conn(path: &Path) -> StorageResult<Connection> {
     let conn = Connection::open(path).db()?;
     conn.busy_timeout(std::time::Duration::from_secs(10)).db()?;
@@ -159,24 +141,6 @@ fn open_conn(path: &Path) -> StorageResult<Connection> {
     )
     .db()?;
     Ok(conn)
-}
-
-/// The header columns of a docs row.
-fn header_from_row(
-    id: Vec<u8>,
-    kind: String,
-    clinic: Vec<u8>,
-    patient: Option<Vec<u8>>,
-    created_by: Option<Vec<u8>>,
-) -> StorageResult<DocHeader> {
-    Ok(DocHeader {
-        id: rid(id)?,
-        kind: RecordKind::from_code(&kind)
-            .ok_or_else(|| StorageError::Corrupt(format!("unknown kind {kind:?}")))?,
-        clinic: rid(clinic)?,
-        patient: patient.map(rid).transpose()?,
-        created_by: created_by.map(did).transpose()?,
-    })
 }
 
 struct AuditHead {

@@ -374,12 +374,22 @@ impl TestDevice {
 
     /// One exchange; returns the response.
     pub async fn sync_once(&mut self, s: &TestServer) -> SyncResponse {
+        match self.try_sync_once(s).await {
+            Ok(r) => r,
+            Err((status, text)) => panic!("sync answered {status}: {text}"),
+        }
+    }
+
+    /// One exchange; a non-200 answer is returned (status, body text) with the device unchanged.
+    pub async fn try_sync_once(&mut self, s: &TestServer) -> Result<SyncResponse, (u16, String)> {
         let (req, ids) = self.build_request();
         let body = encode_body(&req).unwrap();
         let headers = self.sign(&body);
         self.last_request_bytes = body.len();
         let r = s.post_sync(body, &headers).await;
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+        if r.status() != 200 {
+            return Err((r.status().as_u16(), r.text().await.unwrap_or_default()));
+        }
         let bytes = r.bytes().await.unwrap();
         self.last_response_bytes = bytes.len();
         let resp = decode_sync_response(&bytes, DEFAULT_MAX_DECOMPRESSED).unwrap();
@@ -406,7 +416,7 @@ impl TestDevice {
             d.doc.apply_changes(changes).unwrap();
         }
         self.cursor = resp.cursor;
-        resp
+        Ok(resp)
     }
 
     /// Sync until nothing is left.

@@ -1,0 +1,128 @@
+//! Capture and query speed on the device, against the brief's bar:
+//! saving a 50-answer response (encrypted, durable) under 2 ms at p99; opening a store of
+//! 10,000 patients and 100,000 responses under 100 ms; listing due follow-ups under 20 ms.
+//!
+//! `cargo bench -p followup-core --bench capture`. The large store is generated once (about a
+//! minute) into `target/bench-data/` and reused by later runs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use followup_core::crypto::{KeySource, StaticKeyProvider};
+use followup_core::device::{Device, Enrolled};
+use followup_core::ids::{DeviceId, RecordId};
+use followup_core::model::{self, Author};
+use followup_core::protocol::DeviceRole;
+use followup_core::schedule::VisitState;
+use followup_core::workload::{self, BenchData};
+
+const BIG_PATIENTS: usize = 10_000;
+const BIG_RESPONSES: usize = 100_000;
+
+fn key() -> KeySource {
+    KeySource::provider(StaticKeyProvider::new([42; 32], "bench"))
+}
+
+fn enrolled_device(path: &Path) -> Device {
+    let device = Device::create(path, key()).expect("create store");
+    device
+        .set_enrolment(Enrolled {
+            device_id: DeviceId::random(),
+            role: DeviceRole::ClinicDevice,
+            clinic: RecordId::random(),
+            patient: None,
+            server_url: "http://127.0.0.1:9".into(),
+        })
+        .expect("enrol");
+    device
+}
+
+fn big_store() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
+    let path = dir.join(format!("store-{BIG_PATIENTS}p-{BIG_RESPONSES}r.db"));
+    if path.exists() {
+        return path;
+    }
+    std::fs::create_dir_all(&dir).expect("bench data dir");
+    let partial = dir.join("store-building.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", partial.display()));
+    }
+    eprintln!("generating {BIG_PATIENTS} patients and {BIG_RESPONSES} responses (once)...");
+    let device = enrolled_device(&partial);
+    let mut data = workload::populate_patients(&device, BIG_PATIENTS).expect("patients");
+    for chunk in 0..10 {
+        workload::populate_responses(&device, &mut data, chunk, BIG_RESPONSES / 10).expect("responses");
+        eprintln!("  {} responses", (chunk + 1) as usize * BIG_RESPONSES / 10);
+    }
+    device.store().checkpoint().expect("checkpoint");
+    drop(device);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", partial.display()));
+    }
+    std::fs::rename(&partial, &path).expect("rename bench store");
+    path
+}
+
+fn capture(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let device = enrolled_device(&dir.path().join("capture.db"));
+    let mut data: BenchData = workload::populate_patients(&device, 300).expect("patients");
+    workload::populate_responses(&device, &mut data, 1, 1000).expect("responses");
+    let e = device.enrolment().expect("enrolled");
+    let mut group = c.benchmark_group("capture");
+    let mut seed = 10_000u64;
+    group.bench_function("save new 50-answer response", |b| {
+        b.iter_batched(
+            || {
+                seed += 1;
+                let body = workload::bench_response(seed, Some(data.procedures[0]), "m3");
+                model::new_record(
+                    Author::device_now(e.device_id),
+                    RecordId::random(),
+                    e.clinic,
+                    Some(data.patients[0]),
+                    &body,
+                )
+                .expect("record")
+            },
+            |doc| device.save(&doc).expect("save"),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut k = 0u64;
+    group.bench_function("edit 3 answers of a saved response", |b| {
+        b.iter(|| {
+            k += 1;
+            let r = data.responses[(k as usize) % data.responses.len()];
+            device
+                .save_answers(r, &workload::edit_answers(k, 50))
+                .expect("save answers")
+        })
+    });
+    group.finish();
+}
+
+fn big(c: &mut Criterion) {
+    let path = big_store();
+    let mut group = c.benchmark_group("10k patients, 100k responses");
+    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    group.bench_function("open store (device key)", |b| {
+        b.iter(|| Device::open(&path, key()).expect("open"))
+    });
+    let device = Device::open(&path, key()).expect("open");
+    let as_of = NaiveDate::from_ymd_opt(2026, 6, 1).expect("date");
+    group.bench_function("list the clinic's due and overdue visits", |b| {
+        b.iter(|| {
+            device
+                .clinic_visits(as_of, Some(&[VisitState::Due, VisitState::Overdue]))
+                .expect("visits")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, capture, big);
+criterion_main!(benches);
