@@ -27,6 +27,7 @@ section "bindings 3/3: Swift package"
 missing=0
 for f in ios/Package.swift ios/build-xcframework.sh ios/Sources/FollowupFFI/FollowupFFI.swift \
          ios/Sources/Followup/KeychainKeyProvider.swift ios/Sources/Followup/Progress.swift \
+         ios/Sources/Followup/Store.swift \
          ios/Tests/FollowupTests/FollowupTests.swift ios/Generated/followup_ffiFFI.h \
          ios/Generated/followup_ffiFFI.modulemap .github/workflows/ios.yml; do
   [[ -f "$f" ]] || { echo "missing: $f" >&2; missing=1; }
@@ -40,7 +41,8 @@ grep -q 'followup_ffiFFI.xcframework' ios/Package.swift \
 [[ "$missing" == 0 ]] || exit 1
 if [[ "$(uname -s)" == Darwin ]] && command -v xcodebuild >/dev/null && command -v swift >/dev/null; then
   ios/build-xcframework.sh --debug
-  (cd ios && swift test)
+  cargo build --quiet -p followup-server --bin followup-server
+  (cd ios && FOLLOWUP_SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/followup-server" swift test)
 else
   echo "Swift package complete; generated Swift is current. No Swift toolchain on $(uname -s):"
   echo "XCFramework build and XCTest run in .github/workflows/ios.yml (macOS)."

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiles the Kotlin bindings, the JVM-compatible idiomatic layer and the JVM tests with kotlinc
 # (warnings are errors) and runs the tests on the JVM against the host build of the native
-# library through JNA.
+# library through JNA. The scenario tests start target/debug/followup-server (built here) on
+# 127.0.0.1 and always stop it.
 #
 #   android/jvm-test/run.sh [test-name-substring ...]
 #
@@ -50,6 +51,10 @@ if [[ ! -f "$GEN" || "${FOLLOWUP_SKIP_GEN:-0}" != 1 ]]; then
   "$ROOT/scripts/bindings-gen.sh" --check
 fi
 LIBDIR="$TARGET_DIR/debug"
+# The scenario tests start a real registry server on 127.0.0.1 as a subprocess.
+echo "-- cargo build -p followup-server (host, debug)"
+(cd "$ROOT" && cargo build --quiet -p followup-server --bin followup-server)
+SERVER_BIN="$TARGET_DIR/debug/followup-server"
 
 # --- compile (cached on a hash of the inputs) -----------------------------------------------
 SOURCES=("$GEN")
@@ -69,5 +74,5 @@ fi
 
 # --- run -------------------------------------------------------------------------------------
 echo "-- java org.followup.test.TestRunnerKt (jna.library.path=$LIBDIR)"
-exec java -Djna.library.path="$LIBDIR" \
+exec java -Djna.library.path="$LIBDIR" -Dfollowup.server="$SERVER_BIN" \
   -cp "$OUT/classes:$KLIB/kotlin-stdlib.jar:$CP" org.followup.test.TestRunnerKt "$@"

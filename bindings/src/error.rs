@@ -13,7 +13,9 @@
 pub struct ItemProblem {
     /// The questionnaire item the problem is about, e.g. `q07`.
     pub item_id: String,
-    /// A stable machine-readable code: `required`, `out_of_range`, `not_a_choice`, `wrong_type`, ...
+    /// A stable machine-readable code: `required`, `wrong_type`, `below_min`, `above_max`,
+    /// `too_many_decimals`, `too_long`, `unknown_choice`, `duplicate_choice`, `exclusive_choice`,
+    /// `invalid_date`, `unknown_item`, `answered_but_disabled`.
     pub code: String,
     /// A sentence for the person typing the answer.
     pub message: String,
@@ -43,9 +45,30 @@ pub enum FollowupError {
     /// The device's storage failed (disk full, file not writable, ...).
     #[error("{reason}")]
     Storage { reason: String },
-    /// The registry server refused a change (not allowed for this device or clinic).
+    /// The registry refused this device's request (its signature or its right to do it).
     #[error("{reason}")]
     Rejected { reason: String },
+    /// This device's role does not allow the operation (e.g. a patient's phone adjudicating).
+    #[error("{reason}")]
+    NotPermitted { reason: String },
+    /// `enrol` was called on a device that is already enrolled.
+    #[error("{reason}")]
+    AlreadyEnrolled { reason: String },
+    /// The registry revoked this device; it can no longer sync. Enrol a new device.
+    #[error("{reason}")]
+    Revoked { reason: String },
+    /// The device's clock is too far off for the registry to accept its requests.
+    #[error("{reason}")]
+    ClockWrong { reason: String },
+    /// The registry needs a newer app (sync protocol or record format); update the app.
+    #[error("{reason}")]
+    UpdateRequired { reason: String },
+    /// The registry server answered with an error this app cannot recover from by retrying.
+    #[error("{reason}")]
+    ServerFailed { reason: String },
+    /// The store was closed with `close_store()`; open it again.
+    #[error("{reason}")]
+    Closed { reason: String },
     /// The operation was cancelled through its cancellation handle.
     #[error("{reason}")]
     Cancelled { reason: String },
@@ -71,6 +94,13 @@ impl FollowupError {
             | Self::Tampered { reason }
             | Self::Storage { reason }
             | Self::Rejected { reason }
+            | Self::NotPermitted { reason }
+            | Self::AlreadyEnrolled { reason }
+            | Self::Revoked { reason }
+            | Self::ClockWrong { reason }
+            | Self::UpdateRequired { reason }
+            | Self::ServerFailed { reason }
+            | Self::Closed { reason }
             | Self::Cancelled { reason }
             | Self::InvalidInput { reason }
             | Self::KeyProviderFailed { reason }
@@ -78,19 +108,12 @@ impl FollowupError {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn wrong_key() -> Self {
         Self::WrongKey {
             reason: "The passphrase or key does not open this store. Ask the user for the right \
                       passphrase, or use the KeyProvider the store was created with."
                 .into(),
-        }
-    }
-
-    pub(crate) fn cancelled(what: &str) -> Self {
-        Self::Cancelled {
-            reason: format!(
-                "{what} was cancelled; nothing was changed. Start it again when ready."
-            ),
         }
     }
 
@@ -117,6 +140,12 @@ impl FollowupError {
         }
     }
 
+    pub(crate) fn closed() -> Self {
+        Self::Closed {
+            reason: "This store was closed. Open it again to go on.".into(),
+        }
+    }
+
     pub(crate) fn internal(what: impl std::fmt::Display) -> Self {
         Self::Internal {
             reason: format!("Internal error in Followup ({what}). Please report it."),
@@ -140,19 +169,66 @@ impl From<uniffi::UnexpectedUniFFICallbackError> for FollowupError {
     }
 }
 
+/// Core's messages say what to do but are written mid-sentence; the platforms show whole
+/// sentences.
+fn sentence(s: impl std::fmt::Display) -> String {
+    let s = s.to_string();
+    let mut chars = s.chars();
+    let mut out: String = match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => return s,
+    };
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
+}
+
 /// Core's rich error, mapped onto what the app can act on. Core's messages already say what to
-/// do, so they are passed through; only the variant is chosen here. Anything not mapped yet is
-/// reported as internal (phase 2 adds the sync and device variants as they land).
+/// do, so they are passed through as sentences; only the variant is chosen here. The matches
+/// are exhaustive on purpose: a new core variant fails to compile here until it is mapped.
 impl From<followup_core::Error> for FollowupError {
     fn from(e: followup_core::Error) -> Self {
         use followup_core::Error as E;
-        let reason = e.to_string();
+        let reason = sentence(&e);
         match e {
             E::Store(s) => s.into(),
-            E::InvalidId(_) | E::NotFound(_) => Self::InvalidInput { reason },
+            E::Sync(s) => s.into(),
+            E::Validation(problems) => {
+                Self::validation(problems.into_iter().map(Into::into).collect())
+            }
+            E::NotEnrolled => Self::NotEnrolled { reason },
+            E::NotPermitted(_) => Self::NotPermitted { reason },
+            E::InvalidId(_) | E::NotFound(_) | E::InvalidInput(_) => Self::InvalidInput { reason },
             E::MalformedRecord { .. } => Self::Tampered { reason },
-            #[allow(unreachable_patterns)]
-            _ => Self::internal(reason),
+            E::Automerge(_) | E::Hydrate(_) | E::Reconcile(_) | E::Identity(_) => {
+                Self::internal(reason)
+            }
+        }
+    }
+}
+
+/// Sync and enrolment failures: each has its own variant when the app reacts differently.
+impl From<followup_core::sync::SyncError> for FollowupError {
+    fn from(e: followup_core::sync::SyncError) -> Self {
+        use followup_core::sync::SyncError as S;
+        let reason = sentence(&e);
+        match e {
+            S::ServerUnreachable { .. } => Self::ServerUnreachable { reason },
+            S::Cancelled => Self::Cancelled { reason },
+            S::Revoked => Self::Revoked { reason },
+            S::UnknownDevice(_) => Self::NotEnrolled { reason },
+            S::ClockSkew { .. } => Self::ClockWrong { reason },
+            S::Unauthenticated(_) => Self::Rejected { reason },
+            S::VersionMismatch { .. } | S::UnreadableRecord { .. } => {
+                Self::UpdateRequired { reason }
+            }
+            S::InvalidCode(_) | S::Config(_) => Self::InvalidInput { reason },
+            S::AlreadyEnrolled(_) => Self::AlreadyEnrolled { reason },
+            S::Server {
+                status: 401 | 403, ..
+            } => Self::Rejected { reason },
+            S::Server { .. } => Self::ServerFailed { reason },
         }
     }
 }
@@ -161,7 +237,7 @@ impl From<followup_core::store::StoreError> for FollowupError {
     fn from(e: followup_core::store::StoreError) -> Self {
         use followup_core::crypto::{CryptoError as C, KeyProviderError as K};
         use followup_core::store::StoreError as S;
-        let reason = e.to_string();
+        let reason = sentence(&e);
         match e {
             S::WrongKey | S::Crypto(C::WrongKey) | S::Crypto(C::KeyProvider(K::WrongKey)) => {
                 Self::WrongKey { reason }
@@ -181,8 +257,9 @@ impl From<followup_core::store::StoreError> for FollowupError {
                 Self::Storage { reason }
             }
             S::Sqlite(_) | S::Io(_) => Self::Storage { reason },
-            #[allow(unreachable_patterns)]
-            _ => Self::internal(reason),
+            // A document that passed authentication yet does not load, or a plaintext index
+            // entry that is not a short code: bugs, not something the user can fix.
+            S::InvalidMeta(_) | S::Automerge(_) | S::Crypto(C::Seal) => Self::internal(reason),
         }
     }
 }
@@ -243,5 +320,70 @@ mod tests {
             e.reason(),
             "1 answer needs attention before this response can be submitted: q01: an answer is required."
         );
+    }
+}
+
+#[cfg(test)]
+mod mapping_tests {
+    use super::*;
+    use followup_core::sync::SyncError;
+
+    type Case = (SyncError, fn(&FollowupError) -> bool);
+
+    #[test]
+    fn sync_errors_map_to_what_the_app_does_next() {
+        let cases: Vec<Case> = vec![
+            (
+                SyncError::ServerUnreachable {
+                    attempts: 3,
+                    last: "timeout".into(),
+                },
+                |e| matches!(e, FollowupError::ServerUnreachable { .. }),
+            ),
+            (SyncError::Revoked, |e| {
+                matches!(e, FollowupError::Revoked { .. })
+            }),
+            (SyncError::Cancelled, |e| {
+                matches!(e, FollowupError::Cancelled { .. })
+            }),
+            (
+                SyncError::VersionMismatch {
+                    ours: 1,
+                    supported: vec![2],
+                },
+                |e| matches!(e, FollowupError::UpdateRequired { .. }),
+            ),
+            (
+                SyncError::ClockSkew {
+                    skew_secs: Some(7200),
+                },
+                |e| matches!(e, FollowupError::ClockWrong { .. }),
+            ),
+            (SyncError::InvalidCode("used".into()), |e| {
+                matches!(e, FollowupError::InvalidInput { .. })
+            }),
+            (SyncError::UnknownDevice("x".into()), |e| {
+                matches!(e, FollowupError::NotEnrolled { .. })
+            }),
+        ];
+        for (core, want) in cases {
+            let e: FollowupError = followup_core::Error::Sync(core).into();
+            assert!(want(&e), "{e:?}");
+            let r = e.reason();
+            assert!(r.starts_with(char::is_uppercase) && r.ends_with('.'), "{r}");
+        }
+    }
+
+    #[test]
+    fn device_errors_map_too() {
+        let e: FollowupError =
+            followup_core::Error::NotPermitted("a patient's phone cannot adjudicate".into()).into();
+        assert!(matches!(e, FollowupError::NotPermitted { .. }), "{e:?}");
+        assert_eq!(
+            e.reason(),
+            "Not permitted: a patient's phone cannot adjudicate."
+        );
+        let e: FollowupError = followup_core::Error::NotEnrolled.into();
+        assert!(matches!(e, FollowupError::NotEnrolled { .. }), "{e:?}");
     }
 }

@@ -37,12 +37,16 @@ uniffi::setup_scaffolding!();
 
 pub mod error;
 pub mod keys;
-pub mod preview;
 pub mod progress;
+pub mod store;
+pub mod sync;
+pub mod types;
 
 pub use error::{FollowupError, ItemProblem};
 pub use keys::KeyProvider;
 pub use progress::{CancellationHandle, SyncProgress, SyncProgressListener, SyncStage};
+pub use store::FollowupStore;
+pub use sync::{Rejection, SyncReport, SyncSettings};
 
 /// The version of the Followup core this library was built from, e.g. `0.1.0`.
 #[uniffi::export]

@@ -1,37 +1,70 @@
-//! Progress reporting and cancellation for long operations (sync, key derivation, opening a
-//! large store).
+//! Progress reporting and cancellation for long operations (sync above all).
 //!
-//! Kotlin gets a `Flow<SyncProgress>` over [`SyncProgressListener`] and Swift an
-//! `AsyncStream<SyncProgress>` from the idiomatic layers; both pass a [`CancellationHandle`] they
-//! cancel when the coroutine or `Task` is cancelled.
+//! Kotlin gets a `Flow` over [`SyncProgressListener`] and Swift an `AsyncStream` from the
+//! idiomatic layers; both pass a [`CancellationHandle`] they cancel when the coroutine or `Task`
+//! is cancelled.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use followup_core::sync as cs;
 
 use crate::error::FollowupError;
 
-/// Which part of a sync is running.
+/// What a sync is doing, for a progress bar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum SyncStage {
-    /// Getting ready: deriving keys, reading what is pending, opening the connection.
+    /// Reading the store, building a request.
     Preparing,
-    /// Sending this device's changes.
-    Pushing,
-    /// Receiving other devices' changes.
-    Pulling,
-    /// Merging received changes into the store.
+    /// Uploading this device's changes.
+    Sending,
+    /// Downloading the registry's changes (`bytes_received` grows as they arrive).
+    Receiving,
+    /// Saving what came back.
     Applying,
-    /// Finished; `done == total`.
-    Finished,
+    /// An attempt failed (no connection, timeout); waiting before attempt `attempt`.
+    Retrying { attempt: u32 },
+    /// Finished.
+    Done,
 }
 
-/// One progress report. `done` and `total` count units of the stage (documents, or iterations
-/// while preparing); `total` may grow while a stage runs.
+impl From<cs::SyncPhase> for SyncStage {
+    fn from(p: cs::SyncPhase) -> Self {
+        match p {
+            cs::SyncPhase::Preparing => Self::Preparing,
+            cs::SyncPhase::Sending => Self::Sending,
+            cs::SyncPhase::Receiving => Self::Receiving,
+            cs::SyncPhase::Applying => Self::Applying,
+            cs::SyncPhase::Retrying { attempt } => Self::Retrying { attempt },
+            cs::SyncPhase::Done => Self::Done,
+        }
+    }
+}
+
+/// One progress report of a sync.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct SyncProgress {
     pub stage: SyncStage,
-    pub done: u64,
-    pub total: u64,
+    /// Records pushed (accepted or refused) and pulled so far.
+    pub docs_done: u64,
+    /// Records to push, plus records pulled so far (a pull's size is not known in advance, so
+    /// this may grow).
+    pub docs_total: u64,
+    /// Bytes uploaded so far (compressed, all attempts).
+    pub bytes_sent: u64,
+    /// Bytes downloaded so far (compressed, all attempts).
+    pub bytes_received: u64,
+}
+
+impl From<cs::SyncProgress> for SyncProgress {
+    fn from(p: cs::SyncProgress) -> Self {
+        Self {
+            stage: p.phase.into(),
+            docs_done: p.docs_done,
+            docs_total: p.docs_total,
+            bytes_sent: p.bytes_sent,
+            bytes_received: p.bytes_received,
+        }
+    }
 }
 
 /// Implemented by the app to receive progress. Called on a background thread: hop to the UI
@@ -54,9 +87,8 @@ impl Reporter {
         Self(listener)
     }
 
-    pub(crate) fn report(&self, stage: SyncStage, done: u64, total: u64) {
+    pub(crate) fn report(&self, p: SyncProgress) {
         if let Some(listener) = &self.0 {
-            let p = SyncProgress { stage, done, total };
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let _ = listener.on_progress(p);
             }));
@@ -65,12 +97,11 @@ impl Reporter {
 }
 
 /// Cancels a long operation. Create one, pass it to the call, call `cancel()` from anywhere; the
-/// operation ends with `FollowupError.Cancelled` at its next safe point, having changed nothing
-/// it has not committed.
+/// operation ends with `FollowupError.Cancelled` at once, leaving the store consistent (a sync
+/// pushes what it has not pushed next time).
 #[derive(Debug, Default, uniffi::Object)]
 pub struct CancellationHandle {
-    cancelled: AtomicBool,
-    notify: tokio::sync::Notify,
+    token: cs::CancelToken,
 }
 
 #[uniffi::export]
@@ -82,30 +113,17 @@ impl CancellationHandle {
 
     /// Asks the operation to stop. Idempotent; safe from any thread.
     pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
+        self.token.cancel();
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::SeqCst)
+        self.token.is_cancelled()
     }
 }
 
 impl CancellationHandle {
-    /// Resolves once `cancel()` has been called (for `tokio::select!` in async operations).
-    #[allow(dead_code)] // used by the sync wrapper in phase 2
-    pub(crate) async fn cancelled(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
+    /// The core token this handle cancels.
+    pub(crate) fn token(&self) -> cs::CancelToken {
+        self.token.clone()
     }
-}
-
-/// `true` when an optional handle has been cancelled.
-pub(crate) fn is_cancelled(handle: &Option<Arc<CancellationHandle>>) -> bool {
-    handle.as_ref().is_some_and(|h| h.is_cancelled())
 }

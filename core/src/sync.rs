@@ -1182,3 +1182,104 @@ fn dirty_queue(store: &Store) -> Result<VecDeque<RecordId>> {
         .partition(|id| kinds.get(id) == Some(&RecordKind::Enrolment));
     Ok(enrolments.into_iter().chain(rest).collect())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_https_or_loopback_http_only() {
+        let c = SyncClient::new(SyncOptions::default()).unwrap();
+        assert_eq!(
+            c.endpoint("https://registry.example.org/", SYNC_PATH)
+                .unwrap()
+                .as_str(),
+            "https://registry.example.org/v1/sync"
+        );
+        assert_eq!(
+            c.endpoint("https://example.org/followup", SYNC_PATH)
+                .unwrap()
+                .as_str(),
+            "https://example.org/followup/v1/sync"
+        );
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1",
+            "http://[::1]:9",
+        ] {
+            assert!(c.endpoint(ok, SYNC_PATH).is_ok(), "{ok}");
+        }
+        for bad in ["http://registry.example.org", "ftp://x", "not a url"] {
+            assert!(
+                matches!(c.endpoint(bad, SYNC_PATH), Err(SyncError::Config(_))),
+                "{bad}"
+            );
+        }
+        let insecure = SyncClient::new(SyncOptions {
+            allow_insecure_http: true,
+            ..SyncOptions::default()
+        })
+        .unwrap();
+        assert!(insecure.endpoint("http://10.0.0.2", SYNC_PATH).is_ok());
+    }
+
+    #[test]
+    fn pinning_and_extra_roots_configure() {
+        assert!(SyncClient::new(SyncOptions {
+            pinned_cert_sha256: Some([7; 32]),
+            ..SyncOptions::default()
+        })
+        .is_ok());
+        assert!(matches!(
+            SyncClient::new(SyncOptions {
+                extra_roots_der: vec![vec![1, 2, 3]],
+                ..SyncOptions::default()
+            }),
+            Err(Error::Sync(SyncError::Config(_)))
+        ));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let c = SyncClient::new(SyncOptions {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            ..SyncOptions::default()
+        })
+        .unwrap();
+        for failures in 1..40 {
+            let b = c.backoff(failures);
+            let base = Duration::from_millis(100)
+                .saturating_mul(1 << (failures - 1).min(16))
+                .min(Duration::from_secs(1));
+            assert!(b >= base / 2 && b <= base, "{failures}: {b:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn cancel_token_wakes_waiters() {
+        let t = CancelToken::new();
+        let t2 = t.clone();
+        let waiter = tokio::spawn(async move { t2.cancelled().await });
+        assert!(!t.is_cancelled());
+        t.cancel();
+        waiter.await.unwrap();
+        assert!(t.is_cancelled());
+        t.cancelled().await; // already cancelled: returns at once
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let e = SyncError::ClockSkew {
+            skew_secs: Some(-7200),
+        };
+        assert!(e.to_string().contains("2 hour(s)"), "{e}");
+        assert!(SyncError::VersionMismatch {
+            ours: 1,
+            supported: vec![2]
+        }
+        .to_string()
+        .contains("update the app"));
+    }
+}

@@ -13,12 +13,12 @@ public final class ClosureProgressListener: SyncProgressListener, @unchecked Sen
     public func onProgress(progress: SyncProgress) { body(progress) }
 }
 
-/// Runs a long Followup operation (sync, key derivation, opening a large store) as an
+/// Runs a long Followup operation (a sync) as an
 /// `AsyncThrowingStream`: each progress report, then `.done(result)`, then the stream finishes;
 /// a `FollowupError` finishes it with that error. Cancelling the consuming `Task` (or breaking out
 /// of the `for try await` loop) cancels the Rust operation through its `CancellationHandle`.
 ///
-///     for try await event in progressStream({ l, c in try await device.sync(listener: l, cancel: c) }) {
+///     for try await event in progressStream({ l, c in try await store.sync(listener: l, cancel: c) }) {
 ///         switch event { case .progress(let p): bar.update(p); case .done(let report): show(report) }
 ///     }
 public func progressStream<T>(

@@ -422,6 +422,22 @@ fileprivate struct FfiConverterUInt32: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterInt32: FfiConverterPrimitive {
+    typealias FfiType = Int32
+    typealias SwiftType = Int32
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Int32 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Int32, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
     typealias FfiType = UInt64
     typealias SwiftType = UInt64
@@ -432,6 +448,38 @@ fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
 
     public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
         writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterInt64: FfiConverterPrimitive {
+    typealias FfiType = Int64
+    typealias SwiftType = Int64
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Int64 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Int64, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterDouble: FfiConverterPrimitive {
+    typealias FfiType = Double
+    typealias SwiftType = Double
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Double {
+        return try lift(readDouble(&buf))
+    }
+
+    public static func write(_ value: Double, into buf: inout [UInt8]) {
+        writeDouble(&buf, lower(value))
     }
 }
 
@@ -523,8 +571,8 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 
 /**
  * Cancels a long operation. Create one, pass it to the call, call `cancel()` from anywhere; the
- * operation ends with `FollowupError.Cancelled` at its next safe point, having changed nothing
- * it has not committed.
+ * operation ends with `FollowupError.Cancelled` at once, leaving the store consistent (a sync
+ * pushes what it has not pushed next time).
  */
 public protocol CancellationHandleProtocol: AnyObject, Sendable {
     
@@ -538,8 +586,8 @@ public protocol CancellationHandleProtocol: AnyObject, Sendable {
 }
 /**
  * Cancels a long operation. Create one, pass it to the call, call `cancel()` from anywhere; the
- * operation ends with `FollowupError.Cancelled` at its next safe point, having changed nothing
- * it has not committed.
+ * operation ends with `FollowupError.Cancelled` at once, leaving the store consistent (a sync
+ * pushes what it has not pushed next time).
  */
 open class CancellationHandle: CancellationHandleProtocol, @unchecked Sendable {
     fileprivate let pointer: UnsafeMutableRawPointer!
@@ -667,6 +715,794 @@ public func FfiConverterTypeCancellationHandle_lift(_ pointer: UnsafeMutableRawP
 #endif
 public func FfiConverterTypeCancellationHandle_lower(_ value: CancellationHandle) -> UnsafeMutableRawPointer {
     return FfiConverterTypeCancellationHandle.lower(value)
+}
+
+
+
+
+
+
+/**
+ * One encrypted Followup store on this device: a clinic tablet's or a patient phone's records,
+ * its identity and its enrolment with the registry.
+ *
+ * Open it once (the constructors are `suspend`/`async`: key derivation and opening take time)
+ * and use it from any thread. Short calls (capture, lists, validation) take milliseconds and
+ * may run on the main thread; `enrol`, `sync` and key rotation are `suspend`/`async`.
+ *
+ * Closing: `close_store()` releases the database and forgets the key at once; afterwards every
+ * call fails with `FollowupError.Closed`. In Kotlin the object is also `AutoCloseable`
+ * (`use { }` frees it; later calls throw `IllegalStateException`); in Swift it is closed when
+ * the last reference goes away.
+ */
+public protocol FollowupStoreProtocol: AnyObject, Sendable {
+    
+    /**
+     * Records (or updates) the treating clinic's decision on an adverse event (clinic devices
+     * only). Returns the adjudication's id; the same record is updated by later decisions.
+     */
+    func adjudicate(adverseEventId: String, decision: AdjudicationDecision) throws  -> String
+    
+    /**
+     * Adverse events the clinic has not resolved, oldest deadline first; `overdue` as of
+     * `as_of` (`YYYY-MM-DD`).
+     */
+    func adjudicationQueue(asOf: String) throws  -> [AdjudicationItem]
+    
+    /**
+     * Validates answers as the user types: every problem except a missing required answer
+     * (that is only a problem at submission). Empty when all is well.
+     */
+    func checkAnswers(questionnaireId: String, answers: [String: AnswerValue]) throws  -> [ItemProblem]
+    
+    /**
+     * Removes one answer from a draft.
+     */
+    func clearAnswer(responseId: String, itemId: String) throws 
+    
+    /**
+     * The clinic's work list as of `as_of`: visits in `states` (every state when empty), most
+     * urgent first (overdue, then due by the end of their window, then the rest).
+     */
+    func clinicVisits(asOf: String, states: [VisitState]) throws  -> [Visit]
+    
+    /**
+     * Closes the store now: cancels a running sync, releases the database and drops the key
+     * from memory once calls under way have finished. Every later call fails with `Closed`.
+     * Idempotent.
+     */
+    func closeStore() 
+    
+    /**
+     * Every field of a record that devices set concurrently to different values, with each
+     * value, who wrote it and which one the record shows. Empty when there is no conflict.
+     */
+    func conflicts(recordId: String) throws  -> [Conflict]
+    
+    /**
+     * Forgets a rejection once the user has seen it. `false` if there was none for the record.
+     */
+    func dismissRejection(recordId: String) throws  -> Bool
+    
+    /**
+     * The ids of the items shown for these answers (enable-when conditions), in display order.
+     * Call it as answers change to show and hide conditional items.
+     */
+    func enabledItems(questionnaireId: String, answers: [String: AnswerValue]) throws  -> [String]
+    
+    /**
+     * Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
+     * loopback) using a one-time `code` from registry staff; `label` names the device for them
+     * (e.g. "Tablet 2, ward B"). A device enrols once.
+     */
+    func enrol(serverUrl: String, code: String, label: String) async throws  -> DeviceEnrolment
+    
+    /**
+     * Enrols a patient at this device's clinic (clinic devices only). Returns the patient's id.
+     */
+    func enrolPatient(patient: NewPatient) throws  -> String
+    
+    /**
+     * How this device is enrolled with the registry; `None` until `enrol` succeeds.
+     */
+    func enrolment() throws  -> DeviceEnrolment?
+    
+    /**
+     * A procedure as recorded (merged with other devices' edits).
+     */
+    func getProcedure(procedureId: String) throws  -> Procedure
+    
+    /**
+     * A response with its answers (merged with other devices' edits).
+     */
+    func getResponse(responseId: String) throws  -> Response
+    
+    /**
+     * `false` once `close_store()` was called.
+     */
+    func isOpen()  -> Bool
+    
+    /**
+     * The patients this device holds, by study code.
+     */
+    func listPatients() throws  -> [PatientSummary]
+    
+    /**
+     * Every visit of one patient's schedules (all procedures), classified as of `as_of`
+     * (`YYYY-MM-DD`), most urgent first.
+     */
+    func patientVisits(patientId: String, asOf: String) throws  -> [Visit]
+    
+    /**
+     * A questionnaire to render: its items with types, bounds, choices, and whether each is
+     * shown before anything is answered. Ids: `clinician-followup`, `patient-outcome-survey`,
+     * `adverse-event-report`, `baseline-procedure`.
+     */
+    func questionnaire(questionnaireId: String) throws  -> Questionnaire
+    
+    /**
+     * Records a procedure performed on a patient (clinic devices only). Returns its id; its
+     * follow-up visits are scheduled from its date.
+     */
+    func recordProcedure(patientId: String, procedure: Procedure) throws  -> String
+    
+    /**
+     * Records the registry refused, newest last, until dismissed.
+     */
+    func rejections() throws  -> [Rejection]
+    
+    /**
+     * Reports an adverse event for a patient. Returns its id. On a patient's phone the reporter
+     * is always the patient.
+     */
+    func reportAdverseEvent(patientId: String, event: AdverseEvent) throws  -> String
+    
+    /**
+     * Resolves a conflicted answer of a response by choosing its value (one of the conflicting
+     * values, even the one shown, or a new one). The choice syncs like any edit; the conflict
+     * is gone once the other devices have it.
+     */
+    func resolveAnswer(responseId: String, itemId: String, value: AnswerValue) throws 
+    
+    /**
+     * Re-wraps the data key with a passphrase (no record is rewritten). Afterwards only
+     * `passphrase` opens the store.
+     */
+    func rotateKeyToPassphrase(passphrase: String) async throws 
+    
+    /**
+     * Re-wraps the data key with a new platform key (no record is rewritten). Afterwards only
+     * `provider` opens the store.
+     */
+    func rotateKeyToProvider(provider: KeyProvider) async throws 
+    
+    /**
+     * Saves answers into a draft, merged with those already there (a new value replaces the
+     * old; answers not mentioned are kept). Returns the problems so far; the draft is saved
+     * whatever they are.
+     */
+    func saveAnswers(responseId: String, answers: [String: AnswerValue]) throws  -> [ItemProblem]
+    
+    /**
+     * Changes how this store talks to the registry (timeouts, attempts, certificate pinning).
+     * Applies to the next `enrol` or `sync`.
+     */
+    func setSyncSettings(settings: SyncSettings) throws 
+    
+    /**
+     * Starts a draft response to a questionnaire for a patient, optionally answering visit
+     * `visit_id` (e.g. `d7`) of a procedure's schedule. Returns the response id.
+     */
+    func startResponse(patientId: String, questionnaireId: String, procedureId: String?, visitId: String?) throws  -> String
+    
+    /**
+     * Submits a response. Fails with `ValidationFailed`, listing every item's problem, unless
+     * the answers satisfy the questionnaire; the draft is kept either way.
+     */
+    func submitResponse(responseId: String) throws 
+    
+    /**
+     * Sends this device's changes to the registry and brings back everyone else's it may see.
+     * Progress goes to `listener` (on a background thread); `cancel` stops it at once, and so
+     * does cancelling the calling coroutine / task. Records the registry refuses are in the
+     * report's `rejected` (and `rejections()`), not an error. Capture may go on meanwhile.
+     */
+    func sync(listener: SyncProgressListener?, cancel: CancellationHandle?) async throws  -> SyncReport
+    
+    /**
+     * The settings in force.
+     */
+    func syncSettings()  -> SyncSettings
+    
+}
+/**
+ * One encrypted Followup store on this device: a clinic tablet's or a patient phone's records,
+ * its identity and its enrolment with the registry.
+ *
+ * Open it once (the constructors are `suspend`/`async`: key derivation and opening take time)
+ * and use it from any thread. Short calls (capture, lists, validation) take milliseconds and
+ * may run on the main thread; `enrol`, `sync` and key rotation are `suspend`/`async`.
+ *
+ * Closing: `close_store()` releases the database and forgets the key at once; afterwards every
+ * call fails with `FollowupError.Closed`. In Kotlin the object is also `AutoCloseable`
+ * (`use { }` frees it; later calls throw `IllegalStateException`); in Swift it is closed when
+ * the last reference goes away.
+ */
+open class FollowupStore: FollowupStoreProtocol, @unchecked Sendable {
+    fileprivate let pointer: UnsafeMutableRawPointer!
+
+    /// Used to instantiate a [FFIObject] without an actual pointer, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoPointer {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromRawPointer pointer: UnsafeMutableRawPointer) {
+        self.pointer = pointer
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noPointer: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing [Pointer] the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noPointer: NoPointer) {
+        self.pointer = nil
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiClonePointer() -> UnsafeMutableRawPointer {
+        return try! rustCall { uniffi_followup_ffi_fn_clone_followupstore(self.pointer, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        guard let pointer = pointer else {
+            return
+        }
+
+        try! rustCall { uniffi_followup_ffi_fn_free_followupstore(pointer, $0) }
+    }
+
+    
+    /**
+     * Creates a new store at `path` (a file that must not exist), its data key wrapped by the
+     * platform `provider` (Android Keystore, iOS Keychain). The device has a fresh identity and
+     * is not enrolled yet.
+     */
+public static func createWithKeyProvider(path: String, provider: KeyProvider)async throws  -> FollowupStore  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_followup_ffi_fn_constructor_followupstore_create_with_key_provider(FfiConverterString.lower(path),FfiConverterTypeKeyProvider_lower(provider)
+                )
+            },
+            pollFunc: ffi_followup_ffi_rust_future_poll_pointer,
+            completeFunc: ffi_followup_ffi_rust_future_complete_pointer,
+            freeFunc: ffi_followup_ffi_rust_future_free_pointer,
+            liftFunc: FfiConverterTypeFollowupStore_lift,
+            errorHandler: FfiConverterTypeFollowupError_lift
+        )
+}
+    
+    /**
+     * Creates a new store at `path` protected by a passphrase (PBKDF2-HMAC-SHA256, 600,000
+     * iterations: about a second on a phone).
+     */
+public static func createWithPassphrase(path: String, passphrase: String)async throws  -> FollowupStore  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_followup_ffi_fn_constructor_followupstore_create_with_passphrase(FfiConverterString.lower(path),FfiConverterString.lower(passphrase)
+                )
+            },
+            pollFunc: ffi_followup_ffi_rust_future_poll_pointer,
+            completeFunc: ffi_followup_ffi_rust_future_complete_pointer,
+            freeFunc: ffi_followup_ffi_rust_future_free_pointer,
+            liftFunc: FfiConverterTypeFollowupStore_lift,
+            errorHandler: FfiConverterTypeFollowupError_lift
+        )
+}
+    
+    /**
+     * Opens the store at `path` with the platform `provider` it was created (or last re-keyed)
+     * with. `WrongKey` when the provider's key does not open it.
+     */
+public static func openWithKeyProvider(path: String, provider: KeyProvider)async throws  -> FollowupStore  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_followup_ffi_fn_constructor_followupstore_open_with_key_provider(FfiConverterString.lower(path),FfiConverterTypeKeyProvider_lower(provider)
+                )
+            },
+            pollFunc: ffi_followup_ffi_rust_future_poll_pointer,
+            completeFunc: ffi_followup_ffi_rust_future_complete_pointer,
+            freeFunc: ffi_followup_ffi_rust_future_free_pointer,
+            liftFunc: FfiConverterTypeFollowupStore_lift,
+            errorHandler: FfiConverterTypeFollowupError_lift
+        )
+}
+    
+    /**
+     * Opens the store at `path` with its passphrase. `WrongKey` when it is not the right one.
+     */
+public static func openWithPassphrase(path: String, passphrase: String)async throws  -> FollowupStore  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_followup_ffi_fn_constructor_followupstore_open_with_passphrase(FfiConverterString.lower(path),FfiConverterString.lower(passphrase)
+                )
+            },
+            pollFunc: ffi_followup_ffi_rust_future_poll_pointer,
+            completeFunc: ffi_followup_ffi_rust_future_complete_pointer,
+            freeFunc: ffi_followup_ffi_rust_future_free_pointer,
+            liftFunc: FfiConverterTypeFollowupStore_lift,
+            errorHandler: FfiConverterTypeFollowupError_lift
+        )
+}
+    
+
+    
+    /**
+     * Records (or updates) the treating clinic's decision on an adverse event (clinic devices
+     * only). Returns the adjudication's id; the same record is updated by later decisions.
+     */
+open func adjudicate(adverseEventId: String, decision: AdjudicationDecision)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_adjudicate(self.uniffiClonePointer(),
+        FfiConverterString.lower(adverseEventId),
+        FfiConverterTypeAdjudicationDecision_lower(decision),$0
+    )
+})
+}
+    
+    /**
+     * Adverse events the clinic has not resolved, oldest deadline first; `overdue` as of
+     * `as_of` (`YYYY-MM-DD`).
+     */
+open func adjudicationQueue(asOf: String)throws  -> [AdjudicationItem]  {
+    return try  FfiConverterSequenceTypeAdjudicationItem.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_adjudication_queue(self.uniffiClonePointer(),
+        FfiConverterString.lower(asOf),$0
+    )
+})
+}
+    
+    /**
+     * Validates answers as the user types: every problem except a missing required answer
+     * (that is only a problem at submission). Empty when all is well.
+     */
+open func checkAnswers(questionnaireId: String, answers: [String: AnswerValue])throws  -> [ItemProblem]  {
+    return try  FfiConverterSequenceTypeItemProblem.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_check_answers(self.uniffiClonePointer(),
+        FfiConverterString.lower(questionnaireId),
+        FfiConverterDictionaryStringTypeAnswerValue.lower(answers),$0
+    )
+})
+}
+    
+    /**
+     * Removes one answer from a draft.
+     */
+open func clearAnswer(responseId: String, itemId: String)throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_clear_answer(self.uniffiClonePointer(),
+        FfiConverterString.lower(responseId),
+        FfiConverterString.lower(itemId),$0
+    )
+}
+}
+    
+    /**
+     * The clinic's work list as of `as_of`: visits in `states` (every state when empty), most
+     * urgent first (overdue, then due by the end of their window, then the rest).
+     */
+open func clinicVisits(asOf: String, states: [VisitState])throws  -> [Visit]  {
+    return try  FfiConverterSequenceTypeVisit.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_clinic_visits(self.uniffiClonePointer(),
+        FfiConverterString.lower(asOf),
+        FfiConverterSequenceTypeVisitState.lower(states),$0
+    )
+})
+}
+    
+    /**
+     * Closes the store now: cancels a running sync, releases the database and drops the key
+     * from memory once calls under way have finished. Every later call fails with `Closed`.
+     * Idempotent.
+     */
+open func closeStore()  {try! rustCall() {
+    uniffi_followup_ffi_fn_method_followupstore_close_store(self.uniffiClonePointer(),$0
+    )
+}
+}
+    
+    /**
+     * Every field of a record that devices set concurrently to different values, with each
+     * value, who wrote it and which one the record shows. Empty when there is no conflict.
+     */
+open func conflicts(recordId: String)throws  -> [Conflict]  {
+    return try  FfiConverterSequenceTypeConflict.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_conflicts(self.uniffiClonePointer(),
+        FfiConverterString.lower(recordId),$0
+    )
+})
+}
+    
+    /**
+     * Forgets a rejection once the user has seen it. `false` if there was none for the record.
+     */
+open func dismissRejection(recordId: String)throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_dismiss_rejection(self.uniffiClonePointer(),
+        FfiConverterString.lower(recordId),$0
+    )
+})
+}
+    
+    /**
+     * The ids of the items shown for these answers (enable-when conditions), in display order.
+     * Call it as answers change to show and hide conditional items.
+     */
+open func enabledItems(questionnaireId: String, answers: [String: AnswerValue])throws  -> [String]  {
+    return try  FfiConverterSequenceString.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_enabled_items(self.uniffiClonePointer(),
+        FfiConverterString.lower(questionnaireId),
+        FfiConverterDictionaryStringTypeAnswerValue.lower(answers),$0
+    )
+})
+}
+    
+    /**
+     * Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
+     * loopback) using a one-time `code` from registry staff; `label` names the device for them
+     * (e.g. "Tablet 2, ward B"). A device enrols once.
+     */
+open func enrol(serverUrl: String, code: String, label: String)async throws  -> DeviceEnrolment  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_followup_ffi_fn_method_followupstore_enrol(
+                    self.uniffiClonePointer(),
+                    FfiConverterString.lower(serverUrl),FfiConverterString.lower(code),FfiConverterString.lower(label)
+                )
+            },
+            pollFunc: ffi_followup_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_followup_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_followup_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeDeviceEnrolment_lift,
+            errorHandler: FfiConverterTypeFollowupError_lift
+        )
+}
+    
+    /**
+     * Enrols a patient at this device's clinic (clinic devices only). Returns the patient's id.
+     */
+open func enrolPatient(patient: NewPatient)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_enrol_patient(self.uniffiClonePointer(),
+        FfiConverterTypeNewPatient_lower(patient),$0
+    )
+})
+}
+    
+    /**
+     * How this device is enrolled with the registry; `None` until `enrol` succeeds.
+     */
+open func enrolment()throws  -> DeviceEnrolment?  {
+    return try  FfiConverterOptionTypeDeviceEnrolment.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_enrolment(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+    /**
+     * A procedure as recorded (merged with other devices' edits).
+     */
+open func getProcedure(procedureId: String)throws  -> Procedure  {
+    return try  FfiConverterTypeProcedure_lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_get_procedure(self.uniffiClonePointer(),
+        FfiConverterString.lower(procedureId),$0
+    )
+})
+}
+    
+    /**
+     * A response with its answers (merged with other devices' edits).
+     */
+open func getResponse(responseId: String)throws  -> Response  {
+    return try  FfiConverterTypeResponse_lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_get_response(self.uniffiClonePointer(),
+        FfiConverterString.lower(responseId),$0
+    )
+})
+}
+    
+    /**
+     * `false` once `close_store()` was called.
+     */
+open func isOpen() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+    uniffi_followup_ffi_fn_method_followupstore_is_open(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+    /**
+     * The patients this device holds, by study code.
+     */
+open func listPatients()throws  -> [PatientSummary]  {
+    return try  FfiConverterSequenceTypePatientSummary.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_list_patients(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+    /**
+     * Every visit of one patient's schedules (all procedures), classified as of `as_of`
+     * (`YYYY-MM-DD`), most urgent first.
+     */
+open func patientVisits(patientId: String, asOf: String)throws  -> [Visit]  {
+    return try  FfiConverterSequenceTypeVisit.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_patient_visits(self.uniffiClonePointer(),
+        FfiConverterString.lower(patientId),
+        FfiConverterString.lower(asOf),$0
+    )
+})
+}
+    
+    /**
+     * A questionnaire to render: its items with types, bounds, choices, and whether each is
+     * shown before anything is answered. Ids: `clinician-followup`, `patient-outcome-survey`,
+     * `adverse-event-report`, `baseline-procedure`.
+     */
+open func questionnaire(questionnaireId: String)throws  -> Questionnaire  {
+    return try  FfiConverterTypeQuestionnaire_lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_questionnaire(self.uniffiClonePointer(),
+        FfiConverterString.lower(questionnaireId),$0
+    )
+})
+}
+    
+    /**
+     * Records a procedure performed on a patient (clinic devices only). Returns its id; its
+     * follow-up visits are scheduled from its date.
+     */
+open func recordProcedure(patientId: String, procedure: Procedure)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_record_procedure(self.uniffiClonePointer(),
+        FfiConverterString.lower(patientId),
+        FfiConverterTypeProcedure_lower(procedure),$0
+    )
+})
+}
+    
+    /**
+     * Records the registry refused, newest last, until dismissed.
+     */
+open func rejections()throws  -> [Rejection]  {
+    return try  FfiConverterSequenceTypeRejection.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_rejections(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+    /**
+     * Reports an adverse event for a patient. Returns its id. On a patient's phone the reporter
+     * is always the patient.
+     */
+open func reportAdverseEvent(patientId: String, event: AdverseEvent)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_report_adverse_event(self.uniffiClonePointer(),
+        FfiConverterString.lower(patientId),
+        FfiConverterTypeAdverseEvent_lower(event),$0
+    )
+})
+}
+    
+    /**
+     * Resolves a conflicted answer of a response by choosing its value (one of the conflicting
+     * values, even the one shown, or a new one). The choice syncs like any edit; the conflict
+     * is gone once the other devices have it.
+     */
+open func resolveAnswer(responseId: String, itemId: String, value: AnswerValue)throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_resolve_answer(self.uniffiClonePointer(),
+        FfiConverterString.lower(responseId),
+        FfiConverterString.lower(itemId),
+        FfiConverterTypeAnswerValue_lower(value),$0
+    )
+}
+}
+    
+    /**
+     * Re-wraps the data key with a passphrase (no record is rewritten). Afterwards only
+     * `passphrase` opens the store.
+     */
+open func rotateKeyToPassphrase(passphrase: String)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_passphrase(
+                    self.uniffiClonePointer(),
+                    FfiConverterString.lower(passphrase)
+                )
+            },
+            pollFunc: ffi_followup_ffi_rust_future_poll_void,
+            completeFunc: ffi_followup_ffi_rust_future_complete_void,
+            freeFunc: ffi_followup_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeFollowupError_lift
+        )
+}
+    
+    /**
+     * Re-wraps the data key with a new platform key (no record is rewritten). Afterwards only
+     * `provider` opens the store.
+     */
+open func rotateKeyToProvider(provider: KeyProvider)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_provider(
+                    self.uniffiClonePointer(),
+                    FfiConverterTypeKeyProvider_lower(provider)
+                )
+            },
+            pollFunc: ffi_followup_ffi_rust_future_poll_void,
+            completeFunc: ffi_followup_ffi_rust_future_complete_void,
+            freeFunc: ffi_followup_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeFollowupError_lift
+        )
+}
+    
+    /**
+     * Saves answers into a draft, merged with those already there (a new value replaces the
+     * old; answers not mentioned are kept). Returns the problems so far; the draft is saved
+     * whatever they are.
+     */
+open func saveAnswers(responseId: String, answers: [String: AnswerValue])throws  -> [ItemProblem]  {
+    return try  FfiConverterSequenceTypeItemProblem.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_save_answers(self.uniffiClonePointer(),
+        FfiConverterString.lower(responseId),
+        FfiConverterDictionaryStringTypeAnswerValue.lower(answers),$0
+    )
+})
+}
+    
+    /**
+     * Changes how this store talks to the registry (timeouts, attempts, certificate pinning).
+     * Applies to the next `enrol` or `sync`.
+     */
+open func setSyncSettings(settings: SyncSettings)throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_set_sync_settings(self.uniffiClonePointer(),
+        FfiConverterTypeSyncSettings_lower(settings),$0
+    )
+}
+}
+    
+    /**
+     * Starts a draft response to a questionnaire for a patient, optionally answering visit
+     * `visit_id` (e.g. `d7`) of a procedure's schedule. Returns the response id.
+     */
+open func startResponse(patientId: String, questionnaireId: String, procedureId: String?, visitId: String?)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_start_response(self.uniffiClonePointer(),
+        FfiConverterString.lower(patientId),
+        FfiConverterString.lower(questionnaireId),
+        FfiConverterOptionString.lower(procedureId),
+        FfiConverterOptionString.lower(visitId),$0
+    )
+})
+}
+    
+    /**
+     * Submits a response. Fails with `ValidationFailed`, listing every item's problem, unless
+     * the answers satisfy the questionnaire; the draft is kept either way.
+     */
+open func submitResponse(responseId: String)throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_submit_response(self.uniffiClonePointer(),
+        FfiConverterString.lower(responseId),$0
+    )
+}
+}
+    
+    /**
+     * Sends this device's changes to the registry and brings back everyone else's it may see.
+     * Progress goes to `listener` (on a background thread); `cancel` stops it at once, and so
+     * does cancelling the calling coroutine / task. Records the registry refuses are in the
+     * report's `rejected` (and `rejections()`), not an error. Capture may go on meanwhile.
+     */
+open func sync(listener: SyncProgressListener?, cancel: CancellationHandle?)async throws  -> SyncReport  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_followup_ffi_fn_method_followupstore_sync(
+                    self.uniffiClonePointer(),
+                    FfiConverterOptionTypeSyncProgressListener.lower(listener),FfiConverterOptionTypeCancellationHandle.lower(cancel)
+                )
+            },
+            pollFunc: ffi_followup_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_followup_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_followup_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeSyncReport_lift,
+            errorHandler: FfiConverterTypeFollowupError_lift
+        )
+}
+    
+    /**
+     * The settings in force.
+     */
+open func syncSettings() -> SyncSettings  {
+    return try!  FfiConverterTypeSyncSettings_lift(try! rustCall() {
+    uniffi_followup_ffi_fn_method_followupstore_sync_settings(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeFollowupStore: FfiConverter {
+
+    typealias FfiType = UnsafeMutableRawPointer
+    typealias SwiftType = FollowupStore
+
+    public static func lift(_ pointer: UnsafeMutableRawPointer) throws -> FollowupStore {
+        return FollowupStore(unsafeFromRawPointer: pointer)
+    }
+
+    public static func lower(_ value: FollowupStore) -> UnsafeMutableRawPointer {
+        return value.uniffiClonePointer()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> FollowupStore {
+        let v: UInt64 = try readInt(&buf)
+        // The Rust code won't compile if a pointer won't fit in a UInt64.
+        // We have to go via `UInt` because that's the thing that's the size of a pointer.
+        let ptr = UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: v))
+        if (ptr == nil) {
+            throw UniffiInternalError.unexpectedNullPointer
+        }
+        return try lift(ptr!)
+    }
+
+    public static func write(_ value: FollowupStore, into buf: inout [UInt8]) {
+        // This fiddling is because `Int` is the thing that's the same size as a pointer.
+        // The Rust code won't compile if a pointer won't fit in a `UInt64`.
+        writeInt(&buf, UInt64(bitPattern: Int64(Int(bitPattern: lower(value)))))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFollowupStore_lift(_ pointer: UnsafeMutableRawPointer) throws -> FollowupStore {
+    return try FfiConverterTypeFollowupStore.lift(pointer)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeFollowupStore_lower(_ value: FollowupStore) -> UnsafeMutableRawPointer {
+    return FfiConverterTypeFollowupStore.lower(value)
 }
 
 
@@ -1138,6 +1974,974 @@ public func FfiConverterTypeSyncProgressListener_lower(_ value: SyncProgressList
 
 
 /**
+ * The treating clinic's decision on an adverse event. The deadline is set by the registry's rule
+ * when the first decision is recorded.
+ */
+public struct AdjudicationDecision {
+    public var relatedness: Relatedness?
+    /**
+     * Action taken, e.g. "treatment given", "none".
+     */
+    public var action: String
+    /**
+     * The remedy offered to the patient.
+     */
+    public var remedy: String
+    public var status: AdjudicationStatus
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(relatedness: Relatedness?, 
+        /**
+         * Action taken, e.g. "treatment given", "none".
+         */action: String, 
+        /**
+         * The remedy offered to the patient.
+         */remedy: String, status: AdjudicationStatus) {
+        self.relatedness = relatedness
+        self.action = action
+        self.remedy = remedy
+        self.status = status
+    }
+}
+
+#if compiler(>=6)
+extension AdjudicationDecision: Sendable {}
+#endif
+
+
+extension AdjudicationDecision: Equatable, Hashable {
+    public static func ==(lhs: AdjudicationDecision, rhs: AdjudicationDecision) -> Bool {
+        if lhs.relatedness != rhs.relatedness {
+            return false
+        }
+        if lhs.action != rhs.action {
+            return false
+        }
+        if lhs.remedy != rhs.remedy {
+            return false
+        }
+        if lhs.status != rhs.status {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(relatedness)
+        hasher.combine(action)
+        hasher.combine(remedy)
+        hasher.combine(status)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAdjudicationDecision: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AdjudicationDecision {
+        return
+            try AdjudicationDecision(
+                relatedness: FfiConverterOptionTypeRelatedness.read(from: &buf), 
+                action: FfiConverterString.read(from: &buf), 
+                remedy: FfiConverterString.read(from: &buf), 
+                status: FfiConverterTypeAdjudicationStatus.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AdjudicationDecision, into buf: inout [UInt8]) {
+        FfiConverterOptionTypeRelatedness.write(value.relatedness, into: &buf)
+        FfiConverterString.write(value.action, into: &buf)
+        FfiConverterString.write(value.remedy, into: &buf)
+        FfiConverterTypeAdjudicationStatus.write(value.status, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdjudicationDecision_lift(_ buf: RustBuffer) throws -> AdjudicationDecision {
+    return try FfiConverterTypeAdjudicationDecision.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdjudicationDecision_lower(_ value: AdjudicationDecision) -> RustBuffer {
+    return FfiConverterTypeAdjudicationDecision.lower(value)
+}
+
+
+/**
+ * An adverse event awaiting the treating clinic's decision.
+ */
+public struct AdjudicationItem {
+    public var adverseEventId: String
+    public var patientId: String
+    /**
+     * The adjudication record, once a first decision is recorded.
+     */
+    public var adjudicationId: String?
+    public var status: AdjudicationStatus
+    /**
+     * ISO date by which the clinic must respond.
+     */
+    public var deadline: String?
+    public var overdue: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(adverseEventId: String, patientId: String, 
+        /**
+         * The adjudication record, once a first decision is recorded.
+         */adjudicationId: String?, status: AdjudicationStatus, 
+        /**
+         * ISO date by which the clinic must respond.
+         */deadline: String?, overdue: Bool) {
+        self.adverseEventId = adverseEventId
+        self.patientId = patientId
+        self.adjudicationId = adjudicationId
+        self.status = status
+        self.deadline = deadline
+        self.overdue = overdue
+    }
+}
+
+#if compiler(>=6)
+extension AdjudicationItem: Sendable {}
+#endif
+
+
+extension AdjudicationItem: Equatable, Hashable {
+    public static func ==(lhs: AdjudicationItem, rhs: AdjudicationItem) -> Bool {
+        if lhs.adverseEventId != rhs.adverseEventId {
+            return false
+        }
+        if lhs.patientId != rhs.patientId {
+            return false
+        }
+        if lhs.adjudicationId != rhs.adjudicationId {
+            return false
+        }
+        if lhs.status != rhs.status {
+            return false
+        }
+        if lhs.deadline != rhs.deadline {
+            return false
+        }
+        if lhs.overdue != rhs.overdue {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(adverseEventId)
+        hasher.combine(patientId)
+        hasher.combine(adjudicationId)
+        hasher.combine(status)
+        hasher.combine(deadline)
+        hasher.combine(overdue)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAdjudicationItem: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AdjudicationItem {
+        return
+            try AdjudicationItem(
+                adverseEventId: FfiConverterString.read(from: &buf), 
+                patientId: FfiConverterString.read(from: &buf), 
+                adjudicationId: FfiConverterOptionString.read(from: &buf), 
+                status: FfiConverterTypeAdjudicationStatus.read(from: &buf), 
+                deadline: FfiConverterOptionString.read(from: &buf), 
+                overdue: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AdjudicationItem, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.adverseEventId, into: &buf)
+        FfiConverterString.write(value.patientId, into: &buf)
+        FfiConverterOptionString.write(value.adjudicationId, into: &buf)
+        FfiConverterTypeAdjudicationStatus.write(value.status, into: &buf)
+        FfiConverterOptionString.write(value.deadline, into: &buf)
+        FfiConverterBool.write(value.overdue, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdjudicationItem_lift(_ buf: RustBuffer) throws -> AdjudicationItem {
+    return try FfiConverterTypeAdjudicationItem.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdjudicationItem_lower(_ value: AdjudicationItem) -> RustBuffer {
+    return FfiConverterTypeAdjudicationItem.lower(value)
+}
+
+
+/**
+ * An adverse event as reported.
+ */
+public struct AdverseEvent {
+    /**
+     * Ignored on a patient's phone, where the reporter is always the patient.
+     */
+    public var reporter: Reporter
+    /**
+     * A category code of the adverse-event instrument, e.g. `infection`, `gvhd`.
+     */
+    public var category: String
+    /**
+     * ISO onset date.
+     */
+    public var onset: String
+    /**
+     * Severity grade 1–5 (CTCAE-style).
+     */
+    public var severity: Int32
+    /**
+     * Seriousness criteria met: `hospitalisation`, `life_threatening`, `death`, `disability`.
+     */
+    public var seriousness: [String]
+    public var outcome: AeOutcome
+    public var description: String
+    /**
+     * The procedure suspected, if known.
+     */
+    public var procedureId: String?
+    /**
+     * Answers to the `adverse-event-report` questionnaire, when reported through it.
+     */
+    public var answers: [String: AnswerValue]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Ignored on a patient's phone, where the reporter is always the patient.
+         */reporter: Reporter, 
+        /**
+         * A category code of the adverse-event instrument, e.g. `infection`, `gvhd`.
+         */category: String, 
+        /**
+         * ISO onset date.
+         */onset: String, 
+        /**
+         * Severity grade 1–5 (CTCAE-style).
+         */severity: Int32, 
+        /**
+         * Seriousness criteria met: `hospitalisation`, `life_threatening`, `death`, `disability`.
+         */seriousness: [String], outcome: AeOutcome, description: String, 
+        /**
+         * The procedure suspected, if known.
+         */procedureId: String?, 
+        /**
+         * Answers to the `adverse-event-report` questionnaire, when reported through it.
+         */answers: [String: AnswerValue]) {
+        self.reporter = reporter
+        self.category = category
+        self.onset = onset
+        self.severity = severity
+        self.seriousness = seriousness
+        self.outcome = outcome
+        self.description = description
+        self.procedureId = procedureId
+        self.answers = answers
+    }
+}
+
+#if compiler(>=6)
+extension AdverseEvent: Sendable {}
+#endif
+
+
+extension AdverseEvent: Equatable, Hashable {
+    public static func ==(lhs: AdverseEvent, rhs: AdverseEvent) -> Bool {
+        if lhs.reporter != rhs.reporter {
+            return false
+        }
+        if lhs.category != rhs.category {
+            return false
+        }
+        if lhs.onset != rhs.onset {
+            return false
+        }
+        if lhs.severity != rhs.severity {
+            return false
+        }
+        if lhs.seriousness != rhs.seriousness {
+            return false
+        }
+        if lhs.outcome != rhs.outcome {
+            return false
+        }
+        if lhs.description != rhs.description {
+            return false
+        }
+        if lhs.procedureId != rhs.procedureId {
+            return false
+        }
+        if lhs.answers != rhs.answers {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(reporter)
+        hasher.combine(category)
+        hasher.combine(onset)
+        hasher.combine(severity)
+        hasher.combine(seriousness)
+        hasher.combine(outcome)
+        hasher.combine(description)
+        hasher.combine(procedureId)
+        hasher.combine(answers)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAdverseEvent: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AdverseEvent {
+        return
+            try AdverseEvent(
+                reporter: FfiConverterTypeReporter.read(from: &buf), 
+                category: FfiConverterString.read(from: &buf), 
+                onset: FfiConverterString.read(from: &buf), 
+                severity: FfiConverterInt32.read(from: &buf), 
+                seriousness: FfiConverterSequenceString.read(from: &buf), 
+                outcome: FfiConverterTypeAeOutcome.read(from: &buf), 
+                description: FfiConverterString.read(from: &buf), 
+                procedureId: FfiConverterOptionString.read(from: &buf), 
+                answers: FfiConverterDictionaryStringTypeAnswerValue.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AdverseEvent, into buf: inout [UInt8]) {
+        FfiConverterTypeReporter.write(value.reporter, into: &buf)
+        FfiConverterString.write(value.category, into: &buf)
+        FfiConverterString.write(value.onset, into: &buf)
+        FfiConverterInt32.write(value.severity, into: &buf)
+        FfiConverterSequenceString.write(value.seriousness, into: &buf)
+        FfiConverterTypeAeOutcome.write(value.outcome, into: &buf)
+        FfiConverterString.write(value.description, into: &buf)
+        FfiConverterOptionString.write(value.procedureId, into: &buf)
+        FfiConverterDictionaryStringTypeAnswerValue.write(value.answers, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdverseEvent_lift(_ buf: RustBuffer) throws -> AdverseEvent {
+    return try FfiConverterTypeAdverseEvent.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdverseEvent_lower(_ value: AdverseEvent) -> RustBuffer {
+    return FfiConverterTypeAdverseEvent.lower(value)
+}
+
+
+/**
+ * One possible answer of a choice item.
+ */
+public struct Choice {
+    /**
+     * The code stored in the answer.
+     */
+    public var code: String
+    /**
+     * What the respondent sees.
+     */
+    public var label: String
+    /**
+     * For a multiple choice: may not be combined with another choice (e.g. "none of these").
+     */
+    public var exclusive: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The code stored in the answer.
+         */code: String, 
+        /**
+         * What the respondent sees.
+         */label: String, 
+        /**
+         * For a multiple choice: may not be combined with another choice (e.g. "none of these").
+         */exclusive: Bool) {
+        self.code = code
+        self.label = label
+        self.exclusive = exclusive
+    }
+}
+
+#if compiler(>=6)
+extension Choice: Sendable {}
+#endif
+
+
+extension Choice: Equatable, Hashable {
+    public static func ==(lhs: Choice, rhs: Choice) -> Bool {
+        if lhs.code != rhs.code {
+            return false
+        }
+        if lhs.label != rhs.label {
+            return false
+        }
+        if lhs.exclusive != rhs.exclusive {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(code)
+        hasher.combine(label)
+        hasher.combine(exclusive)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeChoice: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Choice {
+        return
+            try Choice(
+                code: FfiConverterString.read(from: &buf), 
+                label: FfiConverterString.read(from: &buf), 
+                exclusive: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Choice, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.code, into: &buf)
+        FfiConverterString.write(value.label, into: &buf)
+        FfiConverterBool.write(value.exclusive, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChoice_lift(_ buf: RustBuffer) throws -> Choice {
+    return try FfiConverterTypeChoice.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChoice_lower(_ value: Choice) -> RustBuffer {
+    return FfiConverterTypeChoice.lower(value)
+}
+
+
+/**
+ * A field two devices set concurrently to different values; both are kept.
+ */
+public struct Conflict {
+    /**
+     * Dotted path below the record's body, e.g. `answers.symptom_pain`.
+     */
+    public var path: String
+    public var values: [ConflictValue]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Dotted path below the record's body, e.g. `answers.symptom_pain`.
+         */path: String, values: [ConflictValue]) {
+        self.path = path
+        self.values = values
+    }
+}
+
+#if compiler(>=6)
+extension Conflict: Sendable {}
+#endif
+
+
+extension Conflict: Equatable, Hashable {
+    public static func ==(lhs: Conflict, rhs: Conflict) -> Bool {
+        if lhs.path != rhs.path {
+            return false
+        }
+        if lhs.values != rhs.values {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(path)
+        hasher.combine(values)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConflict: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Conflict {
+        return
+            try Conflict(
+                path: FfiConverterString.read(from: &buf), 
+                values: FfiConverterSequenceTypeConflictValue.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Conflict, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.path, into: &buf)
+        FfiConverterSequenceTypeConflictValue.write(value.values, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConflict_lift(_ buf: RustBuffer) throws -> Conflict {
+    return try FfiConverterTypeConflict.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConflict_lower(_ value: Conflict) -> RustBuffer {
+    return FfiConverterTypeConflict.lower(value)
+}
+
+
+/**
+ * One device's value of a conflicted field.
+ */
+public struct ConflictValue {
+    /**
+     * The value as JSON text (`"improved"`, `3`, `true`; objects summarised).
+     */
+    public var valueJson: String
+    /**
+     * The device that wrote it; `None` when the registry did.
+     */
+    public var deviceId: String?
+    /**
+     * When it was written (unix seconds), when known.
+     */
+    public var time: Int64?
+    /**
+     * Whether this is the value the record shows.
+     */
+    public var winner: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The value as JSON text (`"improved"`, `3`, `true`; objects summarised).
+         */valueJson: String, 
+        /**
+         * The device that wrote it; `None` when the registry did.
+         */deviceId: String?, 
+        /**
+         * When it was written (unix seconds), when known.
+         */time: Int64?, 
+        /**
+         * Whether this is the value the record shows.
+         */winner: Bool) {
+        self.valueJson = valueJson
+        self.deviceId = deviceId
+        self.time = time
+        self.winner = winner
+    }
+}
+
+#if compiler(>=6)
+extension ConflictValue: Sendable {}
+#endif
+
+
+extension ConflictValue: Equatable, Hashable {
+    public static func ==(lhs: ConflictValue, rhs: ConflictValue) -> Bool {
+        if lhs.valueJson != rhs.valueJson {
+            return false
+        }
+        if lhs.deviceId != rhs.deviceId {
+            return false
+        }
+        if lhs.time != rhs.time {
+            return false
+        }
+        if lhs.winner != rhs.winner {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(valueJson)
+        hasher.combine(deviceId)
+        hasher.combine(time)
+        hasher.combine(winner)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConflictValue: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ConflictValue {
+        return
+            try ConflictValue(
+                valueJson: FfiConverterString.read(from: &buf), 
+                deviceId: FfiConverterOptionString.read(from: &buf), 
+                time: FfiConverterOptionInt64.read(from: &buf), 
+                winner: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ConflictValue, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.valueJson, into: &buf)
+        FfiConverterOptionString.write(value.deviceId, into: &buf)
+        FfiConverterOptionInt64.write(value.time, into: &buf)
+        FfiConverterBool.write(value.winner, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConflictValue_lift(_ buf: RustBuffer) throws -> ConflictValue {
+    return try FfiConverterTypeConflictValue.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConflictValue_lower(_ value: ConflictValue) -> RustBuffer {
+    return FfiConverterTypeConflictValue.lower(value)
+}
+
+
+/**
+ * A patient's consent to the registry.
+ */
+public struct Consent {
+    public var formVersion: String
+    /**
+     * ISO date signed.
+     */
+    public var date: String
+    /**
+     * What was consented to, e.g. `registry`, `contact`, `research`.
+     */
+    public var scope: [String]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(formVersion: String, 
+        /**
+         * ISO date signed.
+         */date: String, 
+        /**
+         * What was consented to, e.g. `registry`, `contact`, `research`.
+         */scope: [String]) {
+        self.formVersion = formVersion
+        self.date = date
+        self.scope = scope
+    }
+}
+
+#if compiler(>=6)
+extension Consent: Sendable {}
+#endif
+
+
+extension Consent: Equatable, Hashable {
+    public static func ==(lhs: Consent, rhs: Consent) -> Bool {
+        if lhs.formVersion != rhs.formVersion {
+            return false
+        }
+        if lhs.date != rhs.date {
+            return false
+        }
+        if lhs.scope != rhs.scope {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(formVersion)
+        hasher.combine(date)
+        hasher.combine(scope)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeConsent: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Consent {
+        return
+            try Consent(
+                formVersion: FfiConverterString.read(from: &buf), 
+                date: FfiConverterString.read(from: &buf), 
+                scope: FfiConverterSequenceString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Consent, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.formVersion, into: &buf)
+        FfiConverterString.write(value.date, into: &buf)
+        FfiConverterSequenceString.write(value.scope, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConsent_lift(_ buf: RustBuffer) throws -> Consent {
+    return try FfiConverterTypeConsent.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeConsent_lower(_ value: Consent) -> RustBuffer {
+    return FfiConverterTypeConsent.lower(value)
+}
+
+
+/**
+ * What a procedure cost the patient.
+ */
+public struct Cost {
+    /**
+     * Amount in minor units (cents).
+     */
+    public var amountMinor: Int64
+    /**
+     * ISO 4217 currency code.
+     */
+    public var currency: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Amount in minor units (cents).
+         */amountMinor: Int64, 
+        /**
+         * ISO 4217 currency code.
+         */currency: String) {
+        self.amountMinor = amountMinor
+        self.currency = currency
+    }
+}
+
+#if compiler(>=6)
+extension Cost: Sendable {}
+#endif
+
+
+extension Cost: Equatable, Hashable {
+    public static func ==(lhs: Cost, rhs: Cost) -> Bool {
+        if lhs.amountMinor != rhs.amountMinor {
+            return false
+        }
+        if lhs.currency != rhs.currency {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(amountMinor)
+        hasher.combine(currency)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCost: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Cost {
+        return
+            try Cost(
+                amountMinor: FfiConverterInt64.read(from: &buf), 
+                currency: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Cost, into buf: inout [UInt8]) {
+        FfiConverterInt64.write(value.amountMinor, into: &buf)
+        FfiConverterString.write(value.currency, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCost_lift(_ buf: RustBuffer) throws -> Cost {
+    return try FfiConverterTypeCost.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCost_lower(_ value: Cost) -> RustBuffer {
+    return FfiConverterTypeCost.lower(value)
+}
+
+
+/**
+ * How this device is enrolled with the registry.
+ */
+public struct DeviceEnrolment {
+    /**
+     * The id the registry gave this device.
+     */
+    public var deviceId: String
+    public var role: DeviceRole
+    public var clinicId: String
+    /**
+     * On a patient's phone: the patient's id (their enrolment record).
+     */
+    public var patientId: String?
+    public var serverUrl: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The id the registry gave this device.
+         */deviceId: String, role: DeviceRole, clinicId: String, 
+        /**
+         * On a patient's phone: the patient's id (their enrolment record).
+         */patientId: String?, serverUrl: String) {
+        self.deviceId = deviceId
+        self.role = role
+        self.clinicId = clinicId
+        self.patientId = patientId
+        self.serverUrl = serverUrl
+    }
+}
+
+#if compiler(>=6)
+extension DeviceEnrolment: Sendable {}
+#endif
+
+
+extension DeviceEnrolment: Equatable, Hashable {
+    public static func ==(lhs: DeviceEnrolment, rhs: DeviceEnrolment) -> Bool {
+        if lhs.deviceId != rhs.deviceId {
+            return false
+        }
+        if lhs.role != rhs.role {
+            return false
+        }
+        if lhs.clinicId != rhs.clinicId {
+            return false
+        }
+        if lhs.patientId != rhs.patientId {
+            return false
+        }
+        if lhs.serverUrl != rhs.serverUrl {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(deviceId)
+        hasher.combine(role)
+        hasher.combine(clinicId)
+        hasher.combine(patientId)
+        hasher.combine(serverUrl)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDeviceEnrolment: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DeviceEnrolment {
+        return
+            try DeviceEnrolment(
+                deviceId: FfiConverterString.read(from: &buf), 
+                role: FfiConverterTypeDeviceRole.read(from: &buf), 
+                clinicId: FfiConverterString.read(from: &buf), 
+                patientId: FfiConverterOptionString.read(from: &buf), 
+                serverUrl: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DeviceEnrolment, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.deviceId, into: &buf)
+        FfiConverterTypeDeviceRole.write(value.role, into: &buf)
+        FfiConverterString.write(value.clinicId, into: &buf)
+        FfiConverterOptionString.write(value.patientId, into: &buf)
+        FfiConverterString.write(value.serverUrl, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDeviceEnrolment_lift(_ buf: RustBuffer) throws -> DeviceEnrolment {
+    return try FfiConverterTypeDeviceEnrolment.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDeviceEnrolment_lower(_ value: DeviceEnrolment) -> RustBuffer {
+    return FfiConverterTypeDeviceEnrolment.lower(value)
+}
+
+
+/**
  * One problem with one answer of a questionnaire response.
  */
 public struct ItemProblem {
@@ -1146,7 +2950,9 @@ public struct ItemProblem {
      */
     public var itemId: String
     /**
-     * A stable machine-readable code: `required`, `out_of_range`, `not_a_choice`, `wrong_type`, ...
+     * A stable machine-readable code: `required`, `wrong_type`, `below_min`, `above_max`,
+     * `too_many_decimals`, `too_long`, `unknown_choice`, `duplicate_choice`, `exclusive_choice`,
+     * `invalid_date`, `unknown_item`, `answered_but_disabled`.
      */
     public var code: String
     /**
@@ -1161,7 +2967,9 @@ public struct ItemProblem {
          * The questionnaire item the problem is about, e.g. `q07`.
          */itemId: String, 
         /**
-         * A stable machine-readable code: `required`, `out_of_range`, `not_a_choice`, `wrong_type`, ...
+         * A stable machine-readable code: `required`, `wrong_type`, `below_min`, `above_max`,
+         * `too_many_decimals`, `too_long`, `unknown_choice`, `duplicate_choice`, `exclusive_choice`,
+         * `invalid_date`, `unknown_item`, `answered_but_disabled`.
          */code: String, 
         /**
          * A sentence for the person typing the answer.
@@ -1237,20 +3045,1068 @@ public func FfiConverterTypeItemProblem_lower(_ value: ItemProblem) -> RustBuffe
 
 
 /**
- * One progress report. `done` and `total` count units of the stage (documents, or iterations
- * while preparing); `total` may grow while a stage runs.
+ * A new patient: pseudonymous, no name or phone number.
  */
-public struct SyncProgress {
-    public var stage: SyncStage
-    public var done: UInt64
-    public var total: UInt64
+public struct NewPatient {
+    /**
+     * The clinic's own short study code for the patient (not a name).
+     */
+    public var studyCode: String
+    public var consent: Consent
+    public var birthYear: Int32
+    public var sex: Sex
+    /**
+     * ISO date enrolled.
+     */
+    public var enrolledOn: String
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
-    public init(stage: SyncStage, done: UInt64, total: UInt64) {
+    public init(
+        /**
+         * The clinic's own short study code for the patient (not a name).
+         */studyCode: String, consent: Consent, birthYear: Int32, sex: Sex, 
+        /**
+         * ISO date enrolled.
+         */enrolledOn: String) {
+        self.studyCode = studyCode
+        self.consent = consent
+        self.birthYear = birthYear
+        self.sex = sex
+        self.enrolledOn = enrolledOn
+    }
+}
+
+#if compiler(>=6)
+extension NewPatient: Sendable {}
+#endif
+
+
+extension NewPatient: Equatable, Hashable {
+    public static func ==(lhs: NewPatient, rhs: NewPatient) -> Bool {
+        if lhs.studyCode != rhs.studyCode {
+            return false
+        }
+        if lhs.consent != rhs.consent {
+            return false
+        }
+        if lhs.birthYear != rhs.birthYear {
+            return false
+        }
+        if lhs.sex != rhs.sex {
+            return false
+        }
+        if lhs.enrolledOn != rhs.enrolledOn {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(studyCode)
+        hasher.combine(consent)
+        hasher.combine(birthYear)
+        hasher.combine(sex)
+        hasher.combine(enrolledOn)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeNewPatient: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> NewPatient {
+        return
+            try NewPatient(
+                studyCode: FfiConverterString.read(from: &buf), 
+                consent: FfiConverterTypeConsent.read(from: &buf), 
+                birthYear: FfiConverterInt32.read(from: &buf), 
+                sex: FfiConverterTypeSex.read(from: &buf), 
+                enrolledOn: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: NewPatient, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.studyCode, into: &buf)
+        FfiConverterTypeConsent.write(value.consent, into: &buf)
+        FfiConverterInt32.write(value.birthYear, into: &buf)
+        FfiConverterTypeSex.write(value.sex, into: &buf)
+        FfiConverterString.write(value.enrolledOn, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNewPatient_lift(_ buf: RustBuffer) throws -> NewPatient {
+    return try FfiConverterTypeNewPatient.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNewPatient_lower(_ value: NewPatient) -> RustBuffer {
+    return FfiConverterTypeNewPatient.lower(value)
+}
+
+
+/**
+ * One patient as the device lists them.
+ */
+public struct PatientSummary {
+    public var id: String
+    public var studyCode: String
+    /**
+     * ISO date, when known.
+     */
+    public var enrolledOn: String?
+    public var procedures: UInt32
+    public var responses: UInt32
+    public var openAdverseEvents: UInt32
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(id: String, studyCode: String, 
+        /**
+         * ISO date, when known.
+         */enrolledOn: String?, procedures: UInt32, responses: UInt32, openAdverseEvents: UInt32) {
+        self.id = id
+        self.studyCode = studyCode
+        self.enrolledOn = enrolledOn
+        self.procedures = procedures
+        self.responses = responses
+        self.openAdverseEvents = openAdverseEvents
+    }
+}
+
+#if compiler(>=6)
+extension PatientSummary: Sendable {}
+#endif
+
+
+extension PatientSummary: Equatable, Hashable {
+    public static func ==(lhs: PatientSummary, rhs: PatientSummary) -> Bool {
+        if lhs.id != rhs.id {
+            return false
+        }
+        if lhs.studyCode != rhs.studyCode {
+            return false
+        }
+        if lhs.enrolledOn != rhs.enrolledOn {
+            return false
+        }
+        if lhs.procedures != rhs.procedures {
+            return false
+        }
+        if lhs.responses != rhs.responses {
+            return false
+        }
+        if lhs.openAdverseEvents != rhs.openAdverseEvents {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(id)
+        hasher.combine(studyCode)
+        hasher.combine(enrolledOn)
+        hasher.combine(procedures)
+        hasher.combine(responses)
+        hasher.combine(openAdverseEvents)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePatientSummary: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PatientSummary {
+        return
+            try PatientSummary(
+                id: FfiConverterString.read(from: &buf), 
+                studyCode: FfiConverterString.read(from: &buf), 
+                enrolledOn: FfiConverterOptionString.read(from: &buf), 
+                procedures: FfiConverterUInt32.read(from: &buf), 
+                responses: FfiConverterUInt32.read(from: &buf), 
+                openAdverseEvents: FfiConverterUInt32.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PatientSummary, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterString.write(value.studyCode, into: &buf)
+        FfiConverterOptionString.write(value.enrolledOn, into: &buf)
+        FfiConverterUInt32.write(value.procedures, into: &buf)
+        FfiConverterUInt32.write(value.responses, into: &buf)
+        FfiConverterUInt32.write(value.openAdverseEvents, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePatientSummary_lift(_ buf: RustBuffer) throws -> PatientSummary {
+    return try FfiConverterTypePatientSummary.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePatientSummary_lower(_ value: PatientSummary) -> RustBuffer {
+    return FfiConverterTypePatientSummary.lower(value)
+}
+
+
+/**
+ * A cell-therapy procedure; follow-up visits are scheduled from its date.
+ */
+public struct Procedure {
+    /**
+     * ISO date performed.
+     */
+    public var date: String
+    public var condition: String
+    /**
+     * e.g. "autologous haematopoietic stem cell transplant", "cell injection".
+     */
+    public var procedureType: String
+    public var route: Route
+    public var cellType: CellType
+    public var sourceTissue: SourceTissue
+    public var origin: Origin
+    public var manipulation: Manipulation
+    public var regulatoryStatus: RegulatoryStatus
+    /**
+     * A trial registration such as a ClinicalTrials.gov NCT number.
+     */
+    public var trialRegistration: String?
+    public var promisedBenefits: [PromisedBenefit]
+    public var cost: Cost?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * ISO date performed.
+         */date: String, condition: String, 
+        /**
+         * e.g. "autologous haematopoietic stem cell transplant", "cell injection".
+         */procedureType: String, route: Route, cellType: CellType, sourceTissue: SourceTissue, origin: Origin, manipulation: Manipulation, regulatoryStatus: RegulatoryStatus, 
+        /**
+         * A trial registration such as a ClinicalTrials.gov NCT number.
+         */trialRegistration: String?, promisedBenefits: [PromisedBenefit], cost: Cost?) {
+        self.date = date
+        self.condition = condition
+        self.procedureType = procedureType
+        self.route = route
+        self.cellType = cellType
+        self.sourceTissue = sourceTissue
+        self.origin = origin
+        self.manipulation = manipulation
+        self.regulatoryStatus = regulatoryStatus
+        self.trialRegistration = trialRegistration
+        self.promisedBenefits = promisedBenefits
+        self.cost = cost
+    }
+}
+
+#if compiler(>=6)
+extension Procedure: Sendable {}
+#endif
+
+
+extension Procedure: Equatable, Hashable {
+    public static func ==(lhs: Procedure, rhs: Procedure) -> Bool {
+        if lhs.date != rhs.date {
+            return false
+        }
+        if lhs.condition != rhs.condition {
+            return false
+        }
+        if lhs.procedureType != rhs.procedureType {
+            return false
+        }
+        if lhs.route != rhs.route {
+            return false
+        }
+        if lhs.cellType != rhs.cellType {
+            return false
+        }
+        if lhs.sourceTissue != rhs.sourceTissue {
+            return false
+        }
+        if lhs.origin != rhs.origin {
+            return false
+        }
+        if lhs.manipulation != rhs.manipulation {
+            return false
+        }
+        if lhs.regulatoryStatus != rhs.regulatoryStatus {
+            return false
+        }
+        if lhs.trialRegistration != rhs.trialRegistration {
+            return false
+        }
+        if lhs.promisedBenefits != rhs.promisedBenefits {
+            return false
+        }
+        if lhs.cost != rhs.cost {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(date)
+        hasher.combine(condition)
+        hasher.combine(procedureType)
+        hasher.combine(route)
+        hasher.combine(cellType)
+        hasher.combine(sourceTissue)
+        hasher.combine(origin)
+        hasher.combine(manipulation)
+        hasher.combine(regulatoryStatus)
+        hasher.combine(trialRegistration)
+        hasher.combine(promisedBenefits)
+        hasher.combine(cost)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeProcedure: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Procedure {
+        return
+            try Procedure(
+                date: FfiConverterString.read(from: &buf), 
+                condition: FfiConverterString.read(from: &buf), 
+                procedureType: FfiConverterString.read(from: &buf), 
+                route: FfiConverterTypeRoute.read(from: &buf), 
+                cellType: FfiConverterTypeCellType.read(from: &buf), 
+                sourceTissue: FfiConverterTypeSourceTissue.read(from: &buf), 
+                origin: FfiConverterTypeOrigin.read(from: &buf), 
+                manipulation: FfiConverterTypeManipulation.read(from: &buf), 
+                regulatoryStatus: FfiConverterTypeRegulatoryStatus.read(from: &buf), 
+                trialRegistration: FfiConverterOptionString.read(from: &buf), 
+                promisedBenefits: FfiConverterSequenceTypePromisedBenefit.read(from: &buf), 
+                cost: FfiConverterOptionTypeCost.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Procedure, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.date, into: &buf)
+        FfiConverterString.write(value.condition, into: &buf)
+        FfiConverterString.write(value.procedureType, into: &buf)
+        FfiConverterTypeRoute.write(value.route, into: &buf)
+        FfiConverterTypeCellType.write(value.cellType, into: &buf)
+        FfiConverterTypeSourceTissue.write(value.sourceTissue, into: &buf)
+        FfiConverterTypeOrigin.write(value.origin, into: &buf)
+        FfiConverterTypeManipulation.write(value.manipulation, into: &buf)
+        FfiConverterTypeRegulatoryStatus.write(value.regulatoryStatus, into: &buf)
+        FfiConverterOptionString.write(value.trialRegistration, into: &buf)
+        FfiConverterSequenceTypePromisedBenefit.write(value.promisedBenefits, into: &buf)
+        FfiConverterOptionTypeCost.write(value.cost, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeProcedure_lift(_ buf: RustBuffer) throws -> Procedure {
+    return try FfiConverterTypeProcedure.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeProcedure_lower(_ value: Procedure) -> RustBuffer {
+    return FfiConverterTypeProcedure.lower(value)
+}
+
+
+/**
+ * A benefit the clinic promised and how it will be measured.
+ */
+public struct PromisedBenefit {
+    public var benefit: String
+    public var measure: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(benefit: String, measure: String) {
+        self.benefit = benefit
+        self.measure = measure
+    }
+}
+
+#if compiler(>=6)
+extension PromisedBenefit: Sendable {}
+#endif
+
+
+extension PromisedBenefit: Equatable, Hashable {
+    public static func ==(lhs: PromisedBenefit, rhs: PromisedBenefit) -> Bool {
+        if lhs.benefit != rhs.benefit {
+            return false
+        }
+        if lhs.measure != rhs.measure {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(benefit)
+        hasher.combine(measure)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePromisedBenefit: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PromisedBenefit {
+        return
+            try PromisedBenefit(
+                benefit: FfiConverterString.read(from: &buf), 
+                measure: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PromisedBenefit, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.benefit, into: &buf)
+        FfiConverterString.write(value.measure, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePromisedBenefit_lift(_ buf: RustBuffer) throws -> PromisedBenefit {
+    return try FfiConverterTypePromisedBenefit.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePromisedBenefit_lower(_ value: PromisedBenefit) -> RustBuffer {
+    return FfiConverterTypePromisedBenefit.lower(value)
+}
+
+
+/**
+ * A questionnaire definition, ready to render.
+ */
+public struct Questionnaire {
+    public var id: String
+    public var version: String
+    public var title: String
+    public var description: String?
+    public var kind: QuestionnaireKind
+    /**
+     * In display order.
+     */
+    public var items: [QuestionnaireItem]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(id: String, version: String, title: String, description: String?, kind: QuestionnaireKind, 
+        /**
+         * In display order.
+         */items: [QuestionnaireItem]) {
+        self.id = id
+        self.version = version
+        self.title = title
+        self.description = description
+        self.kind = kind
+        self.items = items
+    }
+}
+
+#if compiler(>=6)
+extension Questionnaire: Sendable {}
+#endif
+
+
+extension Questionnaire: Equatable, Hashable {
+    public static func ==(lhs: Questionnaire, rhs: Questionnaire) -> Bool {
+        if lhs.id != rhs.id {
+            return false
+        }
+        if lhs.version != rhs.version {
+            return false
+        }
+        if lhs.title != rhs.title {
+            return false
+        }
+        if lhs.description != rhs.description {
+            return false
+        }
+        if lhs.kind != rhs.kind {
+            return false
+        }
+        if lhs.items != rhs.items {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(id)
+        hasher.combine(version)
+        hasher.combine(title)
+        hasher.combine(description)
+        hasher.combine(kind)
+        hasher.combine(items)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQuestionnaire: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Questionnaire {
+        return
+            try Questionnaire(
+                id: FfiConverterString.read(from: &buf), 
+                version: FfiConverterString.read(from: &buf), 
+                title: FfiConverterString.read(from: &buf), 
+                description: FfiConverterOptionString.read(from: &buf), 
+                kind: FfiConverterTypeQuestionnaireKind.read(from: &buf), 
+                items: FfiConverterSequenceTypeQuestionnaireItem.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Questionnaire, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterString.write(value.version, into: &buf)
+        FfiConverterString.write(value.title, into: &buf)
+        FfiConverterOptionString.write(value.description, into: &buf)
+        FfiConverterTypeQuestionnaireKind.write(value.kind, into: &buf)
+        FfiConverterSequenceTypeQuestionnaireItem.write(value.items, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuestionnaire_lift(_ buf: RustBuffer) throws -> Questionnaire {
+    return try FfiConverterTypeQuestionnaire.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuestionnaire_lower(_ value: Questionnaire) -> RustBuffer {
+    return FfiConverterTypeQuestionnaire.lower(value)
+}
+
+
+/**
+ * One question, with what a form needs to render and constrain it.
+ */
+public struct QuestionnaireItem {
+    /**
+     * The key of its answer.
+     */
+    public var id: String
+    /**
+     * The question as shown.
+     */
+    public var text: String
+    public var itemType: ItemType
+    /**
+     * Must be answered (when enabled) before the response can be submitted.
+     */
+    public var required: Bool
+    public var help: String?
+    /**
+     * Smallest allowed value (numeric items; 0 for a scale).
+     */
+    public var min: Double?
+    /**
+     * Largest allowed value (numeric items; 10 for a scale).
+     */
+    public var max: Double?
+    /**
+     * Most digits after the decimal point (decimal items).
+     */
+    public var decimals: UInt32?
+    /**
+     * Most characters (text items).
+     */
+    public var maxLength: UInt32?
+    public var choices: [Choice]
+    /**
+     * Whether the item is shown for the answers given (see `enabled_items` as answers change).
+     */
+    public var enabled: Bool
+    /**
+     * Whether its being shown depends on other answers.
+     */
+    public var conditional: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The key of its answer.
+         */id: String, 
+        /**
+         * The question as shown.
+         */text: String, itemType: ItemType, 
+        /**
+         * Must be answered (when enabled) before the response can be submitted.
+         */required: Bool, help: String?, 
+        /**
+         * Smallest allowed value (numeric items; 0 for a scale).
+         */min: Double?, 
+        /**
+         * Largest allowed value (numeric items; 10 for a scale).
+         */max: Double?, 
+        /**
+         * Most digits after the decimal point (decimal items).
+         */decimals: UInt32?, 
+        /**
+         * Most characters (text items).
+         */maxLength: UInt32?, choices: [Choice], 
+        /**
+         * Whether the item is shown for the answers given (see `enabled_items` as answers change).
+         */enabled: Bool, 
+        /**
+         * Whether its being shown depends on other answers.
+         */conditional: Bool) {
+        self.id = id
+        self.text = text
+        self.itemType = itemType
+        self.required = required
+        self.help = help
+        self.min = min
+        self.max = max
+        self.decimals = decimals
+        self.maxLength = maxLength
+        self.choices = choices
+        self.enabled = enabled
+        self.conditional = conditional
+    }
+}
+
+#if compiler(>=6)
+extension QuestionnaireItem: Sendable {}
+#endif
+
+
+extension QuestionnaireItem: Equatable, Hashable {
+    public static func ==(lhs: QuestionnaireItem, rhs: QuestionnaireItem) -> Bool {
+        if lhs.id != rhs.id {
+            return false
+        }
+        if lhs.text != rhs.text {
+            return false
+        }
+        if lhs.itemType != rhs.itemType {
+            return false
+        }
+        if lhs.required != rhs.required {
+            return false
+        }
+        if lhs.help != rhs.help {
+            return false
+        }
+        if lhs.min != rhs.min {
+            return false
+        }
+        if lhs.max != rhs.max {
+            return false
+        }
+        if lhs.decimals != rhs.decimals {
+            return false
+        }
+        if lhs.maxLength != rhs.maxLength {
+            return false
+        }
+        if lhs.choices != rhs.choices {
+            return false
+        }
+        if lhs.enabled != rhs.enabled {
+            return false
+        }
+        if lhs.conditional != rhs.conditional {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(id)
+        hasher.combine(text)
+        hasher.combine(itemType)
+        hasher.combine(required)
+        hasher.combine(help)
+        hasher.combine(min)
+        hasher.combine(max)
+        hasher.combine(decimals)
+        hasher.combine(maxLength)
+        hasher.combine(choices)
+        hasher.combine(enabled)
+        hasher.combine(conditional)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQuestionnaireItem: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> QuestionnaireItem {
+        return
+            try QuestionnaireItem(
+                id: FfiConverterString.read(from: &buf), 
+                text: FfiConverterString.read(from: &buf), 
+                itemType: FfiConverterTypeItemType.read(from: &buf), 
+                required: FfiConverterBool.read(from: &buf), 
+                help: FfiConverterOptionString.read(from: &buf), 
+                min: FfiConverterOptionDouble.read(from: &buf), 
+                max: FfiConverterOptionDouble.read(from: &buf), 
+                decimals: FfiConverterOptionUInt32.read(from: &buf), 
+                maxLength: FfiConverterOptionUInt32.read(from: &buf), 
+                choices: FfiConverterSequenceTypeChoice.read(from: &buf), 
+                enabled: FfiConverterBool.read(from: &buf), 
+                conditional: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: QuestionnaireItem, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterString.write(value.text, into: &buf)
+        FfiConverterTypeItemType.write(value.itemType, into: &buf)
+        FfiConverterBool.write(value.required, into: &buf)
+        FfiConverterOptionString.write(value.help, into: &buf)
+        FfiConverterOptionDouble.write(value.min, into: &buf)
+        FfiConverterOptionDouble.write(value.max, into: &buf)
+        FfiConverterOptionUInt32.write(value.decimals, into: &buf)
+        FfiConverterOptionUInt32.write(value.maxLength, into: &buf)
+        FfiConverterSequenceTypeChoice.write(value.choices, into: &buf)
+        FfiConverterBool.write(value.enabled, into: &buf)
+        FfiConverterBool.write(value.conditional, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuestionnaireItem_lift(_ buf: RustBuffer) throws -> QuestionnaireItem {
+    return try FfiConverterTypeQuestionnaireItem.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuestionnaireItem_lower(_ value: QuestionnaireItem) -> RustBuffer {
+    return FfiConverterTypeQuestionnaireItem.lower(value)
+}
+
+
+/**
+ * A record the registry refused: none of the refused changes was merged anywhere; the local
+ * copy went back to what the registry holds.
+ */
+public struct Rejection {
+    public var recordId: String
+    /**
+     * A stable code, e.g. `forbidden_kind`, `forbidden_clinic`.
+     */
+    public var code: String
+    /**
+     * The registry's explanation, for the user.
+     */
+    public var message: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(recordId: String, 
+        /**
+         * A stable code, e.g. `forbidden_kind`, `forbidden_clinic`.
+         */code: String, 
+        /**
+         * The registry's explanation, for the user.
+         */message: String) {
+        self.recordId = recordId
+        self.code = code
+        self.message = message
+    }
+}
+
+#if compiler(>=6)
+extension Rejection: Sendable {}
+#endif
+
+
+extension Rejection: Equatable, Hashable {
+    public static func ==(lhs: Rejection, rhs: Rejection) -> Bool {
+        if lhs.recordId != rhs.recordId {
+            return false
+        }
+        if lhs.code != rhs.code {
+            return false
+        }
+        if lhs.message != rhs.message {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(recordId)
+        hasher.combine(code)
+        hasher.combine(message)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRejection: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Rejection {
+        return
+            try Rejection(
+                recordId: FfiConverterString.read(from: &buf), 
+                code: FfiConverterString.read(from: &buf), 
+                message: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Rejection, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.recordId, into: &buf)
+        FfiConverterString.write(value.code, into: &buf)
+        FfiConverterString.write(value.message, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRejection_lift(_ buf: RustBuffer) throws -> Rejection {
+    return try FfiConverterTypeRejection.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRejection_lower(_ value: Rejection) -> RustBuffer {
+    return FfiConverterTypeRejection.lower(value)
+}
+
+
+/**
+ * A questionnaire response (draft or submitted).
+ */
+public struct Response {
+    public var id: String
+    public var patientId: String
+    public var questionnaireId: String
+    public var questionnaireVersion: String
+    public var procedureId: String?
+    public var visitId: String?
+    public var answers: [String: AnswerValue]
+    public var completedBy: CompletedBy
+    public var status: ResponseStatus
+    /**
+     * ISO date-time (UTC) of submission.
+     */
+    public var submittedAt: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(id: String, patientId: String, questionnaireId: String, questionnaireVersion: String, procedureId: String?, visitId: String?, answers: [String: AnswerValue], completedBy: CompletedBy, status: ResponseStatus, 
+        /**
+         * ISO date-time (UTC) of submission.
+         */submittedAt: String?) {
+        self.id = id
+        self.patientId = patientId
+        self.questionnaireId = questionnaireId
+        self.questionnaireVersion = questionnaireVersion
+        self.procedureId = procedureId
+        self.visitId = visitId
+        self.answers = answers
+        self.completedBy = completedBy
+        self.status = status
+        self.submittedAt = submittedAt
+    }
+}
+
+#if compiler(>=6)
+extension Response: Sendable {}
+#endif
+
+
+extension Response: Equatable, Hashable {
+    public static func ==(lhs: Response, rhs: Response) -> Bool {
+        if lhs.id != rhs.id {
+            return false
+        }
+        if lhs.patientId != rhs.patientId {
+            return false
+        }
+        if lhs.questionnaireId != rhs.questionnaireId {
+            return false
+        }
+        if lhs.questionnaireVersion != rhs.questionnaireVersion {
+            return false
+        }
+        if lhs.procedureId != rhs.procedureId {
+            return false
+        }
+        if lhs.visitId != rhs.visitId {
+            return false
+        }
+        if lhs.answers != rhs.answers {
+            return false
+        }
+        if lhs.completedBy != rhs.completedBy {
+            return false
+        }
+        if lhs.status != rhs.status {
+            return false
+        }
+        if lhs.submittedAt != rhs.submittedAt {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(id)
+        hasher.combine(patientId)
+        hasher.combine(questionnaireId)
+        hasher.combine(questionnaireVersion)
+        hasher.combine(procedureId)
+        hasher.combine(visitId)
+        hasher.combine(answers)
+        hasher.combine(completedBy)
+        hasher.combine(status)
+        hasher.combine(submittedAt)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeResponse: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Response {
+        return
+            try Response(
+                id: FfiConverterString.read(from: &buf), 
+                patientId: FfiConverterString.read(from: &buf), 
+                questionnaireId: FfiConverterString.read(from: &buf), 
+                questionnaireVersion: FfiConverterString.read(from: &buf), 
+                procedureId: FfiConverterOptionString.read(from: &buf), 
+                visitId: FfiConverterOptionString.read(from: &buf), 
+                answers: FfiConverterDictionaryStringTypeAnswerValue.read(from: &buf), 
+                completedBy: FfiConverterTypeCompletedBy.read(from: &buf), 
+                status: FfiConverterTypeResponseStatus.read(from: &buf), 
+                submittedAt: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Response, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterString.write(value.patientId, into: &buf)
+        FfiConverterString.write(value.questionnaireId, into: &buf)
+        FfiConverterString.write(value.questionnaireVersion, into: &buf)
+        FfiConverterOptionString.write(value.procedureId, into: &buf)
+        FfiConverterOptionString.write(value.visitId, into: &buf)
+        FfiConverterDictionaryStringTypeAnswerValue.write(value.answers, into: &buf)
+        FfiConverterTypeCompletedBy.write(value.completedBy, into: &buf)
+        FfiConverterTypeResponseStatus.write(value.status, into: &buf)
+        FfiConverterOptionString.write(value.submittedAt, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeResponse_lift(_ buf: RustBuffer) throws -> Response {
+    return try FfiConverterTypeResponse.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeResponse_lower(_ value: Response) -> RustBuffer {
+    return FfiConverterTypeResponse.lower(value)
+}
+
+
+/**
+ * One progress report of a sync.
+ */
+public struct SyncProgress {
+    public var stage: SyncStage
+    /**
+     * Records pushed (accepted or refused) and pulled so far.
+     */
+    public var docsDone: UInt64
+    /**
+     * Records to push, plus records pulled so far (a pull's size is not known in advance, so
+     * this may grow).
+     */
+    public var docsTotal: UInt64
+    /**
+     * Bytes uploaded so far (compressed, all attempts).
+     */
+    public var bytesSent: UInt64
+    /**
+     * Bytes downloaded so far (compressed, all attempts).
+     */
+    public var bytesReceived: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(stage: SyncStage, 
+        /**
+         * Records pushed (accepted or refused) and pulled so far.
+         */docsDone: UInt64, 
+        /**
+         * Records to push, plus records pulled so far (a pull's size is not known in advance, so
+         * this may grow).
+         */docsTotal: UInt64, 
+        /**
+         * Bytes uploaded so far (compressed, all attempts).
+         */bytesSent: UInt64, 
+        /**
+         * Bytes downloaded so far (compressed, all attempts).
+         */bytesReceived: UInt64) {
         self.stage = stage
-        self.done = done
-        self.total = total
+        self.docsDone = docsDone
+        self.docsTotal = docsTotal
+        self.bytesSent = bytesSent
+        self.bytesReceived = bytesReceived
     }
 }
 
@@ -1264,10 +4120,16 @@ extension SyncProgress: Equatable, Hashable {
         if lhs.stage != rhs.stage {
             return false
         }
-        if lhs.done != rhs.done {
+        if lhs.docsDone != rhs.docsDone {
             return false
         }
-        if lhs.total != rhs.total {
+        if lhs.docsTotal != rhs.docsTotal {
+            return false
+        }
+        if lhs.bytesSent != rhs.bytesSent {
+            return false
+        }
+        if lhs.bytesReceived != rhs.bytesReceived {
             return false
         }
         return true
@@ -1275,8 +4137,10 @@ extension SyncProgress: Equatable, Hashable {
 
     public func hash(into hasher: inout Hasher) {
         hasher.combine(stage)
-        hasher.combine(done)
-        hasher.combine(total)
+        hasher.combine(docsDone)
+        hasher.combine(docsTotal)
+        hasher.combine(bytesSent)
+        hasher.combine(bytesReceived)
     }
 }
 
@@ -1290,15 +4154,19 @@ public struct FfiConverterTypeSyncProgress: FfiConverterRustBuffer {
         return
             try SyncProgress(
                 stage: FfiConverterTypeSyncStage.read(from: &buf), 
-                done: FfiConverterUInt64.read(from: &buf), 
-                total: FfiConverterUInt64.read(from: &buf)
+                docsDone: FfiConverterUInt64.read(from: &buf), 
+                docsTotal: FfiConverterUInt64.read(from: &buf), 
+                bytesSent: FfiConverterUInt64.read(from: &buf), 
+                bytesReceived: FfiConverterUInt64.read(from: &buf)
         )
     }
 
     public static func write(_ value: SyncProgress, into buf: inout [UInt8]) {
         FfiConverterTypeSyncStage.write(value.stage, into: &buf)
-        FfiConverterUInt64.write(value.done, into: &buf)
-        FfiConverterUInt64.write(value.total, into: &buf)
+        FfiConverterUInt64.write(value.docsDone, into: &buf)
+        FfiConverterUInt64.write(value.docsTotal, into: &buf)
+        FfiConverterUInt64.write(value.bytesSent, into: &buf)
+        FfiConverterUInt64.write(value.bytesReceived, into: &buf)
     }
 }
 
@@ -1316,6 +4184,1010 @@ public func FfiConverterTypeSyncProgress_lift(_ buf: RustBuffer) throws -> SyncP
 public func FfiConverterTypeSyncProgress_lower(_ value: SyncProgress) -> RustBuffer {
     return FfiConverterTypeSyncProgress.lower(value)
 }
+
+
+/**
+ * What one sync did.
+ */
+public struct SyncReport {
+    /**
+     * Successful request/response exchanges.
+     */
+    public var roundTrips: UInt32
+    /**
+     * Requests made, failed ones included.
+     */
+    public var attempts: UInt32
+    /**
+     * Bytes uploaded (compressed, all attempts).
+     */
+    public var bytesUp: UInt64
+    /**
+     * Bytes downloaded (compressed, all attempts).
+     */
+    public var bytesDown: UInt64
+    /**
+     * Raw change bytes in successful requests.
+     */
+    public var changeBytesUp: UInt64
+    /**
+     * Raw change bytes in successful responses.
+     */
+    public var changeBytesDown: UInt64
+    /**
+     * Records the registry accepted.
+     */
+    public var pushed: UInt64
+    /**
+     * Records that received changes from the registry.
+     */
+    public var pulled: UInt64
+    /**
+     * Records the registry refused in this sync (also listed by `rejections()`).
+     */
+    public var rejected: [Rejection]
+    public var elapsedMs: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Successful request/response exchanges.
+         */roundTrips: UInt32, 
+        /**
+         * Requests made, failed ones included.
+         */attempts: UInt32, 
+        /**
+         * Bytes uploaded (compressed, all attempts).
+         */bytesUp: UInt64, 
+        /**
+         * Bytes downloaded (compressed, all attempts).
+         */bytesDown: UInt64, 
+        /**
+         * Raw change bytes in successful requests.
+         */changeBytesUp: UInt64, 
+        /**
+         * Raw change bytes in successful responses.
+         */changeBytesDown: UInt64, 
+        /**
+         * Records the registry accepted.
+         */pushed: UInt64, 
+        /**
+         * Records that received changes from the registry.
+         */pulled: UInt64, 
+        /**
+         * Records the registry refused in this sync (also listed by `rejections()`).
+         */rejected: [Rejection], elapsedMs: UInt64) {
+        self.roundTrips = roundTrips
+        self.attempts = attempts
+        self.bytesUp = bytesUp
+        self.bytesDown = bytesDown
+        self.changeBytesUp = changeBytesUp
+        self.changeBytesDown = changeBytesDown
+        self.pushed = pushed
+        self.pulled = pulled
+        self.rejected = rejected
+        self.elapsedMs = elapsedMs
+    }
+}
+
+#if compiler(>=6)
+extension SyncReport: Sendable {}
+#endif
+
+
+extension SyncReport: Equatable, Hashable {
+    public static func ==(lhs: SyncReport, rhs: SyncReport) -> Bool {
+        if lhs.roundTrips != rhs.roundTrips {
+            return false
+        }
+        if lhs.attempts != rhs.attempts {
+            return false
+        }
+        if lhs.bytesUp != rhs.bytesUp {
+            return false
+        }
+        if lhs.bytesDown != rhs.bytesDown {
+            return false
+        }
+        if lhs.changeBytesUp != rhs.changeBytesUp {
+            return false
+        }
+        if lhs.changeBytesDown != rhs.changeBytesDown {
+            return false
+        }
+        if lhs.pushed != rhs.pushed {
+            return false
+        }
+        if lhs.pulled != rhs.pulled {
+            return false
+        }
+        if lhs.rejected != rhs.rejected {
+            return false
+        }
+        if lhs.elapsedMs != rhs.elapsedMs {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(roundTrips)
+        hasher.combine(attempts)
+        hasher.combine(bytesUp)
+        hasher.combine(bytesDown)
+        hasher.combine(changeBytesUp)
+        hasher.combine(changeBytesDown)
+        hasher.combine(pushed)
+        hasher.combine(pulled)
+        hasher.combine(rejected)
+        hasher.combine(elapsedMs)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSyncReport: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SyncReport {
+        return
+            try SyncReport(
+                roundTrips: FfiConverterUInt32.read(from: &buf), 
+                attempts: FfiConverterUInt32.read(from: &buf), 
+                bytesUp: FfiConverterUInt64.read(from: &buf), 
+                bytesDown: FfiConverterUInt64.read(from: &buf), 
+                changeBytesUp: FfiConverterUInt64.read(from: &buf), 
+                changeBytesDown: FfiConverterUInt64.read(from: &buf), 
+                pushed: FfiConverterUInt64.read(from: &buf), 
+                pulled: FfiConverterUInt64.read(from: &buf), 
+                rejected: FfiConverterSequenceTypeRejection.read(from: &buf), 
+                elapsedMs: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: SyncReport, into buf: inout [UInt8]) {
+        FfiConverterUInt32.write(value.roundTrips, into: &buf)
+        FfiConverterUInt32.write(value.attempts, into: &buf)
+        FfiConverterUInt64.write(value.bytesUp, into: &buf)
+        FfiConverterUInt64.write(value.bytesDown, into: &buf)
+        FfiConverterUInt64.write(value.changeBytesUp, into: &buf)
+        FfiConverterUInt64.write(value.changeBytesDown, into: &buf)
+        FfiConverterUInt64.write(value.pushed, into: &buf)
+        FfiConverterUInt64.write(value.pulled, into: &buf)
+        FfiConverterSequenceTypeRejection.write(value.rejected, into: &buf)
+        FfiConverterUInt64.write(value.elapsedMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncReport_lift(_ buf: RustBuffer) throws -> SyncReport {
+    return try FfiConverterTypeSyncReport.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncReport_lower(_ value: SyncReport) -> RustBuffer {
+    return FfiConverterTypeSyncReport.lower(value)
+}
+
+
+/**
+ * How this store talks to the registry. Start from `default_sync_settings()`.
+ */
+public struct SyncSettings {
+    /**
+     * Longest one HTTP request may take, upload and download included.
+     */
+    public var timeoutSecs: UInt32
+    /**
+     * Attempts of one exchange before giving up with `ServerUnreachable` (at least 1).
+     */
+    public var maxAttempts: UInt32
+    /**
+     * SHA-256 of the registry's leaf certificate (DER, 32 bytes): when set, the server's
+     * certificate must match it as well as verify normally.
+     */
+    public var pinnedCertSha256: Data?
+    /**
+     * Extra trusted root certificates (DER), e.g. a registry's private CA.
+     */
+    public var extraRootCertsDer: [Data]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Longest one HTTP request may take, upload and download included.
+         */timeoutSecs: UInt32, 
+        /**
+         * Attempts of one exchange before giving up with `ServerUnreachable` (at least 1).
+         */maxAttempts: UInt32, 
+        /**
+         * SHA-256 of the registry's leaf certificate (DER, 32 bytes): when set, the server's
+         * certificate must match it as well as verify normally.
+         */pinnedCertSha256: Data?, 
+        /**
+         * Extra trusted root certificates (DER), e.g. a registry's private CA.
+         */extraRootCertsDer: [Data]) {
+        self.timeoutSecs = timeoutSecs
+        self.maxAttempts = maxAttempts
+        self.pinnedCertSha256 = pinnedCertSha256
+        self.extraRootCertsDer = extraRootCertsDer
+    }
+}
+
+#if compiler(>=6)
+extension SyncSettings: Sendable {}
+#endif
+
+
+extension SyncSettings: Equatable, Hashable {
+    public static func ==(lhs: SyncSettings, rhs: SyncSettings) -> Bool {
+        if lhs.timeoutSecs != rhs.timeoutSecs {
+            return false
+        }
+        if lhs.maxAttempts != rhs.maxAttempts {
+            return false
+        }
+        if lhs.pinnedCertSha256 != rhs.pinnedCertSha256 {
+            return false
+        }
+        if lhs.extraRootCertsDer != rhs.extraRootCertsDer {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(timeoutSecs)
+        hasher.combine(maxAttempts)
+        hasher.combine(pinnedCertSha256)
+        hasher.combine(extraRootCertsDer)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSyncSettings: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SyncSettings {
+        return
+            try SyncSettings(
+                timeoutSecs: FfiConverterUInt32.read(from: &buf), 
+                maxAttempts: FfiConverterUInt32.read(from: &buf), 
+                pinnedCertSha256: FfiConverterOptionData.read(from: &buf), 
+                extraRootCertsDer: FfiConverterSequenceData.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: SyncSettings, into buf: inout [UInt8]) {
+        FfiConverterUInt32.write(value.timeoutSecs, into: &buf)
+        FfiConverterUInt32.write(value.maxAttempts, into: &buf)
+        FfiConverterOptionData.write(value.pinnedCertSha256, into: &buf)
+        FfiConverterSequenceData.write(value.extraRootCertsDer, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncSettings_lift(_ buf: RustBuffer) throws -> SyncSettings {
+    return try FfiConverterTypeSyncSettings.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSyncSettings_lower(_ value: SyncSettings) -> RustBuffer {
+    return FfiConverterTypeSyncSettings.lower(value)
+}
+
+
+/**
+ * One visit of one patient's follow-up schedule, classified as of a date. Dates are ISO.
+ */
+public struct Visit {
+    public var patientId: String
+    public var procedureId: String
+    /**
+     * The schedule's visit id, e.g. `d7`, `m3`; pass it to `start_response`.
+     */
+    public var visitId: String
+    public var label: String
+    /**
+     * The questionnaire that answers this visit.
+     */
+    public var questionnaireId: String
+    public var target: String
+    public var windowStart: String
+    public var windowEnd: String
+    /**
+     * Last day it counts as overdue rather than missed.
+     */
+    public var graceEnd: String
+    public var state: VisitState
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(patientId: String, procedureId: String, 
+        /**
+         * The schedule's visit id, e.g. `d7`, `m3`; pass it to `start_response`.
+         */visitId: String, label: String, 
+        /**
+         * The questionnaire that answers this visit.
+         */questionnaireId: String, target: String, windowStart: String, windowEnd: String, 
+        /**
+         * Last day it counts as overdue rather than missed.
+         */graceEnd: String, state: VisitState) {
+        self.patientId = patientId
+        self.procedureId = procedureId
+        self.visitId = visitId
+        self.label = label
+        self.questionnaireId = questionnaireId
+        self.target = target
+        self.windowStart = windowStart
+        self.windowEnd = windowEnd
+        self.graceEnd = graceEnd
+        self.state = state
+    }
+}
+
+#if compiler(>=6)
+extension Visit: Sendable {}
+#endif
+
+
+extension Visit: Equatable, Hashable {
+    public static func ==(lhs: Visit, rhs: Visit) -> Bool {
+        if lhs.patientId != rhs.patientId {
+            return false
+        }
+        if lhs.procedureId != rhs.procedureId {
+            return false
+        }
+        if lhs.visitId != rhs.visitId {
+            return false
+        }
+        if lhs.label != rhs.label {
+            return false
+        }
+        if lhs.questionnaireId != rhs.questionnaireId {
+            return false
+        }
+        if lhs.target != rhs.target {
+            return false
+        }
+        if lhs.windowStart != rhs.windowStart {
+            return false
+        }
+        if lhs.windowEnd != rhs.windowEnd {
+            return false
+        }
+        if lhs.graceEnd != rhs.graceEnd {
+            return false
+        }
+        if lhs.state != rhs.state {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(patientId)
+        hasher.combine(procedureId)
+        hasher.combine(visitId)
+        hasher.combine(label)
+        hasher.combine(questionnaireId)
+        hasher.combine(target)
+        hasher.combine(windowStart)
+        hasher.combine(windowEnd)
+        hasher.combine(graceEnd)
+        hasher.combine(state)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeVisit: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Visit {
+        return
+            try Visit(
+                patientId: FfiConverterString.read(from: &buf), 
+                procedureId: FfiConverterString.read(from: &buf), 
+                visitId: FfiConverterString.read(from: &buf), 
+                label: FfiConverterString.read(from: &buf), 
+                questionnaireId: FfiConverterString.read(from: &buf), 
+                target: FfiConverterString.read(from: &buf), 
+                windowStart: FfiConverterString.read(from: &buf), 
+                windowEnd: FfiConverterString.read(from: &buf), 
+                graceEnd: FfiConverterString.read(from: &buf), 
+                state: FfiConverterTypeVisitState.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Visit, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.patientId, into: &buf)
+        FfiConverterString.write(value.procedureId, into: &buf)
+        FfiConverterString.write(value.visitId, into: &buf)
+        FfiConverterString.write(value.label, into: &buf)
+        FfiConverterString.write(value.questionnaireId, into: &buf)
+        FfiConverterString.write(value.target, into: &buf)
+        FfiConverterString.write(value.windowStart, into: &buf)
+        FfiConverterString.write(value.windowEnd, into: &buf)
+        FfiConverterString.write(value.graceEnd, into: &buf)
+        FfiConverterTypeVisitState.write(value.state, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVisit_lift(_ buf: RustBuffer) throws -> Visit {
+    return try FfiConverterTypeVisit.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVisit_lower(_ value: Visit) -> RustBuffer {
+    return FfiConverterTypeVisit.lower(value)
+}
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * Where an adjudication stands.
+ */
+
+public enum AdjudicationStatus {
+    
+    case `open`
+    case responded
+    case resolved
+    case disputed
+}
+
+
+#if compiler(>=6)
+extension AdjudicationStatus: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAdjudicationStatus: FfiConverterRustBuffer {
+    typealias SwiftType = AdjudicationStatus
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AdjudicationStatus {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .`open`
+        
+        case 2: return .responded
+        
+        case 3: return .resolved
+        
+        case 4: return .disputed
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: AdjudicationStatus, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .`open`:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .responded:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .resolved:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .disputed:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdjudicationStatus_lift(_ buf: RustBuffer) throws -> AdjudicationStatus {
+    return try FfiConverterTypeAdjudicationStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdjudicationStatus_lower(_ value: AdjudicationStatus) -> RustBuffer {
+    return FfiConverterTypeAdjudicationStatus.lower(value)
+}
+
+
+extension AdjudicationStatus: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * How an adverse event turned out.
+ */
+
+public enum AeOutcome {
+    
+    case recovered
+    case recovering
+    case notRecovered
+    case recoveredWithSequelae
+    case fatal
+    case unknown
+}
+
+
+#if compiler(>=6)
+extension AeOutcome: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAeOutcome: FfiConverterRustBuffer {
+    typealias SwiftType = AeOutcome
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AeOutcome {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .recovered
+        
+        case 2: return .recovering
+        
+        case 3: return .notRecovered
+        
+        case 4: return .recoveredWithSequelae
+        
+        case 5: return .fatal
+        
+        case 6: return .unknown
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: AeOutcome, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .recovered:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .recovering:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .notRecovered:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .recoveredWithSequelae:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .fatal:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(6))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAeOutcome_lift(_ buf: RustBuffer) throws -> AeOutcome {
+    return try FfiConverterTypeAeOutcome.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAeOutcome_lower(_ value: AeOutcome) -> RustBuffer {
+    return FfiConverterTypeAeOutcome.lower(value)
+}
+
+
+extension AeOutcome: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * One answer. Which variant an item takes is given by its [`ItemType`].
+ */
+
+public enum AnswerValue {
+    
+    case bool(value: Bool
+    )
+    case int(value: Int64
+    )
+    case decimal(value: Double
+    )
+    /**
+     * Text, a date (`YYYY-MM-DD`) or a single choice's code.
+     */
+    case text(value: String
+    )
+    /**
+     * The codes of a multiple choice.
+     */
+    case choices(value: [String]
+    )
+}
+
+
+#if compiler(>=6)
+extension AnswerValue: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAnswerValue: FfiConverterRustBuffer {
+    typealias SwiftType = AnswerValue
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AnswerValue {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .bool(value: try FfiConverterBool.read(from: &buf)
+        )
+        
+        case 2: return .int(value: try FfiConverterInt64.read(from: &buf)
+        )
+        
+        case 3: return .decimal(value: try FfiConverterDouble.read(from: &buf)
+        )
+        
+        case 4: return .text(value: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 5: return .choices(value: try FfiConverterSequenceString.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: AnswerValue, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .bool(value):
+            writeInt(&buf, Int32(1))
+            FfiConverterBool.write(value, into: &buf)
+            
+        
+        case let .int(value):
+            writeInt(&buf, Int32(2))
+            FfiConverterInt64.write(value, into: &buf)
+            
+        
+        case let .decimal(value):
+            writeInt(&buf, Int32(3))
+            FfiConverterDouble.write(value, into: &buf)
+            
+        
+        case let .text(value):
+            writeInt(&buf, Int32(4))
+            FfiConverterString.write(value, into: &buf)
+            
+        
+        case let .choices(value):
+            writeInt(&buf, Int32(5))
+            FfiConverterSequenceString.write(value, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAnswerValue_lift(_ buf: RustBuffer) throws -> AnswerValue {
+    return try FfiConverterTypeAnswerValue.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAnswerValue_lower(_ value: AnswerValue) -> RustBuffer {
+    return FfiConverterTypeAnswerValue.lower(value)
+}
+
+
+extension AnswerValue: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * The cell type administered.
+ */
+
+public enum CellType {
+    
+    case mesenchymal
+    case haematopoietic
+    case stromalVascularFraction
+    case mononuclear
+    case other
+}
+
+
+#if compiler(>=6)
+extension CellType: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCellType: FfiConverterRustBuffer {
+    typealias SwiftType = CellType
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CellType {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .mesenchymal
+        
+        case 2: return .haematopoietic
+        
+        case 3: return .stromalVascularFraction
+        
+        case 4: return .mononuclear
+        
+        case 5: return .other
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: CellType, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .mesenchymal:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .haematopoietic:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .stromalVascularFraction:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .mononuclear:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .other:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCellType_lift(_ buf: RustBuffer) throws -> CellType {
+    return try FfiConverterTypeCellType.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCellType_lower(_ value: CellType) -> RustBuffer {
+    return FfiConverterTypeCellType.lower(value)
+}
+
+
+extension CellType: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * Who completed a response.
+ */
+
+public enum CompletedBy {
+    
+    case nurse
+    case patient
+}
+
+
+#if compiler(>=6)
+extension CompletedBy: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCompletedBy: FfiConverterRustBuffer {
+    typealias SwiftType = CompletedBy
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CompletedBy {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .nurse
+        
+        case 2: return .patient
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: CompletedBy, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .nurse:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .patient:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCompletedBy_lift(_ buf: RustBuffer) throws -> CompletedBy {
+    return try FfiConverterTypeCompletedBy.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCompletedBy_lower(_ value: CompletedBy) -> RustBuffer {
+    return FfiConverterTypeCompletedBy.lower(value)
+}
+
+
+extension CompletedBy: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * What an enrolled device may do: a clinic's shared tablet or a patient's own phone.
+ */
+
+public enum DeviceRole {
+    
+    case clinicDevice
+    case patientDevice
+}
+
+
+#if compiler(>=6)
+extension DeviceRole: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDeviceRole: FfiConverterRustBuffer {
+    typealias SwiftType = DeviceRole
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DeviceRole {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .clinicDevice
+        
+        case 2: return .patientDevice
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: DeviceRole, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .clinicDevice:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .patientDevice:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDeviceRole_lift(_ buf: RustBuffer) throws -> DeviceRole {
+    return try FfiConverterTypeDeviceRole.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDeviceRole_lower(_ value: DeviceRole) -> RustBuffer {
+    return FfiConverterTypeDeviceRole.lower(value)
+}
+
+
+extension DeviceRole: Equatable, Hashable {}
+
+
+
+
+
 
 
 /**
@@ -1356,9 +5228,44 @@ public enum FollowupError: Swift.Error {
     case Storage(reason: String
     )
     /**
-     * The registry server refused a change (not allowed for this device or clinic).
+     * The registry refused this device's request (its signature or its right to do it).
      */
     case Rejected(reason: String
+    )
+    /**
+     * This device's role does not allow the operation (e.g. a patient's phone adjudicating).
+     */
+    case NotPermitted(reason: String
+    )
+    /**
+     * `enrol` was called on a device that is already enrolled.
+     */
+    case AlreadyEnrolled(reason: String
+    )
+    /**
+     * The registry revoked this device; it can no longer sync. Enrol a new device.
+     */
+    case Revoked(reason: String
+    )
+    /**
+     * The device's clock is too far off for the registry to accept its requests.
+     */
+    case ClockWrong(reason: String
+    )
+    /**
+     * The registry needs a newer app (sync protocol or record format); update the app.
+     */
+    case UpdateRequired(reason: String
+    )
+    /**
+     * The registry server answered with an error this app cannot recover from by retrying.
+     */
+    case ServerFailed(reason: String
+    )
+    /**
+     * The store was closed with `close_store()`; open it again.
+     */
+    case Closed(reason: String
     )
     /**
      * The operation was cancelled through its cancellation handle.
@@ -1418,16 +5325,37 @@ public struct FfiConverterTypeFollowupError: FfiConverterRustBuffer {
         case 7: return .Rejected(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 8: return .Cancelled(
+        case 8: return .NotPermitted(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 9: return .InvalidInput(
+        case 9: return .AlreadyEnrolled(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 10: return .KeyProviderFailed(
+        case 10: return .Revoked(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 11: return .Internal(
+        case 11: return .ClockWrong(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 12: return .UpdateRequired(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 13: return .ServerFailed(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 14: return .Closed(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 15: return .Cancelled(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 16: return .InvalidInput(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 17: return .KeyProviderFailed(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 18: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -1478,23 +5406,58 @@ public struct FfiConverterTypeFollowupError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Cancelled(reason):
+        case let .NotPermitted(reason):
             writeInt(&buf, Int32(8))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .InvalidInput(reason):
+        case let .AlreadyEnrolled(reason):
             writeInt(&buf, Int32(9))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .KeyProviderFailed(reason):
+        case let .Revoked(reason):
             writeInt(&buf, Int32(10))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Internal(reason):
+        case let .ClockWrong(reason):
             writeInt(&buf, Int32(11))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .UpdateRequired(reason):
+            writeInt(&buf, Int32(12))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .ServerFailed(reason):
+            writeInt(&buf, Int32(13))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Closed(reason):
+            writeInt(&buf, Int32(14))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Cancelled(reason):
+            writeInt(&buf, Int32(15))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .InvalidInput(reason):
+            writeInt(&buf, Int32(16))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .KeyProviderFailed(reason):
+            writeInt(&buf, Int32(17))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(18))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -1534,31 +5497,1009 @@ extension FollowupError: Foundation.LocalizedError {
 // Note that we don't yet support `indirect` for enums.
 // See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
 /**
- * Which part of a sync is running.
+ * An item's type, which decides the `AnswerValue` it takes: `Boolean` → `Bool`;
+ * `Integer`, `Scale0To10` → `Int`; `Decimal` → `Decimal` (or `Int`); `SingleChoice`, `Date`
+ * (`YYYY-MM-DD`), `Text` → `Text`; `MultipleChoice` → `Choices`.
+ */
+
+public enum ItemType {
+    
+    case boolean
+    case integer
+    case decimal
+    case singleChoice
+    case multipleChoice
+    case date
+    case text
+    case scale0To10
+}
+
+
+#if compiler(>=6)
+extension ItemType: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeItemType: FfiConverterRustBuffer {
+    typealias SwiftType = ItemType
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ItemType {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .boolean
+        
+        case 2: return .integer
+        
+        case 3: return .decimal
+        
+        case 4: return .singleChoice
+        
+        case 5: return .multipleChoice
+        
+        case 6: return .date
+        
+        case 7: return .text
+        
+        case 8: return .scale0To10
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ItemType, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .boolean:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .integer:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .decimal:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .singleChoice:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .multipleChoice:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .date:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .text:
+            writeInt(&buf, Int32(7))
+        
+        
+        case .scale0To10:
+            writeInt(&buf, Int32(8))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeItemType_lift(_ buf: RustBuffer) throws -> ItemType {
+    return try FfiConverterTypeItemType.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeItemType_lower(_ value: ItemType) -> RustBuffer {
+    return FfiConverterTypeItemType.lower(value)
+}
+
+
+extension ItemType: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * How much the cells were manipulated.
+ */
+
+public enum Manipulation {
+    
+    case minimal
+    case moreThanMinimal
+    case geneticallyModified
+}
+
+
+#if compiler(>=6)
+extension Manipulation: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeManipulation: FfiConverterRustBuffer {
+    typealias SwiftType = Manipulation
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Manipulation {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .minimal
+        
+        case 2: return .moreThanMinimal
+        
+        case 3: return .geneticallyModified
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Manipulation, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .minimal:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .moreThanMinimal:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .geneticallyModified:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeManipulation_lift(_ buf: RustBuffer) throws -> Manipulation {
+    return try FfiConverterTypeManipulation.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeManipulation_lower(_ value: Manipulation) -> RustBuffer {
+    return FfiConverterTypeManipulation.lower(value)
+}
+
+
+extension Manipulation: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * Whose cells: the patient's own or a donor's.
+ */
+
+public enum Origin {
+    
+    case autologous
+    case allogeneic
+}
+
+
+#if compiler(>=6)
+extension Origin: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeOrigin: FfiConverterRustBuffer {
+    typealias SwiftType = Origin
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Origin {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .autologous
+        
+        case 2: return .allogeneic
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Origin, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .autologous:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .allogeneic:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOrigin_lift(_ buf: RustBuffer) throws -> Origin {
+    return try FfiConverterTypeOrigin.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeOrigin_lower(_ value: Origin) -> RustBuffer {
+    return FfiConverterTypeOrigin.lower(value)
+}
+
+
+extension Origin: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * What a questionnaire is for.
+ */
+
+public enum QuestionnaireKind {
+    
+    case baseline
+    case clinicianFollowup
+    case patientSurvey
+    case adverseEvent
+}
+
+
+#if compiler(>=6)
+extension QuestionnaireKind: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeQuestionnaireKind: FfiConverterRustBuffer {
+    typealias SwiftType = QuestionnaireKind
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> QuestionnaireKind {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .baseline
+        
+        case 2: return .clinicianFollowup
+        
+        case 3: return .patientSurvey
+        
+        case 4: return .adverseEvent
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: QuestionnaireKind, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .baseline:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .clinicianFollowup:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .patientSurvey:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .adverseEvent:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuestionnaireKind_lift(_ buf: RustBuffer) throws -> QuestionnaireKind {
+    return try FfiConverterTypeQuestionnaireKind.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeQuestionnaireKind_lower(_ value: QuestionnaireKind) -> RustBuffer {
+    return FfiConverterTypeQuestionnaireKind.lower(value)
+}
+
+
+extension QuestionnaireKind: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * The procedure's regulatory status.
+ */
+
+public enum RegulatoryStatus {
+    
+    case approvedIndication
+    case investigationalNewDrug
+    case registeredTrial
+    case unregulated
+    case unknown
+}
+
+
+#if compiler(>=6)
+extension RegulatoryStatus: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRegulatoryStatus: FfiConverterRustBuffer {
+    typealias SwiftType = RegulatoryStatus
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RegulatoryStatus {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .approvedIndication
+        
+        case 2: return .investigationalNewDrug
+        
+        case 3: return .registeredTrial
+        
+        case 4: return .unregulated
+        
+        case 5: return .unknown
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: RegulatoryStatus, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .approvedIndication:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .investigationalNewDrug:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .registeredTrial:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .unregulated:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRegulatoryStatus_lift(_ buf: RustBuffer) throws -> RegulatoryStatus {
+    return try FfiConverterTypeRegulatoryStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRegulatoryStatus_lower(_ value: RegulatoryStatus) -> RustBuffer {
+    return FfiConverterTypeRegulatoryStatus.lower(value)
+}
+
+
+extension RegulatoryStatus: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * The treating clinic's judgement of whether the procedure caused the event.
+ */
+
+public enum Relatedness {
+    
+    case notRelated
+    case unlikely
+    case possible
+    case probable
+    case definite
+}
+
+
+#if compiler(>=6)
+extension Relatedness: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRelatedness: FfiConverterRustBuffer {
+    typealias SwiftType = Relatedness
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Relatedness {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .notRelated
+        
+        case 2: return .unlikely
+        
+        case 3: return .possible
+        
+        case 4: return .probable
+        
+        case 5: return .definite
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Relatedness, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .notRelated:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .unlikely:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .possible:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .probable:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .definite:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRelatedness_lift(_ buf: RustBuffer) throws -> Relatedness {
+    return try FfiConverterTypeRelatedness.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRelatedness_lower(_ value: Relatedness) -> RustBuffer {
+    return FfiConverterTypeRelatedness.lower(value)
+}
+
+
+extension Relatedness: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * Who reported an adverse event (always `Patient` on a patient's phone).
+ */
+
+public enum Reporter {
+    
+    case patient
+    case clinic
+}
+
+
+#if compiler(>=6)
+extension Reporter: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeReporter: FfiConverterRustBuffer {
+    typealias SwiftType = Reporter
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Reporter {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .patient
+        
+        case 2: return .clinic
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Reporter, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .patient:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .clinic:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeReporter_lift(_ buf: RustBuffer) throws -> Reporter {
+    return try FfiConverterTypeReporter.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeReporter_lower(_ value: Reporter) -> RustBuffer {
+    return FfiConverterTypeReporter.lower(value)
+}
+
+
+extension Reporter: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * A response is a draft until submitted.
+ */
+
+public enum ResponseStatus {
+    
+    case draft
+    case submitted
+}
+
+
+#if compiler(>=6)
+extension ResponseStatus: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeResponseStatus: FfiConverterRustBuffer {
+    typealias SwiftType = ResponseStatus
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ResponseStatus {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .draft
+        
+        case 2: return .submitted
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ResponseStatus, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .draft:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .submitted:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeResponseStatus_lift(_ buf: RustBuffer) throws -> ResponseStatus {
+    return try FfiConverterTypeResponseStatus.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeResponseStatus_lower(_ value: ResponseStatus) -> RustBuffer {
+    return FfiConverterTypeResponseStatus.lower(value)
+}
+
+
+extension ResponseStatus: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * How the cells were administered.
+ */
+
+public enum Route {
+    
+    case intravenous
+    case intrathecal
+    case intraArticular
+    case intramuscular
+    case directInjection
+    case other
+}
+
+
+#if compiler(>=6)
+extension Route: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRoute: FfiConverterRustBuffer {
+    typealias SwiftType = Route
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Route {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .intravenous
+        
+        case 2: return .intrathecal
+        
+        case 3: return .intraArticular
+        
+        case 4: return .intramuscular
+        
+        case 5: return .directInjection
+        
+        case 6: return .other
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Route, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .intravenous:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .intrathecal:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .intraArticular:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .intramuscular:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .directInjection:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .other:
+            writeInt(&buf, Int32(6))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoute_lift(_ buf: RustBuffer) throws -> Route {
+    return try FfiConverterTypeRoute.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRoute_lower(_ value: Route) -> RustBuffer {
+    return FfiConverterTypeRoute.lower(value)
+}
+
+
+extension Route: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * Recorded sex.
+ */
+
+public enum Sex {
+    
+    case female
+    case male
+    case intersex
+    case unknown
+}
+
+
+#if compiler(>=6)
+extension Sex: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSex: FfiConverterRustBuffer {
+    typealias SwiftType = Sex
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Sex {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .female
+        
+        case 2: return .male
+        
+        case 3: return .intersex
+        
+        case 4: return .unknown
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Sex, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .female:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .male:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .intersex:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSex_lift(_ buf: RustBuffer) throws -> Sex {
+    return try FfiConverterTypeSex.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSex_lower(_ value: Sex) -> RustBuffer {
+    return FfiConverterTypeSex.lower(value)
+}
+
+
+extension Sex: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * The tissue the cells came from.
+ */
+
+public enum SourceTissue {
+    
+    case boneMarrow
+    case adipose
+    case umbilicalCordBlood
+    case peripheralBlood
+    case other
+}
+
+
+#if compiler(>=6)
+extension SourceTissue: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSourceTissue: FfiConverterRustBuffer {
+    typealias SwiftType = SourceTissue
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SourceTissue {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .boneMarrow
+        
+        case 2: return .adipose
+        
+        case 3: return .umbilicalCordBlood
+        
+        case 4: return .peripheralBlood
+        
+        case 5: return .other
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: SourceTissue, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .boneMarrow:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .adipose:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .umbilicalCordBlood:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .peripheralBlood:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .other:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSourceTissue_lift(_ buf: RustBuffer) throws -> SourceTissue {
+    return try FfiConverterTypeSourceTissue.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSourceTissue_lower(_ value: SourceTissue) -> RustBuffer {
+    return FfiConverterTypeSourceTissue.lower(value)
+}
+
+
+extension SourceTissue: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * What a sync is doing, for a progress bar.
  */
 
 public enum SyncStage {
     
     /**
-     * Getting ready: deriving keys, reading what is pending, opening the connection.
+     * Reading the store, building a request.
      */
     case preparing
     /**
-     * Sending this device's changes.
+     * Uploading this device's changes.
      */
-    case pushing
+    case sending
     /**
-     * Receiving other devices' changes.
+     * Downloading the registry's changes (`bytes_received` grows as they arrive).
      */
-    case pulling
+    case receiving
     /**
-     * Merging received changes into the store.
+     * Saving what came back.
      */
     case applying
     /**
-     * Finished; `done == total`.
+     * An attempt failed (no connection, timeout); waiting before attempt `attempt`.
      */
-    case finished
+    case retrying(attempt: UInt32
+    )
+    /**
+     * Finished.
+     */
+    case done
 }
 
 
@@ -1578,13 +6519,16 @@ public struct FfiConverterTypeSyncStage: FfiConverterRustBuffer {
         
         case 1: return .preparing
         
-        case 2: return .pushing
+        case 2: return .sending
         
-        case 3: return .pulling
+        case 3: return .receiving
         
         case 4: return .applying
         
-        case 5: return .finished
+        case 5: return .retrying(attempt: try FfiConverterUInt32.read(from: &buf)
+        )
+        
+        case 6: return .done
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -1598,11 +6542,11 @@ public struct FfiConverterTypeSyncStage: FfiConverterRustBuffer {
             writeInt(&buf, Int32(1))
         
         
-        case .pushing:
+        case .sending:
             writeInt(&buf, Int32(2))
         
         
-        case .pulling:
+        case .receiving:
             writeInt(&buf, Int32(3))
         
         
@@ -1610,8 +6554,13 @@ public struct FfiConverterTypeSyncStage: FfiConverterRustBuffer {
             writeInt(&buf, Int32(4))
         
         
-        case .finished:
+        case let .retrying(attempt):
             writeInt(&buf, Int32(5))
+            FfiConverterUInt32.write(attempt, into: &buf)
+            
+        
+        case .done:
+            writeInt(&buf, Int32(6))
         
         }
     }
@@ -1639,6 +6588,220 @@ extension SyncStage: Equatable, Hashable {}
 
 
 
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * Where a scheduled visit stands as of a date.
+ */
+
+public enum VisitState {
+    
+    case upcoming
+    case due
+    case overdue
+    case missed
+    case done
+}
+
+
+#if compiler(>=6)
+extension VisitState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeVisitState: FfiConverterRustBuffer {
+    typealias SwiftType = VisitState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> VisitState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .upcoming
+        
+        case 2: return .due
+        
+        case 3: return .overdue
+        
+        case 4: return .missed
+        
+        case 5: return .done
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: VisitState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .upcoming:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .due:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .overdue:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .missed:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .done:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVisitState_lift(_ buf: RustBuffer) throws -> VisitState {
+    return try FfiConverterTypeVisitState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVisitState_lower(_ value: VisitState) -> RustBuffer {
+    return FfiConverterTypeVisitState.lower(value)
+}
+
+
+extension VisitState: Equatable, Hashable {}
+
+
+
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
+    typealias SwiftType = UInt32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterUInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterUInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionInt64: FfiConverterRustBuffer {
+    typealias SwiftType = Int64?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterInt64.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterInt64.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionDouble: FfiConverterRustBuffer {
+    typealias SwiftType = Double?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterDouble.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterDouble.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
+    typealias SwiftType = String?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterString.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterString.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionData: FfiConverterRustBuffer {
+    typealias SwiftType = Data?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterData.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterData.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -1691,6 +6854,228 @@ fileprivate struct FfiConverterOptionTypeSyncProgressListener: FfiConverterRustB
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeCost: FfiConverterRustBuffer {
+    typealias SwiftType = Cost?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeCost.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeCost.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeDeviceEnrolment: FfiConverterRustBuffer {
+    typealias SwiftType = DeviceEnrolment?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeDeviceEnrolment.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeDeviceEnrolment.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeRelatedness: FfiConverterRustBuffer {
+    typealias SwiftType = Relatedness?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRelatedness.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRelatedness.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
+    typealias SwiftType = [String]
+
+    public static func write(_ value: [String], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterString.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [String]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterString.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceData: FfiConverterRustBuffer {
+    typealias SwiftType = [Data]
+
+    public static func write(_ value: [Data], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterData.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Data] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Data]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterData.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeAdjudicationItem: FfiConverterRustBuffer {
+    typealias SwiftType = [AdjudicationItem]
+
+    public static func write(_ value: [AdjudicationItem], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeAdjudicationItem.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [AdjudicationItem] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [AdjudicationItem]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeAdjudicationItem.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeChoice: FfiConverterRustBuffer {
+    typealias SwiftType = [Choice]
+
+    public static func write(_ value: [Choice], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeChoice.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Choice] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Choice]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeChoice.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeConflict: FfiConverterRustBuffer {
+    typealias SwiftType = [Conflict]
+
+    public static func write(_ value: [Conflict], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeConflict.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Conflict] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Conflict]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeConflict.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeConflictValue: FfiConverterRustBuffer {
+    typealias SwiftType = [ConflictValue]
+
+    public static func write(_ value: [ConflictValue], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeConflictValue.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [ConflictValue] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [ConflictValue]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeConflictValue.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeItemProblem: FfiConverterRustBuffer {
     typealias SwiftType = [ItemProblem]
 
@@ -1716,23 +7101,173 @@ fileprivate struct FfiConverterSequenceTypeItemProblem: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-fileprivate struct FfiConverterDictionaryStringString: FfiConverterRustBuffer {
-    public static func write(_ value: [String: String], into buf: inout [UInt8]) {
+fileprivate struct FfiConverterSequenceTypePatientSummary: FfiConverterRustBuffer {
+    typealias SwiftType = [PatientSummary]
+
+    public static func write(_ value: [PatientSummary], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypePatientSummary.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [PatientSummary] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [PatientSummary]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypePatientSummary.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypePromisedBenefit: FfiConverterRustBuffer {
+    typealias SwiftType = [PromisedBenefit]
+
+    public static func write(_ value: [PromisedBenefit], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypePromisedBenefit.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [PromisedBenefit] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [PromisedBenefit]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypePromisedBenefit.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeQuestionnaireItem: FfiConverterRustBuffer {
+    typealias SwiftType = [QuestionnaireItem]
+
+    public static func write(_ value: [QuestionnaireItem], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeQuestionnaireItem.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [QuestionnaireItem] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [QuestionnaireItem]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeQuestionnaireItem.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeRejection: FfiConverterRustBuffer {
+    typealias SwiftType = [Rejection]
+
+    public static func write(_ value: [Rejection], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRejection.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Rejection] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Rejection]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRejection.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeVisit: FfiConverterRustBuffer {
+    typealias SwiftType = [Visit]
+
+    public static func write(_ value: [Visit], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeVisit.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Visit] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Visit]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeVisit.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeVisitState: FfiConverterRustBuffer {
+    typealias SwiftType = [VisitState]
+
+    public static func write(_ value: [VisitState], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeVisitState.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [VisitState] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [VisitState]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeVisitState.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterDictionaryStringTypeAnswerValue: FfiConverterRustBuffer {
+    public static func write(_ value: [String: AnswerValue], into buf: inout [UInt8]) {
         let len = Int32(value.count)
         writeInt(&buf, len)
         for (key, value) in value {
             FfiConverterString.write(key, into: &buf)
-            FfiConverterString.write(value, into: &buf)
+            FfiConverterTypeAnswerValue.write(value, into: &buf)
         }
     }
 
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String: String] {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String: AnswerValue] {
         let len: Int32 = try readInt(&buf)
-        var dict = [String: String]()
+        var dict = [String: AnswerValue]()
         dict.reserveCapacity(Int(len))
         for _ in 0..<len {
             let key = try FfiConverterString.read(from: &buf)
-            let value = try FfiConverterString.read(from: &buf)
+            let value = try FfiConverterTypeAnswerValue.read(from: &buf)
             dict[key] = value
         }
         return dict
@@ -1794,45 +7329,13 @@ public func coreVersion() -> String  {
 })
 }
 /**
- * PREVIEW: stretches `passphrase` with `iterations` rounds of SHA-256 on a tokio blocking thread,
- * reporting `Preparing` progress every 10,000 rounds and stopping with `Cancelled` when `cancel`
- * is cancelled. Returns the hex digest.
+ * The registry's sync defaults (60 s per request, 6 attempts, no pinning).
  */
-public func previewDeriveCheck(passphrase: String, iterations: UInt32, listener: SyncProgressListener?, cancel: CancellationHandle?)async throws  -> String  {
-    return
-        try  await uniffiRustCallAsync(
-            rustFutureFunc: {
-                uniffi_followup_ffi_fn_func_preview_derive_check(FfiConverterString.lower(passphrase),FfiConverterUInt32.lower(iterations),FfiConverterOptionTypeSyncProgressListener.lower(listener),FfiConverterOptionTypeCancellationHandle.lower(cancel)
-                )
-            },
-            pollFunc: ffi_followup_ffi_rust_future_poll_rust_buffer,
-            completeFunc: ffi_followup_ffi_rust_future_complete_rust_buffer,
-            freeFunc: ffi_followup_ffi_rust_future_free_rust_buffer,
-            liftFunc: FfiConverterString.lift,
-            errorHandler: FfiConverterTypeFollowupError_lift
-        )
-}
-/**
- * PREVIEW: makes a fresh random 32-byte data key, has the platform `provider` wrap it and unwrap
- * the result, and checks it got the same key back (`WrongKey` otherwise). Returns the provider's
- * `key_id`. Errors thrown by the provider come back as they were thrown.
- */
-public func previewKeyProviderRoundtrip(provider: KeyProvider)throws  -> String  {
-    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
-    uniffi_followup_ffi_fn_func_preview_key_provider_roundtrip(
-        FfiConverterTypeKeyProvider_lower(provider),$0
+public func defaultSyncSettings() -> SyncSettings  {
+    return try!  FfiConverterTypeSyncSettings_lift(try! rustCall() {
+    uniffi_followup_ffi_fn_func_default_sync_settings($0
     )
 })
-}
-/**
- * PREVIEW: validates a two-item form — `pain` (required integer 0–10) and `fever` (required
- * `true`/`false`) — and fails with `ValidationFailed` listing each problem.
- */
-public func previewValidate(answers: [String: String])throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
-    uniffi_followup_ffi_fn_func_preview_validate(
-        FfiConverterDictionaryStringString.lower(answers),$0
-    )
-}
 }
 
 private enum InitializationResult {
@@ -1853,19 +7356,103 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_func_core_version() != 17286) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_followup_ffi_checksum_func_preview_derive_check() != 12624) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_followup_ffi_checksum_func_preview_key_provider_roundtrip() != 54512) {
-        return InitializationResult.apiChecksumMismatch
-    }
-    if (uniffi_followup_ffi_checksum_func_preview_validate() != 19867) {
+    if (uniffi_followup_ffi_checksum_func_default_sync_settings() != 53176) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_cancellationhandle_cancel() != 9561) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_cancellationhandle_is_cancelled() != 7190) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_adjudicate() != 42068) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_adjudication_queue() != 13087) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_check_answers() != 63288) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_clear_answer() != 8360) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_clinic_visits() != 297) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_close_store() != 14965) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_conflicts() != 19217) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_dismiss_rejection() != 52891) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_enabled_items() != 33715) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_enrol() != 53124) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_enrol_patient() != 28356) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_enrolment() != 34780) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_get_procedure() != 55777) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_get_response() != 28017) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_is_open() != 26701) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_list_patients() != 53035) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_patient_visits() != 19742) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_questionnaire() != 43676) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_record_procedure() != 3765) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_rejections() != 27634) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event() != 13888) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_resolve_answer() != 53364) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_passphrase() != 47016) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_provider() != 43628) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_save_answers() != 41981) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_set_sync_settings() != 36249) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_start_response() != 61079) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_submit_response() != 3403) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_sync() != 6544) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_sync_settings() != 866) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_keyprovider_wrap() != 12751) {
@@ -1881,6 +7468,18 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_constructor_cancellationhandle_new() != 17309) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_constructor_followupstore_create_with_key_provider() != 53137) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_constructor_followupstore_create_with_passphrase() != 7331) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_constructor_followupstore_open_with_key_provider() != 1836) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_constructor_followupstore_open_with_passphrase() != 46873) {
         return InitializationResult.apiChecksumMismatch
     }
 

@@ -4,48 +4,83 @@ import XCTest
 import Followup
 import FollowupFFI
 
-// PHASE 1: mirrors android/src/jvmTest (PreviewTests + LayerTests) over the preview surface
-// (bindings/src/preview.rs). Phase 2 replaces it with the field-day scenario against `Device`.
+// Mirrors android/src/jvmTest: StoreTests, LayerTests and ScenarioTests (a field day against a
+// real followup-server on 127.0.0.1). The scenario needs to start a process, so it runs on macOS
+// (`swift test`, with FOLLOWUP_SERVER set to target/debug/followup-server; see
+// .github/workflows/ios.yml) and is skipped on the iOS simulator.
 
-private func expectedDigest(_ passphrase: String, _ iterations: Int) -> String {
-    var h = Data(SHA256.hash(data: Data(passphrase.utf8)))
-    for _ in 0..<iterations { h = Data(SHA256.hash(data: h)) }
-    return h.map { String(format: "%02x", $0) }.joined()
+// MARK: - Fixtures
+
+private func tempDir() -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("followup-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
 }
 
-private final class Collector: SyncProgressListener, @unchecked Sendable {
-    private let lock = NSLock()
-    private var items: [SyncProgress] = []
-    var onEach: ((SyncProgress) -> Void)?
-    var seen: [SyncProgress] { lock.lock(); defer { lock.unlock() }; return items }
-    func onProgress(progress: SyncProgress) {
-        lock.lock(); items.append(progress); lock.unlock()
-        onEach?(progress)
+private func newKeys(_ name: String) -> AESGCMKeyProvider {
+    AESGCMKeyProvider(key: SymmetricKey(size: .bits256), keyId: "alias-\(name)")
+}
+
+private func newStore(_ name: String) async throws -> FollowupStore {
+    try await FollowupStore.createWithKeyProvider(path: tempDir().appendingPathComponent("\(name).db").path, provider: newKeys(name))
+}
+
+private func isoDay(_ offset: Int) -> String {
+    let f = DateFormatter()
+    f.calendar = Calendar(identifier: .gregorian)
+    f.locale = Locale(identifier: "en_US_POSIX")
+    f.dateFormat = "yyyy-MM-dd"
+    return f.string(from: Date().addingTimeInterval(TimeInterval(offset * 86_400)))
+}
+
+private var today: String { isoDay(0) }
+
+private func newPatient(_ code: String) -> NewPatient {
+    NewPatient(studyCode: code,
+               consent: Consent(formVersion: "2.1", date: isoDay(-8), scope: ["registry"]),
+               birthYear: 1961, sex: .female, enrolledOn: isoDay(-8))
+}
+
+private func kneeInjection(daysAgo: Int) -> Procedure {
+    Procedure(date: isoDay(-daysAgo), condition: "knee osteoarthritis", procedureType: "cell injection",
+              route: .intraArticular, cellType: .mesenchymal, sourceTissue: .adipose, origin: .autologous,
+              manipulation: .minimal, regulatoryStatus: .unregulated, trialRegistration: nil,
+              promisedBenefits: [PromisedBenefit(benefit: "less pain", measure: "pain 0-10")],
+              cost: Cost(amountMinor: 850_000, currency: "USD"))
+}
+
+private func validFollowup() -> [String: AnswerValue] {
+    answers(["visit_date": today, "visit_mode": "in_person", "condition_status": "improved",
+             "symptom_primary": 3, "symptom_pain": 2, "symptom_fatigue": 4, "ecog": "1",
+             "complications_any": false, "hospitalised": false, "further_cell_therapy": false])
+}
+
+/// Asserts `body` throws a `FollowupError` matching `matches`; returns it.
+@discardableResult
+private func assertThrowsFollowup<T>(_ body: () async throws -> T, _ matches: (FollowupError) -> Bool,
+                                     file: StaticString = #filePath, line: UInt = #line) async -> FollowupError? {
+    do {
+        _ = try await body()
+        XCTFail("expected a FollowupError", file: file, line: line)
+    } catch let e as FollowupError {
+        XCTAssertTrue(matches(e), "unexpected \(e)", file: file, line: line)
+        return e
+    } catch {
+        XCTFail("expected a FollowupError, got \(error)", file: file, line: line)
     }
-}
-
-private struct ListenerBug: Error {}
-
-private final class ThrowingListener: SyncProgressListener, @unchecked Sendable {
-    func onProgress(progress: SyncProgress) throws { throw ListenerBug() }
+    return nil
 }
 
 private final class CountingKeyProvider: KeyProvider, @unchecked Sendable {
     let inner: KeyProvider
-    var wraps = 0
-    var unwraps = 0
+    private let lock = NSLock()
+    private var w = 0, u = 0
+    var wraps: Int { lock.lock(); defer { lock.unlock() }; return w }
+    var unwraps: Int { lock.lock(); defer { lock.unlock() }; return u }
     init(_ inner: KeyProvider) { self.inner = inner }
-    func wrap(dataKey: Data) throws -> Data { wraps += 1; return try inner.wrap(dataKey: dataKey) }
-    func unwrap(wrapped: Data) throws -> Data { unwraps += 1; return try inner.unwrap(wrapped: wrapped) }
+    func wrap(dataKey: Data) throws -> Data { lock.lock(); w += 1; lock.unlock(); return try inner.wrap(dataKey: dataKey) }
+    func unwrap(wrapped: Data) throws -> Data { lock.lock(); u += 1; lock.unlock(); return try inner.unwrap(wrapped: wrapped) }
     func keyId() -> String { inner.keyId() }
-}
-
-private final class MixedKeyProvider: KeyProvider, @unchecked Sendable {
-    let a = AESGCMKeyProvider(key: SymmetricKey(size: .bits256), keyId: "k")
-    let b = AESGCMKeyProvider(key: SymmetricKey(size: .bits256), keyId: "k")
-    func wrap(dataKey: Data) throws -> Data { try a.wrap(dataKey: dataKey) }
-    func unwrap(wrapped: Data) throws -> Data { try b.unwrap(wrapped: wrapped) }
-    func keyId() -> String { "k" }
 }
 
 private struct KeystoreLocked: Error {}
@@ -56,108 +91,134 @@ private final class BrokenKeyProvider: KeyProvider, @unchecked Sendable {
     func keyId() -> String { "broken" }
 }
 
-final class PreviewTests: XCTestCase {
+// MARK: - The store without a server
+
+final class StoreTests: XCTestCase {
     func testCoreVersion() {
-        XCTAssertNotNil(coreVersion().range(of: #"^\d+\.\d+\.\d+"#, options: .regularExpression))
+        XCTAssertFalse(coreVersion().isEmpty)
     }
 
-    func testAsyncCallReturnsTheRightDigest() async throws {
-        let out = try await previewDeriveCheck(passphrase: "correct horse", iterations: 25_000, listener: nil, cancel: nil)
-        XCTAssertEqual(out, expectedDigest("correct horse", 25_000))
-    }
-
-    func testProgressCallbacksArriveInOrder() async throws {
-        let c = Collector()
-        _ = try await previewDeriveCheck(passphrase: "pw", iterations: 35_000, listener: c, cancel: nil)
-        XCTAssertEqual(c.seen.map(\.done), [0, 10_000, 20_000, 30_000, 35_000, 35_000])
-        XCTAssertEqual(c.seen.last?.stage, .finished)
-    }
-
-    func testThrowingListenerDoesNotBreakTheOperation() async throws {
-        let out = try await previewDeriveCheck(passphrase: "pw", iterations: 10, listener: ThrowingListener(), cancel: nil)
-        XCTAssertEqual(out, expectedDigest("pw", 10))
-    }
-
-    func testCancellationHandleStopsTheOperation() async {
-        let handle = CancellationHandle()
-        let c = Collector()
-        c.onEach = { if $0.done >= 20_000 { handle.cancel() } }
-        do {
-            _ = try await previewDeriveCheck(passphrase: "pw", iterations: 50_000_000, listener: c, cancel: handle)
-            XCTFail("expected Cancelled")
-        } catch let e as FollowupError {
-            guard case .Cancelled = e else { return XCTFail("\(e)") }
-            XCTAssertTrue(e.userMessage.contains("cancelled"))
-        } catch { XCTFail("\(error)") }
-    }
-
-    func testAsyncErrorIsAFollowupError() async {
-        do {
-            _ = try await previewDeriveCheck(passphrase: "", iterations: 1, listener: nil, cancel: nil)
-            XCTFail("expected InvalidInput")
-        } catch let e as FollowupError {
-            XCTAssertEqual(e, .InvalidInput(reason: "The passphrase is empty. Fix the argument and call again."))
-        } catch { XCTFail("\(error)") }
-    }
-
-    func testSwiftKeyProviderIsCalledFromRust() throws {
-        let keys = CountingKeyProvider(AESGCMKeyProvider(key: SymmetricKey(size: .bits256), keyId: "test-key-1"))
-        XCTAssertEqual(try previewKeyProviderRoundtrip(provider: keys), "test-key-1")
+    func testSwiftKeyProviderOpensTheStoreItCreatedAndAnotherKeyIsWrongKey() async throws {
+        let path = tempDir().appendingPathComponent("tablet.db").path
+        let keys = CountingKeyProvider(newKeys("tablet"))
+        let store = try await FollowupStore.createWithKeyProvider(path: path, provider: keys)
+        XCTAssertNil(try store.enrolment())
+        store.closeStore()
         XCTAssertEqual(keys.wraps, 1)
-        XCTAssertEqual(keys.unwraps, 1)
+        let unwrapsAtCreate = keys.unwraps
+        _ = try await FollowupStore.openWithKeyProvider(path: path, provider: keys)
+        XCTAssertEqual(keys.unwraps, unwrapsAtCreate + 1)
+        let e = await assertThrowsFollowup({ try await FollowupStore.openWithKeyProvider(path: path, provider: newKeys("tablet")) }) {
+            if case .WrongKey = $0 { return true } else { return false }
+        }
+        XCTAssertTrue(e?.userMessage.contains("does not open this store") ?? false)
     }
 
-    func testWrongKeyCrossesRustAndBack() {
-        XCTAssertThrowsError(try previewKeyProviderRoundtrip(provider: MixedKeyProvider())) { error in
-            guard case .WrongKey? = error as? FollowupError else { return XCTFail("\(error)") }
+    func testUnexpectedSwiftErrorArrivesAsKeyProviderFailed() async {
+        await assertThrowsFollowup({
+            try await FollowupStore.createWithKeyProvider(path: tempDir().appendingPathComponent("x.db").path, provider: BrokenKeyProvider())
+        }) { if case .KeyProviderFailed = $0 { return true } else { return false } }
+    }
+
+    func testRotateToPassphraseAndWrongPassphrase() async throws {
+        let path = tempDir().appendingPathComponent("phone.db").path
+        let keys = newKeys("k")
+        let store = try await FollowupStore.createWithKeyProvider(path: path, provider: keys)
+        try await store.rotateKeyToPassphrase(passphrase: "correct horse battery")
+        store.closeStore()
+        await assertThrowsFollowup({ try await FollowupStore.openWithKeyProvider(path: path, provider: keys) }) {
+            if case .WrongKey = $0 { return true } else { return false }
+        }
+        await assertThrowsFollowup({ try await FollowupStore.openWithPassphrase(path: path, passphrase: "wrong horse") }) {
+            if case .WrongKey = $0 { return true } else { return false }
+        }
+        let reopened = try await FollowupStore.openWithPassphrase(path: path, passphrase: "correct horse battery")
+        XCTAssertTrue(reopened.isOpen())
+    }
+
+    func testCaptureNeedsEnrolment() async throws {
+        let store = try await newStore("fresh")
+        await assertThrowsFollowup({ try store.enrolPatient(patient: newPatient("P-1")) }) {
+            if case .NotEnrolled = $0 { return true } else { return false }
         }
     }
 
-    func testUnexpectedSwiftErrorArrivesAsKeyProviderFailed() {
-        XCTAssertThrowsError(try previewKeyProviderRoundtrip(provider: BrokenKeyProvider())) { error in
-            guard case .KeyProviderFailed? = error as? FollowupError else { return XCTFail("\(error)") }
-        }
+    func testMalformedIdsAndDatesAreInvalidInput() async throws {
+        let store = try await newStore("ids")
+        let invalid: (FollowupError) -> Bool = { if case .InvalidInput = $0 { return true } else { return false } }
+        await assertThrowsFollowup({ try store.getResponse(responseId: "not-an-id") }, invalid)
+        await assertThrowsFollowup({ try store.patientVisits(patientId: String(repeating: "0", count: 32), asOf: "12/01/2026") }, invalid)
+        await assertThrowsFollowup({ try store.questionnaire(questionnaireId: "no-such-form") }, invalid)
     }
 
-    func testValidationErrorCarriesItemProblems() throws {
-        XCTAssertThrowsError(try previewValidate(answers: ["pain": "12", "fever": "maybe"])) { error in
-            guard let e = error as? FollowupError, case let .ValidationFailed(_, problems) = e else {
-                return XCTFail("\(error)")
-            }
-            XCTAssertEqual(problems.map(\.itemId), ["pain", "fever"])
-            XCTAssertEqual(problems.map(\.code), ["out_of_range", "wrong_type"])
-            XCTAssertEqual(e.itemProblems["pain"]?.first?.message, "must be between 0 and 10")
-            XCTAssertTrue(e.userMessage.contains("2 answers need attention"))
-        }
-        try previewValidate(answers: ["pain": "3", "fever": "false"])
+    func testQuestionnaireDescribesItemsAndEnableWhen() async throws {
+        let store = try await newStore("forms")
+        let q = try store.questionnaire(questionnaireId: "clinician-followup")
+        XCTAssertEqual(q.kind, .clinicianFollowup)
+        let pain = try XCTUnwrap(q.items.first { $0.id == "symptom_pain" })
+        XCTAssertEqual(pain.itemType, .scale0To10)
+        XCTAssertEqual(pain.min, 0)
+        XCTAssertEqual(pain.max, 10)
+        let complications = try XCTUnwrap(q.items.first { $0.id == "complications" })
+        XCTAssertTrue(complications.conditional)
+        XCTAssertFalse(complications.enabled)
+        XCTAssertTrue(try store.enabledItems(questionnaireId: q.id, answers: answers(["complications_any": true])).contains("complications"))
+    }
+
+    func testCheckAnswersAsTheUserTypes() async throws {
+        let store = try await newStore("typing")
+        XCTAssertEqual(try store.checkAnswers(questionnaireId: "clinician-followup", answers: answers(["symptom_pain": 4])), [])
+        let problems = try store.checkAnswers(questionnaireId: "clinician-followup",
+                                              answers: answers(["symptom_pain": 14, "ecog": "9", "visit_date": "2026-02-30"]))
+        let byItem = Dictionary(uniqueKeysWithValues: problems.map { ($0.itemId, $0.code) })
+        XCTAssertEqual(byItem, ["symptom_pain": "above_max", "ecog": "unknown_choice", "visit_date": "invalid_date"])
+    }
+
+    func testClosedStoreIsClosedError() async throws {
+        let store = try await newStore("closing")
+        store.closeStore()
+        store.closeStore()
+        XCTAssertFalse(store.isOpen())
+        await assertThrowsFollowup({ try store.listPatients() }) { if case .Closed = $0 { return true } else { return false } }
+        await assertThrowsFollowup({ try await store.sync(listener: nil, cancel: nil) }) { if case .Closed = $0 { return true } else { return false } }
     }
 }
 
+// MARK: - The idiomatic layer
+
 final class LayerTests: XCTestCase {
     func testProgressStreamYieldsProgressThenResult() async throws {
-        var done: [UInt64] = []
+        var seen: [UInt64] = []
         var result: String?
-        for try await event in progressStream({ l, c in
-            try await previewDeriveCheck(passphrase: "pw", iterations: 20_000, listener: l, cancel: c)
+        for try await event in progressStream({ l, _ in
+            try l.onProgress(progress: SyncProgress(stage: .sending, docsDone: 1, docsTotal: 2, bytesSent: 0, bytesReceived: 0))
+            try l.onProgress(progress: SyncProgress(stage: .done, docsDone: 2, docsTotal: 2, bytesSent: 0, bytesReceived: 0))
+            return "report"
         }) {
             switch event {
-            case let .progress(p): done.append(p.done)
+            case let .progress(p): seen.append(p.docsDone)
             case let .done(r): result = r
             }
         }
-        XCTAssertEqual(done, [0, 10_000, 20_000, 20_000])
-        XCTAssertEqual(result?.count, 64)
+        XCTAssertEqual(seen, [1, 2])
+        XCTAssertEqual(result, "report")
     }
 
     func testProgressStreamRethrows() async {
         do {
-            for try await _ in progressStream({ l, c in
-                try await previewDeriveCheck(passphrase: "", iterations: 1, listener: l, cancel: c)
-            }) {}
-            XCTFail("expected InvalidInput")
-        } catch let e as FollowupError {
-            guard case .InvalidInput = e else { return XCTFail("\(e)") }
+            for try await _ in progressStream({ _, _ -> Int in throw FollowupError.Cancelled(reason: "stop") }) {}
+            XCTFail("expected an error")
+        } catch FollowupError.Cancelled {
         } catch { XCTFail("\(error)") }
+    }
+
+    func testAnswersFromPlainSwiftValues() {
+        let a = answers(["b": true, "i": 3, "d": 1.5, "t": "x", "c": ["p", "q"]])
+        XCTAssertEqual(a["b"], .bool(value: true))
+        XCTAssertEqual(a["i"], .int(value: 3))
+        XCTAssertEqual(a["d"], .decimal(value: 1.5))
+        XCTAssertEqual(a["t"], .text(value: "x"))
+        XCTAssertEqual(a["c"], .choices(value: ["p", "q"]))
     }
 
     func testAESGCMKeyProviderRejectsOtherKeyIdAndTampering() throws {
@@ -174,7 +235,7 @@ final class LayerTests: XCTestCase {
         }
     }
 
-    func testKeychainKeyProviderRoundTrip() throws {
+    func testKeychainKeyProviderOpensAStore() async throws {
         let account = "followup.test.\(UUID().uuidString)"
         let keys: KeychainKeyProvider
         do {
@@ -183,9 +244,220 @@ final class LayerTests: XCTestCase {
             throw XCTSkip("no usable keychain in this test environment: \(error)")
         }
         defer { try? KeychainKeyProvider.delete(account: account) }
-        XCTAssertEqual(try previewKeyProviderRoundtrip(provider: keys), account)
-        // The same account yields the same key: a blob wrapped before still opens.
-        let blob = try keys.wrap(dataKey: Data(repeating: 7, count: 32))
-        XCTAssertEqual(try KeychainKeyProvider.getOrCreate(account: account).unwrap(wrapped: blob), Data(repeating: 7, count: 32))
+        let path = tempDir().appendingPathComponent("keychain.db").path
+        try await FollowupStore.createWithKeyProvider(path: path, provider: keys).closeStore()
+        let again = try await FollowupStore.openWithKeyProvider(path: path, provider: try KeychainKeyProvider.getOrCreate(account: account))
+        XCTAssertTrue(again.isOpen())
     }
 }
+
+// MARK: - A field day against a real server
+
+#if os(macOS)
+/// `followup-server` (path in FOLLOWUP_SERVER) on 127.0.0.1 with a fresh data directory; stopped
+/// in tearDown. Every wait is bounded.
+private final class TestServer {
+    static let adminToken = "xctest-admin-token-0123456789"
+    let process = Process()
+    let url: String
+    let dataDir = tempDir()
+
+    init() throws {
+        guard let bin = ProcessInfo.processInfo.environment["FOLLOWUP_SERVER"] else {
+            throw XCTSkip("set FOLLOWUP_SERVER to target/debug/followup-server to run the scenario")
+        }
+        let port = 20_000 + Int.random(in: 0..<20_000)
+        url = "http://127.0.0.1:\(port)"
+        process.executableURL = URL(fileURLWithPath: bin)
+        process.arguments = ["--listen", "127.0.0.1:\(port)", "--data-dir", dataDir.path, "--admin-token", Self.adminToken]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while true {
+            let health = URL(string: url + "/health")!
+            if let reply = try? awaitSync({ try await URLSession.shared.data(from: health) }),
+               (reply.1 as? HTTPURLResponse)?.statusCode == 200 { break }
+            guard process.isRunning, Date() < deadline else { stop(); throw XCTSkip("followup-server did not start") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    func stop() {
+        if process.isRunning { process.terminate(); process.waitUntilExit() }
+        try? FileManager.default.removeItem(at: dataDir)
+    }
+
+    private func admin(_ path: String, _ json: String?) async throws -> [String: Any] {
+        var req = URLRequest(url: URL(string: url + path)!, timeoutInterval: 10)
+        req.httpMethod = "POST"
+        req.setValue("Bearer \(Self.adminToken)", forHTTPHeaderField: "Authorization")
+        req.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        req.httpBody = json.map { Data($0.utf8) }
+        let (data, resp) = try await URLSession.shared.data(for: req)
+        let status = (resp as? HTTPURLResponse)?.statusCode ?? 0
+        guard (200..<300).contains(status) else { throw NSError(domain: "admin \(path) -> \(status)", code: status) }
+        return (try JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+    }
+
+    func createClinic(_ name: String) async throws -> String {
+        try await admin("/v1/admin/clinics", #"{"name":"\#(name)","country":"TH"}"#)["clinic"] as! String
+    }
+
+    func clinicDeviceCode(_ clinic: String) async throws -> String {
+        try await admin("/v1/admin/enrolment-codes", #"{"role":"clinic_device","clinic":"\#(clinic)"}"#)["code"] as! String
+    }
+
+    func patientDeviceCode(_ patient: String) async throws -> String {
+        try await admin("/v1/admin/enrolment-codes", #"{"role":"patient_device","patient":"\#(patient)"}"#)["code"] as! String
+    }
+
+    func revoke(_ device: String) async throws {
+        _ = try await admin("/v1/admin/devices/\(device)/revoke", nil)
+    }
+}
+
+/// Runs an async call to completion from synchronous code (server start-up only).
+private func awaitSync<T>(_ body: @escaping () async throws -> T) throws -> T {
+    let done = DispatchSemaphore(value: 0)
+    var result: Result<T, Error>!
+    Task {
+        do { result = .success(try await body()) } catch { result = .failure(error) }
+        done.signal()
+    }
+    guard done.wait(timeout: .now() + 5) == .success else { throw URLError(.timedOut) }
+    return try result.get()
+}
+
+final class ScenarioTests: XCTestCase {
+    private var server: TestServer!
+
+    override func setUpWithError() throws { server = try TestServer() }
+    override func tearDown() { server?.stop() }
+
+    private func clinicTablet(_ name: String, _ clinic: String) async throws -> FollowupStore {
+        let store = try await newStore(name)
+        _ = try await store.enrol(serverUrl: server.url, code: try await server.clinicDeviceCode(clinic), label: name)
+        return store
+    }
+
+    func testEnrolCaptureValidateSyncAndASecondTabletPulls() async throws {
+        let clinic = try await server.createClinic("Bangkok Regenerative Clinic")
+        let tablet = try await newStore("tablet-a")
+        let enrolled = try await tablet.enrol(serverUrl: server.url, code: try await server.clinicDeviceCode(clinic), label: "Tablet A")
+        XCTAssertEqual(enrolled.role, .clinicDevice)
+        XCTAssertEqual(enrolled.clinicId, clinic)
+
+        let patient = try tablet.enrolPatient(patient: newPatient("BKK-001"))
+        let procedure = try tablet.recordProcedure(patientId: patient, procedure: kneeInjection(daysAgo: 7))
+        let d7 = try XCTUnwrap(try tablet.clinicVisits(asOf: today, states: [.due]).first { $0.patientId == patient && $0.visitId == "d7" })
+
+        let response = try tablet.startResponse(patientId: patient, questionnaireId: d7.questionnaireId, procedureId: procedure, visitId: d7.visitId)
+        var typos = validFollowup()
+        typos["symptom_pain"] = .int(value: 14)
+        typos["ecog"] = .text(value: "9")
+        let problems = try tablet.saveAnswers(responseId: response, answers: typos)
+        XCTAssertEqual(Set(problems.map { $0.itemId }), ["symptom_pain", "ecog"])
+        do {
+            try tablet.submitResponse(responseId: response)
+            XCTFail("expected ValidationFailed")
+        } catch let e as FollowupError {
+            XCTAssertEqual(Set(e.itemProblems.keys), ["symptom_pain", "ecog"])
+        }
+        XCTAssertEqual(try tablet.saveAnswers(responseId: response, answers: validFollowup()), [])
+        try tablet.submitResponse(responseId: response)
+        XCTAssertEqual(try tablet.getResponse(responseId: response).status, .submitted)
+
+        let ae = try tablet.reportAdverseEvent(patientId: patient, event: AdverseEvent(
+            reporter: .clinic, category: "infection", onset: isoDay(-1), severity: 3, seriousness: ["hospitalisation"],
+            outcome: .recovering, description: "redness at the injection site", procedureId: procedure, answers: [:]))
+        _ = try tablet.adjudicate(adverseEventId: ae, decision: AdjudicationDecision(
+            relatedness: .probable, action: "antibiotics", remedy: "treatment at no cost", status: .responded))
+
+        var stages: [SyncStage] = []
+        var report: SyncReport?
+        for try await event in tablet.syncStream() {
+            switch event {
+            case let .progress(p): stages.append(p.stage)
+            case let .done(r): report = r
+            }
+        }
+        XCTAssertTrue(stages.contains(.sending))
+        XCTAssertEqual(stages.last, .done)
+        XCTAssertEqual(report?.pushed, 5)
+        XCTAssertEqual(report?.rejected, [])
+
+        let tabletB = try await clinicTablet("tablet-b", clinic)
+        let pulled = try await tabletB.syncNow()
+        XCTAssertGreaterThanOrEqual(pulled.pulled, 5)
+        XCTAssertEqual(try tabletB.listPatients().map { $0.studyCode }, ["BKK-001"])
+        XCTAssertEqual(try tabletB.getResponse(responseId: response).answers, try tablet.getResponse(responseId: response).answers)
+    }
+
+    func testConcurrentEditsMergeAndShowTheConflict() async throws {
+        let clinic = try await server.createClinic("Chiang Mai Cell Clinic")
+        let a = try await clinicTablet("conflict-a", clinic)
+        let b = try await clinicTablet("conflict-b", clinic)
+        let patient = try a.enrolPatient(patient: newPatient("CM-7"))
+        let proc = try a.recordProcedure(patientId: patient, procedure: kneeInjection(daysAgo: 7))
+        let r = try a.startResponse(patientId: patient, questionnaireId: "clinician-followup", procedureId: proc, visitId: "d7")
+        _ = try await a.syncNow(); _ = try await b.syncNow()
+        _ = try a.saveAnswers(responseId: r, answers: answers(["symptom_pain": 3, "visit_mode": "in_person"]))
+        _ = try b.saveAnswers(responseId: r, answers: answers(["symptom_pain": 5, "ecog": "2"]))
+        _ = try await a.syncNow(); _ = try await b.syncNow(); _ = try await a.syncNow()
+        let merged = try a.getResponse(responseId: r).answers
+        XCTAssertEqual(merged["visit_mode"], .text(value: "in_person"))
+        XCTAssertEqual(merged["ecog"], .text(value: "2"))
+        let conflict = try XCTUnwrap(try a.conflicts(recordId: r).first { $0.path == "answers.symptom_pain" })
+        XCTAssertEqual(Set(conflict.values.map { $0.valueJson }), ["3", "5"])
+        XCTAssertEqual(conflict.values.filter { $0.winner }.count, 1)
+        try a.resolveAnswer(responseId: r, itemId: "symptom_pain", value: .int(value: 4))
+        _ = try await a.syncNow(); _ = try await b.syncNow()
+        XCTAssertEqual(try a.conflicts(recordId: r), [])
+        XCTAssertEqual(try b.conflicts(recordId: r), [])
+        XCTAssertEqual(try b.getResponse(responseId: r).answers["symptom_pain"], .int(value: 4))
+    }
+
+    func testPatientPhoneAnswersItsOwnSurvey() async throws {
+        let clinic = try await server.createClinic("Phuket Stem Cell Centre")
+        let tablet = try await clinicTablet("clinic-for-phone", clinic)
+        let patient = try tablet.enrolPatient(patient: newPatient("PK-3"))
+        _ = try await tablet.syncNow()
+        let phone = try await newStore("phone")
+        let enrolled = try await phone.enrol(serverUrl: server.url, code: try await server.patientDeviceCode(patient), label: "Patient phone")
+        XCTAssertEqual(enrolled.role, .patientDevice)
+        await assertThrowsFollowup({ try phone.enrolPatient(patient: newPatient("X")) }) {
+            if case .NotPermitted = $0 { return true } else { return false }
+        }
+        let survey = try phone.startResponse(patientId: patient, questionnaireId: "patient-outcome-survey", procedureId: nil, visitId: nil)
+        XCTAssertEqual(try phone.getResponse(responseId: survey).completedBy, .patient)
+        let pushed = try await phone.syncNow().pushed
+        XCTAssertEqual(pushed, 1)
+    }
+
+    func testCancelledUnreachableAndRevoked() async throws {
+        let clinic = try await server.createClinic("Edge Clinic")
+        let tablet = try await clinicTablet("edge", clinic)
+        _ = try tablet.enrolPatient(patient: newPatient("E-1"))
+        let handle = CancellationHandle()
+        handle.cancel()
+        await assertThrowsFollowup({ try await tablet.sync(listener: nil, cancel: handle) }) {
+            if case .Cancelled = $0 { return true } else { return false }
+        }
+        let retried = try await tablet.syncNow().pushed
+        XCTAssertEqual(retried, 1)
+
+        let offline = try await newStore("offline")
+        var settings = defaultSyncSettings()
+        settings.maxAttempts = 1
+        try offline.setSyncSettings(settings: settings)
+        await assertThrowsFollowup({ try await offline.enrol(serverUrl: "http://127.0.0.1:9", code: "ABCD-EFGH", label: "x") }) {
+            if case .ServerUnreachable = $0 { return true } else { return false }
+        }
+
+        try await server.revoke(try XCTUnwrap(try tablet.enrolment()).deviceId)
+        await assertThrowsFollowup({ try await tablet.syncNow() }) {
+            if case .Revoked = $0 { return true } else { return false }
+        }
+    }
+}
+#endif

@@ -16,6 +16,13 @@ val FollowupException.userMessage: String
         is FollowupException.Tampered -> reason
         is FollowupException.Storage -> reason
         is FollowupException.Rejected -> reason
+        is FollowupException.NotPermitted -> reason
+        is FollowupException.AlreadyEnrolled -> reason
+        is FollowupException.Revoked -> reason
+        is FollowupException.ClockWrong -> reason
+        is FollowupException.UpdateRequired -> reason
+        is FollowupException.ServerFailed -> reason
+        is FollowupException.Closed -> reason
         is FollowupException.Cancelled -> reason
         is FollowupException.InvalidInput -> reason
         is FollowupException.KeyProviderFailed -> reason

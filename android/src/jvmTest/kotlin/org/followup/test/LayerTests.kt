@@ -5,52 +5,89 @@ import kotlin.test.assertEquals
 import kotlin.test.assertFailsWith
 import kotlin.test.assertIs
 import kotlin.test.assertTrue
-import java.util.concurrent.atomic.AtomicLong
 import javax.crypto.KeyGenerator
-import kotlinx.coroutines.delay
+import kotlinx.coroutines.CompletableDeferred
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.NonCancellable
+import kotlinx.coroutines.withContext
+import kotlinx.coroutines.withTimeout
 import kotlinx.coroutines.flow.filterIsInstance
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.yield
 import org.followup.AesGcmKeyProvider
 import org.followup.OperationEvent
+import org.followup.answerValue
+import org.followup.answersOf
+import org.followup.plain
 import org.followup.progressFlow
-import org.followup.progressListener
 import org.followup.withCancellation
+import org.followup.ffi.AnswerValue
 import org.followup.ffi.CancellationHandle
 import org.followup.ffi.FollowupException
-import org.followup.ffi.previewDeriveCheck
+import org.followup.ffi.SyncProgress
+import org.followup.ffi.SyncStage
 
-// Tests of the idiomatic Kotlin layer (android/src/main/kotlin/org/followup) on the JVM.
+// Tests of the idiomatic Kotlin layer (android/src/main/kotlin/org/followup) on the JVM. The
+// operations here are Kotlin stand-ins; the real sync runs through the same adapters in
+// ScenarioTests.
+
+private fun progress(done: Long, stage: SyncStage = SyncStage.Sending) =
+    SyncProgress(stage, done.toULong(), 10uL, 0uL, 0uL)
 
 object LayerTests {
     val tests = listOf(
         test("progressFlow emits progress then the result") {
-            val events = progressFlow { listener, cancel -> previewDeriveCheck("pw", 20_000u, listener, cancel) }.toList()
-            val progress = events.filterIsInstance<OperationEvent.Progress>().map { it.progress.done }
-            assertEquals(listOf(0uL, 10_000uL, 20_000uL, 20_000uL), progress)
-            val done = assertIs<OperationEvent.Done<String>>(events.last())
-            assertEquals(64, done.result.length)
+            val events = progressFlow { listener, _ ->
+                listener.onProgress(progress(1))
+                listener.onProgress(progress(2, SyncStage.Done))
+                "report"
+            }.toList()
+            val done = events.filterIsInstance<OperationEvent.Progress>().map { it.progress.docsDone }
+            assertEquals(listOf(1uL, 2uL), done)
+            assertEquals("report", assertIs<OperationEvent.Done<String>>(events.last()).result)
         },
         test("progressFlow rethrows the operation's FollowupException") {
-            assertFailsWith<FollowupException.InvalidInput> {
-                progressFlow { l, c -> previewDeriveCheck("", 1u, l, c) }.toList()
+            assertFailsWith<FollowupException.Cancelled> {
+                progressFlow<Unit> { _, _ -> throw FollowupException.Cancelled("stop") }.toList()
             }
         },
-        test("leaving a progressFlow early cancels the Rust operation") {
-            val reports = AtomicLong()
+        test("leaving a progressFlow early cancels the operation's handle") {
+            // The stand-in behaves like a Rust operation: it ignores coroutine cancellation and
+            // polls its handle. The adapter cancels the handle, then closes it (a closed handle
+            // throws IllegalStateException to Kotlin; Rust keeps its own reference).
+            val stopped = CompletableDeferred<String>()
             val first = progressFlow { l, c ->
-                val counting = progressListener { reports.incrementAndGet(); l.onProgress(it) }
-                previewDeriveCheck("pw", 2_000_000_000u, counting, c) // minutes of work unless cancelled
-            }.filterIsInstance<OperationEvent.Progress>().first { it.progress.done > 0uL }
-            assertTrue(first.progress.done > 0uL)
-            delay(200) // let the Rust thread reach its next safe point
-            val settled = reports.get()
-            delay(300)
-            assertEquals(settled, reports.get(), "Rust kept reporting progress after the flow was left")
+                withContext(NonCancellable + Dispatchers.IO) {
+                    var n = 0L
+                    while (true) {
+                        val cancelled = try { c.isCancelled() } catch (e: IllegalStateException) { stopped.complete("closed"); break }
+                        if (cancelled) { stopped.complete("cancelled"); break }
+                        l.onProgress(progress(++n))
+                        Thread.sleep(2)
+                    }
+                }
+            }.filterIsInstance<OperationEvent.Progress>().first { it.progress.docsDone >= 3uL }
+            assertEquals(3uL, first.progress.docsDone)
+            val how = withTimeout(5_000) { stopped.await() }
+            assertTrue(how == "cancelled" || how == "closed", how)
         },
         test("withCancellation hands out a live handle and closes it") {
-            val out = withCancellation { c -> previewDeriveCheck("pw", 5u, null, c) }
-            assertEquals(64, out.length)
+            var seen: CancellationHandle? = null
+            val out = withCancellation { c -> seen = c; yield(); c.isCancelled() }
+            assertEquals(false, out)
+            assertFailsWith<IllegalStateException> { seen!!.isCancelled() }
+        },
+        test("answersOf maps plain Kotlin values onto AnswerValue and back") {
+            val a = answersOf("b" to true, "i" to 3, "l" to 4L, "d" to 1.5, "t" to "x", "c" to listOf("p", "q"))
+            assertEquals(AnswerValue.Bool(true), a["b"])
+            assertEquals(AnswerValue.Int(3), a["i"])
+            assertEquals(AnswerValue.Int(4), a["l"])
+            assertEquals(AnswerValue.Decimal(1.5), a["d"])
+            assertEquals(AnswerValue.Text("x"), a["t"])
+            assertEquals(AnswerValue.Choices(listOf("p", "q")), a["c"])
+            assertEquals(listOf("p", "q"), a.getValue("c").plain)
+            assertFailsWith<IllegalArgumentException> { answerValue(Any()) }
         },
         test("AesGcmKeyProvider round-trips and rejects a blob from another key id") {
             val key = KeyGenerator.getInstance("AES").apply { init(256) }.generateKey()

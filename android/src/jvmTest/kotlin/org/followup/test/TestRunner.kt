@@ -16,11 +16,12 @@ class Test(val name: String, val body: suspend () -> Unit)
 fun test(name: String, body: suspend () -> Unit) = Test(name, body)
 
 fun main(args: Array<String>) {
-    val all = PreviewTests.tests + LayerTests.tests
+    val all = StoreTests.tests + LayerTests.tests + ScenarioTests.tests
     val selected = if (args.isEmpty()) all else all.filter { t -> args.any { t.name.contains(it) } }
     var passed = 0
     var failed = 0
     val clock = TimeSource.Monotonic
+    Runtime.getRuntime().addShutdownHook(Thread { TestServer.stop() })
     for (t in selected) {
         val start = clock.markNow()
         val error = try {
@@ -38,6 +39,11 @@ fun main(args: Array<String>) {
             println("FAIL  ${t.name} (${ms} ms)")
             error.printStackTrace(System.out)
         }
+    }
+    TestServer.stop()
+    if (failed > 0 && TestServer.log.length() > 0) {
+        println("---- followup-server log (last 4 kB) ----")
+        println(TestServer.log.readText().takeLast(4096))
     }
     println("$passed passed, $failed failed")
     exitProcess(if (failed == 0 && selected.isNotEmpty()) 0 else 1)

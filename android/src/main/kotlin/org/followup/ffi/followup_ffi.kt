@@ -799,6 +799,72 @@ internal open class UniffiVTableCallbackInterfaceSyncProgressListener(
 
 
 
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
 // For large crates we prevent `MethodTooLargeException` (see #2340)
 // N.B. the name of the extension is very misleading, since it is 
 // rather `InterfaceTooLargeException`, caused by too many methods 
@@ -816,15 +882,71 @@ internal interface IntegrityCheckingUniffiLib : Library {
     // Integrity check functions only
     fun uniffi_followup_ffi_checksum_func_core_version(
 ): Short
-fun uniffi_followup_ffi_checksum_func_preview_derive_check(
-): Short
-fun uniffi_followup_ffi_checksum_func_preview_key_provider_roundtrip(
-): Short
-fun uniffi_followup_ffi_checksum_func_preview_validate(
+fun uniffi_followup_ffi_checksum_func_default_sync_settings(
 ): Short
 fun uniffi_followup_ffi_checksum_method_cancellationhandle_cancel(
 ): Short
 fun uniffi_followup_ffi_checksum_method_cancellationhandle_is_cancelled(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_adjudicate(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_adjudication_queue(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_check_answers(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_clear_answer(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_clinic_visits(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_close_store(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_conflicts(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_dismiss_rejection(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_enabled_items(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_enrol(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_enrol_patient(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_enrolment(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_get_procedure(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_get_response(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_is_open(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_list_patients(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_patient_visits(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_questionnaire(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_record_procedure(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_rejections(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_resolve_answer(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_passphrase(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_provider(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_save_answers(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_set_sync_settings(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_start_response(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_submit_response(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_sync(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_sync_settings(
 ): Short
 fun uniffi_followup_ffi_checksum_method_keyprovider_wrap(
 ): Short
@@ -835,6 +957,14 @@ fun uniffi_followup_ffi_checksum_method_keyprovider_key_id(
 fun uniffi_followup_ffi_checksum_method_syncprogresslistener_on_progress(
 ): Short
 fun uniffi_followup_ffi_checksum_constructor_cancellationhandle_new(
+): Short
+fun uniffi_followup_ffi_checksum_constructor_followupstore_create_with_key_provider(
+): Short
+fun uniffi_followup_ffi_checksum_constructor_followupstore_create_with_passphrase(
+): Short
+fun uniffi_followup_ffi_checksum_constructor_followupstore_open_with_key_provider(
+): Short
+fun uniffi_followup_ffi_checksum_constructor_followupstore_open_with_passphrase(
 ): Short
 fun ffi_followup_ffi_uniffi_contract_version(
 ): Int
@@ -897,6 +1027,78 @@ fun uniffi_followup_ffi_fn_method_cancellationhandle_cancel(`ptr`: Pointer,uniff
 ): Unit
 fun uniffi_followup_ffi_fn_method_cancellationhandle_is_cancelled(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): Byte
+fun uniffi_followup_ffi_fn_clone_followupstore(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Pointer
+fun uniffi_followup_ffi_fn_free_followupstore(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+fun uniffi_followup_ffi_fn_constructor_followupstore_create_with_key_provider(`path`: RustBuffer.ByValue,`provider`: Pointer,
+): Long
+fun uniffi_followup_ffi_fn_constructor_followupstore_create_with_passphrase(`path`: RustBuffer.ByValue,`passphrase`: RustBuffer.ByValue,
+): Long
+fun uniffi_followup_ffi_fn_constructor_followupstore_open_with_key_provider(`path`: RustBuffer.ByValue,`provider`: Pointer,
+): Long
+fun uniffi_followup_ffi_fn_constructor_followupstore_open_with_passphrase(`path`: RustBuffer.ByValue,`passphrase`: RustBuffer.ByValue,
+): Long
+fun uniffi_followup_ffi_fn_method_followupstore_adjudicate(`ptr`: Pointer,`adverseEventId`: RustBuffer.ByValue,`decision`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_adjudication_queue(`ptr`: Pointer,`asOf`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_check_answers(`ptr`: Pointer,`questionnaireId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_clear_answer(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,`itemId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+fun uniffi_followup_ffi_fn_method_followupstore_clinic_visits(`ptr`: Pointer,`asOf`: RustBuffer.ByValue,`states`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_close_store(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+fun uniffi_followup_ffi_fn_method_followupstore_conflicts(`ptr`: Pointer,`recordId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_dismiss_rejection(`ptr`: Pointer,`recordId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Byte
+fun uniffi_followup_ffi_fn_method_followupstore_enabled_items(`ptr`: Pointer,`questionnaireId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_enrol(`ptr`: Pointer,`serverUrl`: RustBuffer.ByValue,`code`: RustBuffer.ByValue,`label`: RustBuffer.ByValue,
+): Long
+fun uniffi_followup_ffi_fn_method_followupstore_enrol_patient(`ptr`: Pointer,`patient`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_enrolment(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_get_procedure(`ptr`: Pointer,`procedureId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_get_response(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_is_open(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Byte
+fun uniffi_followup_ffi_fn_method_followupstore_list_patients(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_patient_visits(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`asOf`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_questionnaire(`ptr`: Pointer,`questionnaireId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_record_procedure(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`procedure`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_rejections(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_report_adverse_event(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_resolve_answer(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,`itemId`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+fun uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_passphrase(`ptr`: Pointer,`passphrase`: RustBuffer.ByValue,
+): Long
+fun uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_provider(`ptr`: Pointer,`provider`: Pointer,
+): Long
+fun uniffi_followup_ffi_fn_method_followupstore_save_answers(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_set_sync_settings(`ptr`: Pointer,`settings`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+fun uniffi_followup_ffi_fn_method_followupstore_start_response(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`questionnaireId`: RustBuffer.ByValue,`procedureId`: RustBuffer.ByValue,`visitId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_submit_response(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+fun uniffi_followup_ffi_fn_method_followupstore_sync(`ptr`: Pointer,`listener`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,
+): Long
+fun uniffi_followup_ffi_fn_method_followupstore_sync_settings(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_clone_keyprovider(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): Pointer
 fun uniffi_followup_ffi_fn_free_keyprovider(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
@@ -919,12 +1121,8 @@ fun uniffi_followup_ffi_fn_method_syncprogresslistener_on_progress(`ptr`: Pointe
 ): Unit
 fun uniffi_followup_ffi_fn_func_core_version(uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
-fun uniffi_followup_ffi_fn_func_preview_derive_check(`passphrase`: RustBuffer.ByValue,`iterations`: Int,`listener`: RustBuffer.ByValue,`cancel`: RustBuffer.ByValue,
-): Long
-fun uniffi_followup_ffi_fn_func_preview_key_provider_roundtrip(`provider`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+fun uniffi_followup_ffi_fn_func_default_sync_settings(uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
-fun uniffi_followup_ffi_fn_func_preview_validate(`answers`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
-): Unit
 fun ffi_followup_ffi_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun ffi_followup_ffi_rustbuffer_from_bytes(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1054,19 +1252,103 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_func_core_version() != 17286.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_followup_ffi_checksum_func_preview_derive_check() != 12624.toShort()) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if (lib.uniffi_followup_ffi_checksum_func_preview_key_provider_roundtrip() != 54512.toShort()) {
-        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
-    }
-    if (lib.uniffi_followup_ffi_checksum_func_preview_validate() != 19867.toShort()) {
+    if (lib.uniffi_followup_ffi_checksum_func_default_sync_settings() != 53176.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_cancellationhandle_cancel() != 9561.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_cancellationhandle_is_cancelled() != 7190.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_adjudicate() != 42068.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_adjudication_queue() != 13087.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_check_answers() != 63288.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_clear_answer() != 8360.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_clinic_visits() != 297.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_close_store() != 14965.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_conflicts() != 19217.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_dismiss_rejection() != 52891.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_enabled_items() != 33715.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_enrol() != 53124.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_enrol_patient() != 28356.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_enrolment() != 34780.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_get_procedure() != 55777.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_get_response() != 28017.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_is_open() != 26701.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_list_patients() != 53035.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_patient_visits() != 19742.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_questionnaire() != 43676.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_record_procedure() != 3765.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_rejections() != 27634.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event() != 13888.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_resolve_answer() != 53364.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_passphrase() != 47016.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_provider() != 43628.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_save_answers() != 41981.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_set_sync_settings() != 36249.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_start_response() != 61079.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_submit_response() != 3403.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_sync() != 6544.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_sync_settings() != 866.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_keyprovider_wrap() != 12751.toShort()) {
@@ -1082,6 +1364,18 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_constructor_cancellationhandle_new() != 17309.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_constructor_followupstore_create_with_key_provider() != 53137.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_constructor_followupstore_create_with_passphrase() != 7331.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_constructor_followupstore_open_with_key_provider() != 1836.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_constructor_followupstore_open_with_passphrase() != 46873.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1324,6 +1618,29 @@ public object FfiConverterUInt: FfiConverter<UInt, Int> {
 /**
  * @suppress
  */
+public object FfiConverterInt: FfiConverter<Int, Int> {
+    override fun lift(value: Int): Int {
+        return value
+    }
+
+    override fun read(buf: ByteBuffer): Int {
+        return buf.getInt()
+    }
+
+    override fun lower(value: Int): Int {
+        return value
+    }
+
+    override fun allocationSize(value: Int) = 4UL
+
+    override fun write(value: Int, buf: ByteBuffer) {
+        buf.putInt(value)
+    }
+}
+
+/**
+ * @suppress
+ */
 public object FfiConverterULong: FfiConverter<ULong, Long> {
     override fun lift(value: Long): ULong {
         return value.toULong()
@@ -1341,6 +1658,52 @@ public object FfiConverterULong: FfiConverter<ULong, Long> {
 
     override fun write(value: ULong, buf: ByteBuffer) {
         buf.putLong(value.toLong())
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterLong: FfiConverter<Long, Long> {
+    override fun lift(value: Long): Long {
+        return value
+    }
+
+    override fun read(buf: ByteBuffer): Long {
+        return buf.getLong()
+    }
+
+    override fun lower(value: Long): Long {
+        return value
+    }
+
+    override fun allocationSize(value: Long) = 8UL
+
+    override fun write(value: Long, buf: ByteBuffer) {
+        buf.putLong(value)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterDouble: FfiConverter<Double, Double> {
+    override fun lift(value: Double): Double {
+        return value
+    }
+
+    override fun read(buf: ByteBuffer): Double {
+        return buf.getDouble()
+    }
+
+    override fun lower(value: Double): Double {
+        return value
+    }
+
+    override fun allocationSize(value: Double) = 8UL
+
+    override fun write(value: Double, buf: ByteBuffer) {
+        buf.putDouble(value)
     }
 }
 
@@ -1544,8 +1907,8 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 
 /**
  * Cancels a long operation. Create one, pass it to the call, call `cancel()` from anywhere; the
- * operation ends with `FollowupError.Cancelled` at its next safe point, having changed nothing
- * it has not committed.
+ * operation ends with `FollowupError.Cancelled` at once, leaving the store consistent (a sync
+ * pushes what it has not pushed next time).
  */
 public interface CancellationHandleInterface {
     
@@ -1561,8 +1924,8 @@ public interface CancellationHandleInterface {
 
 /**
  * Cancels a long operation. Create one, pass it to the call, call `cancel()` from anywhere; the
- * operation ends with `FollowupError.Cancelled` at its next safe point, having changed nothing
- * it has not committed.
+ * operation ends with `FollowupError.Cancelled` at once, leaving the store consistent (a sync
+ * pushes what it has not pushed next time).
  */
 open class CancellationHandle: Disposable, AutoCloseable, CancellationHandleInterface
 {
@@ -1709,6 +2072,1045 @@ public object FfiConverterTypeCancellationHandle: FfiConverter<CancellationHandl
     override fun allocationSize(value: CancellationHandle) = 8UL
 
     override fun write(value: CancellationHandle, buf: ByteBuffer) {
+        // The Rust code always expects pointers written as 8 bytes,
+        // and will fail to compile if they don't fit.
+        buf.putLong(Pointer.nativeValue(lower(value)))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a Pointer/Arc<T>
+// to the live Rust struct on the other side of the FFI.
+//
+// Each instance implements core operations for working with the Rust `Arc<T>` and the
+// Kotlin Pointer to work with the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque pointer to the underlying Rust struct.
+//     Method calls need to read this pointer from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its pointer should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the pointer, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the pointer, but is interrupted
+//      before it can pass the pointer over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read pointer value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * One encrypted Followup store on this device: a clinic tablet's or a patient phone's records,
+ * its identity and its enrolment with the registry.
+ *
+ * Open it once (the constructors are `suspend`/`async`: key derivation and opening take time)
+ * and use it from any thread. Short calls (capture, lists, validation) take milliseconds and
+ * may run on the main thread; `enrol`, `sync` and key rotation are `suspend`/`async`.
+ *
+ * Closing: `close_store()` releases the database and forgets the key at once; afterwards every
+ * call fails with `FollowupError.Closed`. In Kotlin the object is also `AutoCloseable`
+ * (`use { }` frees it; later calls throw `IllegalStateException`); in Swift it is closed when
+ * the last reference goes away.
+ */
+public interface FollowupStoreInterface {
+    
+    /**
+     * Records (or updates) the treating clinic's decision on an adverse event (clinic devices
+     * only). Returns the adjudication's id; the same record is updated by later decisions.
+     */
+    fun `adjudicate`(`adverseEventId`: kotlin.String, `decision`: AdjudicationDecision): kotlin.String
+    
+    /**
+     * Adverse events the clinic has not resolved, oldest deadline first; `overdue` as of
+     * `as_of` (`YYYY-MM-DD`).
+     */
+    fun `adjudicationQueue`(`asOf`: kotlin.String): List<AdjudicationItem>
+    
+    /**
+     * Validates answers as the user types: every problem except a missing required answer
+     * (that is only a problem at submission). Empty when all is well.
+     */
+    fun `checkAnswers`(`questionnaireId`: kotlin.String, `answers`: Map<kotlin.String, AnswerValue>): List<ItemProblem>
+    
+    /**
+     * Removes one answer from a draft.
+     */
+    fun `clearAnswer`(`responseId`: kotlin.String, `itemId`: kotlin.String)
+    
+    /**
+     * The clinic's work list as of `as_of`: visits in `states` (every state when empty), most
+     * urgent first (overdue, then due by the end of their window, then the rest).
+     */
+    fun `clinicVisits`(`asOf`: kotlin.String, `states`: List<VisitState>): List<Visit>
+    
+    /**
+     * Closes the store now: cancels a running sync, releases the database and drops the key
+     * from memory once calls under way have finished. Every later call fails with `Closed`.
+     * Idempotent.
+     */
+    fun `closeStore`()
+    
+    /**
+     * Every field of a record that devices set concurrently to different values, with each
+     * value, who wrote it and which one the record shows. Empty when there is no conflict.
+     */
+    fun `conflicts`(`recordId`: kotlin.String): List<Conflict>
+    
+    /**
+     * Forgets a rejection once the user has seen it. `false` if there was none for the record.
+     */
+    fun `dismissRejection`(`recordId`: kotlin.String): kotlin.Boolean
+    
+    /**
+     * The ids of the items shown for these answers (enable-when conditions), in display order.
+     * Call it as answers change to show and hide conditional items.
+     */
+    fun `enabledItems`(`questionnaireId`: kotlin.String, `answers`: Map<kotlin.String, AnswerValue>): List<kotlin.String>
+    
+    /**
+     * Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
+     * loopback) using a one-time `code` from registry staff; `label` names the device for them
+     * (e.g. "Tablet 2, ward B"). A device enrols once.
+     */
+    suspend fun `enrol`(`serverUrl`: kotlin.String, `code`: kotlin.String, `label`: kotlin.String): DeviceEnrolment
+    
+    /**
+     * Enrols a patient at this device's clinic (clinic devices only). Returns the patient's id.
+     */
+    fun `enrolPatient`(`patient`: NewPatient): kotlin.String
+    
+    /**
+     * How this device is enrolled with the registry; `None` until `enrol` succeeds.
+     */
+    fun `enrolment`(): DeviceEnrolment?
+    
+    /**
+     * A procedure as recorded (merged with other devices' edits).
+     */
+    fun `getProcedure`(`procedureId`: kotlin.String): Procedure
+    
+    /**
+     * A response with its answers (merged with other devices' edits).
+     */
+    fun `getResponse`(`responseId`: kotlin.String): Response
+    
+    /**
+     * `false` once `close_store()` was called.
+     */
+    fun `isOpen`(): kotlin.Boolean
+    
+    /**
+     * The patients this device holds, by study code.
+     */
+    fun `listPatients`(): List<PatientSummary>
+    
+    /**
+     * Every visit of one patient's schedules (all procedures), classified as of `as_of`
+     * (`YYYY-MM-DD`), most urgent first.
+     */
+    fun `patientVisits`(`patientId`: kotlin.String, `asOf`: kotlin.String): List<Visit>
+    
+    /**
+     * A questionnaire to render: its items with types, bounds, choices, and whether each is
+     * shown before anything is answered. Ids: `clinician-followup`, `patient-outcome-survey`,
+     * `adverse-event-report`, `baseline-procedure`.
+     */
+    fun `questionnaire`(`questionnaireId`: kotlin.String): Questionnaire
+    
+    /**
+     * Records a procedure performed on a patient (clinic devices only). Returns its id; its
+     * follow-up visits are scheduled from its date.
+     */
+    fun `recordProcedure`(`patientId`: kotlin.String, `procedure`: Procedure): kotlin.String
+    
+    /**
+     * Records the registry refused, newest last, until dismissed.
+     */
+    fun `rejections`(): List<Rejection>
+    
+    /**
+     * Reports an adverse event for a patient. Returns its id. On a patient's phone the reporter
+     * is always the patient.
+     */
+    fun `reportAdverseEvent`(`patientId`: kotlin.String, `event`: AdverseEvent): kotlin.String
+    
+    /**
+     * Resolves a conflicted answer of a response by choosing its value (one of the conflicting
+     * values, even the one shown, or a new one). The choice syncs like any edit; the conflict
+     * is gone once the other devices have it.
+     */
+    fun `resolveAnswer`(`responseId`: kotlin.String, `itemId`: kotlin.String, `value`: AnswerValue)
+    
+    /**
+     * Re-wraps the data key with a passphrase (no record is rewritten). Afterwards only
+     * `passphrase` opens the store.
+     */
+    suspend fun `rotateKeyToPassphrase`(`passphrase`: kotlin.String)
+    
+    /**
+     * Re-wraps the data key with a new platform key (no record is rewritten). Afterwards only
+     * `provider` opens the store.
+     */
+    suspend fun `rotateKeyToProvider`(`provider`: KeyProvider)
+    
+    /**
+     * Saves answers into a draft, merged with those already there (a new value replaces the
+     * old; answers not mentioned are kept). Returns the problems so far; the draft is saved
+     * whatever they are.
+     */
+    fun `saveAnswers`(`responseId`: kotlin.String, `answers`: Map<kotlin.String, AnswerValue>): List<ItemProblem>
+    
+    /**
+     * Changes how this store talks to the registry (timeouts, attempts, certificate pinning).
+     * Applies to the next `enrol` or `sync`.
+     */
+    fun `setSyncSettings`(`settings`: SyncSettings)
+    
+    /**
+     * Starts a draft response to a questionnaire for a patient, optionally answering visit
+     * `visit_id` (e.g. `d7`) of a procedure's schedule. Returns the response id.
+     */
+    fun `startResponse`(`patientId`: kotlin.String, `questionnaireId`: kotlin.String, `procedureId`: kotlin.String?, `visitId`: kotlin.String?): kotlin.String
+    
+    /**
+     * Submits a response. Fails with `ValidationFailed`, listing every item's problem, unless
+     * the answers satisfy the questionnaire; the draft is kept either way.
+     */
+    fun `submitResponse`(`responseId`: kotlin.String)
+    
+    /**
+     * Sends this device's changes to the registry and brings back everyone else's it may see.
+     * Progress goes to `listener` (on a background thread); `cancel` stops it at once, and so
+     * does cancelling the calling coroutine / task. Records the registry refuses are in the
+     * report's `rejected` (and `rejections()`), not an error. Capture may go on meanwhile.
+     */
+    suspend fun `sync`(`listener`: SyncProgressListener?, `cancel`: CancellationHandle?): SyncReport
+    
+    /**
+     * The settings in force.
+     */
+    fun `syncSettings`(): SyncSettings
+    
+    companion object
+}
+
+/**
+ * One encrypted Followup store on this device: a clinic tablet's or a patient phone's records,
+ * its identity and its enrolment with the registry.
+ *
+ * Open it once (the constructors are `suspend`/`async`: key derivation and opening take time)
+ * and use it from any thread. Short calls (capture, lists, validation) take milliseconds and
+ * may run on the main thread; `enrol`, `sync` and key rotation are `suspend`/`async`.
+ *
+ * Closing: `close_store()` releases the database and forgets the key at once; afterwards every
+ * call fails with `FollowupError.Closed`. In Kotlin the object is also `AutoCloseable`
+ * (`use { }` frees it; later calls throw `IllegalStateException`); in Swift it is closed when
+ * the last reference goes away.
+ */
+open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
+{
+
+    constructor(pointer: Pointer) {
+        this.pointer = pointer
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(pointer))
+    }
+
+    /**
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noPointer: NoPointer) {
+        this.pointer = null
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(pointer))
+    }
+
+    protected val pointer: Pointer?
+    protected val cleanable: UniffiCleaner.Cleanable
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithPointer(block: (ptr: Pointer) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the pointer being freed concurrently.
+        try {
+            return block(this.uniffiClonePointer())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val pointer: Pointer?) : Runnable {
+        override fun run() {
+            pointer?.let { ptr ->
+                uniffiRustCall { status ->
+                    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_free_followupstore(ptr, status)
+                }
+            }
+        }
+    }
+
+    fun uniffiClonePointer(): Pointer {
+        return uniffiRustCall() { status ->
+            UniffiLib.INSTANCE.uniffi_followup_ffi_fn_clone_followupstore(pointer!!, status)
+        }
+    }
+
+    
+    /**
+     * Records (or updates) the treating clinic's decision on an adverse event (clinic devices
+     * only). Returns the adjudication's id; the same record is updated by later decisions.
+     */
+    @Throws(FollowupException::class)override fun `adjudicate`(`adverseEventId`: kotlin.String, `decision`: AdjudicationDecision): kotlin.String {
+            return FfiConverterString.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_adjudicate(
+        it, FfiConverterString.lower(`adverseEventId`),FfiConverterTypeAdjudicationDecision.lower(`decision`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Adverse events the clinic has not resolved, oldest deadline first; `overdue` as of
+     * `as_of` (`YYYY-MM-DD`).
+     */
+    @Throws(FollowupException::class)override fun `adjudicationQueue`(`asOf`: kotlin.String): List<AdjudicationItem> {
+            return FfiConverterSequenceTypeAdjudicationItem.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_adjudication_queue(
+        it, FfiConverterString.lower(`asOf`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Validates answers as the user types: every problem except a missing required answer
+     * (that is only a problem at submission). Empty when all is well.
+     */
+    @Throws(FollowupException::class)override fun `checkAnswers`(`questionnaireId`: kotlin.String, `answers`: Map<kotlin.String, AnswerValue>): List<ItemProblem> {
+            return FfiConverterSequenceTypeItemProblem.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_check_answers(
+        it, FfiConverterString.lower(`questionnaireId`),FfiConverterMapStringTypeAnswerValue.lower(`answers`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Removes one answer from a draft.
+     */
+    @Throws(FollowupException::class)override fun `clearAnswer`(`responseId`: kotlin.String, `itemId`: kotlin.String)
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_clear_answer(
+        it, FfiConverterString.lower(`responseId`),FfiConverterString.lower(`itemId`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The clinic's work list as of `as_of`: visits in `states` (every state when empty), most
+     * urgent first (overdue, then due by the end of their window, then the rest).
+     */
+    @Throws(FollowupException::class)override fun `clinicVisits`(`asOf`: kotlin.String, `states`: List<VisitState>): List<Visit> {
+            return FfiConverterSequenceTypeVisit.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_clinic_visits(
+        it, FfiConverterString.lower(`asOf`),FfiConverterSequenceTypeVisitState.lower(`states`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Closes the store now: cancels a running sync, releases the database and drops the key
+     * from memory once calls under way have finished. Every later call fails with `Closed`.
+     * Idempotent.
+     */override fun `closeStore`()
+        = 
+    callWithPointer {
+    uniffiRustCall() { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_close_store(
+        it, _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Every field of a record that devices set concurrently to different values, with each
+     * value, who wrote it and which one the record shows. Empty when there is no conflict.
+     */
+    @Throws(FollowupException::class)override fun `conflicts`(`recordId`: kotlin.String): List<Conflict> {
+            return FfiConverterSequenceTypeConflict.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_conflicts(
+        it, FfiConverterString.lower(`recordId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Forgets a rejection once the user has seen it. `false` if there was none for the record.
+     */
+    @Throws(FollowupException::class)override fun `dismissRejection`(`recordId`: kotlin.String): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_dismiss_rejection(
+        it, FfiConverterString.lower(`recordId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The ids of the items shown for these answers (enable-when conditions), in display order.
+     * Call it as answers change to show and hide conditional items.
+     */
+    @Throws(FollowupException::class)override fun `enabledItems`(`questionnaireId`: kotlin.String, `answers`: Map<kotlin.String, AnswerValue>): List<kotlin.String> {
+            return FfiConverterSequenceString.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_enabled_items(
+        it, FfiConverterString.lower(`questionnaireId`),FfiConverterMapStringTypeAnswerValue.lower(`answers`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
+     * loopback) using a one-time `code` from registry staff; `label` names the device for them
+     * (e.g. "Tablet 2, ward B"). A device enrols once.
+     */
+    @Throws(FollowupException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `enrol`(`serverUrl`: kotlin.String, `code`: kotlin.String, `label`: kotlin.String) : DeviceEnrolment {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_enrol(
+                thisPtr,
+                FfiConverterString.lower(`serverUrl`),FfiConverterString.lower(`code`),FfiConverterString.lower(`label`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeDeviceEnrolment.lift(it) },
+        // Error FFI converter
+        FollowupException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Enrols a patient at this device's clinic (clinic devices only). Returns the patient's id.
+     */
+    @Throws(FollowupException::class)override fun `enrolPatient`(`patient`: NewPatient): kotlin.String {
+            return FfiConverterString.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_enrol_patient(
+        it, FfiConverterTypeNewPatient.lower(`patient`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * How this device is enrolled with the registry; `None` until `enrol` succeeds.
+     */
+    @Throws(FollowupException::class)override fun `enrolment`(): DeviceEnrolment? {
+            return FfiConverterOptionalTypeDeviceEnrolment.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_enrolment(
+        it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A procedure as recorded (merged with other devices' edits).
+     */
+    @Throws(FollowupException::class)override fun `getProcedure`(`procedureId`: kotlin.String): Procedure {
+            return FfiConverterTypeProcedure.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_get_procedure(
+        it, FfiConverterString.lower(`procedureId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A response with its answers (merged with other devices' edits).
+     */
+    @Throws(FollowupException::class)override fun `getResponse`(`responseId`: kotlin.String): Response {
+            return FfiConverterTypeResponse.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_get_response(
+        it, FfiConverterString.lower(`responseId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * `false` once `close_store()` was called.
+     */override fun `isOpen`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithPointer {
+    uniffiRustCall() { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_is_open(
+        it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The patients this device holds, by study code.
+     */
+    @Throws(FollowupException::class)override fun `listPatients`(): List<PatientSummary> {
+            return FfiConverterSequenceTypePatientSummary.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_list_patients(
+        it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Every visit of one patient's schedules (all procedures), classified as of `as_of`
+     * (`YYYY-MM-DD`), most urgent first.
+     */
+    @Throws(FollowupException::class)override fun `patientVisits`(`patientId`: kotlin.String, `asOf`: kotlin.String): List<Visit> {
+            return FfiConverterSequenceTypeVisit.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_patient_visits(
+        it, FfiConverterString.lower(`patientId`),FfiConverterString.lower(`asOf`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * A questionnaire to render: its items with types, bounds, choices, and whether each is
+     * shown before anything is answered. Ids: `clinician-followup`, `patient-outcome-survey`,
+     * `adverse-event-report`, `baseline-procedure`.
+     */
+    @Throws(FollowupException::class)override fun `questionnaire`(`questionnaireId`: kotlin.String): Questionnaire {
+            return FfiConverterTypeQuestionnaire.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_questionnaire(
+        it, FfiConverterString.lower(`questionnaireId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Records a procedure performed on a patient (clinic devices only). Returns its id; its
+     * follow-up visits are scheduled from its date.
+     */
+    @Throws(FollowupException::class)override fun `recordProcedure`(`patientId`: kotlin.String, `procedure`: Procedure): kotlin.String {
+            return FfiConverterString.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_record_procedure(
+        it, FfiConverterString.lower(`patientId`),FfiConverterTypeProcedure.lower(`procedure`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Records the registry refused, newest last, until dismissed.
+     */
+    @Throws(FollowupException::class)override fun `rejections`(): List<Rejection> {
+            return FfiConverterSequenceTypeRejection.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_rejections(
+        it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Reports an adverse event for a patient. Returns its id. On a patient's phone the reporter
+     * is always the patient.
+     */
+    @Throws(FollowupException::class)override fun `reportAdverseEvent`(`patientId`: kotlin.String, `event`: AdverseEvent): kotlin.String {
+            return FfiConverterString.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_report_adverse_event(
+        it, FfiConverterString.lower(`patientId`),FfiConverterTypeAdverseEvent.lower(`event`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Resolves a conflicted answer of a response by choosing its value (one of the conflicting
+     * values, even the one shown, or a new one). The choice syncs like any edit; the conflict
+     * is gone once the other devices have it.
+     */
+    @Throws(FollowupException::class)override fun `resolveAnswer`(`responseId`: kotlin.String, `itemId`: kotlin.String, `value`: AnswerValue)
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_resolve_answer(
+        it, FfiConverterString.lower(`responseId`),FfiConverterString.lower(`itemId`),FfiConverterTypeAnswerValue.lower(`value`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Re-wraps the data key with a passphrase (no record is rewritten). Afterwards only
+     * `passphrase` opens the store.
+     */
+    @Throws(FollowupException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `rotateKeyToPassphrase`(`passphrase`: kotlin.String) {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_passphrase(
+                thisPtr,
+                FfiConverterString.lower(`passphrase`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_free_void(future) },
+        // lift function
+        { Unit },
+        
+        // Error FFI converter
+        FollowupException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Re-wraps the data key with a new platform key (no record is rewritten). Afterwards only
+     * `provider` opens the store.
+     */
+    @Throws(FollowupException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `rotateKeyToProvider`(`provider`: KeyProvider) {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_provider(
+                thisPtr,
+                FfiConverterTypeKeyProvider.lower(`provider`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_free_void(future) },
+        // lift function
+        { Unit },
+        
+        // Error FFI converter
+        FollowupException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Saves answers into a draft, merged with those already there (a new value replaces the
+     * old; answers not mentioned are kept). Returns the problems so far; the draft is saved
+     * whatever they are.
+     */
+    @Throws(FollowupException::class)override fun `saveAnswers`(`responseId`: kotlin.String, `answers`: Map<kotlin.String, AnswerValue>): List<ItemProblem> {
+            return FfiConverterSequenceTypeItemProblem.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_save_answers(
+        it, FfiConverterString.lower(`responseId`),FfiConverterMapStringTypeAnswerValue.lower(`answers`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Changes how this store talks to the registry (timeouts, attempts, certificate pinning).
+     * Applies to the next `enrol` or `sync`.
+     */
+    @Throws(FollowupException::class)override fun `setSyncSettings`(`settings`: SyncSettings)
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_set_sync_settings(
+        it, FfiConverterTypeSyncSettings.lower(`settings`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Starts a draft response to a questionnaire for a patient, optionally answering visit
+     * `visit_id` (e.g. `d7`) of a procedure's schedule. Returns the response id.
+     */
+    @Throws(FollowupException::class)override fun `startResponse`(`patientId`: kotlin.String, `questionnaireId`: kotlin.String, `procedureId`: kotlin.String?, `visitId`: kotlin.String?): kotlin.String {
+            return FfiConverterString.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_start_response(
+        it, FfiConverterString.lower(`patientId`),FfiConverterString.lower(`questionnaireId`),FfiConverterOptionalString.lower(`procedureId`),FfiConverterOptionalString.lower(`visitId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Submits a response. Fails with `ValidationFailed`, listing every item's problem, unless
+     * the answers satisfy the questionnaire; the draft is kept either way.
+     */
+    @Throws(FollowupException::class)override fun `submitResponse`(`responseId`: kotlin.String)
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_submit_response(
+        it, FfiConverterString.lower(`responseId`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Sends this device's changes to the registry and brings back everyone else's it may see.
+     * Progress goes to `listener` (on a background thread); `cancel` stops it at once, and so
+     * does cancelling the calling coroutine / task. Records the registry refuses are in the
+     * report's `rejected` (and `rejections()`), not an error. Capture may go on meanwhile.
+     */
+    @Throws(FollowupException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `sync`(`listener`: SyncProgressListener?, `cancel`: CancellationHandle?) : SyncReport {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_sync(
+                thisPtr,
+                FfiConverterOptionalTypeSyncProgressListener.lower(`listener`),FfiConverterOptionalTypeCancellationHandle.lower(`cancel`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeSyncReport.lift(it) },
+        // Error FFI converter
+        FollowupException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The settings in force.
+     */override fun `syncSettings`(): SyncSettings {
+            return FfiConverterTypeSyncSettings.lift(
+    callWithPointer {
+    uniffiRustCall() { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_sync_settings(
+        it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+    companion object {
+        
+    /**
+     * Creates a new store at `path` (a file that must not exist), its data key wrapped by the
+     * platform `provider` (Android Keystore, iOS Keychain). The device has a fresh identity and
+     * is not enrolled yet.
+     */
+    @Throws(FollowupException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+     suspend fun `createWithKeyProvider`(`path`: kotlin.String, `provider`: KeyProvider) : FollowupStore {
+        return uniffiRustCallAsync(
+        UniffiLib.INSTANCE.uniffi_followup_ffi_fn_constructor_followupstore_create_with_key_provider(FfiConverterString.lower(`path`),FfiConverterTypeKeyProvider.lower(`provider`),),
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_poll_pointer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_complete_pointer(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_free_pointer(future) },
+        // lift function
+        { FfiConverterTypeFollowupStore.lift(it) },
+        // Error FFI converter
+        FollowupException.ErrorHandler,
+    )
+    }
+
+        
+    /**
+     * Creates a new store at `path` protected by a passphrase (PBKDF2-HMAC-SHA256, 600,000
+     * iterations: about a second on a phone).
+     */
+    @Throws(FollowupException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+     suspend fun `createWithPassphrase`(`path`: kotlin.String, `passphrase`: kotlin.String) : FollowupStore {
+        return uniffiRustCallAsync(
+        UniffiLib.INSTANCE.uniffi_followup_ffi_fn_constructor_followupstore_create_with_passphrase(FfiConverterString.lower(`path`),FfiConverterString.lower(`passphrase`),),
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_poll_pointer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_complete_pointer(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_free_pointer(future) },
+        // lift function
+        { FfiConverterTypeFollowupStore.lift(it) },
+        // Error FFI converter
+        FollowupException.ErrorHandler,
+    )
+    }
+
+        
+    /**
+     * Opens the store at `path` with the platform `provider` it was created (or last re-keyed)
+     * with. `WrongKey` when the provider's key does not open it.
+     */
+    @Throws(FollowupException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+     suspend fun `openWithKeyProvider`(`path`: kotlin.String, `provider`: KeyProvider) : FollowupStore {
+        return uniffiRustCallAsync(
+        UniffiLib.INSTANCE.uniffi_followup_ffi_fn_constructor_followupstore_open_with_key_provider(FfiConverterString.lower(`path`),FfiConverterTypeKeyProvider.lower(`provider`),),
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_poll_pointer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_complete_pointer(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_free_pointer(future) },
+        // lift function
+        { FfiConverterTypeFollowupStore.lift(it) },
+        // Error FFI converter
+        FollowupException.ErrorHandler,
+    )
+    }
+
+        
+    /**
+     * Opens the store at `path` with its passphrase. `WrongKey` when it is not the right one.
+     */
+    @Throws(FollowupException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+     suspend fun `openWithPassphrase`(`path`: kotlin.String, `passphrase`: kotlin.String) : FollowupStore {
+        return uniffiRustCallAsync(
+        UniffiLib.INSTANCE.uniffi_followup_ffi_fn_constructor_followupstore_open_with_passphrase(FfiConverterString.lower(`path`),FfiConverterString.lower(`passphrase`),),
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_poll_pointer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_complete_pointer(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_free_pointer(future) },
+        // lift function
+        { FfiConverterTypeFollowupStore.lift(it) },
+        // Error FFI converter
+        FollowupException.ErrorHandler,
+    )
+    }
+
+        
+    }
+    
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeFollowupStore: FfiConverter<FollowupStore, Pointer> {
+
+    override fun lower(value: FollowupStore): Pointer {
+        return value.uniffiClonePointer()
+    }
+
+    override fun lift(value: Pointer): FollowupStore {
+        return FollowupStore(value)
+    }
+
+    override fun read(buf: ByteBuffer): FollowupStore {
+        // The Rust code always writes pointers as 8 bytes, and will
+        // fail to compile if they don't fit.
+        return lift(Pointer(buf.getLong()))
+    }
+
+    override fun allocationSize(value: FollowupStore) = 8UL
+
+    override fun write(value: FollowupStore, buf: ByteBuffer) {
         // The Rust code always expects pointers written as 8 bytes,
         // and will fail to compile if they don't fit.
         buf.putLong(Pointer.nativeValue(lower(value)))
@@ -2380,6 +3782,477 @@ public object FfiConverterTypeSyncProgressListener: FfiConverter<SyncProgressLis
 
 
 /**
+ * The treating clinic's decision on an adverse event. The deadline is set by the registry's rule
+ * when the first decision is recorded.
+ */
+data class AdjudicationDecision (
+    var `relatedness`: Relatedness?, 
+    /**
+     * Action taken, e.g. "treatment given", "none".
+     */
+    var `action`: kotlin.String, 
+    /**
+     * The remedy offered to the patient.
+     */
+    var `remedy`: kotlin.String, 
+    var `status`: AdjudicationStatus
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAdjudicationDecision: FfiConverterRustBuffer<AdjudicationDecision> {
+    override fun read(buf: ByteBuffer): AdjudicationDecision {
+        return AdjudicationDecision(
+            FfiConverterOptionalTypeRelatedness.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterTypeAdjudicationStatus.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: AdjudicationDecision) = (
+            FfiConverterOptionalTypeRelatedness.allocationSize(value.`relatedness`) +
+            FfiConverterString.allocationSize(value.`action`) +
+            FfiConverterString.allocationSize(value.`remedy`) +
+            FfiConverterTypeAdjudicationStatus.allocationSize(value.`status`)
+    )
+
+    override fun write(value: AdjudicationDecision, buf: ByteBuffer) {
+            FfiConverterOptionalTypeRelatedness.write(value.`relatedness`, buf)
+            FfiConverterString.write(value.`action`, buf)
+            FfiConverterString.write(value.`remedy`, buf)
+            FfiConverterTypeAdjudicationStatus.write(value.`status`, buf)
+    }
+}
+
+
+
+/**
+ * An adverse event awaiting the treating clinic's decision.
+ */
+data class AdjudicationItem (
+    var `adverseEventId`: kotlin.String, 
+    var `patientId`: kotlin.String, 
+    /**
+     * The adjudication record, once a first decision is recorded.
+     */
+    var `adjudicationId`: kotlin.String?, 
+    var `status`: AdjudicationStatus, 
+    /**
+     * ISO date by which the clinic must respond.
+     */
+    var `deadline`: kotlin.String?, 
+    var `overdue`: kotlin.Boolean
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAdjudicationItem: FfiConverterRustBuffer<AdjudicationItem> {
+    override fun read(buf: ByteBuffer): AdjudicationItem {
+        return AdjudicationItem(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterTypeAdjudicationStatus.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: AdjudicationItem) = (
+            FfiConverterString.allocationSize(value.`adverseEventId`) +
+            FfiConverterString.allocationSize(value.`patientId`) +
+            FfiConverterOptionalString.allocationSize(value.`adjudicationId`) +
+            FfiConverterTypeAdjudicationStatus.allocationSize(value.`status`) +
+            FfiConverterOptionalString.allocationSize(value.`deadline`) +
+            FfiConverterBoolean.allocationSize(value.`overdue`)
+    )
+
+    override fun write(value: AdjudicationItem, buf: ByteBuffer) {
+            FfiConverterString.write(value.`adverseEventId`, buf)
+            FfiConverterString.write(value.`patientId`, buf)
+            FfiConverterOptionalString.write(value.`adjudicationId`, buf)
+            FfiConverterTypeAdjudicationStatus.write(value.`status`, buf)
+            FfiConverterOptionalString.write(value.`deadline`, buf)
+            FfiConverterBoolean.write(value.`overdue`, buf)
+    }
+}
+
+
+
+/**
+ * An adverse event as reported.
+ */
+data class AdverseEvent (
+    /**
+     * Ignored on a patient's phone, where the reporter is always the patient.
+     */
+    var `reporter`: Reporter, 
+    /**
+     * A category code of the adverse-event instrument, e.g. `infection`, `gvhd`.
+     */
+    var `category`: kotlin.String, 
+    /**
+     * ISO onset date.
+     */
+    var `onset`: kotlin.String, 
+    /**
+     * Severity grade 1–5 (CTCAE-style).
+     */
+    var `severity`: kotlin.Int, 
+    /**
+     * Seriousness criteria met: `hospitalisation`, `life_threatening`, `death`, `disability`.
+     */
+    var `seriousness`: List<kotlin.String>, 
+    var `outcome`: AeOutcome, 
+    var `description`: kotlin.String, 
+    /**
+     * The procedure suspected, if known.
+     */
+    var `procedureId`: kotlin.String?, 
+    /**
+     * Answers to the `adverse-event-report` questionnaire, when reported through it.
+     */
+    var `answers`: Map<kotlin.String, AnswerValue>
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAdverseEvent: FfiConverterRustBuffer<AdverseEvent> {
+    override fun read(buf: ByteBuffer): AdverseEvent {
+        return AdverseEvent(
+            FfiConverterTypeReporter.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterInt.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterTypeAeOutcome.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterMapStringTypeAnswerValue.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: AdverseEvent) = (
+            FfiConverterTypeReporter.allocationSize(value.`reporter`) +
+            FfiConverterString.allocationSize(value.`category`) +
+            FfiConverterString.allocationSize(value.`onset`) +
+            FfiConverterInt.allocationSize(value.`severity`) +
+            FfiConverterSequenceString.allocationSize(value.`seriousness`) +
+            FfiConverterTypeAeOutcome.allocationSize(value.`outcome`) +
+            FfiConverterString.allocationSize(value.`description`) +
+            FfiConverterOptionalString.allocationSize(value.`procedureId`) +
+            FfiConverterMapStringTypeAnswerValue.allocationSize(value.`answers`)
+    )
+
+    override fun write(value: AdverseEvent, buf: ByteBuffer) {
+            FfiConverterTypeReporter.write(value.`reporter`, buf)
+            FfiConverterString.write(value.`category`, buf)
+            FfiConverterString.write(value.`onset`, buf)
+            FfiConverterInt.write(value.`severity`, buf)
+            FfiConverterSequenceString.write(value.`seriousness`, buf)
+            FfiConverterTypeAeOutcome.write(value.`outcome`, buf)
+            FfiConverterString.write(value.`description`, buf)
+            FfiConverterOptionalString.write(value.`procedureId`, buf)
+            FfiConverterMapStringTypeAnswerValue.write(value.`answers`, buf)
+    }
+}
+
+
+
+/**
+ * One possible answer of a choice item.
+ */
+data class Choice (
+    /**
+     * The code stored in the answer.
+     */
+    var `code`: kotlin.String, 
+    /**
+     * What the respondent sees.
+     */
+    var `label`: kotlin.String, 
+    /**
+     * For a multiple choice: may not be combined with another choice (e.g. "none of these").
+     */
+    var `exclusive`: kotlin.Boolean
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeChoice: FfiConverterRustBuffer<Choice> {
+    override fun read(buf: ByteBuffer): Choice {
+        return Choice(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Choice) = (
+            FfiConverterString.allocationSize(value.`code`) +
+            FfiConverterString.allocationSize(value.`label`) +
+            FfiConverterBoolean.allocationSize(value.`exclusive`)
+    )
+
+    override fun write(value: Choice, buf: ByteBuffer) {
+            FfiConverterString.write(value.`code`, buf)
+            FfiConverterString.write(value.`label`, buf)
+            FfiConverterBoolean.write(value.`exclusive`, buf)
+    }
+}
+
+
+
+/**
+ * A field two devices set concurrently to different values; both are kept.
+ */
+data class Conflict (
+    /**
+     * Dotted path below the record's body, e.g. `answers.symptom_pain`.
+     */
+    var `path`: kotlin.String, 
+    var `values`: List<ConflictValue>
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConflict: FfiConverterRustBuffer<Conflict> {
+    override fun read(buf: ByteBuffer): Conflict {
+        return Conflict(
+            FfiConverterString.read(buf),
+            FfiConverterSequenceTypeConflictValue.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Conflict) = (
+            FfiConverterString.allocationSize(value.`path`) +
+            FfiConverterSequenceTypeConflictValue.allocationSize(value.`values`)
+    )
+
+    override fun write(value: Conflict, buf: ByteBuffer) {
+            FfiConverterString.write(value.`path`, buf)
+            FfiConverterSequenceTypeConflictValue.write(value.`values`, buf)
+    }
+}
+
+
+
+/**
+ * One device's value of a conflicted field.
+ */
+data class ConflictValue (
+    /**
+     * The value as JSON text (`"improved"`, `3`, `true`; objects summarised).
+     */
+    var `valueJson`: kotlin.String, 
+    /**
+     * The device that wrote it; `None` when the registry did.
+     */
+    var `deviceId`: kotlin.String?, 
+    /**
+     * When it was written (unix seconds), when known.
+     */
+    var `time`: kotlin.Long?, 
+    /**
+     * Whether this is the value the record shows.
+     */
+    var `winner`: kotlin.Boolean
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConflictValue: FfiConverterRustBuffer<ConflictValue> {
+    override fun read(buf: ByteBuffer): ConflictValue {
+        return ConflictValue(
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalLong.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ConflictValue) = (
+            FfiConverterString.allocationSize(value.`valueJson`) +
+            FfiConverterOptionalString.allocationSize(value.`deviceId`) +
+            FfiConverterOptionalLong.allocationSize(value.`time`) +
+            FfiConverterBoolean.allocationSize(value.`winner`)
+    )
+
+    override fun write(value: ConflictValue, buf: ByteBuffer) {
+            FfiConverterString.write(value.`valueJson`, buf)
+            FfiConverterOptionalString.write(value.`deviceId`, buf)
+            FfiConverterOptionalLong.write(value.`time`, buf)
+            FfiConverterBoolean.write(value.`winner`, buf)
+    }
+}
+
+
+
+/**
+ * A patient's consent to the registry.
+ */
+data class Consent (
+    var `formVersion`: kotlin.String, 
+    /**
+     * ISO date signed.
+     */
+    var `date`: kotlin.String, 
+    /**
+     * What was consented to, e.g. `registry`, `contact`, `research`.
+     */
+    var `scope`: List<kotlin.String>
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeConsent: FfiConverterRustBuffer<Consent> {
+    override fun read(buf: ByteBuffer): Consent {
+        return Consent(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterSequenceString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Consent) = (
+            FfiConverterString.allocationSize(value.`formVersion`) +
+            FfiConverterString.allocationSize(value.`date`) +
+            FfiConverterSequenceString.allocationSize(value.`scope`)
+    )
+
+    override fun write(value: Consent, buf: ByteBuffer) {
+            FfiConverterString.write(value.`formVersion`, buf)
+            FfiConverterString.write(value.`date`, buf)
+            FfiConverterSequenceString.write(value.`scope`, buf)
+    }
+}
+
+
+
+/**
+ * What a procedure cost the patient.
+ */
+data class Cost (
+    /**
+     * Amount in minor units (cents).
+     */
+    var `amountMinor`: kotlin.Long, 
+    /**
+     * ISO 4217 currency code.
+     */
+    var `currency`: kotlin.String
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCost: FfiConverterRustBuffer<Cost> {
+    override fun read(buf: ByteBuffer): Cost {
+        return Cost(
+            FfiConverterLong.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Cost) = (
+            FfiConverterLong.allocationSize(value.`amountMinor`) +
+            FfiConverterString.allocationSize(value.`currency`)
+    )
+
+    override fun write(value: Cost, buf: ByteBuffer) {
+            FfiConverterLong.write(value.`amountMinor`, buf)
+            FfiConverterString.write(value.`currency`, buf)
+    }
+}
+
+
+
+/**
+ * How this device is enrolled with the registry.
+ */
+data class DeviceEnrolment (
+    /**
+     * The id the registry gave this device.
+     */
+    var `deviceId`: kotlin.String, 
+    var `role`: DeviceRole, 
+    var `clinicId`: kotlin.String, 
+    /**
+     * On a patient's phone: the patient's id (their enrolment record).
+     */
+    var `patientId`: kotlin.String?, 
+    var `serverUrl`: kotlin.String
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDeviceEnrolment: FfiConverterRustBuffer<DeviceEnrolment> {
+    override fun read(buf: ByteBuffer): DeviceEnrolment {
+        return DeviceEnrolment(
+            FfiConverterString.read(buf),
+            FfiConverterTypeDeviceRole.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DeviceEnrolment) = (
+            FfiConverterString.allocationSize(value.`deviceId`) +
+            FfiConverterTypeDeviceRole.allocationSize(value.`role`) +
+            FfiConverterString.allocationSize(value.`clinicId`) +
+            FfiConverterOptionalString.allocationSize(value.`patientId`) +
+            FfiConverterString.allocationSize(value.`serverUrl`)
+    )
+
+    override fun write(value: DeviceEnrolment, buf: ByteBuffer) {
+            FfiConverterString.write(value.`deviceId`, buf)
+            FfiConverterTypeDeviceRole.write(value.`role`, buf)
+            FfiConverterString.write(value.`clinicId`, buf)
+            FfiConverterOptionalString.write(value.`patientId`, buf)
+            FfiConverterString.write(value.`serverUrl`, buf)
+    }
+}
+
+
+
+/**
  * One problem with one answer of a questionnaire response.
  */
 data class ItemProblem (
@@ -2388,7 +4261,9 @@ data class ItemProblem (
      */
     var `itemId`: kotlin.String, 
     /**
-     * A stable machine-readable code: `required`, `out_of_range`, `not_a_choice`, `wrong_type`, ...
+     * A stable machine-readable code: `required`, `wrong_type`, `below_min`, `above_max`,
+     * `too_many_decimals`, `too_long`, `unknown_choice`, `duplicate_choice`, `exclusive_choice`,
+     * `invalid_date`, `unknown_item`, `answered_but_disabled`.
      */
     var `code`: kotlin.String, 
     /**
@@ -2428,13 +4303,525 @@ public object FfiConverterTypeItemProblem: FfiConverterRustBuffer<ItemProblem> {
 
 
 /**
- * One progress report. `done` and `total` count units of the stage (documents, or iterations
- * while preparing); `total` may grow while a stage runs.
+ * A new patient: pseudonymous, no name or phone number.
+ */
+data class NewPatient (
+    /**
+     * The clinic's own short study code for the patient (not a name).
+     */
+    var `studyCode`: kotlin.String, 
+    var `consent`: Consent, 
+    var `birthYear`: kotlin.Int, 
+    var `sex`: Sex, 
+    /**
+     * ISO date enrolled.
+     */
+    var `enrolledOn`: kotlin.String
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeNewPatient: FfiConverterRustBuffer<NewPatient> {
+    override fun read(buf: ByteBuffer): NewPatient {
+        return NewPatient(
+            FfiConverterString.read(buf),
+            FfiConverterTypeConsent.read(buf),
+            FfiConverterInt.read(buf),
+            FfiConverterTypeSex.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: NewPatient) = (
+            FfiConverterString.allocationSize(value.`studyCode`) +
+            FfiConverterTypeConsent.allocationSize(value.`consent`) +
+            FfiConverterInt.allocationSize(value.`birthYear`) +
+            FfiConverterTypeSex.allocationSize(value.`sex`) +
+            FfiConverterString.allocationSize(value.`enrolledOn`)
+    )
+
+    override fun write(value: NewPatient, buf: ByteBuffer) {
+            FfiConverterString.write(value.`studyCode`, buf)
+            FfiConverterTypeConsent.write(value.`consent`, buf)
+            FfiConverterInt.write(value.`birthYear`, buf)
+            FfiConverterTypeSex.write(value.`sex`, buf)
+            FfiConverterString.write(value.`enrolledOn`, buf)
+    }
+}
+
+
+
+/**
+ * One patient as the device lists them.
+ */
+data class PatientSummary (
+    var `id`: kotlin.String, 
+    var `studyCode`: kotlin.String, 
+    /**
+     * ISO date, when known.
+     */
+    var `enrolledOn`: kotlin.String?, 
+    var `procedures`: kotlin.UInt, 
+    var `responses`: kotlin.UInt, 
+    var `openAdverseEvents`: kotlin.UInt
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePatientSummary: FfiConverterRustBuffer<PatientSummary> {
+    override fun read(buf: ByteBuffer): PatientSummary {
+        return PatientSummary(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PatientSummary) = (
+            FfiConverterString.allocationSize(value.`id`) +
+            FfiConverterString.allocationSize(value.`studyCode`) +
+            FfiConverterOptionalString.allocationSize(value.`enrolledOn`) +
+            FfiConverterUInt.allocationSize(value.`procedures`) +
+            FfiConverterUInt.allocationSize(value.`responses`) +
+            FfiConverterUInt.allocationSize(value.`openAdverseEvents`)
+    )
+
+    override fun write(value: PatientSummary, buf: ByteBuffer) {
+            FfiConverterString.write(value.`id`, buf)
+            FfiConverterString.write(value.`studyCode`, buf)
+            FfiConverterOptionalString.write(value.`enrolledOn`, buf)
+            FfiConverterUInt.write(value.`procedures`, buf)
+            FfiConverterUInt.write(value.`responses`, buf)
+            FfiConverterUInt.write(value.`openAdverseEvents`, buf)
+    }
+}
+
+
+
+/**
+ * A cell-therapy procedure; follow-up visits are scheduled from its date.
+ */
+data class Procedure (
+    /**
+     * ISO date performed.
+     */
+    var `date`: kotlin.String, 
+    var `condition`: kotlin.String, 
+    /**
+     * e.g. "autologous haematopoietic stem cell transplant", "cell injection".
+     */
+    var `procedureType`: kotlin.String, 
+    var `route`: Route, 
+    var `cellType`: CellType, 
+    var `sourceTissue`: SourceTissue, 
+    var `origin`: Origin, 
+    var `manipulation`: Manipulation, 
+    var `regulatoryStatus`: RegulatoryStatus, 
+    /**
+     * A trial registration such as a ClinicalTrials.gov NCT number.
+     */
+    var `trialRegistration`: kotlin.String?, 
+    var `promisedBenefits`: List<PromisedBenefit>, 
+    var `cost`: Cost?
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeProcedure: FfiConverterRustBuffer<Procedure> {
+    override fun read(buf: ByteBuffer): Procedure {
+        return Procedure(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterTypeRoute.read(buf),
+            FfiConverterTypeCellType.read(buf),
+            FfiConverterTypeSourceTissue.read(buf),
+            FfiConverterTypeOrigin.read(buf),
+            FfiConverterTypeManipulation.read(buf),
+            FfiConverterTypeRegulatoryStatus.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterSequenceTypePromisedBenefit.read(buf),
+            FfiConverterOptionalTypeCost.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Procedure) = (
+            FfiConverterString.allocationSize(value.`date`) +
+            FfiConverterString.allocationSize(value.`condition`) +
+            FfiConverterString.allocationSize(value.`procedureType`) +
+            FfiConverterTypeRoute.allocationSize(value.`route`) +
+            FfiConverterTypeCellType.allocationSize(value.`cellType`) +
+            FfiConverterTypeSourceTissue.allocationSize(value.`sourceTissue`) +
+            FfiConverterTypeOrigin.allocationSize(value.`origin`) +
+            FfiConverterTypeManipulation.allocationSize(value.`manipulation`) +
+            FfiConverterTypeRegulatoryStatus.allocationSize(value.`regulatoryStatus`) +
+            FfiConverterOptionalString.allocationSize(value.`trialRegistration`) +
+            FfiConverterSequenceTypePromisedBenefit.allocationSize(value.`promisedBenefits`) +
+            FfiConverterOptionalTypeCost.allocationSize(value.`cost`)
+    )
+
+    override fun write(value: Procedure, buf: ByteBuffer) {
+            FfiConverterString.write(value.`date`, buf)
+            FfiConverterString.write(value.`condition`, buf)
+            FfiConverterString.write(value.`procedureType`, buf)
+            FfiConverterTypeRoute.write(value.`route`, buf)
+            FfiConverterTypeCellType.write(value.`cellType`, buf)
+            FfiConverterTypeSourceTissue.write(value.`sourceTissue`, buf)
+            FfiConverterTypeOrigin.write(value.`origin`, buf)
+            FfiConverterTypeManipulation.write(value.`manipulation`, buf)
+            FfiConverterTypeRegulatoryStatus.write(value.`regulatoryStatus`, buf)
+            FfiConverterOptionalString.write(value.`trialRegistration`, buf)
+            FfiConverterSequenceTypePromisedBenefit.write(value.`promisedBenefits`, buf)
+            FfiConverterOptionalTypeCost.write(value.`cost`, buf)
+    }
+}
+
+
+
+/**
+ * A benefit the clinic promised and how it will be measured.
+ */
+data class PromisedBenefit (
+    var `benefit`: kotlin.String, 
+    var `measure`: kotlin.String
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePromisedBenefit: FfiConverterRustBuffer<PromisedBenefit> {
+    override fun read(buf: ByteBuffer): PromisedBenefit {
+        return PromisedBenefit(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PromisedBenefit) = (
+            FfiConverterString.allocationSize(value.`benefit`) +
+            FfiConverterString.allocationSize(value.`measure`)
+    )
+
+    override fun write(value: PromisedBenefit, buf: ByteBuffer) {
+            FfiConverterString.write(value.`benefit`, buf)
+            FfiConverterString.write(value.`measure`, buf)
+    }
+}
+
+
+
+/**
+ * A questionnaire definition, ready to render.
+ */
+data class Questionnaire (
+    var `id`: kotlin.String, 
+    var `version`: kotlin.String, 
+    var `title`: kotlin.String, 
+    var `description`: kotlin.String?, 
+    var `kind`: QuestionnaireKind, 
+    /**
+     * In display order.
+     */
+    var `items`: List<QuestionnaireItem>
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeQuestionnaire: FfiConverterRustBuffer<Questionnaire> {
+    override fun read(buf: ByteBuffer): Questionnaire {
+        return Questionnaire(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterTypeQuestionnaireKind.read(buf),
+            FfiConverterSequenceTypeQuestionnaireItem.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Questionnaire) = (
+            FfiConverterString.allocationSize(value.`id`) +
+            FfiConverterString.allocationSize(value.`version`) +
+            FfiConverterString.allocationSize(value.`title`) +
+            FfiConverterOptionalString.allocationSize(value.`description`) +
+            FfiConverterTypeQuestionnaireKind.allocationSize(value.`kind`) +
+            FfiConverterSequenceTypeQuestionnaireItem.allocationSize(value.`items`)
+    )
+
+    override fun write(value: Questionnaire, buf: ByteBuffer) {
+            FfiConverterString.write(value.`id`, buf)
+            FfiConverterString.write(value.`version`, buf)
+            FfiConverterString.write(value.`title`, buf)
+            FfiConverterOptionalString.write(value.`description`, buf)
+            FfiConverterTypeQuestionnaireKind.write(value.`kind`, buf)
+            FfiConverterSequenceTypeQuestionnaireItem.write(value.`items`, buf)
+    }
+}
+
+
+
+/**
+ * One question, with what a form needs to render and constrain it.
+ */
+data class QuestionnaireItem (
+    /**
+     * The key of its answer.
+     */
+    var `id`: kotlin.String, 
+    /**
+     * The question as shown.
+     */
+    var `text`: kotlin.String, 
+    var `itemType`: ItemType, 
+    /**
+     * Must be answered (when enabled) before the response can be submitted.
+     */
+    var `required`: kotlin.Boolean, 
+    var `help`: kotlin.String?, 
+    /**
+     * Smallest allowed value (numeric items; 0 for a scale).
+     */
+    var `min`: kotlin.Double?, 
+    /**
+     * Largest allowed value (numeric items; 10 for a scale).
+     */
+    var `max`: kotlin.Double?, 
+    /**
+     * Most digits after the decimal point (decimal items).
+     */
+    var `decimals`: kotlin.UInt?, 
+    /**
+     * Most characters (text items).
+     */
+    var `maxLength`: kotlin.UInt?, 
+    var `choices`: List<Choice>, 
+    /**
+     * Whether the item is shown for the answers given (see `enabled_items` as answers change).
+     */
+    var `enabled`: kotlin.Boolean, 
+    /**
+     * Whether its being shown depends on other answers.
+     */
+    var `conditional`: kotlin.Boolean
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeQuestionnaireItem: FfiConverterRustBuffer<QuestionnaireItem> {
+    override fun read(buf: ByteBuffer): QuestionnaireItem {
+        return QuestionnaireItem(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterTypeItemType.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalDouble.read(buf),
+            FfiConverterOptionalDouble.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterSequenceTypeChoice.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: QuestionnaireItem) = (
+            FfiConverterString.allocationSize(value.`id`) +
+            FfiConverterString.allocationSize(value.`text`) +
+            FfiConverterTypeItemType.allocationSize(value.`itemType`) +
+            FfiConverterBoolean.allocationSize(value.`required`) +
+            FfiConverterOptionalString.allocationSize(value.`help`) +
+            FfiConverterOptionalDouble.allocationSize(value.`min`) +
+            FfiConverterOptionalDouble.allocationSize(value.`max`) +
+            FfiConverterOptionalUInt.allocationSize(value.`decimals`) +
+            FfiConverterOptionalUInt.allocationSize(value.`maxLength`) +
+            FfiConverterSequenceTypeChoice.allocationSize(value.`choices`) +
+            FfiConverterBoolean.allocationSize(value.`enabled`) +
+            FfiConverterBoolean.allocationSize(value.`conditional`)
+    )
+
+    override fun write(value: QuestionnaireItem, buf: ByteBuffer) {
+            FfiConverterString.write(value.`id`, buf)
+            FfiConverterString.write(value.`text`, buf)
+            FfiConverterTypeItemType.write(value.`itemType`, buf)
+            FfiConverterBoolean.write(value.`required`, buf)
+            FfiConverterOptionalString.write(value.`help`, buf)
+            FfiConverterOptionalDouble.write(value.`min`, buf)
+            FfiConverterOptionalDouble.write(value.`max`, buf)
+            FfiConverterOptionalUInt.write(value.`decimals`, buf)
+            FfiConverterOptionalUInt.write(value.`maxLength`, buf)
+            FfiConverterSequenceTypeChoice.write(value.`choices`, buf)
+            FfiConverterBoolean.write(value.`enabled`, buf)
+            FfiConverterBoolean.write(value.`conditional`, buf)
+    }
+}
+
+
+
+/**
+ * A record the registry refused: none of the refused changes was merged anywhere; the local
+ * copy went back to what the registry holds.
+ */
+data class Rejection (
+    var `recordId`: kotlin.String, 
+    /**
+     * A stable code, e.g. `forbidden_kind`, `forbidden_clinic`.
+     */
+    var `code`: kotlin.String, 
+    /**
+     * The registry's explanation, for the user.
+     */
+    var `message`: kotlin.String
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRejection: FfiConverterRustBuffer<Rejection> {
+    override fun read(buf: ByteBuffer): Rejection {
+        return Rejection(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Rejection) = (
+            FfiConverterString.allocationSize(value.`recordId`) +
+            FfiConverterString.allocationSize(value.`code`) +
+            FfiConverterString.allocationSize(value.`message`)
+    )
+
+    override fun write(value: Rejection, buf: ByteBuffer) {
+            FfiConverterString.write(value.`recordId`, buf)
+            FfiConverterString.write(value.`code`, buf)
+            FfiConverterString.write(value.`message`, buf)
+    }
+}
+
+
+
+/**
+ * A questionnaire response (draft or submitted).
+ */
+data class Response (
+    var `id`: kotlin.String, 
+    var `patientId`: kotlin.String, 
+    var `questionnaireId`: kotlin.String, 
+    var `questionnaireVersion`: kotlin.String, 
+    var `procedureId`: kotlin.String?, 
+    var `visitId`: kotlin.String?, 
+    var `answers`: Map<kotlin.String, AnswerValue>, 
+    var `completedBy`: CompletedBy, 
+    var `status`: ResponseStatus, 
+    /**
+     * ISO date-time (UTC) of submission.
+     */
+    var `submittedAt`: kotlin.String?
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeResponse: FfiConverterRustBuffer<Response> {
+    override fun read(buf: ByteBuffer): Response {
+        return Response(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterMapStringTypeAnswerValue.read(buf),
+            FfiConverterTypeCompletedBy.read(buf),
+            FfiConverterTypeResponseStatus.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Response) = (
+            FfiConverterString.allocationSize(value.`id`) +
+            FfiConverterString.allocationSize(value.`patientId`) +
+            FfiConverterString.allocationSize(value.`questionnaireId`) +
+            FfiConverterString.allocationSize(value.`questionnaireVersion`) +
+            FfiConverterOptionalString.allocationSize(value.`procedureId`) +
+            FfiConverterOptionalString.allocationSize(value.`visitId`) +
+            FfiConverterMapStringTypeAnswerValue.allocationSize(value.`answers`) +
+            FfiConverterTypeCompletedBy.allocationSize(value.`completedBy`) +
+            FfiConverterTypeResponseStatus.allocationSize(value.`status`) +
+            FfiConverterOptionalString.allocationSize(value.`submittedAt`)
+    )
+
+    override fun write(value: Response, buf: ByteBuffer) {
+            FfiConverterString.write(value.`id`, buf)
+            FfiConverterString.write(value.`patientId`, buf)
+            FfiConverterString.write(value.`questionnaireId`, buf)
+            FfiConverterString.write(value.`questionnaireVersion`, buf)
+            FfiConverterOptionalString.write(value.`procedureId`, buf)
+            FfiConverterOptionalString.write(value.`visitId`, buf)
+            FfiConverterMapStringTypeAnswerValue.write(value.`answers`, buf)
+            FfiConverterTypeCompletedBy.write(value.`completedBy`, buf)
+            FfiConverterTypeResponseStatus.write(value.`status`, buf)
+            FfiConverterOptionalString.write(value.`submittedAt`, buf)
+    }
+}
+
+
+
+/**
+ * One progress report of a sync.
  */
 data class SyncProgress (
     var `stage`: SyncStage, 
-    var `done`: kotlin.ULong, 
-    var `total`: kotlin.ULong
+    /**
+     * Records pushed (accepted or refused) and pulled so far.
+     */
+    var `docsDone`: kotlin.ULong, 
+    /**
+     * Records to push, plus records pulled so far (a pull's size is not known in advance, so
+     * this may grow).
+     */
+    var `docsTotal`: kotlin.ULong, 
+    /**
+     * Bytes uploaded so far (compressed, all attempts).
+     */
+    var `bytesSent`: kotlin.ULong, 
+    /**
+     * Bytes downloaded so far (compressed, all attempts).
+     */
+    var `bytesReceived`: kotlin.ULong
 ) {
     
     companion object
@@ -2449,21 +4836,566 @@ public object FfiConverterTypeSyncProgress: FfiConverterRustBuffer<SyncProgress>
             FfiConverterTypeSyncStage.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
     override fun allocationSize(value: SyncProgress) = (
             FfiConverterTypeSyncStage.allocationSize(value.`stage`) +
-            FfiConverterULong.allocationSize(value.`done`) +
-            FfiConverterULong.allocationSize(value.`total`)
+            FfiConverterULong.allocationSize(value.`docsDone`) +
+            FfiConverterULong.allocationSize(value.`docsTotal`) +
+            FfiConverterULong.allocationSize(value.`bytesSent`) +
+            FfiConverterULong.allocationSize(value.`bytesReceived`)
     )
 
     override fun write(value: SyncProgress, buf: ByteBuffer) {
             FfiConverterTypeSyncStage.write(value.`stage`, buf)
-            FfiConverterULong.write(value.`done`, buf)
-            FfiConverterULong.write(value.`total`, buf)
+            FfiConverterULong.write(value.`docsDone`, buf)
+            FfiConverterULong.write(value.`docsTotal`, buf)
+            FfiConverterULong.write(value.`bytesSent`, buf)
+            FfiConverterULong.write(value.`bytesReceived`, buf)
     }
 }
+
+
+
+/**
+ * What one sync did.
+ */
+data class SyncReport (
+    /**
+     * Successful request/response exchanges.
+     */
+    var `roundTrips`: kotlin.UInt, 
+    /**
+     * Requests made, failed ones included.
+     */
+    var `attempts`: kotlin.UInt, 
+    /**
+     * Bytes uploaded (compressed, all attempts).
+     */
+    var `bytesUp`: kotlin.ULong, 
+    /**
+     * Bytes downloaded (compressed, all attempts).
+     */
+    var `bytesDown`: kotlin.ULong, 
+    /**
+     * Raw change bytes in successful requests.
+     */
+    var `changeBytesUp`: kotlin.ULong, 
+    /**
+     * Raw change bytes in successful responses.
+     */
+    var `changeBytesDown`: kotlin.ULong, 
+    /**
+     * Records the registry accepted.
+     */
+    var `pushed`: kotlin.ULong, 
+    /**
+     * Records that received changes from the registry.
+     */
+    var `pulled`: kotlin.ULong, 
+    /**
+     * Records the registry refused in this sync (also listed by `rejections()`).
+     */
+    var `rejected`: List<Rejection>, 
+    var `elapsedMs`: kotlin.ULong
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSyncReport: FfiConverterRustBuffer<SyncReport> {
+    override fun read(buf: ByteBuffer): SyncReport {
+        return SyncReport(
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterSequenceTypeRejection.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: SyncReport) = (
+            FfiConverterUInt.allocationSize(value.`roundTrips`) +
+            FfiConverterUInt.allocationSize(value.`attempts`) +
+            FfiConverterULong.allocationSize(value.`bytesUp`) +
+            FfiConverterULong.allocationSize(value.`bytesDown`) +
+            FfiConverterULong.allocationSize(value.`changeBytesUp`) +
+            FfiConverterULong.allocationSize(value.`changeBytesDown`) +
+            FfiConverterULong.allocationSize(value.`pushed`) +
+            FfiConverterULong.allocationSize(value.`pulled`) +
+            FfiConverterSequenceTypeRejection.allocationSize(value.`rejected`) +
+            FfiConverterULong.allocationSize(value.`elapsedMs`)
+    )
+
+    override fun write(value: SyncReport, buf: ByteBuffer) {
+            FfiConverterUInt.write(value.`roundTrips`, buf)
+            FfiConverterUInt.write(value.`attempts`, buf)
+            FfiConverterULong.write(value.`bytesUp`, buf)
+            FfiConverterULong.write(value.`bytesDown`, buf)
+            FfiConverterULong.write(value.`changeBytesUp`, buf)
+            FfiConverterULong.write(value.`changeBytesDown`, buf)
+            FfiConverterULong.write(value.`pushed`, buf)
+            FfiConverterULong.write(value.`pulled`, buf)
+            FfiConverterSequenceTypeRejection.write(value.`rejected`, buf)
+            FfiConverterULong.write(value.`elapsedMs`, buf)
+    }
+}
+
+
+
+/**
+ * How this store talks to the registry. Start from `default_sync_settings()`.
+ */
+data class SyncSettings (
+    /**
+     * Longest one HTTP request may take, upload and download included.
+     */
+    var `timeoutSecs`: kotlin.UInt, 
+    /**
+     * Attempts of one exchange before giving up with `ServerUnreachable` (at least 1).
+     */
+    var `maxAttempts`: kotlin.UInt, 
+    /**
+     * SHA-256 of the registry's leaf certificate (DER, 32 bytes): when set, the server's
+     * certificate must match it as well as verify normally.
+     */
+    var `pinnedCertSha256`: kotlin.ByteArray?, 
+    /**
+     * Extra trusted root certificates (DER), e.g. a registry's private CA.
+     */
+    var `extraRootCertsDer`: List<kotlin.ByteArray>
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSyncSettings: FfiConverterRustBuffer<SyncSettings> {
+    override fun read(buf: ByteBuffer): SyncSettings {
+        return SyncSettings(
+            FfiConverterUInt.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterOptionalByteArray.read(buf),
+            FfiConverterSequenceByteArray.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: SyncSettings) = (
+            FfiConverterUInt.allocationSize(value.`timeoutSecs`) +
+            FfiConverterUInt.allocationSize(value.`maxAttempts`) +
+            FfiConverterOptionalByteArray.allocationSize(value.`pinnedCertSha256`) +
+            FfiConverterSequenceByteArray.allocationSize(value.`extraRootCertsDer`)
+    )
+
+    override fun write(value: SyncSettings, buf: ByteBuffer) {
+            FfiConverterUInt.write(value.`timeoutSecs`, buf)
+            FfiConverterUInt.write(value.`maxAttempts`, buf)
+            FfiConverterOptionalByteArray.write(value.`pinnedCertSha256`, buf)
+            FfiConverterSequenceByteArray.write(value.`extraRootCertsDer`, buf)
+    }
+}
+
+
+
+/**
+ * One visit of one patient's follow-up schedule, classified as of a date. Dates are ISO.
+ */
+data class Visit (
+    var `patientId`: kotlin.String, 
+    var `procedureId`: kotlin.String, 
+    /**
+     * The schedule's visit id, e.g. `d7`, `m3`; pass it to `start_response`.
+     */
+    var `visitId`: kotlin.String, 
+    var `label`: kotlin.String, 
+    /**
+     * The questionnaire that answers this visit.
+     */
+    var `questionnaireId`: kotlin.String, 
+    var `target`: kotlin.String, 
+    var `windowStart`: kotlin.String, 
+    var `windowEnd`: kotlin.String, 
+    /**
+     * Last day it counts as overdue rather than missed.
+     */
+    var `graceEnd`: kotlin.String, 
+    var `state`: VisitState
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeVisit: FfiConverterRustBuffer<Visit> {
+    override fun read(buf: ByteBuffer): Visit {
+        return Visit(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterTypeVisitState.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Visit) = (
+            FfiConverterString.allocationSize(value.`patientId`) +
+            FfiConverterString.allocationSize(value.`procedureId`) +
+            FfiConverterString.allocationSize(value.`visitId`) +
+            FfiConverterString.allocationSize(value.`label`) +
+            FfiConverterString.allocationSize(value.`questionnaireId`) +
+            FfiConverterString.allocationSize(value.`target`) +
+            FfiConverterString.allocationSize(value.`windowStart`) +
+            FfiConverterString.allocationSize(value.`windowEnd`) +
+            FfiConverterString.allocationSize(value.`graceEnd`) +
+            FfiConverterTypeVisitState.allocationSize(value.`state`)
+    )
+
+    override fun write(value: Visit, buf: ByteBuffer) {
+            FfiConverterString.write(value.`patientId`, buf)
+            FfiConverterString.write(value.`procedureId`, buf)
+            FfiConverterString.write(value.`visitId`, buf)
+            FfiConverterString.write(value.`label`, buf)
+            FfiConverterString.write(value.`questionnaireId`, buf)
+            FfiConverterString.write(value.`target`, buf)
+            FfiConverterString.write(value.`windowStart`, buf)
+            FfiConverterString.write(value.`windowEnd`, buf)
+            FfiConverterString.write(value.`graceEnd`, buf)
+            FfiConverterTypeVisitState.write(value.`state`, buf)
+    }
+}
+
+
+
+/**
+ * Where an adjudication stands.
+ */
+
+enum class AdjudicationStatus {
+    
+    OPEN,
+    RESPONDED,
+    RESOLVED,
+    DISPUTED;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAdjudicationStatus: FfiConverterRustBuffer<AdjudicationStatus> {
+    override fun read(buf: ByteBuffer) = try {
+        AdjudicationStatus.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: AdjudicationStatus) = 4UL
+
+    override fun write(value: AdjudicationStatus, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * How an adverse event turned out.
+ */
+
+enum class AeOutcome {
+    
+    RECOVERED,
+    RECOVERING,
+    NOT_RECOVERED,
+    RECOVERED_WITH_SEQUELAE,
+    FATAL,
+    UNKNOWN;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAeOutcome: FfiConverterRustBuffer<AeOutcome> {
+    override fun read(buf: ByteBuffer) = try {
+        AeOutcome.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: AeOutcome) = 4UL
+
+    override fun write(value: AeOutcome, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * One answer. Which variant an item takes is given by its [`ItemType`].
+ */
+sealed class AnswerValue {
+    
+    data class Bool(
+        val `value`: kotlin.Boolean) : AnswerValue() {
+        companion object
+    }
+    
+    data class Int(
+        val `value`: kotlin.Long) : AnswerValue() {
+        companion object
+    }
+    
+    data class Decimal(
+        val `value`: kotlin.Double) : AnswerValue() {
+        companion object
+    }
+    
+    /**
+     * Text, a date (`YYYY-MM-DD`) or a single choice's code.
+     */
+    data class Text(
+        val `value`: kotlin.String) : AnswerValue() {
+        companion object
+    }
+    
+    /**
+     * The codes of a multiple choice.
+     */
+    data class Choices(
+        val `value`: List<kotlin.String>) : AnswerValue() {
+        companion object
+    }
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAnswerValue : FfiConverterRustBuffer<AnswerValue>{
+    override fun read(buf: ByteBuffer): AnswerValue {
+        return when(buf.getInt()) {
+            1 -> AnswerValue.Bool(
+                FfiConverterBoolean.read(buf),
+                )
+            2 -> AnswerValue.Int(
+                FfiConverterLong.read(buf),
+                )
+            3 -> AnswerValue.Decimal(
+                FfiConverterDouble.read(buf),
+                )
+            4 -> AnswerValue.Text(
+                FfiConverterString.read(buf),
+                )
+            5 -> AnswerValue.Choices(
+                FfiConverterSequenceString.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: AnswerValue) = when(value) {
+        is AnswerValue.Bool -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterBoolean.allocationSize(value.`value`)
+            )
+        }
+        is AnswerValue.Int -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterLong.allocationSize(value.`value`)
+            )
+        }
+        is AnswerValue.Decimal -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterDouble.allocationSize(value.`value`)
+            )
+        }
+        is AnswerValue.Text -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`value`)
+            )
+        }
+        is AnswerValue.Choices -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterSequenceString.allocationSize(value.`value`)
+            )
+        }
+    }
+
+    override fun write(value: AnswerValue, buf: ByteBuffer) {
+        when(value) {
+            is AnswerValue.Bool -> {
+                buf.putInt(1)
+                FfiConverterBoolean.write(value.`value`, buf)
+                Unit
+            }
+            is AnswerValue.Int -> {
+                buf.putInt(2)
+                FfiConverterLong.write(value.`value`, buf)
+                Unit
+            }
+            is AnswerValue.Decimal -> {
+                buf.putInt(3)
+                FfiConverterDouble.write(value.`value`, buf)
+                Unit
+            }
+            is AnswerValue.Text -> {
+                buf.putInt(4)
+                FfiConverterString.write(value.`value`, buf)
+                Unit
+            }
+            is AnswerValue.Choices -> {
+                buf.putInt(5)
+                FfiConverterSequenceString.write(value.`value`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * The cell type administered.
+ */
+
+enum class CellType {
+    
+    MESENCHYMAL,
+    HAEMATOPOIETIC,
+    STROMAL_VASCULAR_FRACTION,
+    MONONUCLEAR,
+    OTHER;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCellType: FfiConverterRustBuffer<CellType> {
+    override fun read(buf: ByteBuffer) = try {
+        CellType.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: CellType) = 4UL
+
+    override fun write(value: CellType, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * Who completed a response.
+ */
+
+enum class CompletedBy {
+    
+    NURSE,
+    PATIENT;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCompletedBy: FfiConverterRustBuffer<CompletedBy> {
+    override fun read(buf: ByteBuffer) = try {
+        CompletedBy.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: CompletedBy) = 4UL
+
+    override fun write(value: CompletedBy, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What an enrolled device may do: a clinic's shared tablet or a patient's own phone.
+ */
+
+enum class DeviceRole {
+    
+    CLINIC_DEVICE,
+    PATIENT_DEVICE;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDeviceRole: FfiConverterRustBuffer<DeviceRole> {
+    override fun read(buf: ByteBuffer) = try {
+        DeviceRole.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: DeviceRole) = 4UL
+
+    override fun write(value: DeviceRole, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
 
 
 
@@ -2543,9 +5475,86 @@ sealed class FollowupException: kotlin.Exception() {
     }
     
     /**
-     * The registry server refused a change (not allowed for this device or clinic).
+     * The registry refused this device's request (its signature or its right to do it).
      */
     class Rejected(
+        
+        val `reason`: kotlin.String
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * This device's role does not allow the operation (e.g. a patient's phone adjudicating).
+     */
+    class NotPermitted(
+        
+        val `reason`: kotlin.String
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * `enrol` was called on a device that is already enrolled.
+     */
+    class AlreadyEnrolled(
+        
+        val `reason`: kotlin.String
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * The registry revoked this device; it can no longer sync. Enrol a new device.
+     */
+    class Revoked(
+        
+        val `reason`: kotlin.String
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * The device's clock is too far off for the registry to accept its requests.
+     */
+    class ClockWrong(
+        
+        val `reason`: kotlin.String
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * The registry needs a newer app (sync protocol or record format); update the app.
+     */
+    class UpdateRequired(
+        
+        val `reason`: kotlin.String
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * The registry server answered with an error this app cannot recover from by retrying.
+     */
+    class ServerFailed(
+        
+        val `reason`: kotlin.String
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * The store was closed with `close_store()`; open it again.
+     */
+    class Closed(
         
         val `reason`: kotlin.String
         ) : FollowupException() {
@@ -2635,16 +5644,37 @@ public object FfiConverterTypeFollowupError : FfiConverterRustBuffer<FollowupExc
             7 -> FollowupException.Rejected(
                 FfiConverterString.read(buf),
                 )
-            8 -> FollowupException.Cancelled(
+            8 -> FollowupException.NotPermitted(
                 FfiConverterString.read(buf),
                 )
-            9 -> FollowupException.InvalidInput(
+            9 -> FollowupException.AlreadyEnrolled(
                 FfiConverterString.read(buf),
                 )
-            10 -> FollowupException.KeyProviderFailed(
+            10 -> FollowupException.Revoked(
                 FfiConverterString.read(buf),
                 )
-            11 -> FollowupException.Internal(
+            11 -> FollowupException.ClockWrong(
+                FfiConverterString.read(buf),
+                )
+            12 -> FollowupException.UpdateRequired(
+                FfiConverterString.read(buf),
+                )
+            13 -> FollowupException.ServerFailed(
+                FfiConverterString.read(buf),
+                )
+            14 -> FollowupException.Closed(
+                FfiConverterString.read(buf),
+                )
+            15 -> FollowupException.Cancelled(
+                FfiConverterString.read(buf),
+                )
+            16 -> FollowupException.InvalidInput(
+                FfiConverterString.read(buf),
+                )
+            17 -> FollowupException.KeyProviderFailed(
+                FfiConverterString.read(buf),
+                )
+            18 -> FollowupException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -2685,6 +5715,41 @@ public object FfiConverterTypeFollowupError : FfiConverterRustBuffer<FollowupExc
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is FollowupException.Rejected -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is FollowupException.NotPermitted -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is FollowupException.AlreadyEnrolled -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is FollowupException.Revoked -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is FollowupException.ClockWrong -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is FollowupException.UpdateRequired -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is FollowupException.ServerFailed -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is FollowupException.Closed -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
@@ -2750,23 +5815,58 @@ public object FfiConverterTypeFollowupError : FfiConverterRustBuffer<FollowupExc
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is FollowupException.Cancelled -> {
+            is FollowupException.NotPermitted -> {
                 buf.putInt(8)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is FollowupException.InvalidInput -> {
+            is FollowupException.AlreadyEnrolled -> {
                 buf.putInt(9)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is FollowupException.KeyProviderFailed -> {
+            is FollowupException.Revoked -> {
                 buf.putInt(10)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is FollowupException.Internal -> {
+            is FollowupException.ClockWrong -> {
                 buf.putInt(11)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FollowupException.UpdateRequired -> {
+                buf.putInt(12)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FollowupException.ServerFailed -> {
+                buf.putInt(13)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FollowupException.Closed -> {
+                buf.putInt(14)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FollowupException.Cancelled -> {
+                buf.putInt(15)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FollowupException.InvalidInput -> {
+                buf.putInt(16)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FollowupException.KeyProviderFailed -> {
+                buf.putInt(17)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FollowupException.Internal -> {
+                buf.putInt(18)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -2778,31 +5878,21 @@ public object FfiConverterTypeFollowupError : FfiConverterRustBuffer<FollowupExc
 
 
 /**
- * Which part of a sync is running.
+ * An item's type, which decides the `AnswerValue` it takes: `Boolean` → `Bool`;
+ * `Integer`, `Scale0To10` → `Int`; `Decimal` → `Decimal` (or `Int`); `SingleChoice`, `Date`
+ * (`YYYY-MM-DD`), `Text` → `Text`; `MultipleChoice` → `Choices`.
  */
 
-enum class SyncStage {
+enum class ItemType {
     
-    /**
-     * Getting ready: deriving keys, reading what is pending, opening the connection.
-     */
-    PREPARING,
-    /**
-     * Sending this device's changes.
-     */
-    PUSHING,
-    /**
-     * Receiving other devices' changes.
-     */
-    PULLING,
-    /**
-     * Merging received changes into the store.
-     */
-    APPLYING,
-    /**
-     * Finished; `done == total`.
-     */
-    FINISHED;
+    BOOLEAN,
+    INTEGER,
+    DECIMAL,
+    SINGLE_CHOICE,
+    MULTIPLE_CHOICE,
+    DATE,
+    TEXT,
+    SCALE0_TO10;
     companion object
 }
 
@@ -2810,21 +5900,706 @@ enum class SyncStage {
 /**
  * @suppress
  */
-public object FfiConverterTypeSyncStage: FfiConverterRustBuffer<SyncStage> {
+public object FfiConverterTypeItemType: FfiConverterRustBuffer<ItemType> {
     override fun read(buf: ByteBuffer) = try {
-        SyncStage.values()[buf.getInt() - 1]
+        ItemType.values()[buf.getInt() - 1]
     } catch (e: IndexOutOfBoundsException) {
         throw RuntimeException("invalid enum value, something is very wrong!!", e)
     }
 
-    override fun allocationSize(value: SyncStage) = 4UL
+    override fun allocationSize(value: ItemType) = 4UL
 
-    override fun write(value: SyncStage, buf: ByteBuffer) {
+    override fun write(value: ItemType, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
 
 
+
+
+
+/**
+ * How much the cells were manipulated.
+ */
+
+enum class Manipulation {
+    
+    MINIMAL,
+    MORE_THAN_MINIMAL,
+    GENETICALLY_MODIFIED;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeManipulation: FfiConverterRustBuffer<Manipulation> {
+    override fun read(buf: ByteBuffer) = try {
+        Manipulation.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Manipulation) = 4UL
+
+    override fun write(value: Manipulation, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * Whose cells: the patient's own or a donor's.
+ */
+
+enum class Origin {
+    
+    AUTOLOGOUS,
+    ALLOGENEIC;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeOrigin: FfiConverterRustBuffer<Origin> {
+    override fun read(buf: ByteBuffer) = try {
+        Origin.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Origin) = 4UL
+
+    override fun write(value: Origin, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What a questionnaire is for.
+ */
+
+enum class QuestionnaireKind {
+    
+    BASELINE,
+    CLINICIAN_FOLLOWUP,
+    PATIENT_SURVEY,
+    ADVERSE_EVENT;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeQuestionnaireKind: FfiConverterRustBuffer<QuestionnaireKind> {
+    override fun read(buf: ByteBuffer) = try {
+        QuestionnaireKind.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: QuestionnaireKind) = 4UL
+
+    override fun write(value: QuestionnaireKind, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * The procedure's regulatory status.
+ */
+
+enum class RegulatoryStatus {
+    
+    APPROVED_INDICATION,
+    INVESTIGATIONAL_NEW_DRUG,
+    REGISTERED_TRIAL,
+    UNREGULATED,
+    UNKNOWN;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRegulatoryStatus: FfiConverterRustBuffer<RegulatoryStatus> {
+    override fun read(buf: ByteBuffer) = try {
+        RegulatoryStatus.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: RegulatoryStatus) = 4UL
+
+    override fun write(value: RegulatoryStatus, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * The treating clinic's judgement of whether the procedure caused the event.
+ */
+
+enum class Relatedness {
+    
+    NOT_RELATED,
+    UNLIKELY,
+    POSSIBLE,
+    PROBABLE,
+    DEFINITE;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRelatedness: FfiConverterRustBuffer<Relatedness> {
+    override fun read(buf: ByteBuffer) = try {
+        Relatedness.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Relatedness) = 4UL
+
+    override fun write(value: Relatedness, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * Who reported an adverse event (always `Patient` on a patient's phone).
+ */
+
+enum class Reporter {
+    
+    PATIENT,
+    CLINIC;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeReporter: FfiConverterRustBuffer<Reporter> {
+    override fun read(buf: ByteBuffer) = try {
+        Reporter.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Reporter) = 4UL
+
+    override fun write(value: Reporter, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * A response is a draft until submitted.
+ */
+
+enum class ResponseStatus {
+    
+    DRAFT,
+    SUBMITTED;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeResponseStatus: FfiConverterRustBuffer<ResponseStatus> {
+    override fun read(buf: ByteBuffer) = try {
+        ResponseStatus.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: ResponseStatus) = 4UL
+
+    override fun write(value: ResponseStatus, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * How the cells were administered.
+ */
+
+enum class Route {
+    
+    INTRAVENOUS,
+    INTRATHECAL,
+    INTRA_ARTICULAR,
+    INTRAMUSCULAR,
+    DIRECT_INJECTION,
+    OTHER;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRoute: FfiConverterRustBuffer<Route> {
+    override fun read(buf: ByteBuffer) = try {
+        Route.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Route) = 4UL
+
+    override fun write(value: Route, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * Recorded sex.
+ */
+
+enum class Sex {
+    
+    FEMALE,
+    MALE,
+    INTERSEX,
+    UNKNOWN;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSex: FfiConverterRustBuffer<Sex> {
+    override fun read(buf: ByteBuffer) = try {
+        Sex.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Sex) = 4UL
+
+    override fun write(value: Sex, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * The tissue the cells came from.
+ */
+
+enum class SourceTissue {
+    
+    BONE_MARROW,
+    ADIPOSE,
+    UMBILICAL_CORD_BLOOD,
+    PERIPHERAL_BLOOD,
+    OTHER;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSourceTissue: FfiConverterRustBuffer<SourceTissue> {
+    override fun read(buf: ByteBuffer) = try {
+        SourceTissue.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: SourceTissue) = 4UL
+
+    override fun write(value: SourceTissue, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What a sync is doing, for a progress bar.
+ */
+sealed class SyncStage {
+    
+    /**
+     * Reading the store, building a request.
+     */
+    object Preparing : SyncStage()
+    
+    
+    /**
+     * Uploading this device's changes.
+     */
+    object Sending : SyncStage()
+    
+    
+    /**
+     * Downloading the registry's changes (`bytes_received` grows as they arrive).
+     */
+    object Receiving : SyncStage()
+    
+    
+    /**
+     * Saving what came back.
+     */
+    object Applying : SyncStage()
+    
+    
+    /**
+     * An attempt failed (no connection, timeout); waiting before attempt `attempt`.
+     */
+    data class Retrying(
+        val `attempt`: kotlin.UInt) : SyncStage() {
+        companion object
+    }
+    
+    /**
+     * Finished.
+     */
+    object Done : SyncStage()
+    
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSyncStage : FfiConverterRustBuffer<SyncStage>{
+    override fun read(buf: ByteBuffer): SyncStage {
+        return when(buf.getInt()) {
+            1 -> SyncStage.Preparing
+            2 -> SyncStage.Sending
+            3 -> SyncStage.Receiving
+            4 -> SyncStage.Applying
+            5 -> SyncStage.Retrying(
+                FfiConverterUInt.read(buf),
+                )
+            6 -> SyncStage.Done
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: SyncStage) = when(value) {
+        is SyncStage.Preparing -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SyncStage.Sending -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SyncStage.Receiving -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SyncStage.Applying -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+        is SyncStage.Retrying -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterUInt.allocationSize(value.`attempt`)
+            )
+        }
+        is SyncStage.Done -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+    }
+
+    override fun write(value: SyncStage, buf: ByteBuffer) {
+        when(value) {
+            is SyncStage.Preparing -> {
+                buf.putInt(1)
+                Unit
+            }
+            is SyncStage.Sending -> {
+                buf.putInt(2)
+                Unit
+            }
+            is SyncStage.Receiving -> {
+                buf.putInt(3)
+                Unit
+            }
+            is SyncStage.Applying -> {
+                buf.putInt(4)
+                Unit
+            }
+            is SyncStage.Retrying -> {
+                buf.putInt(5)
+                FfiConverterUInt.write(value.`attempt`, buf)
+                Unit
+            }
+            is SyncStage.Done -> {
+                buf.putInt(6)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * Where a scheduled visit stands as of a date.
+ */
+
+enum class VisitState {
+    
+    UPCOMING,
+    DUE,
+    OVERDUE,
+    MISSED,
+    DONE;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeVisitState: FfiConverterRustBuffer<VisitState> {
+    override fun read(buf: ByteBuffer) = try {
+        VisitState.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: VisitState) = 4UL
+
+    override fun write(value: VisitState, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
+    override fun read(buf: ByteBuffer): kotlin.UInt? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterUInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.UInt?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterUInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.UInt?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterUInt.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalLong: FfiConverterRustBuffer<kotlin.Long?> {
+    override fun read(buf: ByteBuffer): kotlin.Long? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterLong.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Long?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterLong.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Long?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterLong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalDouble: FfiConverterRustBuffer<kotlin.Double?> {
+    override fun read(buf: ByteBuffer): kotlin.Double? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterDouble.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Double?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterDouble.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Double?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterDouble.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?> {
+    override fun read(buf: ByteBuffer): kotlin.String? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterString.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.String?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterString.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.String?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterString.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalByteArray: FfiConverterRustBuffer<kotlin.ByteArray?> {
+    override fun read(buf: ByteBuffer): kotlin.ByteArray? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterByteArray.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.ByteArray?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterByteArray.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.ByteArray?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterByteArray.write(value, buf)
+        }
+    }
+}
 
 
 
@@ -2896,6 +6671,270 @@ public object FfiConverterOptionalTypeSyncProgressListener: FfiConverterRustBuff
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeCost: FfiConverterRustBuffer<Cost?> {
+    override fun read(buf: ByteBuffer): Cost? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeCost.read(buf)
+    }
+
+    override fun allocationSize(value: Cost?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeCost.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Cost?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeCost.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeDeviceEnrolment: FfiConverterRustBuffer<DeviceEnrolment?> {
+    override fun read(buf: ByteBuffer): DeviceEnrolment? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeDeviceEnrolment.read(buf)
+    }
+
+    override fun allocationSize(value: DeviceEnrolment?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeDeviceEnrolment.allocationSize(value)
+        }
+    }
+
+    override fun write(value: DeviceEnrolment?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeDeviceEnrolment.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeRelatedness: FfiConverterRustBuffer<Relatedness?> {
+    override fun read(buf: ByteBuffer): Relatedness? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeRelatedness.read(buf)
+    }
+
+    override fun allocationSize(value: Relatedness?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeRelatedness.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Relatedness?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeRelatedness.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.String>> {
+    override fun read(buf: ByteBuffer): List<kotlin.String> {
+        val len = buf.getInt()
+        return List<kotlin.String>(len) {
+            FfiConverterString.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.String>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterString.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.String>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterString.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceByteArray: FfiConverterRustBuffer<List<kotlin.ByteArray>> {
+    override fun read(buf: ByteBuffer): List<kotlin.ByteArray> {
+        val len = buf.getInt()
+        return List<kotlin.ByteArray>(len) {
+            FfiConverterByteArray.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.ByteArray>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterByteArray.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.ByteArray>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterByteArray.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeAdjudicationItem: FfiConverterRustBuffer<List<AdjudicationItem>> {
+    override fun read(buf: ByteBuffer): List<AdjudicationItem> {
+        val len = buf.getInt()
+        return List<AdjudicationItem>(len) {
+            FfiConverterTypeAdjudicationItem.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<AdjudicationItem>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeAdjudicationItem.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<AdjudicationItem>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeAdjudicationItem.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeChoice: FfiConverterRustBuffer<List<Choice>> {
+    override fun read(buf: ByteBuffer): List<Choice> {
+        val len = buf.getInt()
+        return List<Choice>(len) {
+            FfiConverterTypeChoice.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Choice>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeChoice.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Choice>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeChoice.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeConflict: FfiConverterRustBuffer<List<Conflict>> {
+    override fun read(buf: ByteBuffer): List<Conflict> {
+        val len = buf.getInt()
+        return List<Conflict>(len) {
+            FfiConverterTypeConflict.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Conflict>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeConflict.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Conflict>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeConflict.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeConflictValue: FfiConverterRustBuffer<List<ConflictValue>> {
+    override fun read(buf: ByteBuffer): List<ConflictValue> {
+        val len = buf.getInt()
+        return List<ConflictValue>(len) {
+            FfiConverterTypeConflictValue.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<ConflictValue>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeConflictValue.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<ConflictValue>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeConflictValue.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeItemProblem: FfiConverterRustBuffer<List<ItemProblem>> {
     override fun read(buf: ByteBuffer): List<ItemProblem> {
         val len = buf.getInt()
@@ -2924,35 +6963,203 @@ public object FfiConverterSequenceTypeItemProblem: FfiConverterRustBuffer<List<I
 /**
  * @suppress
  */
-public object FfiConverterMapStringString: FfiConverterRustBuffer<Map<kotlin.String, kotlin.String>> {
-    override fun read(buf: ByteBuffer): Map<kotlin.String, kotlin.String> {
+public object FfiConverterSequenceTypePatientSummary: FfiConverterRustBuffer<List<PatientSummary>> {
+    override fun read(buf: ByteBuffer): List<PatientSummary> {
         val len = buf.getInt()
-        return buildMap<kotlin.String, kotlin.String>(len) {
+        return List<PatientSummary>(len) {
+            FfiConverterTypePatientSummary.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<PatientSummary>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypePatientSummary.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<PatientSummary>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypePatientSummary.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypePromisedBenefit: FfiConverterRustBuffer<List<PromisedBenefit>> {
+    override fun read(buf: ByteBuffer): List<PromisedBenefit> {
+        val len = buf.getInt()
+        return List<PromisedBenefit>(len) {
+            FfiConverterTypePromisedBenefit.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<PromisedBenefit>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypePromisedBenefit.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<PromisedBenefit>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypePromisedBenefit.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeQuestionnaireItem: FfiConverterRustBuffer<List<QuestionnaireItem>> {
+    override fun read(buf: ByteBuffer): List<QuestionnaireItem> {
+        val len = buf.getInt()
+        return List<QuestionnaireItem>(len) {
+            FfiConverterTypeQuestionnaireItem.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<QuestionnaireItem>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeQuestionnaireItem.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<QuestionnaireItem>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeQuestionnaireItem.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeRejection: FfiConverterRustBuffer<List<Rejection>> {
+    override fun read(buf: ByteBuffer): List<Rejection> {
+        val len = buf.getInt()
+        return List<Rejection>(len) {
+            FfiConverterTypeRejection.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Rejection>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeRejection.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Rejection>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeRejection.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeVisit: FfiConverterRustBuffer<List<Visit>> {
+    override fun read(buf: ByteBuffer): List<Visit> {
+        val len = buf.getInt()
+        return List<Visit>(len) {
+            FfiConverterTypeVisit.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Visit>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeVisit.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Visit>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeVisit.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeVisitState: FfiConverterRustBuffer<List<VisitState>> {
+    override fun read(buf: ByteBuffer): List<VisitState> {
+        val len = buf.getInt()
+        return List<VisitState>(len) {
+            FfiConverterTypeVisitState.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<VisitState>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeVisitState.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<VisitState>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeVisitState.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterMapStringTypeAnswerValue: FfiConverterRustBuffer<Map<kotlin.String, AnswerValue>> {
+    override fun read(buf: ByteBuffer): Map<kotlin.String, AnswerValue> {
+        val len = buf.getInt()
+        return buildMap<kotlin.String, AnswerValue>(len) {
             repeat(len) {
                 val k = FfiConverterString.read(buf)
-                val v = FfiConverterString.read(buf)
+                val v = FfiConverterTypeAnswerValue.read(buf)
                 this[k] = v
             }
         }
     }
 
-    override fun allocationSize(value: Map<kotlin.String, kotlin.String>): ULong {
+    override fun allocationSize(value: Map<kotlin.String, AnswerValue>): ULong {
         val spaceForMapSize = 4UL
         val spaceForChildren = value.map { (k, v) ->
             FfiConverterString.allocationSize(k) +
-            FfiConverterString.allocationSize(v)
+            FfiConverterTypeAnswerValue.allocationSize(v)
         }.sum()
         return spaceForMapSize + spaceForChildren
     }
 
-    override fun write(value: Map<kotlin.String, kotlin.String>, buf: ByteBuffer) {
+    override fun write(value: Map<kotlin.String, AnswerValue>, buf: ByteBuffer) {
         buf.putInt(value.size)
         // The parens on `(k, v)` here ensure we're calling the right method,
         // which is important for compatibility with older android devices.
         // Ref https://blog.danlew.net/2017/03/16/kotlin-puzzler-whose-line-is-it-anyways/
         value.forEach { (k, v) ->
             FfiConverterString.write(k, buf)
-            FfiConverterString.write(v, buf)
+            FfiConverterTypeAnswerValue.write(v, buf)
         }
     }
 }
@@ -2977,51 +7184,15 @@ public object FfiConverterMapStringString: FfiConverterRustBuffer<Map<kotlin.Str
     
 
         /**
-         * PREVIEW: stretches `passphrase` with `iterations` rounds of SHA-256 on a tokio blocking thread,
-         * reporting `Preparing` progress every 10,000 rounds and stopping with `Cancelled` when `cancel`
-         * is cancelled. Returns the hex digest.
-         */
-    @Throws(FollowupException::class)
-    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-     suspend fun `previewDeriveCheck`(`passphrase`: kotlin.String, `iterations`: kotlin.UInt, `listener`: SyncProgressListener?, `cancel`: CancellationHandle?) : kotlin.String {
-        return uniffiRustCallAsync(
-        UniffiLib.INSTANCE.uniffi_followup_ffi_fn_func_preview_derive_check(FfiConverterString.lower(`passphrase`),FfiConverterUInt.lower(`iterations`),FfiConverterOptionalTypeSyncProgressListener.lower(`listener`),FfiConverterOptionalTypeCancellationHandle.lower(`cancel`),),
-        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
-        { future, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_complete_rust_buffer(future, continuation) },
-        { future -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_free_rust_buffer(future) },
-        // lift function
-        { FfiConverterString.lift(it) },
-        // Error FFI converter
-        FollowupException.ErrorHandler,
-    )
-    }
-
-        /**
-         * PREVIEW: makes a fresh random 32-byte data key, has the platform `provider` wrap it and unwrap
-         * the result, and checks it got the same key back (`WrongKey` otherwise). Returns the provider's
-         * `key_id`. Errors thrown by the provider come back as they were thrown.
-         */
-    @Throws(FollowupException::class) fun `previewKeyProviderRoundtrip`(`provider`: KeyProvider): kotlin.String {
-            return FfiConverterString.lift(
-    uniffiRustCallWithError(FollowupException) { _status ->
-    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_func_preview_key_provider_roundtrip(
-        FfiConverterTypeKeyProvider.lower(`provider`),_status)
+         * The registry's sync defaults (60 s per request, 6 attempts, no pinning).
+         */ fun `defaultSyncSettings`(): SyncSettings {
+            return FfiConverterTypeSyncSettings.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_func_default_sync_settings(
+        _status)
 }
     )
     }
-    
-
-        /**
-         * PREVIEW: validates a two-item form — `pain` (required integer 0–10) and `fever` (required
-         * `true`/`false`) — and fails with `ValidationFailed` listing each problem.
-         */
-    @Throws(FollowupException::class) fun `previewValidate`(`answers`: Map<kotlin.String, kotlin.String>)
-        = 
-    uniffiRustCallWithError(FollowupException) { _status ->
-    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_func_preview_validate(
-        FfiConverterMapStringString.lower(`answers`),_status)
-}
-    
     
 
 
