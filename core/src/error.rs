@@ -40,6 +40,9 @@ pub enum Error {
     /// The device identity could not be created or used.
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
+    /// A sync or an enrolment with the registry server failed; the message says what to do.
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
     /// An identifier was malformed.
     #[error(transparent)]
     InvalidId(#[from] crate::ids::InvalidId),

@@ -773,6 +773,49 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Replace a document by `doc` **without merging** what the store holds (unlike
+    /// [`Store::save_doc`]), as one full save — the sync client's rollback of a change the
+    /// server rejected (`doc` is then the stored document forked at its synced heads).
+    /// Compare-and-set: nothing is written and `Ok(false)` is returned unless the store's
+    /// saved heads are exactly `expected` (a save made meanwhile must not be dropped
+    /// silently; reload and try again). The document stays dirty unless its new heads are all
+    /// among its synced heads. `Ok(false)` too for an unknown document.
+    pub fn replace_doc(
+        &self,
+        meta: &DocMeta,
+        doc: &Automerge,
+        expected: &[ChangeHash],
+    ) -> Result<bool> {
+        validate_meta(meta)?;
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(row) = doc_row(&tx, &meta.id)? else {
+            return Ok(false);
+        };
+        if !same_heads(&row.saved_heads, expected) {
+            return Ok(false);
+        }
+        let n = row.next_chunk;
+        let heads = doc.get_heads();
+        let ct = self.seal_chunk(&meta.id, n, &doc.save())?;
+        upsert_meta(&tx, meta, n, n + 1, &heads)?;
+        insert_chunk(&tx, &meta.id, n, &ct)?;
+        tx.prepare_cached("DELETE FROM chunks WHERE doc = ?1 AND n < ?2")?
+            .execute(params![meta.id.as_bytes().as_slice(), to_i64(n)?])?;
+        let synced: Vec<u8> = tx
+            .prepare_cached("SELECT synced_heads FROM docs WHERE id = ?1")?
+            .query_row(params![meta.id.as_bytes().as_slice()], |r| r.get(0))?;
+        let synced = decode_heads(&synced)?;
+        if heads.iter().all(|h| synced.contains(h)) {
+            tx.prepare_cached("UPDATE docs SET dirty_seq = NULL WHERE id = ?1")?
+                .execute(params![meta.id.as_bytes().as_slice()])?;
+        } else {
+            mark_dirty(&tx, &meta.id)?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// Load a document, or `None` if the store does not hold it. The loaded document has a
     /// random actor id; set the device's actor before changing it.
     ///
