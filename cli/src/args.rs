@@ -148,6 +148,9 @@ pub enum DeviceCommand {
         /// A label for operators ("tablet 2, ward B"); no patient identifiers.
         #[arg(long, default_value = "followup cli")]
         label: String,
+        /// Attempts before giving up when the server cannot be reached (default 6).
+        #[arg(long)]
+        attempts: Option<u32>,
     },
     /// Show the store and its enrolment.
     Status,
@@ -249,6 +252,9 @@ pub enum DeviceCommand {
         /// Print the sync report as JSON.
         #[arg(long)]
         json: bool,
+        /// Consecutive failed attempts before giving up (default 6, with growing pauses).
+        #[arg(long)]
+        attempts: Option<u32>,
     },
     /// Show the conflicts of a record (every conflicted record when no id is given).
     Conflicts {

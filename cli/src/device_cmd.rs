@@ -16,6 +16,9 @@ use followup_core::model::{
 use followup_core::protocol::DeviceRole;
 use followup_core::schedule::VisitState;
 use followup_core::store::Query;
+use followup_core::sync::{
+    CancelToken, SyncClient, SyncOptions, SyncPhase, SyncProgress, SyncReport,
+};
 
 use crate::args::{DeviceArgs, DeviceCommand};
 use crate::error::CliError;
@@ -88,12 +91,6 @@ fn parse_date(s: &str, what: &str) -> Result<NaiveDate, CliError> {
     })
 }
 
-fn enrolled(device: &Device) -> Result<Enrolled, CliError> {
-    device
-        .enrolment()
-        .ok_or_else(|| CliError::from(followup_core::Error::NotEnrolled))
-}
-
 /// A patient given by study code or record id.
 pub fn resolve_patient(device: &Device, given: Option<&str>) -> Result<RecordId, CliError> {
     let Some(given) = given.map(str::trim) else {
@@ -164,9 +161,10 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
             server,
             code,
             label,
+            attempts,
         } => {
             let device = open(path)?;
-            crate::runtime()?.block_on(enrol(&device, &server, &code, &label))
+            crate::runtime()?.block_on(enrol(&device, &server, &code, &label, attempts))
         }
         DeviceCommand::Status => status(&open(path)?),
         DeviceCommand::AddPatient {
@@ -291,9 +289,9 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
             Ok(())
         }
         DeviceCommand::Queue { json } => queue(&open(path)?, json),
-        DeviceCommand::Sync { json } => {
+        DeviceCommand::Sync { json, attempts } => {
             let device = open(path)?;
-            crate::runtime()?.block_on(sync(&device, json))
+            crate::runtime()?.block_on(sync(&device, json, attempts))
         }
         DeviceCommand::Conflicts { record, json } => {
             conflicts(&open(path)?, record.as_deref(), json)
@@ -593,14 +591,109 @@ fn conflicts(device: &Device, record: Option<&str>, json: bool) -> Result<(), Cl
     Ok(())
 }
 
-async fn enrol(device: &Device, server: &str, code: &str, label: &str) -> Result<(), CliError> {
-    let _ = (device, server, code, label, DeviceRole::ClinicDevice);
-    Err(CliError::new(
-        "enrolment is not available in this build yet",
-    ))
+/// A sync client with the default options, except the number of attempts.
+pub fn client(attempts: Option<u32>) -> Result<SyncClient, CliError> {
+    let mut options = SyncOptions::default();
+    if let Some(n) = attempts {
+        options.max_attempts = n.max(1);
+    }
+    Ok(SyncClient::new(options)?)
 }
 
-async fn sync(device: &Device, json: bool) -> Result<(), CliError> {
-    let _ = (device, json);
-    Err(CliError::new("sync is not available in this build yet"))
+async fn enrol(
+    device: &Device,
+    server: &str,
+    code: &str,
+    label: &str,
+    attempts: Option<u32>,
+) -> Result<(), CliError> {
+    let spin = output::spinner(&format!("enrolling with {server}"), false);
+    let r = client(attempts)?.enrol(device, server, code, label).await;
+    spin.finish_and_clear();
+    let e = r?;
+    println!(
+        "enrolled as {} {} of clinic {}{}",
+        match e.role {
+            DeviceRole::ClinicDevice => "clinic device",
+            DeviceRole::PatientDevice => "patient device",
+        },
+        e.device_id,
+        e.clinic,
+        e.patient
+            .map(|p| format!(", patient {p}"))
+            .unwrap_or_default()
+    );
+    println!("next: followup device sync");
+    Ok(())
+}
+
+/// One line about a sync's figures.
+pub fn report_line(r: &SyncReport) -> String {
+    format!(
+        "{} pushed, {} pulled, {} rejected; {} round trip{} ({} attempt{}), {} up, {} down, {}",
+        r.pushed,
+        r.pulled,
+        r.rejected.len(),
+        r.round_trips,
+        if r.round_trips == 1 { "" } else { "s" },
+        r.attempts,
+        if r.attempts == 1 { "" } else { "s" },
+        output::bytes(r.bytes_up),
+        output::bytes(r.bytes_down),
+        output::duration(r.elapsed)
+    )
+}
+
+/// Sync with a progress bar on stderr (hidden when `quiet` or stderr is not a terminal).
+pub async fn sync_with_bar(
+    client: &SyncClient,
+    device: &Device,
+    label: &str,
+    quiet: bool,
+) -> Result<SyncReport, CliError> {
+    let bar = output::bar(0, label, quiet);
+    let b = bar.clone();
+    let label = label.to_string();
+    let progress = move |p: SyncProgress| {
+        b.set_length(p.docs_total.max(1));
+        b.set_position(p.docs_done.min(p.docs_total));
+        let phase = match p.phase {
+            SyncPhase::Preparing => "preparing".to_string(),
+            SyncPhase::Sending => "sending".into(),
+            SyncPhase::Receiving => "receiving".into(),
+            SyncPhase::Applying => "applying".into(),
+            SyncPhase::Retrying { attempt } => format!("link down, retry {attempt}"),
+            SyncPhase::Done => "done".into(),
+        };
+        b.set_message(format!(
+            "{label}: {phase} ↑{} ↓{}",
+            output::bytes(p.bytes_sent),
+            output::bytes(p.bytes_received)
+        ));
+    };
+    let r = client.sync(device, &progress, &CancelToken::new()).await;
+    bar.finish_and_clear();
+    Ok(r?)
+}
+
+async fn sync(device: &Device, json: bool, attempts: Option<u32>) -> Result<(), CliError> {
+    let c = client(attempts)?;
+    let r = sync_with_bar(&c, device, "sync", false).await?;
+    if json {
+        return output::print_json(&serde_json::json!({
+            "round_trips": r.round_trips, "attempts": r.attempts,
+            "bytes_up": r.bytes_up, "bytes_down": r.bytes_down,
+            "change_bytes_up": r.change_bytes_up, "change_bytes_down": r.change_bytes_down,
+            "pushed": r.pushed, "pulled": r.pulled,
+            "rejected": r.rejected, "elapsed_ms": r.elapsed.as_millis() as u64,
+        }));
+    }
+    println!("synced: {}", report_line(&r));
+    for rej in &r.rejected {
+        println!(
+            "  refused by the registry: record {} ({}): {}",
+            rej.record, rej.code, rej.message
+        );
+    }
+    Ok(())
 }
