@@ -14,6 +14,7 @@
 //! | [`protocol`] | the sync wire protocol's types and codec, shared with the server (see `docs/sync-protocol.md`) |
 //! | [`identity`] | the device's Ed25519 identity and request signing |
 //! | [`sync`] | the sync client: batching, retry, progress, cancellation |
+//! | [`workload`] | the benchmark workload, deterministic from a seed |
 //! | [`device`] | the facade an app uses: a store, an identity and the record operations of a field day |
 //! | [`error`] | the crate's error type |
 
@@ -30,6 +31,7 @@ pub mod questionnaire;
 pub mod schedule;
 pub mod store;
 pub mod sync;
+pub mod workload;
 
 pub use error::{Error, Result};
 pub use ids::{DeviceId, RecordId, StoreId};
