@@ -14,6 +14,7 @@
 //! | [`storage`] | the [`storage::Storage`] trait and [`storage::SqliteStorage`] (all state in the database) |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
+//! | [`linksim`] | a TCP link simulator (bandwidth, latency, cuts) for tests, the demo and the benchmark |
 //! | [`error`] | HTTP errors with JSON bodies |
 //!
 //! Embedding (tests, the CLI): [`Server::start`] returns a [`RunningServer`] with its bound address
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod authz;
 pub mod config;
 pub mod error;
+pub mod linksim;
 pub mod storage;
 pub mod sync;
 

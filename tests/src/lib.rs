@@ -1,1 +1,280 @@
-//! End-to-end test support.
+//! End-to-end test support: a real registry server on 127.0.0.1 (random port, temporary data
+//! directory), its admin API, and device stores that enrol and sync over HTTP with the real
+//! client (`followup_core::sync`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use automerge::ReadDoc;
+use followup_core::crypto::KeySource;
+use followup_core::device::Device;
+use followup_core::ids::{DeviceId, RecordId};
+use followup_core::protocol::*;
+use followup_core::store::Query;
+use followup_core::sync::{CancelToken, SyncClient, SyncOptions, SyncReport};
+use followup_server::{Config, RunningServer, Server};
+
+pub use followup_server::linksim::{CutPolicy, LinkConfig, LinkSim, LinkStats};
+
+pub const ADMIN: &str = "e2e-admin-token-0123456789";
+
+/// Every network step of a test is bounded by this.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_test_writer()
+        .try_init();
+}
+
+/// A running registry with an admin client.
+pub struct Registry {
+    pub server: RunningServer,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl Registry {
+    pub async fn start() -> Registry {
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(Config::for_tests(dir.path(), Some(ADMIN)))
+            .await
+            .unwrap();
+        Registry {
+            server,
+            dir,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    async fn admin_post<T: serde::Serialize>(&self, path: &str, body: &T) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url()))
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).unwrap())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn admin_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url()))
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        json(r).await
+    }
+
+    pub async fn create_clinic(&self, name: &str) -> RecordId {
+        let r = self
+            .admin_post(
+                "/v1/admin/clinics",
+                &CreateClinicRequest {
+                    name: name.into(),
+                    country: "pt".into(),
+                },
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        json::<CreateClinicResponse>(r).await.clinic
+    }
+
+    pub async fn code(&self, grant: EnrolmentGrant) -> String {
+        let r = self
+            .admin_post(
+                "/v1/admin/enrolment-codes",
+                &IssueEnrolmentCodeRequest {
+                    grant,
+                    expires_in_secs: None,
+                },
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        json::<IssueEnrolmentCodeResponse>(r).await.code
+    }
+
+    pub async fn revoke(&self, device: DeviceId) {
+        let r = self
+            .admin_post(&format!("/v1/admin/devices/{device}/revoke"), &())
+            .await;
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+
+    pub async fn verify_audit(&self) -> AuditVerifyResponse {
+        self.admin_get("/v1/admin/audit/verify").await
+    }
+
+    pub async fn stats(&self) -> StatsResponse {
+        self.admin_get("/v1/admin/stats").await
+    }
+
+    /// Enrol a new clinic tablet.
+    pub async fn clinic_tablet(&self, clinic: RecordId, label: &str) -> TestDevice {
+        let code = self.code(EnrolmentGrant::ClinicDevice { clinic }).await;
+        TestDevice::enrolled(&self.url(), &code, label).await
+    }
+
+    /// Enrol a new patient phone for `patient` (whose enrolment the server must hold).
+    pub async fn patient_phone(&self, patient: RecordId, label: &str) -> TestDevice {
+        let code = self.code(EnrolmentGrant::PatientDevice { patient }).await;
+        TestDevice::enrolled(&self.url(), &code, label).await
+    }
+}
+
+pub async fn json<T: serde::de::DeserializeOwned>(r: reqwest::Response) -> T {
+    let bytes = r.bytes().await.unwrap();
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)))
+}
+
+/// Options for tests: short backoff, many attempts (every wait still bounded).
+pub fn test_options() -> SyncOptions {
+    SyncOptions {
+        timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(5),
+        max_attempts: 40,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(100),
+        ..SyncOptions::default()
+    }
+}
+
+/// A device store in a temporary directory.
+pub struct TestDevice {
+    pub device: Device,
+    pub path: PathBuf,
+    pub label: String,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestDevice {
+    type Target = Device;
+    fn deref(&self) -> &Device {
+        &self.device
+    }
+}
+
+pub fn key() -> KeySource {
+    KeySource::passphrase_with_iterations("correct horse battery staple", 1_000)
+}
+
+impl TestDevice {
+    /// A new, unenrolled device store.
+    pub fn new(label: &str) -> TestDevice {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.followup");
+        let device = Device::create(&path, key()).unwrap();
+        TestDevice {
+            device,
+            path,
+            label: label.into(),
+            _dir: dir,
+        }
+    }
+
+    /// A new device enrolled over HTTP with `code`.
+    pub async fn enrolled(url: &str, code: &str, label: &str) -> TestDevice {
+        let d = TestDevice::new(label);
+        let client = SyncClient::new(test_options()).unwrap();
+        tokio::time::timeout(STEP_TIMEOUT, client.enrol(&d.device, url, code, label))
+            .await
+            .expect("enrolment timed out")
+            .unwrap();
+        d
+    }
+
+    pub fn id(&self) -> DeviceId {
+        self.device.enrolment().unwrap().device_id
+    }
+
+    /// Sync with the registry the device enrolled with.
+    pub async fn sync(&self) -> followup_core::Result<SyncReport> {
+        self.sync_with(&SyncClient::new(test_options()).unwrap())
+            .await
+    }
+
+    pub async fn sync_with(&self, client: &SyncClient) -> followup_core::Result<SyncReport> {
+        tokio::time::timeout(
+            STEP_TIMEOUT,
+            client.sync(&self.device, &|_| {}, &CancelToken::new()),
+        )
+        .await
+        .expect("sync timed out")
+    }
+
+    /// Point the device at another URL (e.g. a link simulator in front of the registry).
+    pub fn set_server_url(&self, url: &str) {
+        let mut e = self.device.enrolment().unwrap();
+        e.server_url = url.into();
+        self.device.set_enrolment(e).unwrap();
+    }
+
+    /// Every document: id → (sorted heads, full JSON content).
+    pub fn snapshot(&self) -> BTreeMap<RecordId, (Vec<String>, serde_json::Value)> {
+        let mut out = BTreeMap::new();
+        for m in self.device.store().list(&Query::default()).unwrap() {
+            let doc = self.device.store().load_doc(&m.id).unwrap().unwrap();
+            let mut heads: Vec<String> = doc.get_heads().iter().map(|h| h.to_string()).collect();
+            heads.sort();
+            let json = serde_json::to_value(automerge::AutoSerde::from(&doc)).unwrap();
+            out.insert(m.id, (heads, json));
+        }
+        out
+    }
+
+    /// Ids of every document the device holds.
+    pub fn ids(&self) -> Vec<RecordId> {
+        self.device
+            .store()
+            .list(&Query::default())
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// Documents still waiting to be pushed.
+    pub fn dirty(&self) -> usize {
+        self.device.store().dirty_docs(usize::MAX).unwrap().len()
+    }
+
+    /// A document's root string field.
+    pub fn root_field(&self, id: RecordId, key: &str) -> Option<String> {
+        let doc = self.device.store().load_doc(&id).unwrap()?;
+        doc.get(automerge::ROOT, key)
+            .ok()?
+            .and_then(|(v, _)| v.into_string().ok())
+    }
+}
+
+/// Sync every device in order, repeatedly, until a whole round moves nothing.
+pub async fn sync_until_quiet(devices: &[&TestDevice]) {
+    for _round in 0..6 {
+        let mut moved = 0;
+        for d in devices {
+            let r = d
+                .sync()
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", d.label));
+            moved += r.pushed + r.pulled;
+        }
+        if moved == 0 {
+            return;
+        }
+    }
+    panic!("devices did not settle after 6 rounds");
+}
