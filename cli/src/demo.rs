@@ -557,11 +557,12 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
         "the registry creates clinic \"Clínica Horizonte\" (MX): {clinic}"
     ));
 
-    let mut options = SyncOptions::default();
-    options.initial_backoff = Duration::from_millis(200);
-    options.max_backoff = Duration::from_secs(2);
-    options.max_attempts = 10;
-    let client = SyncClient::new(options)?;
+    let client = SyncClient::new(SyncOptions {
+        initial_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(2),
+        max_attempts: 10,
+        ..SyncOptions::default()
+    })?;
 
     let mut names = BTreeMap::new();
     let mut tablets = Vec::new();

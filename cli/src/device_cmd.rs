@@ -467,10 +467,10 @@ pub fn fill(
             "use clinician-followup, patient-outcome-survey, adverse-event-report or baseline-procedure",
         )
     })?;
-    let mut pruned = answers.clone();
-    q.prune_disabled(&mut pruned);
+    // Validated as given (not pruned): an unknown key (a typo) or an answer to an item its
+    // conditions disable is reported, not silently dropped.
     let problems = if submit {
-        q.validate(&pruned)
+        q.validate(answers)
     } else {
         q.validate_partial(answers)
     };

@@ -50,7 +50,7 @@ impl CliError {
             hint: Some(what_to_do.to_string()),
             details: problems
                 .iter()
-                .map(|p| format!("  {:<24} {}", p.item, p.message))
+                .map(|p| format!("  - {}", p.message))
                 .collect(),
         }
     }
