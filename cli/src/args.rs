@@ -198,9 +198,9 @@ pub enum DeviceCommand {
     },
     /// Fill a questionnaire from a JSON file of answers ({"item_id": value, ...}) and submit it.
     Fill {
-        /// Study code or patient id.
+        /// Study code or patient id (a patient's phone: its own patient by default).
         #[arg(long)]
-        patient: String,
+        patient: Option<String>,
         /// Questionnaire id (clinician-followup, patient-outcome-survey, ...).
         #[arg(long)]
         questionnaire: String,

@@ -746,7 +746,7 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
     )?;
 
     // ---- The phone: survey and complication.
-    w.n.step(31, "on KX-0417's phone");
+    w.n.step(31, "on KX-0417's phone (days 31 and 38)");
     let survey = answers(vec![
         ("completed_date", text(&d(p17, 31))),
         ("overall_change", text("better")),

@@ -232,7 +232,7 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
         } => {
             let device = open(path)?;
             let answers = read_answers(&answers)?;
-            let patient = resolve_patient(&device, Some(&patient))?;
+            let patient = resolve_patient(&device, patient.as_deref())?;
             let procedure = match (&visit, procedure.as_deref()) {
                 (None, None) => None,
                 (_, given) => resolve_procedure(&device, patient, given)?,
