@@ -455,10 +455,7 @@ impl Device {
     // -----------------------------------------------------------------------------------------
     // Schedule
 
-    fn procedures_and_done(
-        &self,
-        patient: Option<RecordId>,
-    ) -> Result<(Vec<DocMeta>, DoneVisits)> {
+    fn procedures_and_done(&self, patient: Option<RecordId>) -> Result<(Vec<DocMeta>, DoneVisits)> {
         let procedures = self.store.list(&Query {
             kind: Some(RecordKind::Procedure),
             patient,

@@ -20,8 +20,8 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ids::RecordId;
 use crate::model::{
-    self, Author, CellType, CompletedBy, Consent, Enrolment, FollowupResponse,
-    Manipulation, Origin, Procedure, RegulatoryStatus, ResponseStatus, Route, Sex, SourceTissue,
+    self, Author, CellType, CompletedBy, Consent, Enrolment, FollowupResponse, Manipulation,
+    Origin, Procedure, RegulatoryStatus, ResponseStatus, Route, Sex, SourceTissue,
 };
 use crate::questionnaire::{AnswerValue, Answers};
 
@@ -135,7 +135,7 @@ pub fn bench_enrolment(i: usize) -> Enrolment {
             scope: vec!["registry".into()],
         },
         birth_year: 1940 + (i % 60) as i64,
-        sex: if i % 2 == 0 { Sex::Female } else { Sex::Male },
+        sex: [Sex::Female, Sex::Male][i % 2],
         enrolled_on: "2025-01-06".into(),
     }
 }

@@ -284,12 +284,10 @@ impl Cut {
                 return (n, false);
             }
             let pass = n.min(cur);
-            match self.budget.compare_exchange(
-                cur,
-                cur - pass,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
+            match self
+                .budget
+                .compare_exchange(cur, cur - pass, Ordering::SeqCst, Ordering::SeqCst)
+            {
                 Ok(_) => return (pass, pass == cur),
                 Err(actual) => cur = actual,
             }
@@ -353,7 +351,8 @@ async fn handle(shared: Arc<Shared>, client: TcpStream) -> io::Result<()> {
                 let since = shared.started.elapsed().as_nanos();
                 let p = period.as_nanos();
                 let next = (since / p + 1) * p;
-                let at = shared.started + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX));
+                let at =
+                    shared.started + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX));
                 tokio::time::sleep_until(at).await;
                 cut.fire(&shared, config.max_cuts);
                 if cut.is_fired() {

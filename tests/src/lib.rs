@@ -278,3 +278,29 @@ pub async fn sync_until_quiet(devices: &[&TestDevice]) {
     }
     panic!("devices did not settle after 6 rounds");
 }
+
+/// An adverse event for tests.
+pub fn adverse_event(description: &str) -> followup_core::model::AdverseEvent {
+    use followup_core::model::{AdverseEvent, AeOutcome, Reporter};
+    AdverseEvent {
+        reporter: Reporter::Clinic,
+        category: "infection".into(),
+        onset: "2026-01-10".into(),
+        severity: 2,
+        seriousness: vec![],
+        outcome: AeOutcome::Recovering,
+        description: description.into(),
+        procedure: None,
+        answers: Default::default(),
+    }
+}
+
+/// Answers from `(item, value)` pairs.
+pub fn answers(
+    pairs: &[(&str, followup_core::questionnaire::AnswerValue)],
+) -> followup_core::questionnaire::Answers {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}

@@ -1,0 +1,55 @@
+//! Sync figures on the benchmark workload (BRIEF.md): pushing 1,000 new 50-answer responses,
+//! then 10 changed responses (3 answers each) in a store of 1,000 — HTTP round trips, bytes up
+//! and down (request and response bodies), and the raw Automerge change bytes. Run with
+//! `cargo test -p followup-e2e --test figures -- --nocapture` to see them. The budgets of the
+//! brief are asserted (they are sizes and counts, not times).
+#![allow(clippy::unwrap_used)]
+
+use followup_core::sync::SyncReport;
+use followup_core::workload::{self, BENCH_PATIENTS, BENCH_RESPONSES};
+use followup_e2e::*;
+
+fn line(what: &str, r: &SyncReport) {
+    println!(
+        "{what:<44} round trips {:>2}  up {:>8} B  down {:>7} B  raw changes up {:>9} B  down {:>9} B",
+        r.round_trips, r.bytes_up, r.bytes_down, r.change_bytes_up, r.change_bytes_down
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_figures_on_the_benchmark_workload() {
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Bench clinic").await;
+    let tablet = reg.clinic_tablet(clinic, "bench tablet").await;
+    let mut data = workload::populate_patients(&tablet, BENCH_PATIENTS).unwrap();
+    let setup = tablet.sync().await.unwrap();
+    line("setup: 300 patients + procedures", &setup);
+
+    workload::populate_responses(&tablet, &mut data, 2026, BENCH_RESPONSES).unwrap();
+    let new = tablet.sync().await.unwrap();
+    line("push 1,000 new 50-answer responses", &new);
+    assert_eq!(new.pushed, 1000);
+    assert!(new.round_trips <= 2, "{new:?}");
+    assert!(new.bytes_up + new.bytes_down <= 150_000, "{new:?}");
+
+    let edited = workload::edit_responses(&tablet, &data, 2026).unwrap();
+    assert_eq!(edited.len(), 10);
+    let changed = tablet.sync().await.unwrap();
+    line("push 10 changed responses (store of 1,000)", &changed);
+    assert_eq!(changed.pushed, 10);
+    assert!(changed.round_trips <= 2, "{changed:?}");
+    assert!(
+        changed.bytes_up + changed.bytes_down <= 6_000,
+        "{changed:?}"
+    );
+
+    let idle = tablet.sync().await.unwrap();
+    line("nothing changed", &idle);
+    assert_eq!(idle.round_trips, 1);
+
+    let fresh = reg.clinic_tablet(clinic, "fresh tablet").await;
+    let pull = fresh.sync().await.unwrap();
+    line("fresh tablet pulls everything", &pull);
+    assert_eq!(pull.pulled, tablet.ids().len() as u64);
+    assert_eq!(fresh.snapshot(), tablet.snapshot());
+}
