@@ -1,0 +1,286 @@
+//! The command line's grammar (clap).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Followup: offline-first follow-up of cell-therapy procedures.
+#[derive(Debug, Parser)]
+#[command(name = "followup", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Play a stretch of clinic life against an in-process registry: two tablets, a patient's
+    /// phone, offline capture, a conflict, an adverse event, a bad link, and a final sync.
+    Demo(DemoArgs),
+    /// Run the registry sync server, or (with a subcommand) act as registry staff on one.
+    Server(ServerArgs),
+    /// Act as a device on an encrypted store (the passphrase comes from FOLLOWUP_PASSPHRASE or a
+    /// prompt, never from a flag).
+    Device(DeviceArgs),
+    /// Measure sync (bytes, round trips, time) and capture on the generated benchmark workload.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Keep every device store and the server's database in this directory (it must be empty
+    /// or not exist); by default a temporary directory is used and removed.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Print one JSON summary on stdout instead of the narrative.
+    #[arg(long)]
+    pub json: bool,
+    /// A smaller backlog for the bad-link sync (for tests and slow machines).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, env = "FOLLOWUP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Directory holding the registry's database.
+    #[arg(long, env = "FOLLOWUP_DATA_DIR", default_value = "./followup-data")]
+    pub data: PathBuf,
+    /// Bearer token of the admin API (at least 16 characters); without it the admin API is off.
+    /// Prefer the environment variable: a flag is visible to other users in the process list.
+    #[arg(long, env = "FOLLOWUP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[command(subcommand)]
+    pub staff: Option<StaffCommand>,
+}
+
+/// Where the registry is and the admin token to use.
+#[derive(Debug, Clone, Args)]
+pub struct StaffConn {
+    /// The registry server's base URL.
+    #[arg(
+        long,
+        env = "FOLLOWUP_SERVER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// The admin token (prefer the environment variable FOLLOWUP_ADMIN_TOKEN).
+    #[arg(long, env = "FOLLOWUP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Print the server's JSON answer instead of a sentence.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The registry staff's commands, against a running server.
+#[derive(Debug, Subcommand)]
+pub enum StaffCommand {
+    /// Register a clinic; prints its id.
+    CreateClinic {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The clinic's name.
+        #[arg(long)]
+        name: String,
+        /// ISO 3166-1 alpha-2 country code.
+        #[arg(long)]
+        country: String,
+    },
+    /// Issue a one-time enrolment code for a clinic tablet (--clinic) or a patient's phone
+    /// (--patient, the patient's enrolment record id).
+    IssueCode {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// Clinic id: the code enrols a clinic device.
+        #[arg(long, conflicts_with = "patient", required_unless_present = "patient")]
+        clinic: Option<String>,
+        /// Patient (enrolment record) id: the code enrols that patient's phone.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Lifetime of the code in hours (default 24, at most 720).
+        #[arg(long)]
+        hours: Option<u64>,
+    },
+    /// Revoke a device: its syncs are refused from now on.
+    RevokeDevice {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The device id.
+        device: String,
+    },
+    /// Verify the hash chain of the audit log.
+    VerifyAudit {
+        #[command(flatten)]
+        conn: StaffConn,
+    },
+    /// Documents, devices, audit entries and rejections on the server.
+    Stats {
+        #[command(flatten)]
+        conn: StaffConn,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// The device's encrypted store file.
+    #[arg(long, env = "FOLLOWUP_STORE", default_value = "followup-device.db")]
+    pub store: PathBuf,
+    #[command(subcommand)]
+    pub command: DeviceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Create a new encrypted store (asks for a passphrase twice unless FOLLOWUP_PASSPHRASE is set).
+    Init,
+    /// Enrol this device with a registry using a one-time code from the registry staff.
+    Enrol {
+        /// The registry server's base URL.
+        #[arg(long, env = "FOLLOWUP_SERVER_URL")]
+        server: String,
+        /// The one-time enrolment code.
+        #[arg(long)]
+        code: String,
+        /// A label for operators ("tablet 2, ward B"); no patient identifiers.
+        #[arg(long, default_value = "followup cli")]
+        label: String,
+        /// Attempts before giving up when the server cannot be reached (default 6).
+        #[arg(long)]
+        attempts: Option<u32>,
+    },
+    /// Show the store and its enrolment.
+    Status,
+    /// Enrol a patient at this device's clinic (clinic devices only).
+    AddPatient {
+        /// The clinic's study code for the patient (not a name).
+        #[arg(long)]
+        study_code: String,
+        #[arg(long)]
+        birth_year: i64,
+        /// female, male, intersex or unknown.
+        #[arg(long, default_value = "unknown")]
+        sex: String,
+        /// Date the consent was signed (YYYY-MM-DD; default today).
+        #[arg(long)]
+        consent_date: Option<String>,
+        /// Version of the consent form.
+        #[arg(long, default_value = "1.0")]
+        consent_version: String,
+    },
+    /// Record a procedure for a patient from a JSON file (the fields of a Procedure record).
+    AddProcedure {
+        /// Study code or patient id.
+        #[arg(long)]
+        patient: String,
+        /// JSON file describing the procedure.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// List the patients this device holds.
+    Patients {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List overdue and due visits (or every visit with --all).
+    Due {
+        /// The date to compute states for (YYYY-MM-DD; default today).
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Include upcoming, missed and done visits.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fill a questionnaire from a JSON file of answers ({"item_id": value, ...}) and submit it.
+    Fill {
+        /// Study code or patient id (a patient's phone: its own patient by default).
+        #[arg(long)]
+        patient: Option<String>,
+        /// Questionnaire id (clinician-followup, patient-outcome-survey, ...).
+        #[arg(long)]
+        questionnaire: String,
+        /// JSON file of answers.
+        #[arg(long)]
+        answers: PathBuf,
+        /// The procedure followed up (id); default the patient's only or latest procedure when
+        /// a visit is given.
+        #[arg(long)]
+        procedure: Option<String>,
+        /// The schedule visit answered (d7, m1, m3, m1-survey, ...).
+        #[arg(long)]
+        visit: Option<String>,
+        /// Save as a draft without submitting (missing required answers allowed).
+        #[arg(long)]
+        draft: bool,
+    },
+    /// Report an adverse event for a patient.
+    ReportAe {
+        /// Study code or patient id (a patient's phone: its own patient by default).
+        #[arg(long)]
+        patient: Option<String>,
+        /// Category code (infection, immune_reaction, tumour, administration, ...).
+        #[arg(long)]
+        category: String,
+        /// Onset date (YYYY-MM-DD).
+        #[arg(long)]
+        onset: String,
+        /// Severity grade 1-5 (CTCAE-style).
+        #[arg(long)]
+        severity: i64,
+        /// What happened.
+        #[arg(long)]
+        description: String,
+        /// Seriousness criteria met (repeatable): hospitalisation, life_threatening, disability, death.
+        #[arg(long)]
+        seriousness: Vec<String>,
+        /// recovered, recovering, not_recovered, recovered_with_sequelae, fatal, unknown.
+        #[arg(long, default_value = "unknown")]
+        outcome: String,
+    },
+    /// Adverse events awaiting the clinic's adjudication.
+    Queue {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sync with the registry (push what changed, pull what is new), with a progress bar.
+    Sync {
+        /// Print the sync report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Consecutive failed attempts before giving up (default 6, with growing pauses).
+        #[arg(long)]
+        attempts: Option<u32>,
+    },
+    /// Show the conflicts of a record (every conflicted record when no id is given).
+    Conflicts {
+        /// The record id.
+        record: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Number of new 50-answer responses pushed.
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    pub n: usize,
+    /// Number of those responses changed (3 answers each) and pushed again.
+    #[arg(long, short = 'k', default_value_t = 10)]
+    pub k: usize,
+    /// Seed of the generated workload.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Also sync a backlog of this many responses through the simulated 64 kbit/s, 500 ms link
+    /// (0 to skip).
+    #[arg(long, default_value_t = 100)]
+    pub link_n: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,699 @@
+//! `followup device`: act as a device on an encrypted store.
+//!
+//! The store's passphrase comes from the environment variable [`PASSPHRASE_ENV`] or, when it is
+//! not set, from a prompt on the terminal — never from a flag, which other users could read in
+//! the process list.
+
+use std::path::Path;
+
+use chrono::{NaiveDate, Utc};
+use followup_core::crypto::KeySource;
+use followup_core::device::{Device, Enrolled};
+use followup_core::ids::RecordId;
+use followup_core::model::{
+    AdverseEvent, AeOutcome, Answers, Consent, Enrolment, Procedure, RecordKind, Reporter, Sex,
+};
+use followup_core::protocol::DeviceRole;
+use followup_core::schedule::VisitState;
+use followup_core::store::Query;
+use followup_core::sync::{
+    CancelToken, SyncClient, SyncOptions, SyncPhase, SyncProgress, SyncReport,
+};
+
+use crate::args::{DeviceArgs, DeviceCommand};
+use crate::error::CliError;
+use crate::output;
+
+/// The environment variable holding the store passphrase.
+pub const PASSPHRASE_ENV: &str = "FOLLOWUP_PASSPHRASE";
+/// **Test only**: PBKDF2 iterations for stores created by `device init` (default 600,000). Test
+/// suites set it low so they are not slow; never set it for real stores.
+pub const TEST_ITERATIONS_ENV: &str = "FOLLOWUP_TEST_PBKDF2_ITERATIONS";
+
+/// The passphrase: from the environment, or asked for (twice when `confirm`).
+pub fn passphrase(confirm: bool) -> Result<String, CliError> {
+    if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
+        if p.is_empty() {
+            return Err(CliError::new(format!("{PASSPHRASE_ENV} is set but empty"))
+                .hint("set it to the store's passphrase, or unset it to be asked"));
+        }
+        return Ok(p);
+    }
+    let no_terminal = || {
+        CliError::new(
+            "no passphrase: FOLLOWUP_PASSPHRASE is not set and there is no terminal to ask on",
+        )
+        .hint("set FOLLOWUP_PASSPHRASE, or run the command in a terminal")
+    };
+    let p = rpassword::prompt_password("Store passphrase: ").map_err(|_| no_terminal())?;
+    if confirm {
+        if p.chars().count() < 8 {
+            return Err(CliError::new("the passphrase is too short")
+                .hint("use at least 8 characters (a few words are best)"));
+        }
+        let again =
+            rpassword::prompt_password("Repeat the passphrase: ").map_err(|_| no_terminal())?;
+        if again != p {
+            return Err(CliError::new("the two passphrases differ").hint("run the command again"));
+        }
+    }
+    Ok(p)
+}
+
+/// The key source for a new store (honours [`TEST_ITERATIONS_ENV`]).
+pub fn new_store_key(passphrase: String) -> KeySource {
+    match std::env::var(TEST_ITERATIONS_ENV)
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+    {
+        Some(n) => KeySource::passphrase_with_iterations(passphrase, n),
+        None => KeySource::passphrase(passphrase),
+    }
+}
+
+/// Open an existing store with the passphrase.
+pub fn open(path: &Path) -> Result<Device, CliError> {
+    if !path.exists() {
+        return Err(
+            CliError::new(format!("no store at {}", path.display())).hint(
+                "create one with `followup device init`, or point --store / FOLLOWUP_STORE at it",
+            ),
+        );
+    }
+    let pass = passphrase(false)?;
+    Device::open(path, KeySource::passphrase(pass))
+        .map_err(|e| CliError::from(e).context(format!("cannot open {}", path.display())))
+}
+
+fn parse_date(s: &str, what: &str) -> Result<NaiveDate, CliError> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| {
+        CliError::new(format!("{what} {s:?} is not a date")).hint("write dates as YYYY-MM-DD")
+    })
+}
+
+/// A patient given by study code or record id.
+pub fn resolve_patient(device: &Device, given: Option<&str>) -> Result<RecordId, CliError> {
+    let Some(given) = given.map(str::trim) else {
+        return match device.enrolment() {
+            Some(Enrolled {
+                patient: Some(p), ..
+            }) => Ok(p),
+            _ => Err(CliError::new("no patient given").hint("pass --patient STUDY_CODE")),
+        };
+    };
+    if let Ok(id) = given.parse::<RecordId>() {
+        return Ok(id);
+    }
+    let patients = device.list_patients()?;
+    patients
+        .iter()
+        .find(|p| p.study_code.eq_ignore_ascii_case(given))
+        .map(|p| p.id)
+        .ok_or_else(|| {
+            CliError::new(format!("no patient {given:?} on this device"))
+                .hint("see `followup device patients`, or sync to fetch the clinic's patients")
+        })
+}
+
+/// The procedure a response follows up: the one given, or the patient's latest.
+pub fn resolve_procedure(
+    device: &Device,
+    patient: RecordId,
+    given: Option<&str>,
+) -> Result<Option<RecordId>, CliError> {
+    if let Some(p) = given {
+        return p.trim().parse().map(Some).map_err(|_| {
+            CliError::new(format!("{p:?} is not a procedure id"))
+                .hint("ids are 32 hexadecimal characters (see `followup device due`)")
+        });
+    }
+    let procs = device.store().list(&Query {
+        kind: Some(RecordKind::Procedure),
+        patient: Some(patient),
+        ..Default::default()
+    })?;
+    Ok(procs.iter().max_by_key(|m| m.date).map(|m| m.id))
+}
+
+/// Read a JSON answers file: an object of item id to value.
+pub fn read_answers(path: &Path) -> Result<Answers, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::new(format!(
+            "cannot read the answers file {}: {e}",
+            path.display()
+        ))
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::new(format!(
+            "the answers file {} is not a JSON object of answers: {e}",
+            path.display()
+        ))
+        .hint(r#"write it as {"item_id": value, ...}, e.g. {"visit_date": "2026-02-05", "symptom_pain": 3}"#)
+    })
+}
+
+/// Run `followup device ...`.
+pub fn run(args: DeviceArgs) -> Result<(), CliError> {
+    let path = args.store.as_path();
+    match args.command {
+        DeviceCommand::Init => init(path),
+        DeviceCommand::Enrol {
+            server,
+            code,
+            label,
+            attempts,
+        } => {
+            let device = open(path)?;
+            crate::runtime()?.block_on(enrol(&device, &server, &code, &label, attempts))
+        }
+        DeviceCommand::Status => status(&open(path)?),
+        DeviceCommand::AddPatient {
+            study_code,
+            birth_year,
+            sex,
+            consent_date,
+            consent_version,
+        } => {
+            let device = open(path)?;
+            let sex = Sex::from_code(&sex.to_lowercase()).ok_or_else(|| {
+                CliError::new(format!("unknown sex {sex:?}"))
+                    .hint("use female, male, intersex or unknown")
+            })?;
+            let today = Utc::now().date_naive().format("%Y-%m-%d").to_string();
+            let date = match consent_date {
+                Some(d) => parse_date(&d, "consent date")?
+                    .format("%Y-%m-%d")
+                    .to_string(),
+                None => today.clone(),
+            };
+            let id = device.enrol_patient(&Enrolment {
+                study_code: study_code.clone(),
+                consent: Consent {
+                    form_version: consent_version,
+                    date: date.clone(),
+                    scope: vec!["registry".into()],
+                },
+                birth_year,
+                sex,
+                enrolled_on: date,
+            })?;
+            println!("patient {study_code} enrolled: {id}");
+            Ok(())
+        }
+        DeviceCommand::AddProcedure { patient, file } => {
+            let device = open(path)?;
+            let patient = resolve_patient(&device, Some(&patient))?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| CliError::new(format!("cannot read {}: {e}", file.display())))?;
+            let procedure: Procedure = serde_json::from_str(&text).map_err(|e| {
+                CliError::new(format!("{} is not a procedure: {e}", file.display()))
+                    .hint("see the Procedure fields in core/src/model.rs")
+            })?;
+            let id = device.record_procedure(patient, &procedure)?;
+            println!("procedure of {} recorded: {id}", procedure.date);
+            Ok(())
+        }
+        DeviceCommand::Patients { json } => patients(&open(path)?, json),
+        DeviceCommand::Due { as_of, all, json } => {
+            let device = open(path)?;
+            let as_of = match as_of {
+                Some(d) => parse_date(&d, "--as-of")?,
+                None => Utc::now().date_naive(),
+            };
+            due(&device, as_of, all, json)
+        }
+        DeviceCommand::Fill {
+            patient,
+            questionnaire,
+            answers,
+            procedure,
+            visit,
+            draft,
+        } => {
+            let device = open(path)?;
+            let answers = read_answers(&answers)?;
+            let patient = resolve_patient(&device, patient.as_deref())?;
+            let procedure = match (&visit, procedure.as_deref()) {
+                (None, None) => None,
+                (_, given) => resolve_procedure(&device, patient, given)?,
+            };
+            let id = fill(
+                &device,
+                patient,
+                &questionnaire,
+                procedure,
+                visit.as_deref(),
+                &answers,
+                !draft,
+            )?;
+            println!(
+                "{} {} saved: {id}",
+                questionnaire,
+                if draft { "draft" } else { "response" }
+            );
+            Ok(())
+        }
+        DeviceCommand::ReportAe {
+            patient,
+            category,
+            onset,
+            severity,
+            description,
+            seriousness,
+            outcome,
+        } => {
+            let device = open(path)?;
+            let patient = resolve_patient(&device, patient.as_deref())?;
+            let onset = parse_date(&onset, "onset")?.format("%Y-%m-%d").to_string();
+            let outcome = AeOutcome::from_code(&outcome).ok_or_else(|| {
+                CliError::new(format!("unknown outcome {outcome:?}")).hint(
+                    "use recovered, recovering, not_recovered, recovered_with_sequelae, fatal or unknown",
+                )
+            })?;
+            let procedure = resolve_procedure(&device, patient, None)?;
+            let id = device.report_adverse_event(
+                patient,
+                &AdverseEvent {
+                    reporter: Reporter::Clinic,
+                    category,
+                    onset,
+                    severity,
+                    seriousness,
+                    outcome,
+                    description,
+                    procedure: procedure.map(|p| p.to_hex()),
+                    answers: Answers::new(),
+                },
+            )?;
+            println!("adverse event reported: {id} (sync to send it to the registry)");
+            Ok(())
+        }
+        DeviceCommand::Queue { json } => queue(&open(path)?, json),
+        DeviceCommand::Sync { json, attempts } => {
+            let device = open(path)?;
+            crate::runtime()?.block_on(sync(&device, json, attempts))
+        }
+        DeviceCommand::Conflicts { record, json } => {
+            conflicts(&open(path)?, record.as_deref(), json)
+        }
+    }
+}
+
+fn init(path: &Path) -> Result<(), CliError> {
+    if path.exists() {
+        return Err(CliError::new(format!("{} already exists", path.display()))
+            .hint("choose another --store path, or use the existing store"));
+    }
+    let pass = passphrase(true)?;
+    let spin = output::spinner("creating the encrypted store", false);
+    let device = Device::create(path, new_store_key(pass));
+    spin.finish_and_clear();
+    let device = device
+        .map_err(|e| CliError::from(e).context(format!("cannot create {}", path.display())))?;
+    println!(
+        "store created at {} (store {})",
+        path.display(),
+        device.store().store_id()
+    );
+    println!("next: enrol it with `followup device enrol --server URL --code CODE`");
+    Ok(())
+}
+
+fn status(device: &Device) -> Result<(), CliError> {
+    println!("store      {}", device.store().store_id());
+    match device.enrolment() {
+        None => println!("enrolment  none (run `followup device enrol`)"),
+        Some(e) => {
+            println!("device     {}", e.device_id);
+            println!("role       {}", e.role.as_str().replace('_', " "));
+            println!("clinic     {}", e.clinic);
+            if let Some(p) = e.patient {
+                println!("patient    {p}");
+            }
+            println!("registry   {}", e.server_url);
+        }
+    }
+    println!("records    {}", device.store().count(None)?);
+    println!(
+        "unsynced   {}",
+        device.store().dirty_docs(usize::MAX)?.len()
+    );
+    Ok(())
+}
+
+fn patients(device: &Device, json: bool) -> Result<(), CliError> {
+    let list = device.list_patients()?;
+    if json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.id, "study_code": p.study_code, "enrolled_on": p.enrolled_on,
+                    "procedures": p.procedures, "responses": p.responses,
+                    "open_adverse_events": p.open_adverse_events,
+                })
+            })
+            .collect();
+        return output::print_json(&v);
+    }
+    if list.is_empty() {
+        println!("no patients on this device yet");
+        return Ok(());
+    }
+    output::print_table(
+        &[
+            "study code",
+            "enrolled",
+            "procedures",
+            "responses",
+            "adverse events",
+            "id",
+        ],
+        &list
+            .iter()
+            .map(|p| {
+                vec![
+                    p.study_code.clone(),
+                    p.enrolled_on.map(|d| d.to_string()).unwrap_or_default(),
+                    p.procedures.to_string(),
+                    p.responses.to_string(),
+                    p.open_adverse_events.to_string(),
+                    p.id.to_hex(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    Ok(())
+}
+
+/// The study code of each patient the device holds.
+pub fn study_codes(
+    device: &Device,
+) -> Result<std::collections::BTreeMap<RecordId, String>, CliError> {
+    Ok(device
+        .list_patients()?
+        .into_iter()
+        .map(|p| (p.id, p.study_code))
+        .collect())
+}
+
+/// Visit rows for display: state, visit, patient, window, procedure.
+pub fn due_rows(
+    device: &Device,
+    as_of: NaiveDate,
+    all: bool,
+) -> Result<Vec<Vec<String>>, CliError> {
+    let states: &[VisitState] = &[VisitState::Overdue, VisitState::Due];
+    let codes = study_codes(device)?;
+    let visits = if all {
+        device.clinic_visits(as_of, None)?
+    } else {
+        device.clinic_visits(as_of, Some(states))?
+    };
+    Ok(visits
+        .iter()
+        .map(|v| {
+            vec![
+                format!("{:?}", v.visit.state).to_lowercase(),
+                v.visit.visit_id.to_string(),
+                codes
+                    .get(&v.patient)
+                    .cloned()
+                    .unwrap_or_else(|| v.patient.to_hex()),
+                format!("{} .. {}", v.visit.window_start, v.visit.window_end),
+                v.visit.label.to_string(),
+                v.procedure.to_hex(),
+            ]
+        })
+        .collect())
+}
+
+fn due(device: &Device, as_of: NaiveDate, all: bool, json: bool) -> Result<(), CliError> {
+    let rows = due_rows(device, as_of, all)?;
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({"state": r[0], "visit": r[1], "patient": r[2], "window": r[3], "label": r[4], "procedure": r[5]})
+            })
+            .collect();
+        return output::print_json(&v);
+    }
+    if rows.is_empty() {
+        println!("nothing due or overdue on {as_of}");
+        return Ok(());
+    }
+    println!("visits as of {as_of}:");
+    output::print_table(
+        &["state", "visit", "patient", "window", "label", "procedure"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// Validate answers fully (or partially for a draft) before anything is written, then create,
+/// save and (unless a draft) submit the response. Problems come back one per item.
+pub fn fill(
+    device: &Device,
+    patient: RecordId,
+    questionnaire: &str,
+    procedure: Option<RecordId>,
+    visit: Option<&str>,
+    answers: &Answers,
+    submit: bool,
+) -> Result<RecordId, CliError> {
+    let q = device.questionnaire(questionnaire).map_err(|_| {
+        CliError::new(format!("no questionnaire {questionnaire:?}")).hint(
+            "use clinician-followup, patient-outcome-survey, adverse-event-report or baseline-procedure",
+        )
+    })?;
+    // Validated as given (not pruned): an unknown key (a typo) or an answer to an item its
+    // conditions disable is reported, not silently dropped.
+    let problems = if submit {
+        q.validate(answers)
+    } else {
+        q.validate_partial(answers)
+    };
+    if !problems.is_empty() {
+        return Err(CliError::validation(
+            &problems,
+            "fix the answers file and run again (nothing was saved)",
+        ));
+    }
+    let id = device.start_response(patient, questionnaire, procedure, visit)?;
+    device.save_answers(id, answers)?;
+    if submit {
+        device.submit_response(id)?;
+    }
+    Ok(id)
+}
+
+fn queue(device: &Device, json: bool) -> Result<(), CliError> {
+    let today = Utc::now().date_naive();
+    let items = device.adjudication_queue(today)?;
+    let codes = study_codes(device)?;
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            vec![
+                i.status.code().to_string(),
+                i.deadline
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                if i.overdue {
+                    "OVERDUE".into()
+                } else {
+                    String::new()
+                },
+                codes
+                    .get(&i.patient)
+                    .cloned()
+                    .unwrap_or_else(|| i.patient.to_hex()),
+                i.adverse_event.to_hex(),
+            ]
+        })
+        .collect();
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| serde_json::json!({"status": r[0], "deadline": r[1], "overdue": !r[2].is_empty(), "patient": r[3], "adverse_event": r[4]}))
+            .collect();
+        return output::print_json(&v);
+    }
+    if rows.is_empty() {
+        println!("no adverse event awaits adjudication");
+    } else {
+        output::print_table(
+            &["status", "deadline", "", "patient", "adverse event"],
+            &rows,
+        );
+    }
+    Ok(())
+}
+
+fn conflicts(device: &Device, record: Option<&str>, json: bool) -> Result<(), CliError> {
+    let ids: Vec<RecordId> = match record {
+        Some(r) => vec![r.trim().parse().map_err(|_| {
+            CliError::new(format!("{r:?} is not a record id"))
+                .hint("ids are 32 hexadecimal characters")
+        })?],
+        None => device
+            .store()
+            .list(&Query::default())?
+            .into_iter()
+            .map(|m| m.id)
+            .collect(),
+    };
+    let mut found = Vec::new();
+    for id in ids {
+        let c = device.conflicts(id)?;
+        if !c.is_empty() || record.is_some() {
+            found.push((id, c));
+        }
+    }
+    if json {
+        let v: Vec<_> = found
+            .iter()
+            .map(|(id, c)| serde_json::json!({"record": id, "conflicts": c}))
+            .collect();
+        return output::print_json(&v);
+    }
+    if found.iter().all(|(_, c)| c.is_empty()) {
+        println!("no conflicts");
+        return Ok(());
+    }
+    let me = device.enrolment().map(|e| e.device_id);
+    for (id, cs) in &found {
+        println!("record {id}:");
+        for c in cs {
+            println!("  {}", c.path);
+            for v in &c.values {
+                let who = match v.device {
+                    Some(d) if Some(d) == me => format!("this device ({})", &d.to_hex()[..8]),
+                    Some(d) => format!("device {}", &d.to_hex()[..8]),
+                    None => "the registry".into(),
+                };
+                let when = v
+                    .time
+                    .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                    .map(|t| t.format(" at %Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "    {:<24} {}{}{}",
+                    v.value.to_string(),
+                    who,
+                    when,
+                    if v.winner { "  (shown)" } else { "" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A sync client with the default options, except the number of attempts.
+pub fn client(attempts: Option<u32>) -> Result<SyncClient, CliError> {
+    let mut options = SyncOptions::default();
+    if let Some(n) = attempts {
+        options.max_attempts = n.max(1);
+    }
+    Ok(SyncClient::new(options)?)
+}
+
+async fn enrol(
+    device: &Device,
+    server: &str,
+    code: &str,
+    label: &str,
+    attempts: Option<u32>,
+) -> Result<(), CliError> {
+    let spin = output::spinner(&format!("enrolling with {server}"), false);
+    let r = client(attempts)?.enrol(device, server, code, label).await;
+    spin.finish_and_clear();
+    let e = r?;
+    println!(
+        "enrolled as {} {} of clinic {}{}",
+        match e.role {
+            DeviceRole::ClinicDevice => "clinic device",
+            DeviceRole::PatientDevice => "patient device",
+        },
+        e.device_id,
+        e.clinic,
+        e.patient
+            .map(|p| format!(", patient {p}"))
+            .unwrap_or_default()
+    );
+    println!("next: followup device sync");
+    Ok(())
+}
+
+/// One line about a sync's figures.
+pub fn report_line(r: &SyncReport) -> String {
+    format!(
+        "{} pushed, {} pulled, {} rejected; {} round trip{} ({} attempt{}), {} up, {} down, {}",
+        r.pushed,
+        r.pulled,
+        r.rejected.len(),
+        r.round_trips,
+        if r.round_trips == 1 { "" } else { "s" },
+        r.attempts,
+        if r.attempts == 1 { "" } else { "s" },
+        output::bytes(r.bytes_up),
+        output::bytes(r.bytes_down),
+        output::duration(r.elapsed)
+    )
+}
+
+/// Sync with a progress bar on stderr (hidden when `quiet` or stderr is not a terminal).
+pub async fn sync_with_bar(
+    client: &SyncClient,
+    device: &Device,
+    label: &str,
+    quiet: bool,
+) -> Result<SyncReport, CliError> {
+    let bar = output::bar(0, label, quiet);
+    let b = bar.clone();
+    let label = label.to_string();
+    let progress = move |p: SyncProgress| {
+        b.set_length(p.docs_total.max(1));
+        b.set_position(p.docs_done.min(p.docs_total));
+        let phase = match p.phase {
+            SyncPhase::Preparing => "preparing".to_string(),
+            SyncPhase::Sending => "sending".into(),
+            SyncPhase::Receiving => "receiving".into(),
+            SyncPhase::Applying => "applying".into(),
+            SyncPhase::Retrying { attempt } => format!("link down, retry {attempt}"),
+            SyncPhase::Done => "done".into(),
+        };
+        b.set_message(format!(
+            "{label}: {phase} ↑{} ↓{}",
+            output::bytes(p.bytes_sent),
+            output::bytes(p.bytes_received)
+        ));
+    };
+    let r = client.sync(device, &progress, &CancelToken::new()).await;
+    bar.finish_and_clear();
+    Ok(r?)
+}
+
+async fn sync(device: &Device, json: bool, attempts: Option<u32>) -> Result<(), CliError> {
+    let c = client(attempts)?;
+    let r = sync_with_bar(&c, device, "sync", false).await?;
+    if json {
+        return output::print_json(&serde_json::json!({
+            "round_trips": r.round_trips, "attempts": r.attempts,
+            "bytes_up": r.bytes_up, "bytes_down": r.bytes_down,
+            "change_bytes_up": r.change_bytes_up, "change_bytes_down": r.change_bytes_down,
+            "pushed": r.pushed, "pulled": r.pulled,
+            "rejected": r.rejected, "elapsed_ms": r.elapsed.as_millis() as u64,
+        }));
+    }
+    println!("synced: {}", report_line(&r));
+    for rej in &r.rejected {
+        println!(
+            "  refused by the registry: record {} ({}): {}",
+            rej.record, rej.code, rej.message
+        );
+    }
+    Ok(())
+}
