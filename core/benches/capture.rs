@@ -57,7 +57,8 @@ fn big_store() -> PathBuf {
     let device = enrolled_device(&partial);
     let mut data = workload::populate_patients(&device, BIG_PATIENTS).expect("patients");
     for chunk in 0..10 {
-        workload::populate_responses(&device, &mut data, chunk, BIG_RESPONSES / 10).expect("responses");
+        workload::populate_responses(&device, &mut data, chunk, BIG_RESPONSES / 10)
+            .expect("responses");
         eprintln!("  {} responses", (chunk + 1) as usize * BIG_RESPONSES / 10);
     }
     device.store().checkpoint().expect("checkpoint");
@@ -111,7 +112,9 @@ fn capture(c: &mut Criterion) {
 fn big(c: &mut Criterion) {
     let path = big_store();
     let mut group = c.benchmark_group("10k patients, 100k responses");
-    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
     group.bench_function("open store (device key)", |b| {
         b.iter(|| Device::open(&path, key()).expect("open"))
     });

@@ -10,7 +10,7 @@
 //! enforces (see `server/src/authz.rs`): a patient's phone writes only its own outcome surveys
 //! and adverse-event reports, never a procedure or an adjudication.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::RwLock;
 
@@ -28,11 +28,11 @@ use crate::model::{
 };
 use crate::protocol::DeviceRole;
 use crate::questionnaire::{self, AnswerValue, Problem, Questionnaire};
-use crate::schedule::{Schedule, VisitState, VisitStatus};
+use crate::schedule::{Schedule, VisitList, VisitState, VisitStatus};
 use crate::store::{DocMeta, Query, Store};
 
-/// Visit ids answered by a submitted response, per procedure.
-type DoneVisits = BTreeMap<RecordId, BTreeSet<String>>;
+/// Visit ids answered by a submitted response, per procedure, comma-separated.
+type DoneVisits = HashMap<RecordId, String>;
 
 const SECRET_IDENTITY: &str = "device.identity.pkcs8";
 const SETTING_ENROLMENT: &str = "device.enrolment";
@@ -474,17 +474,19 @@ impl Device {
     // -----------------------------------------------------------------------------------------
     // Schedule
 
+    /// The procedures (of one patient, or all) with the visits their submitted responses
+    /// answer, as comma-separated visit ids per procedure.
     fn procedures_and_done(&self, patient: Option<RecordId>) -> Result<(Vec<DocMeta>, DoneVisits)> {
         let procedures = self.store.list(&Query {
             kind: Some(RecordKind::Procedure),
             patient,
             ..Default::default()
         })?;
-        let mut done = DoneVisits::new();
         let submitted = ResponseStatus::Submitted.code();
-        match patient {
+        let done: DoneVisits = match patient {
             // One patient: a handful of responses through the patient index.
             Some(patient) => {
+                let mut done: HashMap<RecordId, String> = HashMap::new();
                 for m in self.store.list(&Query {
                     kind: Some(RecordKind::Response),
                     patient: Some(patient),
@@ -492,17 +494,22 @@ impl Device {
                     ..Default::default()
                 })? {
                     if let (Some(p), Some(v)) = (m.subject, m.visit) {
-                        done.entry(p).or_default().insert(v);
+                        let list = done.entry(p).or_default();
+                        if !list.is_empty() {
+                            list.push(',');
+                        }
+                        list.push_str(&v);
                     }
                 }
+                done
             }
-            // The whole clinic: an index-only scan of (procedure, visit) pairs.
-            None => {
-                for (p, v) in self.store.visit_links(RecordKind::Response, submitted)? {
-                    done.entry(p).or_default().insert(v);
-                }
-            }
-        }
+            // The whole clinic: one aggregated index-only scan.
+            None => self
+                .store
+                .visit_links(RecordKind::Response, submitted)?
+                .into_iter()
+                .collect(),
+        };
         Ok((procedures, done))
     }
 
@@ -532,14 +539,13 @@ impl Device {
         states: Option<&[VisitState]>,
     ) -> Result<Vec<PatientVisit<'_>>> {
         let (procedures, done) = self.procedures_and_done(patient)?;
-        let empty = BTreeSet::new();
         let mut out = Vec::new();
         for p in procedures {
             let (Some(date), Some(patient)) = (p.date, p.patient) else {
                 continue;
             };
-            let done = done.get(&p.id).unwrap_or(&empty);
-            for v in self.schedule.visits_for(date, done, as_of) {
+            let done = VisitList(done.get(&p.id).map_or("", String::as_str));
+            for v in self.schedule.visits_for(date, &done, as_of) {
                 if states.is_none_or(|s| s.contains(&v.state)) {
                     out.push(PatientVisit {
                         patient,

@@ -281,8 +281,8 @@ CREATE TABLE docs (
     synced_heads BLOB NOT NULL DEFAULT x'',
     dirty_seq    INTEGER
 ) WITHOUT ROWID;
-CREATE INDEX docs_kind_clinic ON docs (kind, clinic, date, id, patient, status, visit);
-CREATE INDEX docs_patient_kind ON docs (patient, kind, date, id, clinic, status, visit);
+CREATE INDEX docs_kind_clinic ON docs (kind, clinic, date, id, patient, status, visit, subject);
+CREATE INDEX docs_patient_kind ON docs (patient, kind, date, id, clinic, status, visit, subject);
 CREATE INDEX docs_subject ON docs (subject) WHERE subject IS NOT NULL;
 CREATE INDEX docs_visit_links ON docs (kind, status, subject, visit) WHERE subject IS NOT NULL AND visit IS NOT NULL;
 CREATE INDEX docs_dirty ON docs (dirty_seq) WHERE dirty_seq IS NOT NULL;
@@ -956,14 +956,16 @@ impl Store {
         Ok(meta)
     }
 
-    /// `(subject, visit)` of every document of `kind` with status `status` that refers to a
-    /// record and names a visit: for responses, which visits of which procedure are answered.
-    /// An index-only scan, unordered; used to list a whole clinic's due visits quickly.
+    /// For every record referred to by documents of `kind` with status `status` that name a
+    /// visit: the record and those visit codes, comma-separated (codes never contain a comma).
+    /// For responses: which visits of each procedure are answered. One index-only scan,
+    /// aggregated by SQLite, unordered; it lists a whole clinic's done visits quickly.
     pub fn visit_links(&self, kind: RecordKind, status: &str) -> Result<Vec<(RecordId, String)>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT subject, visit FROM docs INDEXED BY docs_visit_links \
-             WHERE kind = ?1 AND status = ?2 AND subject IS NOT NULL AND visit IS NOT NULL",
+            "SELECT subject, group_concat(visit, ',') FROM docs INDEXED BY docs_visit_links \
+             WHERE kind = ?1 AND status = ?2 AND subject IS NOT NULL AND visit IS NOT NULL \
+             GROUP BY subject",
         )?;
         let rows = stmt
             .query_map(params![kind.code(), status], |r| {

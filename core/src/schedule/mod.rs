@@ -70,7 +70,6 @@
 //! 36,500 days, windows and grace 0 ..= 3,650 days, and a window may not open before the
 //! procedure day.
 
-use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{Datelike, NaiveDate};
@@ -252,6 +251,41 @@ pub struct Schedule {
 }
 
 const DEFAULT_JSON: &str = include_str!("../../schedules/default.json");
+
+/// Which visits of one procedure a submitted response answers: a set of visit ids, or the
+/// comma-separated list a store query aggregates ([`VisitList`]).
+pub trait DoneVisits {
+    /// Whether visit `visit_id` is done.
+    fn is_done(&self, visit_id: &str) -> bool;
+}
+
+impl DoneVisits for BTreeSet<String> {
+    fn is_done(&self, visit_id: &str) -> bool {
+        self.contains(visit_id)
+    }
+}
+
+impl DoneVisits for std::collections::HashSet<String> {
+    fn is_done(&self, visit_id: &str) -> bool {
+        self.contains(visit_id)
+    }
+}
+
+impl<T: DoneVisits + ?Sized> DoneVisits for &T {
+    fn is_done(&self, visit_id: &str) -> bool {
+        (**self).is_done(visit_id)
+    }
+}
+
+/// Visit ids separated by commas (visit ids never contain one), e.g. `"d7,m1"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VisitList<'a>(pub &'a str);
+
+impl DoneVisits for VisitList<'_> {
+    fn is_done(&self, visit_id: &str) -> bool {
+        !self.0.is_empty() && self.0.split(',').any(|v| v == visit_id)
+    }
+}
 
 impl Schedule {
     /// Parse and check a schedule: non-empty unique ids, offsets and windows within limits and
@@ -437,7 +471,7 @@ impl Schedule {
     pub fn visits_for(
         &self,
         procedure_date: NaiveDate,
-        done: &BTreeSet<String>,
+        done: &(impl DoneVisits + ?Sized),
         as_of: NaiveDate,
     ) -> Vec<VisitStatus<'_>> {
         let base = day_number(procedure_date);
@@ -455,7 +489,7 @@ impl Schedule {
         &self,
         visit_id: &str,
         procedure_date: NaiveDate,
-        done: &BTreeSet<String>,
+        done: &(impl DoneVisits + ?Sized),
         as_of: NaiveDate,
     ) -> Option<VisitState> {
         let i = self.visits.iter().position(|v| v.id == visit_id)?;
@@ -475,13 +509,13 @@ impl Schedule {
     ) -> Vec<PatientVisit<'a, K>>
     where
         K: Clone,
-        D: Borrow<BTreeSet<String>>,
+        D: DoneVisits,
         I: IntoIterator<Item = (K, NaiveDate, D)>,
     {
         let as_of_day = day_number(as_of);
         let mut out = Vec::new();
         for (key, procedure_date, done) in patients {
-            let done = done.borrow();
+            let done = &done;
             let base = day_number(procedure_date);
             let day = as_of_day - base;
             for i in 0..self.visits.len() {
@@ -499,9 +533,9 @@ impl Schedule {
     }
 
     /// The state of visit `i` on day `day` after the procedure.
-    fn state_of(&self, i: usize, day: i64, done: &BTreeSet<String>) -> VisitState {
+    fn state_of(&self, i: usize, day: i64, done: &(impl DoneVisits + ?Sized)) -> VisitState {
         let s = &self.spans[i];
-        if done.contains(self.visits[i].id.as_str()) {
+        if done.is_done(self.visits[i].id.as_str()) {
             VisitState::Done
         } else if day < s.start {
             VisitState::Upcoming

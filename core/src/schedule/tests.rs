@@ -386,3 +386,24 @@ proptest! {
         let _ = s.worklist([(0u8, d(a), BTreeSet::new())], d(b), &[VisitState::Due]);
     }
 }
+
+#[test]
+fn a_comma_separated_visit_list_marks_visits_done() {
+    let s = Schedule::default_registry();
+    let procedure = date("2024-01-01");
+    let as_of = date("2024-01-09");
+    let list = VisitList("m1,d7");
+    assert_eq!(
+        s.state_of_visit("d7", procedure, &list, as_of),
+        Some(VisitState::Done)
+    );
+    assert_eq!(
+        s.state_of_visit("d7", procedure, &VisitList(""), as_of),
+        Some(VisitState::Due)
+    );
+    // A prefix of another id is not a match.
+    assert_eq!(
+        s.state_of_visit("m1", procedure, &VisitList("m12"), date("2024-01-31")),
+        Some(VisitState::Due)
+    );
+}
