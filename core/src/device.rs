@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use automerge::Automerge;
 use chrono::{NaiveDate, Utc};
@@ -95,6 +95,44 @@ pub struct Device {
     identity: DeviceIdentity,
     enrolled: RwLock<Option<Enrolled>>,
     schedule: Schedule,
+    /// Recently used documents, so that saving a form as the user types does not decrypt and
+    /// rebuild the document each time. An entry is used only while the store still holds
+    /// exactly its heads (a sync or another writer invalidates it).
+    recent: Mutex<RecentDocs>,
+}
+
+/// How many documents [`RecentDocs`] keeps.
+const RECENT_DOCS: usize = 32;
+
+/// A small most-recently-used list of decrypted documents (plaintext in memory only).
+#[derive(Default)]
+struct RecentDocs {
+    docs: Vec<(RecordId, Automerge)>,
+}
+
+impl RecentDocs {
+    fn get(&mut self, id: &RecordId, heads: &[automerge::ChangeHash]) -> Option<Automerge> {
+        let pos = self.docs.iter().position(|(i, _)| i == id)?;
+        let (_, doc) = self.docs.remove(pos);
+        let mut have = doc.get_heads();
+        have.sort();
+        let mut want = heads.to_vec();
+        want.sort();
+        if have != want {
+            return None;
+        }
+        let copy = doc.clone();
+        self.docs.push((*id, doc));
+        Some(copy)
+    }
+
+    fn put(&mut self, id: RecordId, doc: Automerge) {
+        self.docs.retain(|(i, _)| *i != id);
+        if self.docs.len() >= RECENT_DOCS {
+            self.docs.remove(0);
+        }
+        self.docs.push((id, doc));
+    }
 }
 
 impl std::fmt::Debug for Device {
@@ -120,6 +158,7 @@ impl Device {
             store,
             identity,
             enrolled: RwLock::new(None),
+            recent: Mutex::default(),
             schedule: Schedule::default_registry(),
         })
     }
@@ -149,6 +188,7 @@ impl Device {
             store,
             identity,
             enrolled: RwLock::new(enrolled),
+            recent: Mutex::default(),
             schedule: Schedule::default_registry(),
         })
     }
@@ -214,9 +254,20 @@ impl Device {
 
     /// Load a record's document.
     pub fn load(&self, id: RecordId) -> Result<Automerge> {
-        self.store
+        let Some(heads) = self.store.saved_heads(&id)? else {
+            return Err(Error::NotFound(id.to_hex()));
+        };
+        if let Some(doc) = self.recent.lock().ok().and_then(|mut r| r.get(&id, &heads)) {
+            return Ok(doc);
+        }
+        let doc = self
+            .store
             .load_doc(&id)?
-            .ok_or_else(|| Error::NotFound(id.to_hex()))
+            .ok_or_else(|| Error::NotFound(id.to_hex()))?;
+        if let Ok(mut r) = self.recent.lock() {
+            r.put(id, doc.clone());
+        }
+        Ok(doc)
     }
 
     /// Read a record's typed body.
@@ -232,7 +283,15 @@ impl Device {
     /// Save a document (new or changed), refreshing its index entry.
     pub fn save(&self, doc: &Automerge) -> Result<()> {
         let meta = index_meta(doc)?;
-        self.store.save_doc(&meta, doc)?;
+        let outcome = self.store.save_doc(&meta, doc)?;
+        if let Ok(mut r) = self.recent.lock() {
+            if outcome.merged {
+                // The store held changes this copy lacks: the next load reads the merged one.
+                r.docs.retain(|(i, _)| *i != meta.id);
+            } else {
+                r.put(meta.id, doc.clone());
+            }
+        }
         Ok(())
     }
 

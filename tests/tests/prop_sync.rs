@@ -2,11 +2,8 @@
 //! a random order of syncs, syncs through a link that drops mid-exchange, and retries. After a
 //! final round of syncs, every replica holds identical documents, and no answer is lost: every
 //! answer written is present (as the value or as one side of a visible conflict) unless a later
-//! edit of the same record was made by a device that had seen it.
-//!
-//! Note: "an edit of the same record" and not "of the same answer": saving any answer of a
-//! response re-writes its conflicted answers with the shown value (autosurgeon reconciles the
-//! whole body), which resolves a conflict the editing device has seen. See the sync report.
+//! write of the same answer was made by a device that had seen it. (Saving one answer never
+//! touches the others: a conflict on another answer stays visible; see `model::update_body`.)
 //!
 //! Bounded: 24 cases, each a few dozen operations on 127.0.0.1, every sync under a timeout.
 #![allow(clippy::unwrap_used)]
@@ -111,9 +108,14 @@ async fn run(ops: Vec<Op>) {
                 } else {
                     (response, TABLET_ITEMS[item])
                 };
+                let before = devices[dev].store().saved_heads(&doc).unwrap();
                 devices[dev]
                     .save_answers(doc, &answers(&[(item, AnswerValue::Int(value))]))
                     .unwrap();
+                // Setting the value already shown changes nothing: it is not a write.
+                if devices[dev].store().saved_heads(&doc).unwrap() == before {
+                    continue;
+                }
                 let id = writes.len();
                 writes.push(Write {
                     doc,
@@ -191,14 +193,16 @@ async fn run(ops: Vec<Op>) {
             "created response {r} lost"
         );
     }
-    // No loss: a write not superseded by a later edit of its record that saw it is visible.
+    // No loss: a write not superseded by a later write of the same answer that saw it is visible.
     let mut by_key: BTreeMap<(RecordId, String), BTreeSet<i64>> = BTreeMap::new();
     for (i, w) in writes.iter().enumerate() {
         by_key
             .entry((w.doc, w.item.clone()))
             .or_default()
             .insert(w.value);
-        let superseded = writes.iter().any(|o| o.doc == w.doc && o.seen.contains(&i));
+        let superseded = writes
+            .iter()
+            .any(|o| o.doc == w.doc && o.item == w.item && o.seen.contains(&i));
         if !superseded {
             for d in devices {
                 assert!(
