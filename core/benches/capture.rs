@@ -106,6 +106,34 @@ fn capture(c: &mut Criterion) {
                 .expect("save answers")
         })
     });
+    // Filling a form: the same draft saved after each answer, as an app saves while the nurse
+    // types (the recently used document stays decrypted in memory).
+    let draft = device
+        .start_response(
+            data.patients[1],
+            "bench-50",
+            Some(data.procedures[1]),
+            Some("m6"),
+        )
+        .expect("draft");
+    let answers = workload::bench_answers(99, 50);
+    let items: Vec<_> = answers.into_iter().collect();
+    let mut j = 0usize;
+    group.bench_function("save one answer into the draft being filled", |b| {
+        b.iter(|| {
+            j += 1;
+            let (k, v) = &items[j % items.len()];
+            let mut one = followup_core::questionnaire::Answers::new();
+            let v = match v {
+                followup_core::questionnaire::AnswerValue::Int(i) => {
+                    followup_core::questionnaire::AnswerValue::Int((i + j as i64) % 11)
+                }
+                other => other.clone(),
+            };
+            one.insert(k.clone(), v);
+            device.save_answers(draft, &one).expect("save answer")
+        })
+    });
     group.finish();
 }
 
@@ -122,11 +150,28 @@ fn big(c: &mut Criterion) {
     // The workload's procedures fall in the 60 days from 2025-01-06: on this date about a
     // quarter of the patients have their month-3 visit due and others their month-1 overdue.
     let as_of = NaiveDate::from_ymd_opt(2025, 4, 10).expect("date");
-    group.bench_function("list the clinic's due and overdue visits", |b| {
+    let states = [VisitState::Due, VisitState::Overdue];
+    group.bench_function(
+        "list the clinic's due and overdue visits (first time)",
+        |b| {
+            b.iter_batched(
+                || Device::open(&path, key()).expect("open"),
+                |fresh| {
+                    fresh
+                        .clinic_visits(as_of, Some(&states))
+                        .expect("visits")
+                        .len()
+                },
+                BatchSize::PerIteration,
+            )
+        },
+    );
+    group.bench_function("list the clinic's due and overdue visits (again)", |b| {
         b.iter(|| {
             device
-                .clinic_visits(as_of, Some(&[VisitState::Due, VisitState::Overdue]))
+                .clinic_visits(as_of, Some(&states))
                 .expect("visits")
+                .len()
         })
     });
     group.finish();

@@ -99,6 +99,70 @@ pub struct Device {
     /// rebuild the document each time. An entry is used only while the store still holds
     /// exactly its heads (a sync or another writer invalidates it).
     recent: Mutex<RecentDocs>,
+    /// The clinic-wide work list's inputs (procedure dates and done visits), kept while the
+    /// store's generation is unchanged and updated in place by this device's own saves.
+    worklist: Mutex<Option<WorklistCache>>,
+}
+
+/// What a clinic-wide visit listing needs from the index, with the store generation it
+/// reflects.
+struct WorklistCache {
+    generation: (u64, i64),
+    /// Procedure id → (patient, procedure date).
+    procedures: HashMap<RecordId, (RecordId, NaiveDate)>,
+    done: DoneVisits,
+}
+
+impl WorklistCache {
+    /// Apply one saved document's index entry. `previous` is its entry before the save.
+    /// Returns false when the change cannot be applied in place (the cache must be rebuilt).
+    fn apply(&mut self, previous: Option<&DocMeta>, meta: &DocMeta) -> bool {
+        match meta.kind {
+            RecordKind::Procedure => {
+                match (meta.patient, meta.date) {
+                    (Some(patient), Some(date)) => {
+                        self.procedures.insert(meta.id, (patient, date));
+                    }
+                    _ => {
+                        self.procedures.remove(&meta.id);
+                    }
+                }
+                true
+            }
+            RecordKind::Response => {
+                let submitted = |m: &DocMeta| {
+                    m.status.as_deref() == Some(ResponseStatus::Submitted.code())
+                        && m.subject.is_some()
+                        && m.visit.is_some()
+                };
+                match previous {
+                    // Unchanged as far as the work list goes.
+                    Some(p)
+                        if submitted(p) == submitted(meta)
+                            && p.subject == meta.subject
+                            && p.visit == meta.visit =>
+                    {
+                        true
+                    }
+                    // Newly submitted: one more visit done.
+                    Some(p) if submitted(p) => false,
+                    _ => {
+                        if let (true, Some(subject), Some(visit)) =
+                            (submitted(meta), meta.subject, meta.visit.as_deref())
+                        {
+                            let list = self.done.entry(subject).or_default();
+                            if !list.is_empty() {
+                                list.push(',');
+                            }
+                            list.push_str(visit);
+                        }
+                        true
+                    }
+                }
+            }
+            _ => true,
+        }
+    }
 }
 
 /// How many documents [`RecentDocs`] keeps.
@@ -159,6 +223,7 @@ impl Device {
             identity,
             enrolled: RwLock::new(None),
             recent: Mutex::default(),
+            worklist: Mutex::default(),
             schedule: Schedule::default_registry(),
         })
     }
@@ -189,6 +254,7 @@ impl Device {
             identity,
             enrolled: RwLock::new(enrolled),
             recent: Mutex::default(),
+            worklist: Mutex::default(),
             schedule: Schedule::default_registry(),
         })
     }
@@ -283,7 +349,41 @@ impl Device {
     /// Save a document (new or changed), refreshing its index entry.
     pub fn save(&self, doc: &Automerge) -> Result<()> {
         let meta = index_meta(doc)?;
+        // Keep the work list's cache current with this save when nothing else wrote meanwhile.
+        let cached = self
+            .worklist
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.generation));
+        let before = match cached {
+            Some(g) if matches!(meta.kind, RecordKind::Procedure | RecordKind::Response) => {
+                let now = self.store.generation()?;
+                (now == g)
+                    .then(|| self.store.meta(&meta.id))
+                    .transpose()?
+                    .map(|m| (now, m))
+            }
+            _ => None,
+        };
         let outcome = self.store.save_doc(&meta, doc)?;
+        if let Some(((writes, version), previous)) = before {
+            let after = self.store.generation()?;
+            if let Ok(mut slot) = self.worklist.lock() {
+                let keep = match slot.as_mut() {
+                    Some(c)
+                        if c.generation == (writes, version) && after == (writes + 1, version) =>
+                    {
+                        let ok = c.apply(previous.as_ref(), &meta);
+                        c.generation = after;
+                        ok
+                    }
+                    _ => false,
+                };
+                if !keep {
+                    *slot = None;
+                }
+            }
+        }
         if let Ok(mut r) = self.recent.lock() {
             if outcome.merged {
                 // The store held changes this copy lacks: the next load reads the merged one.
@@ -597,26 +697,78 @@ impl Device {
         as_of: NaiveDate,
         states: Option<&[VisitState]>,
     ) -> Result<Vec<PatientVisit<'_>>> {
-        let (procedures, done) = self.procedures_and_done(patient)?;
-        let mut out = Vec::new();
-        for p in procedures {
-            let (Some(date), Some(patient)) = (p.date, p.patient) else {
-                continue;
-            };
-            let done = VisitList(done.get(&p.id).map_or("", String::as_str));
-            for v in self.schedule.visits_for(date, &done, as_of) {
-                if states.is_none_or(|s| s.contains(&v.state)) {
-                    out.push(PatientVisit {
-                        patient,
-                        procedure: p.id,
-                        visit: v,
+        // Classify with day numbers and build full entries only for the states asked for.
+        let states: &[VisitState] = states.unwrap_or(&[
+            VisitState::Overdue,
+            VisitState::Due,
+            VisitState::Upcoming,
+            VisitState::Missed,
+            VisitState::Done,
+        ]);
+        let lines = match patient {
+            Some(_) => {
+                let (procedures, done) = self.procedures_and_done(patient)?;
+                self.schedule.worklist(
+                    procedures.iter().filter_map(|p| {
+                        let done = VisitList(done.get(&p.id).map_or("", String::as_str));
+                        Some(((p.patient?, p.id), p.date?, done))
+                    }),
+                    as_of,
+                    states,
+                )
+            }
+            None => {
+                let generation = self.store.generation()?;
+                let mut slot = self
+                    .worklist
+                    .lock()
+                    .map_err(|_| Error::InvalidInput("the work list cache was poisoned".into()))?;
+                if slot.as_ref().is_none_or(|c| c.generation != generation) {
+                    let (procedures, done) = self.procedures_and_done(None)?;
+                    let procedures = procedures
+                        .into_iter()
+                        .filter_map(|p| Some((p.id, (p.patient?, p.date?))))
+                        .collect();
+                    *slot = Some(WorklistCache {
+                        generation,
+                        procedures,
+                        done,
                     });
                 }
+                match slot.as_ref() {
+                    Some(c) => self.schedule.worklist(
+                        c.procedures.iter().map(|(id, (patient, date))| {
+                            let done = VisitList(c.done.get(id).map_or("", String::as_str));
+                            ((*patient, *id), *date, done)
+                        }),
+                        as_of,
+                        states,
+                    ),
+                    None => Vec::new(),
+                }
             }
-        }
+        };
+        let mut out: Vec<PatientVisit<'_>> = lines
+            .into_iter()
+            .map(|l| PatientVisit {
+                patient: l.patient.0,
+                procedure: l.patient.1,
+                visit: l.status,
+            })
+            .collect();
         out.sort_by(|a, b| {
-            (a.visit.state.urgency_rank(), a.visit.deadline())
-                .cmp(&(b.visit.state.urgency_rank(), b.visit.deadline()))
+            (
+                a.visit.state.urgency_rank(),
+                a.visit.deadline(),
+                a.patient,
+                a.visit.visit_id,
+            )
+                .cmp(&(
+                    b.visit.state.urgency_rank(),
+                    b.visit.deadline(),
+                    b.patient,
+                    b.visit.visit_id,
+                ))
         });
         Ok(out)
     }
@@ -1001,6 +1153,44 @@ mod tests {
         assert_eq!(patients.len(), 1);
         assert_eq!(patients[0].study_code, "P-001");
         assert_eq!((patients[0].procedures, patients[0].responses), (1, 1));
+    }
+
+    #[test]
+    fn the_clinic_work_list_follows_local_saves_and_outside_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (d, _) = clinic_device(&dir);
+        let as_of = NaiveDate::from_ymd_opt(2026, 1, 12).unwrap();
+        let due = |d: &Device| {
+            d.clinic_visits(as_of, Some(&[VisitState::Due]))
+                .unwrap()
+                .iter()
+                .map(|v| (v.patient, v.visit.visit_id.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let p1 = d.enrol_patient(&enrolment("P-1")).unwrap();
+        let pr1 = d.record_procedure(p1, &procedure("2026-01-05")).unwrap();
+        assert_eq!(due(&d), vec![(p1, "d7".to_string())]);
+        // A procedure saved after the list was built appears (the cache is updated in place).
+        let p2 = d.enrol_patient(&enrolment("P-2")).unwrap();
+        d.record_procedure(p2, &procedure("2026-01-04")).unwrap();
+        assert_eq!(due(&d).len(), 2);
+        // Submitting p1's day-7 follow-up takes it off the list.
+        let r = d
+            .start_response(p1, "clinician-followup", Some(pr1), Some("d7"))
+            .unwrap();
+        d.save_answers(r, &valid_followup()).unwrap();
+        assert_eq!(due(&d).len(), 2, "a draft does not count");
+        d.submit_response(r).unwrap();
+        assert_eq!(due(&d), vec![(p2, "d7".to_string())]);
+        // A write that bypasses the device (as a sync does) is seen too.
+        let other = Device::open(dir.path().join("tablet.db"), key()).unwrap();
+        let p3 = other.enrol_patient(&enrolment("P-3")).unwrap();
+        other
+            .record_procedure(p3, &procedure("2026-01-06"))
+            .unwrap();
+        drop(other);
+        assert_eq!(due(&d).len(), 2);
+        assert!(due(&d).contains(&(p3, "d7".to_string())));
     }
 
     #[test]

@@ -489,6 +489,8 @@ pub struct Store {
     key: DataKey,
     store_id: StoreId,
     path: PathBuf,
+    /// Counts committed document writes made through this `Store` (see [`Store::generation`]).
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -562,6 +564,7 @@ impl Store {
             key,
             store_id,
             path: path.to_path_buf(),
+            writes: Default::default(),
         })
     }
 
@@ -630,10 +633,28 @@ impl Store {
             key,
             store_id,
             path,
+            writes: Default::default(),
         })
     }
 
     /// This store's id (bound into every ciphertext).
+    /// A value that changes whenever a document or its index entry may have changed: writes
+    /// through this `Store`, and commits by any other connection to the file (SQLite's
+    /// `data_version`). Caches derived from the index (the device's work list) compare it.
+    pub fn generation(&self) -> Result<(u64, i64)> {
+        let conn = self.lock();
+        let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        Ok((
+            self.writes.load(std::sync::atomic::Ordering::SeqCst),
+            data_version,
+        ))
+    }
+
+    fn bump_generation(&self) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn store_id(&self) -> StoreId {
         self.store_id
     }
@@ -771,6 +792,7 @@ impl Store {
             mark_dirty(&tx, &meta.id)?;
         }
         tx.commit()?;
+        self.bump_generation();
         Ok(outcome)
     }
 
@@ -814,6 +836,7 @@ impl Store {
             mark_dirty(&tx, &meta.id)?;
         }
         tx.commit()?;
+        self.bump_generation();
         Ok(true)
     }
 
@@ -924,6 +947,7 @@ impl Store {
             .prepare_cached("DELETE FROM docs WHERE id = ?1")?
             .execute(params![id.as_bytes().as_slice()])?;
         tx.commit()?;
+        self.bump_generation();
         Ok(n > 0)
     }
 
