@@ -20,13 +20,12 @@ use std::time::{Duration, Instant};
 use followup_core::crypto::{KeySource, StaticKeyProvider};
 use followup_core::device::Device;
 use followup_core::ids::RecordId;
-use followup_core::model::{self, Author};
 use followup_core::protocol::{
     compress_with_level, join_changes, EnrolmentGrant, ZSTD_LEVEL_DEVICE,
 };
 use followup_core::schedule::VisitState;
 use followup_core::sync::{SyncClient, SyncOptions, SyncReport};
-use followup_core::workload::{self, Rng, BENCH_ITEMS, BENCH_PATIENTS, BENCH_VISITS};
+use followup_core::workload::{self, Rng, BENCH_ITEMS, BENCH_PATIENTS};
 use followup_server::linksim::{LinkConfig, LinkSim};
 use followup_server::{Config, Server};
 use serde::Serialize;
@@ -154,34 +153,12 @@ fn save_responses(
     n: usize,
     quiet: bool,
 ) -> Result<Vec<Duration>, CliError> {
-    let e = device
-        .enrolment()
-        .ok_or_else(|| CliError::new("internal: the bench device is not enrolled"))?;
-    let mut rng = Rng::new(seed);
     let mut times = Vec::with_capacity(n);
     let bar = output::bar(n as u64, "saving responses", quiet);
-    for k in 0..n {
-        let i = rng.below(data.patients.len() as u64) as usize;
-        let visit = BENCH_VISITS[rng.below(BENCH_VISITS.len() as u64) as usize];
-        let body = workload::bench_response(
-            seed.wrapping_add(k as u64),
-            data.procedures.get(i).copied(),
-            visit,
-        );
-        let id = RecordId::random();
-        let t = Instant::now();
-        let doc = model::new_record(
-            Author::device_now(e.device_id),
-            id,
-            e.clinic,
-            Some(data.patients[i]),
-            &body,
-        )?;
-        device.save(&doc)?;
-        times.push(t.elapsed());
-        data.responses.push(id);
+    workload::populate_responses_timed(device, data, seed, n, |t| {
+        times.push(t);
         bar.inc(1);
-    }
+    })?;
     bar.finish_and_clear();
     Ok(times)
 }

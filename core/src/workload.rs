@@ -207,6 +207,18 @@ pub fn populate_responses(
     seed: u64,
     n: usize,
 ) -> Result<()> {
+    populate_responses_timed(device, data, seed, n, |_| {})
+}
+
+/// [`populate_responses`], calling `saved` with the time each response took to build and save
+/// (the figure a capture benchmark reports).
+pub fn populate_responses_timed(
+    device: &Device,
+    data: &mut BenchData,
+    seed: u64,
+    n: usize,
+    mut saved: impl FnMut(std::time::Duration),
+) -> Result<()> {
     let e = device.enrolment().ok_or(Error::NotEnrolled)?;
     if data.patients.is_empty() {
         return Err(Error::InvalidInput("no patients to answer for".into()));
@@ -221,6 +233,7 @@ pub fn populate_responses(
             visit,
         );
         let id = RecordId::random();
+        let started = std::time::Instant::now();
         let doc = model::new_record(
             Author::device_now(e.device_id),
             id,
@@ -229,6 +242,7 @@ pub fn populate_responses(
             &body,
         )?;
         device.save(&doc)?;
+        saved(started.elapsed());
         data.responses.push(id);
     }
     Ok(())
