@@ -12,7 +12,7 @@ use followup_core::protocol::AuditVerifyResponse;
 use ring::digest::{Context, SHA256};
 use serde::Serialize;
 
-use crate::storage::{Storage, StorageResult};
+use crate::storage::{DeviceRecord, DocWrite, EnrolmentCode, Storage, StorageResult};
 
 /// Audit event names.
 pub mod event {
@@ -40,6 +40,60 @@ pub struct AuditEntry {
     pub change_hashes: Vec<ChangeHash>,
     /// Free detail (no patient identifiers).
     pub detail: String,
+}
+
+impl AuditEntry {
+    /// A document write (`accepted`, `clinic_created`) recorded at write-log `seq`.
+    pub fn document_write(w: &DocWrite, seq: u64, at_ms: i64) -> Self {
+        AuditEntry {
+            at_ms,
+            event: w.event.to_string(),
+            device: w.device,
+            doc: Some(w.header.id),
+            log_seq: Some(seq),
+            change_hashes: w.new_changes.clone(),
+            detail: String::new(),
+        }
+    }
+
+    /// An enrolment code issued by registry staff.
+    pub fn code_issued(code: &EnrolmentCode, at_ms: i64) -> Self {
+        AuditEntry {
+            at_ms,
+            event: event::CODE_ISSUED.into(),
+            device: None,
+            doc: code.patient.or(Some(code.clinic)),
+            log_seq: None,
+            change_hashes: vec![],
+            detail: format!("{} until {}", code.role.as_str(), code.expires_at_ms),
+        }
+    }
+
+    /// A device enrolled with a code.
+    pub fn device_enrolled(rec: &DeviceRecord, at_ms: i64) -> Self {
+        AuditEntry {
+            at_ms,
+            event: event::DEVICE_ENROLLED.into(),
+            device: Some(rec.id),
+            doc: rec.patient.or(Some(rec.clinic)),
+            log_seq: None,
+            change_hashes: vec![],
+            detail: rec.role.as_str().to_string(),
+        }
+    }
+
+    /// A device revoked by registry staff.
+    pub fn device_revoked(id: DeviceId, at_ms: i64) -> Self {
+        AuditEntry {
+            at_ms,
+            event: event::DEVICE_REVOKED.into(),
+            device: Some(id),
+            doc: None,
+            log_seq: None,
+            change_hashes: vec![],
+            detail: String::new(),
+        }
+    }
 }
 
 /// An entry as stored, with its position and chain hashes.

@@ -55,7 +55,7 @@ use super::{
     ClinicRow, DeviceRecord, DocWrite, EnrolmentCode, NewDevice, ReadScope, Rejection, Storage,
     StorageError, StorageResult, StoredDoc, WriteOutcome,
 };
-use crate::audit::{self, event, AuditEntry, AuditRow};
+use crate::audit::{self, AuditEntry, AuditRow};
 
 /// The schema version this server writes; a database with a newer one is refused.
 const SCHEMA_VERSION: i32 = 1;
@@ -569,19 +569,7 @@ fn write_doc_tx(
         "INSERT INTO log (seq, doc, clinic, patient, heads, at_ms) VALUES ($1, $2, $3, $4, $5, $6)",
         &[&seq_i, &id, &clinic, &patient, &heads, &now_ms],
     )?;
-    append_audit_tx(
-        q,
-        head,
-        &AuditEntry {
-            at_ms: now_ms,
-            event: w.event.to_string(),
-            device: w.device,
-            doc: Some(h.id),
-            log_seq: Some(seq),
-            change_hashes: w.new_changes.clone(),
-            detail: String::new(),
-        },
-    )?;
+    append_audit_tx(q, head, &AuditEntry::document_write(w, seq, now_ms))?;
     Ok(Some(seq))
 }
 
@@ -899,15 +887,7 @@ impl Storage for PostgresStorage {
             )?;
             audit_only(
                 q,
-                &AuditEntry {
-                    at_ms: now_ms,
-                    event: event::CODE_ISSUED.into(),
-                    device: None,
-                    doc: code.patient.or(Some(code.clinic)),
-                    log_seq: None,
-                    change_hashes: vec![],
-                    detail: format!("{} until {}", code.role.as_str(), code.expires_at_ms),
-                },
+                &AuditEntry::code_issued(code, now_ms),
             )
         })
     }
@@ -959,15 +939,7 @@ impl Storage for PostgresStorage {
             )?;
             audit_only(
                 q,
-                &AuditEntry {
-                    at_ms: now_ms,
-                    event: event::DEVICE_ENROLLED.into(),
-                    device: Some(rec.id),
-                    doc: rec.patient.or(Some(rec.clinic)),
-                    log_seq: None,
-                    change_hashes: vec![],
-                    detail: rec.role.as_str().to_string(),
-                },
+                &AuditEntry::device_enrolled(&rec, now_ms),
             )?;
             Ok(Some(rec))
         })
@@ -998,18 +970,7 @@ impl Storage for PostgresStorage {
                 "UPDATE devices SET revoked_at_ms = $2 WHERE id = $1",
                 &[&id.0.as_slice(), &now_ms],
             )?;
-            audit_only(
-                q,
-                &AuditEntry {
-                    at_ms: now_ms,
-                    event: event::DEVICE_REVOKED.into(),
-                    device: Some(id),
-                    doc: None,
-                    log_seq: None,
-                    change_hashes: vec![],
-                    detail: String::new(),
-                },
-            )?;
+            audit_only(q, &AuditEntry::device_revoked(id, now_ms))?;
             Ok(Some((true, now_ms)))
         })
     }

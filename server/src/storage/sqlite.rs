@@ -18,7 +18,7 @@ use super::{
     DeviceRecord, DocWrite, EnrolmentCode, NewDevice, ReadScope, Rejection, Storage, StorageError,
     StorageResult, StoredDoc, WriteOutcome,
 };
-use crate::audit::{self, event, AuditEntry, AuditRow};
+use crate::audit::{self, AuditEntry, AuditRow};
 
 const DB_FILE: &str = "registry.sqlite3";
 const SCHEMA_VERSION: i64 = 1;
@@ -258,19 +258,7 @@ fn write_doc_tx(
         ],
     )
     .db()?;
-    append_audit_tx(
-        tx,
-        head,
-        &AuditEntry {
-            at_ms: now_ms,
-            event: w.event.to_string(),
-            device: w.device,
-            doc: Some(h.id),
-            log_seq: Some(seq),
-            change_hashes: w.new_changes.clone(),
-            detail: String::new(),
-        },
-    )?;
+    append_audit_tx(tx, head, &AuditEntry::document_write(w, seq, now_ms))?;
     Ok(Some(seq))
 }
 
@@ -434,15 +422,7 @@ impl Storage for SqliteStorage {
             append_audit_tx(
                 tx,
                 &mut head,
-                &AuditEntry {
-                    at_ms: now_ms,
-                    event: event::CODE_ISSUED.into(),
-                    device: None,
-                    doc: code.patient.or(Some(code.clinic)),
-                    log_seq: None,
-                    change_hashes: vec![],
-                    detail: format!("{} until {}", code.role.as_str(), code.expires_at_ms),
-                },
+                &AuditEntry::code_issued(code, now_ms),
             )
         })
     }
@@ -499,19 +479,7 @@ impl Storage for SqliteStorage {
             )
             .db()?;
             let mut head = audit_head(tx)?;
-            append_audit_tx(
-                tx,
-                &mut head,
-                &AuditEntry {
-                    at_ms: now_ms,
-                    event: event::DEVICE_ENROLLED.into(),
-                    device: Some(rec.id),
-                    doc: rec.patient.or(Some(rec.clinic)),
-                    log_seq: None,
-                    change_hashes: vec![],
-                    detail: rec.role.as_str().to_string(),
-                },
-            )?;
+            append_audit_tx(tx, &mut head, &AuditEntry::device_enrolled(&rec, now_ms))?;
             Ok(Some(rec))
         })
     }
@@ -550,19 +518,7 @@ impl Storage for SqliteStorage {
                     )
                     .db()?;
                     let mut head = audit_head(tx)?;
-                    append_audit_tx(
-                        tx,
-                        &mut head,
-                        &AuditEntry {
-                            at_ms: now_ms,
-                            event: event::DEVICE_REVOKED.into(),
-                            device: Some(id),
-                            doc: None,
-                            log_seq: None,
-                            change_hashes: vec![],
-                            detail: String::new(),
-                        },
-                    )?;
+                    append_audit_tx(tx, &mut head, &AuditEntry::device_revoked(id, now_ms))?;
                     Ok(Some((true, now_ms)))
                 }
             }
