@@ -355,15 +355,18 @@ impl Device {
             .lock()
             .ok()
             .and_then(|c| c.as_ref().map(|c| c.generation));
+        // Every kind of save advances the cache's generation (a record that does not touch the
+        // work list keeps it valid); only a response's previous index entry is needed.
         let before = match cached {
-            Some(g) if matches!(meta.kind, RecordKind::Procedure | RecordKind::Response) => {
+            Some(g) => {
                 let now = self.store.generation()?;
-                (now == g)
-                    .then(|| self.store.meta(&meta.id))
-                    .transpose()?
-                    .map(|m| (now, m))
+                match (now == g, meta.kind) {
+                    (false, _) => None,
+                    (true, RecordKind::Response) => Some((now, self.store.meta(&meta.id)?)),
+                    (true, _) => Some((now, None)),
+                }
             }
-            _ => None,
+            None => None,
         };
         let outcome = self.store.save_doc(&meta, doc)?;
         if let Some(((writes, version), previous)) = before {
@@ -1157,6 +1160,7 @@ mod tests {
 
     #[test]
     fn the_clinic_work_list_follows_local_saves_and_outside_writes() {
+        // (Saves of other records, such as an adverse event, keep the cached inputs valid.)
         let dir = tempfile::tempdir().unwrap();
         let (d, _) = clinic_device(&dir);
         let as_of = NaiveDate::from_ymd_opt(2026, 1, 12).unwrap();
@@ -1180,6 +1184,26 @@ mod tests {
             .unwrap();
         d.save_answers(r, &valid_followup()).unwrap();
         assert_eq!(due(&d).len(), 2, "a draft does not count");
+        d.report_adverse_event(
+            p2,
+            &AdverseEvent {
+                reporter: Reporter::Clinic,
+                category: "infection".into(),
+                onset: "2026-01-10".into(),
+                severity: 2,
+                seriousness: vec![],
+                outcome: AeOutcome::Recovering,
+                description: "redness".into(),
+                procedure: None,
+                answers: Answers::new(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            due(&d).len(),
+            2,
+            "an adverse event does not change the visits"
+        );
         d.submit_response(r).unwrap();
         assert_eq!(due(&d), vec![(p2, "d7".to_string())]);
         // A write that bypasses the device (as a sync does) is seen too.
