@@ -16,6 +16,10 @@
 //! | [`config`] | flags and environment variables |
 //! | [`error`] | HTTP errors with JSON bodies |
 //!
+//! It depends on `followup-domain` for the record model, the wire protocol and signature
+//! verification, and must never depend on the device crate (`followup-device`: a phone's
+//! encrypted store and HTTP client), on an HTTP client, on uniffi or on the test kit.
+//!
 //! Embedding (tests, the CLI): [`Server::start`] returns a [`RunningServer`] with its bound address
 //! and a graceful shutdown that lets in-flight syncs finish.
 
