@@ -34,16 +34,19 @@ pub enum RecordKind {
     Response,
     AdverseEvent,
     Adjudication,
+    /// A registry-authored definition version (questionnaire, schedule, policy): no patient.
+    Definition,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 6] = [
+    pub const ALL: [RecordKind; 7] = [
         RecordKind::Clinic,
         RecordKind::Enrolment,
         RecordKind::Procedure,
         RecordKind::Response,
         RecordKind::AdverseEvent,
         RecordKind::Adjudication,
+        RecordKind::Definition,
     ];
 
     /// The code stored in documents and in the store's plaintext index.
@@ -55,11 +58,17 @@ impl RecordKind {
             RecordKind::Response => "response",
             RecordKind::AdverseEvent => "adverse_event",
             RecordKind::Adjudication => "adjudication",
+            RecordKind::Definition => "definition",
         }
     }
 
     pub fn from_code(code: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.code() == code)
+    }
+
+    /// Whether records of this kind belong to no patient (the clinic record, definitions).
+    pub fn has_no_patient(&self) -> bool {
+        matches!(self, RecordKind::Clinic | RecordKind::Definition)
     }
 }
 
@@ -116,7 +125,7 @@ pub fn read_header(doc: &Automerge) -> Result<DocHeader> {
         None | Some("registry") => None,
         Some(d) => Some(d.parse::<DeviceId>()?),
     };
-    if kind != RecordKind::Clinic && patient.is_none() {
+    if !kind.has_no_patient() && patient.is_none() {
         return Err(malformed(format!(
             "a {} record must name its patient",
             kind.code()
@@ -559,7 +568,7 @@ pub fn new_record<T: RecordBody>(
     patient: Option<RecordId>,
     body: &T,
 ) -> Result<Automerge> {
-    if T::KIND != RecordKind::Clinic && patient.is_none() {
+    if !T::KIND.has_no_patient() && patient.is_none() {
         return Err(Error::MalformedRecord {
             id: id.to_hex(),
             reason: format!("a {} record must name its patient", T::KIND.code()),

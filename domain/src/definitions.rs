@@ -1,0 +1,848 @@
+//! Registry-authored definitions — questionnaires, follow-up schedules, the adjudication policy —
+//! as published records: the envelope every definition file carries, strict (publish) and
+//! lenient (device) parsing, the record document a version becomes, and the [`Catalogue`] a
+//! device or the server builds from those records. The format and the rules are in
+//! `docs/definitions.md`.
+//!
+//! * The registry validates what it publishes **strictly** ([`Definition::parse_strict`]):
+//!   unknown fields or features, a format above [`FORMAT`], a broken translation are refused.
+//! * A device reads **leniently** ([`Definition::parse_lenient`]): unknown fields are ignored; a
+//!   definition it cannot use (newer format, unknown feature or type, content that does not
+//!   parse) is kept as [`Usability::NeedsUpdate`], so only that form is disabled.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+
+use automerge::Automerge;
+use autosurgeon::{Hydrate, Reconcile};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::RecordId;
+use crate::model::{self, Author, RecordBody, RecordKind};
+use crate::questionnaire::Questionnaire;
+use crate::schedule::Schedule;
+
+/// The definition format this code reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// Features (named in a definition's `requires`) this code implements beyond [`FORMAT`]. None
+/// yet: the list grows when a feature is added without a format change.
+pub const KNOWN_FEATURES: &[&str] = &[];
+
+/// The `clinic` of every definition record: the registry itself, in no clinic. Every device's
+/// read scope includes it.
+pub const REGISTRY_SCOPE: RecordId = RecordId([0xff; 16]);
+
+/// The chain of language tags tried for a locale, most specific first, normalized (lower case,
+/// `-`): `pt_BR` → `["pt-br", "pt"]`. Empty for an empty locale.
+pub fn fallback_chain(locale: &str) -> Vec<String> {
+    let tag = crate::questionnaire::normalize_tag(locale);
+    let mut out = Vec::new();
+    let mut cur = tag.as_str();
+    while !cur.is_empty() {
+        out.push(cur.to_string());
+        match cur.rfind('-') {
+            Some(i) => cur = &cur[..i],
+            None => break,
+        }
+    }
+    out
+}
+
+/// What a definition defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefinitionType {
+    Questionnaire,
+    Schedule,
+    AdjudicationPolicy,
+}
+
+impl DefinitionType {
+    pub const ALL: [DefinitionType; 3] = [
+        DefinitionType::Questionnaire,
+        DefinitionType::Schedule,
+        DefinitionType::AdjudicationPolicy,
+    ];
+
+    /// The code in files and records.
+    pub fn code(self) -> &'static str {
+        match self {
+            DefinitionType::Questionnaire => "questionnaire",
+            DefinitionType::Schedule => "schedule",
+            DefinitionType::AdjudicationPolicy => "adjudication_policy",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.code() == code)
+    }
+}
+
+impl fmt::Display for DefinitionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Where a version is in its life. Only `state` ever changes in a definition record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefinitionState {
+    /// Uploaded, not yet in use: stays on the registry.
+    Draft,
+    /// In use: new responses use the newest published version.
+    Published,
+    /// No longer offered for new responses; responses started with it still use it.
+    Retired,
+}
+
+impl DefinitionState {
+    pub fn code(self) -> &'static str {
+        match self {
+            DefinitionState::Draft => "draft",
+            DefinitionState::Published => "published",
+            DefinitionState::Retired => "retired",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        [
+            DefinitionState::Draft,
+            DefinitionState::Published,
+            DefinitionState::Retired,
+        ]
+        .into_iter()
+        .find(|s| s.code() == code)
+    }
+}
+
+impl fmt::Display for DefinitionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A `MAJOR.MINOR.PATCH` version, ordered numerically (1.10.0 > 1.9.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Version(pub u32, pub u32, pub u32);
+
+impl std::str::FromStr for Version {
+    type Err = DefinitionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || DefinitionError::Envelope(format!("version {s:?} is not MAJOR.MINOR.PATCH"));
+        let mut parts = s.split('.');
+        let mut next = || -> Result<u32, DefinitionError> {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.is_empty() || p.len() > 9 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            p.parse().map_err(|_| bad())
+        };
+        let v = Version(next()?, next()?, next()?);
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(v)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// Why a definition was refused (publish) or could not be read at all (device).
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("the definition is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the definition's envelope is invalid: {0}")]
+    Envelope(String),
+    #[error("unknown field {path}")]
+    UnknownField { path: String },
+    #[error("format {found} is newer than this version reads ({FORMAT}); update the registry")]
+    NewerFormat { found: u32 },
+    #[error("unknown feature(s) {0:?}; update the registry")]
+    UnknownFeatures(Vec<String>),
+    #[error("{0}")]
+    Questionnaire(#[from] crate::questionnaire::DefinitionError),
+    #[error("{0}")]
+    Schedule(#[from] crate::schedule::ScheduleError),
+    #[error("adjudication policy: {0}")]
+    Policy(String),
+}
+
+/// Why a device cannot use a definition it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Usability {
+    Usable,
+    /// The form needs a newer app; the reason says why (for support, not for the user).
+    NeedsUpdate(String),
+}
+
+impl Usability {
+    pub fn is_usable(&self) -> bool {
+        matches!(self, Usability::Usable)
+    }
+}
+
+/// The common fields of every definition file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub format: u32,
+    /// The type code as written (an unknown one makes the definition unusable, not unreadable).
+    pub definition: String,
+    pub requires: Vec<String>,
+    pub id: String,
+    pub version: Version,
+    pub language: String,
+    /// The default language then every translation's tag.
+    pub languages: Vec<String>,
+    /// Schedules: the first procedure date this version applies to.
+    pub effective_from: Option<NaiveDate>,
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope {
+    #[serde(default = "format_one")]
+    format: u32,
+    #[serde(default = "questionnaire_code")]
+    definition: String,
+    #[serde(default)]
+    requires: Vec<String>,
+    id: String,
+    version: String,
+    #[serde(default = "english")]
+    language: String,
+    #[serde(default)]
+    translations: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    effective_from: Option<String>,
+}
+
+fn format_one() -> u32 {
+    1
+}
+fn questionnaire_code() -> String {
+    "questionnaire".into()
+}
+fn english() -> String {
+    "en".into()
+}
+
+impl Envelope {
+    /// Read the envelope (never the content) of a definition file.
+    pub fn parse(json: &str) -> Result<Envelope, DefinitionError> {
+        let raw: RawEnvelope = serde_json::from_str(json)?;
+        if raw.id.trim().is_empty() {
+            return Err(DefinitionError::Envelope("the id is empty".into()));
+        }
+        let version: Version = raw.version.parse()?;
+        let effective_from = match raw.effective_from {
+            None => None,
+            Some(s) => Some(NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|_| {
+                DefinitionError::Envelope(format!("effective_from {s:?} is not YYYY-MM-DD"))
+            })?),
+        };
+        let mut languages = vec![raw.language.clone()];
+        languages.extend(raw.translations.keys().cloned());
+        Ok(Envelope {
+            format: raw.format,
+            definition: raw.definition,
+            requires: raw.requires,
+            id: raw.id,
+            version,
+            language: raw.language,
+            languages,
+            effective_from,
+        })
+    }
+
+    /// The definition type, if this code knows it.
+    pub fn definition_type(&self) -> Option<DefinitionType> {
+        DefinitionType::from_code(&self.definition)
+    }
+
+    /// Whether this code can use a definition with this envelope.
+    pub fn usability(&self) -> Usability {
+        if self.format > FORMAT {
+            return Usability::NeedsUpdate(format!(
+                "format {} (this app reads {FORMAT})",
+                self.format
+            ));
+        }
+        let unknown: Vec<&String> = self
+            .requires
+            .iter()
+            .filter(|f| !KNOWN_FEATURES.contains(&f.as_str()))
+            .collect();
+        if !unknown.is_empty() {
+            return Usability::NeedsUpdate(format!("unknown feature(s) {unknown:?}"));
+        }
+        if self.definition_type().is_none() {
+            return Usability::NeedsUpdate(format!(
+                "unknown definition type {:?}",
+                self.definition
+            ));
+        }
+        Usability::Usable
+    }
+}
+
+/// The parsed content of a usable definition.
+#[derive(Debug, Clone)]
+pub enum Content {
+    Questionnaire(Arc<Questionnaire>),
+    Schedule(Arc<Schedule>),
+    /// The adjudication policy, checked as a JSON object here; its typed form belongs to the
+    /// integrity rules.
+    AdjudicationPolicy(Arc<serde_json::Value>),
+}
+
+/// A definition file, read.
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub envelope: Envelope,
+    /// `Err` with the reason when this code cannot use it.
+    pub content: Result<Content, String>,
+    /// The file as published.
+    pub json: String,
+}
+
+impl Definition {
+    /// Read a definition as the registry does before publishing it: every field known, every
+    /// feature known, the format readable, the content valid.
+    pub fn parse_strict(json: &str) -> Result<Definition, DefinitionError> {
+        let envelope = Envelope::parse(json)?;
+        if envelope.format > FORMAT {
+            return Err(DefinitionError::NewerFormat {
+                found: envelope.format,
+            });
+        }
+        let unknown: Vec<String> = envelope
+            .requires
+            .iter()
+            .filter(|f| !KNOWN_FEATURES.contains(&f.as_str()))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(DefinitionError::UnknownFeatures(unknown));
+        }
+        let Some(t) = envelope.definition_type() else {
+            return Err(DefinitionError::Envelope(format!(
+                "unknown definition type {:?} (questionnaire, schedule or adjudication_policy)",
+                envelope.definition
+            )));
+        };
+        let value: serde_json::Value = serde_json::from_str(json)?;
+        strict::check(t, &value)?;
+        let content = parse_content(t, json)?;
+        Ok(Definition {
+            envelope,
+            content: Ok(content),
+            json: json.to_string(),
+        })
+    }
+
+    /// Read a definition as a device does: unknown fields ignored; one it cannot use is kept,
+    /// with the reason, as long as its envelope (id, version) is readable.
+    pub fn parse_lenient(json: &str) -> Result<Definition, DefinitionError> {
+        let envelope = Envelope::parse(json)?;
+        let content = match (envelope.usability(), envelope.definition_type()) {
+            (Usability::Usable, Some(t)) => parse_content(t, json).map_err(|e| e.to_string()),
+            (Usability::NeedsUpdate(why), _) => Err(why),
+            (Usability::Usable, None) => Err("unknown definition type".into()),
+        };
+        Ok(Definition {
+            envelope,
+            content,
+            json: json.to_string(),
+        })
+    }
+
+    pub fn definition_type(&self) -> Option<DefinitionType> {
+        self.envelope.definition_type()
+    }
+
+    /// The questionnaire, if this is a usable one.
+    pub fn questionnaire(&self) -> Option<&Arc<Questionnaire>> {
+        match &self.content {
+            Ok(Content::Questionnaire(q)) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// The schedule, if this is a usable one.
+    pub fn schedule(&self) -> Option<&Arc<Schedule>> {
+        match &self.content {
+            Ok(Content::Schedule(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The record id of this version.
+    pub fn record_id(&self) -> RecordId {
+        record_id(
+            &self.envelope.definition,
+            &self.envelope.id,
+            self.envelope.version,
+        )
+    }
+}
+
+fn parse_content(t: DefinitionType, json: &str) -> Result<Content, DefinitionError> {
+    Ok(match t {
+        DefinitionType::Questionnaire => {
+            Content::Questionnaire(Arc::new(Questionnaire::from_json(json)?))
+        }
+        DefinitionType::Schedule => Content::Schedule(Arc::new(Schedule::from_json(json)?)),
+        DefinitionType::AdjudicationPolicy => {
+            let v: serde_json::Value = serde_json::from_str(json)?;
+            if !v.is_object() {
+                return Err(DefinitionError::Policy("it is not a JSON object".into()));
+            }
+            Content::AdjudicationPolicy(Arc::new(v))
+        }
+    })
+}
+
+/// The record id of a definition version: the first 16 bytes of SHA-256 over type, id and
+/// version, so a version has one record everywhere.
+pub fn record_id(definition: &str, id: &str, version: Version) -> RecordId {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in ["followup-definition", definition, id, &version.to_string()] {
+        ctx.update(part.as_bytes());
+        ctx.update(&[0]);
+    }
+    let d = ctx.finish();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d.as_ref()[..16]);
+    RecordId(out)
+}
+
+/// The lower-case hex SHA-256 of a definition's text.
+pub fn content_hash(json: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, json.as_bytes()))
+}
+
+/// The body of a definition record (kind `definition`).
+#[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize, Deserialize)]
+pub struct DefinitionBody {
+    /// The type code.
+    pub definition: String,
+    pub def_id: String,
+    pub version: String,
+    pub format: u32,
+    /// Comma-separated feature names.
+    pub requires: String,
+    /// Comma-separated language tags, the default first.
+    pub languages: String,
+    /// `draft`, `published` or `retired`: the only field that changes.
+    pub state: String,
+    /// The definition file, verbatim.
+    pub content: String,
+    /// Hex SHA-256 of `content`.
+    pub sha256: String,
+}
+
+impl RecordBody for DefinitionBody {
+    const KIND: RecordKind = RecordKind::Definition;
+}
+
+impl DefinitionBody {
+    /// The body of a version of `def` in `state`.
+    pub fn new(def: &Definition, state: DefinitionState) -> DefinitionBody {
+        let e = &def.envelope;
+        DefinitionBody {
+            definition: e.definition.clone(),
+            def_id: e.id.clone(),
+            version: e.version.to_string(),
+            format: e.format,
+            requires: e.requires.join(","),
+            languages: e.languages.join(","),
+            state: state.code().to_string(),
+            content: def.json.clone(),
+            sha256: content_hash(&def.json),
+        }
+    }
+
+    /// The state, if known (a newer state name reads as retired: not offered for new use).
+    pub fn state(&self) -> DefinitionState {
+        DefinitionState::from_code(&self.state).unwrap_or(DefinitionState::Retired)
+    }
+}
+
+/// The record document of a definition version, built deterministically (the registry's actor,
+/// time 0): the same file gives the same bytes wherever it is built. Its state is `published`
+/// when `state` is, so that a published version's first change is the same on every registry.
+pub fn new_definition_doc(
+    def: &Definition,
+    state: DefinitionState,
+) -> Result<Automerge, crate::error::Error> {
+    let body = DefinitionBody::new(def, state);
+    model::new_record(
+        Author {
+            device: None,
+            time: 0,
+        },
+        def.record_id(),
+        REGISTRY_SCOPE,
+        None,
+        &body,
+    )
+}
+
+/// One definition version a catalogue holds.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub definition: Definition,
+    pub state: DefinitionState,
+    pub record: RecordId,
+}
+
+impl Entry {
+    pub fn usability(&self) -> Usability {
+        match &self.definition.content {
+            Ok(_) => Usability::Usable,
+            Err(why) => Usability::NeedsUpdate(why.clone()),
+        }
+    }
+}
+
+/// The definitions a device (or the server) holds, by type, id and version.
+#[derive(Debug, Clone, Default)]
+pub struct Catalogue {
+    entries: BTreeMap<(String, String), BTreeMap<Version, Entry>>,
+}
+
+impl Catalogue {
+    /// Add (or replace) a version from its record body. A body whose content is not even a
+    /// readable envelope is skipped and reported.
+    pub fn insert_body(
+        &mut self,
+        record: RecordId,
+        body: &DefinitionBody,
+    ) -> Result<(), DefinitionError> {
+        let def = Definition::parse_lenient(&body.content)?;
+        self.insert(record, def, body.state());
+        Ok(())
+    }
+
+    /// Add (or replace) a version.
+    pub fn insert(&mut self, record: RecordId, definition: Definition, state: DefinitionState) {
+        let key = (
+            definition.envelope.definition.clone(),
+            definition.envelope.id.clone(),
+        );
+        let version = definition.envelope.version;
+        self.entries.entry(key).or_default().insert(
+            version,
+            Entry {
+                definition,
+                state,
+                record,
+            },
+        );
+    }
+
+    /// Every version, by type, id, then version.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values().flat_map(|v| v.values())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The exact version of a definition, whatever its state and usability.
+    pub fn get(&self, t: DefinitionType, id: &str, version: &str) -> Option<&Entry> {
+        let v: Version = version.parse().ok()?;
+        self.entries
+            .get(&(t.code().to_string(), id.to_string()))?
+            .get(&v)
+    }
+
+    /// The exact version of a questionnaire, if the catalogue holds it and it is usable.
+    pub fn questionnaire(&self, id: &str, version: &str) -> Option<&Arc<Questionnaire>> {
+        self.get(DefinitionType::Questionnaire, id, version)?
+            .definition
+            .questionnaire()
+    }
+
+    /// The newest published version of a definition (usable or not: the caller tells the user
+    /// it needs an update rather than silently using an older one).
+    pub fn latest_published(&self, t: DefinitionType, id: &str) -> Option<&Entry> {
+        self.entries
+            .get(&(t.code().to_string(), id.to_string()))?
+            .values()
+            .rev()
+            .find(|e| e.state == DefinitionState::Published)
+    }
+
+    /// The schedule in force for a procedure on `date`: among published and retired versions of
+    /// every usable schedule, the newest whose `effective_from` is on or before `date` (absent:
+    /// always). With several schedule ids, the one with the newest such version wins.
+    pub fn schedule_for(&self, date: NaiveDate) -> Option<&Arc<Schedule>> {
+        let mut best: Option<(&Entry, Version)> = None;
+        for e in self.entries() {
+            if e.definition.definition_type() != Some(DefinitionType::Schedule)
+                || e.state == DefinitionState::Draft
+            {
+                continue;
+            }
+            if e.definition
+                .envelope
+                .effective_from
+                .is_some_and(|f| f > date)
+            {
+                continue;
+            }
+            if e.definition.schedule().is_none() {
+                continue;
+            }
+            let v = e.definition.envelope.version;
+            let newer = match best {
+                None => true,
+                Some((b, bv)) => {
+                    let (bf, ef) = (
+                        b.definition.envelope.effective_from,
+                        e.definition.envelope.effective_from,
+                    );
+                    (ef, v) > (bf, bv)
+                }
+            };
+            if newer {
+                best = Some((e, v));
+            }
+        }
+        best.and_then(|(e, _)| e.definition.schedule())
+    }
+
+    /// Every distinct usable schedule (for code that needs them all, e.g. visit ids).
+    pub fn schedules(&self) -> Vec<&Arc<Schedule>> {
+        self.entries()
+            .filter(|e| e.state != DefinitionState::Draft)
+            .filter_map(|e| e.definition.schedule())
+            .collect()
+    }
+
+    /// Ids of the definitions of a type.
+    pub fn ids(&self, t: DefinitionType) -> Vec<&str> {
+        let mut seen = HashSet::new();
+        self.entries
+            .keys()
+            .filter(|(ty, _)| ty == t.code())
+            .map(|(_, id)| id.as_str())
+            .filter(|id| seen.insert(*id))
+            .collect()
+    }
+}
+
+/// The strict (publish-time) check for unknown fields.
+mod strict {
+    use serde_json::Value;
+
+    use super::{DefinitionError, DefinitionType};
+
+    const ENVELOPE: &[&str] = &[
+        "format",
+        "definition",
+        "requires",
+        "id",
+        "version",
+        "language",
+        "translations",
+    ];
+    const QUESTIONNAIRE: &[&str] = &["title", "description", "kind", "items", "scores"];
+    const ITEM: &[&str] = &[
+        "id",
+        "text",
+        "type",
+        "required",
+        "help",
+        "unit",
+        "min",
+        "max",
+        "decimals",
+        "max_length",
+        "choices",
+        "enable_when",
+        "enable_behavior",
+    ];
+    const CHOICE: &[&str] = &["code", "label", "score", "exclusive"];
+    const CONDITION: &[&str] = &["item", "operator", "value"];
+    const SCORE: &[&str] = &["id", "label", "items", "method", "min_answered"];
+    const Q_TRANSLATION: &[&str] = &["title", "description", "items", "scores"];
+    const ITEM_TRANSLATION: &[&str] = &["text", "help", "unit", "choices"];
+    const SCHEDULE: &[&str] = &["description", "grace_days", "visits", "effective_from"];
+    const VISIT: &[&str] = &[
+        "id",
+        "label",
+        "offset_days",
+        "window_before_days",
+        "window_after_days",
+        "questionnaire",
+        "grace_days",
+    ];
+    const S_TRANSLATION: &[&str] = &["description", "visits"];
+
+    fn keys(v: &Value, path: &str, allowed: &[&[&str]]) -> Result<(), DefinitionError> {
+        if let Value::Object(m) = v {
+            for k in m.keys() {
+                if !allowed.iter().any(|a| a.contains(&k.as_str())) {
+                    return Err(DefinitionError::UnknownField {
+                        path: format!("{path}.{k}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn each<'a>(v: &'a Value, key: &str) -> Vec<(String, &'a Value)> {
+        match v.get(key) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    let name = x
+                        .get("id")
+                        .or_else(|| x.get("code"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .unwrap_or_else(|| format!("#{}", i + 1));
+                    (name, x)
+                })
+                .collect(),
+            Some(Value::Object(m)) => m.iter().map(|(k, x)| (k.clone(), x)).collect(),
+            Some(x) => vec![(String::new(), x)],
+            None => Vec::new(),
+        }
+    }
+
+    pub(super) fn check(t: DefinitionType, v: &Value) -> Result<(), DefinitionError> {
+        match t {
+            DefinitionType::Questionnaire => {
+                keys(v, "", &[ENVELOPE, QUESTIONNAIRE])?;
+                for (id, item) in each(v, "items") {
+                    let p = format!("items[{id}]");
+                    keys(item, &p, &[ITEM])?;
+                    for (code, c) in each(item, "choices") {
+                        keys(c, &format!("{p}.choices[{code}]"), &[CHOICE])?;
+                    }
+                    for (_, c) in each(item, "enable_when") {
+                        keys(c, &format!("{p}.enable_when"), &[CONDITION])?;
+                    }
+                }
+                for (id, s) in each(v, "scores") {
+                    keys(s, &format!("scores[{id}]"), &[SCORE])?;
+                }
+                for (lang, tr) in each(v, "translations") {
+                    let p = format!("translations.{lang}");
+                    keys(tr, &p, &[Q_TRANSLATION])?;
+                    for (id, it) in each(tr, "items") {
+                        keys(it, &format!("{p}.items.{id}"), &[ITEM_TRANSLATION])?;
+                    }
+                }
+            }
+            DefinitionType::Schedule => {
+                keys(v, "", &[ENVELOPE, SCHEDULE])?;
+                for (id, visit) in each(v, "visits") {
+                    keys(visit, &format!("visits[{id}]"), &[VISIT])?;
+                }
+                for (lang, tr) in each(v, "translations") {
+                    keys(tr, &format!("translations.{lang}"), &[S_TRANSLATION])?;
+                }
+            }
+            // The policy's own fields are checked by its type.
+            DefinitionType::AdjudicationPolicy => {}
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin API types (JSON) and the built-in definitions.
+
+/// What a publish (or retire) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishOutcome {
+    /// A new version is published.
+    Published,
+    /// Stored as a draft (devices do not see it).
+    Drafted,
+    /// This exact version and content was already there: nothing changed.
+    Unchanged,
+    /// The version is retired.
+    Retired,
+}
+
+/// `POST /v1/admin/definitions` and `…/retire` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishResponse {
+    pub record: RecordId,
+    pub definition: String,
+    pub id: String,
+    pub version: String,
+    pub state: String,
+    pub outcome: PublishOutcome,
+}
+
+/// One version as `GET /v1/admin/definitions` and `followup device questionnaires` list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefinitionSummary {
+    pub record: RecordId,
+    pub definition: String,
+    pub id: String,
+    pub version: String,
+    pub state: String,
+    /// Language tags, the default first.
+    pub languages: Vec<String>,
+    pub format: u32,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+impl DefinitionSummary {
+    pub fn from_body(record: RecordId, b: &DefinitionBody) -> Self {
+        DefinitionSummary {
+            record,
+            definition: b.definition.clone(),
+            id: b.def_id.clone(),
+            version: b.version.clone(),
+            state: b.state.clone(),
+            languages: b
+                .languages
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            format: b.format,
+            sha256: b.sha256.clone(),
+        }
+    }
+
+    /// The version for sorting (unparsable versions first).
+    pub fn sort_version(&self) -> Option<Version> {
+        self.version.parse().ok()
+    }
+}
+
+const BUILTIN: [&str; 5] = [
+    include_str!("../instruments/baseline-procedure.json"),
+    include_str!("../instruments/clinician-followup.json"),
+    include_str!("../instruments/patient-outcome-survey.json"),
+    include_str!("../instruments/adverse-event-report.json"),
+    include_str!("../schedules/default.json"),
+];
+
+/// The definition files a new registry publishes at its first start (questionnaires before the
+/// schedule that refers to them). Not what a device uses: a device uses what it received.
+pub fn builtin_definitions() -> &'static [&'static str] {
+    &BUILTIN
+}
