@@ -846,3 +846,288 @@ const BUILTIN: [&str; 5] = [
 pub fn builtin_definitions() -> &'static [&'static str] {
     &BUILTIN
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::questionnaire::{AnswerValue, Answers, ProblemCode};
+
+    fn survey() -> &'static str {
+        BUILTIN[2]
+    }
+
+    #[test]
+    fn locale_fallback_chain() {
+        assert_eq!(fallback_chain("pt-BR"), ["pt-br", "pt"]);
+        assert_eq!(fallback_chain("pt_br"), ["pt-br", "pt"]);
+        assert_eq!(
+            fallback_chain("zh-Hant-TW"),
+            ["zh-hant-tw", "zh-hant", "zh"]
+        );
+        assert_eq!(fallback_chain("es"), ["es"]);
+        assert!(fallback_chain("").is_empty());
+    }
+
+    #[test]
+    fn every_builtin_definition_is_publishable() {
+        for json in builtin_definitions() {
+            let d = Definition::parse_strict(json).unwrap_or_else(|e| panic!("{e}"));
+            assert!(d.content.is_ok());
+            assert_eq!(d.envelope.format, FORMAT);
+        }
+    }
+
+    #[test]
+    fn default_instruments_are_complete_in_spanish_and_the_survey_in_portuguese() {
+        for json in &BUILTIN[..4] {
+            let d = Definition::parse_strict(json).unwrap();
+            let q = d.questionnaire().unwrap();
+            let mut langs = vec!["es"];
+            if q.id() == "patient-outcome-survey" {
+                langs.push("pt");
+            }
+            for lang in langs {
+                let t = q
+                    .translations()
+                    .get(lang)
+                    .unwrap_or_else(|| panic!("{} {lang}", q.id()));
+                assert!(
+                    t.title.is_some() && t.description.is_some(),
+                    "{} {lang}",
+                    q.id()
+                );
+                for item in q.items() {
+                    let it = t
+                        .items
+                        .get(&item.id)
+                        .unwrap_or_else(|| panic!("{} {lang} {}", q.id(), item.id));
+                    assert!(it.text.is_some(), "{} {lang} {}", q.id(), item.id);
+                    assert_eq!(
+                        item.help.is_some(),
+                        it.help.is_some(),
+                        "{} {lang} {} help",
+                        q.id(),
+                        item.id
+                    );
+                    assert_eq!(
+                        item.unit.is_some(),
+                        it.unit.is_some(),
+                        "{} {lang} {} unit",
+                        q.id(),
+                        item.id
+                    );
+                    for c in &item.choices {
+                        assert!(
+                            it.choices.contains_key(&c.code),
+                            "{} {lang} {} {}",
+                            q.id(),
+                            item.id,
+                            c.code
+                        );
+                    }
+                }
+                for s in q.score_definitions() {
+                    assert!(
+                        t.scores.contains_key(&s.id),
+                        "{} {lang} score {}",
+                        q.id(),
+                        s.id
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn texts_follow_the_locale_with_fallback() {
+        let d = Definition::parse_strict(survey()).unwrap();
+        let q = d.questionnaire().unwrap();
+        assert_eq!(q.languages(), ["en", "es", "pt"]);
+        let es = q.localized("es-MX");
+        assert_eq!(es.title(), "Su salud desde el procedimiento");
+        assert_eq!(es.item("walking").unwrap().text, "Caminar");
+        assert_eq!(
+            es.item("walking").unwrap().choice("aid").unwrap().label,
+            "Camino con bastón o andador"
+        );
+        let pt = q.localized("pt-BR");
+        assert_eq!(pt.item("completed_date").unwrap().text, "Data de hoje");
+        // No German: the definition's own language.
+        assert_eq!(q.localized("de-DE").title(), q.title());
+        // Structure and codes do not change.
+        assert_eq!(es.items().len(), q.items().len());
+        assert_eq!(es.item("walking").unwrap().choices[1].code, "aid");
+    }
+
+    #[test]
+    fn validation_messages_follow_the_locale() {
+        let d = Definition::parse_strict(survey()).unwrap();
+        let q = d.questionnaire().unwrap();
+        let mut a = Answers::new();
+        a.insert("symptom_pain".into(), AnswerValue::Int(11));
+        let en = q.validate_in(&a, "en");
+        let es = q.validate_in(&a, "es-AR");
+        let pt = q.validate_in(&a, "pt-BR");
+        let de = q.validate_in(&a, "de");
+        assert_eq!(en.len(), es.len());
+        let above = |ps: &[crate::questionnaire::Problem]| {
+            ps.iter()
+                .find(|p| p.code == ProblemCode::AboveMax)
+                .map(|p| p.message.clone())
+                .unwrap()
+        };
+        assert_eq!(above(&en), "symptom_pain: 11 is above the maximum of 10");
+        assert_eq!(above(&es), "symptom_pain: 11 es mayor que el máximo de 10");
+        assert_eq!(above(&pt), "symptom_pain: 11 é maior que o máximo de 10");
+        assert_eq!(above(&de), above(&en));
+        assert!(es.iter().any(|p| p.code == ProblemCode::Required
+            && p.message.ends_with("la respuesta es obligatoria")));
+        // Same problems, same codes, whatever the language.
+        let codes = |ps: &[crate::questionnaire::Problem]| {
+            ps.iter()
+                .map(|p| (p.item.clone(), p.code))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(codes(&en), codes(&es));
+    }
+
+    fn with(json: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(json).unwrap();
+        edit(&mut v);
+        v.to_string()
+    }
+
+    #[test]
+    fn strict_refuses_what_lenient_keeps_as_needing_an_update() {
+        let newer = with(survey(), |v| v["format"] = 2.into());
+        assert!(matches!(
+            Definition::parse_strict(&newer),
+            Err(DefinitionError::NewerFormat { found: 2 })
+        ));
+        let d = Definition::parse_lenient(&newer).unwrap();
+        assert!(d.content.is_err());
+        assert_eq!(d.envelope.id, "patient-outcome-survey");
+
+        let feature = with(survey(), |v| {
+            v["requires"] = serde_json::json!(["calculated_items"])
+        });
+        assert!(matches!(
+            Definition::parse_strict(&feature),
+            Err(DefinitionError::UnknownFeatures(_))
+        ));
+        assert!(!Envelope::parse(&feature).unwrap().usability().is_usable());
+        assert!(Definition::parse_lenient(&feature)
+            .unwrap()
+            .content
+            .is_err());
+
+        // An unknown presentation hint: refused at publish, ignored by a device.
+        let hint = with(survey(), |v| v["items"][0]["hint"] = "calendar".into());
+        assert!(matches!(
+            Definition::parse_strict(&hint),
+            Err(DefinitionError::UnknownField { .. })
+        ));
+        let d = Definition::parse_lenient(&hint).unwrap();
+        assert!(d.questionnaire().is_some());
+
+        // An item type this app does not know: the form is unusable, not unreadable.
+        let new_type = with(survey(), |v| v["items"][0]["type"] = "photo".into());
+        let d = Definition::parse_lenient(&new_type).unwrap();
+        assert!(d.content.as_ref().unwrap_err().contains("photo"));
+
+        // A translation of an item that does not exist.
+        let bad = with(survey(), |v| {
+            v["translations"]["es"]["items"]["nope"] = serde_json::json!({"text": "x"})
+        });
+        assert!(Definition::parse_strict(&bad).is_err());
+        // No envelope: nothing to keep.
+        assert!(Definition::parse_lenient("{\"title\": 1}").is_err());
+    }
+
+    #[test]
+    fn records_are_deterministic_and_the_catalogue_picks_versions() {
+        let v1 = Definition::parse_strict(survey()).unwrap();
+        let a = new_definition_doc(&v1, DefinitionState::Published).unwrap();
+        let b = new_definition_doc(&v1, DefinitionState::Published).unwrap();
+        assert_eq!(a.get_heads(), b.get_heads());
+        assert_eq!(a.save(), b.save());
+        let h = model::read_header(&a).unwrap();
+        assert_eq!(
+            (h.kind, h.clinic, h.patient, h.created_by),
+            (RecordKind::Definition, REGISTRY_SCOPE, None, None)
+        );
+        let body: DefinitionBody = model::read_body(&a).unwrap();
+        assert_eq!(body.languages, "en,es,pt");
+
+        let v2json = with(survey(), |v| {
+            v["version"] = "1.10.0".into();
+            v["title"] = "Your health now".into();
+        });
+        let v2 = Definition::parse_strict(&v2json).unwrap();
+        assert_ne!(v1.record_id(), v2.record_id());
+        let v9 =
+            Definition::parse_strict(&with(survey(), |v| v["version"] = "1.9.0".into())).unwrap();
+        let mut cat = Catalogue::default();
+        cat.insert(v1.record_id(), v1, DefinitionState::Published);
+        cat.insert(v9.record_id(), v9, DefinitionState::Published);
+        cat.insert(v2.record_id(), v2, DefinitionState::Retired);
+        // 1.10.0 is retired: the newest published is 1.9.0 (numeric order, not text).
+        let latest = cat
+            .latest_published(DefinitionType::Questionnaire, "patient-outcome-survey")
+            .unwrap();
+        assert_eq!(latest.definition.envelope.version, Version(1, 9, 0));
+        // Exact versions stay reachable whatever their state.
+        assert_eq!(
+            cat.questionnaire("patient-outcome-survey", "1.10.0")
+                .unwrap()
+                .title(),
+            "Your health now"
+        );
+        assert!(cat
+            .questionnaire("patient-outcome-survey", "2.0.0")
+            .is_none());
+    }
+
+    #[test]
+    fn the_schedule_in_force_depends_on_the_procedure_date() {
+        let s1 = Definition::parse_strict(BUILTIN[4]).unwrap();
+        let s2json = with(BUILTIN[4], |v| {
+            v["version"] = "1.1.0".into();
+            v["effective_from"] = "2026-01-01".into();
+            v["visits"][0]["offset_days"] = 10.into();
+            v["visits"][0]["window_before_days"] = 3.into();
+        });
+        let s2 = Definition::parse_strict(&s2json).unwrap();
+        let mut cat = Catalogue::default();
+        cat.insert(s1.record_id(), s1, DefinitionState::Published);
+        cat.insert(s2.record_id(), s2, DefinitionState::Published);
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(
+            cat.schedule_for(d("2025-12-31")).unwrap().version(),
+            "1.0.0"
+        );
+        assert_eq!(
+            cat.schedule_for(d("2026-01-01")).unwrap().version(),
+            "1.1.0"
+        );
+        let es = cat.schedule_for(d("2025-06-01")).unwrap();
+        assert_eq!(
+            es.visit_label("d7", "es").unwrap(),
+            "Día 7: seguimiento clínico"
+        );
+        assert_eq!(
+            es.visit_label("d7", "de").unwrap(),
+            "Day 7 clinician follow-up"
+        );
+    }
+
+    #[test]
+    fn versions_order_numerically() {
+        let v = |s: &str| s.parse::<Version>().unwrap();
+        assert!(v("1.10.0") > v("1.9.9"));
+        assert!("1.0".parse::<Version>().is_err());
+        assert!("1.0.0.0".parse::<Version>().is_err());
+        assert!("a.b.c".parse::<Version>().is_err());
+        assert_eq!(v("2.0.1").to_string(), "2.0.1");
+    }
+}
