@@ -655,6 +655,9 @@ pub enum ErrorCode {
     UnsupportedVersion,
     Unavailable,
     Internal,
+    /// The request conflicts with what the registry holds (e.g. a published definition version
+    /// with other content).
+    Conflict,
     /// A code this build does not know (a newer server).
     #[serde(other)]
     Other,

@@ -10,6 +10,10 @@
 //! | `POST /v1/admin/devices/{id}/revoke` | admin token | → [`RevokeDeviceResponse`] |
 //! | `GET /v1/admin/audit/verify` | admin token | → [`AuditVerifyResponse`] |
 //! | `GET /v1/admin/stats` | admin token | → [`StatsResponse`] |
+//! | `POST /v1/admin/definitions[?state=draft]` | admin token | a definition file (JSON) → `PublishResponse`; validated strictly, published (or drafted) |
+//! | `GET /v1/admin/definitions` | admin token | → `[DefinitionSummary]`, drafts included |
+//! | `GET /v1/admin/definitions/{type}/{id}/{version}` | admin token | → the definition file as published |
+//! | `POST /v1/admin/definitions/{type}/{id}/{version}/retire` | admin token | → `PublishResponse` |
 
 use std::sync::Arc;
 
@@ -67,13 +71,25 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/v1/admin/audit/verify", get(verify_audit))
         .route("/v1/admin/stats", get(stats))
+        .route(
+            "/v1/admin/definitions",
+            get(crate::definitions::http::list).post(crate::definitions::http::publish),
+        )
+        .route(
+            "/v1/admin/definitions/{definition}/{id}/{version}",
+            get(crate::definitions::http::content),
+        )
+        .route(
+            "/v1/admin/definitions/{definition}/{id}/{version}/retire",
+            post(crate::definitions::http::retire),
+        )
         .fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such route") })
         // Bodies are read with an explicit limit in each handler (with a JSON error).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         // http-body-util's LengthLimitError ("length limit exceeded") somewhere in the chain.
         let mut too_large = false;
@@ -100,7 +116,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await?

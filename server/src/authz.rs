@@ -3,8 +3,12 @@
 //!
 //! | role | reads | writes |
 //! |---|---|---|
-//! | clinic device | records whose `clinic` is its clinic | records of its clinic, except the clinic record itself (registry-authored); a record other than an enrolment must belong to an enrolment of the same clinic |
-//! | patient device | records whose `patient` is its enrolment | only responses with `body.completed_by == "patient"` and adverse events with `body.reporter == "patient"`, of its own enrolment |
+//! | clinic device | records whose `clinic` is its clinic; every published definition | records of its clinic, except registry-authored kinds (see [`registry_authored`]); a record other than an enrolment must belong to an enrolment of the same clinic |
+//! | patient device | records whose `patient` is its enrolment; every published definition | only responses with `body.completed_by == "patient"` and adverse events with `body.reporter == "patient"`, of its own enrolment |
+//!
+//! **Registry-authored records** — the clinic record, definitions (questionnaires, schedules, the
+//! adjudication policy; `docs/definitions.md`) — are written only by the registry itself, never
+//! by a device of any role: [`registry_authored`] is the one place that lists them.
 //!
 //! For everyone: the header (`id`, `kind`, `clinic`, `patient`, `created_by`) is immutable;
 //! `body.completed_by` (responses) and `body.reporter` (adverse events) are immutable once set;
@@ -12,6 +16,7 @@
 //! device.
 
 use automerge::{Automerge, ReadDoc, ROOT};
+use followup_domain::definitions::REGISTRY_SCOPE;
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::model::{read_header, DocHeader, RecordKind};
 use followup_domain::protocol::{DeviceRole, RejectCode};
@@ -52,6 +57,10 @@ impl Principal {
 
     /// Whether this device may read a document with this header.
     pub fn can_read(&self, h: &DocHeader) -> bool {
+        if h.clinic == REGISTRY_SCOPE {
+            // Published definitions are for every device (drafts live elsewhere).
+            return true;
+        }
         match self.role {
             DeviceRole::ClinicDevice => h.clinic == self.clinic,
             DeviceRole::PatientDevice => self.patient.is_some() && h.patient == self.patient,
@@ -79,6 +88,19 @@ pub fn body_str(doc: &Automerge, key: &str) -> Option<String> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// Whether records of this kind are authored by the registry alone: a device's write of one,
+/// new or changed, is refused whatever its role. THE list of such kinds.
+pub fn registry_authored(kind: RecordKind) -> bool {
+    match kind {
+        RecordKind::Clinic | RecordKind::Definition => true,
+        RecordKind::Enrolment
+        | RecordKind::Procedure
+        | RecordKind::Response
+        | RecordKind::AdverseEvent
+        | RecordKind::Adjudication => false,
     }
 }
 
@@ -129,6 +151,12 @@ pub fn check_write(
             ),
         ));
     }
+    if registry_authored(h.kind) || w.stored.is_some_and(|(sh, _)| registry_authored(sh.kind)) {
+        return Err(reject(
+            RejectCode::ForbiddenKind,
+            format!("{} records are written by the registry only", h.kind.code()),
+        ));
+    }
     match w.stored {
         Some((stored_h, stored_doc)) => {
             if &h != stored_h {
@@ -165,10 +193,11 @@ pub fn check_write(
     match p.role {
         DeviceRole::ClinicDevice => {
             match h.kind {
-                RecordKind::Clinic => {
+                // Refused above, with every registry-authored kind.
+                RecordKind::Clinic | RecordKind::Definition => {
                     return Err(reject(
                         RejectCode::ForbiddenKind,
-                        "clinic records are written by the registry",
+                        format!("{} records are written by the registry only", h.kind.code()),
                     ))
                 }
                 RecordKind::Enrolment => {

@@ -13,6 +13,7 @@
 //! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
+//! | [`definitions`] | publishing, drafting, retiring and listing definitions; the built-ins seeded at first start |
 //! | [`config`] | flags and environment variables |
 //! | [`error`] | HTTP errors with JSON bodies |
 //!
@@ -30,6 +31,7 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod config;
+pub mod definitions;
 pub mod error;
 pub mod storage;
 pub mod sync;
@@ -56,6 +58,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("could not publish the built-in definitions: {0}")]
+    Definitions(#[from] definitions::PublishError),
 }
 
 /// The server.
@@ -105,6 +109,15 @@ impl Server {
         storage: Arc<dyn Storage>,
     ) -> Result<RunningServer, ServerError> {
         config.validate().map_err(ServerError::Config)?;
+        // A new registry publishes the built-in definitions once (a no-op when it holds any).
+        let seed = storage.clone();
+        let seeded = tokio::task::spawn_blocking(move || {
+            definitions::seed_builtins(seed.as_ref(), auth::now_ms())
+        })
+        .await??;
+        if seeded > 0 {
+            tracing::info!(definitions = seeded, "published the built-in definitions");
+        }
         let state = api::AppState {
             storage: storage.clone(),
             admin: auth::AdminToken::new(config.admin_token.as_deref()),
