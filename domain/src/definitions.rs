@@ -843,7 +843,7 @@ const BUILTIN: [&str; 5] = [
 
 /// The definition files a new registry publishes at its first start (questionnaires before the
 /// schedule that refers to them). Not what a device uses: a device uses what it received.
-pub fn builtin_definitions() -> &'static [&'static str] {
+pub const fn builtin_definitions() -> &'static [&'static str] {
     &BUILTIN
 }
 
