@@ -199,7 +199,9 @@ impl From<followup_device::Error> for FollowupError {
             }
             E::NotEnrolled => Self::NotEnrolled { reason },
             E::NotPermitted(_) => Self::NotPermitted { reason },
-            E::InvalidId(_) | E::NotFound(_) | E::InvalidInput(_) => Self::InvalidInput { reason },
+            E::InvalidId(_) | E::NotFound(_) | E::InvalidInput(_) | E::NeedsUpdate { .. } => {
+                Self::InvalidInput { reason }
+            }
             E::MalformedRecord { .. } => Self::Tampered { reason },
             E::Automerge(_) | E::Hydrate(_) | E::Reconcile(_) | E::Identity(_) => {
                 Self::internal(reason)

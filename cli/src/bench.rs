@@ -211,6 +211,8 @@ async fn measure(args: &BenchArgs) -> Result<BenchReport, CliError> {
     let key = || KeySource::provider(StaticKeyProvider::new(device_key, "bench-device-key"));
     let path = dir.path().join("tablet.db");
     let device = Device::create(&path, key())?;
+    // The benchmark instrument is test support: provisioned, not published.
+    followup_testkit::workload::provision(&device)?;
     let client = SyncClient::new(SyncOptions::default())?;
     client
         .enrol(&device, &server.url(), &code.code, "bench tablet")

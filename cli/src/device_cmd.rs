@@ -214,6 +214,66 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
             Ok(())
         }
         DeviceCommand::Patients { json } => patients(&open(path)?, json),
+        DeviceCommand::Questionnaires { all, json } => {
+            let device = open(path)?;
+            let list: Vec<_> = device
+                .definitions()?
+                .into_iter()
+                .filter(|d| all || d.definition == "questionnaire")
+                .collect();
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|d| {
+                    let mut row = vec![
+                        d.id.clone(),
+                        d.version.clone(),
+                        d.state.code().to_string(),
+                        d.languages.join(","),
+                        match &d.usability {
+                            followup_domain::definitions::Usability::Usable => "ok".into(),
+                            followup_domain::definitions::Usability::NeedsUpdate(_) => {
+                                "needs an app update".into()
+                            }
+                        },
+                    ];
+                    if all {
+                        row.insert(0, d.definition.clone());
+                    }
+                    row
+                })
+                .collect();
+            if json {
+                let v: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "definition": d.definition,
+                            "id": d.id,
+                            "version": d.version,
+                            "state": d.state.code(),
+                            "languages": d.languages,
+                            "usable": d.usability.is_usable(),
+                            "needs_update": match &d.usability {
+                                followup_domain::definitions::Usability::NeedsUpdate(why) => Some(why.clone()),
+                                _ => None,
+                            },
+                        })
+                    })
+                    .collect();
+                output::print_json(&v)?;
+            } else if rows.is_empty() {
+                println!(
+                    "no questionnaire on this device yet: sync to receive the registry's forms"
+                );
+            } else {
+                let mut header = vec!["id", "version", "state", "languages", "app"];
+                if all {
+                    header.insert(0, "type");
+                }
+                output::print_table(&header, &rows);
+            }
+            Ok(())
+        }
         DeviceCommand::Due { as_of, all, json } => {
             let device = open(path)?;
             let as_of = match as_of {
@@ -229,6 +289,7 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
             procedure,
             visit,
             draft,
+            lang,
         } => {
             let device = open(path)?;
             let answers = read_answers(&answers)?;
@@ -237,7 +298,7 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
                 (None, None) => None,
                 (_, given) => resolve_procedure(&device, patient, given)?,
             };
-            let id = fill(
+            let id = fill_in(
                 &device,
                 patient,
                 &questionnaire,
@@ -245,6 +306,7 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
                 visit.as_deref(),
                 &answers,
                 !draft,
+                &lang,
             )?;
             println!(
                 "{} {} saved: {id}",
@@ -462,17 +524,45 @@ pub fn fill(
     answers: &Answers,
     submit: bool,
 ) -> Result<RecordId, CliError> {
-    let q = device.questionnaire(questionnaire).map_err(|_| {
-        CliError::new(format!("no questionnaire {questionnaire:?}")).hint(
-            "use clinician-followup, patient-outcome-survey, adverse-event-report or baseline-procedure",
-        )
+    fill_in(
+        device,
+        patient,
+        questionnaire,
+        procedure,
+        visit,
+        answers,
+        submit,
+        "en",
+    )
+}
+
+/// [`fill`] with problem messages in `lang` (a locale tag, with fallback).
+#[allow(clippy::too_many_arguments)]
+pub fn fill_in(
+    device: &Device,
+    patient: RecordId,
+    questionnaire: &str,
+    procedure: Option<RecordId>,
+    visit: Option<&str>,
+    answers: &Answers,
+    submit: bool,
+    lang: &str,
+) -> Result<RecordId, CliError> {
+    let q = device.questionnaire(questionnaire).map_err(|e| match e {
+        followup_device::Error::NeedsUpdate { .. } => {
+            CliError::new(format!("the form {questionnaire:?} needs an app update"))
+                .hint("update the app; every other form works, and nothing captured is lost")
+        }
+        _ => CliError::new(format!("no questionnaire {questionnaire:?} on this device")).hint(
+            "list the forms with: followup device questionnaires (sync first to receive them)",
+        ),
     })?;
     // Validated as given (not pruned): an unknown key (a typo) or an answer to an item its
     // conditions disable is reported, not silently dropped.
     let problems = if submit {
-        q.validate(answers)
+        q.validate_in(answers, lang)
     } else {
-        q.validate_partial(answers)
+        q.validate_partial_in(answers, lang)
     };
     if !problems.is_empty() {
         return Err(CliError::validation(
@@ -481,9 +571,9 @@ pub fn fill(
         ));
     }
     let id = device.start_response(patient, questionnaire, procedure, visit)?;
-    device.save_answers(id, answers)?;
+    device.save_answers_in(id, answers, lang)?;
     if submit {
-        device.submit_response(id)?;
+        device.submit_response_in(id, lang)?;
     }
     Ok(id)
 }

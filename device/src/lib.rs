@@ -22,6 +22,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod catalogue;
 pub mod crypto;
 pub mod device;
 pub mod error;

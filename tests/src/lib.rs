@@ -132,8 +132,17 @@ pub fn key() -> KeySource {
 }
 
 impl TestDevice {
-    /// A new, unenrolled device store.
+    /// A new, unenrolled device store, provisioned with the definitions the test registry
+    /// publishes (the built-ins, the same record bytes) and the benchmark instrument, so that
+    /// a test can capture before its first sync.
     pub fn new(label: &str) -> TestDevice {
+        let d = TestDevice::bare(label);
+        followup_testkit::workload::provision(&d.device).unwrap();
+        d
+    }
+
+    /// A new, unenrolled device store holding no definition at all.
+    pub fn bare(label: &str) -> TestDevice {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("device.followup");
         let device = Device::create(&path, key()).unwrap();
