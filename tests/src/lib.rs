@@ -87,6 +87,21 @@ impl Registry {
         TestDevice::enrolled(&self.url(), &code, label).await
     }
 
+    /// Enrol a new clinic tablet that holds no definition until it syncs (as a real app).
+    pub async fn bare_clinic_tablet(&self, clinic: RecordId, label: &str) -> TestDevice {
+        let code = self.code(EnrolmentGrant::ClinicDevice { clinic }).await;
+        let d = TestDevice::bare(label);
+        let client = SyncClient::new(test_options()).unwrap();
+        tokio::time::timeout(
+            STEP_TIMEOUT,
+            client.enrol(&d.device, &self.url(), &code, label),
+        )
+        .await
+        .expect("enrolment timed out")
+        .unwrap();
+        d
+    }
+
     /// Enrol a new patient phone for `patient` (whose enrolment the server must hold).
     pub async fn patient_phone(&self, patient: RecordId, label: &str) -> TestDevice {
         let code = self.code(EnrolmentGrant::PatientDevice { patient }).await;
