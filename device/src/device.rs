@@ -680,15 +680,13 @@ impl Device {
         }
         if let Some(v) = visit {
             // The visit must exist in the schedule in force for the procedure (any schedule the
-            // device holds when no procedure is named).
-            let in_force = match procedure {
-                Some(p) => {
-                    let date = self.store.meta(&p)?.and_then(|m| m.date);
-                    match date {
-                        Some(d) => self.schedule_for(d)?.into_iter().collect::<Vec<_>>(),
-                        None => Vec::new(),
-                    }
-                }
+            // device holds when no procedure is named or the procedure is not on this device).
+            let date = match procedure {
+                Some(p) => self.store.meta(&p)?.and_then(|m| m.date),
+                None => None,
+            };
+            let in_force = match date {
+                Some(d) => self.schedule_for(d)?.into_iter().collect::<Vec<_>>(),
                 None => self
                     .catalogue()?
                     .schedules()

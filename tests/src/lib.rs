@@ -207,9 +207,13 @@ impl TestDevice {
     }
 
     /// Every document: id → (sorted heads, full JSON content).
+    /// Every record (definitions excepted) with its heads and content.
     pub fn snapshot(&self) -> BTreeMap<RecordId, (Vec<String>, serde_json::Value)> {
         let mut out = BTreeMap::new();
         for m in self.device.store().list(&Query::default()).unwrap() {
+            if m.kind == followup_domain::model::RecordKind::Definition {
+                continue;
+            }
             let doc = self.device.store().load_doc(&m.id).unwrap().unwrap();
             let mut heads: Vec<String> = doc.get_heads().iter().map(|h| h.to_string()).collect();
             heads.sort();
@@ -219,13 +223,15 @@ impl TestDevice {
         out
     }
 
-    /// Ids of every document the device holds.
+    /// Ids of every record the device holds, registry-published definitions excepted (every
+    /// device holds those; tests about records compare the rest).
     pub fn ids(&self) -> Vec<RecordId> {
         self.device
             .store()
             .list(&Query::default())
             .unwrap()
             .into_iter()
+            .filter(|m| m.kind != followup_domain::model::RecordKind::Definition)
             .map(|m| m.id)
             .collect()
     }
