@@ -12,6 +12,7 @@
 //! | [`authz`] | **the** authorization rules: who may read and write which record, in one place |
 //! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
+//! | [`readmodel`] | the read model: relational tables projected from every accepted record, kept in the write's transaction; the console's and exports' queries; the rebuild |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
 //! | [`linksim`] | a TCP link simulator (bandwidth, latency, cuts) for tests, the demo and the benchmark |
@@ -29,6 +30,7 @@ pub mod authz;
 pub mod config;
 pub mod error;
 pub mod linksim;
+pub mod readmodel;
 pub mod storage;
 pub mod sync;
 
