@@ -2,7 +2,7 @@
 //! a throwaway PostgreSQL cluster): records pushed through the real sync handler
 //! (`followup_server::sync::run`, authorization included) by in-process tablets holding typed
 //! Automerge records.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
