@@ -122,6 +122,19 @@ pub enum StaffCommand {
         #[command(flatten)]
         conn: StaffConn,
     },
+    /// Re-derive the read model (the console's and exports' tables) from the stored documents.
+    /// Works on the database directly (no running server needed; running ones wait for it).
+    RebuildReadModel {
+        /// Directory holding the registry's SQLite database.
+        #[arg(long, env = "FOLLOWUP_DATA_DIR", default_value = "./followup-data")]
+        data: PathBuf,
+        /// A PostgreSQL URL to use instead (postgres://user:password@host:port/db).
+        #[arg(long, env = "FOLLOWUP_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

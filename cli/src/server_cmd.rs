@@ -199,6 +199,33 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                 );
             }
         }
+        StaffCommand::RebuildReadModel {
+            data,
+            database,
+            json,
+        } => {
+            let r = tokio::task::spawn_blocking(move || {
+                followup_server::readmodel::rebuild_database(&data, database.as_deref())
+            })
+            .await
+            .map_err(|e| CliError::new(format!("the rebuild stopped: {e}")))?
+            .map_err(|e| {
+                CliError::new(format!("could not rebuild the read model: {e}")).hint(
+                    "check --data (the server's data directory) or --database (its PostgreSQL URL)",
+                )
+            })?;
+            if json {
+                output::print_json(&r)?;
+            } else {
+                println!(
+                    "read model rebuilt: {} documents ({} unreadable), {} rows, {}",
+                    r.documents,
+                    r.problems,
+                    r.rows,
+                    output::duration(std::time::Duration::from_millis(r.millis))
+                );
+            }
+        }
         StaffCommand::Stats { conn } => {
             let c = client(&conn)?;
             let s = c.stats().await?;
