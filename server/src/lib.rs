@@ -16,6 +16,7 @@
 //! | [`config`] | flags and environment variables |
 //! | [`linksim`] | a TCP link simulator (bandwidth, latency, cuts) for tests, the demo and the benchmark |
 //! | [`error`] | HTTP errors with JSON bodies |
+//! | [`staff`] | staff accounts (argon2id, optional TOTP), roles, sessions, sign-in throttling |
 //!
 //! Embedding (tests, the CLI): [`Server::start`] returns a [`RunningServer`] with its bound address
 //! and a graceful shutdown that lets in-flight syncs finish.
@@ -29,6 +30,7 @@ pub mod authz;
 pub mod config;
 pub mod error;
 pub mod linksim;
+pub mod staff;
 pub mod storage;
 pub mod sync;
 
