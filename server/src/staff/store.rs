@@ -8,14 +8,13 @@
 //! * `staff_sessions` — the SHA-256 of each session cookie, its CSRF token, creation, last use and
 //!   absolute expiry (the cookie itself is never stored);
 //! * `staff_login_failures` — failed sign-ins per key (`email:…`, `ip:…`) for throttling;
-//! * `device_seen` — when each device last synced (written at most once a minute per device);
 //! * `clinic_events` — invitation reminders and declines recorded by staff;
 //! * `ae_notes` — monitors' comments on and escalations of adverse events.
 
-use followup_core::ids::{DeviceId, RecordId};
+use followup_core::ids::RecordId;
 
 use crate::audit::AuditEntry;
-use crate::storage::{DeviceRecord, StorageResult};
+use crate::storage::StorageResult;
 
 /// A staff member as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,13 +51,6 @@ pub struct ClinicListRow {
     pub country: String,
     /// When the clinic was created on the registry, i.e. invited.
     pub invited_at_ms: i64,
-}
-
-/// An enrolled device with when it last synced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceListRow {
-    pub device: DeviceRecord,
-    pub last_seen_ms: Option<i64>,
 }
 
 /// A staff-recorded clinic event.
@@ -121,10 +113,6 @@ pub trait StaffStore {
     fn clear_login_failures(&self, key: &str) -> StorageResult<()>;
 
     fn list_clinics(&self) -> StorageResult<Vec<ClinicListRow>>;
-    /// Devices, of one clinic or all, with when each last synced.
-    fn list_devices(&self, clinic: Option<RecordId>) -> StorageResult<Vec<DeviceListRow>>;
-    /// Note that a device synced now.
-    fn touch_device(&self, device: DeviceId, now_ms: i64) -> StorageResult<()>;
 
     fn add_clinic_event(&self, event: &ClinicEvent, audit: &AuditEntry) -> StorageResult<()>;
     fn clinic_events(&self) -> StorageResult<Vec<ClinicEvent>>;
@@ -132,7 +120,7 @@ pub trait StaffStore {
     fn ae_notes(&self, ae: RecordId) -> StorageResult<Vec<AeNote>>;
 }
 
-/// Convert a stored id blob into a `DeviceId`-keyed map key etc. (shared by both backends).
+/// A stored 32-byte hash (shared by both backends).
 pub(crate) fn hash32(v: &[u8]) -> StorageResult<[u8; 32]> {
     crate::storage::h32(v, "token hash")
 }

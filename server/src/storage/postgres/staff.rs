@@ -1,12 +1,12 @@
 //! [`StaffStore`] on PostgreSQL (see `crate::staff::store` for the tables).
 
-use followup_core::ids::{DeviceId, RecordId};
+use followup_core::ids::RecordId;
 use postgres::Row;
 
-use super::{audit_only, col, device_from_row, PostgresStorage, MIGRATION_LOCK};
+use super::{audit_only, col, PostgresStorage, MIGRATION_LOCK};
 use crate::audit::AuditEntry;
 use crate::staff::store::{
-    hash32, AeNote, ClinicEvent, ClinicListRow, DeviceListRow, SessionRow, StaffRow, StaffStore,
+    hash32, AeNote, ClinicEvent, ClinicListRow, SessionRow, StaffRow, StaffStore,
 };
 use crate::storage::{rid, StorageResult};
 
@@ -42,10 +42,6 @@ CREATE TABLE IF NOT EXISTS staff_login_failures (
     at_ms BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS staff_login_failures_key ON staff_login_failures (key, at_ms);
-CREATE TABLE IF NOT EXISTS device_seen (
-    device BYTEA PRIMARY KEY,
-    last_seen_ms BIGINT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS clinic_events (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     clinic BYTEA NOT NULL,
@@ -344,38 +340,7 @@ impl StaffStore for PostgresStorage {
         })
     }
 
-    fn list_devices(&self, clinic: Option<RecordId>) -> StorageResult<Vec<DeviceListRow>> {
-        let clinic = clinic.map(|c| c.0.to_vec());
-        self.read(|q| {
-            q.query(
-                "SELECT d.id, d.public_key, d.role, d.clinic, d.patient, d.label,
-                     d.enrolled_at_ms, d.revoked_at_ms, s.last_seen_ms
-                 FROM devices d LEFT JOIN device_seen s ON s.device = d.id
-                 WHERE $1::BYTEA IS NULL OR d.clinic = $1
-                 ORDER BY d.enrolled_at_ms, d.id",
-                &[&clinic],
-            )?
-            .iter()
-            .map(|r| {
-                Ok(DeviceListRow {
-                    device: device_from_row(r)?,
-                    last_seen_ms: col(r, 8)?,
-                })
-            })
-            .collect()
-        })
-    }
 
-    fn touch_device(&self, device: DeviceId, now_ms: i64) -> StorageResult<()> {
-        self.read(|q| {
-            q.execute(
-                "INSERT INTO device_seen (device, last_seen_ms) VALUES ($1, $2)
-                 ON CONFLICT (device) DO UPDATE SET last_seen_ms = EXCLUDED.last_seen_ms",
-                &[&device.0.as_slice(), &now_ms],
-            )?;
-            Ok(())
-        })
-    }
 
     fn add_clinic_event(&self, e: &ClinicEvent, audit: &AuditEntry) -> StorageResult<()> {
         self.write(|q| {

@@ -1,13 +1,13 @@
 //! [`StaffStore`] on SQLite: staff accounts, sessions, sign-in throttling and the console's own
 //! records (see `crate::staff::store` for the tables).
 
-use followup_core::ids::{DeviceId, RecordId};
+use followup_core::ids::RecordId;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{append_audit_tx, audit_head, device_from_row, SqlResult, SqliteStorage, DEVICE_COLS};
+use super::{append_audit_tx, audit_head, SqlResult, SqliteStorage};
 use crate::audit::AuditEntry;
 use crate::staff::store::{
-    hash32, AeNote, ClinicEvent, ClinicListRow, DeviceListRow, SessionRow, StaffRow, StaffStore,
+    hash32, AeNote, ClinicEvent, ClinicListRow, SessionRow, StaffRow, StaffStore,
 };
 use crate::storage::{rid, StorageResult};
 
@@ -41,10 +41,6 @@ CREATE TABLE IF NOT EXISTS staff_login_failures (
     at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS staff_login_failures_key ON staff_login_failures(key, at_ms);
-CREATE TABLE IF NOT EXISTS device_seen (
-    device BLOB PRIMARY KEY,
-    last_seen_ms INTEGER NOT NULL
-);
 CREATE TABLE IF NOT EXISTS clinic_events (
     id INTEGER PRIMARY KEY,
     clinic BLOB NOT NULL,
@@ -354,47 +350,7 @@ impl StaffStore for SqliteStorage {
         })
     }
 
-    fn list_devices(&self, clinic: Option<RecordId>) -> StorageResult<Vec<DeviceListRow>> {
-        self.read(|c| {
-            let cols = DEVICE_COLS
-                .split(", ")
-                .map(|col| format!("d.{col}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "SELECT {cols}, s.last_seen_ms FROM devices d
-                 LEFT JOIN device_seen s ON s.device = d.id
-                 WHERE ?1 IS NULL OR d.clinic = ?1
-                 ORDER BY d.enrolled_at_ms, d.id"
-            );
-            let mut st = c.prepare_cached(&sql).db()?;
-            let rows = st
-                .query_map([clinic.map(|c| c.0.to_vec())], |r| {
-                    Ok((device_from_row(r)?, r.get::<_, Option<i64>>(8)?))
-                })
-                .db()?;
-            rows.map(|r| {
-                let (d, seen) = r.db()?;
-                Ok(DeviceListRow {
-                    device: d.into_record()?,
-                    last_seen_ms: seen,
-                })
-            })
-            .collect()
-        })
-    }
 
-    fn touch_device(&self, device: DeviceId, now_ms: i64) -> StorageResult<()> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO device_seen (device, last_seen_ms) VALUES (?1, ?2)
-                 ON CONFLICT (device) DO UPDATE SET last_seen_ms = excluded.last_seen_ms",
-                params![device.0.to_vec(), now_ms],
-            )
-            .db()?;
-            Ok(())
-        })
-    }
 
     fn add_clinic_event(&self, e: &ClinicEvent, audit: &AuditEntry) -> StorageResult<()> {
         self.write(|tx| {
