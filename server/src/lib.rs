@@ -12,10 +12,12 @@
 //! | [`authz`] | **the** authorization rules: who may read and write which record, in one place |
 //! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
+//! | [`readmodel`] | the read model: relational tables projected from every accepted record, kept in the write's transaction; the console's and exports' queries; the rebuild |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
 //! | [`linksim`] | a TCP link simulator (bandwidth, latency, cuts) for tests, the demo and the benchmark |
 //! | [`error`] | HTTP errors with JSON bodies |
+//! | [`console`] | the staff console under `/console` and the public `/participation` page |
 //! | [`staff`] | staff accounts (argon2id, optional TOTP), roles, sessions, sign-in throttling |
 //!
 //! Embedding (tests, the CLI): [`Server::start`] returns a [`RunningServer`] with its bound address
@@ -28,8 +30,10 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod linksim;
+pub mod readmodel;
 pub mod staff;
 pub mod storage;
 pub mod sync;
