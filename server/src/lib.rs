@@ -118,6 +118,7 @@ impl Server {
                 max_pull_bytes: config.max_pull_bytes,
                 ..sync::SyncLimits::default()
             },
+            console: config.console_config().map_err(ServerError::Config)?,
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -129,8 +130,11 @@ impl Server {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = api::router(state);
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
                     let _ = rx.await;
                 })
                 .await
