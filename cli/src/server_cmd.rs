@@ -120,12 +120,16 @@ fn add_staff(
     })?;
     let clinic = clinic.map(|c| parse_record("clinic", c)).transpose()?;
     let storage: Box<dyn Storage> = match database {
-        Some(url) => Box::new(PostgresStorage::connect(url).map_err(|e| {
-            CliError::new(format!("cannot open the database: {e}"))
-        })?),
+        Some(url) => Box::new(
+            PostgresStorage::connect(url)
+                .map_err(|e| CliError::new(format!("cannot open the database: {e}")))?,
+        ),
         None => Box::new(SqliteStorage::open(data).map_err(|e| {
-            CliError::new(format!("cannot open the registry in {}: {e}", data.display()))
-                .hint("--data is the server's data directory")
+            CliError::new(format!(
+                "cannot open the registry in {}: {e}",
+                data.display()
+            ))
+            .hint("--data is the server's data directory")
         })?),
     };
     let first = if link.is_some() {
@@ -148,7 +152,9 @@ fn add_staff(
         "staff member {} created ({}{})",
         created.staff.email,
         created.staff.role.label(),
-        clinic.map(|c| format!(" of clinic {c}")).unwrap_or_default()
+        clinic
+            .map(|c| format!(" of clinic {c}"))
+            .unwrap_or_default()
     );
     if let Some(p) = &created.password {
         println!("password (shown once; sign in at /console/login): {p}");

@@ -135,9 +135,9 @@ impl Server {
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
+                let _ = rx.await;
+            })
+            .await
         });
         tracing::info!(%addr, "followup-server listening");
         Ok(RunningServer {

@@ -68,7 +68,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/logout", post(pages::logout))
         .route("/console", get(pages::overview))
         .route("/console/", get(pages::overview))
-        .route("/console/clinics", get(pages::clinics).post(pages::invite_clinic))
+        .route(
+            "/console/clinics",
+            get(pages::clinics).post(pages::invite_clinic),
+        )
         .route("/console/clinics/{id}", get(pages::clinic))
         .route("/console/clinics/{id}/codes", post(pages::issue_code))
         .route("/console/clinics/{id}/events", post(pages::clinic_event))
@@ -81,7 +84,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/devices", get(pages::devices))
         .route("/console/devices/{id}/revoke", post(pages::revoke_device))
         .route("/console/audit", get(pages::audit))
-        .route("/console/staff", get(pages::staff_list).post(pages::add_staff))
+        .route(
+            "/console/staff",
+            get(pages::staff_list).post(pages::add_staff),
+        )
 }
 
 /// The client's address, for sign-in throttling (`unknown` when the server was not started with
@@ -228,11 +234,7 @@ fn secure_headers(r: &mut Response) {
 /// A rendered template as an HTML response (500 if rendering failed).
 fn html(rendered: Result<String, askama::Error>) -> Response {
     let mut r = match rendered {
-        Ok(body) => (
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            body,
-        )
-            .into_response(),
+        Ok(body) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "console: template");
             (StatusCode::INTERNAL_SERVER_ERROR, "template error").into_response()

@@ -326,7 +326,12 @@ pub async fn overview(State(st): State<AppState>, headers: HeaderMap) -> Page {
         ))
     })
     .await?;
-    let sev_max = o.adverse_events_by_severity.iter().copied().max().unwrap_or(0) as f64;
+    let sev_max = o
+        .adverse_events_by_severity
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0) as f64;
     let severity_chart = charts::bars(
         "Adverse events by severity grade",
         &o.adverse_events_by_severity
@@ -810,14 +815,7 @@ pub async fn clinic_event(
         Ok(())
     })
     .await?;
-    clinic_page(
-        &st,
-        &ctx,
-        clinic,
-        None,
-        Some(format!("Recorded: {kind}.")),
-    )
-    .await
+    clinic_page(&st, &ctx, clinic, None, Some(format!("Recorded: {kind}."))).await
 }
 
 // ------------------------------------------------------------------------------------------
@@ -938,8 +936,10 @@ pub async fn followup(
             days_late: v.days_late,
         })
         .collect();
-    let mut clinics: Vec<(String, String)> =
-        names.iter().map(|(id, n)| (id.to_hex(), n.clone())).collect();
+    let mut clinics: Vec<(String, String)> = names
+        .iter()
+        .map(|(id, n)| (id.to_hex(), n.clone()))
+        .collect();
     clinics.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(html(
         FollowupPage {
@@ -998,7 +998,10 @@ fn ae_line(i: &rm::AeQueueItem) -> AeLine {
             None => "conflicted".into(),
         },
         status: i.status.code(),
-        deadline: i.deadline.map(|d| d.to_string()).unwrap_or_else(|| "–".into()),
+        deadline: i
+            .deadline
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "–".into()),
         days_overdue: i.days_overdue,
     }
 }
@@ -1040,8 +1043,10 @@ pub async fn ae_queue(
         Ok((rm::ae_queue(s, scope, day, &f)?, clinic_names(s, scope)?))
     })
     .await?;
-    let mut clinics: Vec<(String, String)> =
-        names.iter().map(|(id, n)| (id.to_hex(), n.clone())).collect();
+    let mut clinics: Vec<(String, String)> = names
+        .iter()
+        .map(|(id, n)| (id.to_hex(), n.clone()))
+        .collect();
     clinics.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(html(
         AeQueuePage {
@@ -1504,12 +1509,7 @@ pub async fn timeline(
         .map(|r| {
             let q = r.questionnaire.clone().unwrap_or_default();
             ResponseBlock {
-                title: format!(
-                    "{} — visit {} — {}",
-                    q,
-                    opt(&r.visit),
-                    opt(&r.submitted_at)
-                ),
+                title: format!("{} — visit {} — {}", q, opt(&r.visit), opt(&r.submitted_at)),
                 by: by_line(&r.meta),
                 answers: r
                     .answers
@@ -1520,7 +1520,14 @@ pub async fn timeline(
                             .cloned()
                             .unwrap_or_else(|| a.item.clone());
                         let v = answer_text(&a.value);
-                        (label, if a.conflicted { format!("{v} (conflicted)") } else { v })
+                        (
+                            label,
+                            if a.conflicted {
+                                format!("{v} (conflicted)")
+                            } else {
+                                v
+                            },
+                        )
                     })
                     .collect(),
             }
@@ -1592,7 +1599,10 @@ async fn devices_page(st: &AppState, ctx: &Ctx, flash: Option<String>) -> Page {
                 .zip(lines)
                 .map(|(d, l)| {
                     (
-                        names.get(&d.clinic).cloned().unwrap_or_else(|| short(d.clinic)),
+                        names
+                            .get(&d.clinic)
+                            .cloned()
+                            .unwrap_or_else(|| short(d.clinic)),
                         l,
                     )
                 })
@@ -1720,13 +1730,7 @@ pub async fn audit(
         AuditPage {
             chrome: chrome(&ctx, "audit"),
             entries: stats.audit_entries,
-            verified: verified.map(|v| {
-                (
-                    v.ok,
-                    v.head_hash,
-                    v.problem.unwrap_or_default(),
-                )
-            }),
+            verified: verified.map(|v| (v.ok, v.head_hash, v.problem.unwrap_or_default())),
             recent,
         }
         .render(),
@@ -1754,8 +1758,10 @@ async fn staff_page(st: &AppState, ctx: &Ctx, created: Option<(String, String)>)
         Ok((staff::list_staff(s)?, clinic_names(s, None)?))
     })
     .await?;
-    let mut clinics: Vec<(String, String)> =
-        names.iter().map(|(id, n)| (id.to_hex(), n.clone())).collect();
+    let mut clinics: Vec<(String, String)> = names
+        .iter()
+        .map(|(id, n)| (id.to_hex(), n.clone()))
+        .collect();
     clinics.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(html(
         StaffPage {

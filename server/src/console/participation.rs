@@ -87,7 +87,10 @@ impl Rules {
         let mut ids = std::collections::HashSet::new();
         for rule in &r.rules {
             if !ids.insert(rule.id.as_str()) {
-                return Err(RulesError::Invalid(format!("rule id {:?} repeats", rule.id)));
+                return Err(RulesError::Invalid(format!(
+                    "rule id {:?} repeats",
+                    rule.id
+                )));
             }
             let bad_days = match rule.test {
                 RuleTest::NoDeviceAfterDays { days }
@@ -156,8 +159,7 @@ fn applies(test: &RuleTest, c: &ClinicFacts, now_ms: i64) -> bool {
             c.overdue_days.iter().filter(|d| **d > days).count() as u64 >= count.max(1)
         }
         RuleTest::NoSyncForDays { days } => {
-            c.devices_enrolled > 0
-                && c.last_sync_ms.is_none_or(|t| now_ms - t > days * DAY_MS)
+            c.devices_enrolled > 0 && c.last_sync_ms.is_none_or(|t| now_ms - t > days * DAY_MS)
         }
         RuleTest::GoodStanding => c.devices_enrolled > 0,
     }

@@ -76,8 +76,9 @@ pub struct StaffMember {
 
 impl StaffMember {
     fn from_row(r: &StaffRow) -> Result<Self, StaffError> {
-        let role = Role::from_code(&r.role)
-            .ok_or_else(|| StaffError::Storage(StorageError::Corrupt(format!("role {:?}", r.role))))?;
+        let role = Role::from_code(&r.role).ok_or_else(|| {
+            StaffError::Storage(StorageError::Corrupt(format!("role {:?}", r.role)))
+        })?;
         Ok(StaffMember {
             id: r.id.clone(),
             email: r.email.clone(),
@@ -399,7 +400,8 @@ pub fn sign_in(
         .as_ref()
         .and_then(|r| r.password_hash.as_deref())
         .unwrap_or_else(|| dummy_hash());
-    let mut ok = verify_password(password, hash) && row.as_ref().is_some_and(|r| r.password_hash.is_some());
+    let mut ok =
+        verify_password(password, hash) && row.as_ref().is_some_and(|r| r.password_hash.is_some());
     if let (true, Some(r)) = (ok, row.as_ref()) {
         if let Some(secret) = &r.totp_secret {
             let t = totp_for(secret, &r.email)?;
@@ -537,7 +539,10 @@ mod tests {
         assert!(h.starts_with("$argon2id$"), "{h}");
         assert!(verify_password("correct horse battery", &h));
         assert!(!verify_password("correct horse batterz", &h));
-        assert!(matches!(hash_password("short"), Err(StaffError::WeakPassword)));
+        assert!(matches!(
+            hash_password("short"),
+            Err(StaffError::WeakPassword)
+        ));
     }
 
     #[test]
@@ -551,7 +556,10 @@ mod tests {
 
     #[test]
     fn emails_are_normalised_and_checked() {
-        assert_eq!(normalise_email(" Ana@Registry.ORG ").unwrap(), "ana@registry.org");
+        assert_eq!(
+            normalise_email(" Ana@Registry.ORG ").unwrap(),
+            "ana@registry.org"
+        );
         assert!(normalise_email("ana").is_err());
         assert!(normalise_email("ana@localhost").is_err());
         assert!(normalise_email("a na@x.org").is_err());
@@ -559,7 +567,11 @@ mod tests {
 
     #[test]
     fn roles_round_trip() {
-        for r in [Role::RegistryAdmin, Role::RegistryMonitor, Role::ClinicCoordinator] {
+        for r in [
+            Role::RegistryAdmin,
+            Role::RegistryMonitor,
+            Role::ClinicCoordinator,
+        ] {
             assert_eq!(Role::from_code(r.code()), Some(r));
         }
         assert_eq!(Role::from_code("root"), None);

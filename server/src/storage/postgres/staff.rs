@@ -288,10 +288,7 @@ impl StaffStore for PostgresStorage {
     fn record_login_failure(&self, keys: &[String], now_ms: i64) -> StorageResult<()> {
         let old = now_ms - 24 * 3600 * 1000;
         self.write(|q| {
-            q.execute(
-                "DELETE FROM staff_login_failures WHERE at_ms < $1",
-                &[&old],
-            )?;
+            q.execute("DELETE FROM staff_login_failures WHERE at_ms < $1", &[&old])?;
             for k in keys {
                 q.execute(
                     "INSERT INTO staff_login_failures (key, at_ms) VALUES ($1, $2)",
@@ -340,14 +337,18 @@ impl StaffStore for PostgresStorage {
         })
     }
 
-
-
     fn add_clinic_event(&self, e: &ClinicEvent, audit: &AuditEntry) -> StorageResult<()> {
         self.write(|q| {
             q.execute(
                 "INSERT INTO clinic_events (clinic, kind, at_ms, staff_id, note)
                  VALUES ($1, $2, $3, $4, $5)",
-                &[&e.clinic.0.as_slice(), &e.kind, &e.at_ms, &e.staff_id, &e.note],
+                &[
+                    &e.clinic.0.as_slice(),
+                    &e.kind,
+                    &e.at_ms,
+                    &e.staff_id,
+                    &e.note,
+                ],
             )?;
             audit_only(q, audit)
         })

@@ -110,7 +110,11 @@ fn staff_of(raw: RawStaff) -> StorageResult<StaffRow> {
     })
 }
 
-fn one_staff(c: &Connection, filter: &str, p: &dyn rusqlite::ToSql) -> StorageResult<Option<StaffRow>> {
+fn one_staff(
+    c: &Connection,
+    filter: &str,
+    p: &dyn rusqlite::ToSql,
+) -> StorageResult<Option<StaffRow>> {
     let sql = format!("SELECT {STAFF_COLS} FROM staff WHERE {filter}");
     c.query_row(&sql, [p], raw_staff)
         .optional()
@@ -238,14 +242,16 @@ impl StaffStore for SqliteStorage {
                 )
                 .optional()
                 .db()?;
-            Ok(row.map(|(staff_id, csrf, created, seen, expires)| SessionRow {
-                token_hash: *token_hash,
-                staff_id,
-                csrf,
-                created_at_ms: created,
-                last_seen_ms: seen,
-                expires_at_ms: expires,
-            }))
+            Ok(
+                row.map(|(staff_id, csrf, created, seen, expires)| SessionRow {
+                    token_hash: *token_hash,
+                    staff_id,
+                    csrf,
+                    created_at_ms: created,
+                    last_seen_ms: seen,
+                    expires_at_ms: expires,
+                }),
+            )
         })
     }
 
@@ -349,8 +355,6 @@ impl StaffStore for SqliteStorage {
             .collect()
         })
     }
-
-
 
     fn add_clinic_event(&self, e: &ClinicEvent, audit: &AuditEntry) -> StorageResult<()> {
         self.write(|tx| {
