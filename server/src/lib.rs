@@ -3,7 +3,7 @@
 //! The registry sync server: devices enrol with a one-time code, then sync all their documents in
 //! one signed, compressed `POST /v1/sync` per exchange; the server authorizes every change, merges
 //! it, keeps an append-only hash-chained audit log, and returns what each device lacks since its
-//! cursor. The protocol is `docs/sync-protocol.md`; its types are `followup_core::protocol`.
+//! cursor. The protocol is `docs/sync-protocol.md`; its types are `followup_domain::protocol`.
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -15,10 +15,13 @@
 //! | [`readmodel`] | the read model: relational tables projected from every accepted record, kept in the write's transaction; the console's and exports' queries; the rebuild |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
-//! | [`linksim`] | a TCP link simulator (bandwidth, latency, cuts) for tests, the demo and the benchmark |
 //! | [`error`] | HTTP errors with JSON bodies |
 //! | [`console`] | the staff console under `/console` and the public `/participation` page |
 //! | [`staff`] | staff accounts (argon2id, optional TOTP), roles, sessions, sign-in throttling |
+//!
+//! It depends on `followup-domain` for the record model, the wire protocol and signature
+//! verification, and must never depend on the device crate (`followup-device`: a phone's
+//! encrypted store and HTTP client), on an HTTP client, on uniffi or on the test kit.
 //!
 //! Embedding (tests, the CLI): [`Server::start`] returns a [`RunningServer`] with its bound address
 //! and a graceful shutdown that lets in-flight syncs finish.
@@ -32,7 +35,6 @@ pub mod authz;
 pub mod config;
 pub mod console;
 pub mod error;
-pub mod linksim;
 pub mod readmodel;
 pub mod staff;
 pub mod storage;

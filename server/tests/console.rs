@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use followup_core::ids::RecordId;
-use followup_core::protocol::EnrolmentGrant;
+use followup_domain::ids::RecordId;
+use followup_domain::protocol::EnrolmentGrant;
 use followup_server::staff::{self, FirstSignIn, Role};
 use followup_server::{Config, Server};
 

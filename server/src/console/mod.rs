@@ -24,7 +24,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use followup_core::ids::RecordId;
+use followup_domain::ids::RecordId;
 
 use crate::api::AppState;
 use crate::staff::{self, SessionPolicy, StaffError, StaffMember, ThrottlePolicy};

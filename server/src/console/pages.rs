@@ -8,9 +8,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::RecordKind;
-use followup_core::protocol::{CreateClinicRequest, EnrolmentGrant};
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::RecordKind;
+use followup_domain::protocol::{CreateClinicRequest, EnrolmentGrant};
 use serde::Deserialize;
 
 use super::charts::{self, Bar};
@@ -1377,7 +1377,7 @@ fn item_labels() -> &'static HashMap<(String, String), String> {
     static L: std::sync::OnceLock<HashMap<(String, String), String>> = std::sync::OnceLock::new();
     L.get_or_init(|| {
         let mut m = HashMap::new();
-        for q in followup_core::questionnaire::default_instruments() {
+        for q in followup_domain::questionnaire::default_instruments() {
             for item in q.items() {
                 m.insert((q.id().to_string(), item.id.clone()), item.text.clone());
             }

@@ -6,7 +6,7 @@
 //! evaluated in order; the first that applies to a clinic places it, and the page shows every
 //! rule's text so that anyone can check the placement.
 
-use followup_core::ids::RecordId;
+use followup_domain::ids::RecordId;
 use serde::{Deserialize, Serialize};
 
 /// The built-in rules.

@@ -38,9 +38,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use automerge::Automerge;
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::{DocHeader, RecordKind};
-use followup_core::schedule::Schedule;
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::{DocHeader, RecordKind};
+use followup_domain::schedule::Schedule;
 
 pub use project::{adjudication_policy_days, date_of_day, day_number, project, Projection};
 pub use schema::Dialect;

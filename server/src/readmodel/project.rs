@@ -12,13 +12,13 @@ use std::collections::BTreeSet;
 
 use automerge::{Automerge, ReadDoc, ROOT};
 use chrono::NaiveDate;
-use followup_core::ids::RecordId;
-use followup_core::model::{
+use followup_domain::ids::RecordId;
+use followup_domain::model::{
     self, Adjudication, AdverseEvent, Clinic, DocHeader, Enrolment, FollowupResponse, Procedure,
     RecordKind,
 };
-use followup_core::questionnaire::AnswerValue;
-use followup_core::schedule::Schedule;
+use followup_domain::questionnaire::AnswerValue;
+use followup_domain::schedule::Schedule;
 
 use super::schema::{self, Table};
 use super::Val;
@@ -414,7 +414,7 @@ fn answers(
     c: &Conflicted,
     prefix: &str,
     record: RecordId,
-    answers: &followup_core::questionnaire::Answers,
+    answers: &followup_domain::questionnaire::Answers,
 ) {
     for (item, value) in answers {
         let path = format!("{prefix}.{item}");

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
 use chrono::NaiveDate;
-use followup_core::ids::{DeviceId, RecordId};
+use followup_domain::ids::{DeviceId, RecordId};
 use serde::Serialize;
 
 use super::schema::{self, ColType, Table};

@@ -19,7 +19,7 @@ pub mod store;
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
-use followup_core::ids::{random_bytes, RecordId};
+use followup_domain::ids::{random_bytes, RecordId};
 use ring::digest::{digest, SHA256};
 use subtle::ConstantTimeEq;
 

@@ -11,7 +11,7 @@
 //! * `clinic_events` — invitation reminders and declines recorded by staff;
 //! * `ae_notes` — monitors' comments on and escalations of adverse events.
 
-use followup_core::ids::RecordId;
+use followup_domain::ids::RecordId;
 
 use crate::audit::AuditEntry;
 use crate::storage::StorageResult;

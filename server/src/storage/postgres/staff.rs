@@ -1,6 +1,6 @@
 //! [`StaffStore`] on PostgreSQL (see `crate::staff::store` for the tables).
 
-use followup_core::ids::RecordId;
+use followup_domain::ids::RecordId;
 use postgres::Row;
 
 use super::{audit_only, col, PostgresStorage, MIGRATION_LOCK};

@@ -1,7 +1,7 @@
 //! [`StaffStore`] on SQLite: staff accounts, sessions, sign-in throttling and the console's own
 //! records (see `crate::staff::store` for the tables).
 
-use followup_core::ids::RecordId;
+use followup_domain::ids::RecordId;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{append_audit_tx, audit_head, SqlResult, SqliteStorage};
