@@ -122,9 +122,19 @@ try {
   check(await page.locator('#audit-ok').count() === 1, 'audit chain verifies');
   await page.screenshot({ path: join(SHOTS, 'audit.png'), fullPage: true });
 
-  // A form posted without its CSRF token is refused (same session cookie, no token).
-  const forged = await page.request.post(`${BASE}/console/clinics`, { form: { name: 'Forged', country: 'MX' } });
-  check(forged.status() === 403, 'form without CSRF token refused (403)');
+  // A form posted without its CSRF token is refused: the real invite form, in the signed-in
+  // browser, with its hidden token removed.
+  await page.goto(`${BASE}/console/clinics`);
+  await page.evaluate(() => document.querySelectorAll('main input[name="csrf"]').forEach(e => e.remove()));
+  await page.getByLabel('Clinic name').fill('Forged Clinic');
+  await page.getByLabel('Country (ISO code, e.g. MX)').fill('MX');
+  const [forged] = await Promise.all([
+    page.waitForResponse(r => r.url() === `${BASE}/console/clinics` && r.request().method() === 'POST'),
+    page.getByRole('button', { name: 'Invite' }).click(),
+  ]);
+  check(forged.status() === 403 && (await page.textContent('h1')).startsWith('Form refused'), 'form without CSRF token refused (403)');
+  await page.goto(`${BASE}/console/clinics`);
+  check(!(await page.textContent('main')).includes('Forged Clinic'), 'the refused form changed nothing');
 
   // A coordinator of clinic A: 403 on B's pages and no B data anywhere.
   const out = execFileSync(FOLLOWUP, ['server', 'add-staff', '--data', DATA, '--email', 'coord@aurora.example', '--role', 'coordinator', '--clinic', clinicA], { encoding: 'utf8' });
@@ -159,8 +169,9 @@ try {
 
   // Pages are small.
   const sizes = [];
-  for (const p of ['/console', '/console/clinics', '/console/followup', '/console/adverse-events']) {
-    const resp = await page.request.get(`${BASE}${p}`);
+  for (const p of ['/console', '/console/clinics', '/console/followup', '/console/adverse-events', `/console/clinics/${clinicA}`]) {
+    const resp = await page.goto(`${BASE}${p}`);
+    check(resp.status() === 200, `${p} renders for the admin`);
     sizes.push((await resp.body()).length);
   }
   check(Math.max(...sizes) < 100000, `pages under 100 KB (largest ${Math.max(...sizes)} bytes)`);
