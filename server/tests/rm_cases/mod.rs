@@ -9,15 +9,15 @@ use std::sync::Arc;
 
 use automerge::{Automerge, ChangeHash};
 use chrono::NaiveDate;
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::{
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::{
     self, Adjudication, AdjudicationStatus, AdverseEvent, AeOutcome, Author, CellType, Clinic,
     CompletedBy, Consent, DocHeader, Enrolment, FollowupResponse, Manipulation, Origin,
     Participation, Procedure, RecordBody, RecordKind, RegulatoryStatus, Reporter, ResponseStatus,
     Route, Sex, SourceTissue,
 };
-use followup_core::protocol::{join_changes, DeviceRole, PushDoc, PushResult, SyncRequest};
-use followup_core::questionnaire::{AnswerValue, Answers};
+use followup_domain::protocol::{join_changes, DeviceRole, PushDoc, PushResult, SyncRequest};
+use followup_domain::questionnaire::{AnswerValue, Answers};
 use followup_server::audit;
 use followup_server::authz::Principal;
 use followup_server::readmodel::query::{self, AeFilter, CaseStatus, VisitFilter, VisitState};
