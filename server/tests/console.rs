@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod staff_cases;
 
 use common::*;
 use followup_domain::ids::RecordId;
@@ -354,4 +355,11 @@ async fn assets_are_embedded_with_caching_headers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 304);
+}
+
+#[test]
+fn staff_accounts_and_sessions_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = followup_server::storage::SqliteStorage::open(dir.path()).unwrap();
+    staff_cases::staff_accounts_and_sessions(&s);
 }
