@@ -51,7 +51,7 @@ fn response_50(procedure: RecordId, visit: &str, seed: u64) -> FollowupResponse 
     for n in 1..=50u64 {
         let v = match n % 5 {
             0 => AnswerValue::Int(((seed + n) % 11) as i64),
-            1 => AnswerValue::Bool((seed + n) % 2 == 0),
+            1 => AnswerValue::Bool((seed + n).is_multiple_of(2)),
             2 => AnswerValue::Text(
                 ["none", "mild", "moderate", "severe"][((seed + n) % 4) as usize].into(),
             ),
@@ -115,14 +115,14 @@ async fn console_pages_over_a_big_registry() {
                 let (patient, proc_id) = procs[a % procs.len()];
                 let ae = tab.create(
                     Some(patient),
-                    &adverse_event((a % 5 + 1) as i64, a % 4 == 0, Some(proc_id)),
+                    &adverse_event((a % 5 + 1) as i64, a.is_multiple_of(4), Some(proc_id)),
                 );
                 aes.push((patient, ae));
                 n_ae += 1;
             }
             tab.push(s2.as_ref(), reg.now_ms);
             for (i, (patient, ae)) in aes.iter().enumerate() {
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     tab.create(
                         Some(*patient),
                         &adjudication(*ae, AdjudicationStatus::Responded),

@@ -426,11 +426,14 @@ struct ClinicLine {
     median_response: String,
 }
 
+/// The participation facts of the clinics in scope, with the statistics and events they came from.
+type ClinicFactsAnd = (Vec<ClinicFacts>, Vec<rm::ClinicStats>, Vec<ClinicEvent>);
+
 fn clinic_facts(
     s: &dyn Storage,
     scope: Option<RecordId>,
     day: chrono::NaiveDate,
-) -> Result<(Vec<ClinicFacts>, Vec<rm::ClinicStats>, Vec<ClinicEvent>), ConsoleError> {
+) -> Result<ClinicFactsAnd, ConsoleError> {
     let stats = rm::clinic_stats(s, scope, day)?;
     let events = s.clinic_events()?;
     let queue = rm::ae_queue(

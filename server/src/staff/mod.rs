@@ -266,6 +266,7 @@ pub struct NewStaff {
 pub const BOOTSTRAP_ACTOR: &str = "cli";
 
 /// Create a staff member. `actor` is the creating staff member's id, or [`BOOTSTRAP_ACTOR`].
+#[allow(clippy::too_many_arguments)] // each is a distinct fact of the new account
 pub fn create_staff(
     storage: &dyn Storage,
     email: &str,
@@ -367,6 +368,7 @@ pub enum SignIn {
 }
 
 /// Check the credentials and open a session.
+#[allow(clippy::too_many_arguments)] // credentials, client, policies and clock: all distinct
 pub fn sign_in(
     storage: &dyn Storage,
     email: &str,

@@ -99,7 +99,7 @@ impl Tablet {
         let Some((doc, _)) = self.docs.get_mut(&id) else {
             return;
         };
-        model::update_body::<T>(doc, a, |b| {
+        model::update_body::<T, followup_domain::Error>(doc, a, |b| {
             f(b);
             Ok(())
         })
