@@ -16,6 +16,7 @@
 //! | [`config`] | flags and environment variables |
 //! | [`linksim`] | a TCP link simulator (bandwidth, latency, cuts) for tests, the demo and the benchmark |
 //! | [`error`] | HTTP errors with JSON bodies |
+//! | [`export`] | CSV and FHIR R4 exports, de-identified by default, authorized by scope, audited |
 //!
 //! Embedding (tests, the CLI): [`Server::start`] returns a [`RunningServer`] with its bound address
 //! and a graceful shutdown that lets in-flight syncs finish.
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod authz;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod linksim;
 pub mod storage;
 pub mod sync;
