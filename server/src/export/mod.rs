@@ -20,9 +20,11 @@
 pub mod csv_out;
 pub mod deid;
 pub mod fhir_out;
+pub mod http;
 pub mod readme;
 pub mod sink;
 pub mod source;
+pub mod synthetic;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -473,17 +475,15 @@ pub fn run(
     Ok(ctx.summary)
 }
 
-/// Authorize, audit and run an export of the stored documents: the entry point of the admin API,
-/// the console's download and the CLI. The audit entry is appended before anything is written,
-/// so an export that fails or is abandoned half-way is recorded too.
-pub fn export_from_storage(
+/// Authorize an export, check its clinic exists and append its audit entry: everything that
+/// must happen before the first byte. The console and the admin API call this, answer its
+/// error as an HTTP error, then stream [`run`] (see [`http::zip_body`]).
+pub fn begin_export(
     storage: &dyn Storage,
-    defs: &dyn Definitions,
     requester: &Requester,
     request: ExportRequest,
     at_ms: i64,
-    sink: &mut dyn Sink,
-) -> Result<ExportSummary, ExportError> {
+) -> Result<ExportPlan, ExportError> {
     let plan = authorize(requester, request, at_ms)?;
     if let Some(clinic) = plan.clinic {
         if !storage.clinic_exists(clinic)? {
@@ -492,6 +492,20 @@ pub fn export_from_storage(
     }
     storage.append_audit(&plan.audit_entry())?;
     tracing::info!(detail = %plan.audit_detail(), "export started");
+    Ok(plan)
+}
+
+/// Authorize, audit and run an export of the stored documents. The audit entry is appended
+/// before anything is written, so an export that fails or is abandoned half-way is recorded too.
+pub fn export_from_storage(
+    storage: &dyn Storage,
+    defs: &dyn Definitions,
+    requester: &Requester,
+    request: ExportRequest,
+    at_ms: i64,
+    sink: &mut dyn Sink,
+) -> Result<ExportSummary, ExportError> {
+    let plan = begin_export(storage, requester, request, at_ms)?;
     let summary = run(&StorageSource::new(storage), defs, &plan, sink)?;
     tracing::info!(records = ?summary.records, "export finished");
     Ok(summary)
