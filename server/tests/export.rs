@@ -14,8 +14,8 @@ use fhir_model::r4b::resources::{
     AdverseEvent, Organization, Patient, Procedure, QuestionnaireResponse, ResearchStudy,
     ResearchSubject, Resource,
 };
-use followup_core::ids::RecordId;
-use followup_core::model::RecordKind;
+use followup_domain::ids::RecordId;
+use followup_domain::model::RecordKind;
 use followup_server::export::synthetic::{populate, Spec, Written};
 use followup_server::export::{
     export_from_storage, DirSink, ExportError, ExportFormat, ExportRequest, ExportSummary,
@@ -237,9 +237,9 @@ fn csv_reads_back_with_the_registry_counts_and_a_complete_dictionary() {
 
     // One column per item (multiple choice: one per choice), coded values.
     let (h, r) = read_csv(&dir.join(qfile));
-    let q = followup_core::questionnaire::instrument_ref("clinician-followup").unwrap();
+    let q = followup_domain::questionnaire::instrument_ref("clinician-followup").unwrap();
     for item in q.items() {
-        use followup_core::questionnaire::ItemType::*;
+        use followup_domain::questionnaire::ItemType::*;
         match item.item_type {
             MultipleChoice => {
                 for c in &item.choices {
@@ -296,8 +296,8 @@ fn csv_reads_back_with_the_registry_counts_and_a_complete_dictionary() {
         .collect();
     for item in q.items() {
         let key = match item.item_type {
-            followup_core::questionnaire::ItemType::Date => format!("{}_year", item.id),
-            followup_core::questionnaire::ItemType::MultipleChoice => {
+            followup_domain::questionnaire::ItemType::Date => format!("{}_year", item.id),
+            followup_domain::questionnaire::ItemType::MultipleChoice => {
                 format!("{}___{}", item.id, item.choices[0].code)
             }
             _ => item.id.clone(),

@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use followup_core::model::{RecordKind, ResponseStatus};
-use followup_core::questionnaire::{AnswerValue, Item, ItemType, Questionnaire};
+use followup_domain::model::{RecordKind, ResponseStatus};
+use followup_domain::questionnaire::{AnswerValue, Item, ItemType, Questionnaire};
 
 use super::deid::{
     age, birth_year_withheld, export_date, is_code, is_currency, is_token_with_digit,
@@ -661,6 +661,7 @@ impl FormatWriter for CsvWriter {
         let status = match r.status {
             ResponseStatus::Draft => "draft",
             ResponseStatus::Submitted => "submitted",
+            ResponseStatus::Discarded => "discarded",
         };
         // The answers, in the questionnaire version's own file.
         let mut withheld: Vec<&'static str> = Vec::new();
@@ -992,8 +993,8 @@ fn dictionary_rows(
                     })
                     .collect::<Vec<_>>()
                     .join(match it.enable_behavior {
-                        followup_core::questionnaire::EnableBehavior::All => " and ",
-                        followup_core::questionnaire::EnableBehavior::Any => " or ",
+                        followup_domain::questionnaire::EnableBehavior::All => " and ",
+                        followup_domain::questionnaire::EnableBehavior::Any => " or ",
                     })
             })
             .unwrap_or_default();

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::{Datelike, NaiveDate};
-use followup_core::ids::RecordId;
+use followup_domain::ids::RecordId;
 use ring::hmac;
 use ring::rand::SystemRandom;
 

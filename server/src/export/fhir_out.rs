@@ -20,8 +20,8 @@ use fhir_model::r4b::types::{
     Reference,
 };
 use fhir_model::{BuilderError, Date, DateTime};
-use followup_core::model::{Reporter, ResponseStatus, Sex};
-use followup_core::questionnaire::{AnswerValue, ItemType};
+use followup_domain::model::{Reporter, ResponseStatus, Sex};
+use followup_domain::questionnaire::{AnswerValue, ItemType};
 use serde::Serialize;
 
 use super::deid::{
@@ -278,7 +278,7 @@ impl FormatWriter for FhirWriter {
         let org = Organization::builder()
             .id(ctx.pseudo.id(IdKind::Clinic, rec.header.id))
             .name(cl.name.clone())
-            .active(cl.participation == followup_core::model::Participation::Participating)
+            .active(cl.participation == followup_domain::model::Participation::Participating)
             .address(vec![Some(
                 Address::builder()
                     .country(cl.country.clone())
@@ -582,8 +582,8 @@ impl FormatWriter for FhirWriter {
         }
         extension.push(ext_code("completed-by", "completed-by", r.completed_by.code())?);
         let author = match r.completed_by {
-            followup_core::model::CompletedBy::Patient => pat_ref.clone(),
-            followup_core::model::CompletedBy::Nurse => format!(
+            followup_domain::model::CompletedBy::Patient => pat_ref.clone(),
+            followup_domain::model::CompletedBy::Nurse => format!(
                 "Organization/{}",
                 ctx.pseudo.id(IdKind::Clinic, rec.header.clinic)
             ),
@@ -597,12 +597,13 @@ impl FormatWriter for FhirWriter {
             .status(match r.status {
                 ResponseStatus::Draft => QuestionnaireResponseStatus::InProgress,
                 ResponseStatus::Submitted => QuestionnaireResponseStatus::Completed,
+                ResponseStatus::Discarded => QuestionnaireResponseStatus::EnteredInError,
             })
             .subject(reference(pat_ref)?)
             .author(reference(author)?)
             .item(items);
         if let Some(p) = r.procedure.as_deref() {
-            if let Ok(pid) = p.parse::<followup_core::ids::RecordId>() {
+            if let Ok(pid) = p.parse::<followup_domain::ids::RecordId>() {
                 // Only a procedure of this patient in this export is referenced.
                 if ctx.anchors.anchor(patient, Some(p)).is_some()
                     && ctx.anchors.owner(pid) == Some(patient)
@@ -666,12 +667,12 @@ impl FormatWriter for FhirWriter {
         )?);
         extension.push(ext_code("reporter", "reporter", ae.reporter.code())?);
         let outcome = match ae.outcome {
-            followup_core::model::AeOutcome::Recovered => "resolved",
-            followup_core::model::AeOutcome::Recovering => "recovering",
-            followup_core::model::AeOutcome::NotRecovered => "ongoing",
-            followup_core::model::AeOutcome::RecoveredWithSequelae => "resolvedWithSequelae",
-            followup_core::model::AeOutcome::Fatal => "fatal",
-            followup_core::model::AeOutcome::Unknown => "unknown",
+            followup_domain::model::AeOutcome::Recovered => "resolved",
+            followup_domain::model::AeOutcome::Recovering => "recovering",
+            followup_domain::model::AeOutcome::NotRecovered => "ongoing",
+            followup_domain::model::AeOutcome::RecoveredWithSequelae => "resolvedWithSequelae",
+            followup_domain::model::AeOutcome::Fatal => "fatal",
+            followup_domain::model::AeOutcome::Unknown => "unknown",
         };
         if !ae.answers.is_empty() {
             ctx.withhold("adverse-event report answers (carried by the coded elements)");
@@ -753,7 +754,7 @@ impl FormatWriter for FhirWriter {
                     ExtensionValue::Coding(coding(&code_system("relatedness"), r.code(), None)?),
                 )?);
                 let mut codings = vec![coding(&code_system("relatedness"), r.code(), None)?];
-                use followup_core::model::Relatedness as R;
+                use followup_domain::model::Relatedness as R;
                 let who = match r {
                     R::Definite => Some("Certain"),
                     R::Probable => Some("Probably-Likely"),
@@ -775,7 +776,7 @@ impl FormatWriter for FhirWriter {
             extension.push(ext_complex("adjudication", parts)?);
         }
         if let Some(p) = ae.procedure.as_deref() {
-            if let Ok(pid) = p.parse::<followup_core::ids::RecordId>() {
+            if let Ok(pid) = p.parse::<followup_domain::ids::RecordId>() {
                 if ctx.anchors.owner(pid) == Some(patient) {
                     event = event.suspect_entity(vec![Some(
                         AdverseEventSuspectEntity::builder()

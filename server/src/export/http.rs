@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
-use followup_core::ids::RecordId;
-use followup_core::protocol::ErrorCode;
+use followup_domain::ids::RecordId;
+use followup_domain::protocol::ErrorCode;
 
 use super::{run, Definitions, ExportError, ExportFormat, ExportPlan, ExportRequest, ZipSink};
 use crate::error::ApiError;

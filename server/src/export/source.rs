@@ -5,8 +5,8 @@
 //! [`VecSource`] holds records in memory (tests, and callers that already hold them).
 
 use automerge::Automerge;
-use followup_core::ids::RecordId;
-use followup_core::model::{
+use followup_domain::ids::RecordId;
+use followup_domain::model::{
     read_body, Adjudication, AdverseEvent, Clinic, DocHeader, Enrolment, FollowupResponse,
     Procedure, RecordBody, RecordKind,
 };

@@ -3,15 +3,15 @@
 //! item type, free text included), adverse events and their adjudications, written as accepted
 //! documents into a [`Storage`], deterministically from a seed.
 
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::{
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::{
     new_record, Accreditation, Adjudication, AdjudicationStatus, AdverseEvent, AeOutcome,
     Answers, Author, CellType, Clinic, CompletedBy, Consent, Cost, DocHeader, Enrolment,
     FollowupResponse, Manipulation, Origin, Participation, Procedure, PromisedBenefit,
     RecordBody, RecordKind, RegulatoryStatus, Relatedness, Reporter, ResponseStatus, Route, Sex,
     SourceTissue,
 };
-use followup_core::questionnaire::{instrument_ref, AnswerValue, ItemType};
+use followup_domain::questionnaire::{instrument_ref, AnswerValue, ItemType};
 
 use crate::audit::event;
 use crate::storage::{ClinicRow, DocWrite, Storage, StorageError};
