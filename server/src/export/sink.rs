@@ -168,3 +168,36 @@ impl Write for Spool {
         self.out.flush()
     }
 }
+
+/// Unpack an export's zip (from the admin API or the console) into `dir`, which must be empty or
+/// not exist, dropping the archive's top folder. Refuses an archive without the README (the last
+/// file an export writes, so a cut-off download is caught) and any entry whose path would leave
+/// `dir`. Returns the files written.
+pub fn unpack_zip(zip_file: &Path, dir: &Path) -> Result<Vec<PathBuf>, ExportError> {
+    let io = |e: std::io::Error| ExportError::Output(format!("{}: {e}", zip_file.display()));
+    let file = File::open(zip_file).map_err(io)?;
+    let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| {
+        ExportError::Output(format!("the export is not a complete zip archive: {e}"))
+    })?;
+    let has_readme = archive
+        .file_names()
+        .any(|n| n.rsplit('/').next() == Some("README.txt"));
+    if !has_readme {
+        return Err(ExportError::Output(
+            "the export is incomplete (no README.txt); run it again".into(),
+        ));
+    }
+    let mut sink = DirSink::create(dir)?;
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(zip_err)?;
+        if entry.is_dir() {
+            continue;
+        }
+        let name = entry
+            .enclosed_name()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
+            .ok_or_else(|| ExportError::Output(format!("unsafe path in the export: {:?}", entry.name())))?;
+        sink.add_file(&name, &mut entry)?;
+    }
+    Ok(sink.written)
+}
