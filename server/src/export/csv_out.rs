@@ -20,7 +20,7 @@ use followup_domain::model::{RecordKind, ResponseStatus};
 use followup_domain::questionnaire::{AnswerValue, Item, ItemType, Questionnaire};
 
 use super::deid::{
-    age, birth_year_withheld, export_date, is_code, is_currency, is_token_with_digit,
+    age, birth_year_withheld, export_date, is_code, is_currency, is_slug, is_token_with_digit,
     procedure_type_code, ExportDate, IdKind,
 };
 use super::sink::{Sink, Spool};
@@ -101,7 +101,7 @@ pub const PATIENTS: &[Col] = &[
         "age_at_procedure",
         "Age in years at the first procedure",
         "text",
-        "90 and over grouped as 90+",
+        "90 and over grouped as 90+; empty for a patient aged 90 or over today",
     ),
     c("age_90_or_over", "Aged 90 or over today", "boolean"),
     d("consent_form_version", "Consent form version", "text", CODED),
@@ -547,7 +547,13 @@ impl FormatWriter for CsvWriter {
         if over && !ctx.identified {
             ctx.withhold("birth year of a patient aged 90 or over");
         }
-        let age_at = anchor.and_then(|a| age(e.birth_year, chrono::Datelike::year(&a)));
+        // For a patient aged 90 or over, the age at the procedure and the procedure's year would
+        // give the birth year back: withheld too.
+        let age_at = if over && !ctx.identified {
+            None
+        } else {
+            anchor.and_then(|a| age(e.birth_year, chrono::Datelike::year(&a)))
+        };
         let (cy, cd, cx) = date_cells(export_date(Some(&e.consent.date), anchor, ctx.identified));
         let (ey, ed, ex) = date_cells(export_date(Some(&e.enrolled_on), anchor, ctx.identified));
         let form = coded(ctx, &e.consent.form_version, is_consent_version, "consent form version (not a version token)");
@@ -663,6 +669,13 @@ impl FormatWriter for CsvWriter {
             ResponseStatus::Submitted => "submitted",
             ResponseStatus::Discarded => "discarded",
         };
+        let questionnaire = coded(ctx, &r.questionnaire, is_slug, "questionnaire id (not an id)");
+        let questionnaire_version = coded(
+            ctx,
+            &r.questionnaire_version,
+            is_slug,
+            "questionnaire version (not a version)",
+        );
         // The answers, in the questionnaire version's own file.
         let mut withheld: Vec<&'static str> = Vec::new();
         let items_file = match self.qfile(ctx, &r.questionnaire, &r.questionnaire_version)? {
@@ -743,8 +756,8 @@ impl FormatWriter for CsvWriter {
             patient_id,
             ctx.pseudo.id(IdKind::Clinic, rec.header.clinic),
             procedure_id,
-            r.questionnaire.clone(),
-            r.questionnaire_version.clone(),
+            questionnaire,
+            questionnaire_version,
             visit,
             status.into(),
             r.completed_by.code().into(),

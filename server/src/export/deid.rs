@@ -202,6 +202,16 @@ pub fn is_code(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// An identifier such as a questionnaire id or version (`clinician-followup`, `1.0.0`): lowercase
+/// ASCII letters, digits, `-`, `_` and `.`, 1–64 characters.
+pub fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
+}
+
 /// A registration or version token (`NCT01234567`, `ISRCTN12345678`, `2024-1`, `v2.1`): one word
 /// of letters, digits, `-`, `.` and `/`, 2–40 characters, with at least one digit. Names and
 /// sentences are not.

@@ -25,7 +25,7 @@ use followup_domain::questionnaire::{AnswerValue, ItemType};
 use serde::Serialize;
 
 use super::deid::{
-    age, birth_year_withheld, export_date, is_code, is_currency, is_token_with_digit,
+    age, birth_year_withheld, export_date, is_code, is_currency, is_slug, is_token_with_digit,
     procedure_type_code, ExportDate, IdKind,
 };
 use super::sink::{Sink, Spool};
@@ -318,7 +318,12 @@ impl FormatWriter for FhirWriter {
                 patient = patient.birth_date(Date::Year(y));
             }
         }
-        if let Some(a) = anchor.and_then(|a| age(e.birth_year, chrono::Datelike::year(&a))) {
+        let age_at = if over && !ctx.identified {
+            None
+        } else {
+            anchor.and_then(|a| age(e.birth_year, chrono::Datelike::year(&a)))
+        };
+        if let Some(a) = age_at {
             extension.push(ext("age-at-first-procedure", ExtensionValue::String(a))?);
         }
         if ctx.identified {
@@ -463,6 +468,11 @@ impl FormatWriter for FhirWriter {
         let identified = ctx.identified;
         let anchor = ctx.anchors.anchor(patient, r.procedure.as_deref());
         let pat_ref = format!("Patient/{}", ctx.pseudo.id(IdKind::Patient, patient));
+        if !identified && !(is_slug(&r.questionnaire) && is_slug(&r.questionnaire_version)) {
+            // The canonical would carry whatever the device wrote there.
+            ctx.withhold("response to a questionnaire whose id or version is not an id");
+            return Ok(());
+        }
         let def = ctx.definition(&r.questionnaire, &r.questionnaire_version);
         let mut items = Vec::new();
         let mut withheld: Vec<&'static str> = Vec::new();
