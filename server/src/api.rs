@@ -286,20 +286,22 @@ async fn create_clinic(
     };
     let id = RecordId::random();
     let doc = clinic_document(id, &req).map_err(|e| ApiError::internal("clinic document", e))?;
+    let header = DocHeader {
+        id,
+        kind: RecordKind::Clinic,
+        clinic: id,
+        patient: None,
+        created_by: None,
+    };
     let write = DocWrite {
-        header: DocHeader {
-            id,
-            kind: RecordKind::Clinic,
-            clinic: id,
-            patient: None,
-            created_by: None,
-        },
+        header: header.clone(),
         bytes: doc.save(),
         heads: doc.get_heads(),
         expected_version: None,
         device: None,
         new_changes: doc.get_changes(&[]).iter().map(|c| c.hash()).collect(),
         event: event::CLINIC_CREATED,
+        projection: Some(crate::readmodel::project_for_write(&doc, &header)),
     };
     let row = ClinicRow {
         id,

@@ -12,6 +12,7 @@
 //! | [`authz`] | **the** authorization rules: who may read and write which record, in one place |
 //! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
+//! | [`readmodel`] | the read model: relational tables projected from every accepted record, kept in the write's transaction; the console's and exports' queries; the rebuild |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
 //! | [`error`] | HTTP errors with JSON bodies |
@@ -33,6 +34,7 @@ pub mod authz;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod readmodel;
 pub mod storage;
 pub mod sync;
 

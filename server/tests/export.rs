@@ -1,5 +1,5 @@
 //! Exports: FHIR output parses back resource by resource and every reference resolves inside
-//! the export; the CSV reads back with the registry's counts; free text and exact dates appear
+//! the export; the CSV reads back with the counts of the stored documents and of the read model; free text and exact dates appear
 //! in an identified export and in no default export; ids differ between exports; a coordinator
 //! cannot export another clinic; every export is audited; the admin API streams a zip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -229,6 +229,15 @@ fn csv_reads_back_with_the_registry_counts_and_a_complete_dictionary() {
     assert_eq!(rows("responses.csv"), stored(RecordKind::Response));
     assert_eq!(rows("adverse_events.csv"), stored(RecordKind::AdverseEvent));
     assert_eq!(rows("adjudications.csv"), stored(RecordKind::Adjudication));
+    // And the counts of the read model, table by table.
+    use followup_server::readmodel::query::{rows as rm_rows, ExportTable};
+    let rm = |t: ExportTable| rm_rows(&storage, t, None, 100).map(|r| r.unwrap()).count() as u64;
+    assert_eq!(rows("clinics.csv"), rm(ExportTable::Clinics));
+    assert_eq!(rows("patients.csv"), rm(ExportTable::Enrolments));
+    assert_eq!(rows("procedures.csv"), rm(ExportTable::Procedures));
+    assert_eq!(rows("responses.csv"), rm(ExportTable::Responses));
+    assert_eq!(rows("adverse_events.csv"), rm(ExportTable::AdverseEvents));
+    assert_eq!(rows("adjudications.csv"), rm(ExportTable::Adjudications));
     assert_eq!(rows("patients.csv"), written.patients);
     assert_eq!(rows("responses.csv"), written.responses);
     let qfile = "responses__clinician-followup__1.0.0.csv";

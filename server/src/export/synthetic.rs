@@ -116,6 +116,8 @@ fn doc_write<T: RecordBody>(
         } else {
             event::ACCEPTED
         },
+        // Projected into the read model from its bytes by the storage.
+        projection: None,
     })
 }
 
