@@ -17,6 +17,32 @@ use crate::device_cmd::study_codes;
 use crate::error::CliError;
 use crate::output;
 
+static STORE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Remember the store the command works on, for the "next:" hints.
+pub fn set_store(path: &std::path::Path) {
+    let _ = STORE.set(path.display().to_string());
+}
+
+/// `followup device --store PATH REST`: a command that runs as shown (the store is named unless
+/// it is the default one or FOLLOWUP_STORE names it).
+pub fn device_cmd(rest: &str) -> String {
+    let store = STORE.get().map(String::as_str).unwrap_or("followup-device.db");
+    let named_by_env = std::env::var("FOLLOWUP_STORE").is_ok_and(|s| s == store);
+    if store == "followup-device.db" || named_by_env {
+        format!("followup device {rest}")
+    } else if store.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)) {
+        format!("followup device --store {store} {rest}")
+    } else {
+        format!("followup device --store '{}' {rest}", store.replace('\'', "'\\''"))
+    }
+}
+
+/// Print a "next:" hint for a device command.
+pub fn next(rest: &str) {
+    println!("next: {}", device_cmd(rest));
+}
+
 /// A record id given on the command line.
 pub fn parse_record(s: &str) -> Result<RecordId, CliError> {
     s.trim().parse().map_err(|_| {
@@ -52,6 +78,28 @@ pub fn visit_name(device: &Device, visit: Option<&str>) -> String {
         },
         None => "-".into(),
     }
+}
+
+/// A record in words: `response 3f… — patient KX-1, clinician-followup, visit d7 (Day 7 …)`.
+pub fn describe(device: &Device, codes: &BTreeMap<RecordId, String>, id: RecordId) -> String {
+    let Ok(view) = device.record(id) else {
+        return format!("record {id}");
+    };
+    let mut s = format!(
+        "{} {id} — patient {}",
+        view.header.kind.code().replace('_', " "),
+        patient_name(codes, view.header.patient)
+    );
+    if let RecordBodyView::Response { response, .. } = &view.body {
+        s.push_str(&format!(", {}", response.questionnaire));
+        if response.visit.is_some() {
+            s.push_str(&format!(
+                ", visit {}",
+                visit_name(device, response.visit.as_deref())
+            ));
+        }
+    }
+    s
 }
 
 fn json_value(v: &AnswerValue) -> String {
@@ -247,8 +295,9 @@ pub fn drafts(device: &Device, patient: Option<RecordId>, json: bool) -> Result<
     );
     if let Some(d) = list.first() {
         println!(
-            "next: followup device fill --resume {} --answers ANSWERS.json   (or: followup device discard {})",
-            d.id, d.id
+            "next: {}   (or: {})",
+            device_cmd(&format!("fill --resume {} --answers ANSWERS.json", d.id)),
+            device_cmd(&format!("discard {}", d.id))
         );
     }
     Ok(())
@@ -261,7 +310,7 @@ pub fn discard(device: &Device, record: &str) -> Result<(), CliError> {
         Discarded::Deleted => println!("draft {id} deleted (the registry never had it)"),
         Discarded::MarkedDiscarded => {
             println!("draft {id} marked discarded");
-            println!("next: followup device sync");
+            next("sync");
         }
     }
     Ok(())
@@ -296,7 +345,7 @@ pub fn resolve(device: &Device, record: &str, item: &str, value: &str) -> Result
     }
     device.resolve_answer(id, item, &value)?;
     println!("{item} of {id} set to {}", json_value(&value));
-    println!("next: followup device sync");
+    next("sync");
     Ok(())
 }
 

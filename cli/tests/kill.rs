@@ -10,15 +10,15 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use followup_core::crypto::KeySource;
-use followup_core::device::{Device, Enrolled};
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::{
+use followup_device::crypto::KeySource;
+use followup_device::device::{Device, Enrolled};
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::{
     CellType, Consent, Enrolment, FollowupResponse, Manipulation, Origin, Procedure, RecordKind,
     RegulatoryStatus, ResponseStatus, Route, Sex, SourceTissue,
 };
-use followup_core::protocol::DeviceRole;
-use followup_core::store::Query;
+use followup_domain::protocol::DeviceRole;
+use followup_device::store::Query;
 
 const PASS: &str = "correct horse battery staple";
 const KILLS: usize = 256;
@@ -27,8 +27,23 @@ const ANSWERS: &str = r#"{"visit_date":"2026-01-12","visit_mode":"in_person","co
 "symptom_primary":3,"symptom_pain":2,"symptom_fatigue":4,"ecog":"1","complications_any":false,
 "hospitalised":false,"further_cell_therapy":false}"#;
 
+/// A private copy of the binary under test: the target directory may be shared with other
+/// checkouts whose builds replace `target/debug/followup` while this test runs.
+fn binary() -> &'static Path {
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
+    &COPY
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("followup");
+            std::fs::copy(env!("CARGO_BIN_EXE_followup"), &path).unwrap();
+            (dir, path)
+        })
+        .1
+}
+
 fn followup(store: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_followup"));
+    let mut cmd = Command::new(binary());
     for v in ["FOLLOWUP_STORE", "FOLLOWUP_SERVER_URL", "FOLLOWUP_ADMIN_TOKEN"] {
         cmd.env_remove(v);
     }
