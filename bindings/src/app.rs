@@ -164,7 +164,9 @@ impl From<dapp::RecordView> for RecordView {
                 response: t::Response::from_core(h.id, h.patient, response),
                 scores: scores.into_iter().collect(),
             },
-            dapp::RecordBodyView::AdverseEvent(a) => RecordBody::AdverseEventBody { event: a.into() },
+            dapp::RecordBodyView::AdverseEvent(a) => {
+                RecordBody::AdverseEventBody { event: a.into() }
+            }
             dapp::RecordBodyView::Adjudication(a) => RecordBody::AdjudicationBody {
                 adjudication: a.into(),
             },

@@ -27,14 +27,23 @@ pub fn set_store(path: &std::path::Path) {
 /// `followup device --store PATH REST`: a command that runs as shown (the store is named unless
 /// it is the default one or FOLLOWUP_STORE names it).
 pub fn device_cmd(rest: &str) -> String {
-    let store = STORE.get().map(String::as_str).unwrap_or("followup-device.db");
+    let store = STORE
+        .get()
+        .map(String::as_str)
+        .unwrap_or("followup-device.db");
     let named_by_env = std::env::var("FOLLOWUP_STORE").is_ok_and(|s| s == store);
     if store == "followup-device.db" || named_by_env {
         format!("followup device {rest}")
-    } else if store.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)) {
+    } else if store
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+    {
         format!("followup device --store {store} {rest}")
     } else {
-        format!("followup device --store '{}' {rest}", store.replace('\'', "'\\''"))
+        format!(
+            "followup device --store '{}' {rest}",
+            store.replace('\'', "'\\''")
+        )
     }
 }
 
@@ -178,7 +187,11 @@ pub fn show(device: &Device, record: &str, json: bool) -> Result<(), CliError> {
                 println!("  promised     {} (measured by {})", b.benefit, b.measure);
             }
             if let Some(c) = &p.cost {
-                println!("  cost         {} {}", c.amount_minor as f64 / 100.0, c.currency);
+                println!(
+                    "  cost         {} {}",
+                    c.amount_minor as f64 / 100.0,
+                    c.currency
+                );
             }
         }
         RecordBodyView::Response { response, scores } => {
@@ -452,7 +465,11 @@ pub fn answers_format(q: &Questionnaire) -> String {
 }
 
 /// Validation problems, each unknown choice followed by the choices allowed.
-pub fn problems_with_choices(q: &Questionnaire, problems: &[Problem], what_to_do: &str) -> CliError {
+pub fn problems_with_choices(
+    q: &Questionnaire,
+    problems: &[Problem],
+    what_to_do: &str,
+) -> CliError {
     let mut e = CliError::validation(problems, what_to_do);
     e.details = problems
         .iter()

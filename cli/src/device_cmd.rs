@@ -252,12 +252,16 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
                         "e.g. followup device fill --questionnaire clinician-followup --format",
                     ));
                 };
-                println!("{}", crate::device_app::answers_format(&questionnaire_named(&questionnaire)?));
+                println!(
+                    "{}",
+                    crate::device_app::answers_format(&questionnaire_named(&questionnaire)?)
+                );
                 return Ok(());
             }
             let Some(answers) = answers else {
-                return Err(CliError::new("fill needs --answers FILE")
-                    .hint("see the format with `followup device fill --questionnaire ID --format`"));
+                return Err(CliError::new("fill needs --answers FILE").hint(
+                    "see the format with `followup device fill --questionnaire ID --format`",
+                ));
             };
             let device = open(path)?;
             let answers = read_answers(&answers)?;
@@ -266,7 +270,9 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
                 return resume_draft(&device, id, &answers, !draft);
             }
             let Some(questionnaire) = questionnaire else {
-                return Err(CliError::new("fill needs --questionnaire (or --resume DRAFT)"));
+                return Err(CliError::new(
+                    "fill needs --questionnaire (or --resume DRAFT)",
+                ));
             };
             let patient = resolve_patient(&device, patient.as_deref())?;
             let procedure = match (&visit, procedure.as_deref()) {
@@ -509,7 +515,9 @@ fn due(device: &Device, as_of: NaiveDate, all: bool, json: bool) -> Result<(), C
 }
 
 /// A questionnaire by id, or an error listing the ones there are.
-fn questionnaire_named(id: &str) -> Result<followup_domain::questionnaire::Questionnaire, CliError> {
+fn questionnaire_named(
+    id: &str,
+) -> Result<followup_domain::questionnaire::Questionnaire, CliError> {
     followup_domain::questionnaire::instrument(id).ok_or_else(|| {
         CliError::new(format!("no questionnaire {id:?}")).hint(format!(
             "use one of: {}",

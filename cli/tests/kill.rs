@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use followup_device::crypto::KeySource;
 use followup_device::device::{Device, Enrolled};
+use followup_device::store::Query;
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::model::{
     CellType, Consent, Enrolment, FollowupResponse, Manipulation, Origin, Procedure, RecordKind,
     RegulatoryStatus, ResponseStatus, Route, Sex, SourceTissue,
 };
 use followup_domain::protocol::DeviceRole;
-use followup_device::store::Query;
 
 const PASS: &str = "correct horse battery staple";
 const KILLS: usize = 256;
@@ -44,7 +44,11 @@ fn binary() -> &'static Path {
 
 fn followup(store: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(binary());
-    for v in ["FOLLOWUP_STORE", "FOLLOWUP_SERVER_URL", "FOLLOWUP_ADMIN_TOKEN"] {
+    for v in [
+        "FOLLOWUP_STORE",
+        "FOLLOWUP_SERVER_URL",
+        "FOLLOWUP_ADMIN_TOKEN",
+    ] {
         cmd.env_remove(v);
     }
     cmd.env("FOLLOWUP_TEST_PBKDF2_ITERATIONS", "1000")

@@ -549,7 +549,14 @@ mod tests {
         assert_eq!(d.store().count(Some(RecordKind::Response)).unwrap(), 0);
 
         let r = d
-            .capture_response(p, "clinician-followup", Some(pr), Some("d7"), &followup(), true)
+            .capture_response(
+                p,
+                "clinician-followup",
+                Some(pr),
+                Some("d7"),
+                &followup(),
+                true,
+            )
             .unwrap();
         let doc = d.load(r).unwrap();
         assert_eq!(doc.get_changes(&[]).len(), 1, "one Automerge change");
@@ -557,7 +564,14 @@ mod tests {
         let body: FollowupResponse = d.get(r).unwrap();
         assert_eq!(body.status, ResponseStatus::Submitted);
         assert_eq!(body.answers, followup());
-        match d.capture_response(p, "clinician-followup", Some(pr), Some("d7"), &followup(), true) {
+        match d.capture_response(
+            p,
+            "clinician-followup",
+            Some(pr),
+            Some("d7"),
+            &followup(),
+            true,
+        ) {
             Err(Error::AlreadyRecorded { record, visit }) => {
                 assert_eq!((record, visit.as_str()), (r, "d7"))
             }
@@ -574,7 +588,14 @@ mod tests {
         let pr = d.record_procedure(p, &procedure("2026-01-05")).unwrap();
         let partial: Answers = followup().into_iter().take(3).collect();
         let draft = d
-            .capture_response(p, "clinician-followup", Some(pr), Some("d7"), &partial, false)
+            .capture_response(
+                p,
+                "clinician-followup",
+                Some(pr),
+                Some("d7"),
+                &partial,
+                false,
+            )
             .unwrap();
         let other = d
             .start_response(p, "clinician-followup", None, None)
@@ -610,7 +631,9 @@ mod tests {
         assert!(d.drafts(None).unwrap().is_empty());
         assert!(matches!(d.load(other), Err(Error::NotFound(_))));
         // Once the registry has it: marked.
-        let synced = d.start_response(p, "clinician-followup", None, None).unwrap();
+        let synced = d
+            .start_response(p, "clinician-followup", None, None)
+            .unwrap();
         let heads = d.load(synced).unwrap().get_heads();
         d.store().set_synced_heads(&synced, &heads).unwrap();
         assert_eq!(d.discard_draft(synced).unwrap(), Discarded::MarkedDiscarded);
@@ -619,7 +642,10 @@ mod tests {
             ResponseStatus::Discarded
         );
         assert!(d.drafts(None).unwrap().is_empty());
-        assert_eq!(d.store().dirty_docs(10).unwrap(), vec![synced], "it syncs");
+        assert!(
+            d.store().dirty_docs(10).unwrap().contains(&synced),
+            "the discarding syncs"
+        );
     }
 
     #[test]
@@ -629,7 +655,14 @@ mod tests {
         let p = d.enrol_patient(&enrolment("P-1")).unwrap();
         let pr = d.record_procedure(p, &procedure("2026-01-05")).unwrap();
         let r = d
-            .capture_response(p, "clinician-followup", Some(pr), Some("d7"), &followup(), true)
+            .capture_response(
+                p,
+                "clinician-followup",
+                Some(pr),
+                Some("d7"),
+                &followup(),
+                true,
+            )
             .unwrap();
         match d.record(p).unwrap().body {
             RecordBodyView::Enrolment(e) => assert_eq!(e.study_code, "P-1"),
@@ -641,10 +674,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            d.response_scores(pr),
-            Err(Error::InvalidInput(_))
-        ));
+        assert!(matches!(d.response_scores(pr), Err(Error::InvalidInput(_))));
         let mut edited = procedure("2026-01-06");
         edited.condition = "both knees".into();
         d.update_procedure(pr, &edited).unwrap();
@@ -711,7 +741,9 @@ mod tests {
         let clinic_dir = tempfile::tempdir().unwrap();
         let tablet = device(&clinic_dir, DeviceRole::ClinicDevice, None);
         let p = tablet.enrol_patient(&enrolment("P-1")).unwrap();
-        let pr = tablet.record_procedure(p, &procedure("2026-01-05")).unwrap();
+        let pr = tablet
+            .record_procedure(p, &procedure("2026-01-05"))
+            .unwrap();
         let phone = device(&dir, DeviceRole::PatientDevice, Some(p));
         for id in [p, pr] {
             let doc = tablet.load(id).unwrap();

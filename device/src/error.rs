@@ -48,7 +48,10 @@ pub enum Error {
         "visit {visit} is already recorded by response {record}; open that response instead of \
          recording the visit again"
     )]
-    AlreadyRecorded { record: followup_domain::ids::RecordId, visit: String },
+    AlreadyRecorded {
+        record: followup_domain::ids::RecordId,
+        visit: String,
+    },
     /// An identifier was malformed.
     #[error(transparent)]
     InvalidId(#[from] followup_domain::ids::InvalidId),
