@@ -28,13 +28,13 @@ extension FollowupStore {
 extension RecordBody {
     /// The response and its scores, or `nil` for another kind.
     public var response: (Response, [String: Double?])? {
-        if case let .response(response, scores) = self { return (response, scores) }
+        if case let .responseBody(response, scores) = self { return (response, scores) }
         return nil
     }
 
     /// The procedure, or `nil` for another kind.
     public var procedure: Procedure? {
-        if case let .procedure(procedure) = self { return procedure }
+        if case let .procedureBody(procedure) = self { return procedure }
         return nil
     }
 }

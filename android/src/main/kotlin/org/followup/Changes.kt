@@ -40,8 +40,8 @@ fun Flow<List<RecordChange>>.ofKind(kind: RecordKind): Flow<List<RecordChange>> 
         collect { batch -> batch.filter { it.kind == kind }.takeIf { it.isNotEmpty() }?.let { emit(it) } }
     }
 
-/** The body of a [RecordBody.Response], or `null` for another kind. */
-val RecordBody.asResponse: RecordBody.Response? get() = this as? RecordBody.Response
+/** The body of a [RecordBody.ResponseBody], or `null` for another kind. */
+val RecordBody.asResponse: RecordBody.ResponseBody? get() = this as? RecordBody.ResponseBody
 
-/** The body of a [RecordBody.Procedure], or `null` for another kind. */
-val RecordBody.asProcedure: RecordBody.Procedure? get() = this as? RecordBody.Procedure
+/** The body of a [RecordBody.ProcedureBody], or `null` for another kind. */
+val RecordBody.asProcedure: RecordBody.ProcedureBody? get() = this as? RecordBody.ProcedureBody

@@ -113,7 +113,7 @@ object AppApiTests {
 
             val enrolment = tablet.getRecord(patient)
             assertEquals(RecordKind.ENROLMENT, enrolment.kind)
-            assertEquals("REC-1", assertIs<RecordBody.Enrolment>(enrolment.body).patient.studyCode)
+            assertEquals("REC-1", assertIs<RecordBody.EnrolmentBody>(enrolment.body).patient.studyCode)
             assertEquals(tablet.enrolment()!!.deviceId, enrolment.createdByDevice)
 
             val proc = tablet.getRecord(procedure)
@@ -125,11 +125,11 @@ object AppApiTests {
             assertEquals(3.0, response.scores["symptom_burden"]!!, 1e-9)
             assertEquals(response.scores, tablet.responseScores(r))
 
-            val event = assertIs<RecordBody.AdverseEvent>(tablet.getRecord(ae).body).event
+            val event = assertIs<RecordBody.AdverseEventBody>(tablet.getRecord(ae).body).event
             assertEquals("infection", event.category)
             assertEquals(procedure, event.procedureId)
 
-            val decision = assertIs<RecordBody.Adjudication>(tablet.getRecord(adj).body).adjudication
+            val decision = assertIs<RecordBody.AdjudicationBody>(tablet.getRecord(adj).body).adjudication
             assertEquals(ae, decision.adverseEventId)
             assertEquals(Relatedness.PROBABLE, decision.relatedness)
             assertEquals(AdjudicationStatus.RESPONDED, decision.status)
