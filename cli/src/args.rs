@@ -39,6 +39,10 @@ pub struct DemoArgs {
     /// A smaller backlog for the bad-link sync (for tests and slow machines).
     #[arg(long)]
     pub quick: bool,
+    /// Keep the registry server running at the end (until Ctrl-C), so that the staff console
+    /// can be opened on the demo's data.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +83,32 @@ pub struct StaffConn {
 /// The registry staff's commands, against a running server.
 #[derive(Debug, Subcommand)]
 pub enum StaffCommand {
+    /// Create a staff account for the console (works on the database directly, so it also creates
+    /// the first admin); prints a password, or a set-password link, once.
+    AddStaff {
+        /// The registry's data directory (SQLite).
+        #[arg(long, env = "FOLLOWUP_DATA_DIR", default_value = "./followup-data")]
+        data: PathBuf,
+        /// A PostgreSQL URL instead of the data directory.
+        #[arg(long, env = "FOLLOWUP_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        /// The person's email (their sign-in name).
+        #[arg(long)]
+        email: String,
+        /// admin, monitor or coordinator.
+        #[arg(long)]
+        role: String,
+        /// The clinic id (coordinators only).
+        #[arg(long)]
+        clinic: Option<String>,
+        /// Print a set-password link on this base URL (e.g. https://registry.example.org)
+        /// instead of a password.
+        #[arg(long, value_name = "BASE_URL")]
+        link: Option<String>,
+        /// Also set up an authenticator (TOTP) second factor; prints its secret once.
+        #[arg(long)]
+        totp: bool,
+    },
     /// Register a clinic; prints its id.
     CreateClinic {
         #[command(flatten)]
@@ -121,6 +151,19 @@ pub enum StaffCommand {
     Stats {
         #[command(flatten)]
         conn: StaffConn,
+    },
+    /// Re-derive the read model (the console's and exports' tables) from the stored documents.
+    /// Works on the database directly (no running server needed; running ones wait for it).
+    RebuildReadModel {
+        /// Directory holding the registry's SQLite database.
+        #[arg(long, env = "FOLLOWUP_DATA_DIR", default_value = "./followup-data")]
+        data: PathBuf,
+        /// A PostgreSQL URL to use instead (postgres://user:password@host:port/db).
+        #[arg(long, env = "FOLLOWUP_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

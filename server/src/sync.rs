@@ -129,6 +129,7 @@ fn prepare(
         Err(Denied::Reject(code, msg)) => return Ok(Prepared::Deny(code, msg)),
         Err(Denied::Storage(e)) => return Err(e),
     };
+    let projection = crate::readmodel::project_for_write(&work, &header);
     Ok(Prepared::Write(DocWrite {
         header,
         bytes: work.save(),
@@ -137,6 +138,7 @@ fn prepare(
         device: Some(p.device),
         new_changes: new_changes.iter().map(|c| c.hash()).collect(),
         event: event::ACCEPTED,
+        projection: Some(projection),
     }))
 }
 
