@@ -241,11 +241,14 @@ pub enum DeviceCommand {
     /// Record a procedure for a patient from a JSON file (the fields of a Procedure record).
     AddProcedure {
         /// Study code or patient id.
+        #[arg(long, required_unless_present = "format")]
+        patient: Option<String>,
+        /// JSON file describing the procedure (see --format).
+        #[arg(long, required_unless_present = "format")]
+        file: Option<PathBuf>,
+        /// Print the file format (every field and the codes allowed) and exit.
         #[arg(long)]
-        patient: String,
-        /// JSON file describing the procedure.
-        #[arg(long)]
-        file: PathBuf,
+        format: bool,
     },
     /// List the patients this device holds.
     Patients {
@@ -269,11 +272,11 @@ pub enum DeviceCommand {
         #[arg(long)]
         patient: Option<String>,
         /// Questionnaire id (clinician-followup, patient-outcome-survey, ...).
-        #[arg(long)]
-        questionnaire: String,
-        /// JSON file of answers.
-        #[arg(long)]
-        answers: PathBuf,
+        #[arg(long, required_unless_present = "resume")]
+        questionnaire: Option<String>,
+        /// JSON file of answers (see --format).
+        #[arg(long, required_unless_present = "format")]
+        answers: Option<PathBuf>,
         /// The procedure followed up (id); default the patient's only or latest procedure when
         /// a visit is given.
         #[arg(long)]
@@ -284,6 +287,13 @@ pub enum DeviceCommand {
         /// Save as a draft without submitting (missing required answers allowed).
         #[arg(long)]
         draft: bool,
+        /// Go on with a draft (see `followup device drafts`): add the answers and submit it
+        /// (or keep it a draft with --draft), in one change.
+        #[arg(long, value_name = "DRAFT", conflicts_with_all = ["questionnaire", "patient", "procedure", "visit"])]
+        resume: Option<String>,
+        /// Print the answers file format of --questionnaire (items, types, choices) and exit.
+        #[arg(long)]
+        format: bool,
     },
     /// Report an adverse event for a patient.
     ReportAe {
@@ -329,6 +339,36 @@ pub enum DeviceCommand {
         record: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Show one record: a patient's enrolment, a procedure, a response with its scores, an
+    /// adverse event, an adjudication.
+    Show {
+        /// The record id.
+        record: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the drafts on this device (resume one with `fill --resume`, drop it with `discard`).
+    Drafts {
+        /// Only this patient's (study code or id).
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Discard a draft (deleted if the registry never had it, else marked discarded).
+    Discard {
+        /// The draft's record id.
+        record: String,
+    },
+    /// Resolve a conflicted answer by choosing its value (see `followup device conflicts`).
+    Resolve {
+        /// The response's record id.
+        record: String,
+        /// The item id, e.g. symptom_pain.
+        item: String,
+        /// The value: JSON (3, true, "text", ["a","b"]) or plain text (improved).
+        value: String,
     },
 }
 
