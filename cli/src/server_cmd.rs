@@ -274,6 +274,7 @@ async fn export(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
+    std::fs::create_dir_all(&parent)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".followup-export-")
         .suffix(".zip")
@@ -297,7 +298,11 @@ async fn export(
     } else {
         println!(
             "{} export written to {} ({} files, {} KB zipped){}; see README.txt there",
-            if identified { "IDENTIFIED" } else { "de-identified" },
+            if identified {
+                "IDENTIFIED"
+            } else {
+                "de-identified"
+            },
             out.display(),
             files.len(),
             bytes / 1024,
