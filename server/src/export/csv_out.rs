@@ -709,6 +709,7 @@ impl FormatWriter for CsvWriter {
         let status = match r.status {
             ResponseStatus::Draft => "draft",
             ResponseStatus::Submitted => "submitted",
+            ResponseStatus::Discarded => "discarded",
         };
         let questionnaire = coded(
             ctx,

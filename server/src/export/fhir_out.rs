@@ -655,6 +655,7 @@ impl FormatWriter for FhirWriter {
             .status(match r.status {
                 ResponseStatus::Draft => QuestionnaireResponseStatus::InProgress,
                 ResponseStatus::Submitted => QuestionnaireResponseStatus::Completed,
+                ResponseStatus::Discarded => QuestionnaireResponseStatus::EnteredInError,
             })
             .subject(reference(pat_ref)?)
             .author(reference(author)?)

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Datelike, NaiveDate};
 use followup_domain::ids::RecordId;
-use followup_domain::model::{Adjudication, RecordKind};
+use followup_domain::model::{Adjudication, RecordKind, ResponseStatus};
 use followup_domain::questionnaire::{instrument_ref, Questionnaire};
 
 use crate::audit::AuditEntry;
@@ -466,6 +466,14 @@ pub fn run(
         RecordKind::Response,
         since_ms,
         &mut |ctx, rec| {
+            // A discarded draft is not a response: nothing of it is exported.
+            if matches!(&rec.body, Body::Response(r) if r.status == ResponseStatus::Discarded) {
+                *ctx.summary
+                    .withheld
+                    .entry("discarded drafts (not exported)".into())
+                    .or_default() += 1;
+                return Ok(());
+            }
             ctx.count_record(RecordKind::Response);
             writer.response(ctx, &rec)
         },

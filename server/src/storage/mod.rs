@@ -182,7 +182,7 @@ pub struct Rejection {
 }
 
 /// The registry's persistence. See the module documentation for the contract.
-pub trait Storage: Send + Sync + 'static {
+pub trait Storage: crate::staff::store::StaffStore + Send + Sync + 'static {
     /// Create a clinic and its record document (log + audit `clinic_created`), atomically.
     fn create_clinic(&self, clinic: &ClinicRow, doc: &DocWrite, now_ms: i64) -> StorageResult<u64>;
     /// Whether a clinic exists.

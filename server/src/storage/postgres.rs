@@ -58,6 +58,8 @@ use super::{
 use crate::audit::{self, AuditEntry, AuditRow};
 use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Val};
 
+mod staff;
+
 /// The schema version this server writes; a database with a newer one is refused.
 const SCHEMA_VERSION: i32 = 1;
 /// `pg_advisory_xact_lock` key for migrations ("Followup" in ASCII).
@@ -691,6 +693,7 @@ impl PostgresStorage {
             nonce_inserts: AtomicU64::new(0),
         };
         storage.migrate()?;
+        storage.migrate_staff()?;
         storage.prepare_read_model()?;
         Ok(storage)
     }

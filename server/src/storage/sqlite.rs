@@ -21,6 +21,8 @@ use super::{
 use crate::audit::{self, AuditEntry, AuditRow};
 use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Val};
 
+mod staff;
+
 const DB_FILE: &str = "registry.sqlite3";
 const SCHEMA_VERSION: i64 = 1;
 const MAX_IDLE_READERS: usize = 16;
@@ -324,6 +326,7 @@ impl SqliteStorage {
             )));
         }
         conn.execute_batch(SCHEMA).db()?;
+        conn.execute_batch(staff::STAFF_SCHEMA).db()?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
             .db()?;
         conn.execute_batch(&schema::ddl(Dialect::Sqlite)).db()?;
