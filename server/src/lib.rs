@@ -16,6 +16,9 @@
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
 //! | [`error`] | HTTP errors with JSON bodies |
+//! | [`console`] | the staff console under `/console` and the public `/participation` page |
+//! | [`staff`] | staff accounts (argon2id, optional TOTP), roles, sessions, sign-in throttling |
+//! | [`export`] | CSV and FHIR R4 exports, de-identified by default, authorized by scope, audited |
 //!
 //! It depends on `followup-domain` for the record model, the wire protocol and signature
 //! verification, and must never depend on the device crate (`followup-device`: a phone's
@@ -31,8 +34,11 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod config;
+pub mod console;
 pub mod error;
+pub mod export;
 pub mod readmodel;
+pub mod staff;
 pub mod storage;
 pub mod sync;
 
@@ -116,6 +122,7 @@ impl Server {
                 max_pull_bytes: config.max_pull_bytes,
                 ..sync::SyncLimits::default()
             },
+            console: config.console_config().map_err(ServerError::Config)?,
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -127,11 +134,14 @@ impl Server {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = api::router(state);
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
         });
         tracing::info!(%addr, "followup-server listening");
         Ok(RunningServer {

@@ -6,6 +6,7 @@
 mod common;
 mod contract;
 mod rm_cases;
+mod staff_cases;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -661,4 +662,20 @@ fn postgres_read_model_queries_and_conflicts() {
         followup_server::readmodel::query::dump(&*s).unwrap(),
         followup_server::readmodel::query::dump(&other).unwrap()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Staff accounts and sessions on PostgreSQL (the same scenario as `console.rs` on SQLite).
+
+#[test]
+fn postgres_staff_accounts_and_sessions() {
+    let Some(pg) = PgCluster::start("postgres_staff_accounts_and_sessions") else {
+        return;
+    };
+    let url = pg.create_db("staff");
+    let s = open(&url, PostgresOptions::default());
+    staff_cases::staff_accounts_and_sessions(&s);
+    // A second process over the same database: the tables exist, the sessions are shared.
+    let other = open(&url, PostgresOptions::default());
+    assert_eq!(followup_server::staff::list_staff(&other).unwrap().len(), 3);
 }
