@@ -209,7 +209,10 @@ pub fn project(doc: &Automerge, header: &DocHeader, schedule: &Schedule) -> Proj
         }
     };
     if let Err(e) = result {
-        p.problem = Some(format!("the {} body does not read: {e}", header.kind.code()));
+        p.problem = Some(format!(
+            "the {} body does not read: {e}",
+            header.kind.code()
+        ));
     }
     p
 }
