@@ -48,6 +48,18 @@ pub struct Config {
     /// Log format: `text` or `json`.
     #[arg(long, env = "FOLLOWUP_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// A maintenance command to run instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Maintenance commands of the server binary (they work on the database directly, no server
+/// needs to run).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Re-derive every read-model table (the console's and exports' relational tables) from the
+    /// stored documents, in one transaction; prints what it did.
+    RebuildReadModel,
 }
 
 impl Config {
@@ -64,6 +76,7 @@ impl Config {
             max_pull_bytes: 8 * 1024 * 1024,
             participation_rules: None,
             log_format: "text".into(),
+            command: None,
         }
     }
 

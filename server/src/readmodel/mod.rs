@@ -515,6 +515,29 @@ fn write_meta(tx: &mut dyn RmTx, now_ms: i64) -> StorageResult<()> {
     Ok(())
 }
 
+/// `rebuild-read-model`: open the registry's database (PostgreSQL at `database` if given, else
+/// SQLite in `data_dir`) and re-derive every read-model table from the stored documents. Safe
+/// while servers run on the same database: writers wait for the rebuild's transaction (on SQLite
+/// up to their busy timeout, then they answer 503 and devices retry).
+pub fn rebuild_database(
+    data_dir: &std::path::Path,
+    database: Option<&str>,
+) -> StorageResult<RebuildReport> {
+    let storage: Box<dyn crate::storage::Storage> = match database {
+        Some(url) => Box::new(crate::storage::PostgresStorage::connect(url)?),
+        None => {
+            if !data_dir.join("registry.sqlite3").is_file() {
+                return Err(StorageError::Internal(format!(
+                    "no registry database in {}",
+                    data_dir.display()
+                )));
+            }
+            Box::new(crate::storage::SqliteStorage::open(data_dir)?)
+        }
+    };
+    storage.rebuild_read_model(chrono::Utc::now().timestamp_millis())
+}
+
 /// Whether the read model must be rebuilt (built by another projection version, or never built
 /// while documents exist). Records the version on an empty database.
 pub fn ensure_current(tx: &mut dyn RmTx, now_ms: i64) -> StorageResult<Option<RebuildReport>> {
