@@ -417,7 +417,11 @@ async fn export(
     } else {
         println!(
             "{} export written to {} ({} files, {} KB zipped){}; see README.txt there",
-            if identified { "IDENTIFIED" } else { "de-identified" },
+            if identified {
+                "IDENTIFIED"
+            } else {
+                "de-identified"
+            },
             out.display(),
             files.len(),
             bytes / 1024,

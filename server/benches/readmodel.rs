@@ -110,7 +110,10 @@ fn tablet(s: &dyn Storage, clinic: RecordId) -> Principal {
         public_key: [7; 32],
         label: Some("bench tablet".into()),
     };
-    let rec = s.redeem_enrolment_code(&hash, &dev, NOW_MS).unwrap().unwrap();
+    let rec = s
+        .redeem_enrolment_code(&hash, &dev, NOW_MS)
+        .unwrap()
+        .unwrap();
     Principal::from(&rec)
 }
 
@@ -166,9 +169,10 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let (storage, backend): (Arc<dyn Storage>, &str) =
         match std::env::var("FOLLOWUP_BENCH_DATABASE") {
-            Ok(url) if !url.is_empty() => {
-                (Arc::new(PostgresStorage::connect(&url).unwrap()), "PostgreSQL")
-            }
+            Ok(url) if !url.is_empty() => (
+                Arc::new(PostgresStorage::connect(&url).unwrap()),
+                "PostgreSQL",
+            ),
             _ => {
                 let dir = std::env::var("FOLLOWUP_BENCH_DIR")
                     .map(std::path::PathBuf::from)
@@ -235,7 +239,10 @@ fn main() {
         );
     }
     let st = s.stats().unwrap();
-    println!("  registry: {} documents, log seq {}", st.documents, st.log_seq);
+    println!(
+        "  registry: {} documents, log seq {}",
+        st.documents, st.log_seq
+    );
 
     // A 1,000-response push into the filled registry, three rounds.
     let (c0, p0) = principals.first().cloned().expect("a clinic");

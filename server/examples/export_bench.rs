@@ -109,6 +109,8 @@ fn main() {
                 summary.files.len() + 1
             );
         }
-        _ => eprintln!("usage: export_bench populate DIR [C P R] | export DIR csv|fhir OUT [--identified]"),
+        _ => eprintln!(
+            "usage: export_bench populate DIR [C P R] | export DIR csv|fhir OUT [--identified]"
+        ),
     }
 }

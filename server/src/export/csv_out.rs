@@ -89,7 +89,11 @@ pub const CLINICS: &[Col] = &[
 pub const PATIENTS: &[Col] = &[
     d("patient_id", "Patient (pseudonymous)", "id", KEYED),
     d("clinic_id", "Enrolling clinic", "id", KEYED),
-    idf("study_code", "The clinic's study code for the patient", "text"),
+    idf(
+        "study_code",
+        "The clinic's study code for the patient",
+        "text",
+    ),
     c("sex", "Sex", "code"),
     d(
         "birth_year",
@@ -104,8 +108,18 @@ pub const PATIENTS: &[Col] = &[
         "90 and over grouped as 90+; empty for a patient aged 90 or over today",
     ),
     c("age_90_or_over", "Aged 90 or over today", "boolean"),
-    d("consent_form_version", "Consent form version", "text", CODED),
-    d("consent_scope", "Consent scope codes, separated by ;", "list", CODED),
+    d(
+        "consent_form_version",
+        "Consent form version",
+        "text",
+        CODED,
+    ),
+    d(
+        "consent_scope",
+        "Consent scope codes, separated by ;",
+        "list",
+        CODED,
+    ),
     d("consent_year", "Consent signed: year", "year", YEAR),
     d("consent_day", "Consent signed: day", "day", DAY),
     idf("consent_date", "Consent signed: date", "date"),
@@ -151,7 +165,11 @@ pub const PROCEDURES: &[Col] = &[
         "Promised benefits and measures: benefit => measure, separated by ;",
         "text",
     ),
-    c("cost_amount_minor", "Cost in minor units (cents)", "integer"),
+    c(
+        "cost_amount_minor",
+        "Cost in minor units (cents)",
+        "integer",
+    ),
     d("cost_currency", "Cost currency (ISO 4217)", "code", CODED),
 ];
 
@@ -185,7 +203,11 @@ pub const ADVERSE_EVENTS: &[Col] = &[
     d("onset_year", "Onset: year", "year", YEAR),
     d("onset_day", "Onset: day", "day", DAY),
     idf("onset_date", "Onset: date", "date"),
-    c("severity_grade", "Severity grade 1-5 (CTCAE-style)", "integer"),
+    c(
+        "severity_grade",
+        "Severity grade 1-5 (CTCAE-style)",
+        "integer",
+    ),
     c("serious", "Any seriousness criterion met", "boolean"),
     d(
         "seriousness",
@@ -355,7 +377,10 @@ fn item_columns(q: &Questionnaire, identified: bool) -> Vec<(String, QCol)> {
         match item.item_type {
             ItemType::MultipleChoice => {
                 for ch in &item.choices {
-                    cols.push((format!("{}___{}", item.id, ch.code), QCol::Choice(i, ch.code.clone())));
+                    cols.push((
+                        format!("{}___{}", item.id, ch.code),
+                        QCol::Choice(i, ch.code.clone()),
+                    ));
                 }
             }
             ItemType::Date => {
@@ -556,7 +581,12 @@ impl FormatWriter for CsvWriter {
         };
         let (cy, cd, cx) = date_cells(export_date(Some(&e.consent.date), anchor, ctx.identified));
         let (ey, ed, ex) = date_cells(export_date(Some(&e.enrolled_on), anchor, ctx.identified));
-        let form = coded(ctx, &e.consent.form_version, is_consent_version, "consent form version (not a version token)");
+        let form = coded(
+            ctx,
+            &e.consent.form_version,
+            is_consent_version,
+            "consent form version (not a version token)",
+        );
         let scope: Vec<String> = e
             .consent
             .scope
@@ -610,7 +640,14 @@ impl FormatWriter for CsvWriter {
         let trial = p
             .trial_registration
             .as_deref()
-            .map(|t| coded(ctx, t, is_token_with_digit, "trial registration (not a registration token)"))
+            .map(|t| {
+                coded(
+                    ctx,
+                    t,
+                    is_token_with_digit,
+                    "trial registration (not a registration token)",
+                )
+            })
             .unwrap_or_default();
         let benefits = p
             .promised_benefits
@@ -622,7 +659,12 @@ impl FormatWriter for CsvWriter {
         let (amount, currency) = match &p.cost {
             Some(cost) => (
                 cost.amount_minor.to_string(),
-                coded(ctx, &cost.currency, is_currency, "cost currency (not ISO 4217)"),
+                coded(
+                    ctx,
+                    &cost.currency,
+                    is_currency,
+                    "cost currency (not ISO 4217)",
+                ),
             ),
             None => Default::default(),
         };
@@ -669,7 +711,12 @@ impl FormatWriter for CsvWriter {
             ResponseStatus::Submitted => "submitted",
             ResponseStatus::Discarded => "discarded",
         };
-        let questionnaire = coded(ctx, &r.questionnaire, is_slug, "questionnaire id (not an id)");
+        let questionnaire = coded(
+            ctx,
+            &r.questionnaire,
+            is_slug,
+            "questionnaire id (not an id)",
+        );
         let questionnaire_version = coded(
             ctx,
             &r.questionnaire_version,
@@ -711,9 +758,12 @@ impl FormatWriter for CsvWriter {
                             },
                         },
                         QCol::Choice(i, code) => match r.answers.get(&items[*i].id) {
-                            Some(AnswerValue::Choices(sel)) => {
-                                if sel.iter().any(|s| s == code) { "1" } else { "0" }.into()
+                            Some(AnswerValue::Choices(sel)) => if sel.iter().any(|s| s == code) {
+                                "1"
+                            } else {
+                                "0"
                             }
+                            .into(),
                             _ => String::new(),
                         },
                         QCol::DateYear(i) | QCol::DateDay(i) | QCol::DateExact(i) => {
@@ -782,7 +832,12 @@ impl FormatWriter for CsvWriter {
         let ae_id = ctx.pseudo.id(IdKind::AdverseEvent, rec.header.id);
         let patient_id = ctx.pseudo.id(IdKind::Patient, patient);
         let (oy, od, ox) = date_cells(export_date(Some(&ae.onset), anchor, identified));
-        let category = coded(ctx, &ae.category, is_code, "adverse-event category (not a code)");
+        let category = coded(
+            ctx,
+            &ae.category,
+            is_code,
+            "adverse-event category (not a code)",
+        );
         let seriousness: Vec<String> = ae
             .seriousness
             .iter()
@@ -790,7 +845,11 @@ impl FormatWriter for CsvWriter {
             .filter(|s| !s.is_empty())
             .collect();
         let serious = ae.seriousness.iter().any(|s| s != "none");
-        let description = free(ctx, &ae.description, "adverse-event description (free text)");
+        let description = free(
+            ctx,
+            &ae.description,
+            "adverse-event description (free text)",
+        );
         if !ae.answers.is_empty() {
             // The coded fields above carry the report; its answers are not repeated here.
             ctx.withhold("adverse-event report answers (carried by the coded columns)");
@@ -815,8 +874,7 @@ impl FormatWriter for CsvWriter {
         for adj in adjudications {
             let a = &adj.body;
             let (dy, dd, dx) = date_cells(export_date(Some(&a.deadline), anchor, identified));
-            let (cy, cd, cx) =
-                date_cells(export_date(a.decided_at.as_deref(), anchor, identified));
+            let (cy, cd, cx) = date_cells(export_date(a.decided_at.as_deref(), anchor, identified));
             let action = free(ctx, &a.action, "adjudication action (free text)");
             let remedy = free(ctx, &a.remedy, "adjudication remedy (free text)");
             self.adjudications.row(&[
@@ -824,7 +882,9 @@ impl FormatWriter for CsvWriter {
                 ae_id.clone(),
                 patient_id.clone(),
                 ctx.pseudo.id(IdKind::Clinic, rec.header.clinic),
-                a.relatedness.map(|r| r.code().to_string()).unwrap_or_default(),
+                a.relatedness
+                    .map(|r| r.code().to_string())
+                    .unwrap_or_default(),
                 a.status.code().into(),
                 dy,
                 dd,
@@ -983,7 +1043,14 @@ fn dictionary_rows(
                 .score_definitions()
                 .iter()
                 .find(|s| &s.id == id)
-                .map(|s| format!("Score: {} ({:?} of {})", s.label, s.method, s.items.join(", ")))
+                .map(|s| {
+                    format!(
+                        "Score: {} ({:?} of {})",
+                        s.label,
+                        s.method,
+                        s.items.join(", ")
+                    )
+                })
                 .unwrap_or_default(),
             (Some(item), _) => item.text.clone(),
             (None, _) => String::new(),
@@ -1027,7 +1094,11 @@ fn dictionary_rows(
                 .and_then(|i| i.max_length)
                 .map(|d| d.to_string())
                 .unwrap_or_default(),
-            if item.is_some_and(|i| i.required) { "y" } else { "" },
+            if item.is_some_and(|i| i.required) {
+                "y"
+            } else {
+                ""
+            },
             branching.as_str(),
             q.id(),
             q.version(),

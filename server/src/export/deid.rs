@@ -290,7 +290,10 @@ mod tests {
         assert_eq!(t.day, Some(-1));
         assert_eq!(t.exact.as_deref(), Some("2025-03-09T23:30:00Z"));
         assert_eq!(export_date(Some("soon"), anchor, false), None);
-        assert_eq!(export_date(Some("2025-01-01"), None, false).unwrap().day, None);
+        assert_eq!(
+            export_date(Some("2025-01-01"), None, false).unwrap().day,
+            None
+        );
     }
 
     #[test]
@@ -333,7 +336,10 @@ mod tests {
             procedure_type_code("Autologous haematopoietic stem cell transplant"),
             Some("ahsct")
         );
-        assert_eq!(procedure_type_code("cell_injection"), Some("cell_injection"));
+        assert_eq!(
+            procedure_type_code("cell_injection"),
+            Some("cell_injection")
+        );
         assert_eq!(procedure_type_code("Dr Who's special"), None);
     }
 }

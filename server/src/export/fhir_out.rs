@@ -104,7 +104,10 @@ fn ext(name: &str, value: ExtensionValue) -> Result<Extension, ExportError> {
 }
 
 fn ext_code(name: &str, system: &str, code: &str) -> Result<Extension, ExportError> {
-    ext(name, ExtensionValue::Coding(coding(&code_system(system), code, None)?))
+    ext(
+        name,
+        ExtensionValue::Coding(coding(&code_system(system), code, None)?),
+    )
 }
 
 fn ext_complex(name: &str, parts: Vec<Extension>) -> Result<Extension, ExportError> {
@@ -142,7 +145,9 @@ fn day_offset(element: &str, d: &ExportDate) -> Result<Option<Extension>, Export
 fn fhir_date(d: &ExportDate) -> Option<Date> {
     match &d.exact {
         Some(x) => x.get(..10).and_then(|s| s.parse::<Date>().ok()),
-        None => (1000..10000).contains(&d.year).then_some(Date::Year(d.year)),
+        None => (1000..10000)
+            .contains(&d.year)
+            .then_some(Date::Year(d.year)),
     }
 }
 
@@ -230,7 +235,12 @@ fn free_text(ctx: &mut Ctx<'_>, s: &str, reason: &str) -> Option<String> {
     }
 }
 
-fn code_or_withhold(ctx: &mut Ctx<'_>, s: &str, ok: fn(&str) -> bool, reason: &str) -> Option<String> {
+fn code_or_withhold(
+    ctx: &mut Ctx<'_>,
+    s: &str,
+    ok: fn(&str) -> bool,
+    reason: &str,
+) -> Option<String> {
     if s.trim().is_empty() {
         None
     } else if ctx.identified || ok(s) {
@@ -297,7 +307,10 @@ impl FormatWriter for FhirWriter {
         };
         let id = rec.header.id;
         let pid = ctx.pseudo.id(IdKind::Patient, id);
-        let clinic_ref = format!("Organization/{}", ctx.pseudo.id(IdKind::Clinic, rec.header.clinic));
+        let clinic_ref = format!(
+            "Organization/{}",
+            ctx.pseudo.id(IdKind::Clinic, rec.header.clinic)
+        );
         let anchor = ctx.anchors.index_date(id);
         let over = birth_year_withheld(e.birth_year, ctx.now_year);
         let mut patient = Patient::builder()
@@ -401,18 +414,29 @@ impl FormatWriter for FhirWriter {
             )?,
         ];
         if let Some(t) = p.trial_registration.as_deref().and_then(|t| {
-            code_or_withhold(ctx, t, is_token_with_digit, "trial registration (not a registration token)")
+            code_or_withhold(
+                ctx,
+                t,
+                is_token_with_digit,
+                "trial registration (not a registration token)",
+            )
         }) {
             extension.push(ext("trial-registration", ExtensionValue::String(t))?);
         }
         if let Some(cost) = &p.cost {
             let mut money = Money::builder().value(cost.amount_minor as f64 / 100.0);
-            if let Some(cur) =
-                code_or_withhold(ctx, &cost.currency, is_currency, "cost currency (not ISO 4217)")
-            {
+            if let Some(cur) = code_or_withhold(
+                ctx,
+                &cost.currency,
+                is_currency,
+                "cost currency (not ISO 4217)",
+            ) {
                 money = money.currency(cur);
             }
-            extension.push(ext("cost", ExtensionValue::Money(money.build().map_err(b)?))?);
+            extension.push(ext(
+                "cost",
+                ExtensionValue::Money(money.build().map_err(b)?),
+            )?);
         }
         let benefits = p
             .promised_benefits
@@ -468,7 +492,8 @@ impl FormatWriter for FhirWriter {
         let identified = ctx.identified;
         let anchor = ctx.anchors.anchor(patient, r.procedure.as_deref());
         let pat_ref = format!("Patient/{}", ctx.pseudo.id(IdKind::Patient, patient));
-        if !identified && !(is_slug(&r.questionnaire) && is_slug(&r.questionnaire_version)) {
+        let canonical_is_ids = is_slug(&r.questionnaire) && is_slug(&r.questionnaire_version);
+        if !identified && !canonical_is_ids {
             // The canonical would carry whatever the device wrote there.
             ctx.withhold("response to a questionnaire whose id or version is not an id");
             return Ok(());
@@ -477,98 +502,118 @@ impl FormatWriter for FhirWriter {
         let mut items = Vec::new();
         let mut withheld: Vec<&'static str> = Vec::new();
         let answer = |v: QuestionnaireResponseItemAnswerValue| {
-            QuestionnaireResponseItemAnswer::builder().value(v).build().map_err(b)
+            QuestionnaireResponseItemAnswer::builder()
+                .value(v)
+                .build()
+                .map_err(b)
         };
         for (key, value) in &r.answers {
             let item_def = def.as_ref().and_then(|q| q.item(key));
             let mut item_ext = Vec::new();
-            let answers: Vec<QuestionnaireResponseItemAnswer> = match (item_def.map(|i| i.item_type), value) {
-                (_, AnswerValue::Bool(x)) => vec![answer(QuestionnaireResponseItemAnswerValue::Boolean(*x))?],
-                (Some(ItemType::Decimal), AnswerValue::Int(i)) => {
-                    vec![answer(QuestionnaireResponseItemAnswerValue::Decimal(*i as f64))?]
-                }
-                (_, AnswerValue::Int(i)) => match i32::try_from(*i) {
-                    Ok(i) => vec![answer(QuestionnaireResponseItemAnswerValue::Integer(i))?],
-                    Err(_) => vec![answer(QuestionnaireResponseItemAnswerValue::Decimal(*i as f64))?],
-                },
-                (_, AnswerValue::Decimal(x)) if x.is_finite() => {
-                    vec![answer(QuestionnaireResponseItemAnswerValue::Decimal(*x))?]
-                }
-                (Some(ItemType::Date), AnswerValue::Text(t)) => {
-                    match export_date(Some(t), anchor, identified) {
-                        Some(d) => {
-                            if let Some(x) = day_offset("answer.valueDate", &d)? {
-                                item_ext.push(x);
-                            }
-                            fhir_date(&d)
-                                .map(|fd| answer(QuestionnaireResponseItemAnswerValue::Date(fd)))
-                                .transpose()?
-                                .into_iter()
-                                .collect()
-                        }
-                        None => {
-                            withheld.push("answer that does not fit its item");
-                            vec![]
-                        }
+            let answers: Vec<QuestionnaireResponseItemAnswer> =
+                match (item_def.map(|i| i.item_type), value) {
+                    (_, AnswerValue::Bool(x)) => {
+                        vec![answer(QuestionnaireResponseItemAnswerValue::Boolean(*x))?]
                     }
-                }
-                (Some(ItemType::SingleChoice), AnswerValue::Text(code)) => {
-                    let item = item_def.ok_or_else(|| ExportError::Internal("item".into()))?;
-                    match item.choice(code) {
-                        Some(ch) => vec![answer(QuestionnaireResponseItemAnswerValue::Coding(
-                            Coding::builder()
-                                .code(ch.code.clone())
-                                .display(ch.label.clone())
-                                .build()
-                                .map_err(b)?,
+                    (Some(ItemType::Decimal), AnswerValue::Int(i)) => {
+                        vec![answer(QuestionnaireResponseItemAnswerValue::Decimal(
+                            *i as f64,
+                        ))?]
+                    }
+                    (_, AnswerValue::Int(i)) => match i32::try_from(*i) {
+                        Ok(i) => vec![answer(QuestionnaireResponseItemAnswerValue::Integer(i))?],
+                        Err(_) => vec![answer(QuestionnaireResponseItemAnswerValue::Decimal(
+                            *i as f64,
                         ))?],
-                        None if identified => vec![answer(QuestionnaireResponseItemAnswerValue::String(code.clone()))?],
-                        None => {
-                            withheld.push("answer that does not fit its item");
-                            vec![]
+                    },
+                    (_, AnswerValue::Decimal(x)) if x.is_finite() => {
+                        vec![answer(QuestionnaireResponseItemAnswerValue::Decimal(*x))?]
+                    }
+                    (Some(ItemType::Date), AnswerValue::Text(t)) => {
+                        match export_date(Some(t), anchor, identified) {
+                            Some(d) => {
+                                if let Some(x) = day_offset("answer.valueDate", &d)? {
+                                    item_ext.push(x);
+                                }
+                                fhir_date(&d)
+                                    .map(|fd| {
+                                        answer(QuestionnaireResponseItemAnswerValue::Date(fd))
+                                    })
+                                    .transpose()?
+                                    .into_iter()
+                                    .collect()
+                            }
+                            None => {
+                                withheld.push("answer that does not fit its item");
+                                vec![]
+                            }
                         }
                     }
-                }
-                (Some(ItemType::MultipleChoice), AnswerValue::Choices(codes)) => {
-                    let item = item_def.ok_or_else(|| ExportError::Internal("item".into()))?;
-                    let mut out = Vec::new();
-                    for code in codes {
+                    (Some(ItemType::SingleChoice), AnswerValue::Text(code)) => {
+                        let item = item_def.ok_or_else(|| ExportError::Internal("item".into()))?;
                         match item.choice(code) {
-                            Some(ch) => out.push(answer(QuestionnaireResponseItemAnswerValue::Coding(
-                                Coding::builder()
-                                    .code(ch.code.clone())
-                                    .display(ch.label.clone())
-                                    .build()
-                                    .map_err(b)?,
-                            ))?),
-                            None if identified => out.push(answer(
+                            Some(ch) => {
+                                vec![answer(QuestionnaireResponseItemAnswerValue::Coding(
+                                    Coding::builder()
+                                        .code(ch.code.clone())
+                                        .display(ch.label.clone())
+                                        .build()
+                                        .map_err(b)?,
+                                ))?]
+                            }
+                            None if identified => vec![answer(
                                 QuestionnaireResponseItemAnswerValue::String(code.clone()),
-                            )?),
-                            None => withheld.push("answer that does not fit its item"),
+                            )?],
+                            None => {
+                                withheld.push("answer that does not fit its item");
+                                vec![]
+                            }
                         }
                     }
-                    out
-                }
-                (_, AnswerValue::Text(t)) if identified => {
-                    vec![answer(QuestionnaireResponseItemAnswerValue::String(t.clone()))?]
-                }
-                (_, AnswerValue::Choices(c)) if identified => c
-                    .iter()
-                    .map(|x| answer(QuestionnaireResponseItemAnswerValue::String(x.clone())))
-                    .collect::<Result<_, _>>()?,
-                (Some(ItemType::Text), _) => {
-                    withheld.push("free-text answer");
-                    vec![]
-                }
-                _ => {
-                    withheld.push(if def.is_none() {
-                        "answers of a response whose questionnaire version is unknown"
-                    } else {
-                        "answer that does not fit its item"
-                    });
-                    vec![]
-                }
-            };
+                    (Some(ItemType::MultipleChoice), AnswerValue::Choices(codes)) => {
+                        let item = item_def.ok_or_else(|| ExportError::Internal("item".into()))?;
+                        let mut out = Vec::new();
+                        for code in codes {
+                            match item.choice(code) {
+                                Some(ch) => {
+                                    out.push(answer(QuestionnaireResponseItemAnswerValue::Coding(
+                                        Coding::builder()
+                                            .code(ch.code.clone())
+                                            .display(ch.label.clone())
+                                            .build()
+                                            .map_err(b)?,
+                                    ))?)
+                                }
+                                None if identified => out.push(answer(
+                                    QuestionnaireResponseItemAnswerValue::String(code.clone()),
+                                )?),
+                                None => withheld.push("answer that does not fit its item"),
+                            }
+                        }
+                        out
+                    }
+                    (_, AnswerValue::Text(t)) if identified => {
+                        vec![answer(QuestionnaireResponseItemAnswerValue::String(
+                            t.clone(),
+                        ))?]
+                    }
+                    (_, AnswerValue::Choices(c)) if identified => c
+                        .iter()
+                        .map(|x| answer(QuestionnaireResponseItemAnswerValue::String(x.clone())))
+                        .collect::<Result<_, _>>()?,
+                    (Some(ItemType::Text), _) => {
+                        withheld.push("free-text answer");
+                        vec![]
+                    }
+                    _ => {
+                        withheld.push(if def.is_none() {
+                            "answers of a response whose questionnaire version is unknown"
+                        } else {
+                            "answer that does not fit its item"
+                        });
+                        vec![]
+                    }
+                };
             if answers.is_empty() {
                 continue;
             }
@@ -590,7 +635,11 @@ impl FormatWriter for FhirWriter {
                 extension.push(ext_code("visit", "visit", &v)?);
             }
         }
-        extension.push(ext_code("completed-by", "completed-by", r.completed_by.code())?);
+        extension.push(ext_code(
+            "completed-by",
+            "completed-by",
+            r.completed_by.code(),
+        )?);
         let author = match r.completed_by {
             followup_domain::model::CompletedBy::Patient => pat_ref.clone(),
             followup_domain::model::CompletedBy::Nurse => format!(
@@ -654,16 +703,30 @@ impl FormatWriter for FhirWriter {
             ctx.pseudo.id(IdKind::Clinic, rec.header.clinic)
         );
         let mut extension = Vec::new();
-        let category = code_or_withhold(ctx, &ae.category, is_code, "adverse-event category (not a code)");
-        let description = free_text(ctx, &ae.description, "adverse-event description (free text)");
+        let category = code_or_withhold(
+            ctx,
+            &ae.category,
+            is_code,
+            "adverse-event category (not a code)",
+        );
+        let description = free_text(
+            ctx,
+            &ae.description,
+            "adverse-event description (free text)",
+        );
         let mut event_codings = Vec::new();
         if let Some(c) = &category {
             event_codings.push(coding(&code_system("adverse-event-category"), c, None)?);
         }
         let serious = ae.seriousness.iter().any(|s| s != "none");
         for s in &ae.seriousness {
-            if let Some(s) = code_or_withhold(ctx, s, is_code, "seriousness criterion (not a code)") {
-                extension.push(ext_code("seriousness-criterion", "seriousness-criterion", &s)?);
+            if let Some(s) = code_or_withhold(ctx, s, is_code, "seriousness criterion (not a code)")
+            {
+                extension.push(ext_code(
+                    "seriousness-criterion",
+                    "seriousness-criterion",
+                    &s,
+                )?);
             }
         }
         let severity_word = match ae.severity {

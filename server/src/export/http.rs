@@ -48,21 +48,22 @@ impl ExportQuery {
     /// The request it asks for, or what is wrong with it.
     pub fn request(&self) -> Result<ExportRequest, ApiError> {
         let format = ExportFormat::from_code(&self.format).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "unknown format {:?}: use csv or fhir",
-                self.format
-            ))
+            ApiError::bad_request(format!("unknown format {:?}: use csv or fhir", self.format))
         })?;
         let clinic = match self.clinic.as_deref().filter(|c| !c.is_empty()) {
             None => None,
-            Some(c) => Some(c.parse::<RecordId>().map_err(|e| ApiError::bad_request(e.to_string()))?),
+            Some(c) => Some(
+                c.parse::<RecordId>()
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+            ),
         };
-        let since = match self.since.as_deref().filter(|s| !s.is_empty()) {
-            None => None,
-            Some(s) => Some(chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
-                ApiError::bad_request(format!("since {s:?} is not a date YYYY-MM-DD"))
-            })?),
-        };
+        let since =
+            match self.since.as_deref().filter(|s| !s.is_empty()) {
+                None => None,
+                Some(s) => Some(chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(
+                    |_| ApiError::bad_request(format!("since {s:?} is not a date YYYY-MM-DD")),
+                )?),
+            };
         Ok(ExportRequest {
             format,
             clinic,
@@ -115,7 +116,12 @@ pub fn zip_body(storage: Arc<dyn Storage>, defs: Arc<dyn Definitions>, plan: Exp
             buf: Vec::with_capacity(CHUNK),
         };
         let mut sink = ZipSink::new(writer, &plan.folder_name());
-        match run(&StorageSource::new(storage.as_ref()), defs.as_ref(), &plan, &mut sink) {
+        match run(
+            &StorageSource::new(storage.as_ref()),
+            defs.as_ref(),
+            &plan,
+            &mut sink,
+        ) {
             Ok(summary) => tracing::info!(records = ?summary.records, "export finished"),
             Err(e) => {
                 tracing::warn!(error = %e, "export failed");

@@ -391,14 +391,20 @@ pub fn run(
     let since_ms = plan.since_ms();
 
     // Pass 1: the procedure dates every day offset counts from.
-    pass(source, &mut ctx, RecordKind::Procedure, None, &mut |ctx, rec| {
-        if let (Body::Procedure(p), Some(patient)) = (&rec.body, rec.header.patient) {
-            if let Some(date) = parse_date(&p.date) {
-                ctx.anchors.add_procedure(rec.header.id, patient, date);
+    pass(
+        source,
+        &mut ctx,
+        RecordKind::Procedure,
+        None,
+        &mut |ctx, rec| {
+            if let (Body::Procedure(p), Some(patient)) = (&rec.body, rec.header.patient) {
+                if let Some(date) = parse_date(&p.date) {
+                    ctx.anchors.add_procedure(rec.header.id, patient, date);
+                }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     // Pass 2: adjudications, attached to their adverse events.
     let mut adjudications: HashMap<RecordId, Vec<AdjudicationRec>> = HashMap::new();
     pass(
@@ -424,18 +430,36 @@ pub fn run(
         ExportFormat::Csv => Box::new(csv_out::CsvWriter::new(&ctx)?),
         ExportFormat::Fhir => Box::new(fhir_out::FhirWriter::new(&ctx)?),
     };
-    pass(source, &mut ctx, RecordKind::Clinic, None, &mut |ctx, rec| {
-        ctx.count_record(RecordKind::Clinic);
-        writer.clinic(ctx, &rec)
-    })?;
-    pass(source, &mut ctx, RecordKind::Enrolment, None, &mut |ctx, rec| {
-        ctx.count_record(RecordKind::Enrolment);
-        writer.patient(ctx, &rec)
-    })?;
-    pass(source, &mut ctx, RecordKind::Procedure, None, &mut |ctx, rec| {
-        ctx.count_record(RecordKind::Procedure);
-        writer.procedure(ctx, &rec)
-    })?;
+    pass(
+        source,
+        &mut ctx,
+        RecordKind::Clinic,
+        None,
+        &mut |ctx, rec| {
+            ctx.count_record(RecordKind::Clinic);
+            writer.clinic(ctx, &rec)
+        },
+    )?;
+    pass(
+        source,
+        &mut ctx,
+        RecordKind::Enrolment,
+        None,
+        &mut |ctx, rec| {
+            ctx.count_record(RecordKind::Enrolment);
+            writer.patient(ctx, &rec)
+        },
+    )?;
+    pass(
+        source,
+        &mut ctx,
+        RecordKind::Procedure,
+        None,
+        &mut |ctx, rec| {
+            ctx.count_record(RecordKind::Procedure);
+            writer.procedure(ctx, &rec)
+        },
+    )?;
     pass(
         source,
         &mut ctx,
@@ -444,7 +468,10 @@ pub fn run(
         &mut |ctx, rec| {
             // A discarded draft is not a response: nothing of it is exported.
             if matches!(&rec.body, Body::Response(r) if r.status == ResponseStatus::Discarded) {
-                *ctx.summary.withheld.entry("discarded drafts (not exported)".into()).or_default() += 1;
+                *ctx.summary
+                    .withheld
+                    .entry("discarded drafts (not exported)".into())
+                    .or_default() += 1;
                 return Ok(());
             }
             ctx.count_record(RecordKind::Response);
@@ -462,8 +489,8 @@ pub fn run(
                 .map(Vec::as_slice)
                 .unwrap_or(&[]);
             if let Some(since) = since_ms {
-                let changed = rec.updated_at_ms >= since
-                    || adjs.iter().any(|a| a.updated_at_ms >= since);
+                let changed =
+                    rec.updated_at_ms >= since || adjs.iter().any(|a| a.updated_at_ms >= since);
                 if !changed {
                     return Ok(());
                 }
@@ -541,7 +568,10 @@ mod tests {
             authorize(&coord, req(Some(b), false), 0),
             Err(ExportError::Forbidden(_))
         ));
-        assert_eq!(authorize(&coord, req(None, false), 0).unwrap().clinic, Some(a));
+        assert_eq!(
+            authorize(&coord, req(None, false), 0).unwrap().clinic,
+            Some(a)
+        );
         assert_eq!(
             authorize(&coord, req(Some(a), false), 0).unwrap().clinic,
             Some(a)
@@ -554,7 +584,10 @@ mod tests {
             who: "m".into(),
             role: StaffRole::RegistryMonitor,
         };
-        assert_eq!(authorize(&monitor, req(None, false), 0).unwrap().clinic, None);
+        assert_eq!(
+            authorize(&monitor, req(None, false), 0).unwrap().clinic,
+            None
+        );
         assert!(authorize(&monitor, req(None, true), 0).is_err());
         let admin = Requester {
             who: "admin-token".into(),

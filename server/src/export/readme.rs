@@ -142,6 +142,9 @@ pub fn write(ctx: &mut Ctx<'_>, sink: &mut dyn Sink) -> Result<(), ExportError> 
             )?;
         }
     }
-    writeln!(out, "This README is the last file written; its presence means the export is complete.")?;
+    writeln!(
+        out,
+        "This README is the last file written; its presence means the export is complete."
+    )?;
     out.into_sink("README.txt", sink)
 }

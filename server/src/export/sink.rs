@@ -196,7 +196,9 @@ pub fn unpack_zip(zip_file: &Path, dir: &Path) -> Result<Vec<PathBuf>, ExportErr
         let name = entry
             .enclosed_name()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().to_string()))
-            .ok_or_else(|| ExportError::Output(format!("unsafe path in the export: {:?}", entry.name())))?;
+            .ok_or_else(|| {
+                ExportError::Output(format!("unsafe path in the export: {:?}", entry.name()))
+            })?;
         sink.add_file(&name, &mut entry)?;
     }
     Ok(sink.written)

@@ -5,11 +5,10 @@
 
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::model::{
-    new_record, Accreditation, Adjudication, AdjudicationStatus, AdverseEvent, AeOutcome,
-    Answers, Author, CellType, Clinic, CompletedBy, Consent, Cost, DocHeader, Enrolment,
-    FollowupResponse, Manipulation, Origin, Participation, Procedure, PromisedBenefit,
-    RecordBody, RecordKind, RegulatoryStatus, Relatedness, Reporter, ResponseStatus, Route, Sex,
-    SourceTissue,
+    new_record, Accreditation, Adjudication, AdjudicationStatus, AdverseEvent, AeOutcome, Answers,
+    Author, CellType, Clinic, CompletedBy, Consent, Cost, DocHeader, Enrolment, FollowupResponse,
+    Manipulation, Origin, Participation, Procedure, PromisedBenefit, RecordBody, RecordKind,
+    RegulatoryStatus, Relatedness, Reporter, ResponseStatus, Route, Sex, SourceTissue,
 };
 use followup_domain::questionnaire::{instrument_ref, AnswerValue, ItemType};
 

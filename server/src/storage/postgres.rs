@@ -52,8 +52,8 @@ use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction};
 
 use super::{
     did, error_chain, h32, header_from_row, heads_from_blob, heads_to_blob, i64_of, rid, u64_of,
-    ClinicRow, DeviceRecord, DocWrite, EnrolmentCode, NewDevice, ReadScope, Rejection, Storage,
-    ExportDoc, ExportDocsQuery, StorageError, StorageResult, StoredDoc, WriteOutcome,
+    ClinicRow, DeviceRecord, DocWrite, EnrolmentCode, ExportDoc, ExportDocsQuery, NewDevice,
+    ReadScope, Rejection, Storage, StorageError, StorageResult, StoredDoc, WriteOutcome,
 };
 use crate::audit::{self, AuditEntry, AuditRow};
 use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Val};

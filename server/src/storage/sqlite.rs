@@ -15,8 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::{
     did, h32, header_from_row, heads_from_blob, heads_to_blob, i64_of, rid, u64_of, ClinicRow,
-    DeviceRecord, DocWrite, EnrolmentCode, ExportDoc, ExportDocsQuery, NewDevice, ReadScope, Rejection, Storage, StorageError,
-    StorageResult, StoredDoc, WriteOutcome,
+    DeviceRecord, DocWrite, EnrolmentCode, ExportDoc, ExportDocsQuery, NewDevice, ReadScope,
+    Rejection, Storage, StorageError, StorageResult, StoredDoc, WriteOutcome,
 };
 use crate::audit::{self, AuditEntry, AuditRow};
 use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Val};
