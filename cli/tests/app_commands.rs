@@ -3,6 +3,8 @@
 //! formats `--format` prints, the allowed choices listed for a bad value, and "next:" hints that
 //! run as printed.
 
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -307,7 +309,7 @@ fn conflicts_name_the_patient_and_visit_and_the_resolve_hint_runs() {
         // Another tablet's concurrent edit of the same answer, merged in as a sync would.
         let d = t.open();
         let mut theirs = d.load(r).unwrap().fork();
-        model::update_body::<FollowupResponse>(
+        model::update_body::<FollowupResponse, followup_domain::Error>(
             &mut theirs,
             Author::device_now(DeviceId::random()),
             |b| {

@@ -492,8 +492,7 @@ impl FormatWriter for FhirWriter {
         let identified = ctx.identified;
         let anchor = ctx.anchors.anchor(patient, r.procedure.as_deref());
         let pat_ref = format!("Patient/{}", ctx.pseudo.id(IdKind::Patient, patient));
-        let canonical_is_ids = is_slug(&r.questionnaire) && is_slug(&r.questionnaire_version);
-        if !identified && !canonical_is_ids {
+        if !(identified || is_slug(&r.questionnaire) && is_slug(&r.questionnaire_version)) {
             // The canonical would carry whatever the device wrote there.
             ctx.withhold("response to a questionnaire whose id or version is not an id");
             return Ok(());
