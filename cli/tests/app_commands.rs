@@ -275,6 +275,7 @@ fn formats_choices_show_drafts_resume_and_discard() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // the domain error, in a test closure
 fn conflicts_name_the_patient_and_visit_and_the_resolve_hint_runs() {
     let t = Tablet::new();
     ok(t.run(&[
@@ -307,7 +308,7 @@ fn conflicts_name_the_patient_and_visit_and_the_resolve_hint_runs() {
         // Another tablet's concurrent edit of the same answer, merged in as a sync would.
         let d = t.open();
         let mut theirs = d.load(r).unwrap().fork();
-        model::update_body::<FollowupResponse>(
+        model::update_body::<FollowupResponse, followup_domain::Error>(
             &mut theirs,
             Author::device_now(DeviceId::random()),
             |b| {
