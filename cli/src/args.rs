@@ -165,6 +165,30 @@ pub enum StaffCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Export the registry for analysis (CSV with a data dictionary) or interoperability (FHIR
+    /// R4 NDJSON), de-identified unless --identified; recorded in the audit log. See
+    /// docs/export.md.
+    Export {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// csv or fhir.
+        #[arg(long, value_parser = ["csv", "fhir"])]
+        format: String,
+        /// Only this clinic (its id); by default the whole registry.
+        #[arg(long)]
+        clinic: Option<String>,
+        /// Only responses and adverse events accepted or changed on or after this day
+        /// (YYYY-MM-DD, UTC); clinics, patients and procedures are always complete.
+        #[arg(long)]
+        since: Option<String>,
+        /// The directory to write the files into (must be empty or not exist).
+        #[arg(long, default_value = "followup-export")]
+        out: PathBuf,
+        /// Keep exact dates, free text and the registry's ids (registry administrators only;
+        /// audited). Handle the result as identifiable health information.
+        #[arg(long)]
+        identified: bool,
+    },
 }
 
 #[derive(Debug, Args)]

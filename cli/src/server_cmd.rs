@@ -319,6 +319,14 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                 );
             }
         }
+        StaffCommand::Export {
+            conn,
+            format,
+            clinic,
+            since,
+            out,
+            identified,
+        } => export(conn, format, clinic, since, out, identified).await?,
         StaffCommand::Stats { conn } => {
             let c = client(&conn)?;
             let s = c.stats().await?;
@@ -347,6 +355,82 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// `followup server export`: download the zip from the admin API into a temporary file beside
+/// `--out`, then unpack it there (refusing a cut-off download), and say what was written.
+async fn export(
+    conn: StaffConn,
+    format: String,
+    clinic: Option<String>,
+    since: Option<String>,
+    out: std::path::PathBuf,
+    identified: bool,
+) -> Result<(), CliError> {
+    let clinic = clinic
+        .map(|c| {
+            c.parse::<RecordId>().map_err(|e| {
+                CliError::new(e.to_string()).hint("give the clinic id printed by create-clinic")
+            })
+        })
+        .transpose()?;
+    if let Some(s) = &since {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+            CliError::new(format!("--since {s:?} is not a date")).hint("write it as YYYY-MM-DD")
+        })?;
+    }
+    if out.exists()
+        && std::fs::read_dir(&out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(CliError::new(format!("{} is not empty", out.display()))
+            .hint("choose a new or empty directory for --out"));
+    }
+    let c = client(&conn)?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".followup-export-")
+        .suffix(".zip")
+        .tempfile_in(&parent)?;
+    let params = followup_staff_client::ExportParams {
+        format,
+        clinic,
+        since,
+        identified,
+    };
+    let bytes = c.export(&params, tmp.as_file_mut()).await?;
+    let files = followup_server::export::sink::unpack_zip(tmp.path(), &out)
+        .map_err(|e| CliError::new(e.to_string()))?;
+    if conn.json {
+        output::print_json(&serde_json::json!({
+            "out": out.display().to_string(),
+            "zip_bytes": bytes,
+            "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            "identified": identified,
+        }))?;
+    } else {
+        println!(
+            "{} export written to {} ({} files, {} KB zipped){}; see README.txt there",
+            if identified {
+                "IDENTIFIED"
+            } else {
+                "de-identified"
+            },
+            out.display(),
+            files.len(),
+            bytes / 1024,
+            if identified {
+                ": it holds exact dates and free text, handle it as identifiable health information"
+            } else {
+                ""
+            }
+        );
     }
     Ok(())
 }

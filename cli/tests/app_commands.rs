@@ -3,6 +3,8 @@
 //! formats `--format` prints, the allowed choices listed for a bad value, and "next:" hints that
 //! run as printed.
 
+#![allow(clippy::result_large_err)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

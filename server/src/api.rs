@@ -10,6 +10,7 @@
 //! | `POST /v1/admin/devices/{id}/revoke` | admin token | → [`RevokeDeviceResponse`] |
 //! | `GET /v1/admin/audit/verify` | admin token | → [`AuditVerifyResponse`] |
 //! | `GET /v1/admin/stats` | admin token | → [`StatsResponse`] |
+//! | `GET /v1/admin/export?format=csv\|fhir[&clinic=ID][&since=YYYY-MM-DD][&identified=true]` | admin token | → a zip, streamed ([`crate::export`]) |
 
 use std::sync::Arc;
 
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/audit/verify", get(verify_audit))
         .route("/v1/admin/stats", get(stats))
         .merge(crate::console::router())
+        .route("/v1/admin/export", get(export))
         .fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such route") })
         // Bodies are read with an explicit limit in each handler (with a JSON error).
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -448,6 +450,47 @@ async fn stats(
     st.admin.check(&headers)?;
     let storage = st.storage.clone();
     Ok(Json(blocking(move || Ok(storage.stats()?)).await?))
+}
+
+/// `GET /v1/admin/export`: the admin token acts as a registry administrator (automation and the
+/// CLI's `followup server export`). Authorized and audited before the first byte; then the zip
+/// streams as it is produced.
+async fn export(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<crate::export::http::ExportQuery>,
+) -> Result<Response, ApiError> {
+    st.admin.check(&headers)?;
+    let request = q.request()?;
+    let requester = crate::export::Requester {
+        who: "admin-token".into(),
+        role: crate::export::StaffRole::RegistryAdmin,
+    };
+    let storage = st.storage.clone();
+    let plan = blocking(move || {
+        Ok(crate::export::begin_export(
+            storage.as_ref(),
+            &requester,
+            request,
+            now_ms(),
+        )?)
+    })
+    .await?;
+    let disposition = crate::export::http::content_disposition(&plan);
+    let body = crate::export::http::zip_body(
+        st.storage.clone(),
+        Arc::new(crate::export::ShippedDefinitions),
+        plan,
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! | [`error`] | HTTP errors with JSON bodies |
 //! | [`console`] | the staff console under `/console` and the public `/participation` page |
 //! | [`staff`] | staff accounts (argon2id, optional TOTP), roles, sessions, sign-in throttling |
+//! | [`export`] | CSV and FHIR R4 exports, de-identified by default, authorized by scope, audited |
 //!
 //! It depends on `followup-domain` for the record model, the wire protocol and signature
 //! verification, and must never depend on the device crate (`followup-device`: a phone's
@@ -35,6 +36,7 @@ pub mod authz;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod export;
 pub mod readmodel;
 pub mod staff;
 pub mod storage;

@@ -244,12 +244,40 @@ pub trait Storage: crate::staff::store::StaffStore + Send + Sync + 'static {
 
     fn stats(&self) -> StorageResult<StatsResponse>;
 
+    /// One page of documents for an export: those of `q.kind` (in `q.clinic` when given, last
+    /// written at or after `q.since_ms` when given) with an id above `after`, in id order, at
+    /// most `limit`. Keyset paging, so an export holds one page at a time.
+    fn export_docs_page(
+        &self,
+        q: &ExportDocsQuery,
+        after: Option<RecordId>,
+        limit: usize,
+    ) -> StorageResult<Vec<ExportDoc>>;
+
     /// Run a read-model query: portable SQL with `$n` parameters (see [`crate::readmodel::query`],
     /// which is the intended caller), rows as [`Val`]s.
     fn rm_query(&self, sql: &'static str, params: &[Val]) -> StorageResult<Vec<Vec<Val>>>;
     /// Re-derive every read-model table from the stored documents, in one transaction that
     /// holds the write lock (writers wait; readers see the old tables until it commits).
     fn rebuild_read_model(&self, now_ms: i64) -> StorageResult<RebuildReport>;
+}
+
+/// Which documents an export reads ([`Storage::export_docs_page`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportDocsQuery {
+    pub kind: RecordKind,
+    pub clinic: Option<RecordId>,
+    pub since_ms: Option<i64>,
+}
+
+/// A document read for an export.
+#[derive(Debug, Clone)]
+pub struct ExportDoc {
+    pub header: DocHeader,
+    /// `Automerge::save()` bytes.
+    pub bytes: Vec<u8>,
+    /// When the server last wrote it (ms since the epoch).
+    pub updated_at_ms: i64,
 }
 
 /// Heads as stored: 32-byte hashes back to back.

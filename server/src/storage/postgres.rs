@@ -52,8 +52,8 @@ use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction};
 
 use super::{
     did, error_chain, h32, header_from_row, heads_from_blob, heads_to_blob, i64_of, rid, u64_of,
-    ClinicRow, DeviceRecord, DocWrite, EnrolmentCode, NewDevice, ReadScope, Rejection, Storage,
-    StorageError, StorageResult, StoredDoc, WriteOutcome,
+    ClinicRow, DeviceRecord, DocWrite, EnrolmentCode, ExportDoc, ExportDocsQuery, NewDevice,
+    ReadScope, Rejection, Storage, StorageError, StorageResult, StoredDoc, WriteOutcome,
 };
 use crate::audit::{self, AuditEntry, AuditRow};
 use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Val};
@@ -1051,6 +1051,36 @@ impl Storage for PostgresStorage {
                 )?;
             }
             Ok(inserted == 1)
+        })
+    }
+
+    fn export_docs_page(
+        &self,
+        q: &ExportDocsQuery,
+        after: Option<RecordId>,
+        limit: usize,
+    ) -> StorageResult<Vec<ExportDoc>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let kind = q.kind.code();
+        let clinic = q.clinic.map(|c| c.0.to_vec());
+        let after = after.map(|a| a.0.to_vec());
+        self.read(|db| {
+            let rows = db.query(
+                "SELECT id, kind, clinic, patient, created_by, data, updated_at_ms FROM docs \
+                 WHERE kind = $1 AND ($2::bytea IS NULL OR clinic = $2) \
+                 AND ($3::bigint IS NULL OR updated_at_ms >= $3) \
+                 AND ($4::bytea IS NULL OR id > $4) ORDER BY id LIMIT $5",
+                &[&kind, &clinic, &q.since_ms, &after, &limit],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ExportDoc {
+                        header: doc_header_from_row(r)?,
+                        bytes: col(r, 5)?,
+                        updated_at_ms: col(r, 6)?,
+                    })
+                })
+                .collect()
         })
     }
 

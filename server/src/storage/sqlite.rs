@@ -15,8 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::{
     did, h32, header_from_row, heads_from_blob, heads_to_blob, i64_of, rid, u64_of, ClinicRow,
-    DeviceRecord, DocWrite, EnrolmentCode, NewDevice, ReadScope, Rejection, Storage, StorageError,
-    StorageResult, StoredDoc, WriteOutcome,
+    DeviceRecord, DocWrite, EnrolmentCode, ExportDoc, ExportDocsQuery, NewDevice, ReadScope,
+    Rejection, Storage, StorageError, StorageResult, StoredDoc, WriteOutcome,
 };
 use crate::audit::{self, AuditEntry, AuditRow};
 use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Val};
@@ -575,6 +575,57 @@ impl Storage for SqliteStorage {
                 .db()?;
             }
             Ok(inserted == 1)
+        })
+    }
+
+    fn export_docs_page(
+        &self,
+        q: &ExportDocsQuery,
+        after: Option<RecordId>,
+        limit: usize,
+    ) -> StorageResult<Vec<ExportDoc>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, kind, clinic, patient, created_by, data, updated_at_ms FROM docs \
+                     WHERE kind = ?1 AND (?2 IS NULL OR clinic = ?2) \
+                     AND (?3 IS NULL OR updated_at_ms >= ?3) AND (?4 IS NULL OR id > ?4) \
+                     ORDER BY id LIMIT ?5",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        q.kind.code(),
+                        q.clinic.map(|c| c.0.to_vec()),
+                        q.since_ms,
+                        after.map(|a| a.0.to_vec()),
+                        limit
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                            r.get::<_, Option<Vec<u8>>>(3)?,
+                            r.get::<_, Option<Vec<u8>>>(4)?,
+                            r.get::<_, Vec<u8>>(5)?,
+                            r.get::<_, i64>(6)?,
+                        ))
+                    },
+                )
+                .db()?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, kind, clinic, patient, created_by, data, updated_at_ms) = row.db()?;
+                out.push(ExportDoc {
+                    header: header_from_row(id, kind, clinic, patient, created_by)?,
+                    bytes: data,
+                    updated_at_ms,
+                });
+            }
+            Ok(out)
         })
     }
 
