@@ -10,6 +10,9 @@
 //! | `POST /v1/admin/devices/{id}/revoke` | admin token | → [`RevokeDeviceResponse`] |
 //! | `GET /v1/admin/audit/verify` | admin token | → [`AuditVerifyResponse`] |
 //! | `GET /v1/admin/stats` | admin token | → [`StatsResponse`] |
+//! | `GET /v1/admin/cases?clinic=ID&state=S` | admin token | → [`CasesResponse`] (refreshed to the registry's clock) |
+//! | `POST /v1/admin/cases/{id}/escalate` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] (`id`: the case or its adverse event) |
+//! | `POST /v1/admin/cases/{id}/close` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] |
 
 use std::sync::Arc;
 
@@ -21,10 +24,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use followup_core::identity::parse_public_key;
-use followup_core::ids::{random_bytes, DeviceId, RecordId};
-use followup_core::model::{DocHeader, RecordKind};
-use followup_core::protocol::{
+use followup_domain::identity::parse_public_key;
+use followup_domain::ids::{random_bytes, DeviceId, RecordId};
+use followup_domain::model::{DocHeader, RecordKind};
+use followup_domain::protocol::{
     decode_sync_request, encode_body_with_level, registry_actor, CreateClinicRequest,
     CreateClinicResponse, DeviceRole, EnrolRequest, EnrolResponse, EnrolmentGrant, ErrorCode,
     HealthResponse, IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse,
@@ -34,6 +37,9 @@ use ring::digest::{digest, SHA256};
 use serde::de::DeserializeOwned;
 
 use crate::audit::{self, event};
+use crate::cases;
+use followup_domain::model::CaseState;
+use followup_domain::protocol::{CaseNoteRequest, CaseSummary, CasesResponse};
 use crate::auth::{authenticate, now_ms, AdminToken};
 use crate::authz::Principal;
 use crate::error::ApiError;
@@ -43,6 +49,8 @@ use crate::sync::{self, SyncLimits};
 /// Shared state of the handlers (no mutable state: everything lives in the database).
 #[derive(Clone)]
 pub struct AppState {
+    /// The registry's clock for adjudication deadlines and case times.
+    pub clock: crate::clock::RegistryClock,
     pub storage: Arc<dyn Storage>,
     pub admin: AdminToken,
     pub max_body_bytes: usize,
@@ -67,6 +75,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/v1/admin/audit/verify", get(verify_audit))
         .route("/v1/admin/stats", get(stats))
+        .route("/v1/admin/cases", get(list_cases))
+        .route("/v1/admin/cases/{id}/escalate", post(escalate_case))
+        .route("/v1/admin/cases/{id}/close", post(close_case))
         .fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such route") })
         // Bodies are read with an explicit limit in each handler (with a JSON error).
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -205,13 +216,14 @@ async fn sync_handler(
     let max = st.max_decompressed_bytes;
     let limits = st.limits;
     let principal = Principal::from(&device);
+    let clock = st.clock.clone();
     let (resp_bytes, stats) = blocking(move || {
         let req = decode_sync_request(&bytes, max)?;
-        let resp = sync::run(storage.as_ref(), &principal, &req, &limits, now_ms())?;
+        let resp = sync::run(storage.as_ref(), &principal, &req, &limits, clock.now_ms())?;
         let accepted = resp
             .results
             .iter()
-            .filter(|r| matches!(r, followup_core::protocol::PushResult::Accepted { .. }))
+            .filter(|r| matches!(r, followup_domain::protocol::PushResult::Accepted { .. }))
             .count();
         let out = encode_body_with_level(&resp, ZSTD_LEVEL_SERVER)?;
         Ok((
@@ -384,7 +396,7 @@ async fn revoke_device(
     st.admin.check(&headers)?;
     let id: DeviceId = id
         .parse()
-        .map_err(|e: followup_core::ids::InvalidId| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e: followup_domain::ids::InvalidId| ApiError::bad_request(e.to_string()))?;
     let storage = st.storage.clone();
     let (newly, at) = blocking(move || Ok(storage.revoke_device(id, now_ms())?))
         .await?
@@ -400,7 +412,7 @@ async fn revoke_device(
 async fn verify_audit(
     State(st): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<followup_core::protocol::AuditVerifyResponse>, ApiError> {
+) -> Result<Json<followup_domain::protocol::AuditVerifyResponse>, ApiError> {
     st.admin.check(&headers)?;
     let storage = st.storage.clone();
     let r = blocking(move || Ok(audit::verify(storage.as_ref())?)).await?;
@@ -413,10 +425,116 @@ async fn verify_audit(
 async fn stats(
     State(st): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<followup_core::protocol::StatsResponse>, ApiError> {
+) -> Result<Json<followup_domain::protocol::StatsResponse>, ApiError> {
     st.admin.check(&headers)?;
     let storage = st.storage.clone();
     Ok(Json(blocking(move || Ok(storage.stats()?)).await?))
+}
+
+/// `GET /v1/admin/cases` filters.
+#[derive(Debug, serde::Deserialize)]
+struct CasesQuery {
+    clinic: Option<String>,
+    state: Option<String>,
+}
+
+async fn list_cases(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<CasesQuery>,
+) -> Result<Json<CasesResponse>, ApiError> {
+    st.admin.check(&headers)?;
+    let clinic = q
+        .clinic
+        .map(|c| c.parse::<RecordId>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("clinic: {e}")))?;
+    let state = q
+        .state
+        .map(|s| {
+            CaseState::from_code(&s).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "state {s:?} is not a case state: use open, responded, overdue, escalated, disputed or closed"
+                ))
+            })
+        })
+        .transpose()?;
+    let storage = st.storage.clone();
+    let now = st.clock.now_ms();
+    let list = blocking(move || Ok(cases::list(storage.as_ref(), clinic, state, now)?)).await?;
+    Ok(Json(CasesResponse { cases: list }))
+}
+
+/// Longest escalation or closing note.
+const MAX_NOTE: usize = 2000;
+
+async fn case_note(
+    st: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    body: Body,
+) -> Result<(RecordId, String), ApiError> {
+    st.admin.check(headers)?;
+    let id: RecordId = id
+        .parse()
+        .map_err(|e: followup_domain::ids::InvalidId| ApiError::bad_request(e.to_string()))?;
+    let bytes = read_body(body, 64 * 1024).await?;
+    let req: CaseNoteRequest = parse_json(&bytes)?;
+    let note = req.note.trim().to_string();
+    if note.is_empty() || note.chars().count() > MAX_NOTE {
+        return Err(ApiError::bad_request(format!(
+            "the note must be 1 to {MAX_NOTE} characters"
+        )));
+    }
+    Ok((id, note))
+}
+
+fn case_error(e: cases::CaseActionError) -> ApiError {
+    match e {
+        cases::CaseActionError::NotFound(id) => ApiError::not_found(
+            ErrorCode::NotFound,
+            format!("no adjudication case for {id} (give the case's or its adverse event's id)"),
+        ),
+        cases::CaseActionError::Closed => ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::BadRequest,
+            "the case is closed",
+        ),
+        cases::CaseActionError::Storage(e) => e.into(),
+    }
+}
+
+async fn escalate_case(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<CaseSummary>, ApiError> {
+    let (id, note) = case_note(&st, &headers, &id, body).await?;
+    let storage = st.storage.clone();
+    let now = st.clock.now_ms();
+    let summary = blocking(move || {
+        cases::escalate(storage.as_ref(), id, &note, now).map_err(case_error)
+    })
+    .await?;
+    tracing::info!(case = %summary.case, "case escalated");
+    Ok(Json(summary))
+}
+
+async fn close_case(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<CaseSummary>, ApiError> {
+    let (id, note) = case_note(&st, &headers, &id, body).await?;
+    let storage = st.storage.clone();
+    let now = st.clock.now_ms();
+    let summary =
+        blocking(move || cases::close(storage.as_ref(), id, &note, now).map_err(case_error))
+            .await?;
+    tracing::info!(case = %summary.case, "case closed");
+    Ok(Json(summary))
 }
 
 #[cfg(test)]

@@ -3,13 +3,16 @@
 //! The registry sync server: devices enrol with a one-time code, then sync all their documents in
 //! one signed, compressed `POST /v1/sync` per exchange; the server authorizes every change, merges
 //! it, keeps an append-only hash-chained audit log, and returns what each device lacks since its
-//! cursor. The protocol is `docs/sync-protocol.md`; its types are `followup_core::protocol`.
+//! cursor. The protocol is `docs/sync-protocol.md`; its types are `followup_domain::protocol`.
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | [`api`] | the HTTP routes and handlers (health, enrol, sync, admin) |
 //! | [`auth`] | request signature check, ±5 min freshness, nonce replay cache, revocation; admin token |
 //! | [`authz`] | **the** authorization rules: who may read and write which record, in one place |
+//! | [`rules`] | the clinical rules at the server (`followup_domain::rules` with the database's lookups) |
+//! | [`cases`] | the registry-authored adjudication cases: deadline, state, escalation, the patient's reply |
+//! | [`clock`] | the registry's clock for deadlines |
 //! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
@@ -26,9 +29,12 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod cases;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod linksim;
+pub mod rules;
 pub mod storage;
 pub mod sync;
 
@@ -64,6 +70,7 @@ pub struct RunningServer {
     /// The address it listens on (the real port when started on port 0).
     pub addr: SocketAddr,
     storage: Arc<dyn Storage>,
+    clock: clock::RegistryClock,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -103,7 +110,9 @@ impl Server {
         storage: Arc<dyn Storage>,
     ) -> Result<RunningServer, ServerError> {
         config.validate().map_err(ServerError::Config)?;
+        let clock = clock::RegistryClock::default();
         let state = api::AppState {
+            clock: clock.clone(),
             storage: storage.clone(),
             admin: auth::AdminToken::new(config.admin_token.as_deref()),
             max_body_bytes: config.max_body_bytes,
@@ -133,6 +142,7 @@ impl Server {
         Ok(RunningServer {
             addr,
             storage,
+            clock,
             shutdown: Some(tx),
             task: Some(task),
         })
@@ -148,6 +158,16 @@ impl RunningServer {
     /// The storage the server uses.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// The registry's clock (deadlines, case times).
+    pub fn registry_clock(&self) -> &clock::RegistryClock {
+        &self.clock
+    }
+
+    /// Move the registry's clock forward, e.g. to let a deadline pass in a test or the demo.
+    pub fn advance_registry_clock(&self, by: std::time::Duration) {
+        self.clock.advance(by);
     }
 
     /// Stop accepting connections, let in-flight requests finish, then return.

@@ -37,9 +37,9 @@ pub use self::postgres::{PostgresOptions, PostgresStorage};
 pub use sqlite::SqliteStorage;
 
 use automerge::ChangeHash;
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::{DocHeader, RecordKind};
-use followup_core::protocol::{DeviceRole, StatsResponse};
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::{DocHeader, RecordKind};
+use followup_domain::protocol::{DeviceRole, StatsResponse};
 
 use crate::audit::{AuditEntry, AuditRow};
 
@@ -223,6 +223,8 @@ pub trait Storage: Send + Sync + 'static {
         upto: u64,
         limit: usize,
     ) -> StorageResult<Vec<(RecordId, u64)>>;
+    /// The ids of the documents of one kind (in `scope`, or all when `None`), in id order.
+    fn docs_of_kind(&self, kind: RecordKind, scope: Option<ReadScope>) -> StorageResult<Vec<RecordId>>;
     /// A document's heads as of log seq `seq` (empty if it had no write by then).
     fn heads_at(&self, doc: RecordId, seq: u64) -> StorageResult<Vec<ChangeHash>>;
 
