@@ -102,7 +102,7 @@ pub fn trigger(
     header: &DocHeader,
     stored: Option<&Automerge>,
     result: &Automerge,
-) -> Result<Option<Trigger>, model::ModelError> {
+) -> Result<Option<Trigger>, followup_domain::Error> {
     Ok(match header.kind {
         RecordKind::AdverseEvent => {
             let event: AdverseEvent = model::read_body(result)?;

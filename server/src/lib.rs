@@ -17,8 +17,11 @@
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
-//! | [`linksim`] | a TCP link simulator (bandwidth, latency, cuts) for tests, the demo and the benchmark |
 //! | [`error`] | HTTP errors with JSON bodies |
+//!
+//! It depends on `followup-domain` for the record model, the wire protocol and signature
+//! verification, and must never depend on the device crate (`followup-device`: a phone's
+//! encrypted store and HTTP client), on an HTTP client, on uniffi or on the test kit.
 //!
 //! Embedding (tests, the CLI): [`Server::start`] returns a [`RunningServer`] with its bound address
 //! and a graceful shutdown that lets in-flight syncs finish.
@@ -33,7 +36,6 @@ pub mod cases;
 pub mod clock;
 pub mod config;
 pub mod error;
-pub mod linksim;
 pub mod rules;
 pub mod storage;
 pub mod sync;
