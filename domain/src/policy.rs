@@ -178,6 +178,12 @@ pub fn deadline(opened: NaiveDate, days: i64) -> NaiveDate {
     opened + chrono::Days::new(days.clamp(0, MAX_POLICY_DAYS).unsigned_abs())
 }
 
+/// The deadline of a case whose event now gets `days`, counted from the day the case opened.
+pub fn deadline_from_opening(case: &AdjudicationCase, days: i64) -> Option<String> {
+    let opened = NaiveDate::parse_from_str(case.opened_at.get(..10)?, "%Y-%m-%d").ok()?;
+    Some(deadline(opened, days).format("%Y-%m-%d").to_string())
+}
+
 /// A server time as the case record stores it: RFC 3339, UTC, milliseconds, `Z` (so that the
 /// strings order as the times do).
 pub fn server_time(ms: i64) -> String {

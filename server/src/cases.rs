@@ -223,7 +223,7 @@ fn update_case(
         let mut doc = Automerge::load(&stored.bytes).map_err(|e| corrupt("case record", e))?;
         let before = doc.get_heads();
         let mut after_body = None;
-        model::update_body::<AdjudicationCase>(&mut doc, registry(now_ms), |c| {
+        model::update_body::<AdjudicationCase, followup_domain::Error>(&mut doc, registry(now_ms), |c| {
             edit(c);
             c.state = policy::case_state(c, policy::server_date(now_ms));
             after_body = Some(c.clone());
@@ -276,18 +276,12 @@ pub fn apply(
                     &|c| {
                         // The clock started when the event was first accepted; a graver event
                         // shortens the time, a milder one never lengthens it.
-                        let opened = c
-                            .opened_at
-                            .get(..10)
-                            .and_then(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok());
-                        if let Some(opened) = opened {
-                            if d.days < c.days {
+                        if d.days < c.days {
+                            if let Some(deadline) = policy::deadline_from_opening(c, d.days) {
                                 c.days = d.days;
                                 c.rule = d.rule.clone();
                                 c.policy = policy.reference();
-                                c.deadline = policy::deadline(opened, d.days)
-                                    .format("%Y-%m-%d")
-                                    .to_string();
+                                c.deadline = deadline;
                             }
                         }
                     },
