@@ -151,7 +151,7 @@ fn force_new<T: RecordBody>(d: &TestDevice, patient: RecordId, body: &T) -> Reco
 fn force_edit<T: RecordBody>(d: &TestDevice, id: RecordId, edit: impl FnOnce(&mut T)) {
     let e = d.enrolment().unwrap();
     let mut doc = d.device.load(id).unwrap();
-    model::update_body::<T>(&mut doc, Author::device_now(e.device_id), |b| {
+    model::update_body::<T, followup_domain::Error>(&mut doc, Author::device_now(e.device_id), |b| {
         edit(b);
         Ok(())
     })
@@ -181,7 +181,10 @@ async fn assert_rejected(d: &TestDevice, id: RecordId, code: &str, mentions: &st
         None => panic!("the server accepted a record it must refuse ({mentions})"),
     }
     assert!(
-        d.rejections().unwrap().iter().any(|r| r.record == id),
+        followup_device::sync::rejections(&d.device)
+            .unwrap()
+            .iter()
+            .any(|r| r.record == id),
         "the device lists the rejection"
     );
 }

@@ -239,7 +239,7 @@ async fn authorization_patient_phone_and_other_clinic() {
         foreign,
         clinic_a,
         Some(x),
-        &followup_testkit::workload::bench_response(9, None, "m1"),
+        &followup_testkit::workload::bench_response(9, None, Some("m1")),
     )
     .unwrap();
     tb.store()
