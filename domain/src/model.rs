@@ -851,6 +851,23 @@ fn write_diff(
             continue;
         }
         match (old, new) {
+            // A list that only grew at its end (an amendment note appended): insert the new
+            // items into the existing list, so that appends made on two devices both survive.
+            (Some(J::Array(before)), J::Array(after))
+                if after.len() > before.len() && after[..before.len()] == before[..] =>
+            {
+                if let Some((automerge::Value::Object(ObjType::List), list)) =
+                    tx.get(obj, key.as_str())?
+                {
+                    let mut at = tx.length(&list);
+                    for item in &after[before.len()..] {
+                        insert_json(tx, &list, at, item)?;
+                        at += 1;
+                    }
+                    continue;
+                }
+                put_json(tx, obj, key, new)?;
+            }
             (Some(old @ J::Object(_)), J::Object(_)) => {
                 if let Some((automerge::Value::Object(ObjType::Map), child)) =
                     tx.get(obj, key.as_str())?

@@ -209,9 +209,7 @@ fn check_change(kind: RecordKind, before: &Automerge, after: &Automerge) -> Resu
                     "a submitted response is changed only by an explicit amendment (with its reason)",
                 ));
             }
-            if a.amendments.len() < b.amendments.len()
-                || a.amendments[..b.amendments.len()] != b.amendments[..]
-            {
+            if !b.amendments.iter().all(|n| a.amendments.contains(n)) {
                 return Err(reject(
                     RejectCode::RuleViolation,
                     "a response's amendment notes are never changed or removed",
