@@ -593,3 +593,223 @@ pub fn only_unknown_references(problems: &[Problem]) -> bool {
             .iter()
             .all(|p| p.code == ProblemCode::UnknownRecord)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Consent, Reporter, Sex};
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Fake {
+        procedures: HashMap<RecordId, (DocHeader, Procedure)>,
+        answered: Option<RecordId>,
+    }
+
+    impl Lookup for Fake {
+        fn procedure(&self, id: RecordId) -> Result<Option<(DocHeader, Procedure)>, LookupError> {
+            Ok(self.procedures.get(&id).cloned())
+        }
+        fn adverse_event(
+            &self,
+            _: RecordId,
+        ) -> Result<Option<(DocHeader, AdverseEvent)>, LookupError> {
+            Ok(None)
+        }
+        fn visit_answered_by(
+            &self,
+            _: RecordId,
+            _: RecordId,
+            _: &str,
+            _: RecordId,
+        ) -> Result<Option<RecordId>, LookupError> {
+            Ok(self.answered)
+        }
+    }
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn codes(p: &[Problem]) -> Vec<(&str, ProblemCode)> {
+        p.iter().map(|p| (p.item.as_str(), p.code)).collect()
+    }
+
+    fn event() -> AdverseEvent {
+        AdverseEvent {
+            reporter: Reporter::Patient,
+            category: "infection".into(),
+            onset: "2026-06-20".into(),
+            severity: 2,
+            seriousness: vec![],
+            outcome: AeOutcome::Recovering,
+            description: "fever".into(),
+            procedure: None,
+            answers: Default::default(),
+        }
+    }
+
+    #[test]
+    fn adverse_event_codes_and_consistency() {
+        let today = d("2026-07-01");
+        assert!(check_event_fields(&event(), today).is_empty());
+        let bad = AdverseEvent {
+            category: "flu".into(),
+            seriousness: vec!["hospitalization".into()],
+            ..event()
+        };
+        assert_eq!(
+            codes(&check_event_fields(&bad, today)),
+            [
+                ("category", ProblemCode::UnknownChoice),
+                ("seriousness", ProblemCode::UnknownChoice)
+            ]
+        );
+        let grade5 = AdverseEvent {
+            severity: 5,
+            outcome: AeOutcome::Recovered,
+            ..event()
+        };
+        assert_eq!(
+            codes(&check_event_fields(&grade5, today)),
+            [("outcome", ProblemCode::Inconsistent)]
+        );
+        let death = AdverseEvent {
+            seriousness: vec!["death".into()],
+            outcome: AeOutcome::Fatal,
+            severity: 4,
+            ..event()
+        };
+        assert!(codes(&check_event_fields(&death, today))
+            .contains(&("severity", ProblemCode::Inconsistent)));
+        let future = AdverseEvent {
+            onset: "2030-01-01".into(),
+            ..event()
+        };
+        assert_eq!(
+            codes(&check_event_fields(&future, today)),
+            [("onset", ProblemCode::OutOfBounds)]
+        );
+        // One day of clock skew is allowed.
+        let tomorrow = AdverseEvent {
+            onset: "2026-07-02".into(),
+            ..event()
+        };
+        assert!(check_event_fields(&tomorrow, today).is_empty());
+    }
+
+    #[test]
+    fn enrolment_birth_year_and_dates() {
+        let e = Enrolment {
+            study_code: "KX-1".into(),
+            consent: Consent {
+                form_version: "1".into(),
+                date: "2026-01-05".into(),
+                scope: vec![],
+            },
+            birth_year: 2030,
+            sex: Sex::Female,
+            enrolled_on: "2026-01-05".into(),
+        };
+        assert_eq!(
+            codes(&check_enrolment(&e, d("2026-07-01"))),
+            [("birth_year", ProblemCode::OutOfBounds)]
+        );
+        let ok = Enrolment {
+            birth_year: 1961,
+            ..e
+        };
+        assert!(check_enrolment(&ok, d("2026-07-01")).is_empty());
+    }
+
+    #[test]
+    fn responses_fit_visit_role_patient_and_dates() {
+        let patient = RecordId::random();
+        let proc_id = RecordId::random();
+        let other = RecordId::random();
+        let header = |p: RecordId| DocHeader {
+            id: RecordId::random(),
+            kind: crate::model::RecordKind::Procedure,
+            clinic: RecordId::random(),
+            patient: Some(p),
+            created_by: None,
+        };
+        let procedure = Procedure {
+            date: "2026-05-01".into(),
+            condition: "knee".into(),
+            procedure_type: "injection".into(),
+            route: crate::model::Route::IntraArticular,
+            cell_type: crate::model::CellType::Mesenchymal,
+            source_tissue: crate::model::SourceTissue::Adipose,
+            origin: crate::model::Origin::Autologous,
+            manipulation: crate::model::Manipulation::Minimal,
+            regulatory_status: crate::model::RegulatoryStatus::Unregulated,
+            trial_registration: None,
+            promised_benefits: vec![],
+            cost: None,
+        };
+        let mut fake = Fake::default();
+        fake.procedures
+            .insert(proc_id, (header(patient), procedure.clone()));
+        fake.procedures.insert(other, (header(RecordId::random()), procedure));
+        let schedule = Schedule::default_registry();
+        let check = |role: DeviceRole, r: &FollowupResponse, lookup: &Fake| {
+            let c = Context {
+                role,
+                record: RecordId::random(),
+                patient,
+                today: d("2026-07-01"),
+                schedule: &schedule,
+                lookup,
+            };
+            check_response(&c, r)
+                .unwrap()
+                .into_iter()
+                .map(|p| (p.item, p.code))
+                .collect::<Vec<_>>()
+        };
+        let response = |q: &str, visit: &str, by: CompletedBy, proc: RecordId| FollowupResponse {
+            questionnaire: q.into(),
+            questionnaire_version: "1".into(),
+            procedure: Some(proc.to_hex()),
+            visit: Some(visit.into()),
+            answers: Default::default(),
+            completed_by: by,
+            status: ResponseStatus::Draft,
+            submitted_at: None,
+            amendments: vec![],
+        };
+        let nurse = CompletedBy::Nurse;
+        assert!(check(DeviceRole::ClinicDevice, &response("clinician-followup", "m1", nurse, proc_id), &fake).is_empty());
+        assert_eq!(
+            check(DeviceRole::PatientDevice, &response("clinician-followup", "m1", CompletedBy::Patient, proc_id), &fake),
+            [("questionnaire".to_string(), ProblemCode::NotAllowed)]
+        );
+        assert_eq!(
+            check(DeviceRole::ClinicDevice, &response("clinician-followup", "m1-survey", nurse, proc_id), &fake),
+            [("visit".to_string(), ProblemCode::NotAllowed)]
+        );
+        assert_eq!(
+            check(DeviceRole::ClinicDevice, &response("clinician-followup", "m1", nurse, other), &fake),
+            [("procedure".to_string(), ProblemCode::WrongPatient)]
+        );
+        assert_eq!(
+            check(DeviceRole::ClinicDevice, &response("clinician-followup", "m1", nurse, RecordId::random()), &fake),
+            [("procedure".to_string(), ProblemCode::UnknownRecord)]
+        );
+        let mut early = response("clinician-followup", "m1", nurse, proc_id);
+        early
+            .answers
+            .insert("visit_date".into(), AnswerValue::Text("2026-04-20".into()));
+        assert_eq!(
+            check(DeviceRole::ClinicDevice, &early, &fake),
+            [("answers.visit_date".to_string(), ProblemCode::OutOfBounds)]
+        );
+        // A submitted response for a visit already answered.
+        fake.answered = Some(RecordId::random());
+        let mut submitted = response("clinician-followup", "m1", nurse, proc_id);
+        submitted.status = ResponseStatus::Submitted;
+        assert!(check(DeviceRole::ClinicDevice, &submitted, &fake)
+            .contains(&("visit".to_string(), ProblemCode::Duplicate)));
+    }
+}
