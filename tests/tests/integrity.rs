@@ -601,6 +601,7 @@ async fn a_submitted_response_is_changed_only_by_an_explicit_amendment_that_stay
         .history(r)
         .unwrap()
         .into_iter()
+        .rev()
         .find(|c| c.path == "answers.symptom_pain")
         .expect("the amendment is in the history");
     assert_eq!(change.previous, Some(serde_json::json!(2)));
