@@ -1303,10 +1303,14 @@ mod tests {
             procedure: None,
             answers: Answers::new(),
         };
-        assert!(matches!(
-            d.report_adverse_event(patient, &ae),
-            Err(Error::InvalidInput(_))
-        ));
+        match d.report_adverse_event(patient, &ae) {
+            Err(Error::Validation(p)) => {
+                assert_eq!(p.len(), 1, "{p:?}");
+                assert_eq!(p[0].item, "severity");
+                assert_eq!(p[0].code, ProblemCode::OutOfBounds);
+            }
+            other => panic!("expected a validation error, got {other:?}"),
+        }
         ae.severity = 3;
         let ae_id = d.report_adverse_event(patient, &ae).unwrap();
         let today = Utc::now().date_naive();
@@ -1315,17 +1319,30 @@ mod tests {
         assert_eq!(q[0].adverse_event, ae_id);
         assert_eq!(q[0].adjudication, None);
 
+        assert!(matches!(
+            d.adjudicate(ae_id, |a| {
+                a.relatedness = Some(Relatedness::Probable);
+                a.action = "antibiotics".into();
+                a.status = AdjudicationStatus::Responded;
+            }),
+            Err(Error::Validation(_))
+        ));
+        // A decision that the event is probably related names the remedy.
         let adj = d
             .adjudicate(ae_id, |a| {
                 a.relatedness = Some(Relatedness::Probable);
                 a.action = "antibiotics".into();
+                a.remedy = "treatment at no cost".into();
                 a.status = AdjudicationStatus::Responded;
             })
             .unwrap();
         let q = d.adjudication_queue(today).unwrap();
         assert_eq!(q[0].adjudication, Some(adj));
         assert_eq!(q[0].status, AdjudicationStatus::Responded);
-        assert!(q[0].deadline.is_some());
+        // The deadline is the registry's: none until its case arrives with a sync.
+        assert_eq!(q[0].deadline, None);
+        assert_eq!(q[0].state, None);
+        assert!(d.adverse_event(ae_id).unwrap().adjudication.is_some());
         // Updating reuses the same adjudication record.
         let again = d
             .adjudicate(ae_id, |a| a.status = AdjudicationStatus::Resolved)
@@ -1357,7 +1374,7 @@ mod tests {
             Err(Error::NotPermitted(_))
         ));
         let r = phone
-            .start_response(me, "patient-outcome-survey", None, Some("m1-survey"))
+            .start_response(me, "patient-outcome-survey", None, None)
             .unwrap();
         let body: FollowupResponse = phone.get(r).unwrap();
         assert_eq!(body.completed_by, CompletedBy::Patient);
