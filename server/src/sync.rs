@@ -159,7 +159,11 @@ fn prepare(
     }
     let trigger = match cases::trigger(&header, stored_doc.as_ref(), &work) {
         Ok(t) => t,
-        Err(e) => return Ok(Prepared::Deny(RejectCode::Malformed, e.to_string())),
+        Err(e) => {
+            // Unreadable bodies are the schema check's to refuse (see `rules`).
+            tracing::warn!(record = %header.id, error = %e, "no case trigger: the body does not read as its kind");
+            None
+        }
     };
     let write = DocWrite {
         header,
