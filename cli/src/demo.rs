@@ -830,7 +830,9 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
             "  {} {} case {}, deadline {}{}",
             codes.get(&i.patient).copied().unwrap_or("?"),
             &i.adverse_event.to_hex()[..8],
-            i.state.map(|s| s.code()).unwrap_or("not at the registry yet"),
+            i.state
+                .map(|s| s.code())
+                .unwrap_or("not at the registry yet"),
             i.deadline
                 .map(|d| d.to_string())
                 .unwrap_or_else(|| "not set yet".into()),
@@ -1139,7 +1141,12 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
         .await?;
     let e = w
         .client
-        .enrol(&tablet_c, &w.server.url(), &code.code, "Tablet C, Boa Vista")
+        .enrol(
+            &tablet_c,
+            &w.server.url(),
+            &code.code,
+            "Tablet C, Boa Vista",
+        )
         .await?;
     w.names.insert(e.device_id, "tablet C (Boa Vista)");
     let ago = |n: u64| {
@@ -1200,7 +1207,8 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
             k.deadline
         ));
     }
-    let note = "Overdue: adjudicate BV-0102's reaction and tell the patient the remedy within 48 hours";
+    let note =
+        "Overdue: adjudicate BV-0102's reaction and tell the patient the remedy within 48 hours";
     let k = admin.escalate(ae_c, note).await?;
     w.n.say(format!("registry staff escalate it → case {}", k.state));
     let r = device_cmd::sync_with_bar(&w.client, &tablet_c, "tablet C (Boa Vista)", true)

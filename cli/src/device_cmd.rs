@@ -317,8 +317,9 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
             let status = followup_domain::model::AdjudicationStatus::from_code(&status)
                 .filter(|s| *s != followup_domain::model::AdjudicationStatus::Disputed)
                 .ok_or_else(|| {
-                    CliError::new(format!("unknown status {status:?}"))
-                        .hint("use open, responded or resolved (the patient disputes, not the clinic)")
+                    CliError::new(format!("unknown status {status:?}")).hint(
+                        "use open, responded or resolved (the patient disputes, not the clinic)",
+                    )
                 })?;
             let id = device.adjudicate(event, |a| {
                 if relatedness.is_some() {
@@ -648,7 +649,15 @@ fn events(device: &Device, patient: Option<RecordId>, json: bool) -> Result<(), 
                     .cloned()
                     .unwrap_or_else(|| v.patient.to_hex()[..8].to_string()),
                 e.category.clone(),
-                format!("{}{}", e.severity, if e.seriousness.is_empty() { "" } else { " serious" }),
+                format!(
+                    "{}{}",
+                    e.severity,
+                    if e.seriousness.is_empty() {
+                        ""
+                    } else {
+                        " serious"
+                    }
+                ),
                 e.onset.clone(),
                 deadline,
                 state,
@@ -673,10 +682,21 @@ fn events(device: &Device, patient: Option<RecordId>, json: bool) -> Result<(), 
     for v in &views {
         if let Some(c) = &v.case {
             for e in &c.escalations {
-                println!("  {} escalated by the registry {}: {}", &v.id.to_hex()[..8], e.at, e.note);
+                println!(
+                    "  {} escalated by the registry {}: {}",
+                    &v.id.to_hex()[..8],
+                    e.at,
+                    e.note
+                );
             }
             for r in &c.replies {
-                println!("  {} the patient {} {}: {}", &v.id.to_hex()[..8], r.verdict, r.at, r.comment);
+                println!(
+                    "  {} the patient {} {}: {}",
+                    &v.id.to_hex()[..8],
+                    r.verdict,
+                    r.at,
+                    r.comment
+                );
             }
         }
     }

@@ -109,12 +109,7 @@ fn capture(c: &mut Criterion) {
     // Filling a form: the same draft saved after each answer, as an app saves while the nurse
     // types (the recently used document stays decrypted in memory).
     let draft = device
-        .start_response(
-            data.patients[1],
-            "bench-50",
-            Some(data.procedures[1]),
-            None,
-        )
+        .start_response(data.patients[1], "bench-50", Some(data.procedures[1]), None)
         .expect("draft");
     let answers = workload::bench_answers(99, 50);
     let items: Vec<_> = answers.into_iter().collect();

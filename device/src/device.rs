@@ -18,8 +18,8 @@ use automerge::Automerge;
 use chrono::{NaiveDate, Utc};
 
 mod integrity;
-pub use integrity::{DuplicateStudyCode, EventView};
 use integrity::no_problems;
+pub use integrity::{DuplicateStudyCode, EventView};
 
 use crate::crypto::KeySource;
 use crate::error::{Error, Result};
@@ -489,8 +489,14 @@ impl Device {
         // is closed (both read from the index: the adjudication's and the case's status).
         let mut settled: std::collections::HashSet<RecordId> = std::collections::HashSet::new();
         for (kind, status) in [
-            (RecordKind::Adjudication, AdjudicationStatus::Resolved.code()),
-            (RecordKind::AdjudicationCase, model::CaseState::Closed.code()),
+            (
+                RecordKind::Adjudication,
+                AdjudicationStatus::Resolved.code(),
+            ),
+            (
+                RecordKind::AdjudicationCase,
+                model::CaseState::Closed.code(),
+            ),
         ] {
             settled.extend(
                 self.store
@@ -958,7 +964,10 @@ impl Device {
                 continue;
             }
             let deadline = case.and_then(|c| c.date);
-            let undecided = matches!(status, AdjudicationStatus::Open | AdjudicationStatus::Disputed);
+            let undecided = matches!(
+                status,
+                AdjudicationStatus::Open | AdjudicationStatus::Disputed
+            );
             out.push(AdjudicationItem {
                 adverse_event: ae.id,
                 patient,
@@ -966,8 +975,10 @@ impl Device {
                 status,
                 state,
                 deadline,
-                overdue: matches!(state, Some(model::CaseState::Overdue | model::CaseState::Escalated))
-                    || (undecided && deadline.is_some_and(|d| d < as_of)),
+                overdue: matches!(
+                    state,
+                    Some(model::CaseState::Overdue | model::CaseState::Escalated)
+                ) || (undecided && deadline.is_some_and(|d| d < as_of)),
             });
         }
         out.sort_by_key(|i| (i.deadline.is_none(), i.deadline));

@@ -279,7 +279,9 @@ mod tests {
             PolicyError::Days { .. }
         ));
         assert!(matches!(
-            bad(r#"{"id":"a","version":"1","rules":[{"label":"x","min_severity":9,"days":3}],"default_days":30}"#),
+            bad(
+                r#"{"id":"a","version":"1","rules":[{"label":"x","min_severity":9,"days":3}],"default_days":30}"#
+            ),
             PolicyError::Severity(_)
         ));
         assert!(matches!(

@@ -32,7 +32,12 @@ pub fn kind_min_version(kind: crate::model::RecordKind) -> u16 {
     use crate::model::RecordKind as K;
     match kind {
         K::AdjudicationCase | K::CaseReply => 2,
-        K::Clinic | K::Enrolment | K::Procedure | K::Response | K::AdverseEvent | K::Adjudication => 1,
+        K::Clinic
+        | K::Enrolment
+        | K::Procedure
+        | K::Response
+        | K::AdverseEvent
+        | K::Adjudication => 1,
     }
 }
 /// Content type of binary sync bodies.

@@ -20,9 +20,9 @@ use chrono::{Datelike, NaiveDate};
 
 use crate::ids::RecordId;
 use crate::model::{
-    Adjudication, AdjudicationStatus, AdverseEvent, AeCategory, AeOutcome, CaseReply,
-    CompletedBy, DocHeader, Enrolment, FollowupResponse, Procedure, Relatedness, ResponseStatus,
-    Seriousness, Verdict,
+    Adjudication, AdjudicationStatus, AdverseEvent, AeCategory, AeOutcome, CaseReply, CompletedBy,
+    DocHeader, Enrolment, FollowupResponse, Procedure, Relatedness, ResponseStatus, Seriousness,
+    Verdict,
 };
 use crate::protocol::DeviceRole;
 use crate::questionnaire::{self, AnswerValue, Problem, ProblemCode, QuestionnaireKind};
@@ -158,8 +158,20 @@ pub fn check_enrolment(e: &Enrolment, today: NaiveDate) -> Vec<Problem> {
             ),
         ));
     }
-    check_date(&mut out, "enrolled_on", &e.enrolled_on, ymd(1990, 1, 1), today);
-    check_date(&mut out, "consent.date", &e.consent.date, ymd(1990, 1, 1), today);
+    check_date(
+        &mut out,
+        "enrolled_on",
+        &e.enrolled_on,
+        ymd(1990, 1, 1),
+        today,
+    );
+    check_date(
+        &mut out,
+        "consent.date",
+        &e.consent.date,
+        ymd(1990, 1, 1),
+        today,
+    );
     out
 }
 
@@ -272,7 +284,10 @@ pub fn check_response(
         out.push(problem(
             "questionnaire",
             ProblemCode::NotAllowed,
-            format!("{:?} is not a questionnaire of the registry", r.questionnaire),
+            format!(
+                "{:?} is not a questionnaire of the registry",
+                r.questionnaire
+            ),
         ));
         return Ok(out);
     };
@@ -360,13 +375,12 @@ pub fn check_response(
             p.item = format!("answers.{}", p.item);
             p
         }));
-        if let (Some(visit), Some(Ok(pid))) = (
-            &r.visit,
-            r.procedure.as_deref().map(str::parse::<RecordId>),
-        ) {
-            if let Some(other) = ctx
-                .lookup
-                .visit_answered_by(ctx.patient, pid, visit, ctx.record)?
+        if let (Some(visit), Some(Ok(pid))) =
+            (&r.visit, r.procedure.as_deref().map(str::parse::<RecordId>))
+        {
+            if let Some(other) =
+                ctx.lookup
+                    .visit_answered_by(ctx.patient, pid, visit, ctx.record)?
             {
                 out.push(problem(
                     "visit",
@@ -563,12 +577,8 @@ pub fn check_document(
         RecordKind::Enrolment => check_enrolment(&read_body(doc).map_err(unreadable)?, ctx.today),
         RecordKind::Procedure => check_procedure(&read_body(doc).map_err(unreadable)?, ctx.today),
         RecordKind::Response => check_response(ctx, &read_body(doc).map_err(unreadable)?)?,
-        RecordKind::AdverseEvent => {
-            check_adverse_event(ctx, &read_body(doc).map_err(unreadable)?)?
-        }
-        RecordKind::Adjudication => {
-            check_adjudication(ctx, &read_body(doc).map_err(unreadable)?)?
-        }
+        RecordKind::AdverseEvent => check_adverse_event(ctx, &read_body(doc).map_err(unreadable)?)?,
+        RecordKind::Adjudication => check_adjudication(ctx, &read_body(doc).map_err(unreadable)?)?,
         RecordKind::CaseReply => check_reply(ctx, &read_body(doc).map_err(unreadable)?)?,
         RecordKind::Clinic | RecordKind::AdjudicationCase => Vec::new(),
     })
@@ -750,7 +760,8 @@ mod tests {
         let mut fake = Fake::default();
         fake.procedures
             .insert(proc_id, (header(patient), procedure.clone()));
-        fake.procedures.insert(other, (header(RecordId::random()), procedure));
+        fake.procedures
+            .insert(other, (header(RecordId::random()), procedure));
         let schedule = Schedule::default_registry();
         let check = |role: DeviceRole, r: &FollowupResponse, lookup: &Fake| {
             let c = Context {
@@ -779,21 +790,42 @@ mod tests {
             amendments: vec![],
         };
         let nurse = CompletedBy::Nurse;
-        assert!(check(DeviceRole::ClinicDevice, &response("clinician-followup", "m1", nurse, proc_id), &fake).is_empty());
+        assert!(check(
+            DeviceRole::ClinicDevice,
+            &response("clinician-followup", "m1", nurse, proc_id),
+            &fake
+        )
+        .is_empty());
         assert_eq!(
-            check(DeviceRole::PatientDevice, &response("clinician-followup", "m1", CompletedBy::Patient, proc_id), &fake),
+            check(
+                DeviceRole::PatientDevice,
+                &response("clinician-followup", "m1", CompletedBy::Patient, proc_id),
+                &fake
+            ),
             [("questionnaire".to_string(), ProblemCode::NotAllowed)]
         );
         assert_eq!(
-            check(DeviceRole::ClinicDevice, &response("clinician-followup", "m1-survey", nurse, proc_id), &fake),
+            check(
+                DeviceRole::ClinicDevice,
+                &response("clinician-followup", "m1-survey", nurse, proc_id),
+                &fake
+            ),
             [("visit".to_string(), ProblemCode::NotAllowed)]
         );
         assert_eq!(
-            check(DeviceRole::ClinicDevice, &response("clinician-followup", "m1", nurse, other), &fake),
+            check(
+                DeviceRole::ClinicDevice,
+                &response("clinician-followup", "m1", nurse, other),
+                &fake
+            ),
             [("procedure".to_string(), ProblemCode::WrongPatient)]
         );
         assert_eq!(
-            check(DeviceRole::ClinicDevice, &response("clinician-followup", "m1", nurse, RecordId::random()), &fake),
+            check(
+                DeviceRole::ClinicDevice,
+                &response("clinician-followup", "m1", nurse, RecordId::random()),
+                &fake
+            ),
             [("procedure".to_string(), ProblemCode::UnknownRecord)]
         );
         let mut early = response("clinician-followup", "m1", nurse, proc_id);

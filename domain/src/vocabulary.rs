@@ -60,7 +60,13 @@ pub fn code_lists() -> Vec<CodeList> {
             Seriousness::code,
             &["none"],
         ),
-        list(AE_INSTRUMENT, "outcome", AeOutcome::ALL, AeOutcome::code, &[]),
+        list(
+            AE_INSTRUMENT,
+            "outcome",
+            AeOutcome::ALL,
+            AeOutcome::code,
+            &[],
+        ),
         list(BASELINE_INSTRUMENT, "route", Route::ALL, Route::code, &[]),
         list(
             BASELINE_INSTRUMENT,
@@ -76,7 +82,13 @@ pub fn code_lists() -> Vec<CodeList> {
             SourceTissue::code,
             &[],
         ),
-        list(BASELINE_INSTRUMENT, "origin", Origin::ALL, Origin::code, &[]),
+        list(
+            BASELINE_INSTRUMENT,
+            "origin",
+            Origin::ALL,
+            Origin::code,
+            &[],
+        ),
         list(
             BASELINE_INSTRUMENT,
             "manipulation",

@@ -37,14 +37,14 @@ use ring::digest::{digest, SHA256};
 use serde::de::DeserializeOwned;
 
 use crate::audit::{self, event};
-use crate::cases;
-use followup_domain::model::CaseState;
-use followup_domain::protocol::{CaseNoteRequest, CaseSummary, CasesResponse};
 use crate::auth::{authenticate, now_ms, AdminToken};
 use crate::authz::Principal;
+use crate::cases;
 use crate::error::ApiError;
 use crate::storage::{ClinicRow, DocWrite, EnrolmentCode, NewDevice, Storage};
 use crate::sync::{self, SyncLimits};
+use followup_domain::model::CaseState;
+use followup_domain::protocol::{CaseNoteRequest, CaseSummary, CasesResponse};
 
 /// Shared state of the handlers (no mutable state: everything lives in the database).
 #[derive(Clone)]
@@ -513,10 +513,9 @@ async fn escalate_case(
     let (id, note) = case_note(&st, &headers, &id, body).await?;
     let storage = st.storage.clone();
     let now = st.clock.now_ms();
-    let summary = blocking(move || {
-        cases::escalate(storage.as_ref(), id, &note, now).map_err(case_error)
-    })
-    .await?;
+    let summary =
+        blocking(move || cases::escalate(storage.as_ref(), id, &note, now).map_err(case_error))
+            .await?;
     tracing::info!(case = %summary.case, "case escalated");
     Ok(Json(summary))
 }

@@ -89,12 +89,8 @@ pub enum Trigger {
 
 /// The decision an adjudication states, if it states one.
 fn decision(a: &Adjudication) -> Option<String> {
-    rules::is_decided(a).then(|| {
-        format!(
-            "{}|{:?}|{}|{}",
-            a.status, a.relatedness, a.action, a.remedy
-        )
-    })
+    rules::is_decided(a)
+        .then(|| format!("{}|{:?}|{}|{}", a.status, a.relatedness, a.action, a.remedy))
 }
 
 /// What an accepted write of `header`'s record (now `result`, before `stored`) triggers.
@@ -223,12 +219,16 @@ fn update_case(
         let mut doc = Automerge::load(&stored.bytes).map_err(|e| corrupt("case record", e))?;
         let before = doc.get_heads();
         let mut after_body = None;
-        model::update_body::<AdjudicationCase, followup_domain::Error>(&mut doc, registry(now_ms), |c| {
-            edit(c);
-            c.state = policy::case_state(c, policy::server_date(now_ms));
-            after_body = Some(c.clone());
-            Ok(())
-        })
+        model::update_body::<AdjudicationCase, followup_domain::Error>(
+            &mut doc,
+            registry(now_ms),
+            |c| {
+                edit(c);
+                c.state = policy::case_state(c, policy::server_date(now_ms));
+                after_body = Some(c.clone());
+                Ok(())
+            },
+        )
         .map_err(|e| corrupt("case record", e))?;
         let new_changes: Vec<_> = doc.get_changes(&before).iter().map(|c| c.hash()).collect();
         if new_changes.is_empty() {
@@ -243,7 +243,10 @@ fn update_case(
             new_changes,
             event: audit_event,
         };
-        match storage.commit_writes(std::slice::from_ref(&write), now_ms)?.first() {
+        match storage
+            .commit_writes(std::slice::from_ref(&write), now_ms)?
+            .first()
+        {
             Some(WriteOutcome::Committed { .. }) => return Ok(after_body),
             _ => continue,
         }

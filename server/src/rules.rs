@@ -54,9 +54,8 @@ impl ServerLookup<'_> {
         let Some(stored) = self.storage.load_doc(id).map_err(|e| self.fail(e))? else {
             return Ok(None);
         };
-        let doc = Automerge::load(&stored.bytes).map_err(|e| {
-            self.fail(StorageError::Corrupt(format!("stored document {id}: {e}")))
-        })?;
+        let doc = Automerge::load(&stored.bytes)
+            .map_err(|e| self.fail(StorageError::Corrupt(format!("stored document {id}: {e}"))))?;
         Ok(Some((stored.header, doc)))
     }
 
@@ -97,7 +96,9 @@ impl Lookup for ServerLookup<'_> {
         let answers = |r: &FollowupResponse| {
             r.status == ResponseStatus::Submitted
                 && r.visit.as_deref() == Some(visit)
-                && r.procedure.as_deref().and_then(|p| p.parse::<RecordId>().ok())
+                && r.procedure
+                    .as_deref()
+                    .and_then(|p| p.parse::<RecordId>().ok())
                     == Some(procedure)
         };
         for (id, (h, d)) in self.batch {

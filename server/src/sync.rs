@@ -16,9 +16,9 @@ use crate::audit::event;
 use crate::authz::{check_write, Denied, Principal, WriteAttempt};
 use crate::cases::{self, Trigger};
 use crate::rules::{self as clinical, Batch};
+use crate::storage::{DocWrite, Rejection, Storage, StorageError, StoredDoc, WriteOutcome};
 use followup_domain::policy::AdjudicationPolicy;
 use followup_domain::protocol::kind_min_version;
-use crate::storage::{DocWrite, Rejection, Storage, StorageError, StoredDoc, WriteOutcome};
 
 /// Server-side limits of one exchange.
 #[derive(Debug, Clone, Copy)]

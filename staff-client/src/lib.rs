@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::protocol::{
-    AuditVerifyResponse, CaseNoteRequest, CaseSummary, CasesResponse, CreateClinicRequest, CreateClinicResponse, EnrolmentGrant, ErrorBody,
-    IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse, StatsResponse,
+    AuditVerifyResponse, CaseNoteRequest, CaseSummary, CasesResponse, CreateClinicRequest,
+    CreateClinicResponse, EnrolmentGrant, ErrorBody, IssueEnrolmentCodeRequest,
+    IssueEnrolmentCodeResponse, RevokeDeviceResponse, StatsResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -219,7 +220,9 @@ impl StaffClient {
         }
         if let Some(s) = state {
             if !s.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                return Err(StaffClientError::Setup(format!("{s:?} is not a case state")));
+                return Err(StaffClientError::Setup(format!(
+                    "{s:?} is not a case state"
+                )));
             }
             query.push(format!("state={s}"));
         }

@@ -11,8 +11,8 @@ use followup_device::Error as DeviceError;
 use followup_domain::ids::RecordId;
 use followup_domain::model::{
     self, Adjudication, AdjudicationCase, AdjudicationStatus, AdverseEvent, AeOutcome, Author,
-    CaseReply, CaseState, CompletedBy, Consent, Enrolment, FollowupResponse, Procedure,
-    RecordBody, RecordKind, Relatedness, Reporter, ResponseStatus, Sex, Verdict,
+    CaseReply, CaseState, CompletedBy, Consent, Enrolment, FollowupResponse, Procedure, RecordBody,
+    RecordKind, Relatedness, Reporter, ResponseStatus, Sex, Verdict,
 };
 use followup_domain::questionnaire::{AnswerValue, Answers, ProblemCode};
 use followup_e2e::*;
@@ -151,10 +151,14 @@ fn force_new<T: RecordBody>(d: &TestDevice, patient: RecordId, body: &T) -> Reco
 fn force_edit<T: RecordBody>(d: &TestDevice, id: RecordId, edit: impl FnOnce(&mut T)) {
     let e = d.enrolment().unwrap();
     let mut doc = d.device.load(id).unwrap();
-    model::update_body::<T, followup_domain::Error>(&mut doc, Author::device_now(e.device_id), |b| {
-        edit(b);
-        Ok(())
-    })
+    model::update_body::<T, followup_domain::Error>(
+        &mut doc,
+        Author::device_now(e.device_id),
+        |b| {
+            edit(b);
+            Ok(())
+        },
+    )
     .unwrap()
     .expect("the edit changes the record");
     d.device.save(&doc).unwrap();
@@ -222,7 +226,10 @@ async fn the_registry_sets_the_deadline_and_the_clinic_cannot_change_it_or_the_r
     let w = world().await;
     let ae = w
         .phone
-        .report_adverse_event(w.patient, &event(Reporter::Patient, 3, &["hospitalisation"]))
+        .report_adverse_event(
+            w.patient,
+            &event(Reporter::Patient, 3, &["hospitalisation"]),
+        )
         .unwrap();
     // Before the server has it, there is no deadline anywhere.
     assert!(w.phone.adverse_event(ae).unwrap().case.is_none());
@@ -309,8 +316,14 @@ async fn an_ignored_event_turns_overdue_at_the_servers_clock_and_escalation_reac
         .is_empty());
 
     // The clinic ignores it; a month passes on the registry's clock.
-    w.reg.server.advance_registry_clock(Duration::from_secs(31 * 86_400));
-    let overdue = w.staff.cases(Some(w.clinic), Some("overdue")).await.unwrap();
+    w.reg
+        .server
+        .advance_registry_clock(Duration::from_secs(31 * 86_400));
+    let overdue = w
+        .staff
+        .cases(Some(w.clinic), Some("overdue"))
+        .await
+        .unwrap();
     assert_eq!(overdue.len(), 1);
     assert_eq!(overdue[0].adverse_event, ae);
     w.tablet.sync().await.unwrap();
@@ -329,7 +342,10 @@ async fn an_ignored_event_turns_overdue_at_the_servers_clock_and_escalation_reac
     w.tablet.sync().await.unwrap();
     let v = w.tablet.adverse_event(ae).unwrap();
     assert_eq!(v.state(), Some(CaseState::Escalated));
-    assert_eq!(v.case.as_ref().unwrap().escalations.last().unwrap().note, note);
+    assert_eq!(
+        v.case.as_ref().unwrap().escalations.last().unwrap().note,
+        note
+    );
     // The patient's phone sees it too.
     w.phone.sync().await.unwrap();
     assert_eq!(
@@ -344,7 +360,12 @@ async fn an_ignored_event_turns_overdue_at_the_servers_clock_and_escalation_reac
         w.tablet.adverse_event(ae).unwrap().state(),
         Some(CaseState::Responded)
     );
-    assert!(w.staff.cases(None, Some("overdue")).await.unwrap().is_empty());
+    assert!(w
+        .staff
+        .cases(None, Some("overdue"))
+        .await
+        .unwrap()
+        .is_empty());
     assert!(w.reg.verify_audit().await.ok);
 }
 
@@ -362,7 +383,10 @@ async fn the_patient_reads_the_remedy_and_disputes_and_the_registry_sees_the_dis
     w.phone.sync().await.unwrap();
 
     let v = w.phone.adverse_event(ae).unwrap();
-    let (_, adj) = v.adjudication.as_ref().expect("the phone reads the adjudication");
+    let (_, adj) = v
+        .adjudication
+        .as_ref()
+        .expect("the phone reads the adjudication");
     assert_eq!(adj.relatedness, Some(Relatedness::Probable));
     assert_eq!(adj.remedy, "treatment and review at no cost to the patient");
     assert_eq!(v.state(), Some(CaseState::Responded));
@@ -378,7 +402,11 @@ async fn the_patient_reads_the_remedy_and_disputes_and_the_registry_sees_the_dis
     ));
     let reply = w
         .phone
-        .reply_to_adjudication(ae, Verdict::Disputed, "Nobody called me back; I paid for the antibiotics")
+        .reply_to_adjudication(
+            ae,
+            Verdict::Disputed,
+            "Nobody called me back; I paid for the antibiotics",
+        )
         .unwrap();
     w.phone.sync().await.unwrap();
     assert_eq!(
@@ -413,7 +441,9 @@ async fn the_patient_reads_the_remedy_and_disputes_and_the_registry_sees_the_dis
 
     // The clinic answers again, the patient accepts: closed, and no longer counted as open.
     w.tablet
-        .adjudicate(ae, |a| a.remedy = "antibiotics refunded, review booked".into())
+        .adjudicate(ae, |a| {
+            a.remedy = "antibiotics refunded, review booked".into()
+        })
         .unwrap();
     w.tablet.sync().await.unwrap();
     w.phone.sync().await.unwrap();
@@ -447,7 +477,12 @@ async fn forms_must_fit_the_visit_the_role_and_the_patient() {
     // A patient's phone may not fill the clinician's form.
     assert!(w
         .phone
-        .start_response(w.patient, "clinician-followup", Some(w.procedure), Some("m1"))
+        .start_response(
+            w.patient,
+            "clinician-followup",
+            Some(w.procedure),
+            Some("m1")
+        )
         .is_err());
     let forged = force_new(
         &w.phone,
@@ -469,7 +504,12 @@ async fn forms_must_fit_the_visit_the_role_and_the_patient() {
     // The clinician's form does not answer the patient's survey visit.
     assert!(w
         .tablet
-        .start_response(w.patient, "clinician-followup", Some(w.procedure), Some("m1-survey"))
+        .start_response(
+            w.patient,
+            "clinician-followup",
+            Some(w.procedure),
+            Some("m1-survey")
+        )
         .is_err());
     let body = |visit: &str, procedure: RecordId, date: &str| FollowupResponse {
         questionnaire: "clinician-followup".into(),
@@ -482,21 +522,41 @@ async fn forms_must_fit_the_visit_the_role_and_the_patient() {
         submitted_at: Some(Utc::now().to_rfc3339()),
         amendments: vec![],
     };
-    let wrong_visit = force_new(&w.tablet, w.patient, &body("m1-survey", w.procedure, &days_ago(10)));
+    let wrong_visit = force_new(
+        &w.tablet,
+        w.patient,
+        &body("m1-survey", w.procedure, &days_ago(10)),
+    );
     assert_rejected(&w.tablet, wrong_visit, "rule_violation", "m1-survey").await;
 
     // Another patient's procedure.
     assert!(w
         .tablet
-        .start_response(w.patient, "clinician-followup", Some(other_proc), Some("m1"))
+        .start_response(
+            w.patient,
+            "clinician-followup",
+            Some(other_proc),
+            Some("m1")
+        )
         .is_err());
     let wrong_patient = force_new(&w.tablet, w.patient, &body("m1", other_proc, &days_ago(10)));
-    assert_rejected(&w.tablet, wrong_patient, "rule_violation", "another patient").await;
+    assert_rejected(
+        &w.tablet,
+        wrong_patient,
+        "rule_violation",
+        "another patient",
+    )
+    .await;
 
     // A visit date before the procedure, or in the future.
     let r = w
         .tablet
-        .start_response(w.patient, "clinician-followup", Some(w.procedure), Some("m1"))
+        .start_response(
+            w.patient,
+            "clinician-followup",
+            Some(w.procedure),
+            Some("m1"),
+        )
         .unwrap();
     w.tablet.save_answers(r, &followup(&days_ago(45))).unwrap();
     assert_eq!(
@@ -508,7 +568,11 @@ async fn forms_must_fit_the_visit_the_role_and_the_patient() {
         problems(w.tablet.submit_response(r)),
         [("answers.visit_date".to_string(), ProblemCode::OutOfBounds)]
     );
-    let early = force_new(&w.tablet, w.patient, &body("m1", w.procedure, &days_ago(45)));
+    let early = force_new(
+        &w.tablet,
+        w.patient,
+        &body("m1", w.procedure, &days_ago(45)),
+    );
     assert_rejected(&w.tablet, early, "rule_violation", "before the procedure").await;
 
     // A valid one is accepted; the patient's own survey from the phone too.
@@ -517,7 +581,12 @@ async fn forms_must_fit_the_visit_the_role_and_the_patient() {
     assert_eq!(push_result(&w.tablet, r).await, None);
     let survey = w
         .phone
-        .start_response(w.patient, "patient-outcome-survey", Some(w.procedure), Some("m1-survey"))
+        .start_response(
+            w.patient,
+            "patient-outcome-survey",
+            Some(w.procedure),
+            Some("m1-survey"),
+        )
         .unwrap();
     w.phone
         .save_answers(
@@ -546,16 +615,27 @@ async fn forms_must_fit_the_visit_the_role_and_the_patient() {
     // One submitted response per visit: the second is refused at capture and at the server.
     let again = w
         .tablet
-        .start_response(w.patient, "clinician-followup", Some(w.procedure), Some("m1"))
+        .start_response(
+            w.patient,
+            "clinician-followup",
+            Some(w.procedure),
+            Some("m1"),
+        )
         .unwrap();
-    w.tablet.save_answers(again, &followup(&days_ago(9))).unwrap();
+    w.tablet
+        .save_answers(again, &followup(&days_ago(9)))
+        .unwrap();
     assert_eq!(
         problems(w.tablet.submit_response(again)),
         [("visit".to_string(), ProblemCode::Duplicate)]
     );
     let second_tablet = w.reg.clinic_tablet(w.clinic, "tablet 2").await;
     second_tablet.sync().await.unwrap();
-    let twice = force_new(&second_tablet, w.patient, &body("m1", w.procedure, &days_ago(9)));
+    let twice = force_new(
+        &second_tablet,
+        w.patient,
+        &body("m1", w.procedure, &days_ago(9)),
+    );
     assert_rejected(&second_tablet, twice, "rule_violation", "already answered").await;
 }
 
@@ -564,7 +644,12 @@ async fn a_submitted_response_is_changed_only_by_an_explicit_amendment_that_stay
     let w = world().await;
     let r = w
         .tablet
-        .start_response(w.patient, "clinician-followup", Some(w.procedure), Some("m1"))
+        .start_response(
+            w.patient,
+            "clinician-followup",
+            Some(w.procedure),
+            Some("m1"),
+        )
         .unwrap();
     w.tablet.save_answers(r, &followup(&days_ago(10))).unwrap();
     w.tablet.submit_response(r).unwrap();
@@ -595,7 +680,10 @@ async fn a_submitted_response_is_changed_only_by_an_explicit_amendment_that_stay
     let body: FollowupResponse = second.get(r).unwrap();
     assert_eq!(body.answers["symptom_pain"], AnswerValue::Int(5));
     assert_eq!(body.amendments.len(), 1);
-    assert_eq!(body.amendments[0].reason, "pain score misread from the paper form");
+    assert_eq!(
+        body.amendments[0].reason,
+        "pain score misread from the paper form"
+    );
     assert_eq!(body.amendments[0].device, w.tablet.id().to_hex());
     let change = second
         .history(r)

@@ -82,7 +82,12 @@ async fn run(ops: Vec<Op>) {
     t1.sync().await.unwrap();
     let phone = reg.patient_phone(x, "phone").await;
     let survey = phone
-        .start_response(x, "patient-outcome-survey", Some(procedure), Some("m1-survey"))
+        .start_response(
+            x,
+            "patient-outcome-survey",
+            Some(procedure),
+            Some("m1-survey"),
+        )
         .unwrap();
     sync_until_quiet(&[&phone, &t2, &t1]).await;
     let devices = [&t1, &t2, &phone];

@@ -59,7 +59,12 @@ async fn two_tablets_and_a_phone_converge_with_nothing_lost() {
         .report_adverse_event(x, &adverse_event("fever after the infusion"))
         .unwrap();
     let survey = phone
-        .start_response(x, "patient-outcome-survey", Some(procedure), Some("m1-survey"))
+        .start_response(
+            x,
+            "patient-outcome-survey",
+            Some(procedure),
+            Some("m1-survey"),
+        )
         .unwrap();
     phone
         .save_answers(survey, &answers(&[("symptom_pain", AnswerValue::Int(4))]))

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{NaiveDate, Utc};
 use followup_domain::model::{
-    self, Adjudication, AdjudicationCase, AdverseEvent, Amendment, CaseReply, CaseState,
-    DocHeader, Enrolment, FollowupResponse, Procedure, RecordKind, ResponseStatus, Verdict,
+    self, Adjudication, AdjudicationCase, AdverseEvent, Amendment, CaseReply, CaseState, DocHeader,
+    Enrolment, FollowupResponse, Procedure, RecordKind, ResponseStatus, Verdict,
 };
 use followup_domain::protocol::DeviceRole;
 use followup_domain::questionnaire::{Answers, Problem, ProblemCode};
@@ -260,8 +260,9 @@ impl Device {
             device: e.device_id.to_hex(),
             reason: reason.trim().to_string(),
         });
-        let problems =
-            self.with_rules(e.role, response, patient, |ctx| rules::check_response(ctx, &amended))?;
+        let problems = self.with_rules(e.role, response, patient, |ctx| {
+            rules::check_response(ctx, &amended)
+        })?;
         no_problems(problems)?;
         self.update::<FollowupResponse>(&e, response, |r| {
             *r = amended;
@@ -369,7 +370,8 @@ impl Device {
             replied_at: now_iso(),
         };
         let id = RecordId::random();
-        let problems = self.with_rules(e.role, id, patient, |ctx| rules::check_reply(ctx, &reply))?;
+        let problems =
+            self.with_rules(e.role, id, patient, |ctx| rules::check_reply(ctx, &reply))?;
         no_problems(problems)?;
         let doc = model::new_record(self.author(&e), id, e.clinic, Some(patient), &reply)?;
         self.save(&doc)?;
