@@ -8,7 +8,7 @@
 //! |---|---|
 //! | enrolment | study code present (≤ 64 characters); birth year plausible (at most 120 years ago, not in the future); enrolment and consent dates real and not in the future |
 //! | procedure | date real, not before 1950, not in the future |
-//! | response | the questionnaire exists and the writer's role may fill it (`completed_by` matches the device); a visit is one of the schedule's and expects this questionnaire, and needs a procedure; the procedure is a procedure of the same patient; the visit date (`visit_date`, `completed_date`) is not before the procedure nor in the future; a submitted response answers its questionnaire completely and validly; one submitted response per visit (correct one by amending it) |
+//! | response | the questionnaire exists and the writer's role may fill it (`completed_by` matches the device); a visit is one of the schedule's and expects this questionnaire, and needs a procedure; the procedure is a procedure of the same patient; once submitted: the visit date (`visit_date`, `completed_date`) is not before the procedure nor in the future, the answers satisfy the questionnaire, and no other submitted response answers the visit (correct one by amending it) |
 //! | adverse event | category, seriousness and outcome from the instrument's code lists; grade 1–5; onset real and not in the future; death ⇒ grade 5; grade 5 ⇔ outcome fatal; a named procedure is the patient's; questionnaire answers valid |
 //! | adjudication | names an adverse event of the same patient; the clinic never sets `disputed` (the patient does); a decision (`responded`, `resolved`) states relatedness and action, and a remedy when the event is possibly related |
 //! | case reply | names an adverse event of the same patient; a dispute says why |
@@ -344,7 +344,9 @@ pub fn check_response(
             ));
         }
     }
-    for item in vocabulary::VISIT_DATE_ITEMS {
+    // Answers are checked when the response is submitted (a draft is work in progress).
+    let submitted = r.status == ResponseStatus::Submitted;
+    for item in vocabulary::VISIT_DATE_ITEMS.iter().filter(|_| submitted) {
         if let Some(AnswerValue::Text(s)) = r.answers.get(*item) {
             let field = format!("answers.{item}");
             let earliest = procedure
@@ -832,10 +834,11 @@ mod tests {
         early
             .answers
             .insert("visit_date".into(), AnswerValue::Text("2026-04-20".into()));
-        assert_eq!(
-            check(DeviceRole::ClinicDevice, &early, &fake),
-            [("answers.visit_date".to_string(), ProblemCode::OutOfBounds)]
-        );
+        // A draft's answers are not judged yet; once submitted, the date is.
+        assert!(check(DeviceRole::ClinicDevice, &early, &fake).is_empty());
+        early.status = ResponseStatus::Submitted;
+        assert!(check(DeviceRole::ClinicDevice, &early, &fake)
+            .contains(&("answers.visit_date".to_string(), ProblemCode::OutOfBounds)));
         // A submitted response for a visit already answered.
         fake.answered = Some(RecordId::random());
         let mut submitted = response("clinician-followup", "m1", nurse, proc_id);
