@@ -81,6 +81,8 @@ async fn run(ops: Vec<Op>) {
         .unwrap();
     t1.sync().await.unwrap();
     let phone = reg.patient_phone(x, "phone").await;
+    // The phone answers for a procedure it holds (the capture checks refer to its store).
+    phone.sync().await.unwrap();
     let survey = phone
         .start_response(
             x,

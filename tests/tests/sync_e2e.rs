@@ -170,7 +170,9 @@ async fn authorization_patient_phone_and_other_clinic() {
 
     // Reads: the phone holds exactly patient x's records; the clinics only their own.
     let phone_ids: BTreeSet<_> = px.ids().into_iter().collect();
-    assert_eq!(phone_ids, BTreeSet::from([x, r, ae]));
+    // (and the registry's adjudication case of the adverse event, which devices only read)
+    let case = followup_server::cases::case_id(ae);
+    assert_eq!(phone_ids, BTreeSet::from([x, r, ae, case]));
     let ta_ids: BTreeSet<_> = ta.ids().into_iter().collect();
     let tb_ids: BTreeSet<_> = tb.ids().into_iter().collect();
     assert!(ta_ids.contains(&y) && !ta_ids.contains(&z));
