@@ -119,7 +119,7 @@ mirror_enum!(
 );
 mirror_enum!(
     /// A response is a draft until submitted.
-    ResponseStatus => m::ResponseStatus { Draft, Submitted }
+    ResponseStatus => m::ResponseStatus { Draft, Submitted, Discarded }
 );
 mirror_enum!(
     /// Who reported an adverse event (always `Patient` on a patient's phone).
@@ -228,6 +228,22 @@ impl From<NewPatient> for m::Enrolment {
             birth_year: i64::from(p.birth_year),
             sex: p.sex.into(),
             enrolled_on: p.enrolled_on,
+        }
+    }
+}
+
+impl From<m::Enrolment> for NewPatient {
+    fn from(e: m::Enrolment) -> Self {
+        Self {
+            study_code: e.study_code,
+            consent: Consent {
+                form_version: e.consent.form_version,
+                date: e.consent.date,
+                scope: e.consent.scope,
+            },
+            birth_year: i32::try_from(e.birth_year).unwrap_or(0),
+            sex: e.sex.into(),
+            enrolled_on: e.enrolled_on,
         }
     }
 }

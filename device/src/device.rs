@@ -92,7 +92,7 @@ pub struct AdjudicationItem {
 
 /// The device core an app holds: open it once, use it from any thread.
 pub struct Device {
-    store: Store,
+    pub(crate) store: Store,
     identity: DeviceIdentity,
     enrolled: RwLock<Option<Enrolled>>,
     schedule: Schedule,
@@ -103,6 +103,8 @@ pub struct Device {
     /// The clinic-wide work list's inputs (procedure dates and done visits), kept while the
     /// store's generation is unchanged and updated in place by this device's own saves.
     worklist: Mutex<Option<WorklistCache>>,
+    /// Listeners of [`Device::subscribe`].
+    pub(crate) observers: crate::app::Observers,
 }
 
 /// What a clinic-wide visit listing needs from the index, with the store generation it
@@ -226,6 +228,7 @@ impl Device {
             recent: Mutex::default(),
             worklist: Mutex::default(),
             schedule: Schedule::default_registry(),
+            observers: Default::default(),
         })
     }
 
@@ -257,6 +260,7 @@ impl Device {
             recent: Mutex::default(),
             worklist: Mutex::default(),
             schedule: Schedule::default_registry(),
+            observers: Default::default(),
         })
     }
 
@@ -293,11 +297,11 @@ impl Device {
         Ok(())
     }
 
-    fn require_enrolled(&self) -> Result<Enrolled> {
+    pub(crate) fn require_enrolled(&self) -> Result<Enrolled> {
         self.enrolment().ok_or(Error::NotEnrolled)
     }
 
-    fn require_clinic_device(&self, what: &str) -> Result<Enrolled> {
+    pub(crate) fn require_clinic_device(&self, what: &str) -> Result<Enrolled> {
         let e = self.require_enrolled()?;
         if e.role != DeviceRole::ClinicDevice {
             return Err(Error::NotPermitted(format!(
@@ -396,10 +400,24 @@ impl Device {
                 r.put(meta.id, doc.clone());
             }
         }
+        // The save is durable: a failure to tell the listeners must not undo it.
+        if let Err(e) = self.publish_changes() {
+            tracing::warn!(error = %e, "could not tell the listeners about a save");
+        }
         Ok(())
     }
 
-    fn create_record<T: RecordBody>(
+    /// Forget what the device keeps in memory about a record deleted from the store.
+    pub(crate) fn forget(&self, id: RecordId) {
+        if let Ok(mut r) = self.recent.lock() {
+            r.docs.retain(|(i, _)| *i != id);
+        }
+        if let Ok(mut w) = self.worklist.lock() {
+            *w = None;
+        }
+    }
+
+    pub(crate) fn create_record<T: RecordBody>(
         &self,
         e: &Enrolled,
         patient: Option<RecordId>,
@@ -411,7 +429,7 @@ impl Device {
         Ok(id)
     }
 
-    fn update<T: RecordBody>(
+    pub(crate) fn update<T: RecordBody>(
         &self,
         e: &Enrolled,
         id: RecordId,
@@ -574,6 +592,20 @@ impl Device {
         visit: Option<&str>,
     ) -> Result<RecordId> {
         let e = self.require_enrolled()?;
+        let body = self.new_response(&e, patient, questionnaire_id, procedure, visit)?;
+        self.create_record(&e, Some(patient), &body)
+    }
+
+    /// A new, empty draft body, after the checks every new response passes: the device may
+    /// answer for this patient, the questionnaire and the visit exist.
+    pub(crate) fn new_response(
+        &self,
+        e: &Enrolled,
+        patient: RecordId,
+        questionnaire_id: &str,
+        procedure: Option<RecordId>,
+        visit: Option<&str>,
+    ) -> Result<FollowupResponse> {
         let q = self.questionnaire(questionnaire_id)?;
         let completed_by = match e.role {
             DeviceRole::ClinicDevice => CompletedBy::Nurse,
@@ -601,13 +633,10 @@ impl Device {
             amendments: Vec::new(),
         };
         // The form must fit the visit, the role and the patient from the start.
-        let id = RecordId::random();
-        no_problems(self.with_rules(e.role, id, patient, |ctx| {
+        no_problems(self.with_rules(e.role, RecordId::random(), patient, |ctx| {
             followup_domain::rules::check_response(ctx, &body)
         })?)?;
-        let doc = model::new_record(self.author(&e), id, e.clinic, Some(patient), &body)?;
-        self.save(&doc)?;
-        Ok(id)
+        Ok(body)
     }
 
     /// Refuse to edit a submitted response as if it were a draft.

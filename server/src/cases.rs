@@ -200,6 +200,16 @@ pub fn opening_write(
         device: None,
         new_changes: doc.get_changes(&[]).iter().map(|c| c.hash()).collect(),
         event: event::OPENED,
+        projection: Some(crate::readmodel::project_for_write(
+            &doc,
+            &DocHeader {
+                id,
+                kind: RecordKind::AdjudicationCase,
+                clinic: header.clinic,
+                patient: header.patient,
+                created_by: None,
+            },
+        )),
     })
 }
 
@@ -242,6 +252,7 @@ fn update_case(
             device: None,
             new_changes,
             event: audit_event,
+            projection: Some(crate::readmodel::project_for_write(&doc, &stored.header)),
         };
         match storage
             .commit_writes(std::slice::from_ref(&write), now_ms)?

@@ -15,9 +15,13 @@
 //! | [`clock`] | the registry's clock for deadlines |
 //! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
+//! | [`readmodel`] | the read model: relational tables projected from every accepted record, kept in the write's transaction; the console's and exports' queries; the rebuild |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
 //! | [`error`] | HTTP errors with JSON bodies |
+//! | [`console`] | the staff console under `/console` and the public `/participation` page |
+//! | [`staff`] | staff accounts (argon2id, optional TOTP), roles, sessions, sign-in throttling |
+//! | [`export`] | CSV and FHIR R4 exports, de-identified by default, authorized by scope, audited |
 //!
 //! It depends on `followup-domain` for the record model, the wire protocol and signature
 //! verification, and must never depend on the device crate (`followup-device`: a phone's
@@ -35,8 +39,12 @@ pub mod authz;
 pub mod cases;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod error;
+pub mod export;
+pub mod readmodel;
 pub mod rules;
+pub mod staff;
 pub mod storage;
 pub mod sync;
 
@@ -123,6 +131,7 @@ impl Server {
                 max_pull_bytes: config.max_pull_bytes,
                 ..sync::SyncLimits::default()
             },
+            console: config.console_config().map_err(ServerError::Config)?,
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -134,11 +143,14 @@ impl Server {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = api::router(state);
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
         });
         tracing::info!(%addr, "followup-server listening");
         Ok(RunningServer {

@@ -165,6 +165,7 @@ fn prepare(
             None
         }
     };
+    let projection = crate::readmodel::project_for_write(&work, &header);
     let write = DocWrite {
         header,
         bytes: work.save(),
@@ -173,6 +174,7 @@ fn prepare(
         device: Some(p.device),
         new_changes: new_changes.iter().map(|c| c.hash()).collect(),
         event: event::ACCEPTED,
+        projection: Some(projection),
     };
     Ok(Prepared::Write(write, Box::new(work), trigger))
 }
