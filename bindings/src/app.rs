@@ -23,6 +23,10 @@ pub enum RecordKind {
     Response,
     AdverseEvent,
     Adjudication,
+    /// The registry's adjudication case of an adverse event (read-only on devices).
+    AdjudicationCase,
+    /// The patient's reply to an adjudication.
+    CaseReply,
 }
 
 impl From<CoreKind> for RecordKind {
@@ -34,6 +38,8 @@ impl From<CoreKind> for RecordKind {
             CoreKind::Response => Self::Response,
             CoreKind::AdverseEvent => Self::AdverseEvent,
             CoreKind::Adjudication => Self::Adjudication,
+            CoreKind::AdjudicationCase => Self::AdjudicationCase,
+            CoreKind::CaseReply => Self::CaseReply,
         }
     }
 }

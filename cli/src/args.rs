@@ -152,6 +152,36 @@ pub enum StaffCommand {
         #[command(flatten)]
         conn: StaffConn,
     },
+    /// Adjudication cases at the registry's clock, earliest deadline first.
+    Cases {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// Only this clinic's cases (clinic id).
+        #[arg(long)]
+        clinic: Option<String>,
+        /// Only cases in this state: open, responded, overdue, escalated, disputed, closed.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Escalate a case with a note the clinic reads on its tablet after its next sync.
+    Escalate {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The case's id or its adverse event's id.
+        id: String,
+        /// What the clinic must do, e.g. "respond within 48 hours".
+        #[arg(long)]
+        note: String,
+    },
+    /// Close a case (a remedy agreed outside the app, a report withdrawn), saying why.
+    CloseCase {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The case's id or its adverse event's id.
+        id: String,
+        #[arg(long)]
+        note: String,
+    },
     /// Re-derive the read model (the console's and exports' tables) from the stored documents.
     /// Works on the database directly (no running server needed; running ones wait for it).
     RebuildReadModel {
@@ -323,6 +353,46 @@ pub enum DeviceCommand {
     Queue {
         #[arg(long)]
         json: bool,
+    },
+    /// Adverse events with category, severity, onset and the registry's deadline and state,
+    /// the clinic's answer and the patient's replies.
+    Events {
+        /// Study code or patient id (default: every patient the device holds).
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record the clinic's adjudication of an adverse event (clinic devices only).
+    Adjudicate {
+        /// The adverse event's id.
+        event: String,
+        /// not_related, unlikely, possible, probable or definite.
+        #[arg(long)]
+        relatedness: Option<String>,
+        /// Action taken, e.g. "antibiotics", "none".
+        #[arg(long)]
+        action: Option<String>,
+        /// The remedy offered to the patient.
+        #[arg(long)]
+        remedy: Option<String>,
+        /// open, responded or resolved (default: responded).
+        #[arg(long, default_value = "responded")]
+        status: String,
+    },
+    /// Accept or dispute the clinic's adjudication of one of the patient's adverse events
+    /// (patient's phone only).
+    Reply {
+        /// The adverse event's id.
+        event: String,
+        /// Accept the clinic's answer.
+        #[arg(long, conflicts_with = "dispute", required_unless_present = "dispute")]
+        accept: bool,
+        /// Dispute it (say why with --comment).
+        #[arg(long)]
+        dispute: bool,
+        #[arg(long, default_value = "")]
+        comment: String,
     },
     /// Sync with the registry (push what changed, pull what is new), with a progress bar.
     Sync {

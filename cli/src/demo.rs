@@ -73,6 +73,8 @@ pub const PLAINTEXT_PROBES: &[&str] = &[
     "oral antibiotics and wound care",
     "treatment and review at no cost",
     "numbness in the left hand",
+    "BV-0102",
+    "rash and itching on both arms",
 ];
 
 /// How long the demo's story lasts, in days from the first procedure.
@@ -829,16 +831,26 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
 
     // ---- Adjudication.
     w.n.step(46, "adverse events awaiting the clinic");
+    w.n.say("the registry opened a case when it first accepted the report: the deadline is the");
+    w.n.say("registry's (its policy, its clock), not the tablet's; the tablet only reads it");
     let queue = w.a.device.adjudication_queue(today)?;
     for i in &queue {
+        let case = w.a.device.adverse_event(i.adverse_event)?.case;
         w.n.say(format!(
-            "  {} {} status {} deadline {}",
+            "  {} {} case {}, deadline {}{}",
             codes.get(&i.patient).copied().unwrap_or("?"),
             &i.adverse_event.to_hex()[..8],
-            i.status,
+            i.state
+                .map(|s| s.code())
+                .unwrap_or("not at the registry yet"),
             i.deadline
                 .map(|d| d.to_string())
-                .unwrap_or_else(|| "not set yet".into())
+                .unwrap_or_else(|| "not set yet".into()),
+            case.map(|c| format!(
+                " ({} days: rule \"{}\" of {}, opened {})",
+                c.days, c.rule, c.policy, c.opened_at
+            ))
+            .unwrap_or_default()
         ));
     }
     w.a.device.adjudicate(ae_id, |adj| {
@@ -854,13 +866,21 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
             .iter()
             .find(|i| i.adverse_event == ae_id)
             .map(|i| format!(
-                "status {}, deadline {}",
+                "status {}, registry's deadline {}",
                 i.status,
                 i.deadline.map(|d| d.to_string()).unwrap_or_default()
             ))
             .unwrap_or_else(|| "resolved".into())
     ));
     w.sync(Who::A).await?;
+    w.n.say(format!(
+        "the registry records the decision: case {}",
+        w.a.device
+            .adverse_event(ae_id)?
+            .state()
+            .map(|s| s.code())
+            .unwrap_or("?")
+    ));
 
     // ---- The same follow-up edited on both tablets.
     w.n.step(93, "month-3 visit of KX-0422, recorded on tablet A");
@@ -873,21 +893,26 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
     )?;
     w.sync(Who::A).await?;
     w.sync(Who::B).await?;
-    w.n.step(95, "both tablets correct the same follow-up while offline");
-    w.a.device.save_answers(
+    w.n.step(
+        95,
+        "both tablets amend the same submitted follow-up while offline",
+    );
+    w.a.device.amend_response(
         m3,
         &answers(vec![
             ("symptom_pain", AnswerValue::Int(3)),
             ("notes", text("pain down after physiotherapy")),
         ]),
+        "pain re-scored after the physiotherapy review",
     )?;
     w.n.say(format!("{:<28} sets pain to 3 and adds a note", w.a.name));
-    w.b.device.save_answers(
+    w.b.device.amend_response(
         m3,
         &answers(vec![
             ("symptom_pain", AnswerValue::Int(5)),
             ("weight_kg", AnswerValue::Decimal(81.2)),
         ]),
+        "weight was missing; pain as reported today",
     )?;
     w.n.say(format!(
         "{:<28} sets pain to 5 and records the weight",
@@ -1042,19 +1067,33 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
         w.sync(who).await?;
     }
     let phone_dev = &w.actor(Who::Phone)?.device;
-    if let Some(item) = phone_dev
-        .store()
-        .list(&Query {
-            kind: Some(followup_domain::model::RecordKind::Adjudication),
-            ..Default::default()
-        })?
-        .first()
-    {
-        let adj: followup_domain::model::Adjudication = phone_dev.get(item.id)?;
+    let view = phone_dev.adverse_event(ae_id)?;
+    if let Some((_, adj)) = &view.adjudication {
         w.n.say(format!(
-            "KX-0417's phone shows the clinic's answer to her complication: {} — {}",
-            adj.status, adj.remedy
+            "KX-0417's phone reads the clinic's answer to her complication: {} related; {}; remedy: {} (case {}, deadline {})",
+            adj.relatedness.map(|r| r.code()).unwrap_or("?"),
+            adj.action,
+            adj.remedy,
+            view.state().map(|s| s.code()).unwrap_or("?"),
+            view.case.as_ref().map(|c| c.deadline.as_str()).unwrap_or("?"),
         ));
+        phone_dev.reply_to_adjudication(
+            ae_id,
+            followup_domain::model::Verdict::Accepted,
+            "the knee is fine now; thank you",
+        )?;
+        w.n.say("she accepts it from her phone");
+        w.sync(Who::Phone).await?;
+        w.n.say(format!(
+            "the registry closes the case: {}",
+            w.actor(Who::Phone)?
+                .device
+                .adverse_event(ae_id)?
+                .state()
+                .map(|s| s.code())
+                .unwrap_or("?")
+        ));
+        w.sync(Who::A).await?;
     }
     w.n.step(STORY_DAYS, "tablet A's work list today (overdue first)");
     w.visits(
@@ -1102,6 +1141,100 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
         replicas.push(r);
     }
     let converged = replicas.iter().all(|r| r.differing == 0);
+
+    // ---- Another clinic ignores an adverse event; the registry escalates it.
+    w.n.step(STORY_DAYS, "another clinic ignores an adverse event");
+    let clinic2 = admin.create_clinic("Clínica Boa Vista", "BR").await?;
+    let tablet_c = create_device(dir, "tablet-c.db")?;
+    let code = admin
+        .issue_code(EnrolmentGrant::ClinicDevice { clinic: clinic2 }, None)
+        .await?;
+    let e = w
+        .client
+        .enrol(
+            &tablet_c,
+            &w.server.url(),
+            &code.code,
+            "Tablet C, Boa Vista",
+        )
+        .await?;
+    w.names.insert(e.device_id, "tablet C (Boa Vista)");
+    let ago = |n: u64| {
+        today
+            .checked_sub_days(Days::new(n))
+            .unwrap_or(today)
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let bv = tablet_c.enrol_patient(&Enrolment {
+        study_code: "BV-0102".into(),
+        consent: Consent {
+            form_version: "1.0".into(),
+            date: ago(20),
+            scope: vec!["registry".into()],
+        },
+        birth_year: 1958,
+        sex: Sex::Male,
+        enrolled_on: ago(20),
+    })?;
+    let spec = patients_spec();
+    let bv_proc = tablet_c.record_procedure(bv, &(spec[0].procedure)(ago(20)))?;
+    let ae_c = tablet_c.report_adverse_event(
+        bv,
+        &AdverseEvent {
+            reporter: Reporter::Clinic,
+            category: "immune_reaction".into(),
+            onset: ago(3),
+            severity: 2,
+            seriousness: Vec::new(),
+            outcome: AeOutcome::Recovering,
+            description: "rash and itching on both arms after the infusion".into(),
+            procedure: Some(bv_proc.to_hex()),
+            answers: Answers::new(),
+        },
+    )?;
+    let r = device_cmd::sync_with_bar(&w.client, &tablet_c, "tablet C (Boa Vista)", true)
+        .await
+        .map_err(|e| e.context("tablet C could not sync"))?;
+    w.add(&r);
+    let case = tablet_c.adverse_event(ae_c)?.case;
+    w.n.say(format!(
+        "tablet C (Boa Vista) reports BV-0102's rash (grade 2) and syncs: the registry opens the case, deadline {} ({})",
+        case.as_ref().map(|c| c.deadline.as_str()).unwrap_or("?"),
+        case.as_ref()
+            .map(|c| format!("{} days, rule \"{}\"", c.days, c.rule))
+            .unwrap_or_default()
+    ));
+    w.n.say("the clinic never answers. The registry's clock moves 31 days on (the demo moves it; a deployed server runs on its system clock):");
+    w.server
+        .advance_registry_clock(Duration::from_secs(31 * 86_400));
+    for k in admin.cases(None, Some("overdue")).await? {
+        w.n.say(format!(
+            "  registry staff see: case of {} at clinic {} is {} (deadline {})",
+            &k.adverse_event.to_hex()[..8],
+            &k.clinic.to_hex()[..8],
+            k.state,
+            k.deadline
+        ));
+    }
+    let note =
+        "Overdue: adjudicate BV-0102's reaction and tell the patient the remedy within 48 hours";
+    let k = admin.escalate(ae_c, note).await?;
+    w.n.say(format!("registry staff escalate it → case {}", k.state));
+    let r = device_cmd::sync_with_bar(&w.client, &tablet_c, "tablet C (Boa Vista)", true)
+        .await
+        .map_err(|e| e.context("tablet C could not sync"))?;
+    w.add(&r);
+    let view = tablet_c.adverse_event(ae_c)?;
+    w.n.say(format!(
+        "tablet C syncs and shows: case {}, the registry's note: \"{}\"",
+        view.state().map(|s| s.code()).unwrap_or("?"),
+        view.case
+            .as_ref()
+            .and_then(|c| c.escalations.last())
+            .map(|e| e.note.as_str())
+            .unwrap_or("")
+    ));
 
     w.n.step(STORY_DAYS, "the registry");
     w.n.say(format!(

@@ -332,6 +332,70 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
             Ok(())
         }
         DeviceCommand::Queue { json } => queue(&open(path)?, json),
+        DeviceCommand::Events { patient, json } => {
+            let device = open(path)?;
+            let patient = match patient {
+                Some(p) => Some(resolve_patient(&device, Some(&p))?),
+                None => None,
+            };
+            events(&device, patient, json)
+        }
+        DeviceCommand::Adjudicate {
+            event,
+            relatedness,
+            action,
+            remedy,
+            status,
+        } => {
+            let device = open(path)?;
+            let event = parse_record_id(&event, "adverse event")?;
+            let relatedness = relatedness
+                .map(|r| {
+                    followup_domain::model::Relatedness::from_code(&r).ok_or_else(|| {
+                        CliError::new(format!("unknown relatedness {r:?}"))
+                            .hint("use not_related, unlikely, possible, probable or definite")
+                    })
+                })
+                .transpose()?;
+            let status = followup_domain::model::AdjudicationStatus::from_code(&status)
+                .filter(|s| *s != followup_domain::model::AdjudicationStatus::Disputed)
+                .ok_or_else(|| {
+                    CliError::new(format!("unknown status {status:?}")).hint(
+                        "use open, responded or resolved (the patient disputes, not the clinic)",
+                    )
+                })?;
+            let id = device.adjudicate(event, |a| {
+                if relatedness.is_some() {
+                    a.relatedness = relatedness;
+                }
+                if let Some(x) = action {
+                    a.action = x;
+                }
+                if let Some(x) = remedy {
+                    a.remedy = x;
+                }
+                a.status = status;
+            })?;
+            println!("adjudication saved: {id} (sync to send it to the registry)");
+            Ok(())
+        }
+        DeviceCommand::Reply {
+            event,
+            accept,
+            dispute: _,
+            comment,
+        } => {
+            let device = open(path)?;
+            let event = parse_record_id(&event, "adverse event")?;
+            let verdict = if accept {
+                followup_domain::model::Verdict::Accepted
+            } else {
+                followup_domain::model::Verdict::Disputed
+            };
+            let id = device.reply_to_adjudication(event, verdict, &comment)?;
+            println!("reply saved: {id} ({verdict}; sync to send it to the registry)");
+            Ok(())
+        }
         DeviceCommand::Sync { json, attempts } => {
             let device = open(path)?;
             crate::runtime()?.block_on(sync(&device, json, attempts))
@@ -630,6 +694,114 @@ fn queue(device: &Device, json: bool) -> Result<(), CliError> {
             &["status", "deadline", "", "patient", "adverse event"],
             &rows,
         );
+    }
+    Ok(())
+}
+
+fn parse_record_id(s: &str, what: &str) -> Result<RecordId, CliError> {
+    s.trim().parse().map_err(|_| {
+        CliError::new(format!("{s:?} is not a {what} id"))
+            .hint("ids are 32 hexadecimal characters (see `followup device events`)")
+    })
+}
+
+fn events(device: &Device, patient: Option<RecordId>, json: bool) -> Result<(), CliError> {
+    let views = device.adverse_events(patient)?;
+    let codes = study_codes(device)?;
+    if json {
+        let v: Vec<_> = views
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "adverse_event": v.id,
+                    "patient": codes.get(&v.patient).cloned().unwrap_or_else(|| v.patient.to_hex()),
+                    "event": v.event,
+                    "case": v.case,
+                    "adjudication": v.adjudication.as_ref().map(|(_, a)| a),
+                    "replies": v.replies,
+                    "open": v.is_open(),
+                })
+            })
+            .collect();
+        return output::print_json(&v);
+    }
+    if views.is_empty() {
+        println!("no adverse event");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            let e = &v.event;
+            let (deadline, state) = match &v.case {
+                Some(c) => (c.deadline.clone(), c.state.code().to_string()),
+                None => ("-".into(), "not at the registry yet".into()),
+            };
+            let answer = match &v.adjudication {
+                Some((_, a)) => format!(
+                    "{} / {} / {}",
+                    a.relatedness.map(|r| r.code()).unwrap_or("-"),
+                    if a.action.is_empty() { "-" } else { &a.action },
+                    if a.remedy.is_empty() { "-" } else { &a.remedy },
+                ),
+                None => "-".into(),
+            };
+            vec![
+                codes
+                    .get(&v.patient)
+                    .cloned()
+                    .unwrap_or_else(|| v.patient.to_hex()[..8].to_string()),
+                e.category.clone(),
+                format!(
+                    "{}{}",
+                    e.severity,
+                    if e.seriousness.is_empty() {
+                        ""
+                    } else {
+                        " serious"
+                    }
+                ),
+                e.onset.clone(),
+                deadline,
+                state,
+                answer,
+                v.id.to_hex(),
+            ]
+        })
+        .collect();
+    output::print_table(
+        &[
+            "patient",
+            "category",
+            "grade",
+            "onset",
+            "deadline",
+            "state",
+            "relatedness / action / remedy",
+            "adverse event",
+        ],
+        &rows,
+    );
+    for v in &views {
+        if let Some(c) = &v.case {
+            for e in &c.escalations {
+                println!(
+                    "  {} escalated by the registry {}: {}",
+                    &v.id.to_hex()[..8],
+                    e.at,
+                    e.note
+                );
+            }
+            for r in &c.replies {
+                println!(
+                    "  {} the patient {} {}: {}",
+                    &v.id.to_hex()[..8],
+                    r.verdict,
+                    r.at,
+                    r.comment
+                );
+            }
+        }
     }
     Ok(())
 }

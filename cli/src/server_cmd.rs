@@ -355,6 +355,70 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                 );
             }
         }
+        StaffCommand::Cases {
+            conn,
+            clinic,
+            state,
+        } => {
+            let clinic = clinic.map(|c| parse_record("clinic", &c)).transpose()?;
+            let c = client(&conn)?;
+            let cases = c.cases(clinic, state.as_deref()).await?;
+            if conn.json {
+                output::print_json(&cases)?;
+            } else if cases.is_empty() {
+                println!("no adjudication case");
+            } else {
+                let rows: Vec<Vec<String>> = cases
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.state.clone(),
+                            k.deadline.clone(),
+                            format!("{} ({})", k.rule, k.policy),
+                            k.clinic.to_hex()[..8].to_string(),
+                            k.adverse_event.to_hex(),
+                            k.escalations.last().cloned().unwrap_or_default(),
+                            k.disputes.last().cloned().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                output::print_table(
+                    &[
+                        "state",
+                        "deadline",
+                        "rule",
+                        "clinic",
+                        "adverse event",
+                        "last escalation",
+                        "patient's dispute",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        StaffCommand::Escalate { conn, id, note } => {
+            let id = parse_record("case or adverse event", &id)?;
+            let c = client(&conn)?;
+            let k = c.escalate(id, &note).await?;
+            if conn.json {
+                output::print_json(&k)?;
+            } else {
+                println!(
+                    "case of adverse event {} escalated ({}, deadline {}): the clinic reads the note after its next sync",
+                    k.adverse_event, k.state, k.deadline
+                );
+            }
+        }
+        StaffCommand::CloseCase { conn, id, note } => {
+            let id = parse_record("case or adverse event", &id)?;
+            let c = client(&conn)?;
+            let k = c.close_case(id, &note).await?;
+            if conn.json {
+                output::print_json(&k)?;
+            } else {
+                println!("case of adverse event {} closed", k.adverse_event);
+            }
+        }
     }
     Ok(())
 }

@@ -306,6 +306,11 @@ impl Device {
             }
             RecordKind::AdverseEvent => RecordBodyView::AdverseEvent(model::read_body(&doc)?),
             RecordKind::Adjudication => RecordBodyView::Adjudication(model::read_body(&doc)?),
+            RecordKind::AdjudicationCase | RecordKind::CaseReply => {
+                return Err(Error::InvalidInput(format!(
+                    "{id} is an adjudication case or a patient's reply: read it with its adverse event (adverse_event)"
+                )))
+            }
         };
         Ok(RecordView { header, body })
     }

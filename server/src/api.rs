@@ -10,6 +10,9 @@
 //! | `POST /v1/admin/devices/{id}/revoke` | admin token | → [`RevokeDeviceResponse`] |
 //! | `GET /v1/admin/audit/verify` | admin token | → [`AuditVerifyResponse`] |
 //! | `GET /v1/admin/stats` | admin token | → [`StatsResponse`] |
+//! | `GET /v1/admin/cases?clinic=ID&state=S` | admin token | → [`CasesResponse`] (refreshed to the registry's clock) |
+//! | `POST /v1/admin/cases/{id}/escalate` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] (`id`: the case or its adverse event) |
+//! | `POST /v1/admin/cases/{id}/close` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] |
 //! | `GET /v1/admin/export?format=csv\|fhir[&clinic=ID][&since=YYYY-MM-DD][&identified=true]` | admin token | → a zip, streamed ([`crate::export`]) |
 
 use std::sync::Arc;
@@ -37,13 +40,18 @@ use serde::de::DeserializeOwned;
 use crate::audit::{self, event};
 use crate::auth::{authenticate, now_ms, AdminToken};
 use crate::authz::Principal;
+use crate::cases;
 use crate::error::ApiError;
 use crate::storage::{ClinicRow, DocWrite, EnrolmentCode, NewDevice, Storage};
 use crate::sync::{self, SyncLimits};
+use followup_domain::model::CaseState;
+use followup_domain::protocol::{CaseNoteRequest, CaseSummary, CasesResponse};
 
 /// Shared state of the handlers (no mutable state: everything lives in the database).
 #[derive(Clone)]
 pub struct AppState {
+    /// The registry's clock for adjudication deadlines and case times.
+    pub clock: crate::clock::RegistryClock,
     pub storage: Arc<dyn Storage>,
     pub admin: AdminToken,
     pub max_body_bytes: usize,
@@ -70,6 +78,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/v1/admin/audit/verify", get(verify_audit))
         .route("/v1/admin/stats", get(stats))
+        .route("/v1/admin/cases", get(list_cases))
+        .route("/v1/admin/cases/{id}/escalate", post(escalate_case))
+        .route("/v1/admin/cases/{id}/close", post(close_case))
         .merge(crate::console::router())
         .route("/v1/admin/export", get(export))
         .fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such route") })
@@ -210,9 +221,10 @@ async fn sync_handler(
     let max = st.max_decompressed_bytes;
     let limits = st.limits;
     let principal = Principal::from(&device);
+    let clock = st.clock.clone();
     let (resp_bytes, stats) = blocking(move || {
         let req = decode_sync_request(&bytes, max)?;
-        let resp = sync::run(storage.as_ref(), &principal, &req, &limits, now_ms())?;
+        let resp = sync::run(storage.as_ref(), &principal, &req, &limits, clock.now_ms())?;
         let accepted = resp
             .results
             .iter()
@@ -450,6 +462,111 @@ async fn stats(
     st.admin.check(&headers)?;
     let storage = st.storage.clone();
     Ok(Json(blocking(move || Ok(storage.stats()?)).await?))
+}
+
+/// `GET /v1/admin/cases` filters.
+#[derive(Debug, serde::Deserialize)]
+struct CasesQuery {
+    clinic: Option<String>,
+    state: Option<String>,
+}
+
+async fn list_cases(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<CasesQuery>,
+) -> Result<Json<CasesResponse>, ApiError> {
+    st.admin.check(&headers)?;
+    let clinic = q
+        .clinic
+        .map(|c| c.parse::<RecordId>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("clinic: {e}")))?;
+    let state = q
+        .state
+        .map(|s| {
+            CaseState::from_code(&s).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "state {s:?} is not a case state: use open, responded, overdue, escalated, disputed or closed"
+                ))
+            })
+        })
+        .transpose()?;
+    let storage = st.storage.clone();
+    let now = st.clock.now_ms();
+    let list = blocking(move || Ok(cases::list(storage.as_ref(), clinic, state, now)?)).await?;
+    Ok(Json(CasesResponse { cases: list }))
+}
+
+/// Longest escalation or closing note.
+const MAX_NOTE: usize = 2000;
+
+async fn case_note(
+    st: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    body: Body,
+) -> Result<(RecordId, String), ApiError> {
+    st.admin.check(headers)?;
+    let id: RecordId = id
+        .parse()
+        .map_err(|e: followup_domain::ids::InvalidId| ApiError::bad_request(e.to_string()))?;
+    let bytes = read_body(body, 64 * 1024).await?;
+    let req: CaseNoteRequest = parse_json(&bytes)?;
+    let note = req.note.trim().to_string();
+    if note.is_empty() || note.chars().count() > MAX_NOTE {
+        return Err(ApiError::bad_request(format!(
+            "the note must be 1 to {MAX_NOTE} characters"
+        )));
+    }
+    Ok((id, note))
+}
+
+fn case_error(e: cases::CaseActionError) -> ApiError {
+    match e {
+        cases::CaseActionError::NotFound(id) => ApiError::not_found(
+            ErrorCode::NotFound,
+            format!("no adjudication case for {id} (give the case's or its adverse event's id)"),
+        ),
+        cases::CaseActionError::Closed => ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::BadRequest,
+            "the case is closed",
+        ),
+        cases::CaseActionError::Storage(e) => e.into(),
+    }
+}
+
+async fn escalate_case(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<CaseSummary>, ApiError> {
+    let (id, note) = case_note(&st, &headers, &id, body).await?;
+    let storage = st.storage.clone();
+    let now = st.clock.now_ms();
+    let summary =
+        blocking(move || cases::escalate(storage.as_ref(), id, &note, now).map_err(case_error))
+            .await?;
+    tracing::info!(case = %summary.case, "case escalated");
+    Ok(Json(summary))
+}
+
+async fn close_case(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<CaseSummary>, ApiError> {
+    let (id, note) = case_note(&st, &headers, &id, body).await?;
+    let storage = st.storage.clone();
+    let now = st.clock.now_ms();
+    let summary =
+        blocking(move || cases::close(storage.as_ref(), id, &note, now).map_err(case_error))
+            .await?;
+    tracing::info!(case = %summary.case, "case closed");
+    Ok(Json(summary))
 }
 
 /// `GET /v1/admin/export`: the admin token acts as a registry administrator (automation and the

@@ -10,6 +10,9 @@
 //! | [`api`] | the HTTP routes and handlers (health, enrol, sync, admin) |
 //! | [`auth`] | request signature check, ±5 min freshness, nonce replay cache, revocation; admin token |
 //! | [`authz`] | **the** authorization rules: who may read and write which record, in one place |
+//! | [`rules`] | the clinical rules at the server (`followup_domain::rules` with the database's lookups) |
+//! | [`cases`] | the registry-authored adjudication cases: deadline, state, escalation, the patient's reply |
+//! | [`clock`] | the registry's clock for deadlines |
 //! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
 //! | [`readmodel`] | the read model: relational tables projected from every accepted record, kept in the write's transaction; the console's and exports' queries; the rebuild |
@@ -33,11 +36,14 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod cases;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod error;
 pub mod export;
 pub mod readmodel;
+pub mod rules;
 pub mod staff;
 pub mod storage;
 pub mod sync;
@@ -74,6 +80,7 @@ pub struct RunningServer {
     /// The address it listens on (the real port when started on port 0).
     pub addr: SocketAddr,
     storage: Arc<dyn Storage>,
+    clock: clock::RegistryClock,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -113,7 +120,9 @@ impl Server {
         storage: Arc<dyn Storage>,
     ) -> Result<RunningServer, ServerError> {
         config.validate().map_err(ServerError::Config)?;
+        let clock = clock::RegistryClock::default();
         let state = api::AppState {
+            clock: clock.clone(),
             storage: storage.clone(),
             admin: auth::AdminToken::new(config.admin_token.as_deref()),
             max_body_bytes: config.max_body_bytes,
@@ -147,6 +156,7 @@ impl Server {
         Ok(RunningServer {
             addr,
             storage,
+            clock,
             shutdown: Some(tx),
             task: Some(task),
         })
@@ -162,6 +172,16 @@ impl RunningServer {
     /// The storage the server uses.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// The registry's clock (deadlines, case times).
+    pub fn registry_clock(&self) -> &clock::RegistryClock {
+        &self.clock
+    }
+
+    /// Move the registry's clock forward, e.g. to let a deadline pass in a test or the demo.
+    pub fn advance_registry_clock(&self, by: std::time::Duration) {
+        self.clock.advance(by);
     }
 
     /// Stop accepting connections, let in-flight requests finish, then return.

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::protocol::{
-    AuditVerifyResponse, CreateClinicRequest, CreateClinicResponse, EnrolmentGrant, ErrorBody,
-    IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse, StatsResponse,
+    AuditVerifyResponse, CaseNoteRequest, CaseSummary, CasesResponse, CreateClinicRequest,
+    CreateClinicResponse, EnrolmentGrant, ErrorBody, IssueEnrolmentCodeRequest,
+    IssueEnrolmentCodeResponse, RevokeDeviceResponse, StatsResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -206,6 +207,64 @@ impl StaffClient {
             .await
     }
 
+    /// Adjudication cases (of one clinic; in one state: `open`, `responded`, `overdue`,
+    /// `escalated`, `disputed`, `closed`), at the registry's clock, earliest deadline first.
+    pub async fn cases(
+        &self,
+        clinic: Option<RecordId>,
+        state: Option<&str>,
+    ) -> Result<Vec<CaseSummary>, StaffClientError> {
+        let mut query = Vec::new();
+        if let Some(c) = clinic {
+            query.push(format!("clinic={c}"));
+        }
+        if let Some(s) = state {
+            if !s.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                return Err(StaffClientError::Setup(format!(
+                    "{s:?} is not a case state"
+                )));
+            }
+            query.push(format!("state={s}"));
+        }
+        let path = if query.is_empty() {
+            "/v1/admin/cases".to_string()
+        } else {
+            format!("/v1/admin/cases?{}", query.join("&"))
+        };
+        let r: CasesResponse = self.call(reqwest::Method::GET, &path, None).await?;
+        Ok(r.cases)
+    }
+
+    /// Escalate a case (given by its id or its adverse event's) with a note the clinic reads on
+    /// its tablet after its next sync.
+    pub async fn escalate(
+        &self,
+        id: RecordId,
+        note: &str,
+    ) -> Result<CaseSummary, StaffClientError> {
+        let body = Self::json(&CaseNoteRequest { note: note.into() })?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/admin/cases/{id}/escalate"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Close a case (a remedy agreed outside the app, a report withdrawn), saying why.
+    pub async fn close_case(
+        &self,
+        id: RecordId,
+        note: &str,
+    ) -> Result<CaseSummary, StaffClientError> {
+        let body = Self::json(&CaseNoteRequest { note: note.into() })?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/admin/cases/{id}/close"),
+            Some(body),
+        )
+        .await
+    }
     /// Download an export (`GET /v1/admin/export`): the zip is written to `out` as it arrives;
     /// returns its size in bytes. Exports of a large registry take minutes, so this request
     /// has its own, longer time limit.

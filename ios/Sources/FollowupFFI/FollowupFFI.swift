@@ -1069,6 +1069,24 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
     func adjudicationQueue(asOf: String) throws  -> [AdjudicationItem]
     
     /**
+     * One adverse event with its case, adjudication and replies.
+     */
+    func adverseEvent(adverseEventId: String) throws  -> AdverseEventView
+    
+    /**
+     * Adverse events (of one patient, or all this device holds) with the registry's case
+     * (deadline, state, escalations), the clinic's adjudication (relatedness, action, remedy,
+     * status) and the patient's replies; oldest onset first.
+     */
+    func adverseEvents(patientId: String?) throws  -> [AdverseEventView]
+    
+    /**
+     * Amends a submitted response: sets these answers and records the amendment with its
+     * reason; the previous values stay in the record's history.
+     */
+    func amendResponse(responseId: String, answers: [String: AnswerValue], reason: String) throws 
+    
+    /**
      * Captures a whole response in one call, as one change in one transaction: created with its
      * answers and, when `submit`, submitted. All or nothing. Fails with `ValidationFailed`
      * (nothing written) when the answers break a rule, and with `AlreadyRecorded` when a
@@ -1128,6 +1146,12 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
      * (its own patient). `as_of` is `YYYY-MM-DD`.
      */
     func dueSurveys(patientId: String?, asOf: String) throws  -> [Visit]
+    
+    /**
+     * Study codes enrolled more than once at the clinic (offline on two tablets): conflicts
+     * for the clinic to resolve.
+     */
+    func duplicateStudyCodes() throws  -> [DuplicateStudyCode]
     
     /**
      * The ids of the items shown for these answers (enable-when conditions), in display order.
@@ -1207,6 +1231,13 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
      * Records the registry refused, newest last, until dismissed.
      */
     func rejections() throws  -> [Rejection]
+    
+    /**
+     * The patient accepts or disputes the clinic's adjudication of one of their adverse
+     * events (patient's phone only). A dispute needs a comment; it reopens the case for the
+     * registry. Returns the reply's id.
+     */
+    func replyToAdjudication(adverseEventId: String, verdict: Verdict, comment: String) throws  -> String
     
     /**
      * Reports an adverse event for a patient. Returns its id. On a patient's phone the reporter
@@ -1449,6 +1480,43 @@ open func adjudicationQueue(asOf: String)throws  -> [AdjudicationItem]  {
 }
     
     /**
+     * One adverse event with its case, adjudication and replies.
+     */
+open func adverseEvent(adverseEventId: String)throws  -> AdverseEventView  {
+    return try  FfiConverterTypeAdverseEventView_lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_adverse_event(self.uniffiClonePointer(),
+        FfiConverterString.lower(adverseEventId),$0
+    )
+})
+}
+    
+    /**
+     * Adverse events (of one patient, or all this device holds) with the registry's case
+     * (deadline, state, escalations), the clinic's adjudication (relatedness, action, remedy,
+     * status) and the patient's replies; oldest onset first.
+     */
+open func adverseEvents(patientId: String?)throws  -> [AdverseEventView]  {
+    return try  FfiConverterSequenceTypeAdverseEventView.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_adverse_events(self.uniffiClonePointer(),
+        FfiConverterOptionString.lower(patientId),$0
+    )
+})
+}
+    
+    /**
+     * Amends a submitted response: sets these answers and records the amendment with its
+     * reason; the previous values stay in the record's history.
+     */
+open func amendResponse(responseId: String, answers: [String: AnswerValue], reason: String)throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_amend_response(self.uniffiClonePointer(),
+        FfiConverterString.lower(responseId),
+        FfiConverterDictionaryStringTypeAnswerValue.lower(answers),
+        FfiConverterString.lower(reason),$0
+    )
+}
+}
+    
+    /**
      * Captures a whole response in one call, as one change in one transaction: created with its
      * answers and, when `submit`, submitted. All or nothing. Fails with `ValidationFailed`
      * (nothing written) when the answers break a rule, and with `AlreadyRecorded` when a
@@ -1571,6 +1639,17 @@ open func dueSurveys(patientId: String?, asOf: String)throws  -> [Visit]  {
     uniffi_followup_ffi_fn_method_followupstore_due_surveys(self.uniffiClonePointer(),
         FfiConverterOptionString.lower(patientId),
         FfiConverterString.lower(asOf),$0
+    )
+})
+}
+    
+    /**
+     * Study codes enrolled more than once at the clinic (offline on two tablets): conflicts
+     * for the clinic to resolve.
+     */
+open func duplicateStudyCodes()throws  -> [DuplicateStudyCode]  {
+    return try  FfiConverterSequenceTypeDuplicateStudyCode.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_duplicate_study_codes(self.uniffiClonePointer(),$0
     )
 })
 }
@@ -1742,6 +1821,21 @@ open func recordProcedure(patientId: String, procedure: Procedure)throws  -> Str
 open func rejections()throws  -> [Rejection]  {
     return try  FfiConverterSequenceTypeRejection.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
     uniffi_followup_ffi_fn_method_followupstore_rejections(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+    /**
+     * The patient accepts or disputes the clinic's adjudication of one of their adverse
+     * events (patient's phone only). A dispute needs a comment; it reopens the case for the
+     * registry. Returns the reply's id.
+     */
+open func replyToAdjudication(adverseEventId: String, verdict: Verdict, comment: String)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_reply_to_adjudication(self.uniffiClonePointer(),
+        FfiConverterString.lower(adverseEventId),
+        FfiConverterTypeVerdict_lower(verdict),
+        FfiConverterString.lower(comment),$0
     )
 })
 }
@@ -2568,8 +2662,177 @@ public func FfiConverterTypeAdjudication_lower(_ value: Adjudication) -> RustBuf
 
 
 /**
- * The treating clinic's decision on an adverse event. The deadline is set by the registry's rule
- * when the first decision is recorded.
+ * The registry's adjudication case of an adverse event: read-only on every device.
+ */
+public struct AdjudicationCase {
+    public var state: CaseState
+    /**
+     * ISO date by which the clinic must decide.
+     */
+    public var deadline: String
+    /**
+     * When the registry first accepted the event (the clock starts then).
+     */
+    public var openedAt: String
+    /**
+     * Days the policy gave, the policy (`id@version`) and its rule.
+     */
+    public var days: Int32
+    public var policy: String
+    public var rule: String
+    /**
+     * When the registry accepted the clinic's latest decision.
+     */
+    public var respondedAt: String?
+    public var escalations: [Escalation]
+    public var replies: [RecordedReply]
+    public var closedAt: String?
+    public var closedNote: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(state: CaseState, 
+        /**
+         * ISO date by which the clinic must decide.
+         */deadline: String, 
+        /**
+         * When the registry first accepted the event (the clock starts then).
+         */openedAt: String, 
+        /**
+         * Days the policy gave, the policy (`id@version`) and its rule.
+         */days: Int32, policy: String, rule: String, 
+        /**
+         * When the registry accepted the clinic's latest decision.
+         */respondedAt: String?, escalations: [Escalation], replies: [RecordedReply], closedAt: String?, closedNote: String?) {
+        self.state = state
+        self.deadline = deadline
+        self.openedAt = openedAt
+        self.days = days
+        self.policy = policy
+        self.rule = rule
+        self.respondedAt = respondedAt
+        self.escalations = escalations
+        self.replies = replies
+        self.closedAt = closedAt
+        self.closedNote = closedNote
+    }
+}
+
+#if compiler(>=6)
+extension AdjudicationCase: Sendable {}
+#endif
+
+
+extension AdjudicationCase: Equatable, Hashable {
+    public static func ==(lhs: AdjudicationCase, rhs: AdjudicationCase) -> Bool {
+        if lhs.state != rhs.state {
+            return false
+        }
+        if lhs.deadline != rhs.deadline {
+            return false
+        }
+        if lhs.openedAt != rhs.openedAt {
+            return false
+        }
+        if lhs.days != rhs.days {
+            return false
+        }
+        if lhs.policy != rhs.policy {
+            return false
+        }
+        if lhs.rule != rhs.rule {
+            return false
+        }
+        if lhs.respondedAt != rhs.respondedAt {
+            return false
+        }
+        if lhs.escalations != rhs.escalations {
+            return false
+        }
+        if lhs.replies != rhs.replies {
+            return false
+        }
+        if lhs.closedAt != rhs.closedAt {
+            return false
+        }
+        if lhs.closedNote != rhs.closedNote {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(state)
+        hasher.combine(deadline)
+        hasher.combine(openedAt)
+        hasher.combine(days)
+        hasher.combine(policy)
+        hasher.combine(rule)
+        hasher.combine(respondedAt)
+        hasher.combine(escalations)
+        hasher.combine(replies)
+        hasher.combine(closedAt)
+        hasher.combine(closedNote)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAdjudicationCase: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AdjudicationCase {
+        return
+            try AdjudicationCase(
+                state: FfiConverterTypeCaseState.read(from: &buf), 
+                deadline: FfiConverterString.read(from: &buf), 
+                openedAt: FfiConverterString.read(from: &buf), 
+                days: FfiConverterInt32.read(from: &buf), 
+                policy: FfiConverterString.read(from: &buf), 
+                rule: FfiConverterString.read(from: &buf), 
+                respondedAt: FfiConverterOptionString.read(from: &buf), 
+                escalations: FfiConverterSequenceTypeEscalation.read(from: &buf), 
+                replies: FfiConverterSequenceTypeRecordedReply.read(from: &buf), 
+                closedAt: FfiConverterOptionString.read(from: &buf), 
+                closedNote: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AdjudicationCase, into buf: inout [UInt8]) {
+        FfiConverterTypeCaseState.write(value.state, into: &buf)
+        FfiConverterString.write(value.deadline, into: &buf)
+        FfiConverterString.write(value.openedAt, into: &buf)
+        FfiConverterInt32.write(value.days, into: &buf)
+        FfiConverterString.write(value.policy, into: &buf)
+        FfiConverterString.write(value.rule, into: &buf)
+        FfiConverterOptionString.write(value.respondedAt, into: &buf)
+        FfiConverterSequenceTypeEscalation.write(value.escalations, into: &buf)
+        FfiConverterSequenceTypeRecordedReply.write(value.replies, into: &buf)
+        FfiConverterOptionString.write(value.closedAt, into: &buf)
+        FfiConverterOptionString.write(value.closedNote, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdjudicationCase_lift(_ buf: RustBuffer) throws -> AdjudicationCase {
+    return try FfiConverterTypeAdjudicationCase.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdjudicationCase_lower(_ value: AdjudicationCase) -> RustBuffer {
+    return FfiConverterTypeAdjudicationCase.lower(value)
+}
+
+
+/**
+ * The treating clinic's decision on an adverse event. The deadline is not the clinic's: the
+ * registry sets it when it first accepts the event (see [`AdjudicationCase`]).
  */
 public struct AdjudicationDecision {
     public var relatedness: Relatedness?
@@ -2679,9 +2942,17 @@ public struct AdjudicationItem {
      * The adjudication record, once a first decision is recorded.
      */
     public var adjudicationId: String?
+    /**
+     * The clinic's own status.
+     */
     public var status: AdjudicationStatus
     /**
-     * ISO date by which the clinic must respond.
+     * The registry's case state, once the case reached the device.
+     */
+    public var state: CaseState?
+    /**
+     * ISO date by which the clinic must respond: the registry's, once its case reached the
+     * device.
      */
     public var deadline: String?
     public var overdue: Bool
@@ -2691,14 +2962,22 @@ public struct AdjudicationItem {
     public init(adverseEventId: String, patientId: String, 
         /**
          * The adjudication record, once a first decision is recorded.
-         */adjudicationId: String?, status: AdjudicationStatus, 
+         */adjudicationId: String?, 
         /**
-         * ISO date by which the clinic must respond.
+         * The clinic's own status.
+         */status: AdjudicationStatus, 
+        /**
+         * The registry's case state, once the case reached the device.
+         */state: CaseState?, 
+        /**
+         * ISO date by which the clinic must respond: the registry's, once its case reached the
+         * device.
          */deadline: String?, overdue: Bool) {
         self.adverseEventId = adverseEventId
         self.patientId = patientId
         self.adjudicationId = adjudicationId
         self.status = status
+        self.state = state
         self.deadline = deadline
         self.overdue = overdue
     }
@@ -2723,6 +3002,9 @@ extension AdjudicationItem: Equatable, Hashable {
         if lhs.status != rhs.status {
             return false
         }
+        if lhs.state != rhs.state {
+            return false
+        }
         if lhs.deadline != rhs.deadline {
             return false
         }
@@ -2737,6 +3019,7 @@ extension AdjudicationItem: Equatable, Hashable {
         hasher.combine(patientId)
         hasher.combine(adjudicationId)
         hasher.combine(status)
+        hasher.combine(state)
         hasher.combine(deadline)
         hasher.combine(overdue)
     }
@@ -2755,6 +3038,7 @@ public struct FfiConverterTypeAdjudicationItem: FfiConverterRustBuffer {
                 patientId: FfiConverterString.read(from: &buf), 
                 adjudicationId: FfiConverterOptionString.read(from: &buf), 
                 status: FfiConverterTypeAdjudicationStatus.read(from: &buf), 
+                state: FfiConverterOptionTypeCaseState.read(from: &buf), 
                 deadline: FfiConverterOptionString.read(from: &buf), 
                 overdue: FfiConverterBool.read(from: &buf)
         )
@@ -2765,6 +3049,7 @@ public struct FfiConverterTypeAdjudicationItem: FfiConverterRustBuffer {
         FfiConverterString.write(value.patientId, into: &buf)
         FfiConverterOptionString.write(value.adjudicationId, into: &buf)
         FfiConverterTypeAdjudicationStatus.write(value.status, into: &buf)
+        FfiConverterOptionTypeCaseState.write(value.state, into: &buf)
         FfiConverterOptionString.write(value.deadline, into: &buf)
         FfiConverterBool.write(value.overdue, into: &buf)
     }
@@ -2954,6 +3239,146 @@ public func FfiConverterTypeAdverseEvent_lift(_ buf: RustBuffer) throws -> Adver
 #endif
 public func FfiConverterTypeAdverseEvent_lower(_ value: AdverseEvent) -> RustBuffer {
     return FfiConverterTypeAdverseEvent.lower(value)
+}
+
+
+/**
+ * An adverse event with the registry's case, the clinic's adjudication and the patient's
+ * replies: what the tablet and the patient's phone show.
+ */
+public struct AdverseEventView {
+    public var adverseEventId: String
+    public var patientId: String
+    public var event: AdverseEvent
+    /**
+     * `None` until the registry has accepted the event and the device has synced since.
+     */
+    public var `case`: AdjudicationCase?
+    public var adjudicationId: String?
+    /**
+     * The clinic's decision: relatedness, action, remedy, status.
+     */
+    public var adjudication: AdjudicationDecision?
+    public var replies: [PatientReply]
+    /**
+     * Not closed by the registry and not resolved by the clinic.
+     */
+    public var isOpen: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(adverseEventId: String, patientId: String, event: AdverseEvent, 
+        /**
+         * `None` until the registry has accepted the event and the device has synced since.
+         */`case`: AdjudicationCase?, adjudicationId: String?, 
+        /**
+         * The clinic's decision: relatedness, action, remedy, status.
+         */adjudication: AdjudicationDecision?, replies: [PatientReply], 
+        /**
+         * Not closed by the registry and not resolved by the clinic.
+         */isOpen: Bool) {
+        self.adverseEventId = adverseEventId
+        self.patientId = patientId
+        self.event = event
+        self.`case` = `case`
+        self.adjudicationId = adjudicationId
+        self.adjudication = adjudication
+        self.replies = replies
+        self.isOpen = isOpen
+    }
+}
+
+#if compiler(>=6)
+extension AdverseEventView: Sendable {}
+#endif
+
+
+extension AdverseEventView: Equatable, Hashable {
+    public static func ==(lhs: AdverseEventView, rhs: AdverseEventView) -> Bool {
+        if lhs.adverseEventId != rhs.adverseEventId {
+            return false
+        }
+        if lhs.patientId != rhs.patientId {
+            return false
+        }
+        if lhs.event != rhs.event {
+            return false
+        }
+        if lhs.`case` != rhs.`case` {
+            return false
+        }
+        if lhs.adjudicationId != rhs.adjudicationId {
+            return false
+        }
+        if lhs.adjudication != rhs.adjudication {
+            return false
+        }
+        if lhs.replies != rhs.replies {
+            return false
+        }
+        if lhs.isOpen != rhs.isOpen {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(adverseEventId)
+        hasher.combine(patientId)
+        hasher.combine(event)
+        hasher.combine(`case`)
+        hasher.combine(adjudicationId)
+        hasher.combine(adjudication)
+        hasher.combine(replies)
+        hasher.combine(isOpen)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAdverseEventView: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AdverseEventView {
+        return
+            try AdverseEventView(
+                adverseEventId: FfiConverterString.read(from: &buf), 
+                patientId: FfiConverterString.read(from: &buf), 
+                event: FfiConverterTypeAdverseEvent.read(from: &buf), 
+                case: FfiConverterOptionTypeAdjudicationCase.read(from: &buf), 
+                adjudicationId: FfiConverterOptionString.read(from: &buf), 
+                adjudication: FfiConverterOptionTypeAdjudicationDecision.read(from: &buf), 
+                replies: FfiConverterSequenceTypePatientReply.read(from: &buf), 
+                isOpen: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AdverseEventView, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.adverseEventId, into: &buf)
+        FfiConverterString.write(value.patientId, into: &buf)
+        FfiConverterTypeAdverseEvent.write(value.event, into: &buf)
+        FfiConverterOptionTypeAdjudicationCase.write(value.`case`, into: &buf)
+        FfiConverterOptionString.write(value.adjudicationId, into: &buf)
+        FfiConverterOptionTypeAdjudicationDecision.write(value.adjudication, into: &buf)
+        FfiConverterSequenceTypePatientReply.write(value.replies, into: &buf)
+        FfiConverterBool.write(value.isOpen, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdverseEventView_lift(_ buf: RustBuffer) throws -> AdverseEventView {
+    return try FfiConverterTypeAdverseEventView.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdverseEventView_lower(_ value: AdverseEventView) -> RustBuffer {
+    return FfiConverterTypeAdverseEventView.lower(value)
 }
 
 
@@ -3754,6 +4179,158 @@ public func FfiConverterTypeDraftSummary_lower(_ value: DraftSummary) -> RustBuf
 
 
 /**
+ * A study code enrolled more than once at the clinic (offline on two tablets).
+ */
+public struct DuplicateStudyCode {
+    public var studyCode: String
+    public var patientIds: [String]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(studyCode: String, patientIds: [String]) {
+        self.studyCode = studyCode
+        self.patientIds = patientIds
+    }
+}
+
+#if compiler(>=6)
+extension DuplicateStudyCode: Sendable {}
+#endif
+
+
+extension DuplicateStudyCode: Equatable, Hashable {
+    public static func ==(lhs: DuplicateStudyCode, rhs: DuplicateStudyCode) -> Bool {
+        if lhs.studyCode != rhs.studyCode {
+            return false
+        }
+        if lhs.patientIds != rhs.patientIds {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(studyCode)
+        hasher.combine(patientIds)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDuplicateStudyCode: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DuplicateStudyCode {
+        return
+            try DuplicateStudyCode(
+                studyCode: FfiConverterString.read(from: &buf), 
+                patientIds: FfiConverterSequenceString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DuplicateStudyCode, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.studyCode, into: &buf)
+        FfiConverterSequenceString.write(value.patientIds, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDuplicateStudyCode_lift(_ buf: RustBuffer) throws -> DuplicateStudyCode {
+    return try FfiConverterTypeDuplicateStudyCode.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDuplicateStudyCode_lower(_ value: DuplicateStudyCode) -> RustBuffer {
+    return FfiConverterTypeDuplicateStudyCode.lower(value)
+}
+
+
+/**
+ * A registry staff escalation, with the note the clinic reads.
+ */
+public struct Escalation {
+    /**
+     * The registry's time (RFC 3339, UTC).
+     */
+    public var at: String
+    public var note: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The registry's time (RFC 3339, UTC).
+         */at: String, note: String) {
+        self.at = at
+        self.note = note
+    }
+}
+
+#if compiler(>=6)
+extension Escalation: Sendable {}
+#endif
+
+
+extension Escalation: Equatable, Hashable {
+    public static func ==(lhs: Escalation, rhs: Escalation) -> Bool {
+        if lhs.at != rhs.at {
+            return false
+        }
+        if lhs.note != rhs.note {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(at)
+        hasher.combine(note)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeEscalation: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Escalation {
+        return
+            try Escalation(
+                at: FfiConverterString.read(from: &buf), 
+                note: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Escalation, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.at, into: &buf)
+        FfiConverterString.write(value.note, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEscalation_lift(_ buf: RustBuffer) throws -> Escalation {
+    return try FfiConverterTypeEscalation.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEscalation_lower(_ value: Escalation) -> RustBuffer {
+    return FfiConverterTypeEscalation.lower(value)
+}
+
+
+/**
  * One problem with one answer of a questionnaire response.
  */
 public struct ItemProblem {
@@ -3962,6 +4539,93 @@ public func FfiConverterTypeNewPatient_lift(_ buf: RustBuffer) throws -> NewPati
 #endif
 public func FfiConverterTypeNewPatient_lower(_ value: NewPatient) -> RustBuffer {
     return FfiConverterTypeNewPatient.lower(value)
+}
+
+
+/**
+ * A reply of the patient this device holds (synced or not yet).
+ */
+public struct PatientReply {
+    public var verdict: Verdict
+    public var comment: String
+    /**
+     * The device's time of the reply.
+     */
+    public var repliedAt: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(verdict: Verdict, comment: String, 
+        /**
+         * The device's time of the reply.
+         */repliedAt: String) {
+        self.verdict = verdict
+        self.comment = comment
+        self.repliedAt = repliedAt
+    }
+}
+
+#if compiler(>=6)
+extension PatientReply: Sendable {}
+#endif
+
+
+extension PatientReply: Equatable, Hashable {
+    public static func ==(lhs: PatientReply, rhs: PatientReply) -> Bool {
+        if lhs.verdict != rhs.verdict {
+            return false
+        }
+        if lhs.comment != rhs.comment {
+            return false
+        }
+        if lhs.repliedAt != rhs.repliedAt {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(verdict)
+        hasher.combine(comment)
+        hasher.combine(repliedAt)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePatientReply: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PatientReply {
+        return
+            try PatientReply(
+                verdict: FfiConverterTypeVerdict.read(from: &buf), 
+                comment: FfiConverterString.read(from: &buf), 
+                repliedAt: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PatientReply, into buf: inout [UInt8]) {
+        FfiConverterTypeVerdict.write(value.verdict, into: &buf)
+        FfiConverterString.write(value.comment, into: &buf)
+        FfiConverterString.write(value.repliedAt, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePatientReply_lift(_ buf: RustBuffer) throws -> PatientReply {
+    return try FfiConverterTypePatientReply.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePatientReply_lower(_ value: PatientReply) -> RustBuffer {
+    return FfiConverterTypePatientReply.lower(value)
 }
 
 
@@ -4841,6 +5505,93 @@ public func FfiConverterTypeRecordView_lift(_ buf: RustBuffer) throws -> RecordV
 #endif
 public func FfiConverterTypeRecordView_lower(_ value: RecordView) -> RustBuffer {
     return FfiConverterTypeRecordView.lower(value)
+}
+
+
+/**
+ * A patient's reply as the registry recorded it.
+ */
+public struct RecordedReply {
+    /**
+     * The registry's time (RFC 3339, UTC).
+     */
+    public var at: String
+    public var verdict: Verdict
+    public var comment: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The registry's time (RFC 3339, UTC).
+         */at: String, verdict: Verdict, comment: String) {
+        self.at = at
+        self.verdict = verdict
+        self.comment = comment
+    }
+}
+
+#if compiler(>=6)
+extension RecordedReply: Sendable {}
+#endif
+
+
+extension RecordedReply: Equatable, Hashable {
+    public static func ==(lhs: RecordedReply, rhs: RecordedReply) -> Bool {
+        if lhs.at != rhs.at {
+            return false
+        }
+        if lhs.verdict != rhs.verdict {
+            return false
+        }
+        if lhs.comment != rhs.comment {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(at)
+        hasher.combine(verdict)
+        hasher.combine(comment)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRecordedReply: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RecordedReply {
+        return
+            try RecordedReply(
+                at: FfiConverterString.read(from: &buf), 
+                verdict: FfiConverterTypeVerdict.read(from: &buf), 
+                comment: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RecordedReply, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.at, into: &buf)
+        FfiConverterTypeVerdict.write(value.verdict, into: &buf)
+        FfiConverterString.write(value.comment, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordedReply_lift(_ buf: RustBuffer) throws -> RecordedReply {
+    return try FfiConverterTypeRecordedReply.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordedReply_lower(_ value: RecordedReply) -> RustBuffer {
+    return FfiConverterTypeRecordedReply.lower(value)
 }
 
 
@@ -5970,6 +6721,107 @@ extension AnswerValue: Equatable, Hashable {}
 // Note that we don't yet support `indirect` for enums.
 // See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
 /**
+ * Where the registry's adjudication case stands, at the registry's clock.
+ */
+
+public enum CaseState {
+    
+    case `open`
+    case responded
+    case overdue
+    case escalated
+    case disputed
+    case closed
+}
+
+
+#if compiler(>=6)
+extension CaseState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCaseState: FfiConverterRustBuffer {
+    typealias SwiftType = CaseState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CaseState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .`open`
+        
+        case 2: return .responded
+        
+        case 3: return .overdue
+        
+        case 4: return .escalated
+        
+        case 5: return .disputed
+        
+        case 6: return .closed
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: CaseState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .`open`:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .responded:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .overdue:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .escalated:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .disputed:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .closed:
+            writeInt(&buf, Int32(6))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCaseState_lift(_ buf: RustBuffer) throws -> CaseState {
+    return try FfiConverterTypeCaseState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCaseState_lower(_ value: CaseState) -> RustBuffer {
+    return FfiConverterTypeCaseState.lower(value)
+}
+
+
+extension CaseState: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
  * The cell type administered.
  */
 
@@ -5979,7 +6831,9 @@ public enum CellType {
     case haematopoietic
     case stromalVascularFraction
     case mononuclear
+    case inducedPluripotent
     case other
+    case unknown
 }
 
 
@@ -6005,7 +6859,11 @@ public struct FfiConverterTypeCellType: FfiConverterRustBuffer {
         
         case 4: return .mononuclear
         
-        case 5: return .other
+        case 5: return .inducedPluripotent
+        
+        case 6: return .other
+        
+        case 7: return .unknown
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -6031,8 +6889,16 @@ public struct FfiConverterTypeCellType: FfiConverterRustBuffer {
             writeInt(&buf, Int32(4))
         
         
-        case .other:
+        case .inducedPluripotent:
             writeInt(&buf, Int32(5))
+        
+        
+        case .other:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(7))
         
         }
     }
@@ -6735,6 +7601,7 @@ public enum Manipulation {
     case minimal
     case moreThanMinimal
     case geneticallyModified
+    case unknown
 }
 
 
@@ -6758,6 +7625,8 @@ public struct FfiConverterTypeManipulation: FfiConverterRustBuffer {
         
         case 3: return .geneticallyModified
         
+        case 4: return .unknown
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -6776,6 +7645,10 @@ public struct FfiConverterTypeManipulation: FfiConverterRustBuffer {
         
         case .geneticallyModified:
             writeInt(&buf, Int32(3))
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(4))
         
         }
     }
@@ -6814,6 +7687,7 @@ public enum Origin {
     
     case autologous
     case allogeneic
+    case unknown
 }
 
 
@@ -6835,6 +7709,8 @@ public struct FfiConverterTypeOrigin: FfiConverterRustBuffer {
         
         case 2: return .allogeneic
         
+        case 3: return .unknown
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -6849,6 +7725,10 @@ public struct FfiConverterTypeOrigin: FfiConverterRustBuffer {
         
         case .allogeneic:
             writeInt(&buf, Int32(2))
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(3))
         
         }
     }
@@ -7101,6 +7981,14 @@ public enum RecordKind {
     case response
     case adverseEvent
     case adjudication
+    /**
+     * The registry's adjudication case of an adverse event (read-only on devices).
+     */
+    case adjudicationCase
+    /**
+     * The patient's reply to an adjudication.
+     */
+    case caseReply
 }
 
 
@@ -7129,6 +8017,10 @@ public struct FfiConverterTypeRecordKind: FfiConverterRustBuffer {
         case 5: return .adverseEvent
         
         case 6: return .adjudication
+        
+        case 7: return .adjudicationCase
+        
+        case 8: return .caseReply
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -7160,6 +8052,14 @@ public struct FfiConverterTypeRecordKind: FfiConverterRustBuffer {
         
         case .adjudication:
             writeInt(&buf, Int32(6))
+        
+        
+        case .adjudicationCase:
+            writeInt(&buf, Int32(7))
+        
+        
+        case .caseReply:
+            writeInt(&buf, Int32(8))
         
         }
     }
@@ -7728,8 +8628,10 @@ public enum SourceTissue {
     case boneMarrow
     case adipose
     case umbilicalCordBlood
+    case umbilicalCordTissue
     case peripheralBlood
     case other
+    case unknown
 }
 
 
@@ -7753,9 +8655,13 @@ public struct FfiConverterTypeSourceTissue: FfiConverterRustBuffer {
         
         case 3: return .umbilicalCordBlood
         
-        case 4: return .peripheralBlood
+        case 4: return .umbilicalCordTissue
         
-        case 5: return .other
+        case 5: return .peripheralBlood
+        
+        case 6: return .other
+        
+        case 7: return .unknown
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -7777,12 +8683,20 @@ public struct FfiConverterTypeSourceTissue: FfiConverterRustBuffer {
             writeInt(&buf, Int32(3))
         
         
-        case .peripheralBlood:
+        case .umbilicalCordTissue:
             writeInt(&buf, Int32(4))
         
         
-        case .other:
+        case .peripheralBlood:
             writeInt(&buf, Int32(5))
+        
+        
+        case .other:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(7))
         
         }
     }
@@ -7927,6 +8841,79 @@ public func FfiConverterTypeSyncStage_lower(_ value: SyncStage) -> RustBuffer {
 
 
 extension SyncStage: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * The patient's answer to the clinic's adjudication.
+ */
+
+public enum Verdict {
+    
+    case accepted
+    case disputed
+}
+
+
+#if compiler(>=6)
+extension Verdict: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeVerdict: FfiConverterRustBuffer {
+    typealias SwiftType = Verdict
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Verdict {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .accepted
+        
+        case 2: return .disputed
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Verdict, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .accepted:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .disputed:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVerdict_lift(_ buf: RustBuffer) throws -> Verdict {
+    return try FfiConverterTypeVerdict.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVerdict_lower(_ value: Verdict) -> RustBuffer {
+    return FfiConverterTypeVerdict.lower(value)
+}
+
+
+extension Verdict: Equatable, Hashable {}
 
 
 
@@ -8198,6 +9185,54 @@ fileprivate struct FfiConverterOptionTypeSyncProgressListener: FfiConverterRustB
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeAdjudicationCase: FfiConverterRustBuffer {
+    typealias SwiftType = AdjudicationCase?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeAdjudicationCase.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeAdjudicationCase.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeAdjudicationDecision: FfiConverterRustBuffer {
+    typealias SwiftType = AdjudicationDecision?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeAdjudicationDecision.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeAdjudicationDecision.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeCost: FfiConverterRustBuffer {
     typealias SwiftType = Cost?
 
@@ -8238,6 +9273,30 @@ fileprivate struct FfiConverterOptionTypeDeviceEnrolment: FfiConverterRustBuffer
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeDeviceEnrolment.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeCaseState: FfiConverterRustBuffer {
+    typealias SwiftType = CaseState?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeCaseState.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeCaseState.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -8369,6 +9428,31 @@ fileprivate struct FfiConverterSequenceTypeAdjudicationItem: FfiConverterRustBuf
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeAdverseEventView: FfiConverterRustBuffer {
+    typealias SwiftType = [AdverseEventView]
+
+    public static func write(_ value: [AdverseEventView], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeAdverseEventView.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [AdverseEventView] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [AdverseEventView]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeAdverseEventView.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeChoice: FfiConverterRustBuffer {
     typealias SwiftType = [Choice]
 
@@ -8469,6 +9553,56 @@ fileprivate struct FfiConverterSequenceTypeDraftSummary: FfiConverterRustBuffer 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeDuplicateStudyCode: FfiConverterRustBuffer {
+    typealias SwiftType = [DuplicateStudyCode]
+
+    public static func write(_ value: [DuplicateStudyCode], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDuplicateStudyCode.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DuplicateStudyCode] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DuplicateStudyCode]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDuplicateStudyCode.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeEscalation: FfiConverterRustBuffer {
+    typealias SwiftType = [Escalation]
+
+    public static func write(_ value: [Escalation], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeEscalation.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Escalation] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Escalation]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeEscalation.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeItemProblem: FfiConverterRustBuffer {
     typealias SwiftType = [ItemProblem]
 
@@ -8486,6 +9620,31 @@ fileprivate struct FfiConverterSequenceTypeItemProblem: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeItemProblem.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypePatientReply: FfiConverterRustBuffer {
+    typealias SwiftType = [PatientReply]
+
+    public static func write(_ value: [PatientReply], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypePatientReply.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [PatientReply] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [PatientReply]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypePatientReply.read(from: &buf))
         }
         return seq
     }
@@ -8586,6 +9745,31 @@ fileprivate struct FfiConverterSequenceTypeRecordChange: FfiConverterRustBuffer 
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeRecordChange.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeRecordedReply: FfiConverterRustBuffer {
+    typealias SwiftType = [RecordedReply]
+
+    public static func write(_ value: [RecordedReply], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRecordedReply.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [RecordedReply] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [RecordedReply]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRecordedReply.read(from: &buf))
         }
         return seq
     }
@@ -8821,6 +10005,15 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_followupstore_adjudication_queue() != 13087) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_followup_ffi_checksum_method_followupstore_adverse_event() != 17089) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_adverse_events() != 8936) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_amend_response() != 61389) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_followup_ffi_checksum_method_followupstore_capture_response() != 25273) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -8849,6 +10042,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_due_surveys() != 30215) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_duplicate_study_codes() != 53992) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_enabled_items() != 33715) {
@@ -8891,6 +10087,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_rejections() != 27634) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_reply_to_adjudication() != 14906) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event() != 13888) {

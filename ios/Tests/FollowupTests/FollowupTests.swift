@@ -143,6 +143,18 @@ final class StoreTests: XCTestCase {
         }
     }
 
+    func testCaseRepliesNeedEnrolmentAndIdsAreChecked() async throws {
+        let store = try await newStore("replies")
+        await assertThrowsFollowup({
+            try store.replyToAdjudication(adverseEventId: String(repeating: "0", count: 32), verdict: .disputed, comment: "no remedy")
+        }) {
+            if case .NotEnrolled = $0 { return true } else { return false }
+        }
+        let invalid: (FollowupError) -> Bool = { if case .InvalidInput = $0 { return true } else { return false } }
+        await assertThrowsFollowup({ try store.adverseEvent(adverseEventId: "not-an-id") }, invalid)
+        XCTAssertEqual(try store.duplicateStudyCodes(), [])
+    }
+
     func testMalformedIdsAndDatesAreInvalidInput() async throws {
         let store = try await newStore("ids")
         let invalid: (FollowupError) -> Bool = { if case .InvalidInput = $0 { return true } else { return false } }

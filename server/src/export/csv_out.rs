@@ -1143,5 +1143,7 @@ pub fn file_of(kind: RecordKind) -> &'static str {
         RecordKind::Response => "responses.csv",
         RecordKind::AdverseEvent => "adverse_events.csv",
         RecordKind::Adjudication => "adjudications.csv",
+        // The registry's own case records and the patients' replies are not exported yet.
+        RecordKind::AdjudicationCase | RecordKind::CaseReply => "(not exported)",
     }
 }

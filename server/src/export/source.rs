@@ -111,6 +111,9 @@ pub fn body_of(kind: RecordKind, bytes: &[u8]) -> Result<Body, String> {
         RecordKind::Response => hydrate(&doc, Body::Response),
         RecordKind::AdverseEvent => hydrate(&doc, Body::AdverseEvent),
         RecordKind::Adjudication => hydrate(&doc, Body::Adjudication),
+        RecordKind::AdjudicationCase | RecordKind::CaseReply => {
+            Err(format!("{} records are not exported yet", kind.code()))
+        }
     }
 }
 

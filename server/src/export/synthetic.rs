@@ -285,6 +285,7 @@ pub fn populate(storage: &dyn Storage, spec: &Spec, batch: usize) -> Result<Writ
                         completed_by: CompletedBy::Nurse,
                         status: ResponseStatus::Submitted,
                         submitted_at: Some(format!("{visit_date}T10:30:00Z")),
+                        amendments: Vec::new(),
                     },
                 )?);
                 out.responses += 1;

@@ -214,6 +214,7 @@ fn kind_tables(kind: RecordKind) -> &'static [&'static schema::Table] {
         RecordKind::Response => &[&RESPONSES, &ANSWERS, &CONFLICTS],
         RecordKind::AdverseEvent => &[&ADVERSE_EVENTS, &ANSWERS, &CONFLICTS],
         RecordKind::Adjudication => &[&ADJUDICATIONS, &CONFLICTS],
+        RecordKind::AdjudicationCase | RecordKind::CaseReply => &[&CONFLICTS],
     }
 }
 

@@ -207,6 +207,9 @@ pub fn project(doc: &Automerge, header: &DocHeader, schedule: &Schedule) -> Proj
         RecordKind::Adjudication => {
             model::read_body::<Adjudication>(doc).map(|b| adjudication(&mut p, &set, &b))
         }
+        // The registry's case and the patient's reply have no read-model rows yet (the case
+        // listing reads the case records: `cases::list`).
+        RecordKind::AdjudicationCase | RecordKind::CaseReply => Ok(()),
     };
     if let Err(e) = result {
         p.problem = Some(format!(

@@ -232,6 +232,12 @@ pub trait Storage: crate::staff::store::StaffStore + Send + Sync + 'static {
         upto: u64,
         limit: usize,
     ) -> StorageResult<Vec<(RecordId, u64)>>;
+    /// The ids of the documents of one kind (in `scope`, or all when `None`), in id order.
+    fn docs_of_kind(
+        &self,
+        kind: RecordKind,
+        scope: Option<ReadScope>,
+    ) -> StorageResult<Vec<RecordId>>;
     /// A document's heads as of log seq `seq` (empty if it had no write by then).
     fn heads_at(&self, doc: RecordId, seq: u64) -> StorageResult<Vec<ChangeHash>>;
 

@@ -117,6 +117,8 @@ CREATE TABLE IF NOT EXISTS log (
     heads BYTEA NOT NULL,
     at_ms BIGINT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS docs_patient_kind ON docs (patient, kind);
+CREATE INDEX IF NOT EXISTS docs_clinic_kind ON docs (clinic, kind);
 CREATE INDEX IF NOT EXISTS log_doc ON log (doc, seq);
 CREATE INDEX IF NOT EXISTS log_clinic ON log (clinic, seq);
 CREATE INDEX IF NOT EXISTS log_patient ON log (patient, seq);
@@ -1100,6 +1102,30 @@ impl Storage for PostgresStorage {
                 heads: heads_from_blob(&heads)?,
                 version: u64_of(col(&row, 7)?)?,
             }))
+        })
+    }
+
+    fn docs_of_kind(
+        &self,
+        kind: followup_domain::model::RecordKind,
+        scope: Option<ReadScope>,
+    ) -> StorageResult<Vec<RecordId>> {
+        self.read(|q| {
+            let rows = match scope {
+                Some(ReadScope::Clinic(c)) => q.query(
+                    "SELECT id FROM docs WHERE clinic = $1 AND kind = $2 ORDER BY id",
+                    &[&c.0.as_slice(), &kind.code()],
+                )?,
+                Some(ReadScope::Patient(p)) => q.query(
+                    "SELECT id FROM docs WHERE patient = $1 AND kind = $2 ORDER BY id",
+                    &[&p.0.as_slice(), &kind.code()],
+                )?,
+                None => q.query(
+                    "SELECT id FROM docs WHERE kind = $1 ORDER BY id",
+                    &[&kind.code()],
+                )?,
+            };
+            rows.iter().map(|r| rid(col(r, 0)?)).collect()
         })
     }
 

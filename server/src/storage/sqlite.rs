@@ -73,6 +73,8 @@ CREATE TABLE IF NOT EXISTS log (
     heads BLOB NOT NULL,
     at_ms INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS docs_patient_kind ON docs(patient, kind);
+CREATE INDEX IF NOT EXISTS docs_clinic_kind ON docs(clinic, kind);
 CREATE INDEX IF NOT EXISTS log_doc ON log(doc, seq);
 CREATE INDEX IF NOT EXISTS log_clinic ON log(clinic, seq);
 CREATE INDEX IF NOT EXISTS log_patient ON log(patient, seq);
@@ -770,6 +772,41 @@ impl Storage for SqliteStorage {
                 out.push((rid(doc)?, u64_of(first)?));
             }
             Ok(out)
+        })
+    }
+
+    fn docs_of_kind(
+        &self,
+        kind: followup_domain::model::RecordKind,
+        scope: Option<ReadScope>,
+    ) -> StorageResult<Vec<RecordId>> {
+        let (sql, key) = match scope {
+            Some(ReadScope::Clinic(c)) => (
+                "SELECT id FROM docs WHERE clinic = ?1 AND kind = ?2 ORDER BY id",
+                Some(c),
+            ),
+            Some(ReadScope::Patient(p)) => (
+                "SELECT id FROM docs WHERE patient = ?1 AND kind = ?2 ORDER BY id",
+                Some(p),
+            ),
+            None => ("SELECT id FROM docs WHERE kind = ?2 ORDER BY id", None),
+        };
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(sql).db()?;
+            let key = key.map(|k| k.0.to_vec());
+            let ids: Vec<Vec<u8>> = match key {
+                Some(k) => stmt
+                    .query_map(params![k, kind.code()], |r| r.get(0))
+                    .db()?
+                    .collect::<Result<_, _>>()
+                    .db()?,
+                None => stmt
+                    .query_map(params![rusqlite::types::Null, kind.code()], |r| r.get(0))
+                    .db()?
+                    .collect::<Result<_, _>>()
+                    .db()?,
+            };
+            ids.into_iter().map(rid).collect()
         })
     }
 

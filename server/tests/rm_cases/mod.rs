@@ -326,6 +326,7 @@ pub fn response(procedure: RecordId, visit: &str, submitted: bool) -> FollowupRe
             ResponseStatus::Draft
         },
         submitted_at: submitted.then(|| "2026-01-09T10:00:00Z".into()),
+        amendments: Vec::new(),
     }
 }
 

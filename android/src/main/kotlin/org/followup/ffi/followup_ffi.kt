@@ -909,6 +909,16 @@ internal open class UniffiVTableCallbackInterfaceSyncProgressListener(
 
 
 
+
+
+
+
+
+
+
+
+
+
 // For large crates we prevent `MethodTooLargeException` (see #2340)
 // N.B. the name of the extension is very misleading, since it is 
 // rather `InterfaceTooLargeException`, caused by too many methods 
@@ -940,6 +950,12 @@ fun uniffi_followup_ffi_checksum_method_followupstore_adjudicate(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_adjudication_queue(
 ): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_adverse_event(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_adverse_events(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_amend_response(
+): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_capture_response(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_check_answers(
@@ -959,6 +975,8 @@ fun uniffi_followup_ffi_checksum_method_followupstore_dismiss_rejection(
 fun uniffi_followup_ffi_checksum_method_followupstore_drafts(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_due_surveys(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_duplicate_study_codes(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_enabled_items(
 ): Short
@@ -987,6 +1005,8 @@ fun uniffi_followup_ffi_checksum_method_followupstore_questionnaire(
 fun uniffi_followup_ffi_checksum_method_followupstore_record_procedure(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_rejections(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_reply_to_adjudication(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event(
 ): Short
@@ -1122,6 +1142,12 @@ fun uniffi_followup_ffi_fn_method_followupstore_adjudicate(`ptr`: Pointer,`adver
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_adjudication_queue(`ptr`: Pointer,`asOf`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_adverse_event(`ptr`: Pointer,`adverseEventId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_adverse_events(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_amend_response(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,`reason`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
 fun uniffi_followup_ffi_fn_method_followupstore_capture_response(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`questionnaireId`: RustBuffer.ByValue,`procedureId`: RustBuffer.ByValue,`visitId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,`submit`: Byte,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_check_answers(`ptr`: Pointer,`questionnaireId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1141,6 +1167,8 @@ fun uniffi_followup_ffi_fn_method_followupstore_dismiss_rejection(`ptr`: Pointer
 fun uniffi_followup_ffi_fn_method_followupstore_drafts(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_due_surveys(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`asOf`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_duplicate_study_codes(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_enabled_items(`ptr`: Pointer,`questionnaireId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
@@ -1169,6 +1197,8 @@ fun uniffi_followup_ffi_fn_method_followupstore_questionnaire(`ptr`: Pointer,`qu
 fun uniffi_followup_ffi_fn_method_followupstore_record_procedure(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`procedure`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_rejections(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_reply_to_adjudication(`ptr`: Pointer,`adverseEventId`: RustBuffer.ByValue,`verdict`: RustBuffer.ByValue,`comment`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_report_adverse_event(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
@@ -1368,6 +1398,15 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_adjudication_queue() != 13087.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_adverse_event() != 17089.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_adverse_events() != 8936.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_amend_response() != 61389.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_capture_response() != 25273.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1396,6 +1435,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_due_surveys() != 30215.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_duplicate_study_codes() != 53992.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_enabled_items() != 33715.toShort()) {
@@ -1438,6 +1480,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_rejections() != 27634.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_reply_to_adjudication() != 14906.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event() != 13888.toShort()) {
@@ -2865,6 +2910,24 @@ public interface FollowupStoreInterface {
     fun `adjudicationQueue`(`asOf`: kotlin.String): List<AdjudicationItem>
     
     /**
+     * One adverse event with its case, adjudication and replies.
+     */
+    fun `adverseEvent`(`adverseEventId`: kotlin.String): AdverseEventView
+    
+    /**
+     * Adverse events (of one patient, or all this device holds) with the registry's case
+     * (deadline, state, escalations), the clinic's adjudication (relatedness, action, remedy,
+     * status) and the patient's replies; oldest onset first.
+     */
+    fun `adverseEvents`(`patientId`: kotlin.String?): List<AdverseEventView>
+    
+    /**
+     * Amends a submitted response: sets these answers and records the amendment with its
+     * reason; the previous values stay in the record's history.
+     */
+    fun `amendResponse`(`responseId`: kotlin.String, `answers`: Map<kotlin.String, AnswerValue>, `reason`: kotlin.String)
+    
+    /**
      * Captures a whole response in one call, as one change in one transaction: created with its
      * answers and, when `submit`, submitted. All or nothing. Fails with `ValidationFailed`
      * (nothing written) when the answers break a rule, and with `AlreadyRecorded` when a
@@ -2924,6 +2987,12 @@ public interface FollowupStoreInterface {
      * (its own patient). `as_of` is `YYYY-MM-DD`.
      */
     fun `dueSurveys`(`patientId`: kotlin.String?, `asOf`: kotlin.String): List<Visit>
+    
+    /**
+     * Study codes enrolled more than once at the clinic (offline on two tablets): conflicts
+     * for the clinic to resolve.
+     */
+    fun `duplicateStudyCodes`(): List<DuplicateStudyCode>
     
     /**
      * The ids of the items shown for these answers (enable-when conditions), in display order.
@@ -3003,6 +3072,13 @@ public interface FollowupStoreInterface {
      * Records the registry refused, newest last, until dismissed.
      */
     fun `rejections`(): List<Rejection>
+    
+    /**
+     * The patient accepts or disputes the clinic's adjudication of one of their adverse
+     * events (patient's phone only). A dispute needs a comment; it reopens the case for the
+     * registry. Returns the reply's id.
+     */
+    fun `replyToAdjudication`(`adverseEventId`: kotlin.String, `verdict`: Verdict, `comment`: kotlin.String): kotlin.String
     
     /**
      * Reports an adverse event for a patient. Returns its id. On a patient's phone the reporter
@@ -3211,6 +3287,56 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
 
     
     /**
+     * One adverse event with its case, adjudication and replies.
+     */
+    @Throws(FollowupException::class)override fun `adverseEvent`(`adverseEventId`: kotlin.String): AdverseEventView {
+            return FfiConverterTypeAdverseEventView.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_adverse_event(
+        it, FfiConverterString.lower(`adverseEventId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Adverse events (of one patient, or all this device holds) with the registry's case
+     * (deadline, state, escalations), the clinic's adjudication (relatedness, action, remedy,
+     * status) and the patient's replies; oldest onset first.
+     */
+    @Throws(FollowupException::class)override fun `adverseEvents`(`patientId`: kotlin.String?): List<AdverseEventView> {
+            return FfiConverterSequenceTypeAdverseEventView.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_adverse_events(
+        it, FfiConverterOptionalString.lower(`patientId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Amends a submitted response: sets these answers and records the amendment with its
+     * reason; the previous values stay in the record's history.
+     */
+    @Throws(FollowupException::class)override fun `amendResponse`(`responseId`: kotlin.String, `answers`: Map<kotlin.String, AnswerValue>, `reason`: kotlin.String)
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_amend_response(
+        it, FfiConverterString.lower(`responseId`),FfiConverterMapStringTypeAnswerValue.lower(`answers`),FfiConverterString.lower(`reason`),_status)
+}
+    }
+    
+    
+
+    
+    /**
      * Captures a whole response in one call, as one change in one transaction: created with its
      * answers and, when `submit`, submitted. All or nothing. Fails with `ValidationFailed`
      * (nothing written) when the answers break a rule, and with `AlreadyRecorded` when a
@@ -3371,6 +3497,23 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
     uniffiRustCallWithError(FollowupException) { _status ->
     UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_due_surveys(
         it, FfiConverterOptionalString.lower(`patientId`),FfiConverterString.lower(`asOf`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Study codes enrolled more than once at the clinic (offline on two tablets): conflicts
+     * for the clinic to resolve.
+     */
+    @Throws(FollowupException::class)override fun `duplicateStudyCodes`(): List<DuplicateStudyCode> {
+            return FfiConverterSequenceTypeDuplicateStudyCode.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_duplicate_study_codes(
+        it, _status)
 }
     }
     )
@@ -3611,6 +3754,24 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
     uniffiRustCallWithError(FollowupException) { _status ->
     UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_rejections(
         it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The patient accepts or disputes the clinic's adjudication of one of their adverse
+     * events (patient's phone only). A dispute needs a comment; it reopens the case for the
+     * registry. Returns the reply's id.
+     */
+    @Throws(FollowupException::class)override fun `replyToAdjudication`(`adverseEventId`: kotlin.String, `verdict`: Verdict, `comment`: kotlin.String): kotlin.String {
+            return FfiConverterString.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_reply_to_adjudication(
+        it, FfiConverterString.lower(`adverseEventId`),FfiConverterTypeVerdict.lower(`verdict`),FfiConverterString.lower(`comment`),_status)
 }
     }
     )
@@ -4686,8 +4847,91 @@ public object FfiConverterTypeAdjudication: FfiConverterRustBuffer<Adjudication>
 
 
 /**
- * The treating clinic's decision on an adverse event. The deadline is set by the registry's rule
- * when the first decision is recorded.
+ * The registry's adjudication case of an adverse event: read-only on every device.
+ */
+data class AdjudicationCase (
+    var `state`: CaseState, 
+    /**
+     * ISO date by which the clinic must decide.
+     */
+    var `deadline`: kotlin.String, 
+    /**
+     * When the registry first accepted the event (the clock starts then).
+     */
+    var `openedAt`: kotlin.String, 
+    /**
+     * Days the policy gave, the policy (`id@version`) and its rule.
+     */
+    var `days`: kotlin.Int, 
+    var `policy`: kotlin.String, 
+    var `rule`: kotlin.String, 
+    /**
+     * When the registry accepted the clinic's latest decision.
+     */
+    var `respondedAt`: kotlin.String?, 
+    var `escalations`: List<Escalation>, 
+    var `replies`: List<RecordedReply>, 
+    var `closedAt`: kotlin.String?, 
+    var `closedNote`: kotlin.String?
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAdjudicationCase: FfiConverterRustBuffer<AdjudicationCase> {
+    override fun read(buf: ByteBuffer): AdjudicationCase {
+        return AdjudicationCase(
+            FfiConverterTypeCaseState.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterInt.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterSequenceTypeEscalation.read(buf),
+            FfiConverterSequenceTypeRecordedReply.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: AdjudicationCase) = (
+            FfiConverterTypeCaseState.allocationSize(value.`state`) +
+            FfiConverterString.allocationSize(value.`deadline`) +
+            FfiConverterString.allocationSize(value.`openedAt`) +
+            FfiConverterInt.allocationSize(value.`days`) +
+            FfiConverterString.allocationSize(value.`policy`) +
+            FfiConverterString.allocationSize(value.`rule`) +
+            FfiConverterOptionalString.allocationSize(value.`respondedAt`) +
+            FfiConverterSequenceTypeEscalation.allocationSize(value.`escalations`) +
+            FfiConverterSequenceTypeRecordedReply.allocationSize(value.`replies`) +
+            FfiConverterOptionalString.allocationSize(value.`closedAt`) +
+            FfiConverterOptionalString.allocationSize(value.`closedNote`)
+    )
+
+    override fun write(value: AdjudicationCase, buf: ByteBuffer) {
+            FfiConverterTypeCaseState.write(value.`state`, buf)
+            FfiConverterString.write(value.`deadline`, buf)
+            FfiConverterString.write(value.`openedAt`, buf)
+            FfiConverterInt.write(value.`days`, buf)
+            FfiConverterString.write(value.`policy`, buf)
+            FfiConverterString.write(value.`rule`, buf)
+            FfiConverterOptionalString.write(value.`respondedAt`, buf)
+            FfiConverterSequenceTypeEscalation.write(value.`escalations`, buf)
+            FfiConverterSequenceTypeRecordedReply.write(value.`replies`, buf)
+            FfiConverterOptionalString.write(value.`closedAt`, buf)
+            FfiConverterOptionalString.write(value.`closedNote`, buf)
+    }
+}
+
+
+
+/**
+ * The treating clinic's decision on an adverse event. The deadline is not the clinic's: the
+ * registry sets it when it first accepts the event (see [`AdjudicationCase`]).
  */
 data class AdjudicationDecision (
     var `relatedness`: Relatedness?, 
@@ -4745,9 +4989,17 @@ data class AdjudicationItem (
      * The adjudication record, once a first decision is recorded.
      */
     var `adjudicationId`: kotlin.String?, 
+    /**
+     * The clinic's own status.
+     */
     var `status`: AdjudicationStatus, 
     /**
-     * ISO date by which the clinic must respond.
+     * The registry's case state, once the case reached the device.
+     */
+    var `state`: CaseState?, 
+    /**
+     * ISO date by which the clinic must respond: the registry's, once its case reached the
+     * device.
      */
     var `deadline`: kotlin.String?, 
     var `overdue`: kotlin.Boolean
@@ -4766,6 +5018,7 @@ public object FfiConverterTypeAdjudicationItem: FfiConverterRustBuffer<Adjudicat
             FfiConverterString.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterTypeAdjudicationStatus.read(buf),
+            FfiConverterOptionalTypeCaseState.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterBoolean.read(buf),
         )
@@ -4776,6 +5029,7 @@ public object FfiConverterTypeAdjudicationItem: FfiConverterRustBuffer<Adjudicat
             FfiConverterString.allocationSize(value.`patientId`) +
             FfiConverterOptionalString.allocationSize(value.`adjudicationId`) +
             FfiConverterTypeAdjudicationStatus.allocationSize(value.`status`) +
+            FfiConverterOptionalTypeCaseState.allocationSize(value.`state`) +
             FfiConverterOptionalString.allocationSize(value.`deadline`) +
             FfiConverterBoolean.allocationSize(value.`overdue`)
     )
@@ -4785,6 +5039,7 @@ public object FfiConverterTypeAdjudicationItem: FfiConverterRustBuffer<Adjudicat
             FfiConverterString.write(value.`patientId`, buf)
             FfiConverterOptionalString.write(value.`adjudicationId`, buf)
             FfiConverterTypeAdjudicationStatus.write(value.`status`, buf)
+            FfiConverterOptionalTypeCaseState.write(value.`state`, buf)
             FfiConverterOptionalString.write(value.`deadline`, buf)
             FfiConverterBoolean.write(value.`overdue`, buf)
     }
@@ -4871,6 +5126,75 @@ public object FfiConverterTypeAdverseEvent: FfiConverterRustBuffer<AdverseEvent>
             FfiConverterString.write(value.`description`, buf)
             FfiConverterOptionalString.write(value.`procedureId`, buf)
             FfiConverterMapStringTypeAnswerValue.write(value.`answers`, buf)
+    }
+}
+
+
+
+/**
+ * An adverse event with the registry's case, the clinic's adjudication and the patient's
+ * replies: what the tablet and the patient's phone show.
+ */
+data class AdverseEventView (
+    var `adverseEventId`: kotlin.String, 
+    var `patientId`: kotlin.String, 
+    var `event`: AdverseEvent, 
+    /**
+     * `None` until the registry has accepted the event and the device has synced since.
+     */
+    var `case`: AdjudicationCase?, 
+    var `adjudicationId`: kotlin.String?, 
+    /**
+     * The clinic's decision: relatedness, action, remedy, status.
+     */
+    var `adjudication`: AdjudicationDecision?, 
+    var `replies`: List<PatientReply>, 
+    /**
+     * Not closed by the registry and not resolved by the clinic.
+     */
+    var `isOpen`: kotlin.Boolean
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAdverseEventView: FfiConverterRustBuffer<AdverseEventView> {
+    override fun read(buf: ByteBuffer): AdverseEventView {
+        return AdverseEventView(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterTypeAdverseEvent.read(buf),
+            FfiConverterOptionalTypeAdjudicationCase.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalTypeAdjudicationDecision.read(buf),
+            FfiConverterSequenceTypePatientReply.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: AdverseEventView) = (
+            FfiConverterString.allocationSize(value.`adverseEventId`) +
+            FfiConverterString.allocationSize(value.`patientId`) +
+            FfiConverterTypeAdverseEvent.allocationSize(value.`event`) +
+            FfiConverterOptionalTypeAdjudicationCase.allocationSize(value.`case`) +
+            FfiConverterOptionalString.allocationSize(value.`adjudicationId`) +
+            FfiConverterOptionalTypeAdjudicationDecision.allocationSize(value.`adjudication`) +
+            FfiConverterSequenceTypePatientReply.allocationSize(value.`replies`) +
+            FfiConverterBoolean.allocationSize(value.`isOpen`)
+    )
+
+    override fun write(value: AdverseEventView, buf: ByteBuffer) {
+            FfiConverterString.write(value.`adverseEventId`, buf)
+            FfiConverterString.write(value.`patientId`, buf)
+            FfiConverterTypeAdverseEvent.write(value.`event`, buf)
+            FfiConverterOptionalTypeAdjudicationCase.write(value.`case`, buf)
+            FfiConverterOptionalString.write(value.`adjudicationId`, buf)
+            FfiConverterOptionalTypeAdjudicationDecision.write(value.`adjudication`, buf)
+            FfiConverterSequenceTypePatientReply.write(value.`replies`, buf)
+            FfiConverterBoolean.write(value.`isOpen`, buf)
     }
 }
 
@@ -5263,6 +5587,79 @@ public object FfiConverterTypeDraftSummary: FfiConverterRustBuffer<DraftSummary>
 
 
 /**
+ * A study code enrolled more than once at the clinic (offline on two tablets).
+ */
+data class DuplicateStudyCode (
+    var `studyCode`: kotlin.String, 
+    var `patientIds`: List<kotlin.String>
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDuplicateStudyCode: FfiConverterRustBuffer<DuplicateStudyCode> {
+    override fun read(buf: ByteBuffer): DuplicateStudyCode {
+        return DuplicateStudyCode(
+            FfiConverterString.read(buf),
+            FfiConverterSequenceString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DuplicateStudyCode) = (
+            FfiConverterString.allocationSize(value.`studyCode`) +
+            FfiConverterSequenceString.allocationSize(value.`patientIds`)
+    )
+
+    override fun write(value: DuplicateStudyCode, buf: ByteBuffer) {
+            FfiConverterString.write(value.`studyCode`, buf)
+            FfiConverterSequenceString.write(value.`patientIds`, buf)
+    }
+}
+
+
+
+/**
+ * A registry staff escalation, with the note the clinic reads.
+ */
+data class Escalation (
+    /**
+     * The registry's time (RFC 3339, UTC).
+     */
+    var `at`: kotlin.String, 
+    var `note`: kotlin.String
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeEscalation: FfiConverterRustBuffer<Escalation> {
+    override fun read(buf: ByteBuffer): Escalation {
+        return Escalation(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Escalation) = (
+            FfiConverterString.allocationSize(value.`at`) +
+            FfiConverterString.allocationSize(value.`note`)
+    )
+
+    override fun write(value: Escalation, buf: ByteBuffer) {
+            FfiConverterString.write(value.`at`, buf)
+            FfiConverterString.write(value.`note`, buf)
+    }
+}
+
+
+
+/**
  * One problem with one answer of a questionnaire response.
  */
 data class ItemProblem (
@@ -5360,6 +5757,48 @@ public object FfiConverterTypeNewPatient: FfiConverterRustBuffer<NewPatient> {
             FfiConverterInt.write(value.`birthYear`, buf)
             FfiConverterTypeSex.write(value.`sex`, buf)
             FfiConverterString.write(value.`enrolledOn`, buf)
+    }
+}
+
+
+
+/**
+ * A reply of the patient this device holds (synced or not yet).
+ */
+data class PatientReply (
+    var `verdict`: Verdict, 
+    var `comment`: kotlin.String, 
+    /**
+     * The device's time of the reply.
+     */
+    var `repliedAt`: kotlin.String
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePatientReply: FfiConverterRustBuffer<PatientReply> {
+    override fun read(buf: ByteBuffer): PatientReply {
+        return PatientReply(
+            FfiConverterTypeVerdict.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PatientReply) = (
+            FfiConverterTypeVerdict.allocationSize(value.`verdict`) +
+            FfiConverterString.allocationSize(value.`comment`) +
+            FfiConverterString.allocationSize(value.`repliedAt`)
+    )
+
+    override fun write(value: PatientReply, buf: ByteBuffer) {
+            FfiConverterTypeVerdict.write(value.`verdict`, buf)
+            FfiConverterString.write(value.`comment`, buf)
+            FfiConverterString.write(value.`repliedAt`, buf)
     }
 }
 
@@ -5789,6 +6228,48 @@ public object FfiConverterTypeRecordView: FfiConverterRustBuffer<RecordView> {
             FfiConverterOptionalString.write(value.`patientId`, buf)
             FfiConverterOptionalString.write(value.`createdByDevice`, buf)
             FfiConverterTypeRecordBody.write(value.`body`, buf)
+    }
+}
+
+
+
+/**
+ * A patient's reply as the registry recorded it.
+ */
+data class RecordedReply (
+    /**
+     * The registry's time (RFC 3339, UTC).
+     */
+    var `at`: kotlin.String, 
+    var `verdict`: Verdict, 
+    var `comment`: kotlin.String
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRecordedReply: FfiConverterRustBuffer<RecordedReply> {
+    override fun read(buf: ByteBuffer): RecordedReply {
+        return RecordedReply(
+            FfiConverterString.read(buf),
+            FfiConverterTypeVerdict.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: RecordedReply) = (
+            FfiConverterString.allocationSize(value.`at`) +
+            FfiConverterTypeVerdict.allocationSize(value.`verdict`) +
+            FfiConverterString.allocationSize(value.`comment`)
+    )
+
+    override fun write(value: RecordedReply, buf: ByteBuffer) {
+            FfiConverterString.write(value.`at`, buf)
+            FfiConverterTypeVerdict.write(value.`verdict`, buf)
+            FfiConverterString.write(value.`comment`, buf)
     }
 }
 
@@ -6408,6 +6889,43 @@ public object FfiConverterTypeAnswerValue : FfiConverterRustBuffer<AnswerValue>{
 
 
 /**
+ * Where the registry's adjudication case stands, at the registry's clock.
+ */
+
+enum class CaseState {
+    
+    OPEN,
+    RESPONDED,
+    OVERDUE,
+    ESCALATED,
+    DISPUTED,
+    CLOSED;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCaseState: FfiConverterRustBuffer<CaseState> {
+    override fun read(buf: ByteBuffer) = try {
+        CaseState.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: CaseState) = 4UL
+
+    override fun write(value: CaseState, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * The cell type administered.
  */
 
@@ -6417,7 +6935,9 @@ enum class CellType {
     HAEMATOPOIETIC,
     STROMAL_VASCULAR_FRACTION,
     MONONUCLEAR,
-    OTHER;
+    INDUCED_PLURIPOTENT,
+    OTHER,
+    UNKNOWN;
     companion object
 }
 
@@ -7105,7 +7625,8 @@ enum class Manipulation {
     
     MINIMAL,
     MORE_THAN_MINIMAL,
-    GENETICALLY_MODIFIED;
+    GENETICALLY_MODIFIED,
+    UNKNOWN;
     companion object
 }
 
@@ -7138,7 +7659,8 @@ public object FfiConverterTypeManipulation: FfiConverterRustBuffer<Manipulation>
 enum class Origin {
     
     AUTOLOGOUS,
-    ALLOGENEIC;
+    ALLOGENEIC,
+    UNKNOWN;
     companion object
 }
 
@@ -7370,7 +7892,15 @@ enum class RecordKind {
     PROCEDURE,
     RESPONSE,
     ADVERSE_EVENT,
-    ADJUDICATION;
+    ADJUDICATION,
+    /**
+     * The registry's adjudication case of an adverse event (read-only on devices).
+     */
+    ADJUDICATION_CASE,
+    /**
+     * The patient's reply to an adjudication.
+     */
+    CASE_REPLY;
     companion object
 }
 
@@ -7616,8 +8146,10 @@ enum class SourceTissue {
     BONE_MARROW,
     ADIPOSE,
     UMBILICAL_CORD_BLOOD,
+    UMBILICAL_CORD_TISSUE,
     PERIPHERAL_BLOOD,
-    OTHER;
+    OTHER,
+    UNKNOWN;
     companion object
 }
 
@@ -7777,6 +8309,39 @@ public object FfiConverterTypeSyncStage : FfiConverterRustBuffer<SyncStage>{
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * The patient's answer to the clinic's adjudication.
+ */
+
+enum class Verdict {
+    
+    ACCEPTED,
+    DISPUTED;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeVerdict: FfiConverterRustBuffer<Verdict> {
+    override fun read(buf: ByteBuffer) = try {
+        Verdict.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Verdict) = 4UL
+
+    override fun write(value: Verdict, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
     }
 }
 
@@ -8048,6 +8613,70 @@ public object FfiConverterOptionalTypeSyncProgressListener: FfiConverterRustBuff
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeAdjudicationCase: FfiConverterRustBuffer<AdjudicationCase?> {
+    override fun read(buf: ByteBuffer): AdjudicationCase? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeAdjudicationCase.read(buf)
+    }
+
+    override fun allocationSize(value: AdjudicationCase?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeAdjudicationCase.allocationSize(value)
+        }
+    }
+
+    override fun write(value: AdjudicationCase?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeAdjudicationCase.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeAdjudicationDecision: FfiConverterRustBuffer<AdjudicationDecision?> {
+    override fun read(buf: ByteBuffer): AdjudicationDecision? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeAdjudicationDecision.read(buf)
+    }
+
+    override fun allocationSize(value: AdjudicationDecision?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeAdjudicationDecision.allocationSize(value)
+        }
+    }
+
+    override fun write(value: AdjudicationDecision?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeAdjudicationDecision.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeCost: FfiConverterRustBuffer<Cost?> {
     override fun read(buf: ByteBuffer): Cost? {
         if (buf.get().toInt() == 0) {
@@ -8102,6 +8731,38 @@ public object FfiConverterOptionalTypeDeviceEnrolment: FfiConverterRustBuffer<De
         } else {
             buf.put(1)
             FfiConverterTypeDeviceEnrolment.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeCaseState: FfiConverterRustBuffer<CaseState?> {
+    override fun read(buf: ByteBuffer): CaseState? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeCaseState.read(buf)
+    }
+
+    override fun allocationSize(value: CaseState?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeCaseState.allocationSize(value)
+        }
+    }
+
+    override fun write(value: CaseState?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeCaseState.write(value, buf)
         }
     }
 }
@@ -8260,6 +8921,34 @@ public object FfiConverterSequenceTypeAdjudicationItem: FfiConverterRustBuffer<L
 /**
  * @suppress
  */
+public object FfiConverterSequenceTypeAdverseEventView: FfiConverterRustBuffer<List<AdverseEventView>> {
+    override fun read(buf: ByteBuffer): List<AdverseEventView> {
+        val len = buf.getInt()
+        return List<AdverseEventView>(len) {
+            FfiConverterTypeAdverseEventView.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<AdverseEventView>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeAdverseEventView.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<AdverseEventView>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeAdverseEventView.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeChoice: FfiConverterRustBuffer<List<Choice>> {
     override fun read(buf: ByteBuffer): List<Choice> {
         val len = buf.getInt()
@@ -8372,6 +9061,62 @@ public object FfiConverterSequenceTypeDraftSummary: FfiConverterRustBuffer<List<
 /**
  * @suppress
  */
+public object FfiConverterSequenceTypeDuplicateStudyCode: FfiConverterRustBuffer<List<DuplicateStudyCode>> {
+    override fun read(buf: ByteBuffer): List<DuplicateStudyCode> {
+        val len = buf.getInt()
+        return List<DuplicateStudyCode>(len) {
+            FfiConverterTypeDuplicateStudyCode.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<DuplicateStudyCode>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeDuplicateStudyCode.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<DuplicateStudyCode>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeDuplicateStudyCode.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeEscalation: FfiConverterRustBuffer<List<Escalation>> {
+    override fun read(buf: ByteBuffer): List<Escalation> {
+        val len = buf.getInt()
+        return List<Escalation>(len) {
+            FfiConverterTypeEscalation.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Escalation>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeEscalation.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Escalation>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeEscalation.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeItemProblem: FfiConverterRustBuffer<List<ItemProblem>> {
     override fun read(buf: ByteBuffer): List<ItemProblem> {
         val len = buf.getInt()
@@ -8390,6 +9135,34 @@ public object FfiConverterSequenceTypeItemProblem: FfiConverterRustBuffer<List<I
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeItemProblem.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypePatientReply: FfiConverterRustBuffer<List<PatientReply>> {
+    override fun read(buf: ByteBuffer): List<PatientReply> {
+        val len = buf.getInt()
+        return List<PatientReply>(len) {
+            FfiConverterTypePatientReply.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<PatientReply>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypePatientReply.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<PatientReply>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypePatientReply.write(it, buf)
         }
     }
 }
@@ -8502,6 +9275,34 @@ public object FfiConverterSequenceTypeRecordChange: FfiConverterRustBuffer<List<
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeRecordChange.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeRecordedReply: FfiConverterRustBuffer<List<RecordedReply>> {
+    override fun read(buf: ByteBuffer): List<RecordedReply> {
+        val len = buf.getInt()
+        return List<RecordedReply>(len) {
+            FfiConverterTypeRecordedReply.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<RecordedReply>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeRecordedReply.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<RecordedReply>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeRecordedReply.write(it, buf)
         }
     }
 }
