@@ -69,6 +69,7 @@ fn write_new(doc: &Automerge, event_name: &'static str) -> Result<DocWrite, Publ
         device: None,
         new_changes: doc.get_changes(&[]).iter().map(|c| c.hash()).collect(),
         event: event_name,
+        projection: None,
     })
 }
 
@@ -104,6 +105,7 @@ fn state_change(
         device: None,
         new_changes: doc.get_changes(&heads).iter().map(|c| c.hash()).collect(),
         event: event_name,
+        projection: None,
     }))
 }
 
