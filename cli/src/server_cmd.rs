@@ -458,6 +458,7 @@ async fn export(
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
+    std::fs::create_dir_all(&parent)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".followup-export-")
         .suffix(".zip")

@@ -277,6 +277,7 @@ fn formats_choices_show_drafts_resume_and_discard() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // the domain error, in a test closure
 fn conflicts_name_the_patient_and_visit_and_the_resolve_hint_runs() {
     let t = Tablet::new();
     ok(t.run(&[

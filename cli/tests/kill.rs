@@ -162,7 +162,7 @@ fn a_killed_fill_leaves_nothing_or_one_submitted_response_and_a_rerun_adds_none(
     assert!(out.status.success(), "{out:?}");
     let span = took.as_micros().max(1) as u64 * 6 / 5;
 
-    let mut rng = Lcg(0x5eed_f11);
+    let mut rng = Lcg(0x05ee_df11);
     let (mut before_commit, mut after_commit, mut reruns_refused) = (0, 0, 0);
     for code in &codes[..KILLS] {
         let mut child = fill(code).spawn().unwrap();

@@ -665,6 +665,61 @@ fn postgres_read_model_queries_and_conflicts() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Exports read the documents page by page on PostgreSQL too.
+
+#[test]
+fn postgres_export_reads_every_document_once_in_scope() {
+    use followup_server::export::synthetic::{populate, Spec};
+    use followup_server::export::{
+        export_from_storage, DirSink, ExportFormat, ExportRequest, Requester, ShippedDefinitions,
+        StaffRole,
+    };
+    let Some(pg) = PgCluster::start("postgres_export_reads_every_document_once_in_scope") else {
+        return;
+    };
+    let url = pg.create_db("export");
+    let s = open(&url, PostgresOptions::default());
+    let spec = Spec {
+        clinics: 2,
+        patients_per_clinic: 6,
+        responses_per_patient: 3,
+        ..Spec::default()
+    };
+    let written = populate(&s, &spec, 50).unwrap();
+    let admin = Requester {
+        who: "admin".into(),
+        role: StaffRole::RegistryAdmin,
+    };
+    for (clinic, since, responses) in [
+        (None, None, written.responses),
+        (Some(written.clinics[1]), None, written.responses / 2),
+        (None, chrono::NaiveDate::from_ymd_opt(2999, 1, 1), 0),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let summary = export_from_storage(
+            &s,
+            &ShippedDefinitions,
+            &admin,
+            ExportRequest {
+                format: ExportFormat::Csv,
+                clinic,
+                since,
+                identified: false,
+            },
+            1_764_547_200_000,
+            &mut DirSink::create(&out.path().join("x")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary.files["responses.csv"], responses);
+        let patients = if clinic.is_some() {
+            written.patients / 2
+        } else {
+            written.patients
+        };
+        assert_eq!(summary.files["patients.csv"], patients);
+    }
+
+// ---------------------------------------------------------------------------------------------
 // Staff accounts and sessions on PostgreSQL (the same scenario as `console.rs` on SQLite).
 
 #[test]

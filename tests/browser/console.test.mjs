@@ -3,7 +3,7 @@
 // server and passes its address, the admin's password and the CLI's path in the environment.
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 
@@ -180,6 +180,7 @@ try {
   console.log(`not ok - ${e.stack || e}`);
 } finally {
   await browser.close();
+  rmSync(work, { recursive: true, force: true });
 }
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed === 0 ? 0 : 1);

@@ -147,7 +147,7 @@ fn row(t: &Table, values: Vec<(&str, Val)>) -> (usize, Vec<Val>) {
 fn created_at(doc: &Automerge) -> Option<i64> {
     let (_, id) = doc.get(ROOT, "id").ok()??;
     let hash = doc.hash_for_opid(&id)?;
-    doc.get_change_by_hash(&hash).map(|c| c.timestamp())
+    doc.get_change_meta_by_hash(&hash).map(|m| m.timestamp)
 }
 
 /// Project one document. Never fails: a body that does not read as its kind is reported in
@@ -213,7 +213,7 @@ pub fn project(doc: &Automerge, header: &DocHeader, schedule: &Schedule) -> Proj
     };
     if let Err(e) = result {
         p.problem = Some(format!(
-            "the body does not read as a {}: {e}",
+            "the {} body does not read: {e}",
             header.kind.code()
         ));
     }

@@ -29,6 +29,9 @@ import org.followup.ffi.Reporter
 import org.followup.ffi.ResponseStatus
 import org.followup.ffi.VisitState
 
+/** Lets the collectors started just before (on this single-threaded test loop) subscribe. */
+private suspend fun subscribed() = repeat(10) { yield() }
+
 // The app API a nurse app and a patient app need beyond capture (docs/app-api.md): one-call
 // capture, drafts, reading every record kind, editing a procedure, observing changes, due surveys.
 object AppApiTests {
@@ -161,7 +164,7 @@ object AppApiTests {
             coroutineScope {
                 // A local save on b: its own change is reported.
                 val local = async { b.changes().first() }
-                yield()
+                subscribed()
                 val mine = b.enrolPatient(newPatient("OB-B"))
                 val batch = local.await()
                 assertEquals(listOf(mine), batch.map { it.recordId })
@@ -174,7 +177,7 @@ object AppApiTests {
                 val pulled = async { b.changes().ofKind(RecordKind.ENROLMENT).first { c -> c.any { it.recordId == patient } } }
                 // Make sure the collector is subscribed: a save of b's is seen first.
                 val ready = async { b.changes().first() }
-                yield()
+                subscribed()
                 b.recordProcedure(mine, kneeInjection(today))
                 ready.await()
                 b.syncNow()
