@@ -236,10 +236,12 @@ fn csv_reads_back_with_the_registry_counts_and_a_complete_dictionary() {
     // And the counts of the read model, table by table.
     use followup_server::readmodel::query::{rows as rm_rows, ExportTable};
     let rm = |t: ExportTable| {
-        rm_rows(&storage, t, None, 100).fold(0u64, |n, r| {
-            r.unwrap();
-            n + 1
-        })
+        let mut n = 0u64;
+        for row in rm_rows(&storage, t, None, 100) {
+            row.unwrap();
+            n += 1;
+        }
+        n
     };
     assert_eq!(rows("clinics.csv"), rm(ExportTable::Clinics));
     assert_eq!(rows("patients.csv"), rm(ExportTable::Enrolments));

@@ -733,6 +733,7 @@ fn postgres_export_reads_every_document_once_in_scope() {
         };
         assert_eq!(summary.files["patients.csv"], patients);
     }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Staff accounts and sessions on PostgreSQL (the same scenario as `console.rs` on SQLite).
