@@ -23,8 +23,8 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-mod catalogue;
 pub mod app;
+mod catalogue;
 pub mod crypto;
 pub mod device;
 pub mod error;

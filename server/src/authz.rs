@@ -165,8 +165,7 @@ pub fn check_write(
         ));
     }
     if registry_authored(h.kind)
-        || w
-            .stored
+        || w.stored
             .is_some_and(|(sh, _)| registry_authored(sh.kind) || sh.created_by.is_none())
     {
         return Err(reject(

@@ -75,7 +75,10 @@ impl ServerLookup<'_> {
         let mut cat = Catalogue::default();
         let ids = self
             .storage
-            .docs_of_kind(RecordKind::Definition, Some(ReadScope::Clinic(REGISTRY_SCOPE)))
+            .docs_of_kind(
+                RecordKind::Definition,
+                Some(ReadScope::Clinic(REGISTRY_SCOPE)),
+            )
             .map_err(|e| self.fail(e))?;
         for id in ids {
             if let Some((_, body)) = self.body::<DefinitionBody>(id)? {

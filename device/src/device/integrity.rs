@@ -285,7 +285,8 @@ impl Device {
         if amended.answers == current.answers {
             return Ok(());
         }
-        let q = self.questionnaire_version(&amended.questionnaire, &amended.questionnaire_version)?;
+        let q =
+            self.questionnaire_version(&amended.questionnaire, &amended.questionnaire_version)?;
         q.prune_disabled(&mut amended.answers);
         amended.amendments.push(Amendment {
             at: now_iso(),
