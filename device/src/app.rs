@@ -519,6 +519,9 @@ mod tests {
 
     fn device(dir: &tempfile::TempDir, role: DeviceRole, patient: Option<RecordId>) -> Device {
         let d = Device::create(dir.path().join("d.db"), key()).unwrap();
+        // The forms a registry would have sent at the first sync.
+        d.provision_definitions(followup_domain::definitions::builtin_definitions())
+            .unwrap();
         d.set_enrolment(Enrolled {
             device_id: DeviceId::random(),
             role,
