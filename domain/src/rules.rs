@@ -71,15 +71,20 @@ pub trait Lookup {
         id: &str,
         version: &str,
     ) -> Result<Option<Arc<Questionnaire>>, LookupError> {
-        Ok(questionnaire::instrument_ref(id)
-            .filter(|q| q.version() == version)
-            .map(|q| Arc::new(q.clone())))
+        Ok(builtin_questionnaire(id, version))
     }
     /// The schedule in force for a procedure performed on `date` (published definitions);
     /// `None`: the context's schedule applies.
     fn schedule_for(&self, _date: NaiveDate) -> Result<Option<Arc<Schedule>>, LookupError> {
         Ok(None)
     }
+}
+
+/// A built-in instrument (the definitions every new registry publishes) at exactly `version`.
+pub fn builtin_questionnaire(id: &str, version: &str) -> Option<Arc<Questionnaire>> {
+    questionnaire::instrument_ref(id)
+        .filter(|q| q.version() == version)
+        .map(|q| Arc::new(q.clone()))
 }
 
 /// Who writes which record, and when.
@@ -813,7 +818,7 @@ mod tests {
         };
         let response = |q: &str, visit: &str, by: CompletedBy, proc: RecordId| FollowupResponse {
             questionnaire: q.into(),
-            questionnaire_version: "1".into(),
+            questionnaire_version: "1.0.0".into(),
             procedure: Some(proc.to_hex()),
             visit: Some(visit.into()),
             answers: Default::default(),

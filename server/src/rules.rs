@@ -119,7 +119,9 @@ impl Lookup for ServerLookup<'_> {
         };
         let record = definitions::record_id(DefinitionType::Questionnaire.code(), id, v);
         let Some((h, body)) = self.body::<DefinitionBody>(record)? else {
-            return Ok(None);
+            // A registry publishes the built-ins at its first start; storage used without a
+            // start (tools, tests) still knows them.
+            return Ok(rules::builtin_questionnaire(id, version));
         };
         if h.clinic != REGISTRY_SCOPE || body.state() == DefinitionState::Draft {
             return Ok(None);
