@@ -80,9 +80,23 @@ pub trait Lookup {
     }
 }
 
-/// A built-in instrument (the definitions every new registry publishes) at exactly `version`.
+/// The benchmark instrument (the test kit's `bench-50`). A registry never publishes it to
+/// devices (benchmarks and tests provision it), but accepts responses to it, so that load tests
+/// and benchmarks run against a real server (as before definitions were published).
+const BENCH_INSTRUMENT: &str = include_str!("../../testkit/instruments/bench-50.json");
+
+fn bench_instrument() -> Option<&'static Questionnaire> {
+    static PARSED: std::sync::OnceLock<Option<Questionnaire>> = std::sync::OnceLock::new();
+    PARSED
+        .get_or_init(|| Questionnaire::from_json(BENCH_INSTRUMENT).ok())
+        .as_ref()
+}
+
+/// A built-in instrument (the definitions every new registry publishes, and the benchmark
+/// instrument) at exactly `version`.
 pub fn builtin_questionnaire(id: &str, version: &str) -> Option<Arc<Questionnaire>> {
     questionnaire::instrument_ref(id)
+        .or_else(|| bench_instrument().filter(|q| q.id() == id))
         .filter(|q| q.version() == version)
         .map(|q| Arc::new(q.clone()))
 }
