@@ -67,7 +67,7 @@ impl ServerLookup<'_> {
         Ok(Some((stored.header, doc)))
     }
 
-    /// The published (and retired) definitions the registry holds.
+    /// The schedules (published and retired versions) the registry holds.
     fn catalogue(&self) -> Result<Arc<Catalogue>, LookupError> {
         if let Some(c) = self.catalogue.borrow().as_ref() {
             return Ok(c.clone());
@@ -82,8 +82,11 @@ impl ServerLookup<'_> {
             .map_err(|e| self.fail(e))?;
         for id in ids {
             if let Some((_, body)) = self.body::<DefinitionBody>(id)? {
-                // A version whose file this build cannot read is skipped (it checks nothing).
-                let _ = cat.insert_body(id, &body);
+                // Only schedules are asked of it; a version whose file this build cannot read
+                // is skipped (it checks nothing).
+                if body.definition == DefinitionType::Schedule.code() {
+                    let _ = cat.insert_body(id, &body);
+                }
             }
         }
         let cat = Arc::new(cat);
