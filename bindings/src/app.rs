@@ -27,6 +27,8 @@ pub enum RecordKind {
     AdjudicationCase,
     /// The patient's reply to an adjudication.
     CaseReply,
+    /// A questionnaire, schedule or policy version published by the registry.
+    Definition,
 }
 
 impl From<CoreKind> for RecordKind {
@@ -40,6 +42,7 @@ impl From<CoreKind> for RecordKind {
             CoreKind::Adjudication => Self::Adjudication,
             CoreKind::AdjudicationCase => Self::AdjudicationCase,
             CoreKind::CaseReply => Self::CaseReply,
+            CoreKind::Definition => Self::Definition,
         }
     }
 }
