@@ -88,9 +88,9 @@ ES["baseline-procedure"] = {
     "yes": "Sí", "no": "No", "unknown": _UNK}},
   "regulatory_status": {"text": "Situación regulatoria del tratamiento", "choices": {
     "approved_indication": "Producto aprobado para esta indicación",
-    "ind": "Bajo una solicitud de nuevo fármaco en investigación (IND) o su equivalente nacional",
+    "investigational_new_drug": "Bajo una solicitud de nuevo fármaco en investigación (IND) o su equivalente nacional",
     "registered_trial": "Dentro de un ensayo clínico registrado",
-    "none": "Ninguna de estas (no aprobado, fuera de un ensayo)", "unknown": _UNK}},
+    "unregulated": "Ninguna de estas (no aprobado, fuera de un ensayo)", "unknown": _UNK}},
   "trial_registration_id": {"text": "Número de registro del ensayo (p. ej., ClinicalTrials.gov NCT01234567)"},
   "ind_number": {"text": "Número de IND o de autorización, si se conoce"},
   "published_evidence": {"text": "Evidencia presentada de que este tipo de célula y esta técnica benefician esta enfermedad", "choices": {
