@@ -578,6 +578,12 @@ mod tests {
                 server_url: "http://127.0.0.1:1".into(),
             })
             .unwrap();
+        // The forms the registry sends at the first sync (the same record bytes).
+        store
+            .device()
+            .unwrap()
+            .provision_definitions(followup_domain::definitions::builtin_definitions())
+            .unwrap();
         store
     }
 

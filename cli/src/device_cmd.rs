@@ -1008,7 +1008,8 @@ async fn enrol(
     attempts: Option<u32>,
 ) -> Result<(), CliError> {
     let spin = output::spinner(&format!("enrolling with {server}"), false);
-    let r = client(attempts)?.enrol(device, server, code, label).await;
+    let c = client(attempts)?;
+    let r = c.enrol(device, server, code, label).await;
     spin.finish_and_clear();
     let e = r?;
     println!(
@@ -1023,7 +1024,28 @@ async fn enrol(
             .map(|p| format!(", patient {p}"))
             .unwrap_or_default()
     );
-    crate::device_app::next("sync");
+    // The forms come from the registry (docs/definitions.md): receive them now, while the
+    // device is online, so that it can capture offline from the start. Enrolment has
+    // succeeded whatever happens here; a failure only means the forms come at the next sync.
+    match sync_with_bar(&c, device, "receiving the registry's forms", false).await {
+        Ok(_) => {
+            let forms = device
+                .definitions()?
+                .into_iter()
+                .filter(|d| d.definition == "questionnaire")
+                .count();
+            println!("received the registry's forms: {forms} questionnaire version(s)");
+            crate::device_app::next("questionnaires");
+        }
+        Err(err) => {
+            eprintln!(
+                "warning: the registry's forms were not received yet ({}); \
+                 the device has no form until it syncs",
+                err.message
+            );
+            crate::device_app::next("sync");
+        }
+    }
     Ok(())
 }
 

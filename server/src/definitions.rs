@@ -38,6 +38,13 @@ pub enum PublishError {
     Internal(String),
 }
 
+/// A stored definition record whose body does not read is a corrupt record.
+impl From<followup_domain::Error> for PublishError {
+    fn from(e: followup_domain::Error) -> Self {
+        PublishError::Storage(StorageError::Corrupt(format!("definition record: {e}")))
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> PublishError {
     PublishError::Internal(e.to_string())
 }
@@ -82,7 +89,7 @@ fn state_change(
 ) -> Result<Option<DocWrite>, PublishError> {
     let mut doc = load(stored)?;
     let heads = doc.get_heads();
-    let changed = model::update_body::<DefinitionBody, followup_domain::Error>(
+    let changed = model::update_body::<DefinitionBody, PublishError>(
         &mut doc,
         Author {
             device: None,
@@ -92,8 +99,7 @@ fn state_change(
             b.state = state.code().to_string();
             Ok(())
         },
-    )
-    .map_err(internal)?;
+    )?;
     if changed.is_none() {
         return Ok(None);
     }
@@ -114,7 +120,7 @@ fn commit(storage: &dyn Storage, writes: &[DocWrite], now_ms: i64) -> Result<(),
         return Ok(());
     }
     let outcomes = storage.commit_writes(writes, now_ms)?;
-    if outcomes.iter().any(|o| *o == WriteOutcome::Conflict) {
+    if outcomes.contains(&WriteOutcome::Conflict) {
         return Err(PublishError::Conflict(
             "the definition changed while it was being published; retry".into(),
         ));

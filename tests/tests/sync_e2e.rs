@@ -449,9 +449,17 @@ async fn connections_cut_at_random_points_lose_and_duplicate_nothing() {
         ..LinkConfig::default()
     });
     tb.set_server_url(&link.url());
-    sync_through(&tb, &client).await;
+    // Tablet B is another device with its own connections: sharing A's client would let B ride
+    // A's kept-alive connection, which outlived the first cut budget and never cuts.
+    let client_b = SyncClient::new(SyncOptions {
+        max_push_bytes: 48 * 1024,
+        max_pull_bytes: 48 * 1024,
+        ..test_options()
+    })
+    .unwrap();
+    sync_through(&tb, &client_b).await;
     // Its cursor is current: one more sync moves nothing.
-    let r = tb.sync_with(&client).await.unwrap();
+    let r = tb.sync_with(&client_b).await.unwrap();
     assert_eq!((r.pushed, r.pulled), (0, 0));
     assert_eq!(ta.snapshot(), tb.snapshot());
     assert_eq!(
