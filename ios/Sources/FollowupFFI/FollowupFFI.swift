@@ -1163,6 +1163,10 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
      * Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
      * loopback) using a one-time `code` from registry staff; `label` names the device for them
      * (e.g. "Tablet 2, ward B"). A device enrols once.
+     *
+     * The forms (questionnaires, schedules) come from the registry, not from the app: once
+     * enrolled, this also syncs once, so that the device can capture offline from the start.
+     * Enrolment stands even if that sync fails; the forms then come with the next `sync`.
      */
     func enrol(serverUrl: String, code: String, label: String) async throws  -> DeviceEnrolment
     
@@ -1671,6 +1675,10 @@ open func enabledItems(questionnaireId: String, answers: [String: AnswerValue])t
      * Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
      * loopback) using a one-time `code` from registry staff; `label` names the device for them
      * (e.g. "Tablet 2, ward B"). A device enrols once.
+     *
+     * The forms (questionnaires, schedules) come from the registry, not from the app: once
+     * enrolled, this also syncs once, so that the device can capture offline from the start.
+     * Enrolment stands even if that sync fails; the forms then come with the next `sync`.
      */
 open func enrol(serverUrl: String, code: String, label: String)async throws  -> DeviceEnrolment  {
     return
@@ -7989,6 +7997,10 @@ public enum RecordKind {
      * The patient's reply to an adjudication.
      */
     case caseReply
+    /**
+     * A questionnaire, schedule or policy version published by the registry.
+     */
+    case definition
 }
 
 
@@ -8021,6 +8033,8 @@ public struct FfiConverterTypeRecordKind: FfiConverterRustBuffer {
         case 7: return .adjudicationCase
         
         case 8: return .caseReply
+        
+        case 9: return .definition
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -8060,6 +8074,10 @@ public struct FfiConverterTypeRecordKind: FfiConverterRustBuffer {
         
         case .caseReply:
             writeInt(&buf, Int32(8))
+        
+        
+        case .definition:
+            writeInt(&buf, Int32(9))
         
         }
     }
@@ -10050,7 +10068,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_followupstore_enabled_items() != 33715) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_followup_ffi_checksum_method_followupstore_enrol() != 53124) {
+    if (uniffi_followup_ffi_checksum_method_followupstore_enrol() != 63789) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_enrol_patient() != 28356) {

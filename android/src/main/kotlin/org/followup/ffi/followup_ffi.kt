@@ -1443,7 +1443,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_enabled_items() != 33715.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_followup_ffi_checksum_method_followupstore_enrol() != 53124.toShort()) {
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_enrol() != 63789.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_enrol_patient() != 28356.toShort()) {
@@ -3004,6 +3004,10 @@ public interface FollowupStoreInterface {
      * Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
      * loopback) using a one-time `code` from registry staff; `label` names the device for them
      * (e.g. "Tablet 2, ward B"). A device enrols once.
+     *
+     * The forms (questionnaires, schedules) come from the registry, not from the app: once
+     * enrolled, this also syncs once, so that the device can capture offline from the start.
+     * Enrolment stands even if that sync fails; the forms then come with the next `sync`.
      */
     suspend fun `enrol`(`serverUrl`: kotlin.String, `code`: kotlin.String, `label`: kotlin.String): DeviceEnrolment
     
@@ -3542,6 +3546,10 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
      * Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
      * loopback) using a one-time `code` from registry staff; `label` names the device for them
      * (e.g. "Tablet 2, ward B"). A device enrols once.
+     *
+     * The forms (questionnaires, schedules) come from the registry, not from the app: once
+     * enrolled, this also syncs once, so that the device can capture offline from the start.
+     * Enrolment stands even if that sync fails; the forms then come with the next `sync`.
      */
     @Throws(FollowupException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -7900,7 +7908,11 @@ enum class RecordKind {
     /**
      * The patient's reply to an adjudication.
      */
-    CASE_REPLY;
+    CASE_REPLY,
+    /**
+     * A questionnaire, schedule or policy version published by the registry.
+     */
+    DEFINITION;
     companion object
 }
 
