@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::RecordId;
 use crate::model::{self, Author, RecordBody, RecordKind};
+use crate::policy::AdjudicationPolicy;
 use crate::questionnaire::Questionnaire;
 use crate::schedule::Schedule;
 
@@ -298,9 +299,8 @@ impl Envelope {
 pub enum Content {
     Questionnaire(Arc<Questionnaire>),
     Schedule(Arc<Schedule>),
-    /// The adjudication policy, checked as a JSON object here; its typed form belongs to the
-    /// integrity rules.
-    AdjudicationPolicy(Arc<serde_json::Value>),
+    /// The adjudication policy (the deadlines the registry sets; `crate::policy`).
+    AdjudicationPolicy(Arc<AdjudicationPolicy>),
 }
 
 /// A definition file, read.
@@ -376,6 +376,14 @@ impl Definition {
         }
     }
 
+    /// The adjudication policy, if this is a usable one.
+    pub fn policy(&self) -> Option<&Arc<AdjudicationPolicy>> {
+        match &self.content {
+            Ok(Content::AdjudicationPolicy(p)) => Some(p),
+            _ => None,
+        }
+    }
+
     /// The schedule, if this is a usable one.
     pub fn schedule(&self) -> Option<&Arc<Schedule>> {
         match &self.content {
@@ -400,13 +408,11 @@ fn parse_content(t: DefinitionType, json: &str) -> Result<Content, DefinitionErr
             Content::Questionnaire(Arc::new(Questionnaire::from_json(json)?))
         }
         DefinitionType::Schedule => Content::Schedule(Arc::new(Schedule::from_json(json)?)),
-        DefinitionType::AdjudicationPolicy => {
-            let v: serde_json::Value = serde_json::from_str(json)?;
-            if !v.is_object() {
-                return Err(DefinitionError::Policy("it is not a JSON object".into()));
-            }
-            Content::AdjudicationPolicy(Arc::new(v))
-        }
+        // Unknown fields were refused by the strict check at publish; a device ignores them.
+        DefinitionType::AdjudicationPolicy => Content::AdjudicationPolicy(Arc::new(
+            AdjudicationPolicy::from_json_lenient(json)
+                .map_err(|e| DefinitionError::Policy(e.to_string()))?,
+        )),
     })
 }
 
@@ -622,6 +628,23 @@ impl Catalogue {
         best.and_then(|(e, _)| e.definition.schedule())
     }
 
+    /// The adjudication policy in force: the newest published, usable version (by version;
+    /// a registry keeps one policy id, and with several the highest version wins, then the
+    /// greatest id). `None` when the catalogue holds none.
+    pub fn adjudication_policy(&self) -> Option<&Arc<AdjudicationPolicy>> {
+        self.entries()
+            .filter(|e| e.state == DefinitionState::Published)
+            .filter_map(|e| {
+                let p = e.definition.policy()?;
+                Some((
+                    (e.definition.envelope.version, &e.definition.envelope.id),
+                    p,
+                ))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, p)| p)
+    }
+
     /// Every distinct usable schedule (for code that needs them all, e.g. visit ids).
     pub fn schedules(&self) -> Vec<&Arc<Schedule>> {
         self.entries()
@@ -689,6 +712,8 @@ mod strict {
         "grace_days",
     ];
     const S_TRANSLATION: &[&str] = &["description", "visits"];
+    const POLICY: &[&str] = &["description", "rules", "default_days"];
+    const RULE: &[&str] = &["label", "serious", "min_severity", "days"];
 
     fn keys(v: &Value, path: &str, allowed: &[&[&str]]) -> Result<(), DefinitionError> {
         if let Value::Object(m) = v {
@@ -758,8 +783,12 @@ mod strict {
                     keys(tr, &format!("translations.{lang}"), &[S_TRANSLATION])?;
                 }
             }
-            // The policy's own fields are checked by its type.
-            DefinitionType::AdjudicationPolicy => {}
+            DefinitionType::AdjudicationPolicy => {
+                keys(v, "", &[ENVELOPE, POLICY])?;
+                for (label, rule) in each(v, "rules") {
+                    keys(rule, &format!("rules[{label}]"), &[RULE])?;
+                }
+            }
         }
         Ok(())
     }
@@ -833,12 +862,13 @@ impl DefinitionSummary {
     }
 }
 
-const BUILTIN: [&str; 5] = [
+const BUILTIN: [&str; 6] = [
     include_str!("../instruments/baseline-procedure.json"),
     include_str!("../instruments/clinician-followup.json"),
     include_str!("../instruments/patient-outcome-survey.json"),
     include_str!("../instruments/adverse-event-report.json"),
     include_str!("../schedules/default.json"),
+    include_str!("../policies/adjudication-default.json"),
 ];
 
 /// The definition files a new registry publishes at its first start (questionnaires before the
@@ -866,6 +896,52 @@ mod tests {
         );
         assert_eq!(fallback_chain("es"), ["es"]);
         assert!(fallback_chain("").is_empty());
+    }
+
+    /// The policy is strict at publish and lenient on a device, like every definition; the
+    /// catalogue's policy in force is the newest published usable version.
+    #[test]
+    fn the_adjudication_policy_is_a_definition() {
+        let policy = BUILTIN[5];
+        let d = Definition::parse_strict(policy).unwrap();
+        assert_eq!(
+            d.definition_type(),
+            Some(DefinitionType::AdjudicationPolicy)
+        );
+        assert_eq!(d.policy().unwrap().decide(2, false).days, 30);
+        let newer = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v: serde_json::Value = serde_json::from_str(policy).unwrap();
+            f(&mut v);
+            v.to_string()
+        };
+        let hinted = newer(&|v| {
+            v["version"] = "1.1.0".into();
+            v["default_days"] = 14.into();
+            v["rules"][0]["colour"] = "red".into();
+        });
+        assert!(matches!(
+            Definition::parse_strict(&hinted),
+            Err(DefinitionError::UnknownField { .. })
+        ));
+        let lenient = Definition::parse_lenient(&hinted).unwrap();
+        assert_eq!(lenient.policy().unwrap().decide(2, false).days, 14);
+        let zero = newer(&|v| v["default_days"] = 0.into());
+        assert!(matches!(
+            Definition::parse_strict(&zero),
+            Err(DefinitionError::Policy(_))
+        ));
+
+        let mut cat = Catalogue::default();
+        cat.insert(d.record_id(), d, DefinitionState::Published);
+        let draft = newer(&|v| {
+            v["version"] = "2.0.0".into();
+            v["default_days"] = 3.into();
+        });
+        let draft = Definition::parse_strict(&draft).unwrap();
+        cat.insert(draft.record_id(), draft, DefinitionState::Draft);
+        assert_eq!(cat.adjudication_policy().unwrap().version, "1.0.0");
+        cat.insert(lenient.record_id(), lenient, DefinitionState::Published);
+        assert_eq!(cat.adjudication_policy().unwrap().version, "1.1.0");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! are separate records in [`DRAFT_SCOPE`], which is in no device's read scope.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use automerge::Automerge;
 use followup_domain::definitions::{
@@ -16,6 +17,7 @@ use followup_domain::definitions::{
 };
 use followup_domain::ids::RecordId;
 use followup_domain::model::{self, read_header, Author, RecordKind};
+use followup_domain::policy::AdjudicationPolicy;
 
 use crate::audit::event;
 use crate::storage::{DocWrite, ReadScope, Storage, StorageError, StoredDoc, WriteOutcome};
@@ -344,6 +346,40 @@ pub fn content(
         PublishError::NotFound(format!("no published {definition} {id} {version}"))
     })?;
     Ok(body_of(&stored)?.content)
+}
+
+/// The adjudication policy in force when an adverse event is accepted now: the newest
+/// published version the registry holds ([`definitions::Catalogue::adjudication_policy`]), or
+/// the built-in default when it holds none (a registry seeded before the policy became a
+/// definition, or storage used without a server start). A definition record that does not
+/// load or read is skipped, as the clinical rules skip it.
+pub fn policy_in_force(storage: &dyn Storage) -> Result<Arc<AdjudicationPolicy>, StorageError> {
+    let mut cat = definitions::Catalogue::default();
+    for id in storage.docs_of_kind(
+        RecordKind::Definition,
+        Some(ReadScope::Clinic(REGISTRY_SCOPE)),
+    )? {
+        let Some(stored) = storage.load_doc(id)? else {
+            continue;
+        };
+        let Ok(doc) = Automerge::load(&stored.bytes) else {
+            tracing::warn!(record = %id, "unreadable definition record skipped");
+            continue;
+        };
+        match model::read_body::<DefinitionBody>(&doc) {
+            Ok(b) if b.definition == DefinitionType::AdjudicationPolicy.code() => {
+                if let Err(e) = cat.insert_body(id, &b) {
+                    tracing::warn!(record = %id, error = %e, "policy definition skipped");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(record = %id, error = %e, "definition record skipped"),
+        }
+    }
+    Ok(match cat.adjudication_policy() {
+        Some(p) => p.clone(),
+        None => Arc::new(AdjudicationPolicy::registry_default().clone()),
+    })
 }
 
 /// Publish the built-in definitions into a registry that holds no definition yet (its first

@@ -3,6 +3,7 @@
 //! `docs/sync-protocol.md`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use followup_domain::ids::RecordId;
@@ -180,6 +181,18 @@ fn prepare(
     Ok(Prepared::Write(write, Box::new(work), trigger))
 }
 
+/// The policy in force, read once per exchange and only when needed.
+fn policy_in_force<'a>(
+    storage: &dyn Storage,
+    slot: &'a mut Option<Arc<AdjudicationPolicy>>,
+) -> Result<&'a AdjudicationPolicy, StorageError> {
+    let p = match slot.take() {
+        Some(p) => p,
+        None => crate::definitions::policy_in_force(storage)?,
+    };
+    Ok(slot.insert(p))
+}
+
 /// Run one exchange for an authenticated device.
 pub fn run(
     storage: &dyn Storage,
@@ -190,7 +203,8 @@ pub fn run(
 ) -> Result<SyncResponse, StorageError> {
     let n = req.push.len();
     let version = req.version;
-    let policy = AdjudicationPolicy::registry_default();
+    // The published policy in force, read when a case is opened or updated (docs/definitions.md).
+    let mut policy: Option<Arc<AdjudicationPolicy>> = None;
     let mut triggers: Vec<Trigger> = Vec::new();
     let mut results: Vec<Option<PushResult>> = vec![None; n];
     let mut rejections = Vec::new();
@@ -311,7 +325,12 @@ pub fn run(
             if let Some(Trigger::Opened { header, event }) = &pw.trigger {
                 openings.push(Pending {
                     index: None,
-                    write: cases::opening_write(policy, header, event, now_ms)?,
+                    write: cases::opening_write(
+                        policy_in_force(storage, &mut policy)?,
+                        header,
+                        event,
+                        now_ms,
+                    )?,
                     trigger: None,
                 });
             }
@@ -341,7 +360,14 @@ pub fn run(
         order = retry;
     }
     // The cases of what was accepted: decisions, replies, graver events.
-    cases::apply(storage, policy, &triggers, now_ms)?;
+    if !triggers.is_empty() {
+        cases::apply(
+            storage,
+            policy_in_force(storage, &mut policy)?,
+            &triggers,
+            now_ms,
+        )?;
+    }
     for i in order {
         results[i] = Some(PushResult::Rejected {
             code: RejectCode::Busy,

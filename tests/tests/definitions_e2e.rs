@@ -380,3 +380,95 @@ async fn spanish_texts_and_messages_and_a_form_too_new_for_the_app() {
     let report = t.sync().await.unwrap();
     assert!(report.rejected.is_empty(), "{report:?}");
 }
+
+fn minor_event(category: &str) -> model::AdverseEvent {
+    model::AdverseEvent {
+        reporter: model::Reporter::Clinic,
+        category: category.into(),
+        onset: (Utc::now().date_naive() - Days::new(1)).to_string(),
+        severity: 2,
+        seriousness: Vec::new(),
+        outcome: model::AeOutcome::Recovering,
+        description: "rash at the injection site".into(),
+        procedure: None,
+        answers: Default::default(),
+    }
+}
+
+/// The adjudication policy is a published definition: a new version sets the deadline of every
+/// event the registry accepts from then on, and names itself in the case; a case opened before
+/// keeps its deadline. Devices receive the policy read only; a policy the registry cannot
+/// validate is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_adjudication_policy_sets_the_deadlines_from_then_on() {
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Clinica Eta").await;
+    let t = reg.clinic_tablet(clinic, "tablet").await;
+    let x = t.enrol_patient(&bench_enrolment(1)).unwrap();
+    let today = Utc::now().date_naive();
+
+    // Under the built-in policy 1.0.0 a non-serious grade-2 event gets 30 days.
+    let before = t
+        .report_adverse_event(x, &minor_event("infection"))
+        .unwrap();
+    t.sync().await.unwrap();
+    t.sync().await.unwrap();
+    let case = t.adverse_event(before).unwrap().case.expect("case opened");
+    assert_eq!(case.policy, "registry-adjudication@1.0.0");
+    assert_eq!(case.days, 30);
+    assert_eq!(case.deadline, (today + Days::new(30)).to_string());
+
+    // A policy the registry cannot validate is refused (0 days; an unknown field).
+    let mut bad = builtin("registry-adjudication");
+    bad["version"] = "1.1.0".into();
+    bad["default_days"] = 0.into();
+    assert!(reg
+        .staff()
+        .publish_definition(&bad.to_string(), false)
+        .await
+        .is_err());
+    bad["default_days"] = 14.into();
+    bad["reminder_days"] = 3.into();
+    assert!(reg
+        .staff()
+        .publish_definition(&bad.to_string(), false)
+        .await
+        .is_err());
+
+    // 1.1.0: 14 days for what is neither serious nor grade 3.
+    let mut v = builtin("registry-adjudication");
+    v["version"] = "1.1.0".into();
+    v["default_days"] = 14.into();
+    let r = reg
+        .staff()
+        .publish_definition(&v.to_string(), false)
+        .await
+        .unwrap();
+    assert_eq!(r.state, "published");
+
+    let after = t
+        .report_adverse_event(x, &minor_event("immune_reaction"))
+        .unwrap();
+    t.sync().await.unwrap();
+    t.sync().await.unwrap();
+    let case = t.adverse_event(after).unwrap().case.expect("case opened");
+    assert_eq!(case.policy, "registry-adjudication@1.1.0");
+    assert_eq!(case.days, 14);
+    assert_eq!(case.deadline, (today + Days::new(14)).to_string());
+    // The earlier case keeps the deadline it was opened with.
+    let case = t.adverse_event(before).unwrap().case.unwrap();
+    assert_eq!(
+        (case.days, case.policy.as_str()),
+        (30, "registry-adjudication@1.0.0")
+    );
+
+    // The tablet holds both versions, read only (the registry's, not the clinic's).
+    let held: Vec<String> = t
+        .definitions()
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.definition == "adjudication_policy")
+        .map(|d| d.version)
+        .collect();
+    assert_eq!(held, ["1.0.0", "1.1.0"]);
+}
