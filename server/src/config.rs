@@ -130,7 +130,7 @@ impl Config {
     pub fn for_tests_postgres(database_url: &str, admin_token: Option<&str>) -> Config {
         let anchor_dir = std::env::temp_dir().join(format!(
             "followup-test-anchor-{}",
-            hex::encode(followup_core::ids::random_bytes::<8>())
+            hex::encode(followup_domain::ids::random_bytes::<8>())
         ));
         Config {
             database: Some(database_url.to_string()),

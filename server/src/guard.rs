@@ -15,8 +15,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use followup_core::ids::DeviceId;
-use followup_core::protocol::ErrorCode;
+use followup_domain::ids::DeviceId;
+use followup_domain::protocol::ErrorCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 

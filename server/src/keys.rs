@@ -12,7 +12,7 @@
 
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::{Signature, VerifyingKey};
-use followup_core::identity::{canonical_string, SignedHeaders};
+use followup_domain::identity::{canonical_string, SignedHeaders};
 
 /// Why a public key is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -72,8 +72,8 @@ pub fn verify_strict(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use followup_core::identity::DeviceIdentity;
-    use followup_core::ids::DeviceId;
+    use followup_domain::identity::DeviceIdentity;
+    use followup_domain::ids::DeviceId;
 
     #[test]
     fn honest_keys_pass_and_sign() {

@@ -3,7 +3,7 @@
 //! The registry sync server: devices enrol with a one-time code, then sync all their documents in
 //! one signed, compressed `POST /v1/sync` per exchange; the server authorizes every change, merges
 //! it, keeps an append-only hash-chained audit log, and returns what each device lacks since its
-//! cursor. The protocol is `docs/sync-protocol.md`; its types are `followup_core::protocol`.
+//! cursor. The protocol is `docs/sync-protocol.md`; its types are `followup_domain::protocol`.
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -14,7 +14,6 @@
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
-//! | [`linksim`] | a TCP link simulator (bandwidth, latency, cuts) for tests, the demo and the benchmark |
 //! | [`error`] | HTTP errors with JSON bodies |
 //! | [`validate`] | the push path's validation step: schema and code lists, reload-before-store, panic containment |
 //! | [`listener`] | the connection loop: connection cap, header timeout, HTTP/1.1 only, TLS |
@@ -25,6 +24,10 @@
 //! | [`files`] | private permissions and the data directory lock |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`openapi`] | the OpenAPI document of the JSON routes |
+//!
+//! It depends on `followup-domain` for the record model, the wire protocol and signature
+//! verification, and must never depend on the device crate (`followup-device`: a phone's
+//! encrypted store and HTTP client), on an HTTP client, on uniffi or on the test kit.
 //!
 //! Embedding (tests, the CLI): [`Server::start`] returns a [`RunningServer`] with its bound address
 //! and a graceful shutdown that lets in-flight syncs finish.
@@ -41,7 +44,6 @@ pub mod error;
 pub mod files;
 pub mod guard;
 pub mod keys;
-pub mod linksim;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;

@@ -19,11 +19,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::Automerge;
-use followup_core::model::{
+use followup_domain::model::{
     read_body, Adjudication, AdverseEvent, Clinic, DocHeader, Enrolment, FollowupResponse,
     Procedure, RecordKind,
 };
-use followup_core::protocol::RejectCode;
+use followup_domain::protocol::RejectCode;
 
 /// Why a record is refused by validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub fn load_contained(bytes: &[u8]) -> Result<Automerge, String> {
 /// Check a record's body against its kind's schema and code lists.
 pub fn check_record(header: &DocHeader, doc: &Automerge) -> Result<(), Invalid> {
     let what = header.kind.code();
-    let schema = |e: followup_core::Error| {
+    let schema = |e: followup_domain::Error| {
         Invalid::malformed(format!("the {what} record does not match its schema: {e}"))
     };
     let checked = contain("reading the record body", || -> Result<(), Invalid> {

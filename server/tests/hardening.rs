@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ReadDoc, ROOT};
 use common::*;
-use followup_core::ids::RecordId;
-use followup_core::model::{new_record, AdverseEvent, AeOutcome, Author, RecordBody, Reporter};
-use followup_core::protocol::*;
+use followup_domain::ids::RecordId;
+use followup_domain::model::{new_record, AdverseEvent, AeOutcome, Author, RecordBody, Reporter};
+use followup_domain::protocol::*;
 
 /// A patient-reported adverse event.
 fn patient_ae(severity: i64) -> AdverseEvent {
@@ -302,7 +302,7 @@ async fn small_order_and_non_canonical_keys_are_refused_and_never_verify() {
     let mut forged = [0u8; 64];
     forged[0] = 1; // R = identity, S = 0
     for h in headers.iter_mut() {
-        if h.0 == followup_core::identity::HEADER_SIGNATURE {
+        if h.0 == followup_domain::identity::HEADER_SIGNATURE {
             h.1 = b64.encode(forged);
         }
     }
