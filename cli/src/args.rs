@@ -1,6 +1,5 @@
 //! The command line's grammar (clap).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -44,16 +43,11 @@ pub struct DemoArgs {
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
-    /// Address to listen on.
-    #[arg(long, env = "FOLLOWUP_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Directory holding the registry's database.
-    #[arg(long, env = "FOLLOWUP_DATA_DIR", default_value = "./followup-data")]
-    pub data: PathBuf,
-    /// Bearer token of the admin API (at least 16 characters); without it the admin API is off.
-    /// Prefer the environment variable: a flag is visible to other users in the process list.
-    #[arg(long, env = "FOLLOWUP_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    /// The server's options: exactly those of `followup-server` (one definition,
+    /// `followup_server::Config`), with the same environment variables, e.g. `--database` /
+    /// `FOLLOWUP_DATABASE_URL`, `--tls-cert`, `--tls-key`.
+    #[command(flatten)]
+    pub config: followup_server::Config,
     #[command(subcommand)]
     pub staff: Option<StaffCommand>,
 }
@@ -71,6 +65,9 @@ pub struct StaffConn {
     /// The admin token (prefer the environment variable FOLLOWUP_ADMIN_TOKEN).
     #[arg(long, env = "FOLLOWUP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A CA certificate (PEM) to trust for the registry's https address, e.g. its private CA.
+    #[arg(long, env = "FOLLOWUP_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
     /// Print the server's JSON answer instead of a sentence.
     #[arg(long)]
     pub json: bool,

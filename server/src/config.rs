@@ -52,8 +52,8 @@ pub struct Config {
     #[arg(long, env = "FOLLOWUP_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Ed25519 key that signs the audit chain's head (created 0600 if missing). Keep it outside
-    /// the database, ideally on another volume. Default: `followup-anchor/anchor.key` beside the
-    /// data directory.
+    /// the database, ideally on another volume. Default: `<data dir>-anchor/anchor.key`, beside
+    /// the data directory (not in it).
     #[arg(long, env = "FOLLOWUP_ANCHOR_KEY")]
     pub anchor_key: Option<PathBuf>,
     /// Most connections open at once; more wait in the kernel's queue.
