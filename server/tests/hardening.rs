@@ -544,3 +544,388 @@ async fn a_device_has_at_most_two_syncs_in_flight() {
     let r = s.post_sync(body.clone(), &nurse.sign(&body)).await;
     assert_eq!(r.status(), 200);
 }
+
+/// Start a server with a configuration adjusted by `f`.
+async fn start_with(f: impl FnOnce(&mut followup_server::Config)) -> TestServer {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = followup_server::Config::for_tests(dir.path(), Some(ADMIN));
+    f(&mut config);
+    let server = followup_server::Server::start(config).await.unwrap();
+    TestServer {
+        server,
+        dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// One sync exchange; returns the signed audit head the server sent.
+async fn sync_for_head(dev: &mut TestDevice, s: &TestServer) -> String {
+    let (req, _) = dev.build_request();
+    let body = encode_body(&req).unwrap();
+    let r = s.post_sync(body.clone(), &dev.sign(&body)).await;
+    assert_eq!(r.status(), 200);
+    r.headers()
+        .get("x-followup-audit-head")
+        .expect("every sync answer carries the signed audit head")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn verify_with(s: &TestServer, witness: Option<&str>) -> AuditVerifyResponse {
+    let mut url = s.url("/v1/admin/audit/verify");
+    if let Some(w) = witness {
+        url.push_str(&format!("?witness={w}"));
+    }
+    let r = s
+        .http
+        .get(url)
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    json(r).await
+}
+
+/// Finding 4: deleting the last audit entry, or rewriting the chain and recomputing every hash,
+/// left `verify-audit` saying "intact". Now the chain's head is signed with a key outside the
+/// database and kept by every device and in the anchor log: both are detected.
+#[tokio::test]
+async fn a_truncated_or_rewritten_audit_chain_is_detected_through_the_anchor() {
+    let s = start().await;
+    let clinic = s.create_clinic("Clinica").await;
+    let mut nurse = s.enrol(EnrolmentGrant::ClinicDevice { clinic }).await;
+    let mut other = s.enrol(EnrolmentGrant::ClinicDevice { clinic }).await;
+    nurse.enrolment();
+    sync_for_head(&mut nurse, &s).await;
+    // The last entry records an admin act (no document write to cross-check it against).
+    let r = s
+        .admin_post(
+            &format!("/v1/admin/devices/{}/revoke", other.id.to_hex()),
+            &(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let witness = sync_for_head(&mut nurse, &s).await;
+    assert!(verify_with(&s, Some(&witness)).await.ok);
+    let _ = &mut other;
+    // A witness that was not signed by this registry is refused as such.
+    let (seq, rest) = witness.split_once('.').unwrap();
+    let forged = format!("{}.{rest}", seq.parse::<u64>().unwrap() - 1);
+    let v = verify_with(&s, Some(&forged)).await;
+    assert!(!v.ok);
+    assert!(
+        v.problem.as_deref().unwrap().contains("not signed"),
+        "{v:?}"
+    );
+
+    // Rewrite: entry 1 is edited and every hash after it recomputed, so the chain itself is
+    // consistent; the anchored head no longer matches.
+    let db = s.db();
+    db.execute_batch("DROP TRIGGER audit_no_delete; DROP TRIGGER audit_no_update;")
+        .unwrap();
+    let rows = s.server.storage().audit_rows(0, 10_000).unwrap();
+    let mut prev = followup_server::audit::GENESIS;
+    for (i, row) in rows.iter().enumerate() {
+        let mut entry = row.entry.clone();
+        if i == 0 {
+            entry.detail = "rewritten".into();
+        }
+        let hash = followup_server::audit::entry_hash(&prev, row.seq, &entry);
+        db.execute(
+            "UPDATE audit SET detail = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
+            rusqlite::params![entry.detail, prev.to_vec(), hash.to_vec(), row.seq as i64],
+        )
+        .unwrap();
+        prev = hash;
+    }
+    let v = verify_with(&s, Some(&witness)).await;
+    assert!(!v.ok, "a rewritten chain passed: {v:?}");
+    assert!(v.problem.as_deref().unwrap().contains("rewritten"), "{v:?}");
+
+    // Truncation: the revocation's audit entry is deleted.
+    db.execute_batch("DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit);")
+        .unwrap();
+    let v = verify_with(&s, None).await;
+    assert!(!v.ok, "a truncated chain passed: {v:?}");
+    assert!(v.problem.as_deref().unwrap().contains("removed"), "{v:?}");
+    let v = verify_with(&s, Some(&witness)).await;
+    assert!(!v.ok);
+}
+
+/// Finding 7: nothing stopped two servers from opening one SQLite data directory.
+#[tokio::test]
+async fn a_second_server_on_one_data_directory_is_refused() {
+    let s = start().await;
+    let again = followup_server::Server::start(followup_server::Config::for_tests(
+        s.dir.path(),
+        Some(ADMIN),
+    ))
+    .await;
+    let err = match again {
+        Ok(_) => panic!("a second server opened the same data directory"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("already using"), "{err}");
+    // Files are private.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir_mode = std::fs::metadata(s.dir.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        let db_mode = std::fs::metadata(s.dir.path().join("registry.sqlite3"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(db_mode & 0o777, 0o600);
+    }
+}
+
+/// Operability: liveness, readiness, Prometheus metrics.
+#[tokio::test]
+async fn health_ready_and_metrics_answer() {
+    let s = start().await;
+    let clinic = s.create_clinic("Clinica").await;
+    let mut nurse = s.enrol(EnrolmentGrant::ClinicDevice { clinic }).await;
+    nurse.enrolment();
+    nurse.sync(&s).await;
+    let r = s.http.get(s.url("/ready")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s.http.get(s.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "followup_sync_requests_total{outcome=\"ok\"}",
+        "followup_sync_request_bytes_total",
+        "followup_sync_duration_seconds_bucket",
+        "followup_active_devices",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    assert!(text.trim_end().ends_with("# EOF"));
+}
+
+/// The OpenAPI document: every documented route answers (not 404), and every JSON type, as the
+/// server writes it, has the documented required and allowed properties.
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes_and_the_json_types() {
+    use serde_json::Value;
+    let s = start().await;
+    let r = s.http.get(s.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc: Value = json(r).await;
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, ops) in paths {
+        let concrete = path.replace("{id}", "00000000000000000000000000000000");
+        for method in ops.as_object().unwrap().keys() {
+            let req = match method.as_str() {
+                "get" => s.http.get(s.url(&concrete)),
+                "post" => s.http.post(s.url(&concrete)),
+                other => panic!("unexpected method {other}"),
+            };
+            let r = req
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap_or_default();
+            assert!(
+                status != 404 || body.contains("no device"),
+                "{method} {path} is documented but answers 404: {body}"
+            );
+        }
+    }
+    // Every JSON route the server has is documented.
+    for route in [
+        "/health",
+        "/ready",
+        "/metrics",
+        ENROL_PATH,
+        SYNC_PATH,
+        "/v1/admin/clinics",
+        "/v1/admin/enrolment-codes",
+        "/v1/admin/devices/{id}/revoke",
+        "/v1/admin/audit/verify",
+        "/v1/admin/stats",
+    ] {
+        assert!(paths.contains_key(route), "{route} is not documented");
+    }
+    // Each schema against a real value.
+    let schemas = &doc["components"]["schemas"];
+    let check = |name: &str, v: Value| {
+        let schema = &schemas[name];
+        let props = schema["properties"].as_object().unwrap();
+        let obj = v.as_object().unwrap();
+        for k in obj.keys() {
+            assert!(props.contains_key(k), "{name}: {k} is not documented");
+        }
+        for req in schema["required"].as_array().unwrap() {
+            assert!(
+                obj.contains_key(req.as_str().unwrap()),
+                "{name}: {req} missing"
+            );
+        }
+    };
+    let clinic = s.create_clinic("Clinica").await;
+    let health: Value = json(s.http.get(s.url("/health")).send().await.unwrap()).await;
+    check("HealthResponse", health);
+    let ready: Value = json(s.http.get(s.url("/ready")).send().await.unwrap()).await;
+    check("ReadyResponse", ready);
+    check(
+        "CreateClinicRequest",
+        serde_json::to_value(CreateClinicRequest {
+            name: "a".into(),
+            country: "pt".into(),
+        })
+        .unwrap(),
+    );
+    check(
+        "CreateClinicResponse",
+        serde_json::to_value(CreateClinicResponse { clinic }).unwrap(),
+    );
+    let issue = IssueEnrolmentCodeRequest {
+        grant: EnrolmentGrant::ClinicDevice { clinic },
+        expires_in_secs: Some(60),
+    };
+    check(
+        "IssueEnrolmentCodeRequest",
+        serde_json::to_value(&issue).unwrap(),
+    );
+    let issued: Value = json(s.admin_post("/v1/admin/enrolment-codes", &issue).await).await;
+    check("IssueEnrolmentCodeResponse", issued.clone());
+    let (identity, _) = followup_domain::identity::DeviceIdentity::generate().unwrap();
+    let enrol = EnrolRequest {
+        code: issued["code"].as_str().unwrap().into(),
+        public_key: identity.public_key_base64(),
+        label: Some("t".into()),
+    };
+    check("EnrolRequest", serde_json::to_value(&enrol).unwrap());
+    let enrolled: Value = json(
+        s.http
+            .post(s.url(ENROL_PATH))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&enrol).unwrap())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    check("EnrolResponse", enrolled.clone());
+    let revoked: Value = json(
+        s.admin_post(
+            &format!(
+                "/v1/admin/devices/{}/revoke",
+                enrolled["device_id"].as_str().unwrap()
+            ),
+            &(),
+        )
+        .await,
+    )
+    .await;
+    check("RevokeDeviceResponse", revoked);
+    check(
+        "AuditVerifyResponse",
+        serde_json::to_value(s.verify_audit().await).unwrap(),
+    );
+    check(
+        "StatsResponse",
+        serde_json::to_value(s.stats().await).unwrap(),
+    );
+    let err: Value = json(s.http.get(s.url("/nope")).send().await.unwrap()).await;
+    check("ErrorBody", err);
+}
+
+/// Rate limits on enrolment (and the admin API): past the burst, 429 with Retry-After.
+#[tokio::test]
+async fn enrolment_is_rate_limited_per_address() {
+    let s = start_with(|c| c.enrol_per_minute = 3).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = s
+            .http
+            .post(s.url(ENROL_PATH))
+            .header("content-type", "application/json")
+            .body(r#"{"code":"AAAA-BBBB-CCCC","public_key":"x"}"#)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..3], &[400, 400, 400], "{statuses:?}");
+    assert_eq!(&statuses[3..], &[429, 429], "{statuses:?}");
+}
+
+/// HTTPS served by the server itself, and a renewed certificate taken without a restart.
+#[tokio::test]
+async fn https_is_served_and_the_certificate_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    let make = || {
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+    };
+    let first = make();
+    std::fs::write(&cert_path, first.cert.pem()).unwrap();
+    std::fs::write(&key_path, first.signing_key.serialize_pem()).unwrap();
+    let (c, k) = (cert_path.clone(), key_path.clone());
+    let s = start_with(move |cfg| {
+        cfg.tls_cert = Some(c);
+        cfg.tls_key = Some(k);
+    })
+    .await;
+    assert!(s.server.url().starts_with("https://"));
+    let client_for = |pem: &str| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://localhost:{}/health", s.server.addr.port());
+    let r = client_for(&first.cert.pem())
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Plain HTTP to a TLS port gets nothing useful.
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{}/health", s.server.addr.port()))
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+    );
+    // Renewal: new files, picked up within the reload interval.
+    let second = make();
+    std::fs::write(&cert_path, second.cert.pem()).unwrap();
+    std::fs::write(&key_path, second.signing_key.serialize_pem()).unwrap();
+    tokio::time::sleep(followup_server::tls::RELOAD_CHECK_INTERVAL + Duration::from_millis(500))
+        .await;
+    let mut ok = false;
+    for _ in 0..2 {
+        if let Ok(r) = client_for(&second.cert.pem()).get(&url).send().await {
+            ok = r.status() == 200;
+            if ok {
+                break;
+            }
+        }
+    }
+    assert!(ok, "the renewed certificate was not served");
+}
