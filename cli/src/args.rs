@@ -47,7 +47,7 @@ pub struct ServerArgs {
     /// `followup_server::Config`), with the same environment variables, e.g. `--database` /
     /// `FOLLOWUP_DATABASE_URL`, `--tls-cert`, `--tls-key`.
     #[command(flatten)]
-    pub config: followup_server::Config,
+    pub config: Box<followup_server::Config>,
     #[command(subcommand)]
     pub staff: Option<StaffCommand>,
 }

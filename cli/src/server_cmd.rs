@@ -13,7 +13,7 @@ use crate::output;
 pub fn run(args: ServerArgs) -> Result<(), CliError> {
     let rt = crate::runtime()?;
     match args.staff {
-        None => rt.block_on(serve(args.config)),
+        None => rt.block_on(serve(*args.config)),
         Some(cmd) => rt.block_on(staff(cmd)),
     }
 }

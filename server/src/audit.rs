@@ -218,41 +218,6 @@ pub fn verify(storage: &dyn Storage) -> StorageResult<AuditVerifyResponse> {
     })
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn entry() -> AuditEntry {
-        AuditEntry {
-            at_ms: 5,
-            event: event::ACCEPTED.into(),
-            device: Some(DeviceId([1; 16])),
-            doc: Some(RecordId([2; 16])),
-            log_seq: Some(3),
-            change_hashes: vec![ChangeHash([4; 32])],
-            detail: String::new(),
-        }
-    }
-
-    #[test]
-    fn hash_covers_every_field_and_the_position() {
-        let base = entry_hash(&GENESIS, 1, &entry());
-        assert_eq!(base, entry_hash(&GENESIS, 1, &entry()));
-        assert_ne!(base, entry_hash(&GENESIS, 2, &entry()));
-        assert_ne!(base, entry_hash(&[1; 32], 1, &entry()));
-        let mut e = entry();
-        e.change_hashes[0].0[31] ^= 1;
-        assert_ne!(base, entry_hash(&GENESIS, 1, &e));
-        let mut e = entry();
-        e.at_ms += 1;
-        assert_ne!(base, entry_hash(&GENESIS, 1, &e));
-        let mut e = entry();
-        e.device = None;
-        assert_ne!(base, entry_hash(&GENESIS, 1, &e));
-    }
-}
-
 /// [`verify`], then check the chain against heads anchored outside the database (the anchor
 /// log's last head, witnesses kept by devices): each must be signed by the anchor key, the chain
 /// must reach its `seq`, and the entry at `seq` must carry its hash. A chain recomputed after an
@@ -293,4 +258,39 @@ pub fn verify_anchored(
         }
     }
     Ok(r)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn entry() -> AuditEntry {
+        AuditEntry {
+            at_ms: 5,
+            event: event::ACCEPTED.into(),
+            device: Some(DeviceId([1; 16])),
+            doc: Some(RecordId([2; 16])),
+            log_seq: Some(3),
+            change_hashes: vec![ChangeHash([4; 32])],
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn hash_covers_every_field_and_the_position() {
+        let base = entry_hash(&GENESIS, 1, &entry());
+        assert_eq!(base, entry_hash(&GENESIS, 1, &entry()));
+        assert_ne!(base, entry_hash(&GENESIS, 2, &entry()));
+        assert_ne!(base, entry_hash(&[1; 32], 1, &entry()));
+        let mut e = entry();
+        e.change_hashes[0].0[31] ^= 1;
+        assert_ne!(base, entry_hash(&GENESIS, 1, &e));
+        let mut e = entry();
+        e.at_ms += 1;
+        assert_ne!(base, entry_hash(&GENESIS, 1, &e));
+        let mut e = entry();
+        e.device = None;
+        assert_ne!(base, entry_hash(&GENESIS, 1, &e));
+    }
 }

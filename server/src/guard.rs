@@ -167,6 +167,7 @@ impl Drop for DeviceSlot {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
