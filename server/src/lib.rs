@@ -42,6 +42,7 @@ pub mod authz;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod fuzzing;
 pub mod guard;
 pub mod keys;
 pub mod listener;
