@@ -16,3 +16,6 @@ if [ -x scripts/test-bindings.sh ]; then
   echo "== Bindings: regenerate, compile and run Kotlin tests on the JVM"
   scripts/test-bindings.sh
 fi
+
+echo "== Browser: the registry console in headless Chromium"
+scripts/browser-test.sh

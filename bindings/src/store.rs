@@ -99,7 +99,7 @@ impl FollowupStore {
             .ok_or_else(FollowupError::closed)
     }
 
-    fn with<T>(
+    pub(crate) fn with<T>(
         &self,
         f: impl FnOnce(&Device) -> Result<T, FollowupError>,
     ) -> Result<T, FollowupError> {

@@ -114,7 +114,7 @@ mirror_enum!(
 );
 mirror_enum!(
     /// A response is a draft until submitted.
-    ResponseStatus => m::ResponseStatus { Draft, Submitted }
+    ResponseStatus => m::ResponseStatus { Draft, Submitted, Discarded }
 );
 mirror_enum!(
     /// Who reported an adverse event (always `Patient` on a patient's phone).
@@ -215,6 +215,22 @@ impl From<NewPatient> for m::Enrolment {
             birth_year: i64::from(p.birth_year),
             sex: p.sex.into(),
             enrolled_on: p.enrolled_on,
+        }
+    }
+}
+
+impl From<m::Enrolment> for NewPatient {
+    fn from(e: m::Enrolment) -> Self {
+        Self {
+            study_code: e.study_code,
+            consent: Consent {
+                form_version: e.consent.form_version,
+                date: e.consent.date,
+                scope: e.consent.scope,
+            },
+            birth_year: i32::try_from(e.birth_year).unwrap_or(0),
+            sex: e.sex.into(),
+            enrolled_on: e.enrolled_on,
         }
     }
 }
@@ -631,6 +647,22 @@ impl AdverseEvent {
             procedure: opt_record_id(self.procedure_id.as_deref(), "procedure id")?.map(hex_id),
             answers: answers_in(self.answers),
         })
+    }
+}
+
+impl From<m::AdverseEvent> for AdverseEvent {
+    fn from(a: m::AdverseEvent) -> Self {
+        Self {
+            reporter: a.reporter.into(),
+            category: a.category,
+            onset: a.onset,
+            severity: i32::try_from(a.severity).unwrap_or(0),
+            seriousness: a.seriousness,
+            outcome: a.outcome.into(),
+            description: a.description,
+            procedure_id: a.procedure,
+            answers: answers_out(a.answers),
+        }
     }
 }
 

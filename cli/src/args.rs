@@ -38,16 +38,39 @@ pub struct DemoArgs {
     /// A smaller backlog for the bad-link sync (for tests and slow machines).
     #[arg(long)]
     pub quick: bool,
+    /// Keep the registry server running at the end (until Ctrl-C), so that the staff console
+    /// can be opened on the demo's data.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
-    /// The server's options: exactly those of `followup-server` (one definition,
-    /// `followup_server::Config`), with the same environment variables, e.g. `--database` /
-    /// `FOLLOWUP_DATABASE_URL`, `--tls-cert`, `--tls-key`.
-    #[command(flatten)]
-    pub config: Box<followup_server::Config>,
+    /// Options passed to the server as `followup-server` takes them (one definition,
+    /// `followup_server::Config`; every other option is read from its FOLLOWUP_* environment
+    /// variable, e.g. FOLLOWUP_MAX_CONNECTIONS).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory holding the SQLite database (alias --data).
+    #[arg(long, visible_alias = "data")]
+    pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL URL instead of SQLite (prefer FOLLOWUP_DATABASE_URL: it keeps the password
+    /// out of the process list).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Admin API bearer token (prefer FOLLOWUP_ADMIN_TOKEN).
+    #[arg(long)]
+    pub admin_token: Option<String>,
+    /// TLS certificate chain (PEM).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The audit anchor key file.
+    #[arg(long)]
+    pub anchor_key: Option<PathBuf>,
     #[command(subcommand)]
     pub staff: Option<StaffCommand>,
 }
@@ -76,6 +99,32 @@ pub struct StaffConn {
 /// The registry staff's commands, against a running server.
 #[derive(Debug, Subcommand)]
 pub enum StaffCommand {
+    /// Create a staff account for the console (works on the database directly, so it also creates
+    /// the first admin); prints a password, or a set-password link, once.
+    AddStaff {
+        /// The registry's data directory (SQLite).
+        #[arg(long, env = "FOLLOWUP_DATA_DIR", default_value = "./followup-data")]
+        data: PathBuf,
+        /// A PostgreSQL URL instead of the data directory.
+        #[arg(long, env = "FOLLOWUP_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        /// The person's email (their sign-in name).
+        #[arg(long)]
+        email: String,
+        /// admin, monitor or coordinator.
+        #[arg(long)]
+        role: String,
+        /// The clinic id (coordinators only).
+        #[arg(long)]
+        clinic: Option<String>,
+        /// Print a set-password link on this base URL (e.g. https://registry.example.org)
+        /// instead of a password.
+        #[arg(long, value_name = "BASE_URL")]
+        link: Option<String>,
+        /// Also set up an authenticator (TOTP) second factor; prints its secret once.
+        #[arg(long)]
+        totp: bool,
+    },
     /// Register a clinic; prints its id.
     CreateClinic {
         #[command(flatten)]
@@ -118,6 +167,43 @@ pub enum StaffCommand {
     Stats {
         #[command(flatten)]
         conn: StaffConn,
+    },
+    /// Re-derive the read model (the console's and exports' tables) from the stored documents.
+    /// Works on the database directly (no running server needed; running ones wait for it).
+    RebuildReadModel {
+        /// Directory holding the registry's SQLite database.
+        #[arg(long, env = "FOLLOWUP_DATA_DIR", default_value = "./followup-data")]
+        data: PathBuf,
+        /// A PostgreSQL URL to use instead (postgres://user:password@host:port/db).
+        #[arg(long, env = "FOLLOWUP_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export the registry for analysis (CSV with a data dictionary) or interoperability (FHIR
+    /// R4 NDJSON), de-identified unless --identified; recorded in the audit log. See
+    /// docs/export.md.
+    Export {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// csv or fhir.
+        #[arg(long, value_parser = ["csv", "fhir"])]
+        format: String,
+        /// Only this clinic (its id); by default the whole registry.
+        #[arg(long)]
+        clinic: Option<String>,
+        /// Only responses and adverse events accepted or changed on or after this day
+        /// (YYYY-MM-DD, UTC); clinics, patients and procedures are always complete.
+        #[arg(long)]
+        since: Option<String>,
+        /// The directory to write the files into (must be empty or not exist).
+        #[arg(long, default_value = "followup-export")]
+        out: PathBuf,
+        /// Keep exact dates, free text and the registry's ids (registry administrators only;
+        /// audited). Handle the result as identifiable health information.
+        #[arg(long)]
+        identified: bool,
     },
 }
 
@@ -171,11 +257,14 @@ pub enum DeviceCommand {
     /// Record a procedure for a patient from a JSON file (the fields of a Procedure record).
     AddProcedure {
         /// Study code or patient id.
+        #[arg(long, required_unless_present = "format")]
+        patient: Option<String>,
+        /// JSON file describing the procedure (see --format).
+        #[arg(long, required_unless_present = "format")]
+        file: Option<PathBuf>,
+        /// Print the file format (every field and the codes allowed) and exit.
         #[arg(long)]
-        patient: String,
-        /// JSON file describing the procedure.
-        #[arg(long)]
-        file: PathBuf,
+        format: bool,
     },
     /// List the patients this device holds.
     Patients {
@@ -199,11 +288,11 @@ pub enum DeviceCommand {
         #[arg(long)]
         patient: Option<String>,
         /// Questionnaire id (clinician-followup, patient-outcome-survey, ...).
-        #[arg(long)]
-        questionnaire: String,
-        /// JSON file of answers.
-        #[arg(long)]
-        answers: PathBuf,
+        #[arg(long, required_unless_present = "resume")]
+        questionnaire: Option<String>,
+        /// JSON file of answers (see --format).
+        #[arg(long, required_unless_present = "format")]
+        answers: Option<PathBuf>,
         /// The procedure followed up (id); default the patient's only or latest procedure when
         /// a visit is given.
         #[arg(long)]
@@ -214,6 +303,13 @@ pub enum DeviceCommand {
         /// Save as a draft without submitting (missing required answers allowed).
         #[arg(long)]
         draft: bool,
+        /// Go on with a draft (see `followup device drafts`): add the answers and submit it
+        /// (or keep it a draft with --draft), in one change.
+        #[arg(long, value_name = "DRAFT", conflicts_with_all = ["questionnaire", "patient", "procedure", "visit"])]
+        resume: Option<String>,
+        /// Print the answers file format of --questionnaire (items, types, choices) and exit.
+        #[arg(long)]
+        format: bool,
     },
     /// Report an adverse event for a patient.
     ReportAe {
@@ -259,6 +355,36 @@ pub enum DeviceCommand {
         record: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Show one record: a patient's enrolment, a procedure, a response with its scores, an
+    /// adverse event, an adjudication.
+    Show {
+        /// The record id.
+        record: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the drafts on this device (resume one with `fill --resume`, drop it with `discard`).
+    Drafts {
+        /// Only this patient's (study code or id).
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Discard a draft (deleted if the registry never had it, else marked discarded).
+    Discard {
+        /// The draft's record id.
+        record: String,
+    },
+    /// Resolve a conflicted answer by choosing its value (see `followup device conflicts`).
+    Resolve {
+        /// The response's record id.
+        record: String,
+        /// The item id, e.g. symptom_pain.
+        item: String,
+        /// The value: JSON (3, true, "text", ["a","b"]) or plain text (improved).
+        value: String,
     },
 }
 

@@ -78,9 +78,19 @@ pub const PLAINTEXT_PROBES: &[&str] = &[
 /// How long the demo's story lasts, in days from the first procedure.
 const STORY_DAYS: u64 = 200;
 
+/// The staff console's address and the admin login the demo created.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsoleLogin {
+    pub url: String,
+    pub email: String,
+    pub password: String,
+}
+
 /// One JSON summary of the demo (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// The staff console and its login.
+    pub console: ConsoleLogin,
     /// Records each device holds at the end.
     pub records_per_device: BTreeMap<String, u64>,
     /// Documents on the registry server.
@@ -181,7 +191,7 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     };
     let rt = crate::runtime()?;
     let summary = rt.block_on(play(&dir, args))?;
-    if args.json {
+    if args.json && !args.serve {
         output::print_json(&summary)?;
     }
     if !summary.converged {
@@ -1136,6 +1146,43 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
     }
     spin.finish_and_clear();
 
+    // ---- The staff console: an admin account on the demo's registry.
+    let console_email = "admin@registry.example".to_string();
+    let storage = w.server.storage().clone();
+    let created = tokio::task::spawn_blocking(move || {
+        followup_server::staff::create_staff(
+            storage.as_ref(),
+            "admin@registry.example",
+            followup_server::staff::Role::RegistryAdmin,
+            None,
+            followup_server::staff::FirstSignIn::Password,
+            false,
+            followup_server::staff::BOOTSTRAP_ACTOR,
+            followup_server::auth::now_ms(),
+        )
+    })
+    .await
+    .map_err(|e| CliError::new(format!("creating the console account failed: {e}")))?
+    .map_err(|e| CliError::new(format!("creating the console account failed: {e}")))?;
+    let console = ConsoleLogin {
+        url: format!("{}/console", w.server.url()),
+        email: console_email,
+        password: created.password.unwrap_or_default(),
+    };
+    w.n.step(STORY_DAYS, "the staff console");
+    w.n.say(format!("console: {}", console.url));
+    w.n.say(format!(
+        "sign in as {} with password {}",
+        console.email, console.password
+    ));
+    w.n.say(format!(
+        "public participation page: {}/participation",
+        w.server.url()
+    ));
+    if !args.serve {
+        w.n.say("(run with --serve to keep the server running and open the console)");
+    }
+
     let summary = Summary {
         records_per_device,
         server_documents: stats.documents,
@@ -1155,6 +1202,7 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
         replicas,
         elapsed_ms: started.elapsed().as_millis() as u64,
         data_dir: args.data.clone(),
+        console,
     };
     let World {
         server,
@@ -1164,6 +1212,19 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
         ..
     } = w;
     drop((a, b, phone));
+    if args.serve {
+        if args.json {
+            output::print_json(&summary)?;
+        }
+        eprintln!(
+            "the registry keeps running on {}: open {}/console (Ctrl-C stops it)",
+            server.url(),
+            server.url()
+        );
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
     server
         .shutdown()
         .await

@@ -91,7 +91,7 @@ pub fn adjudication_days(severity: i64) -> i64 {
 
 /// The device core an app holds: open it once, use it from any thread.
 pub struct Device {
-    store: Store,
+    pub(crate) store: Store,
     identity: DeviceIdentity,
     enrolled: RwLock<Option<Enrolled>>,
     schedule: Schedule,
@@ -102,6 +102,8 @@ pub struct Device {
     /// The clinic-wide work list's inputs (procedure dates and done visits), kept while the
     /// store's generation is unchanged and updated in place by this device's own saves.
     worklist: Mutex<Option<WorklistCache>>,
+    /// Listeners of [`Device::subscribe`].
+    pub(crate) observers: crate::app::Observers,
 }
 
 /// What a clinic-wide visit listing needs from the index, with the store generation it
@@ -225,6 +227,7 @@ impl Device {
             recent: Mutex::default(),
             worklist: Mutex::default(),
             schedule: Schedule::default_registry(),
+            observers: Default::default(),
         })
     }
 
@@ -256,6 +259,7 @@ impl Device {
             recent: Mutex::default(),
             worklist: Mutex::default(),
             schedule: Schedule::default_registry(),
+            observers: Default::default(),
         })
     }
 
@@ -292,11 +296,11 @@ impl Device {
         Ok(())
     }
 
-    fn require_enrolled(&self) -> Result<Enrolled> {
+    pub(crate) fn require_enrolled(&self) -> Result<Enrolled> {
         self.enrolment().ok_or(Error::NotEnrolled)
     }
 
-    fn require_clinic_device(&self, what: &str) -> Result<Enrolled> {
+    pub(crate) fn require_clinic_device(&self, what: &str) -> Result<Enrolled> {
         let e = self.require_enrolled()?;
         if e.role != DeviceRole::ClinicDevice {
             return Err(Error::NotPermitted(format!(
@@ -395,10 +399,24 @@ impl Device {
                 r.put(meta.id, doc.clone());
             }
         }
+        // The save is durable: a failure to tell the listeners must not undo it.
+        if let Err(e) = self.publish_changes() {
+            tracing::warn!(error = %e, "could not tell the listeners about a save");
+        }
         Ok(())
     }
 
-    fn create_record<T: RecordBody>(
+    /// Forget what the device keeps in memory about a record deleted from the store.
+    pub(crate) fn forget(&self, id: RecordId) {
+        if let Ok(mut r) = self.recent.lock() {
+            r.docs.retain(|(i, _)| *i != id);
+        }
+        if let Ok(mut w) = self.worklist.lock() {
+            *w = None;
+        }
+    }
+
+    pub(crate) fn create_record<T: RecordBody>(
         &self,
         e: &Enrolled,
         patient: Option<RecordId>,
@@ -410,7 +428,7 @@ impl Device {
         Ok(id)
     }
 
-    fn update<T: RecordBody>(
+    pub(crate) fn update<T: RecordBody>(
         &self,
         e: &Enrolled,
         id: RecordId,
@@ -549,6 +567,20 @@ impl Device {
         visit: Option<&str>,
     ) -> Result<RecordId> {
         let e = self.require_enrolled()?;
+        let body = self.new_response(&e, patient, questionnaire_id, procedure, visit)?;
+        self.create_record(&e, Some(patient), &body)
+    }
+
+    /// A new, empty draft body, after the checks every new response passes: the device may
+    /// answer for this patient, the questionnaire and the visit exist.
+    pub(crate) fn new_response(
+        &self,
+        e: &Enrolled,
+        patient: RecordId,
+        questionnaire_id: &str,
+        procedure: Option<RecordId>,
+        visit: Option<&str>,
+    ) -> Result<FollowupResponse> {
         let q = self.questionnaire(questionnaire_id)?;
         let completed_by = match e.role {
             DeviceRole::ClinicDevice => CompletedBy::Nurse,
@@ -581,7 +613,7 @@ impl Device {
             status: ResponseStatus::Draft,
             submitted_at: None,
         };
-        self.create_record(&e, Some(patient), &body)
+        Ok(body)
     }
 
     /// Save answers into a draft (merging with the answers already there: an answer set to a

@@ -266,8 +266,9 @@ code_enum!(
 );
 
 code_enum!(
-    /// Whether a response is still being filled or has been submitted.
-    ResponseStatus { Draft = "draft", Submitted = "submitted" }
+    /// Whether a response is still being filled, has been submitted, or was a draft the user
+    /// discarded after the registry had received it (not a response: never counted).
+    ResponseStatus { Draft = "draft", Submitted = "submitted", Discarded = "discarded" }
 );
 
 code_enum!(

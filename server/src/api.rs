@@ -10,6 +10,7 @@
 //! | `POST /v1/admin/devices/{id}/revoke` | admin token | → [`RevokeDeviceResponse`] |
 //! | `GET /v1/admin/audit/verify` | admin token | → [`AuditVerifyResponse`] |
 //! | `GET /v1/admin/stats` | admin token | → [`StatsResponse`] |
+//! | `GET /v1/admin/export?format=csv\|fhir[&clinic=ID][&since=YYYY-MM-DD][&identified=true]` | admin token | → a zip, streamed ([`crate::export`]) |
 
 use std::sync::Arc;
 
@@ -61,6 +62,8 @@ pub struct AppState {
     pub admin_limiter: RouteLimiter,
     /// Signs the audit head returned with every sync (see [`crate::anchor`]).
     pub anchor: Option<Arc<Anchor>>,
+    /// The staff console's settings (participation rules, session and throttling policies).
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// Largest JSON body (enrolment, admin).
@@ -87,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/v1/admin/audit/verify", get(verify_audit))
         .route("/v1/admin/stats", get(stats))
+        .route("/v1/admin/export", get(export))
         .route_layer(middleware::from_fn_with_state(
             state.admin_limiter.clone(),
             guard::rate_limit,
@@ -99,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route(SYNC_PATH, post(sync_handler))
         .merge(enrol_routes)
         .merge(admin_routes)
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such route") })
         // Bodies are read with an explicit limit in each handler (with a JSON error).
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -434,6 +439,21 @@ async fn create_clinic(
     check_declared_length(&headers, MAX_JSON_BODY)?;
     let bytes = read_body_timed(body, MAX_JSON_BODY, st.body_timeout).await?;
     let req: CreateClinicRequest = parse_json(&bytes)?;
+    let storage = st.storage.clone();
+    let id = blocking(move || create_clinic_record(storage.as_ref(), req, now_ms())).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateClinicResponse { clinic: id }),
+    ))
+}
+
+/// Check a new clinic's name and country, then create the clinic and its record document
+/// (the admin API and the console's "invite a clinic" both come here). Blocking.
+pub(crate) fn create_clinic_record(
+    storage: &dyn Storage,
+    req: CreateClinicRequest,
+    now_ms: i64,
+) -> Result<RecordId, ApiError> {
     let name = req.name.trim();
     if name.is_empty() || name.len() > 300 {
         return Err(ApiError::bad_request(
@@ -452,33 +472,31 @@ async fn create_clinic(
     };
     let id = RecordId::random();
     let doc = clinic_document(id, &req).map_err(|e| ApiError::internal("clinic document", e))?;
+    let header = DocHeader {
+        id,
+        kind: RecordKind::Clinic,
+        clinic: id,
+        patient: None,
+        created_by: None,
+    };
     let write = DocWrite {
-        header: DocHeader {
-            id,
-            kind: RecordKind::Clinic,
-            clinic: id,
-            patient: None,
-            created_by: None,
-        },
+        header: header.clone(),
         bytes: doc.save(),
         heads: doc.get_heads(),
         expected_version: None,
         device: None,
         new_changes: doc.get_changes(&[]).iter().map(|c| c.hash()).collect(),
         event: event::CLINIC_CREATED,
+        projection: Some(crate::readmodel::project_for_write(&doc, &header)),
     };
     let row = ClinicRow {
         id,
         name: req.name,
         country: req.country,
     };
-    let storage = st.storage.clone();
-    blocking(move || Ok(storage.create_clinic(&row, &write, now_ms())?)).await?;
+    storage.create_clinic(&row, &write, now_ms)?;
     tracing::info!(clinic = %id, "clinic created");
-    Ok((
-        StatusCode::CREATED,
-        Json(CreateClinicResponse { clinic: id }),
-    ))
+    Ok(id)
 }
 
 async fn issue_code(
@@ -490,59 +508,74 @@ async fn issue_code(
     check_declared_length(&headers, MAX_JSON_BODY)?;
     let bytes = read_body_timed(body, MAX_JSON_BODY, st.body_timeout).await?;
     let req: IssueEnrolmentCodeRequest = parse_json(&bytes)?;
-    let ttl = req.expires_in_secs.unwrap_or(DEFAULT_CODE_TTL_SECS);
+    let storage = st.storage.clone();
+    let resp = blocking(move || {
+        issue_enrolment_code(storage.as_ref(), req.grant, req.expires_in_secs, now_ms())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(resp)))
+}
+
+/// Issue a one-time enrolment code for a clinic's tablet or a patient's phone (the admin API and
+/// the console both come here). Blocking.
+pub(crate) fn issue_enrolment_code(
+    storage: &dyn Storage,
+    grant: EnrolmentGrant,
+    expires_in_secs: Option<u64>,
+    now: i64,
+) -> Result<IssueEnrolmentCodeResponse, ApiError> {
+    let ttl = expires_in_secs.unwrap_or(DEFAULT_CODE_TTL_SECS);
     if ttl == 0 || ttl > MAX_CODE_TTL_SECS {
         return Err(ApiError::bad_request(format!(
             "expires_in_secs must be between 1 and {MAX_CODE_TTL_SECS}"
         )));
     }
-    let storage = st.storage.clone();
-    let now = now_ms();
     let expires_at_ms = now.saturating_add(i64::try_from(ttl * 1000).unwrap_or(i64::MAX));
     let code = new_code();
     let hash = code_hash(&normalise_code(&code));
-    let resp = blocking(move || {
-        let (role, clinic, patient) = match req.grant {
-            EnrolmentGrant::ClinicDevice { clinic } => {
-                if !storage.clinic_exists(clinic)? {
-                    return Err(ApiError::not_found(ErrorCode::NotFound, format!("no clinic {clinic}")));
-                }
-                (DeviceRole::ClinicDevice, clinic, None)
+    let (role, clinic, patient) = match grant {
+        EnrolmentGrant::ClinicDevice { clinic } => {
+            if !storage.clinic_exists(clinic)? {
+                return Err(ApiError::not_found(
+                    ErrorCode::NotFound,
+                    format!("no clinic {clinic}"),
+                ));
             }
-            EnrolmentGrant::PatientDevice { patient } => {
-                let h = storage
-                    .doc_header(patient)?
-                    .filter(|h| h.kind == RecordKind::Enrolment)
-                    .ok_or_else(|| {
-                        ApiError::not_found(
-                            ErrorCode::NotFound,
-                            format!("no enrolment {patient} on the registry yet (sync the clinic's device first)"),
-                        )
-                    })?;
-                (DeviceRole::PatientDevice, h.clinic, Some(patient))
-            }
-        };
-        storage.insert_enrolment_code(
-            &EnrolmentCode {
-                code_hash: hash,
-                role,
-                clinic,
-                patient,
-                expires_at_ms,
-            },
-            now,
-        )?;
-        Ok(IssueEnrolmentCodeResponse {
-            code,
-            expires_at_ms,
+            (DeviceRole::ClinicDevice, clinic, None)
+        }
+        EnrolmentGrant::PatientDevice { patient } => {
+            let h = storage
+                .doc_header(patient)?
+                .filter(|h| h.kind == RecordKind::Enrolment)
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        ErrorCode::NotFound,
+                        format!(
+                            "no enrolment {patient} on the registry yet (sync the clinic's device first)"
+                        ),
+                    )
+                })?;
+            (DeviceRole::PatientDevice, h.clinic, Some(patient))
+        }
+    };
+    storage.insert_enrolment_code(
+        &EnrolmentCode {
+            code_hash: hash,
             role,
             clinic,
             patient,
-        })
+            expires_at_ms,
+        },
+        now,
+    )?;
+    tracing::info!(role = role.as_str(), clinic = %clinic, "enrolment code issued");
+    Ok(IssueEnrolmentCodeResponse {
+        code,
+        expires_at_ms,
+        role,
+        clinic,
+        patient,
     })
-    .await?;
-    tracing::info!(role = resp.role.as_str(), clinic = %resp.clinic, "enrolment code issued");
-    Ok((StatusCode::CREATED, Json(resp)))
 }
 
 async fn revoke_device(
@@ -620,6 +653,47 @@ async fn stats(
     st.admin.check(&headers)?;
     let storage = st.storage.clone();
     Ok(Json(blocking(move || Ok(storage.stats()?)).await?))
+}
+
+/// `GET /v1/admin/export`: the admin token acts as a registry administrator (automation and the
+/// CLI's `followup server export`). Authorized and audited before the first byte; then the zip
+/// streams as it is produced.
+async fn export(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<crate::export::http::ExportQuery>,
+) -> Result<Response, ApiError> {
+    st.admin.check(&headers)?;
+    let request = q.request()?;
+    let requester = crate::export::Requester {
+        who: "admin-token".into(),
+        role: crate::export::StaffRole::RegistryAdmin,
+    };
+    let storage = st.storage.clone();
+    let plan = blocking(move || {
+        Ok(crate::export::begin_export(
+            storage.as_ref(),
+            &requester,
+            request,
+            now_ms(),
+        )?)
+    })
+    .await?;
+    let disposition = crate::export::http::content_disposition(&plan);
+    let body = crate::export::http::zip_body(
+        st.storage.clone(),
+        Arc::new(crate::export::ShippedDefinitions),
+        plan,
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

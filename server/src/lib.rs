@@ -12,6 +12,7 @@
 //! | [`authz`] | **the** authorization rules: who may read and write which record, in one place |
 //! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
+//! | [`readmodel`] | the read model: relational tables projected from every accepted record, kept in the write's transaction; the console's and exports' queries; the rebuild |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
 //! | [`error`] | HTTP errors with JSON bodies |
@@ -24,6 +25,9 @@
 //! | [`files`] | private permissions and the data directory lock |
 //! | [`metrics`] | Prometheus metrics |
 //! | [`openapi`] | the OpenAPI document of the JSON routes |
+//! | [`console`] | the staff console under `/console` and the public `/participation` page |
+//! | [`staff`] | staff accounts (argon2id, optional TOTP), roles, sessions, sign-in throttling |
+//! | [`export`] | CSV and FHIR R4 exports, de-identified by default, authorized by scope, audited |
 //!
 //! It depends on `followup-domain` for the record model, the wire protocol and signature
 //! verification, and must never depend on the device crate (`followup-device`: a phone's
@@ -40,7 +44,9 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod config;
+pub mod console;
 pub mod error;
+pub mod export;
 pub mod files;
 pub mod fuzzing;
 pub mod guard;
@@ -48,6 +54,8 @@ pub mod keys;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;
+pub mod readmodel;
+pub mod staff;
 pub mod storage;
 pub mod sync;
 pub mod tls;
@@ -178,6 +186,7 @@ impl Server {
                 config.admin_per_minute.div_ceil(2),
             ),
             anchor: Some(anchor.clone()),
+            console: config.console_config().map_err(ServerError::Config)?,
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

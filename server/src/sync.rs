@@ -190,6 +190,7 @@ fn prepare(
         Ok(b) => b,
         Err(invalid) => return Ok(Prepared::Deny(invalid.code, invalid.message)),
     };
+    let projection = crate::readmodel::project_for_write(&work, &header);
     Ok(Prepared::Write(DocWrite {
         header,
         bytes,
@@ -198,6 +199,7 @@ fn prepare(
         device: Some(p.device),
         new_changes: new_changes.iter().map(|(_, h)| *h).collect(),
         event: event::ACCEPTED,
+        projection: Some(projection),
     }))
 }
 

@@ -40,7 +40,9 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
         time: 0,
     };
     let doc = new_record(author, id, clinic, Some(patient), &body).unwrap();
-    let mut edit = AutoCommit::load(&doc.save()).unwrap().with_actor(device.actor());
+    let mut edit = AutoCommit::load(&doc.save())
+        .unwrap()
+        .with_actor(device.actor());
     let b = edit.get(ROOT, "body").unwrap().unwrap().1;
     edit.put(&b, "description", "worse at night").unwrap();
     edit.put(&b, "severity", 3_i64).unwrap();
@@ -94,7 +96,10 @@ fn replay(target: &str, harness: fn(&[u8])) {
             }
         }
     }
-    assert!(n >= seeds.len() && !seeds.is_empty(), "no seed for {target}");
+    assert!(
+        n >= seeds.len() && !seeds.is_empty(),
+        "no seed for {target}"
+    );
 }
 
 #[test]

@@ -5,6 +5,8 @@
 
 mod common;
 mod contract;
+mod rm_cases;
+mod staff_cases;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -626,4 +628,54 @@ async fn scenario(url: &str) {
     let [a, b] = servers;
     a.server.shutdown().await.unwrap();
     b.server.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The read model on PostgreSQL (the same scenarios as `readmodel.rs` on SQLite).
+
+#[test]
+fn postgres_read_model_rebuild_equals_incremental() {
+    let Some(pg) = PgCluster::start("postgres_read_model_rebuild_equals_incremental") else {
+        return;
+    };
+    for seed in [5u64, 77, 2024] {
+        let url = pg.create_db(&format!("rm{seed}"));
+        let s: Arc<dyn Storage> = Arc::new(open(&url, PostgresOptions::default()));
+        rm_cases::rebuild_equals_incremental(s, seed, 300);
+    }
+}
+
+#[test]
+fn postgres_read_model_queries_and_conflicts() {
+    let Some(pg) = PgCluster::start("postgres_read_model_queries_and_conflicts") else {
+        return;
+    };
+    let url = pg.create_db("rmq");
+    let s: Arc<dyn Storage> = Arc::new(open(&url, PostgresOptions::default()));
+    rm_cases::queries_answer_what_the_console_asks(s);
+    let url = pg.create_db("rmc");
+    let s: Arc<dyn Storage> = Arc::new(open(&url, PostgresOptions::default()));
+    rm_cases::conflicts_are_projected_as_conflicts(s.clone());
+    // A second server process over the same database sees the same read model.
+    let other = open(&url, PostgresOptions::default());
+    assert_eq!(
+        followup_server::readmodel::query::dump(&*s).unwrap(),
+        followup_server::readmodel::query::dump(&other).unwrap()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Staff accounts and sessions on PostgreSQL (the same scenario as `console.rs` on SQLite).
+
+#[test]
+fn postgres_staff_accounts_and_sessions() {
+    let Some(pg) = PgCluster::start("postgres_staff_accounts_and_sessions") else {
+        return;
+    };
+    let url = pg.create_db("staff");
+    let s = open(&url, PostgresOptions::default());
+    staff_cases::staff_accounts_and_sessions(&s);
+    // A second process over the same database: the tables exist, the sessions are shared.
+    let other = open(&url, PostgresOptions::default());
+    assert_eq!(followup_server::staff::list_staff(&other).unwrap().len(), 3);
 }
