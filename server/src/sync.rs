@@ -17,9 +17,9 @@ use crate::authz::{check_write, Denied, Principal, WriteAttempt};
 use crate::cases::{self, Trigger};
 use crate::rules::{self as clinical, Batch};
 use crate::storage::{DocWrite, Rejection, Storage, StorageError, StoredDoc, WriteOutcome};
+use crate::validate;
 use followup_domain::policy::AdjudicationPolicy;
 use followup_domain::protocol::kind_min_version;
-use crate::validate;
 
 /// Server-side limits of one exchange.
 #[derive(Debug, Clone, Copy)]

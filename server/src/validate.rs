@@ -91,6 +91,12 @@ pub fn check_record(header: &DocHeader, doc: &Automerge) -> Result<(), Invalid> 
             RecordKind::Adjudication => {
                 read_body::<Adjudication>(doc).map_err(schema)?;
             }
+            RecordKind::AdjudicationCase => {
+                read_body::<followup_domain::model::AdjudicationCase>(doc).map_err(schema)?;
+            }
+            RecordKind::CaseReply => {
+                read_body::<followup_domain::model::CaseReply>(doc).map_err(schema)?;
+            }
         }
         Ok(())
     });

@@ -50,6 +50,7 @@ fn store_directly(
         device: None,
         new_changes,
         event: "accepted",
+        projection: None,
     };
     reg.server
         .storage()
