@@ -16,12 +16,12 @@ use fhir_model::r4b::resources::{
 };
 use followup_domain::ids::RecordId;
 use followup_domain::model::RecordKind;
-use followup_server::export::synthetic::{populate, Spec, Written};
 use followup_server::export::{
     export_from_storage, DirSink, ExportError, ExportFormat, ExportRequest, ExportSummary,
     Requester, ShippedDefinitions, StaffRole, ZipSink,
 };
 use followup_server::storage::{SqliteStorage, Storage};
+use followup_testkit::synthetic::{populate, Spec, Written};
 
 const NOW: i64 = 1_764_547_200_000; // 2025-12-01
 

@@ -669,11 +669,11 @@ fn postgres_read_model_queries_and_conflicts() {
 
 #[test]
 fn postgres_export_reads_every_document_once_in_scope() {
-    use followup_server::export::synthetic::{populate, Spec};
     use followup_server::export::{
         export_from_storage, DirSink, ExportFormat, ExportRequest, Requester, ShippedDefinitions,
         StaffRole,
     };
+    use followup_testkit::synthetic::{populate, Spec};
     let Some(pg) = PgCluster::start("postgres_export_reads_every_document_once_in_scope") else {
         return;
     };
