@@ -41,6 +41,10 @@ pub struct Config {
     /// Cap on one response's pulled change bytes, whatever a device asks.
     #[arg(long, env = "FOLLOWUP_MAX_PULL_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_pull_bytes: usize,
+    /// Seconds after which one push stops merging and answers its remaining documents `busy`
+    /// (the device sends them in its next exchange): one huge push cannot hold a worker.
+    #[arg(long, env = "FOLLOWUP_PUSH_TIME_BUDGET_SECS", default_value_t = 20)]
+    pub push_time_budget_secs: u64,
     /// The public participation page's rules (JSON; see docs/registry-console.md). The built-in
     /// rules are used without it.
     #[arg(long, env = "FOLLOWUP_PARTICIPATION_RULES")]
@@ -106,6 +110,7 @@ impl Config {
             max_body_bytes: 16 * 1024 * 1024,
             max_decompressed_bytes: 64 * 1024 * 1024,
             max_pull_bytes: 8 * 1024 * 1024,
+            push_time_budget_secs: 20,
             participation_rules: None,
             log_format: "text".into(),
             tls_cert: None,

@@ -179,6 +179,7 @@ impl Server {
             max_decompressed_bytes: config.max_decompressed_bytes,
             limits: sync::SyncLimits {
                 max_pull_bytes: config.max_pull_bytes,
+                push_time_budget: std::time::Duration::from_secs(config.push_time_budget_secs),
                 ..sync::SyncLimits::default()
             },
             body_timeout: std::time::Duration::from_secs(config.body_read_timeout_secs),

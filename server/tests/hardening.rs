@@ -17,7 +17,7 @@ use followup_domain::protocol::*;
 fn patient_ae(severity: i64) -> AdverseEvent {
     AdverseEvent {
         reporter: Reporter::Patient,
-        category: "fever".into(),
+        category: "infection".into(),
         onset: "2025-01-02".into(),
         severity,
         seriousness: vec![],
@@ -227,7 +227,14 @@ async fn a_stored_document_that_does_not_load_is_skipped_and_reported_not_a_500(
     assert!(tablet.docs.contains_key(&fine));
     assert!(!tablet.docs.contains_key(&damaged));
     // A push to the damaged document is answered `busy` (kept, retried), not a 500 for the batch.
-    let other = add_record(&mut nurse, patient, &patient_ae(1));
+    let other = add_record(
+        &mut nurse,
+        patient,
+        &AdverseEvent {
+            reporter: Reporter::Clinic,
+            ..patient_ae(1)
+        },
+    );
     nurse.sync(&s).await;
     assert!(nurse.docs[&other].rejected.is_none());
     let metrics = s

@@ -27,11 +27,16 @@ pub struct TestServer {
 }
 
 pub async fn start() -> TestServer {
+    start_with(|_| {}).await
+}
+
+/// A test server whose configuration `adjust` changes first.
+pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(Config::for_tests(dir.path(), Some(ADMIN)))
-        .await
-        .unwrap();
+    let mut config = Config::for_tests(dir.path(), Some(ADMIN));
+    adjust(&mut config);
+    let server = Server::start(config).await.unwrap();
     TestServer {
         server,
         dir,
@@ -252,7 +257,8 @@ impl TestDevice {
             Some(patient),
             &[
                 ("completed_by", "nurse"),
-                ("questionnaire", "clinician_followup@1"),
+                ("questionnaire", "bench-50"),
+                ("questionnaire_version", "1.0.0"),
             ],
         );
         let d = &mut self.docs.get_mut(&id).unwrap().doc;
@@ -499,8 +505,8 @@ pub fn fill_valid_body(doc: &mut AutoCommit, b: &automerge::ObjId, kind: &str) {
             strs(
                 doc,
                 &[
-                    ("questionnaire", "clinician_followup"),
-                    ("questionnaire_version", "1"),
+                    ("questionnaire", "clinician-followup"),
+                    ("questionnaire_version", "1.0.0"),
                     ("completed_by", "nurse"),
                     ("status", "draft"),
                 ],
