@@ -222,9 +222,12 @@ fn prepare(
     let trigger = match cases::trigger(&header, stored_doc.as_ref(), &work) {
         Ok(t) => t,
         Err(e) => {
-            // Unreadable bodies are the schema check's to refuse (see `rules`).
-            tracing::warn!(record = %header.id, error = %e, "no case trigger: the body does not read as its kind");
-            None
+            // The schema check refuses unreadable bodies first; an event whose case cannot be
+            // decided is refused rather than stored without one.
+            return Ok(Prepared::Deny(
+                RejectCode::Malformed,
+                format!("the record does not read as its kind: {e}"),
+            ));
         }
     };
     let projection = crate::readmodel::project_for_write(&work, &header);
