@@ -260,6 +260,14 @@ fn policy_in_force<'a>(
 /// Whether a stored document (by its header) is outside what the device may write: the same
 /// answer [`check_write`] would give, without loading the document.
 fn out_of_scope(p: &Principal, h: &DocHeader) -> Option<(RejectCode, &'static str)> {
+    // Registry-authored records (definitions live outside every clinic) are refused for what
+    // they are, as `check_write` refuses them.
+    if crate::authz::registry_authored(h.kind) {
+        return Some((
+            RejectCode::ForbiddenKind,
+            "the registry writes these records; devices only read them",
+        ));
+    }
     if h.clinic != p.clinic {
         return Some((
             RejectCode::ForbiddenClinic,

@@ -30,7 +30,7 @@ async fn sync_figures_on_the_benchmark_workload() {
     workload::populate_responses(&tablet, &mut data, 2026, BENCH_RESPONSES).unwrap();
     let new = tablet.sync().await.unwrap();
     line("push 1,000 new 50-answer responses", &new);
-    assert_eq!(new.pushed, 1000);
+    assert_eq!(new.pushed, 1000, "{:?}", new.rejected);
     assert!(new.round_trips <= 2, "{new:?}");
     assert!(new.bytes_up + new.bytes_down <= 150_000, "{new:?}");
 
