@@ -656,6 +656,8 @@ fn postgres_read_model_queries_and_conflicts() {
     let url = pg.create_db("rmc");
     let s: Arc<dyn Storage> = Arc::new(open(&url, PostgresOptions::default()));
     rm_cases::conflicts_are_projected_as_conflicts(s.clone());
+    let url2 = pg.create_db("rmk");
+    rm_cases::cases_are_projected(Arc::new(open(&url2, PostgresOptions::default())));
     // A second server process over the same database sees the same read model.
     let other = open(&url, PostgresOptions::default());
     assert_eq!(

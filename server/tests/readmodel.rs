@@ -31,6 +31,12 @@ fn conflicts_are_projected_as_conflicts() {
 }
 
 #[test]
+fn cases_and_replies_are_projected() {
+    let (_dir, s) = sqlite();
+    rm_cases::cases_are_projected(s);
+}
+
+#[test]
 fn queries_answer_what_the_console_asks() {
     let (_dir, s) = sqlite();
     rm_cases::queries_answer_what_the_console_asks(s);

@@ -52,7 +52,9 @@ pub type ClinicId = RecordId;
 
 /// The version of the projection. A database whose read model was built by another version is
 /// rebuilt when the server opens it.
-pub const PROJECTION_VERSION: i64 = 1;
+/// Version 2: adjudication cases and patients' case replies (`rm_cases`, `rm_case_entries`,
+/// `rm_case_replies`).
+pub const PROJECTION_VERSION: i64 = 2;
 
 /// A value in a read-model row, the same on both backends.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,7 +216,8 @@ fn kind_tables(kind: RecordKind) -> &'static [&'static schema::Table] {
         RecordKind::Response => &[&RESPONSES, &ANSWERS, &CONFLICTS],
         RecordKind::AdverseEvent => &[&ADVERSE_EVENTS, &ANSWERS, &CONFLICTS],
         RecordKind::Adjudication => &[&ADJUDICATIONS, &CONFLICTS],
-        RecordKind::AdjudicationCase | RecordKind::CaseReply => &[&CONFLICTS],
+        RecordKind::AdjudicationCase => &[&CASES, &CASE_ENTRIES, &CONFLICTS],
+        RecordKind::CaseReply => &[&CASE_REPLIES, &CONFLICTS],
     }
 }
 

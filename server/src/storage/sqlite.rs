@@ -141,6 +141,9 @@ impl<T> SqlResult<T> for rusqlite::Result<T> {
 fn open_conn(path: &Path) -> StorageResult<Connection> {
     let conn = Connection::open(path).db()?;
     conn.busy_timeout(std::time::Duration::from_secs(10)).db()?;
+    // A push uses more distinct statements than rusqlite's default cache of 16 (the write path,
+    // the audit chain and the read model's inserts per table): keep them all prepared.
+    conn.set_prepared_statement_cache_capacity(128);
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
     )
@@ -1011,9 +1014,24 @@ impl RmTx for SqliteRm<'_> {
             .insert
             .get(table)
             .ok_or_else(|| StorageError::Internal(format!("no read-model table {table}")))?;
-        let mut stmt = self.0.prepare_cached(sql).db()?;
-        for r in rows {
-            stmt.execute(rusqlite::params_from_iter(r.iter())).db()?;
+        let many = schema::statements(Dialect::Sqlite)
+            .insert_many
+            .get(table)
+            .ok_or_else(|| StorageError::Internal(format!("no read-model table {table}")))?;
+        let mut chunks = rows.chunks_exact(schema::SQLITE_ROWS_PER_INSERT);
+        if chunks.len() > 0 {
+            let mut stmt = self.0.prepare_cached(many).db()?;
+            for chunk in &mut chunks {
+                stmt.execute(rusqlite::params_from_iter(chunk.iter().flatten()))
+                    .db()?;
+            }
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut stmt = self.0.prepare_cached(sql).db()?;
+            for r in rest {
+                stmt.execute(rusqlite::params_from_iter(r.iter())).db()?;
+            }
         }
         Ok(())
     }
