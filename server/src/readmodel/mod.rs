@@ -129,7 +129,7 @@ pub fn schedule() -> &'static Schedule {
 pub trait RmTx {
     fn dialect(&self) -> Dialect;
     /// Insert rows into table `schema::ALL[table]` (`rm_records` rows are upserted).
-    fn insert(&mut self, table: usize, rows: &[Vec<Val>]) -> StorageResult<()>;
+    fn insert(&mut self, table: usize, rows: &[&Vec<Val>]) -> StorageResult<()>;
     /// Run a statement (portable SQL with `$n` parameters).
     fn exec(&mut self, sql: &'static str, params: &[Val]) -> StorageResult<u64>;
     /// Run a query (portable SQL with `$n` parameters).
@@ -318,12 +318,14 @@ fn apply_inner(tx: &mut dyn RmTx, items: &[Committed], recount: bool) -> Storage
     }
 
     // New rows, table by table (one bulk statement per table on PostgreSQL).
-    let mut rows: Vec<Vec<Vec<Val>>> = vec![Vec::new(); schema::ALL.len()];
+    // Rows by table, borrowed from the projections (row 0: `rm_records`, built here).
+    let mut records: Vec<Vec<Val>> = Vec::with_capacity(items.len());
+    let mut rows: Vec<Vec<&Vec<Val>>> = vec![Vec::new(); schema::ALL.len()];
     for c in items {
         let p = &c.projection;
         let h = &p.header;
         let (first_seq, first_ms) = c.first.unwrap_or((c.seq, c.at_ms));
-        rows[0].push(vec![
+        records.push(vec![
             Val::Blob(h.id.0.to_vec()),
             Val::Text(h.kind.code().into()),
             Val::Blob(h.clinic.0.to_vec()),
@@ -342,12 +344,15 @@ fn apply_inner(tx: &mut dyn RmTx, items: &[Committed], recount: bool) -> Storage
         ]);
         for (ti, r) in &p.rows {
             if let Some(slot) = rows.get_mut(*ti) {
-                slot.push(r.clone());
+                slot.push(r);
             }
         }
         touched.extend(p.procedures.iter().map(|id| id.0.to_vec()));
     }
-    for (ti, table_rows) in rows.iter().enumerate() {
+    if !records.is_empty() {
+        tx.insert(0, &records.iter().collect::<Vec<_>>())?;
+    }
+    for (ti, table_rows) in rows.iter().enumerate().skip(1) {
         if !table_rows.is_empty() {
             tx.insert(ti, table_rows)?;
         }

@@ -427,7 +427,15 @@ fn response(p: &mut Projection, c: &Conflicted, b: &FollowupResponse) {
     let r = row(&schema::RESPONSES, v);
     p.rows.push(r);
     answers(p, c, "answers", p.header.id, &b.answers);
-    p.procedures.extend(procedure);
+    // Only a submitted response for a visit can complete one: others leave every visit's done
+    // count as it was (a response that stops counting is found from its old row, see `apply`).
+    let counts = !c.hit("visit")
+        && !c.hit("status")
+        && b.visit.is_some()
+        && b.status == followup_domain::model::ResponseStatus::Submitted;
+    if counts {
+        p.procedures.extend(procedure);
+    }
 }
 
 fn answers(

@@ -1371,7 +1371,7 @@ impl<C: GenericClient> RmTx for PgRm<'_, '_, C> {
         Dialect::Postgres
     }
 
-    fn insert(&mut self, table: usize, rows: &[Vec<Val>]) -> StorageResult<()> {
+    fn insert(&mut self, table: usize, rows: &[&Vec<Val>]) -> StorageResult<()> {
         let (Some(t), Some(sql)) = (
             schema::ALL.get(table),
             schema::statements(Dialect::Postgres).insert.get(table),
@@ -1383,7 +1383,7 @@ impl<C: GenericClient> RmTx for PgRm<'_, '_, C> {
         // One statement per table: each column as an array, unnested into rows.
         let mut arrays: Vec<Box<dyn ToSql + Sync>> = Vec::with_capacity(t.cols.len());
         for (i, (name, ty)) in t.cols.iter().enumerate() {
-            let cell = |r: &Vec<Val>| r.get(i).cloned().unwrap_or(Val::Null);
+            let cell = |r: &&Vec<Val>| r.get(i).cloned().unwrap_or(Val::Null);
             let bad = |v: &Val| {
                 StorageError::Internal(format!("read model: {}.{name} cannot hold {v:?}", t.name))
             };

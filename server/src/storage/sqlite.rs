@@ -1009,7 +1009,7 @@ impl RmTx for SqliteRm<'_> {
         Dialect::Sqlite
     }
 
-    fn insert(&mut self, table: usize, rows: &[Vec<Val>]) -> StorageResult<()> {
+    fn insert(&mut self, table: usize, rows: &[&Vec<Val>]) -> StorageResult<()> {
         let sql = schema::statements(Dialect::Sqlite)
             .insert
             .get(table)
@@ -1022,7 +1022,7 @@ impl RmTx for SqliteRm<'_> {
         if chunks.len() > 0 {
             let mut stmt = self.0.prepare_cached(many).db()?;
             for chunk in &mut chunks {
-                stmt.execute(rusqlite::params_from_iter(chunk.iter().flatten()))
+                stmt.execute(rusqlite::params_from_iter(chunk.iter().copied().flatten()))
                     .db()?;
             }
         }
