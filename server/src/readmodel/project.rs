@@ -205,28 +205,30 @@ pub fn project(doc: &Automerge, header: &DocHeader, schedule: &Schedule) -> Proj
             ));
         }
     }
+    // `header` was read from this document (the sync handler's authorization, or the stored
+    // header): its kind picks the body type, so the body is read without the header again.
     let result = match header.kind {
-        RecordKind::Clinic => model::read_body::<Clinic>(doc).map(|b| clinic(&mut p, &set, &b)),
+        RecordKind::Clinic => model::read_body_as::<Clinic>(doc).map(|b| clinic(&mut p, &set, &b)),
         RecordKind::Enrolment => {
-            model::read_body::<Enrolment>(doc).map(|b| enrolment(&mut p, &set, &b))
+            model::read_body_as::<Enrolment>(doc).map(|b| enrolment(&mut p, &set, &b))
         }
         RecordKind::Procedure => {
-            model::read_body::<Procedure>(doc).map(|b| procedure(&mut p, &set, &b, schedule))
+            model::read_body_as::<Procedure>(doc).map(|b| procedure(&mut p, &set, &b, schedule))
         }
         RecordKind::Response => {
-            model::read_body::<FollowupResponse>(doc).map(|b| response(&mut p, &set, &b))
+            model::read_body_as::<FollowupResponse>(doc).map(|b| response(&mut p, &set, &b))
         }
         RecordKind::AdverseEvent => {
-            model::read_body::<AdverseEvent>(doc).map(|b| adverse_event(&mut p, &set, &b))
+            model::read_body_as::<AdverseEvent>(doc).map(|b| adverse_event(&mut p, &set, &b))
         }
         RecordKind::Adjudication => {
-            model::read_body::<Adjudication>(doc).map(|b| adjudication(&mut p, &set, &b))
+            model::read_body_as::<Adjudication>(doc).map(|b| adjudication(&mut p, &set, &b))
         }
         RecordKind::AdjudicationCase => {
-            model::read_body::<AdjudicationCase>(doc).map(|b| case(&mut p, &set, &b))
+            model::read_body_as::<AdjudicationCase>(doc).map(|b| case(&mut p, &set, &b))
         }
         RecordKind::CaseReply => {
-            model::read_body::<CaseReply>(doc).map(|b| case_reply(&mut p, &set, &b))
+            model::read_body_as::<CaseReply>(doc).map(|b| case_reply(&mut p, &set, &b))
         }
     };
     if let Err(e) = result {
