@@ -658,6 +658,11 @@ fn postgres_read_model_queries_and_conflicts() {
     rm_cases::conflicts_are_projected_as_conflicts(s.clone());
     let url2 = pg.create_db("rmk");
     rm_cases::cases_are_projected(Arc::new(open(&url2, PostgresOptions::default())));
+    let dup_url = pg.create_db("rmd");
+    rm_cases::duplicate_study_codes_are_listed(Arc::new(open(
+        &dup_url,
+        PostgresOptions::default(),
+    )));
     // A second server process over the same database sees the same read model.
     let other = open(&url, PostgresOptions::default());
     assert_eq!(
