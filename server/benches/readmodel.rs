@@ -62,6 +62,7 @@ fn clinic(s: &dyn Storage, w: &RegistryWorkload, index: usize) -> RecordId {
         Author {
             device: None,
             time: NOW_MS / 1000,
+            user: None,
         },
         id,
         id,

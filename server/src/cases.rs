@@ -54,6 +54,7 @@ fn registry(now_ms: i64) -> Author {
     Author {
         device: None,
         time: now_ms.div_euclid(1000),
+        user: None,
     }
 }
 

@@ -90,6 +90,7 @@ fn doc_write<T: RecordBody>(
         Author {
             device,
             time: 1_750_000_000,
+            user: None,
         },
         id,
         clinic,

@@ -73,6 +73,7 @@ impl Tablet {
         Author {
             device: Some(self.p.device),
             time: self.clock_s,
+            user: None,
         }
     }
 
@@ -208,6 +209,7 @@ impl Registry {
             Author {
                 device: None,
                 time: self.now_ms / 1000,
+                user: None,
             },
             id,
             id,
@@ -631,6 +633,7 @@ pub fn conflicts_are_projected_as_conflicts(s: Arc<dyn Storage>) {
             Author {
                 device: Some(t1.p.device),
                 time: 1,
+                user: None,
             },
             "q03",
             &AnswerValue::Text("severe".into()),
