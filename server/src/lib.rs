@@ -47,6 +47,7 @@ pub mod rules;
 pub mod staff;
 pub mod storage;
 pub mod sync;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

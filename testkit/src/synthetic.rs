@@ -116,6 +116,7 @@ fn doc_write<T: RecordBody>(
         } else {
             event::ACCEPTED
         },
+        users: Vec::new(),
         // Projected into the read model from its bytes by the storage.
         projection: None,
     })

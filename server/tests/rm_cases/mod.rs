@@ -151,6 +151,7 @@ impl Tablet {
                     device: Some(self.p.device),
                     new_changes,
                     event: audit::event::ACCEPTED,
+                    users: Vec::new(),
                     projection: None,
                 };
                 match s.commit_writes(&[write], now_ms).unwrap()[0] {
@@ -231,6 +232,7 @@ impl Registry {
             device: None,
             new_changes: doc.get_heads(),
             event: audit::event::CLINIC_CREATED,
+            users: Vec::new(),
             // Projected by the backend from the bytes (the administrative path).
             projection: None,
         };
