@@ -4,8 +4,9 @@
 //! `sync::prepare` after `authz::check_write` has allowed the write.
 //!
 //! A record whose body does not read as its kind (a field of the wrong type, a code outside its
-//! enum) cannot be checked here: refusing such poison records is the schema check's job
-//! (issue 14). Until it lands such a record passes these rules unchecked.
+//! enum) is refused by the schema check (`validate::check_record`) before these rules run; if one
+//! ever reached them it would be refused here too, never let through unchecked (a clinic must not
+//! be able to make an adverse event unreadable and so escape its case).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -166,21 +167,24 @@ pub fn check(
         schedule: schedule(),
         lookup: &lookup,
     };
-    let problems = match rules::check_document(&ctx, result) {
-        Ok(p) => p,
-        // A body that does not read as its kind is the schema check's to refuse (poison
-        // records); the clinical rules apply to every record that reads.
-        Err(CheckError::Unreadable(msg)) => {
-            tracing::debug!(record = %header.id, reason = %msg, "clinical rules skipped: the body does not read as its kind");
-            return Ok(());
-        }
-        Err(CheckError::Lookup(e)) => {
-            return Err(match lookup.failed.into_inner() {
-                Some(se) => Denied::Storage(se),
-                None => Denied::Storage(StorageError::Internal(e.to_string())),
-            })
-        }
-    };
+    let problems =
+        match rules::check_document(&ctx, result) {
+            Ok(p) => p,
+            // The schema check refuses such bodies first; a record the rules cannot read is never
+            // accepted unchecked.
+            Err(CheckError::Unreadable(msg)) => return Err(reject(
+                RejectCode::Malformed,
+                format!(
+                    "the record does not read as its kind, so its rules cannot be checked: {msg}"
+                ),
+            )),
+            Err(CheckError::Lookup(e)) => {
+                return Err(match lookup.failed.into_inner() {
+                    Some(se) => Denied::Storage(se),
+                    None => Denied::Storage(StorageError::Internal(e.to_string())),
+                })
+            }
+        };
     if rules::only_unknown_references(&problems) {
         return Err(reject(RejectCode::UnknownPatient, list(&problems)));
     }

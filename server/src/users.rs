@@ -85,11 +85,17 @@ pub trait ClinicUserStore {
     fn user_devices(&self, user: UserId) -> StorageResult<Vec<DeviceId>>;
 }
 
-/// The routes of this module (merged into [`crate::api::router`]).
-pub fn router() -> Router<AppState> {
+/// The admin routes of this module (merged into [`crate::api::router`]'s rate-limited admin
+/// routes).
+pub fn admin_router() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/clinic-users", post(create_user).get(list_users))
         .route("/v1/admin/clinic-users/{id}/remove", post(remove_user))
+}
+
+/// The device routes of this module (signed like a sync request).
+pub fn device_router() -> Router<AppState> {
+    Router::new()
         .route(USER_ACTIVATE_PATH, post(activate))
         .route(USERS_PATH, post(device_users))
 }
@@ -303,18 +309,17 @@ async fn device_users(
 pub fn check_change_users(
     storage: &dyn Storage,
     p: &Principal,
-    changes: &[automerge::Change],
+    changes: &[(automerge::ChangeHash, Option<String>)],
     cache: &mut HashMap<UserId, Result<(), String>>,
 ) -> StorageResult<Result<Vec<UserId>, String>> {
     let mut users = BTreeSet::new();
-    for c in changes {
-        match change_user(c.message()) {
+    for (hash, message) in changes {
+        match change_user(message.as_deref()) {
             ChangeUser::None => {}
             ChangeUser::Malformed => {
                 return Ok(Err(format!(
-                    "{USER_NOT_ENROLLED}: change {} carries a message that is not a user \
-                     attribution",
-                    c.hash()
+                    "{USER_NOT_ENROLLED}: change {hash} carries a message that is not a user \
+                     attribution"
                 )))
             }
             ChangeUser::User(u) => {
