@@ -124,11 +124,9 @@ pub fn sign_in_if_needed(device: &Device) -> Result<(), CliError> {
 
 fn sign_in_error(e: Error) -> CliError {
     match e {
-        Error::Store(StoreError::WrongPin { attempts_left }) => {
-            CliError::new("wrong PIN").hint(format!(
-                "{attempts_left} attempt(s) left before this user is locked on this device"
-            ))
-        }
+        Error::Store(StoreError::WrongPin { attempts_left }) => CliError::new("wrong PIN").hint(
+            format!("{attempts_left} attempt(s) left before this user is locked on this device"),
+        ),
         Error::Store(StoreError::TryLater { seconds }) => {
             CliError::new("too many wrong PINs").hint(format!("wait {seconds} s and try again"))
         }

@@ -316,7 +316,13 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                     Some(at) => format!("removed {}", output::ms_to_utc(at)),
                     None => "active".into(),
                 };
-                println!("{}  {}  {}  on {} device(s)", r.id, r.name, state, r.devices.len());
+                println!(
+                    "{}  {}  {}  on {} device(s)",
+                    r.id,
+                    r.name,
+                    state,
+                    r.devices.len()
+                );
             }
         }
         StaffCommand::RemoveUser { conn, user } => {

@@ -434,7 +434,10 @@ fn nurses_sign_in_on_a_shared_tablet_from_the_command_line() {
     let out = ok(tablet.run(&["user", "list"]));
     assert!(out.contains("no users"), "{out}");
 
-    let ana = staff(&reg, &["create-user", "--clinic", &clinic, "--name", "Ana Costa"]);
+    let ana = staff(
+        &reg,
+        &["create-user", "--clinic", &clinic, "--name", "Ana Costa"],
+    );
     let (ana_id, ana_code) = (
         ana["user"].as_str().unwrap().to_string(),
         ana["activation_code"].as_str().unwrap().to_string(),
@@ -449,7 +452,10 @@ fn nurses_sign_in_on_a_shared_tablet_from_the_command_line() {
         &["user", "add", "--id", &ana_id, "--code", &ana_code],
         &[("FOLLOWUP_NEW_PIN", "482916")],
     ));
-    assert!(out.contains("Ana Costa") && out.contains("now has users"), "{out}");
+    assert!(
+        out.contains("Ana Costa") && out.contains("now has users"),
+        "{out}"
+    );
 
     // From now on, no record without signing in.
     let err = fails(tablet.run(&["patients"]));
@@ -458,7 +464,10 @@ fn nurses_sign_in_on_a_shared_tablet_from_the_command_line() {
         &["--user", "Ana Costa", "patients"],
         &[("FOLLOWUP_PIN", "999999")],
     ));
-    assert!(err.contains("wrong PIN") && err.contains("9 attempt"), "{err}");
+    assert!(
+        err.contains("wrong PIN") && err.contains("9 attempt"),
+        "{err}"
+    );
     let users = json(&ok(tablet.run(&["user", "list", "--json"])));
     assert_eq!(users["users"][0]["failures"], 1);
     let ana_env = [("FOLLOWUP_USER", "Ana Costa"), ("FOLLOWUP_PIN", "482916")];

@@ -178,7 +178,9 @@ pub enum StoreError {
     )]
     UserLocked,
     /// No such user on this device.
-    #[error("user {0} is not set up on this device: add the user with their activation code first")]
+    #[error(
+        "user {0} is not set up on this device: add the user with their activation code first"
+    )]
     UnknownUser(String),
     /// A PIN or passphrase too weak to protect a slot.
     #[error("{0}")]
@@ -1307,7 +1309,11 @@ impl Store {
             v
         };
         let Some(ct) = ct else { return Ok(None) };
-        match self.access.key()?.open(&Aad::secret(&self.store_id, name), &ct) {
+        match self
+            .access
+            .key()?
+            .open(&Aad::secret(&self.store_id, name), &ct)
+        {
             Ok(v) => Ok(Some(v)),
             Err(CryptoError::Authentication | CryptoError::Malformed) => {
                 Err(StoreError::TamperedSecret {

@@ -167,24 +167,25 @@ pub fn check(
         schedule: schedule(),
         lookup: &lookup,
     };
-    let problems =
-        match rules::check_document(&ctx, result) {
-            Ok(p) => p,
-            // The schema check refuses such bodies first; a record the rules cannot read is never
-            // accepted unchecked.
-            Err(CheckError::Unreadable(msg)) => return Err(reject(
+    let problems = match rules::check_document(&ctx, result) {
+        Ok(p) => p,
+        // The schema check refuses such bodies first; a record the rules cannot read is never
+        // accepted unchecked.
+        Err(CheckError::Unreadable(msg)) => {
+            return Err(reject(
                 RejectCode::Malformed,
                 format!(
                     "the record does not read as its kind, so its rules cannot be checked: {msg}"
                 ),
-            )),
-            Err(CheckError::Lookup(e)) => {
-                return Err(match lookup.failed.into_inner() {
-                    Some(se) => Denied::Storage(se),
-                    None => Denied::Storage(StorageError::Internal(e.to_string())),
-                })
-            }
-        };
+            ))
+        }
+        Err(CheckError::Lookup(e)) => {
+            return Err(match lookup.failed.into_inner() {
+                Some(se) => Denied::Storage(se),
+                None => Denied::Storage(StorageError::Internal(e.to_string())),
+            })
+        }
+    };
     if rules::only_unknown_references(&problems) {
         return Err(reject(RejectCode::UnknownPatient, list(&problems)));
     }

@@ -213,17 +213,20 @@ fn prepare(
     // Each change a clinic user made must name a user of this clinic activated on this device.
     let messages: Vec<(ChangeHash, Option<String>)> = new_changes
         .iter()
-        .map(|(_, h)| (*h, work.get_change_by_hash(h).and_then(|c| c.message().map(|m| m.to_string()))))
+        .map(|(_, h)| {
+            (
+                *h,
+                work.get_change_by_hash(h)
+                    .and_then(|c| c.message().map(|m| m.to_string())),
+            )
+        })
         .collect();
-    let users = match crate::users::check_change_users(
-        storage,
-        p,
-        &messages,
-        &mut ctx.users.borrow_mut(),
-    )? {
-        Ok(users) => users,
-        Err(msg) => return Ok(Prepared::Deny(RejectCode::ForeignActor, msg)),
-    };
+    let users =
+        match crate::users::check_change_users(storage, p, &messages, &mut ctx.users.borrow_mut())?
+        {
+            Ok(users) => users,
+            Err(msg) => return Ok(Prepared::Deny(RejectCode::ForeignActor, msg)),
+        };
     match clinical::check(
         storage,
         ctx.batch,

@@ -71,8 +71,12 @@ pub trait ClinicUserStore {
     /// Every user of a clinic, removed ones included, oldest first.
     fn clinic_users(&self, clinic: RecordId) -> StorageResult<Vec<UserRecord>>;
     /// Mark a user removed (audited); `false` if unknown or already removed.
-    fn remove_clinic_user(&self, id: UserId, now_ms: i64, audit: &AuditEntry)
-        -> StorageResult<bool>;
+    fn remove_clinic_user(
+        &self,
+        id: UserId,
+        now_ms: i64,
+        audit: &AuditEntry,
+    ) -> StorageResult<bool>;
     /// Record that `user` was activated on `device` (audited once); `false` if it already was.
     fn activate_user(
         &self,
@@ -111,7 +115,13 @@ fn row(storage: &dyn Storage, u: UserRecord) -> StorageResult<ClinicUserRow> {
     })
 }
 
-fn user_audit(event: &str, device: Option<DeviceId>, clinic: RecordId, detail: String, at_ms: i64) -> AuditEntry {
+fn user_audit(
+    event: &str,
+    device: Option<DeviceId>,
+    clinic: RecordId,
+    detail: String,
+    at_ms: i64,
+) -> AuditEntry {
     AuditEntry {
         at_ms,
         event: event.to_string(),
@@ -137,7 +147,10 @@ pub fn create_clinic_user(
         ));
     }
     if !storage.clinic_exists(clinic)? {
-        return Err(ApiError::not_found(ErrorCode::NotFound, format!("no clinic {clinic}")));
+        return Err(ApiError::not_found(
+            ErrorCode::NotFound,
+            format!("no clinic {clinic}"),
+        ));
     }
     let code = new_code();
     let user = UserRecord {
@@ -149,7 +162,13 @@ pub fn create_clinic_user(
         created_at_ms: now_ms,
         removed_at_ms: None,
     };
-    let audit = user_audit(event::USER_CREATED, None, clinic, format!("user={}", user.id), now_ms);
+    let audit = user_audit(
+        event::USER_CREATED,
+        None,
+        clinic,
+        format!("user={}", user.id),
+        now_ms,
+    );
     storage.insert_clinic_user(&user, &audit)?;
     tracing::info!(user = %user.id, clinic = %clinic, "clinic user created");
     Ok(CreateClinicUserResponse {
@@ -168,7 +187,9 @@ async fn create_user(
     let bytes = read_body(body, 64 * 1024).await?;
     let req: CreateClinicUserRequest = parse_json(&bytes)?;
     let storage = st.storage.clone();
-    let resp = blocking(move || create_clinic_user(storage.as_ref(), req.clinic, &req.name, now_ms())).await?;
+    let resp =
+        blocking(move || create_clinic_user(storage.as_ref(), req.clinic, &req.name, now_ms()))
+            .await?;
     Ok((StatusCode::CREATED, Json(resp)))
 }
 
@@ -208,10 +229,19 @@ async fn remove_user(
     let out = blocking(move || {
         let s = storage.as_ref();
         let Some(user) = s.clinic_user(id)? else {
-            return Err(ApiError::not_found(ErrorCode::NotFound, format!("no user {id}")));
+            return Err(ApiError::not_found(
+                ErrorCode::NotFound,
+                format!("no user {id}"),
+            ));
         };
         let now = now_ms();
-        let audit = user_audit(event::USER_REMOVED, None, user.clinic, format!("user={id}"), now);
+        let audit = user_audit(
+            event::USER_REMOVED,
+            None,
+            user.clinic,
+            format!("user={id}"),
+            now,
+        );
         s.remove_clinic_user(id, now, &audit)?;
         let user = s.clinic_user(id)?.unwrap_or(user);
         Ok(row(s, user)?)
@@ -343,7 +373,11 @@ pub fn check_change_users(
     Ok(Ok(users.into_iter().collect()))
 }
 
-fn user_may_write(storage: &dyn Storage, p: &Principal, u: UserId) -> StorageResult<Result<(), String>> {
+fn user_may_write(
+    storage: &dyn Storage,
+    p: &Principal,
+    u: UserId,
+) -> StorageResult<Result<(), String>> {
     let refuse = |why: &str| Ok(Err(format!("{USER_NOT_ENROLLED}: user {u} {why}")));
     if p.role != DeviceRole::ClinicDevice {
         return refuse("cannot write from a patient's phone (a phone has no clinic users)");

@@ -90,7 +90,9 @@ async fn two_nurses_on_one_tablet_each_change_attributed_and_a_removed_nurse_loc
         Err(Error::Store(StoreError::Locked))
     ));
     tablet.sign_in(rui.user, &pin("730594")).unwrap();
-    let procedure = tablet.record_procedure(patient, &bench_procedure(1)).unwrap();
+    let procedure = tablet
+        .record_procedure(patient, &bench_procedure(1))
+        .unwrap();
     let report = tablet.sync().await.unwrap();
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     assert_eq!(audited_users(&reg, patient), [ana.user]);
@@ -107,7 +109,10 @@ async fn two_nurses_on_one_tablet_each_change_attributed_and_a_removed_nurse_loc
         &bench_procedure(2),
     )
     .unwrap();
-    tablet.store().save_doc(&index_meta(&forged).unwrap(), &forged).unwrap();
+    tablet
+        .store()
+        .save_doc(&index_meta(&forged).unwrap(), &forged)
+        .unwrap();
     let report = tablet.sync().await.unwrap();
     assert_eq!(report.rejected.len(), 1, "{report:?}");
     assert_eq!(report.rejected[0].code, "foreign_actor");
@@ -123,7 +128,12 @@ async fn two_nurses_on_one_tablet_each_change_attributed_and_a_removed_nurse_loc
     tablet.sign_out();
     tablet.sign_in(ana.user, &pin("482916")).unwrap();
     tablet.sync().await.unwrap();
-    let names: Vec<String> = tablet.users().unwrap().into_iter().map(|u| u.name).collect();
+    let names: Vec<String> = tablet
+        .users()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
     assert_eq!(names, ["Ana Costa"]);
     tablet.sign_out();
     assert!(matches!(

@@ -176,7 +176,9 @@ impl UserSlot {
         store: &StoreId,
     ) -> Result<DataKey, CryptoError> {
         if self.salt.len() != SALT_LEN {
-            return Err(CryptoError::BadKeySlot("a user slot's salt is malformed".into()));
+            return Err(CryptoError::BadKeySlot(
+                "a user slot's salt is malformed".into(),
+            ));
         }
         let kek = slot_kek(pin, pepper, store, &self.user, &self.salt, self.iterations)?;
         let raw = match open_with(

@@ -82,15 +82,36 @@ pub fn delay_after(failures: u32) -> u64 {
 
 /// Common PINs and passwords refused whatever their length.
 const DENYLIST: &[&str] = &[
-    "123123", "112233", "123321", "159753", "147258", "147852", "123654", "789456", "654987",
-    "password", "passw0rd", "password1", "qwertyui", "qwertyuiop", "iloveyou", "letmein1",
-    "welcome1", "abcdefgh", "abc12345", "admin123", "followup", "12345678a", "nurse123",
+    "123123",
+    "112233",
+    "123321",
+    "159753",
+    "147258",
+    "147852",
+    "123654",
+    "789456",
+    "654987",
+    "password",
+    "passw0rd",
+    "password1",
+    "qwertyui",
+    "qwertyuiop",
+    "iloveyou",
+    "letmein1",
+    "welcome1",
+    "abcdefgh",
+    "abc12345",
+    "admin123",
+    "followup",
+    "12345678a",
+    "nurse123",
     "clinic123",
 ];
 
 /// Whether `s` is one short block repeated (`121212`, `123123`, `aaaaaaaa`).
 fn periodic(chars: &[char]) -> bool {
-    (1..=chars.len() / 2).any(|p| chars.len() % p == 0 && chars.iter().skip(p).zip(chars).all(|(a, b)| a == b))
+    (1..=chars.len() / 2)
+        .any(|p| chars.len() % p == 0 && chars.iter().skip(p).zip(chars).all(|(a, b)| a == b))
 }
 
 /// Whether the characters run up or down by one each step (`123456`, `987654`, `abcdefgh`).
@@ -108,7 +129,11 @@ fn sequence(chars: &[char]) -> bool {
 /// common PIN or password is refused. The message says what is wrong, never the PIN.
 pub fn check_pin_strength(pin: &str) -> Result<()> {
     let chars: Vec<char> = pin.chars().collect();
-    let weak = |why: &str| Err(StoreError::WeakPin(format!("the PIN or passphrase is too weak: {why}")));
+    let weak = |why: &str| {
+        Err(StoreError::WeakPin(format!(
+            "the PIN or passphrase is too weak: {why}"
+        )))
+    };
     if chars.iter().any(|c| c.is_control()) {
         return weak("it contains control characters");
     }
@@ -137,7 +162,9 @@ pub fn check_pin_strength(pin: &str) -> Result<()> {
 
 fn check_name(name: &str) -> Result<String> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control)
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
     {
         return Err(StoreError::Users(format!(
             "a user's name must be 1 to {MAX_NAME_CHARS} characters without control characters"
@@ -294,7 +321,11 @@ impl Store {
         // The first user: switch to users mode in one transaction.
         let pepper = new_pepper();
         let slot = UserSlot::wrap(user, pin, &pepper, &self.store_id, &key)?;
-        let source = self.source.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let source = self
+            .source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let pepper_key = pepper_as_key(&pepper)?;
         let device_slot = KeySlot::wrap(&source, &self.store_id, &pepper_key)?;
         if !device_slot.holds(&source, &self.store_id, &pepper_key) {

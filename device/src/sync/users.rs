@@ -37,8 +37,7 @@ impl SyncClient {
         let enrolled = device.enrolment().ok_or(Error::NotEnrolled)?;
         if enrolled.role != DeviceRole::ClinicDevice {
             return Err(Error::NotPermitted(
-                "a patient's phone has one user, the patient; only clinic tablets add users"
-                    .into(),
+                "a patient's phone has one user, the patient; only clinic tablets add users".into(),
             ));
         }
         check_pin_strength(pin.text())?;
@@ -52,7 +51,9 @@ impl SyncClient {
         };
         let info: ClinicUserInfo = self.signed_json(device, USER_ACTIVATE_PATH, &req).await?;
         if info.id != user || !info.active {
-            return Err(SyncError::InvalidCode("the registry did not confirm this user".into()).into());
+            return Err(
+                SyncError::InvalidCode("the registry did not confirm this user".into()).into(),
+            );
         }
         device.add_user(user, &info.name, pin)?;
         Ok(info)
@@ -98,9 +99,10 @@ impl SyncClient {
         let enrolled = device.enrolment().ok_or(Error::NotEnrolled)?;
         let url = self.endpoint(&enrolled.server_url, path)?;
         let body = serde_json::to_vec(body).map_err(|e| SyncError::Config(e.to_string()))?;
-        let signed = device
-            .identity()?
-            .sign_request(enrolled.device_id, "POST", path, &body, now_ms());
+        let signed =
+            device
+                .identity()?
+                .sign_request(enrolled.device_id, "POST", path, &body, now_ms());
         let mut rb = self
             .http
             .post(url)

@@ -40,14 +40,27 @@ fn doc() -> automerge::Automerge {
 
 fn user_version(path: &std::path::Path) -> i32 {
     let c = rusqlite::Connection::open(path).unwrap();
-    c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+    c.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
 }
 
 #[test]
 fn weak_pins_are_refused_and_reasonable_ones_accepted() {
     for weak in [
-        "", "12345", "111111", "123456", "654321", "121212", "123123", "000000", "abcdefg",
-        "aaaaaaaa", "password", "Password", "abcdefgh", "qwertyuiop",
+        "",
+        "12345",
+        "111111",
+        "123456",
+        "654321",
+        "121212",
+        "123123",
+        "000000",
+        "abcdefg",
+        "aaaaaaaa",
+        "password",
+        "Password",
+        "abcdefgh",
+        "qwertyuiop",
     ] {
         assert!(
             matches!(check_pin_strength(weak), Err(StoreError::WeakPin(_))),
@@ -94,7 +107,10 @@ fn two_users_each_open_the_same_records_and_a_device_key_alone_does_not() {
     assert!(s.has_users() && !s.is_unlocked());
     // Locked: no record, no index, no secret.
     assert!(matches!(s.load_doc(&id), Err(StoreError::Locked)));
-    assert!(matches!(s.list(&Default::default()), Err(StoreError::Locked)));
+    assert!(matches!(
+        s.list(&Default::default()),
+        Err(StoreError::Locked)
+    ));
     assert!(matches!(s.get_secret("x"), Err(StoreError::Locked)));
     // The sign-in screen lists the users while locked.
     let names: Vec<String> = s.users().unwrap().into_iter().map(|u| u.name).collect();
@@ -130,7 +146,8 @@ fn an_app_that_predates_users_is_told_to_update_not_handed_the_pepper() {
     drop(s);
     // Forcing the old format version does not make the pepper pass for the data key.
     let c = rusqlite::Connection::open(&path).unwrap();
-    c.pragma_update(None, "user_version", FORMAT_VERSION).unwrap();
+    c.pragma_update(None, "user_version", FORMAT_VERSION)
+        .unwrap();
     drop(c);
     assert!(matches!(
         Store::open(&path, device_key()),
@@ -173,7 +190,15 @@ fn wrong_pins_back_off_persist_across_restarts_and_lock_the_user() {
     assert_eq!(u.retry_at_ms, t0 + 2 + 1000);
     // Once the wait is over, the right PIN signs in and resets the count.
     s.sign_in_at(a, &pin("482916"), t0 + 2000).unwrap();
-    assert_eq!(s.users().unwrap().into_iter().find(|u| u.id == a).unwrap().failures, 0);
+    assert_eq!(
+        s.users()
+            .unwrap()
+            .into_iter()
+            .find(|u| u.id == a)
+            .unwrap()
+            .failures,
+        0
+    );
     s.sign_out();
     // Ten wrong PINs in a row lock the user, whatever the waiting.
     let mut now = t0 + 10_000;
@@ -187,7 +212,14 @@ fn wrong_pins_back_off_persist_across_restarts_and_lock_the_user() {
         s.sign_in_at(a, &pin("482916"), now + 10_000_000),
         Err(StoreError::UserLocked)
     ));
-    assert!(s.users().unwrap().into_iter().find(|u| u.id == a).unwrap().locked);
+    assert!(
+        s.users()
+            .unwrap()
+            .into_iter()
+            .find(|u| u.id == a)
+            .unwrap()
+            .locked
+    );
     // Unknown users are told so.
     assert!(matches!(
         s.sign_in(UserId::random(), &pin("482916")),

@@ -33,7 +33,15 @@ const COLS: &str = "id, clinic, name, code_hash, code_expires_ms, created_at_ms,
 type Raw = (Vec<u8>, Vec<u8>, String, Vec<u8>, i64, i64, Option<i64>);
 
 fn raw(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }
 
 fn user_of(raw: Raw) -> StorageResult<UserRecord> {
