@@ -110,8 +110,9 @@ const DENYLIST: &[&str] = &[
 
 /// Whether `s` is one short block repeated (`121212`, `123123`, `aaaaaaaa`).
 fn periodic(chars: &[char]) -> bool {
-    (1..=chars.len() / 2)
-        .any(|p| chars.len() % p == 0 && chars.iter().skip(p).zip(chars).all(|(a, b)| a == b))
+    (1..=chars.len() / 2).any(|p| {
+        chars.len().is_multiple_of(p) && chars.iter().skip(p).zip(chars).all(|(a, b)| a == b)
+    })
 }
 
 /// Whether the characters run up or down by one each step (`123456`, `987654`, `abcdefgh`).
