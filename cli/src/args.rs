@@ -151,6 +151,35 @@ pub enum StaffCommand {
         #[arg(long)]
         hours: Option<u64>,
     },
+    /// Create a clinic user (a nurse who signs in on the clinic's tablets); prints their id
+    /// and a one-time activation code (valid 7 days) to give them.
+    CreateUser {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The clinic id.
+        #[arg(long)]
+        clinic: String,
+        /// The name tablets show on their sign-in screen.
+        #[arg(long)]
+        name: String,
+    },
+    /// List a clinic's users and the devices each was activated on.
+    Users {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The clinic id.
+        #[arg(long)]
+        clinic: String,
+    },
+    /// Remove a clinic user: their changes are refused from now on, and every tablet deletes
+    /// their key slot at its next sync.
+    RemoveUser {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The user's id.
+        #[arg(long)]
+        user: String,
+    },
     /// Revoke a device: its syncs are refused from now on.
     RevokeDevice {
         #[command(flatten)]
@@ -251,14 +280,50 @@ pub struct DeviceArgs {
     /// The device's encrypted store file.
     #[arg(long, env = "FOLLOWUP_STORE", default_value = "followup-device.db")]
     pub store: PathBuf,
+    /// On a shared tablet (a device with users): the user signing in, by name or id. The PIN
+    /// comes from FOLLOWUP_PIN or a prompt, never from a flag.
+    #[arg(long, env = "FOLLOWUP_USER", global = true)]
+    pub user: Option<String>,
     #[command(subcommand)]
     pub command: DeviceCommand,
+}
+
+/// `followup device user ...`: the nurses who sign in on a shared clinic tablet.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user with the activation code registry staff gave them (needs the registry; the
+    /// new user's PIN comes from FOLLOWUP_NEW_PIN or is asked twice). The first user makes the
+    /// device a shared tablet: from then on every command needs --user and a PIN.
+    Add {
+        /// The user's id (from `followup server create-user`).
+        #[arg(long)]
+        id: String,
+        /// The one-time activation code.
+        #[arg(long)]
+        code: String,
+    },
+    /// List the users set up on this device (no sign-in needed).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user from this device (not the last one); registry staff remove a user from
+    /// every tablet with `followup server remove-user`.
+    Remove {
+        /// The user's name or id.
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
     /// Create a new encrypted store (asks for a passphrase twice unless FOLLOWUP_PASSPHRASE is set).
     Init,
+    /// The users who sign in on this device (a shared clinic tablet).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Enrol this device with a registry using a one-time code from the registry staff.
     Enrol {
         /// The registry server's base URL.

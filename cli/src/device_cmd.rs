@@ -80,9 +80,9 @@ pub fn open(path: &Path) -> Result<Device, CliError> {
             ),
         );
     }
-    let pass = passphrase(false)?;
-    Device::open(path, KeySource::passphrase(pass))
-        .map_err(|e| CliError::from(e).context(format!("cannot open {}", path.display())))
+    let device = crate::device_users::open_locked(path)?;
+    crate::device_users::sign_in_if_needed(&device)?;
+    Ok(device)
 }
 
 fn parse_date(s: &str, what: &str) -> Result<NaiveDate, CliError> {
@@ -156,8 +156,10 @@ pub fn read_answers(path: &Path) -> Result<Answers, CliError> {
 pub fn run(args: DeviceArgs) -> Result<(), CliError> {
     let path = args.store.as_path();
     crate::device_app::set_store(path);
+    crate::device_users::set_sign_in_user(args.user.clone());
     match args.command {
         DeviceCommand::Init => init(path),
+        DeviceCommand::User { command } => crate::device_users::run(path, command),
         DeviceCommand::Enrol {
             server,
             code,

@@ -283,6 +283,66 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                 );
             }
         }
+        StaffCommand::CreateUser { conn, clinic, name } => {
+            let clinic = parse_record("clinic", &clinic)?;
+            let r = client(&conn)?.create_clinic_user(clinic, &name).await?;
+            if conn.json {
+                output::print_json(&r)?;
+            } else {
+                println!("user {} created: {}", name.trim(), r.user);
+                println!(
+                    "activation code: {} (valid until {}; give it to the user, it is shown once)",
+                    r.activation_code,
+                    output::ms_to_utc(r.expires_at_ms)
+                );
+                println!(
+                    "next: on a tablet of the clinic, followup device user add --id {} --code {}",
+                    r.user, r.activation_code
+                );
+            }
+        }
+        StaffCommand::Users { conn, clinic } => {
+            let clinic = parse_record("clinic", &clinic)?;
+            let rows = client(&conn)?.clinic_users(clinic).await?;
+            if conn.json {
+                output::print_json(&rows)?;
+                return Ok(());
+            }
+            if rows.is_empty() {
+                println!("clinic {clinic} has no users");
+            }
+            for r in rows {
+                let state = match r.removed_at_ms {
+                    Some(at) => format!("removed {}", output::ms_to_utc(at)),
+                    None => "active".into(),
+                };
+                println!(
+                    "{}  {}  {}  on {} device(s)",
+                    r.id,
+                    r.name,
+                    state,
+                    r.devices.len()
+                );
+            }
+        }
+        StaffCommand::RemoveUser { conn, user } => {
+            let id: followup_domain::ids::UserId = user.trim().parse().map_err(|_| {
+                CliError::new(format!("{user:?} is not a user id"))
+                    .hint("user ids are 32 hexadecimal characters (see `followup server users`)")
+            })?;
+            let r = client(&conn)?.remove_clinic_user(id).await?;
+            if conn.json {
+                output::print_json(&r)?;
+            } else {
+                println!(
+                    "user {} ({}) removed: their changes are refused, and each of their {} \
+                     tablet(s) drops them at its next sync",
+                    r.name,
+                    r.id,
+                    r.devices.len()
+                );
+            }
+        }
         StaffCommand::RevokeDevice { conn, device } => {
             let id: DeviceId = device.trim().parse().map_err(|_| {
                 CliError::new(format!("{device:?} is not a device id"))

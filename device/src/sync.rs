@@ -31,6 +31,8 @@
 //! ([`SyncOptions::pinned_cert_sha256`]). Plain `http://` is refused except to a loopback
 //! address (tests, the demo) unless [`SyncOptions::allow_insecure_http`] is set.
 
+mod users;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -1006,7 +1008,7 @@ impl SyncClient {
         let url = self.endpoint(server_url, ENROL_PATH)?;
         let req = EnrolRequest {
             code: code.trim().to_string(),
-            public_key: device.identity().public_key_base64(),
+            public_key: device.identity()?.public_key_base64(),
             label: (!label.trim().is_empty()).then(|| label.trim().to_string()),
         };
         let body = serde_json::to_vec(&req).map_err(|e| SyncError::Config(e.to_string()))?;
@@ -1225,6 +1227,8 @@ impl SyncClient {
                 Err(Failure::Cancelled) => return Err(SyncError::Cancelled.into()),
             }
         }
+        // A user the registry removed loses this tablet now (their key slot is deleted).
+        self.refresh_users(device).await?;
         s.report.bytes_up = s.progress.bytes_sent;
         s.report.bytes_down = s.progress.bytes_received;
         s.report.elapsed = started.elapsed();
@@ -1245,10 +1249,10 @@ impl SyncClient {
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
         cancel: &CancelToken,
     ) -> Result<SyncResponse, Failure> {
-        let signed =
-            device
-                .identity()
-                .sign_request(enrolled.device_id, "POST", SYNC_PATH, &body, now_ms());
+        let identity = device
+            .identity()
+            .map_err(|e| Failure::Fatal(SyncError::Config(e.to_string())))?;
+        let signed = identity.sign_request(enrolled.device_id, "POST", SYNC_PATH, &body, now_ms());
         let mut rb = self
             .http
             .post(url.clone())

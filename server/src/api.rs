@@ -15,6 +15,7 @@
 //! | `POST /v1/admin/cases/{id}/close` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] |
 //! | `GET /v1/admin/duplicate-study-codes[?clinic=ID]` | admin token | → [`DuplicateStudyCodesResponse`] (study codes enrolled twice in one clinic) |
 //! | `GET /v1/admin/export?format=csv\|fhir[&clinic=ID][&since=YYYY-MM-DD][&identified=true]` | admin token | → a zip, streamed ([`crate::export`]) |
+//! | `/v1/admin/clinic-users`, `/v1/users`, `/v1/users/activate` | admin token / device signature | clinic users on shared tablets ([`crate::users`]) |
 
 use std::sync::Arc;
 
@@ -109,6 +110,7 @@ pub fn router(state: AppState) -> Router {
             get(duplicate_study_codes),
         )
         .route("/v1/admin/export", get(export))
+        .merge(crate::users::admin_router())
         .route_layer(middleware::from_fn_with_state(
             state.admin_limiter.clone(),
             guard::rate_limit,
@@ -119,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi))
         .route(SYNC_PATH, post(sync_handler))
+        .merge(crate::users::device_router())
         .merge(enrol_routes)
         .merge(admin_routes)
         .merge(crate::console::router())
@@ -161,7 +164,7 @@ async fn read_body_timed(
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         // http-body-util's LengthLimitError ("length limit exceeded") somewhere in the chain.
         let mut too_large = false;
@@ -178,7 +181,7 @@ async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiErr
     })
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -188,7 +191,7 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await?
@@ -202,7 +205,7 @@ async fn health() -> Json<HealthResponse> {
     })
 }
 
-fn normalise_code(code: &str) -> String {
+pub(crate) fn normalise_code(code: &str) -> String {
     code.chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| match c.to_ascii_uppercase() {
@@ -213,14 +216,14 @@ fn normalise_code(code: &str) -> String {
         .collect()
 }
 
-fn code_hash(normalised: &str) -> [u8; 32] {
+pub(crate) fn code_hash(normalised: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest(&SHA256, normalised.as_bytes()).as_ref());
     out
 }
 
 /// A new 12-character code (60 random bits), shown as `XXXX-XXXX-XXXX`.
-fn new_code() -> String {
+pub(crate) fn new_code() -> String {
     let bits = u64::from_le_bytes(random_bytes::<8>());
     let mut s = String::with_capacity(14);
     for i in 0..12 {
@@ -506,6 +509,7 @@ pub(crate) fn create_clinic_record(
         device: None,
         new_changes: doc.get_changes(&[]).iter().map(|c| c.hash()).collect(),
         event: event::CLINIC_CREATED,
+        users: Vec::new(),
         projection: Some(crate::readmodel::project_for_write(&doc, &header)),
     };
     let row = ClinicRow {

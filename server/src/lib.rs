@@ -65,6 +65,7 @@ pub mod staff;
 pub mod storage;
 pub mod sync;
 pub mod tls;
+pub mod users;
 pub mod validate;
 
 use std::net::SocketAddr;

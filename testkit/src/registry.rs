@@ -133,6 +133,7 @@ impl RegistryWorkload {
             Author {
                 device: Some(device),
                 time: t,
+                user: None,
             }
         };
         let mut out = Vec::new();
@@ -212,6 +213,7 @@ impl RegistryWorkload {
             let author = Author {
                 device: Some(device),
                 time: time_s + r as i64,
+                user: None,
             };
             let doc = model::new_record(author, id, clinic, Some(patient), &body)?;
             out.push(gen(id, doc, &body));

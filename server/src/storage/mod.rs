@@ -150,6 +150,8 @@ pub struct DocWrite {
     pub new_changes: Vec<ChangeHash>,
     /// The audit event name (`accepted`, `clinic_created`).
     pub event: &'static str,
+    /// The clinic users the new changes are attributed to (audited; empty without users).
+    pub users: Vec<followup_domain::ids::UserId>,
     /// The record's read-model rows, projected before the transaction (the sync handler does it
     /// from the merged document it holds). `None`: the backend projects it from `bytes`.
     pub projection: Option<std::sync::Arc<crate::readmodel::Projection>>,
@@ -182,7 +184,9 @@ pub struct Rejection {
 }
 
 /// The registry's persistence. See the module documentation for the contract.
-pub trait Storage: crate::staff::store::StaffStore + Send + Sync + 'static {
+pub trait Storage:
+    crate::staff::store::StaffStore + crate::users::ClinicUserStore + Send + Sync + 'static
+{
     /// Create a clinic and its record document (log + audit `clinic_created`), atomically.
     fn create_clinic(&self, clinic: &ClinicRow, doc: &DocWrite, now_ms: i64) -> StorageResult<u64>;
     /// Whether a clinic exists.

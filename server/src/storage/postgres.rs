@@ -59,6 +59,7 @@ use crate::audit::{self, AuditEntry, AuditRow};
 use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Val};
 
 mod staff;
+mod users;
 
 /// The schema version this server writes; a database with a newer one is refused.
 const SCHEMA_VERSION: i32 = 1;
@@ -696,6 +697,7 @@ impl PostgresStorage {
         };
         storage.migrate()?;
         storage.migrate_staff()?;
+        storage.migrate_users()?;
         storage.prepare_read_model()?;
         Ok(storage)
     }

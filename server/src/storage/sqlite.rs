@@ -22,6 +22,7 @@ use crate::audit::{self, AuditEntry, AuditRow};
 use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Val};
 
 mod staff;
+mod users;
 
 const DB_FILE: &str = "registry.sqlite3";
 const SCHEMA_VERSION: i64 = 1;
@@ -332,6 +333,7 @@ impl SqliteStorage {
         }
         conn.execute_batch(SCHEMA).db()?;
         conn.execute_batch(staff::STAFF_SCHEMA).db()?;
+        conn.execute_batch(users::USERS_SCHEMA).db()?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
             .db()?;
         conn.execute_batch(&schema::ddl(Dialect::Sqlite)).db()?;

@@ -73,6 +73,7 @@ impl Tablet {
         Author {
             device: Some(self.p.device),
             time: self.clock_s,
+            user: None,
         }
     }
 
@@ -150,6 +151,7 @@ impl Tablet {
                     device: Some(self.p.device),
                     new_changes,
                     event: audit::event::ACCEPTED,
+                    users: Vec::new(),
                     projection: None,
                 };
                 match s.commit_writes(&[write], now_ms).unwrap()[0] {
@@ -208,6 +210,7 @@ impl Registry {
             Author {
                 device: None,
                 time: self.now_ms / 1000,
+                user: None,
             },
             id,
             id,
@@ -229,6 +232,7 @@ impl Registry {
             device: None,
             new_changes: doc.get_heads(),
             event: audit::event::CLINIC_CREATED,
+            users: Vec::new(),
             // Projected by the backend from the bytes (the administrative path).
             projection: None,
         };
@@ -631,6 +635,7 @@ pub fn conflicts_are_projected_as_conflicts(s: Arc<dyn Storage>) {
             Author {
                 device: Some(t1.p.device),
                 time: 1,
+                user: None,
             },
             "q03",
             &AnswerValue::Text("severe".into()),
