@@ -369,6 +369,7 @@ fn event_with_case(s: &TestServer, clinic: RecordId) -> RecordId {
     };
     let author = Author {
         device: None,
+        user: None,
         time: now / 1000,
     };
     let doc = model::new_record(author, id, clinic, Some(patient), &event).unwrap();
@@ -388,6 +389,7 @@ fn event_with_case(s: &TestServer, clinic: RecordId) -> RecordId {
         new_changes: doc.get_heads(),
         event: followup_server::audit::event::ACCEPTED,
         projection: None,
+        users: Vec::new(),
     };
     let open = followup_server::cases::opening_write(
         AdjudicationPolicy::registry_default(),
