@@ -17,14 +17,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeviceId, RecordId};
 
-/// The protocol version this build speaks; the first field of every binary message.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// Every version this build can talk (a server may speak several during a migration).
-pub const SUPPORTED_VERSIONS: &[u16] = &[PROTOCOL_VERSION];
+/// The protocol version this build speaks; the first field of every binary message. Version 2
+/// keeps version 1's messages and moves them over the resumable routes ([`SYNC_V2_PATH`]).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Every version this build can talk: a version 2 server still serves version 1 clients on
+/// [`SYNC_PATH`], and a version 2 client falls back to it against a version 1 server.
+pub const SUPPORTED_VERSIONS: &[u16] = &[1, PROTOCOL_VERSION];
 /// Content type of binary sync bodies.
 pub const SYNC_CONTENT_TYPE: &str = "application/vnd.followup.sync+zstd";
-/// Route of the sync exchange.
+/// Route of the sync exchange, protocol version 1 (one request, one response).
 pub const SYNC_PATH: &str = "/v1/sync";
+/// Prefix of the resumable routes of protocol version 2: `POST {SYNC_V2_PATH}/{sha256 hex}
+/// ?offset=O&length=T` uploads a piece of the request body, `GET {SYNC_V2_PATH}/{sha256 hex}
+/// ?offset=R` downloads the stored response from byte `R` (`docs/sync-protocol.md`).
+pub const SYNC_V2_PATH: &str = "/v2/sync";
+/// A version 2 upload is this many random bytes (the exchange's id, which makes its SHA-256
+/// name unique) followed by the encoded [`SyncRequest`].
+pub const EXCHANGE_ID_LEN: usize = 16;
+/// Largest piece of a version 2 upload in one request (the server's per-request body limit
+/// after authentication may be this small).
+pub const MAX_UPLOAD_PIECE: usize = 1024 * 1024;
+/// Header of a version 2 response body: the stored response's whole length (a `GET` from an
+/// offset carries only the rest).
+pub const RESPONSE_LENGTH_HEADER: &str = "x-followup-response-length";
 /// Route of device enrolment.
 pub const ENROL_PATH: &str = "/v1/enrol";
 /// zstd level of [`encode_body`], meant for devices: on a slow link every kilobyte costs more
@@ -653,6 +668,11 @@ pub enum ErrorCode {
     TooLarge,
     UnsupportedMediaType,
     UnsupportedVersion,
+    /// Version 2: the upload's offset is beyond what the server holds (`received` says where to
+    /// resume); also the code of the `202` answer to a piece that did not complete the upload.
+    UploadOffset,
+    /// Version 2: the upload is not complete, so there is no response yet (`received`).
+    UploadIncomplete,
     Unavailable,
     Internal,
     /// A code this build does not know (a newer server).
@@ -668,6 +688,12 @@ pub struct ErrorBody {
     /// With `unsupported_version`: the versions the server speaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supported_versions: Option<Vec<u16>>,
+    /// Version 2 upload status: bytes of the upload the server holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<u64>,
+    /// Version 2 upload status: the upload's whole length, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
 }
 
 impl ErrorBody {
@@ -676,6 +702,8 @@ impl ErrorBody {
             code,
             message: message.into(),
             supported_versions: None,
+            received: None,
+            length: None,
         }
     }
 }

@@ -62,6 +62,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route(ENROL_PATH, post(enrol))
         .route(SYNC_PATH, post(sync_handler))
+        .route(
+            "/v2/sync/{hash}",
+            post(crate::resumable::upload).get(crate::resumable::download),
+        )
         .route("/v1/admin/clinics", post(create_clinic))
         .route("/v1/admin/enrolment-codes", post(issue_code))
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))

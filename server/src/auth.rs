@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use followup_core::identity::{
-    check_timestamp, verify_request, IdentityError, SignedHeaders, MAX_CLOCK_SKEW_MS,
+    check_timestamp, verify_request_hashed, IdentityError, SignedHeaders, MAX_CLOCK_SKEW_MS,
 };
 use followup_core::protocol::ErrorCode;
 use ring::digest::{digest, SHA256};
@@ -34,6 +34,19 @@ pub async fn authenticate(
     path: &str,
     body: &[u8],
 ) -> Result<DeviceRecord, ApiError> {
+    authenticate_hashed(storage, headers, method, path, &sha256(body)).await
+}
+
+/// [`authenticate`] for a request whose signature covers `body_hash` rather than the hash of
+/// its HTTP body: the resumable routes of protocol version 2, where it is the SHA-256 of the
+/// whole upload, so a request is authenticated before any byte of its body is read.
+pub async fn authenticate_hashed(
+    storage: &Arc<dyn Storage>,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    body_hash: &[u8; 32],
+) -> Result<DeviceRecord, ApiError> {
     let signed = SignedHeaders::from_headers(|name| header_str(headers, name)).map_err(|e| {
         ApiError::unauthenticated(ErrorCode::Unauthenticated, format!("unsigned request: {e}"))
     })?;
@@ -47,7 +60,7 @@ pub async fn authenticate(
         .ok_or_else(|| {
             ApiError::unauthenticated(ErrorCode::UnknownDevice, "this device is not enrolled")
         })?;
-    match verify_request(&device.public_key, method, path, body, &signed) {
+    match verify_request_hashed(&device.public_key, method, path, body_hash, &signed) {
         Ok(()) => {}
         Err(IdentityError::BadSignature) | Err(_) => {
             tracing::warn!(device = %device.id, "bad request signature");

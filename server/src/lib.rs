@@ -11,6 +11,7 @@
 //! | [`auth`] | request signature check, ±5 min freshness, nonce replay cache, revocation; admin token |
 //! | [`authz`] | **the** authorization rules: who may read and write which record, in one place |
 //! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
+//! | [`resumable`] | protocol version 2: the exchange uploaded in pieces and downloaded from any offset |
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
@@ -29,6 +30,7 @@ pub mod authz;
 pub mod config;
 pub mod error;
 pub mod linksim;
+pub mod resumable;
 pub mod storage;
 pub mod sync;
 

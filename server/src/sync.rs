@@ -9,7 +9,7 @@ use followup_core::ids::RecordId;
 use followup_core::model::{DocHeader, RecordKind};
 use followup_core::protocol::{
     frontier, hashes_from_heads, join_changes, split_changes, PullDoc, PushResult, RejectCode,
-    SyncRequest, SyncResponse, PROTOCOL_VERSION,
+    SyncRequest, SyncResponse,
 };
 
 use crate::audit::event;
@@ -278,7 +278,8 @@ pub fn run(
 
     let (pull, cursor, more) = pull(storage, p, req, &pushed, limits)?;
     Ok(SyncResponse {
-        version: PROTOCOL_VERSION,
+        // A client reads the version it speaks: answer in the request's.
+        version: req.version,
         results,
         pull,
         cursor,

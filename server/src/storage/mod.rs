@@ -32,9 +32,11 @@
 
 mod postgres;
 mod sqlite;
+pub mod staging;
 
 pub use self::postgres::{PostgresOptions, PostgresStorage};
 pub use sqlite::SqliteStorage;
+pub use staging::{UploadStaging, UploadState};
 
 use automerge::ChangeHash;
 use followup_core::ids::{DeviceId, RecordId};
@@ -173,7 +175,7 @@ pub struct Rejection {
 }
 
 /// The registry's persistence. See the module documentation for the contract.
-pub trait Storage: Send + Sync + 'static {
+pub trait Storage: UploadStaging + Send + Sync + 'static {
     /// Create a clinic and its record document (log + audit `clinic_created`), atomically.
     fn create_clinic(&self, clinic: &ClinicRow, doc: &DocWrite, now_ms: i64) -> StorageResult<u64>;
     /// Whether a clinic exists.

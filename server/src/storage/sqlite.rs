@@ -20,6 +20,8 @@ use super::{
 };
 use crate::audit::{self, AuditEntry, AuditRow};
 
+mod staging;
+
 const DB_FILE: &str = "registry.sqlite3";
 const SCHEMA_VERSION: i64 = 1;
 const MAX_IDLE_READERS: usize = 16;
@@ -323,6 +325,7 @@ impl SqliteStorage {
             )));
         }
         conn.execute_batch(SCHEMA).db()?;
+        conn.execute_batch(staging::SCHEMA).db()?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
             .db()?;
         Ok(SqliteStorage {

@@ -1,0 +1,359 @@
+//! Protocol version 2: the sync exchange resumable at any byte ("Version 2" in
+//! `docs/sync-protocol.md`).
+//!
+//! * `POST /v2/sync/{h}?offset=O&length=T`: one piece of the request body `B` (`h` =
+//!   SHA-256 of `B`, `T` = its length), authenticated from the headers alone (the signature's
+//!   body hash is `h`), streamed into the staging tables **as it arrives**, so a connection cut
+//!   at any byte keeps every byte that reached the server. The piece that completes the upload
+//!   runs the exchange ([`crate::sync::run`], exactly as version 1) and stores the response.
+//! * `GET /v2/sync/{h}?offset=R`: the stored response from byte `R`, or where the upload stands.
+//!
+//! The streaming, the persisting and the exchange itself run in a task of their own: they finish
+//! even when the device's connection (and with it this handler) is gone.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use followup_core::ids::DeviceId;
+use followup_core::protocol::{
+    decode_sync_request, encode_body_with_level, ErrorCode, PushResult, EXCHANGE_ID_LEN,
+    MAX_UPLOAD_PIECE, RESPONSE_LENGTH_HEADER, SYNC_CONTENT_TYPE, ZSTD_LEVEL_SERVER,
+};
+use http_body_util::BodyExt;
+use ring::digest::{digest, SHA256};
+use serde::Deserialize;
+
+use crate::api::AppState;
+use crate::auth::{authenticate_hashed, now_ms};
+use crate::authz::Principal;
+use crate::error::ApiError;
+use crate::storage::{Storage, UploadState};
+use crate::sync::{self, SyncLimits};
+
+/// Received bytes are written to the staging tables at least this often (and whenever the
+/// stream ends, cleanly or not).
+const FLUSH_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    offset: u64,
+    length: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DownloadQuery {
+    #[serde(default)]
+    offset: u64,
+}
+
+fn parse_hash(h: &str) -> Result<[u8; 32], ApiError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(h, &mut out)
+        .map_err(|_| ApiError::bad_request("the upload name is not a 64-character SHA-256 hex"))?;
+    Ok(out)
+}
+
+fn path_of(uri: &Uri) -> &str {
+    uri.path_and_query().map_or(uri.path(), |p| p.as_str())
+}
+
+/// `409` with where the upload stands.
+fn status_error(code: ErrorCode, state: Option<UploadState>, message: &str) -> ApiError {
+    let mut e = ApiError::new(StatusCode::CONFLICT, code, message);
+    e.body.received = Some(state.map_or(0, |s| s.received));
+    e.body.length = state.map(|s| s.length);
+    e
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+fn response_bytes(bytes: Vec<u8>, offset: u64) -> Result<Response, ApiError> {
+    let total = bytes.len() as u64;
+    let Some(from) = usize::try_from(offset).ok().filter(|&o| o as u64 <= total) else {
+        return Err(ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::BadRequest,
+            format!("offset {offset} is beyond the response's {total} bytes"),
+        ));
+    };
+    let body = bytes[from..].to_vec();
+    Ok((
+        [
+            (header::CONTENT_TYPE, SYNC_CONTENT_TYPE.to_string()),
+            (
+                header::HeaderName::from_static(RESPONSE_LENGTH_HEADER),
+                total.to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Run the exchange of a complete upload and store its response (blocking). Idempotent: a
+/// second run (another process, a retry after a crash) finds the pushes already merged, and
+/// whichever response is stored first is the one every caller gets.
+fn complete(
+    storage: &dyn Storage,
+    principal: &Principal,
+    hash: &[u8; 32],
+    max_decompressed: usize,
+    limits: &SyncLimits,
+) -> Result<Vec<u8>, ApiError> {
+    let device = principal.device;
+    if let Some(r) = storage.upload_response(device, hash)? {
+        return Ok(r);
+    }
+    let bytes = storage.upload_bytes(device, hash)?;
+    if digest(&SHA256, &bytes).as_ref() != hash.as_slice() {
+        storage.upload_discard(device, hash)?;
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedBody,
+            "the uploaded bytes do not match their SHA-256 name; upload them again",
+        ));
+    }
+    // The exchange id (random, names the upload uniquely), then the encoded request.
+    let encoded = bytes.get(EXCHANGE_ID_LEN..).unwrap_or_default();
+    let req = match decode_sync_request(encoded, max_decompressed) {
+        Ok(r) => r,
+        Err(e) => {
+            storage.upload_discard(device, hash)?;
+            return Err(e.into());
+        }
+    };
+    let started = std::time::Instant::now();
+    let resp = sync::run(storage, principal, &req, limits, now_ms())?;
+    let out = encode_body_with_level(&resp, ZSTD_LEVEL_SERVER)?;
+    let accepted = resp
+        .results
+        .iter()
+        .filter(|r| matches!(r, PushResult::Accepted { .. }))
+        .count();
+    tracing::info!(
+        device = %device,
+        pushed = req.push.len(), accepted, pulled = resp.pull.len(), cursor = resp.cursor,
+        more = resp.more, request_bytes = bytes.len(), response_bytes = out.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "sync (v2)"
+    );
+    if storage.upload_finish(device, hash, &out, now_ms())? {
+        Ok(out)
+    } else {
+        storage
+            .upload_response(device, hash)?
+            .ok_or_else(|| ApiError::internal("staging", "a finished exchange lost its response"))
+    }
+}
+
+/// What happened to one piece's body.
+struct Streamed {
+    state: Option<UploadState>,
+    /// The body ended before its end (the connection was cut).
+    cut: bool,
+    /// The piece exceeded [`MAX_UPLOAD_PIECE`].
+    too_large: bool,
+}
+
+/// Stream one piece into the staging tables.
+async fn stream_piece(
+    storage: Arc<dyn Storage>,
+    device: DeviceId,
+    hash: [u8; 32],
+    length: u64,
+    offset: u64,
+    held: u64,
+    mut body: Body,
+) -> Result<Streamed, ApiError> {
+    // Bytes of this piece the server already holds are read and dropped.
+    let mut skip = held - offset;
+    let mut pos = held;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut read = 0usize;
+    let mut state = None;
+    let mut cut = false;
+    let mut too_large = false;
+    let flush = |pos: u64, bytes: Vec<u8>| {
+        let storage = storage.clone();
+        blocking(move || Ok(storage.upload_append(device, &hash, length, pos, &bytes, now_ms())?))
+    };
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Err(_)) => {
+                cut = true;
+                break;
+            }
+            Some(Ok(frame)) => {
+                let Ok(mut data) = frame.into_data() else {
+                    continue;
+                };
+                read += data.len();
+                if read > MAX_UPLOAD_PIECE {
+                    too_large = true;
+                    break;
+                }
+                if skip > 0 {
+                    let n = usize::try_from(skip).unwrap_or(usize::MAX).min(data.len());
+                    let _ = data.split_to(n);
+                    skip -= n as u64;
+                }
+                buf.extend_from_slice(&data);
+                if buf.len() >= FLUSH_BYTES {
+                    let n = buf.len() as u64;
+                    let s = flush(pos, std::mem::take(&mut buf)).await?;
+                    if s.is_none_or(|s| s.received != pos + n) {
+                        // Someone else appended (a racing connection): stop; the device asks.
+                        return Ok(Streamed {
+                            state: s,
+                            cut,
+                            too_large,
+                        });
+                    }
+                    pos += n;
+                    state = s;
+                }
+            }
+        }
+    }
+    if !buf.is_empty() || state.is_none() {
+        state = flush(pos, buf).await?;
+    }
+    Ok(Streamed {
+        state,
+        cut,
+        too_large,
+    })
+}
+
+/// `POST /v2/sync/{h}?offset=O&length=T`.
+pub async fn upload(
+    State(st): State<AppState>,
+    Path(h): Path<String>,
+    Query(q): Query<UploadQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let hash = parse_hash(&h)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.eq_ignore_ascii_case(SYNC_CONTENT_TYPE) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            format!("expected Content-Type {SYNC_CONTENT_TYPE}"),
+        ));
+    }
+    let device = authenticate_hashed(&st.storage, &headers, "POST", path_of(&uri), &hash).await?;
+    if q.length == 0 || q.length > st.max_body_bytes as u64 {
+        return Err(ApiError::too_large(format!(
+            "an upload is 1 to {} bytes",
+            st.max_body_bytes
+        )));
+    }
+    if q.offset > q.length {
+        return Err(ApiError::bad_request(
+            "the offset is beyond the upload's length",
+        ));
+    }
+    let storage = st.storage.clone();
+    let id = device.id;
+    let state = blocking(move || Ok(storage.upload_state(id, &hash)?)).await?;
+    if let Some(s) = state {
+        if s.length != q.length {
+            return Err(ApiError::bad_request(format!(
+                "this upload is {} bytes long, not {}",
+                s.length, q.length
+            )));
+        }
+    }
+    let held = state.map_or(0, |s| s.received);
+    let principal = Principal::from(&device);
+    let (max, limits) = (st.max_decompressed_bytes, st.limits);
+    if state.is_some_and(|s| s.response_len.is_some() || s.received == s.length) {
+        // Already complete: the device lost the answer. Give it (running the exchange if a
+        // crash left it undone).
+        let storage = st.storage.clone();
+        let out =
+            blocking(move || complete(storage.as_ref(), &principal, &hash, max, &limits)).await?;
+        return response_bytes(out, 0);
+    }
+    if q.offset > held {
+        return Err(status_error(
+            ErrorCode::UploadOffset,
+            state,
+            "the server holds fewer bytes of this upload than the offset: resume from `received`",
+        ));
+    }
+    let storage = st.storage.clone();
+    let length = q.length;
+    let offset = q.offset;
+    // Detached: it persists what arrives and runs the exchange even if the connection is cut.
+    let task = tokio::spawn(async move {
+        let s = stream_piece(storage.clone(), id, hash, length, offset, held, body).await?;
+        let done = s.state.is_some_and(|x| x.received == x.length);
+        if !done {
+            return Ok((s, None));
+        }
+        let out =
+            blocking(move || complete(storage.as_ref(), &principal, &hash, max, &limits)).await?;
+        Ok::<_, ApiError>((s, Some(out)))
+    });
+    let (streamed, out) = task.await??;
+    if let Some(out) = out {
+        return response_bytes(out, 0);
+    }
+    if streamed.too_large {
+        return Err(ApiError::too_large(format!(
+            "a piece is at most {MAX_UPLOAD_PIECE} bytes"
+        )));
+    }
+    if streamed.cut {
+        tracing::debug!(device = %id, "upload piece cut; bytes kept");
+    }
+    let mut e = status_error(ErrorCode::UploadIncomplete, streamed.state, "piece stored");
+    e.status = StatusCode::ACCEPTED;
+    Ok(e.into_response())
+}
+
+/// `GET /v2/sync/{h}?offset=R`.
+pub async fn download(
+    State(st): State<AppState>,
+    Path(h): Path<String>,
+    Query(q): Query<DownloadQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let hash = parse_hash(&h)?;
+    let device = authenticate_hashed(&st.storage, &headers, "GET", path_of(&uri), &hash).await?;
+    let storage = st.storage.clone();
+    let id = device.id;
+    let state = blocking(move || Ok(storage.upload_state(id, &hash)?)).await?;
+    match state {
+        Some(s) if s.response_len.is_some() || s.received == s.length => {
+            let principal = Principal::from(&device);
+            let (max, limits) = (st.max_decompressed_bytes, st.limits);
+            let storage = st.storage.clone();
+            let out = tokio::spawn(async move {
+                blocking(move || complete(storage.as_ref(), &principal, &hash, max, &limits)).await
+            })
+            .await??;
+            response_bytes(out, q.offset)
+        }
+        other => Err(status_error(
+            ErrorCode::UploadIncomplete,
+            other,
+            "the upload is not complete: continue it from `received`",
+        )),
+    }
+}
