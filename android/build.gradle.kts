@@ -80,7 +80,7 @@ val cargoNdk by tasks.registering(Exec::class) {
     )
     commandLine(args)
     inputs.files(fileTree(rustRoot) {
-        include("Cargo.toml", "Cargo.lock", "core/**", "bindings/**")
+        include("Cargo.toml", "Cargo.lock", "domain/**", "device/**", "bindings/**")
         exclude("**/target/**")
     })
     outputs.dir(rustJniLibs)

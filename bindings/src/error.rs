@@ -187,9 +187,9 @@ fn sentence(s: impl std::fmt::Display) -> String {
 /// Core's rich error, mapped onto what the app can act on. Core's messages already say what to
 /// do, so they are passed through as sentences; only the variant is chosen here. The matches
 /// are exhaustive on purpose: a new core variant fails to compile here until it is mapped.
-impl From<followup_core::Error> for FollowupError {
-    fn from(e: followup_core::Error) -> Self {
-        use followup_core::Error as E;
+impl From<followup_device::Error> for FollowupError {
+    fn from(e: followup_device::Error) -> Self {
+        use followup_device::Error as E;
         let reason = sentence(&e);
         match e {
             E::Store(s) => s.into(),
@@ -209,9 +209,9 @@ impl From<followup_core::Error> for FollowupError {
 }
 
 /// Sync and enrolment failures: each has its own variant when the app reacts differently.
-impl From<followup_core::sync::SyncError> for FollowupError {
-    fn from(e: followup_core::sync::SyncError) -> Self {
-        use followup_core::sync::SyncError as S;
+impl From<followup_device::sync::SyncError> for FollowupError {
+    fn from(e: followup_device::sync::SyncError) -> Self {
+        use followup_device::sync::SyncError as S;
         let reason = sentence(&e);
         match e {
             S::ServerUnreachable { .. } => Self::ServerUnreachable { reason },
@@ -233,10 +233,10 @@ impl From<followup_core::sync::SyncError> for FollowupError {
     }
 }
 
-impl From<followup_core::store::StoreError> for FollowupError {
-    fn from(e: followup_core::store::StoreError) -> Self {
-        use followup_core::crypto::{CryptoError as C, KeyProviderError as K};
-        use followup_core::store::StoreError as S;
+impl From<followup_device::store::StoreError> for FollowupError {
+    fn from(e: followup_device::store::StoreError) -> Self {
+        use followup_device::crypto::{CryptoError as C, KeyProviderError as K};
+        use followup_device::store::StoreError as S;
         let reason = sentence(&e);
         match e {
             S::WrongKey | S::Crypto(C::WrongKey) | S::Crypto(C::KeyProvider(K::WrongKey)) => {
@@ -299,8 +299,8 @@ mod tests {
 
     #[test]
     fn store_errors_map_to_actionable_variants() {
-        use followup_core::store::StoreError;
-        let e: FollowupError = followup_core::Error::Store(StoreError::WrongKey).into();
+        use followup_device::store::StoreError;
+        let e: FollowupError = followup_device::Error::Store(StoreError::WrongKey).into();
         assert!(matches!(e, FollowupError::WrongKey { .. }), "{e:?}");
         assert!(e.reason().contains("Check the passphrase"), "{e:?}");
         let e: FollowupError = StoreError::Corrupted("bad page".into()).into();
@@ -326,7 +326,7 @@ mod tests {
 #[cfg(test)]
 mod mapping_tests {
     use super::*;
-    use followup_core::sync::SyncError;
+    use followup_device::sync::SyncError;
 
     type Case = (SyncError, fn(&FollowupError) -> bool);
 
@@ -367,7 +367,7 @@ mod mapping_tests {
             }),
         ];
         for (core, want) in cases {
-            let e: FollowupError = followup_core::Error::Sync(core).into();
+            let e: FollowupError = followup_device::Error::Sync(core).into();
             assert!(want(&e), "{e:?}");
             let r = e.reason();
             assert!(r.starts_with(char::is_uppercase) && r.ends_with('.'), "{r}");
@@ -377,13 +377,14 @@ mod mapping_tests {
     #[test]
     fn device_errors_map_too() {
         let e: FollowupError =
-            followup_core::Error::NotPermitted("a patient's phone cannot adjudicate".into()).into();
+            followup_device::Error::NotPermitted("a patient's phone cannot adjudicate".into())
+                .into();
         assert!(matches!(e, FollowupError::NotPermitted { .. }), "{e:?}");
         assert_eq!(
             e.reason(),
             "Not permitted: a patient's phone cannot adjudicate."
         );
-        let e: FollowupError = followup_core::Error::NotEnrolled.into();
+        let e: FollowupError = followup_device::Error::NotEnrolled.into();
         assert!(matches!(e, FollowupError::NotEnrolled { .. }), "{e:?}");
     }
 }

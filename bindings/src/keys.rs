@@ -2,7 +2,7 @@
 //!
 //! The app implements [`KeyProvider`] over the Android Keystore or the iOS Keychain (the
 //! idiomatic layers ship one each): it wraps and unwraps the store's data key with a key that
-//! never leaves secure hardware. Core has the same-shaped trait, `followup_core::crypto::KeyProvider`;
+//! never leaves secure hardware. Core has the same-shaped trait, `followup_device::crypto::KeyProvider`;
 //! [`PlatformKeys`] adapts one to the other, so core never sees uniffi.
 
 use std::sync::Arc;
@@ -46,26 +46,26 @@ impl PlatformKeys {
 }
 
 /// What core calls: the platform provider, its errors mapped onto core's
-/// [`KeyProviderError`](followup_core::crypto::KeyProviderError). Pass
+/// [`KeyProviderError`](followup_device::crypto::KeyProviderError). Pass
 /// `Arc::new(PlatformKeys(provider))` wherever core wants a `KeyProvider`.
-impl followup_core::crypto::KeyProvider for PlatformKeys {
+impl followup_device::crypto::KeyProvider for PlatformKeys {
     fn key_id(&self) -> String {
         // key_id cannot fail in core's trait; a panicking platform implementation yields an
         // empty id rather than unwinding (the id is bookkeeping only).
         PlatformKeys::key_id(self).unwrap_or_default()
     }
 
-    fn wrap(&self, data_key: &[u8]) -> Result<Vec<u8>, followup_core::crypto::KeyProviderError> {
+    fn wrap(&self, data_key: &[u8]) -> Result<Vec<u8>, followup_device::crypto::KeyProviderError> {
         PlatformKeys::wrap(self, data_key).map_err(to_core)
     }
 
-    fn unwrap(&self, wrapped: &[u8]) -> Result<Vec<u8>, followup_core::crypto::KeyProviderError> {
+    fn unwrap(&self, wrapped: &[u8]) -> Result<Vec<u8>, followup_device::crypto::KeyProviderError> {
         PlatformKeys::unwrap(self, wrapped).map_err(to_core)
     }
 }
 
-fn to_core(e: FollowupError) -> followup_core::crypto::KeyProviderError {
-    use followup_core::crypto::KeyProviderError as K;
+fn to_core(e: FollowupError) -> followup_device::crypto::KeyProviderError {
+    use followup_device::crypto::KeyProviderError as K;
     match e {
         FollowupError::WrongKey { .. } => K::WrongKey,
         other => K::Failed(other.reason().to_string()),
@@ -75,7 +75,7 @@ fn to_core(e: FollowupError) -> followup_core::crypto::KeyProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use followup_core::crypto::{KeyProvider as CoreKeyProvider, KeyProviderError};
+    use followup_device::crypto::{KeyProvider as CoreKeyProvider, KeyProviderError};
 
     struct Refuses;
     impl KeyProvider for Refuses {

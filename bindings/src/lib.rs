@@ -1,10 +1,11 @@
 //! # followup-ffi
 //!
-//! The uniffi layer over `followup-core`, for Kotlin (Android, and the JVM in tests) and Swift
+//! The uniffi layer over `followup-device` (and the `followup-domain` types it exposes), for Kotlin (Android, and the JVM in tests) and Swift
 //! (iOS). **It only translates**: types into uniffi records, enums and objects; core's error into
 //! [`FollowupError`]; platform callbacks ([`KeyProvider`], [`SyncProgressListener`]) into core's
-//! traits. Every rule — validation, scheduling, encryption, sync — lives in `followup-core`; if you
-//! find yourself writing an `if` about the domain here, it belongs in core.
+//! traits. Every rule — validation, scheduling, encryption, sync — lives in `followup-domain` or
+//! `followup-device`; if you find yourself writing an `if` about the domain here, it belongs
+//! there. It must never depend on the server or the test kit.
 //!
 //! Conventions for every exported item:
 //! - returns `Result<_, FollowupError>`; nothing panics across the boundary (uniffi catches

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use followup_core::sync as cs;
+use followup_device::sync as cs;
 
 use crate::error::FollowupError;
 

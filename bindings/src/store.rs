@@ -1,15 +1,15 @@
 //! [`FollowupStore`]: the app's handle on one encrypted store, wrapping core's
-//! [`Device`](followup_core::device::Device). Every method converts its arguments, calls core and
+//! [`Device`](followup_device::device::Device). Every method converts its arguments, calls core and
 //! converts the result; the rules are core's.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use followup_core::crypto::KeySource;
-use followup_core::device::Device;
-use followup_core::model::{self as m, RecordKind};
-use followup_core::RecordId;
+use followup_device::crypto::KeySource;
+use followup_device::device::Device;
+use followup_device::RecordId;
+use followup_domain::model::{self as m, RecordKind};
 
 use crate::error::{guard, FollowupError, ItemProblem};
 use crate::keys::{KeyProvider, PlatformKeys};
@@ -463,9 +463,9 @@ impl FollowupStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use followup_core::device::Enrolled;
-    use followup_core::protocol::DeviceRole;
-    use followup_core::DeviceId;
+    use followup_device::device::Enrolled;
+    use followup_device::DeviceId;
+    use followup_domain::protocol::DeviceRole;
 
     struct Xor(u8);
     impl KeyProvider for Xor {

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use followup_core::sync::{self as cs, CancelToken, SyncClient, SyncOptions};
+use followup_device::sync::{self as cs, CancelToken, SyncClient, SyncOptions};
 
 use crate::error::{guard, FollowupError};
 use crate::progress::{CancellationHandle, Reporter, SyncProgressListener};
@@ -302,6 +302,6 @@ impl FollowupStore {
     }
 }
 
-fn record_id_arg(s: &str) -> Result<followup_core::RecordId, FollowupError> {
+fn record_id_arg(s: &str) -> Result<followup_device::RecordId, FollowupError> {
     record_id(s, "record id")
 }

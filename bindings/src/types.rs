@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
-use followup_core::device as dev;
-use followup_core::model as m;
-use followup_core::questionnaire as q;
-use followup_core::schedule as s;
-use followup_core::{DeviceId, RecordId};
+use followup_device::device as dev;
+use followup_device::{DeviceId, RecordId};
+use followup_domain::model as m;
+use followup_domain::questionnaire as q;
+use followup_domain::schedule as s;
 
 use crate::error::{FollowupError, ItemProblem};
 
@@ -76,7 +76,7 @@ macro_rules! mirror_enum {
 
 mirror_enum!(
     /// What an enrolled device may do: a clinic's shared tablet or a patient's own phone.
-    DeviceRole => followup_core::protocol::DeviceRole { ClinicDevice, PatientDevice }
+    DeviceRole => followup_domain::protocol::DeviceRole { ClinicDevice, PatientDevice }
 );
 mirror_enum!(
     /// Recorded sex.

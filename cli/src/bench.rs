@@ -1,5 +1,5 @@
 //! `followup bench`: the sync and capture benchmark on the brief's generated workload
-//! ([`followup_core::workload`]).
+//! ([`followup_testkit::workload`]).
 //!
 //! One clinic with 300 patients (one procedure each) is set up and synced first, then:
 //!
@@ -12,25 +12,24 @@
 //!   64 kbit/s link with a 500 ms round trip:
 //!   `(round trips + 1 for the TCP connection) × 0.5 s + (bytes up + bytes down) / 8,000 B/s`;
 //! * optionally a backlog of `--link-n` further responses synced through
-//!   [`followup_server::linksim`] at 64 kbit/s / 500 ms, measured, beside the model's figure;
+//!   [`followup_testkit::linksim`] at 64 kbit/s / 500 ms, measured, beside the model's figure;
 //! * store open with a device key, and the due-list query over the generated store.
 
 use std::time::{Duration, Instant};
 
-use followup_core::crypto::{KeySource, StaticKeyProvider};
-use followup_core::device::Device;
-use followup_core::ids::RecordId;
-use followup_core::protocol::{
+use followup_device::crypto::{KeySource, StaticKeyProvider};
+use followup_device::device::Device;
+use followup_device::sync::{SyncClient, SyncOptions, SyncReport};
+use followup_domain::ids::RecordId;
+use followup_domain::protocol::{
     compress_with_level, join_changes, EnrolmentGrant, ZSTD_LEVEL_DEVICE,
 };
-use followup_core::schedule::VisitState;
-use followup_core::sync::{SyncClient, SyncOptions, SyncReport};
-use followup_core::workload::{self, Rng, BENCH_ITEMS, BENCH_PATIENTS};
-use followup_server::linksim::{LinkConfig, LinkSim};
+use followup_domain::schedule::VisitState;
 use followup_server::{Config, Server};
+use followup_testkit::linksim::{LinkConfig, LinkSim};
+use followup_testkit::workload::{self, Rng, BENCH_ITEMS, BENCH_PATIENTS};
 use serde::Serialize;
 
-use crate::admin::AdminClient;
 use crate::args::BenchArgs;
 use crate::device_cmd;
 use crate::error::CliError;
@@ -199,16 +198,16 @@ async fn measure(args: &BenchArgs) -> Result<BenchReport, CliError> {
         .prefix("followup-bench-")
         .tempdir()
         .map_err(|e| CliError::new(format!("cannot create a temporary directory: {e}")))?;
-    let token = hex::encode(followup_core::ids::random_bytes::<16>());
+    let token = hex::encode(followup_domain::ids::random_bytes::<16>());
     let server = Server::start(Config::for_tests(dir.path().join("registry"), Some(&token)))
         .await
         .map_err(|e| CliError::new(format!("the bench's server could not start: {e}")))?;
-    let admin = AdminClient::new(&server.url(), Some(&token))?;
+    let admin = crate::admin::connect(&server.url(), Some(&token))?;
     let clinic = admin.create_clinic("Bench clinic", "CH").await?;
     let code = admin
         .issue_code(EnrolmentGrant::ClinicDevice { clinic }, None)
         .await?;
-    let device_key = followup_core::ids::random_bytes::<32>();
+    let device_key = followup_domain::ids::random_bytes::<32>();
     let key = || KeySource::provider(StaticKeyProvider::new(device_key, "bench-device-key"));
     let path = dir.path().join("tablet.db");
     let device = Device::create(&path, key())?;

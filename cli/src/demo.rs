@@ -15,7 +15,7 @@
 //! 6. the same month-3 follow-up corrected on both tablets while offline → a visible conflict,
 //!    with each device's value;
 //! 7. tablet B comes back from an outreach trip with a backlog and syncs over a simulated
-//!    64 kbit/s, 500 ms link that drops every few seconds ([`followup_server::linksim`]);
+//!    64 kbit/s, 500 ms link that drops every few seconds ([`followup_testkit::linksim`]);
 //! 8. a final sync of every device, the work list and queue on day 200, the audit chain, and a
 //!    convergence check that compares every replica's documents (their heads) with the server's.
 //!
@@ -27,25 +27,24 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{Days, NaiveDate, Utc};
-use followup_core::crypto::KeySource;
-use followup_core::device::Device;
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::{
+use followup_device::crypto::KeySource;
+use followup_device::device::Device;
+use followup_device::store::Query;
+use followup_device::sync::{SyncClient, SyncOptions, SyncReport};
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::{
     AdjudicationStatus, AdverseEvent, AeOutcome, Answers, CellType, Consent, Cost, Enrolment,
     Manipulation, Origin, Procedure, PromisedBenefit, RegulatoryStatus, Relatedness, Reporter,
     Route, Sex, SourceTissue,
 };
-use followup_core::protocol::{DeviceRole, EnrolmentGrant};
-use followup_core::questionnaire::AnswerValue;
-use followup_core::schedule::VisitState;
-use followup_core::store::Query;
-use followup_core::sync::{SyncClient, SyncOptions, SyncReport};
-use followup_server::linksim::{CutPolicy, LinkConfig, LinkSim};
+use followup_domain::protocol::{DeviceRole, EnrolmentGrant};
+use followup_domain::questionnaire::AnswerValue;
+use followup_domain::schedule::VisitState;
 use followup_server::storage::{ReadScope, Storage};
 use followup_server::{Config, RunningServer, Server};
+use followup_testkit::linksim::{CutPolicy, LinkConfig, LinkSim};
 use serde::Serialize;
 
-use crate::admin::AdminClient;
 use crate::args::DemoArgs;
 use crate::device_cmd::{self, fill};
 use crate::error::CliError;
@@ -541,11 +540,11 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
     };
 
     // ---- The registry.
-    let token = hex::encode(followup_core::ids::random_bytes::<16>());
+    let token = hex::encode(followup_domain::ids::random_bytes::<16>());
     let server = Server::start(Config::for_tests(dir.join("registry"), Some(&token)))
         .await
         .map_err(|e| CliError::new(format!("the demo's registry server could not start: {e}")))?;
-    let admin = AdminClient::new(&server.url(), Some(&token))?;
+    let admin = crate::admin::connect(&server.url(), Some(&token))?;
     n.step(0, "the registry");
     n.say(format!(
         "registry server on {} (SQLite in {})",
@@ -1036,12 +1035,12 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
     if let Some(item) = phone_dev
         .store()
         .list(&Query {
-            kind: Some(followup_core::model::RecordKind::Adjudication),
+            kind: Some(followup_domain::model::RecordKind::Adjudication),
             ..Default::default()
         })?
         .first()
     {
-        let adj: followup_core::model::Adjudication = phone_dev.get(item.id)?;
+        let adj: followup_domain::model::Adjudication = phone_dev.get(item.id)?;
         w.n.say(format!(
             "KX-0417's phone shows the clinic's answer to her complication: {} — {}",
             adj.status, adj.remedy

@@ -7,18 +7,18 @@
 use std::path::Path;
 
 use chrono::{NaiveDate, Utc};
-use followup_core::crypto::KeySource;
-use followup_core::device::{Device, Enrolled};
-use followup_core::ids::RecordId;
-use followup_core::model::{
-    AdverseEvent, AeOutcome, Answers, Consent, Enrolment, Procedure, RecordKind, Reporter, Sex,
-};
-use followup_core::protocol::DeviceRole;
-use followup_core::schedule::VisitState;
-use followup_core::store::Query;
-use followup_core::sync::{
+use followup_device::crypto::KeySource;
+use followup_device::device::{Device, Enrolled};
+use followup_device::store::Query;
+use followup_device::sync::{
     CancelToken, SyncClient, SyncOptions, SyncPhase, SyncProgress, SyncReport,
 };
+use followup_domain::ids::RecordId;
+use followup_domain::model::{
+    AdverseEvent, AeOutcome, Answers, Consent, Enrolment, Procedure, RecordKind, Reporter, Sex,
+};
+use followup_domain::protocol::DeviceRole;
+use followup_domain::schedule::VisitState;
 
 use crate::args::{DeviceArgs, DeviceCommand};
 use crate::error::CliError;

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use followup_core::questionnaire::Problem;
-use followup_core::store::StoreError;
+use followup_device::store::StoreError;
+use followup_domain::questionnaire::Problem;
 
 /// A failed command. `main` prints [`CliError`]'s one line (after any `details`, one per line)
 /// and exits with a non-zero status.
@@ -68,9 +68,9 @@ impl fmt::Display for CliError {
 
 impl std::error::Error for CliError {}
 
-impl From<followup_core::Error> for CliError {
-    fn from(e: followup_core::Error) -> Self {
-        use followup_core::Error as E;
+impl From<followup_device::Error> for CliError {
+    fn from(e: followup_device::Error) -> Self {
+        use followup_device::Error as E;
         match e {
             E::Store(StoreError::WrongKey) => CliError::new(
                 "wrong passphrase: it does not open this store",
@@ -97,6 +97,6 @@ impl From<std::io::Error> for CliError {
 
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
-        followup_core::Error::Store(e).into()
+        followup_device::Error::Store(e).into()
     }
 }

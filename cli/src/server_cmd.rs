@@ -1,7 +1,7 @@
 //! `followup server`: run the registry sync server, or act as registry staff on a running one.
 
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::protocol::EnrolmentGrant;
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::protocol::EnrolmentGrant;
 use followup_server::{Config, Server};
 
 use crate::admin::AdminClient;
@@ -92,7 +92,7 @@ async fn shutdown_signal() {
 }
 
 fn client(conn: &StaffConn) -> Result<AdminClient, CliError> {
-    AdminClient::new(&conn.server, conn.admin_token.as_deref())
+    crate::admin::connect(&conn.server, conn.admin_token.as_deref())
 }
 
 fn parse_record(what: &str, s: &str) -> Result<RecordId, CliError> {

@@ -21,10 +21,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use followup_core::identity::parse_public_key;
-use followup_core::ids::{random_bytes, DeviceId, RecordId};
-use followup_core::model::{DocHeader, RecordKind};
-use followup_core::protocol::{
+use followup_domain::identity::parse_public_key;
+use followup_domain::ids::{random_bytes, DeviceId, RecordId};
+use followup_domain::model::{DocHeader, RecordKind};
+use followup_domain::protocol::{
     decode_sync_request, encode_body_with_level, registry_actor, CreateClinicRequest,
     CreateClinicResponse, DeviceRole, EnrolRequest, EnrolResponse, EnrolmentGrant, ErrorCode,
     HealthResponse, IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse,
@@ -215,7 +215,7 @@ async fn sync_handler(
         let accepted = resp
             .results
             .iter()
-            .filter(|r| matches!(r, followup_core::protocol::PushResult::Accepted { .. }))
+            .filter(|r| matches!(r, followup_domain::protocol::PushResult::Accepted { .. }))
             .count();
         let out = encode_body_with_level(&resp, ZSTD_LEVEL_SERVER)?;
         Ok((
@@ -388,7 +388,7 @@ async fn revoke_device(
     st.admin.check(&headers)?;
     let id: DeviceId = id
         .parse()
-        .map_err(|e: followup_core::ids::InvalidId| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e: followup_domain::ids::InvalidId| ApiError::bad_request(e.to_string()))?;
     let storage = st.storage.clone();
     let (newly, at) = blocking(move || Ok(storage.revoke_device(id, now_ms())?))
         .await?
@@ -404,7 +404,7 @@ async fn revoke_device(
 async fn verify_audit(
     State(st): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<followup_core::protocol::AuditVerifyResponse>, ApiError> {
+) -> Result<Json<followup_domain::protocol::AuditVerifyResponse>, ApiError> {
     st.admin.check(&headers)?;
     let storage = st.storage.clone();
     let r = blocking(move || Ok(audit::verify(storage.as_ref())?)).await?;
@@ -417,7 +417,7 @@ async fn verify_audit(
 async fn stats(
     State(st): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<followup_core::protocol::StatsResponse>, ApiError> {
+) -> Result<Json<followup_domain::protocol::StatsResponse>, ApiError> {
     st.admin.check(&headers)?;
     let storage = st.storage.clone();
     Ok(Json(blocking(move || Ok(storage.stats()?)).await?))

@@ -7,8 +7,8 @@
 //! log_seq, change hashes, detail)` — deterministic, with no map ordering or float to vary.
 
 use automerge::ChangeHash;
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::protocol::AuditVerifyResponse;
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::protocol::AuditVerifyResponse;
 use ring::digest::{Context, SHA256};
 use serde::Serialize;
 

@@ -1,14 +1,14 @@
 //! Authentication: device request signatures (Ed25519 over the canonical string of
-//! `followup_core::identity`), the ±5 min freshness window, the nonce replay cache (a database
+//! `followup_domain::identity`), the ±5 min freshness window, the nonce replay cache (a database
 //! table, shared by every server process), revocation; and the administrators' bearer token.
 
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
-use followup_core::identity::{
+use followup_domain::identity::{
     check_timestamp, verify_request_hashed, IdentityError, SignedHeaders, MAX_CLOCK_SKEW_MS,
 };
-use followup_core::protocol::ErrorCode;
+use followup_domain::protocol::ErrorCode;
 use ring::digest::{digest, SHA256};
 
 use crate::error::ApiError;

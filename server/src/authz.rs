@@ -12,9 +12,9 @@
 //! device.
 
 use automerge::{Automerge, ReadDoc, ROOT};
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::{read_header, DocHeader, RecordKind};
-use followup_core::protocol::{DeviceRole, RejectCode};
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::{read_header, DocHeader, RecordKind};
+use followup_domain::protocol::{DeviceRole, RejectCode};
 
 use crate::storage::{DeviceRecord, ReadScope, StorageError};
 

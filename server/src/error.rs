@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use followup_core::protocol::{ErrorBody, ErrorCode, ProtocolError};
+use followup_domain::protocol::{ErrorBody, ErrorCode, ProtocolError};
 
 use crate::storage::StorageError;
 

@@ -3,7 +3,7 @@
 //! The registry sync server: devices enrol with a one-time code, then sync all their documents in
 //! one signed, compressed `POST /v1/sync` per exchange; the server authorizes every change, merges
 //! it, keeps an append-only hash-chained audit log, and returns what each device lacks since its
-//! cursor. The protocol is `docs/sync-protocol.md`; its types are `followup_core::protocol`.
+//! cursor. The protocol is `docs/sync-protocol.md`; its types are `followup_domain::protocol`.
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -15,8 +15,11 @@
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
-//! | [`linksim`] | a TCP link simulator (bandwidth, latency, cuts) for tests, the demo and the benchmark |
 //! | [`error`] | HTTP errors with JSON bodies |
+//!
+//! It depends on `followup-domain` for the record model, the wire protocol and signature
+//! verification, and must never depend on the device crate (`followup-device`: a phone's
+//! encrypted store and HTTP client), on an HTTP client, on uniffi or on the test kit.
 //!
 //! Embedding (tests, the CLI): [`Server::start`] returns a [`RunningServer`] with its bound address
 //! and a graceful shutdown that lets in-flight syncs finish.
@@ -29,7 +32,6 @@ pub mod auth;
 pub mod authz;
 pub mod config;
 pub mod error;
-pub mod linksim;
 pub mod resumable;
 pub mod storage;
 pub mod sync;

@@ -17,8 +17,8 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use followup_core::ids::DeviceId;
-use followup_core::protocol::{
+use followup_domain::ids::DeviceId;
+use followup_domain::protocol::{
     decode_sync_request, encode_body_with_level, ErrorCode, PushResult, EXCHANGE_ID_LEN,
     MAX_UPLOAD_PIECE, RESPONSE_LENGTH_HEADER, SYNC_CONTENT_TYPE, ZSTD_LEVEL_SERVER,
 };

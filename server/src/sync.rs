@@ -5,9 +5,9 @@
 use std::collections::{HashMap, HashSet};
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
-use followup_core::ids::RecordId;
-use followup_core::model::{DocHeader, RecordKind};
-use followup_core::protocol::{
+use followup_domain::ids::RecordId;
+use followup_domain::model::{DocHeader, RecordKind};
+use followup_domain::protocol::{
     frontier, hashes_from_heads, join_changes, split_changes, PullDoc, PushResult, RejectCode,
     SyncRequest, SyncResponse,
 };

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use followup_core::ids::RecordId;
-use followup_core::protocol::*;
+use followup_domain::ids::RecordId;
+use followup_domain::protocol::*;
 
 /// The benchmark workload: 1 clinic, 300 patients, 1,000 50-answer responses; then 10 of them
 /// edited (3 answers each). Budget: ≤ 150 KB and ≤ 6 KB on the wire (request + response).

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use contract::RawDb;
-use followup_core::ids::RecordId;
-use followup_core::protocol::*;
+use followup_domain::ids::RecordId;
+use followup_domain::protocol::*;
 use followup_server::storage::{
     PostgresOptions, PostgresStorage, Storage, StorageError, WriteOutcome,
 };
@@ -276,7 +276,7 @@ fn postgres_schema_nonces_and_busy() {
     };
     // Connecting twice (a second process, a restart) migrates once and keeps the data.
     let s = open(&url, fast.clone());
-    let nonce_dev = followup_core::ids::DeviceId([1; 16]);
+    let nonce_dev = followup_domain::ids::DeviceId([1; 16]);
     assert!(s.remember_nonce(nonce_dev, &[1; 16], 1_000, 0).unwrap());
     drop(s);
     let s = open(&url, fast.clone());
@@ -318,7 +318,7 @@ fn postgres_schema_nonces_and_busy() {
 
     // Another process holding the write counter: a writer waits lock_timeout, then is busy.
     let clinic = RecordId::random();
-    let h = contract::header(followup_core::model::RecordKind::Clinic, clinic, None);
+    let h = contract::header(followup_domain::model::RecordKind::Clinic, clinic, None);
     let w = contract::write(&h, b"x", vec![], None, None);
     let mut tx = raw.0.transaction().unwrap();
     tx.execute("SELECT seq FROM log_head WHERE id = 1 FOR UPDATE", &[])

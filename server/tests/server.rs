@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use followup_core::identity::DeviceIdentity;
-use followup_core::ids::RecordId;
-use followup_core::protocol::*;
+use followup_domain::identity::DeviceIdentity;
+use followup_domain::ids::RecordId;
+use followup_domain::protocol::*;
 
 #[tokio::test]
 async fn health_and_admin_token() {
@@ -122,7 +122,7 @@ async fn signed_sync_accepted_and_forged_or_replayed_refused() {
     let h = dev
         .identity
         .sign_request(
-            followup_core::DeviceId::random(),
+            followup_domain::DeviceId::random(),
             "POST",
             SYNC_PATH,
             &body,

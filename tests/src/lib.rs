@@ -1,6 +1,6 @@
 //! End-to-end test support: a real registry server on 127.0.0.1 (random port, temporary data
 //! directory), its admin API, and device stores that enrol and sync over HTTP with the real
-//! client (`followup_core::sync`).
+//! client (`followup_device::sync`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::collections::BTreeMap;
@@ -8,15 +8,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use automerge::ReadDoc;
-use followup_core::crypto::KeySource;
-use followup_core::device::Device;
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::protocol::*;
-use followup_core::store::Query;
-use followup_core::sync::{CancelToken, SyncClient, SyncOptions, SyncReport};
+use followup_device::crypto::KeySource;
+use followup_device::device::Device;
+use followup_device::store::Query;
+use followup_device::sync::{CancelToken, SyncClient, SyncOptions, SyncReport};
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::protocol::*;
 use followup_server::{Config, RunningServer, Server};
 
-pub use followup_server::linksim::{CutPolicy, LinkConfig, LinkSim, LinkStats};
+pub use followup_testkit::linksim::{CutPolicy, LinkConfig, LinkSim, LinkStats};
 
 pub const ADMIN: &str = "e2e-admin-token-0123456789";
 
@@ -56,70 +56,29 @@ impl Registry {
         self.server.url()
     }
 
-    async fn admin_post<T: serde::Serialize>(&self, path: &str, body: &T) -> reqwest::Response {
-        self.http
-            .post(format!("{}{path}", self.url()))
-            .header("authorization", format!("Bearer {ADMIN}"))
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(body).unwrap())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn admin_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url()))
-            .header("authorization", format!("Bearer {ADMIN}"))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        json(r).await
+    /// The registry's admin API through the workspace's one staff client.
+    pub fn staff(&self) -> followup_staff_client::StaffClient {
+        followup_staff_client::StaffClient::new(&self.url(), Some(ADMIN)).unwrap()
     }
 
     pub async fn create_clinic(&self, name: &str) -> RecordId {
-        let r = self
-            .admin_post(
-                "/v1/admin/clinics",
-                &CreateClinicRequest {
-                    name: name.into(),
-                    country: "pt".into(),
-                },
-            )
-            .await;
-        assert_eq!(r.status(), 201);
-        json::<CreateClinicResponse>(r).await.clinic
+        self.staff().create_clinic(name, "pt").await.unwrap()
     }
 
     pub async fn code(&self, grant: EnrolmentGrant) -> String {
-        let r = self
-            .admin_post(
-                "/v1/admin/enrolment-codes",
-                &IssueEnrolmentCodeRequest {
-                    grant,
-                    expires_in_secs: None,
-                },
-            )
-            .await;
-        assert_eq!(r.status(), 201);
-        json::<IssueEnrolmentCodeResponse>(r).await.code
+        self.staff().issue_code(grant, None).await.unwrap().code
     }
 
     pub async fn revoke(&self, device: DeviceId) {
-        let r = self
-            .admin_post(&format!("/v1/admin/devices/{device}/revoke"), &())
-            .await;
-        assert!(r.status().is_success(), "{}", r.status());
+        self.staff().revoke(device).await.unwrap();
     }
 
     pub async fn verify_audit(&self) -> AuditVerifyResponse {
-        self.admin_get("/v1/admin/audit/verify").await
+        self.staff().verify_audit().await.unwrap()
     }
 
     pub async fn stats(&self) -> StatsResponse {
-        self.admin_get("/v1/admin/stats").await
+        self.staff().stats().await.unwrap()
     }
 
     /// Enrol a new clinic tablet.
@@ -202,12 +161,12 @@ impl TestDevice {
     }
 
     /// Sync with the registry the device enrolled with.
-    pub async fn sync(&self) -> followup_core::Result<SyncReport> {
+    pub async fn sync(&self) -> followup_device::Result<SyncReport> {
         self.sync_with(&SyncClient::new(test_options()).unwrap())
             .await
     }
 
-    pub async fn sync_with(&self, client: &SyncClient) -> followup_core::Result<SyncReport> {
+    pub async fn sync_with(&self, client: &SyncClient) -> followup_device::Result<SyncReport> {
         tokio::time::timeout(
             STEP_TIMEOUT,
             client.sync(&self.device, &|_| {}, &CancelToken::new()),
@@ -280,8 +239,8 @@ pub async fn sync_until_quiet(devices: &[&TestDevice]) {
 }
 
 /// An adverse event for tests.
-pub fn adverse_event(description: &str) -> followup_core::model::AdverseEvent {
-    use followup_core::model::{AdverseEvent, AeOutcome, Reporter};
+pub fn adverse_event(description: &str) -> followup_domain::model::AdverseEvent {
+    use followup_domain::model::{AdverseEvent, AeOutcome, Reporter};
     AdverseEvent {
         reporter: Reporter::Clinic,
         category: "infection".into(),
@@ -297,8 +256,8 @@ pub fn adverse_event(description: &str) -> followup_core::model::AdverseEvent {
 
 /// Answers from `(item, value)` pairs.
 pub fn answers(
-    pairs: &[(&str, followup_core::questionnaire::AnswerValue)],
-) -> followup_core::questionnaire::Answers {
+    pairs: &[(&str, followup_domain::questionnaire::AnswerValue)],
+) -> followup_domain::questionnaire::Answers {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))

@@ -4,9 +4,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use followup_core::sync::{CancelToken, SyncClient, SyncError, SyncOptions, SyncPhase};
-use followup_core::{workload, Error};
+use followup_device::sync::{CancelToken, SyncClient, SyncError, SyncOptions, SyncPhase};
+use followup_device::Error;
 use followup_e2e::*;
+use followup_testkit::workload;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_sync_loses_nothing_and_progress_adds_up() {
@@ -29,7 +30,7 @@ async fn cancelled_sync_loses_nothing_and_progress_adds_up() {
     let result = {
         let cancel2 = cancel.clone();
         let sends = sends.clone();
-        let progress = move |p: followup_core::sync::SyncProgress| {
+        let progress = move |p: followup_device::sync::SyncProgress| {
             if p.phase == SyncPhase::Sending {
                 let mut n = sends.lock().unwrap();
                 *n += 1;

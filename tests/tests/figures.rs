@@ -5,9 +5,9 @@
 //! brief are asserted (they are sizes and counts, not times).
 #![allow(clippy::unwrap_used)]
 
-use followup_core::sync::SyncReport;
-use followup_core::workload::{self, BENCH_PATIENTS, BENCH_RESPONSES};
+use followup_device::sync::SyncReport;
 use followup_e2e::*;
+use followup_testkit::workload::{self, BENCH_PATIENTS, BENCH_RESPONSES};
 
 fn line(what: &str, r: &SyncReport) {
     println!(

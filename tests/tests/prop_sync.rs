@@ -10,12 +10,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use followup_core::model::FollowupResponse;
-use followup_core::questionnaire::AnswerValue;
-use followup_core::sync::{SyncClient, SyncOptions};
-use followup_core::workload::{bench_enrolment, bench_procedure};
-use followup_core::RecordId;
+use followup_device::sync::{SyncClient, SyncOptions};
+use followup_device::RecordId;
+use followup_domain::model::FollowupResponse;
+use followup_domain::questionnaire::AnswerValue;
 use followup_e2e::*;
+use followup_testkit::workload::{bench_enrolment, bench_procedure};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -164,8 +164,8 @@ async fn run(ops: Vec<Op>) {
                     assert!(
                         matches!(
                             e,
-                            followup_core::Error::Sync(
-                                followup_core::sync::SyncError::ServerUnreachable { .. }
+                            followup_device::Error::Sync(
+                                followup_device::sync::SyncError::ServerUnreachable { .. }
                             )
                         ),
                         "{e}"

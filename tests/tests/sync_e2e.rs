@@ -6,16 +6,16 @@ use std::collections::BTreeSet;
 
 use automerge::transaction::Transactable;
 use automerge::ReadDoc;
-use followup_core::device::{index_meta, Enrolled};
-use followup_core::model::{
+use followup_device::device::{index_meta, Enrolled};
+use followup_device::sync::{self, SyncClient, SyncError, SyncOptions};
+use followup_device::{Error, RecordId};
+use followup_domain::model::{
     self, Adjudication, AdjudicationStatus, Author, FollowupResponse, RecordKind,
 };
-use followup_core::protocol::{DeviceRole, ErrorBody, ErrorCode, SYNC_CONTENT_TYPE, SYNC_PATH};
-use followup_core::questionnaire::AnswerValue;
-use followup_core::sync::{self, SyncClient, SyncError, SyncOptions};
-use followup_core::workload::{bench_answers, bench_enrolment, bench_procedure};
-use followup_core::{Error, RecordId};
+use followup_domain::protocol::{DeviceRole, ErrorBody, ErrorCode, SYNC_CONTENT_TYPE, SYNC_PATH};
+use followup_domain::questionnaire::AnswerValue;
 use followup_e2e::*;
+use followup_testkit::workload::{bench_answers, bench_enrolment, bench_procedure};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tablets_and_a_phone_converge_with_nothing_lost() {
@@ -115,7 +115,7 @@ async fn two_tablets_and_a_phone_converge_with_nothing_lost() {
     }
     let xs: BTreeSet<RecordId> = t1
         .store()
-        .list(&followup_core::store::Query {
+        .list(&followup_device::store::Query {
             patient: Some(x),
             ..Default::default()
         })
@@ -239,7 +239,7 @@ async fn authorization_patient_phone_and_other_clinic() {
         foreign,
         clinic_a,
         Some(x),
-        &followup_core::workload::bench_response(9, None, "m1"),
+        &followup_testkit::workload::bench_response(9, None, "m1"),
     )
     .unwrap();
     tb.store()
@@ -247,10 +247,14 @@ async fn authorization_patient_phone_and_other_clinic() {
         .unwrap();
     let mut copy = ta.store().load_doc(&r).unwrap().unwrap();
     let ta_r_before = ta.snapshot().get(&r).cloned();
-    model::update_body::<FollowupResponse>(&mut copy, Author::device_now(tb.id()), |b| {
-        b.answers.insert("q05".into(), AnswerValue::Int(1000));
-        Ok(())
-    })
+    model::update_body::<FollowupResponse, followup_domain::Error>(
+        &mut copy,
+        Author::device_now(tb.id()),
+        |b| {
+            b.answers.insert("q05".into(), AnswerValue::Int(1000));
+            Ok(())
+        },
+    )
     .unwrap();
     tb.store()
         .save_doc(&index_meta(&copy).unwrap(), &copy)
@@ -311,11 +315,9 @@ async fn forged_replayed_expired_and_revoked_requests_are_refused() {
 
     // Replayed and expired: the tablet's own signature, raw.
     let http = reqwest::Client::new();
-    let body = followup_core::protocol::encode_body(&followup_core::protocol::SyncRequest::new(
-        0,
-        1024,
-        vec![],
-    ))
+    let body = followup_domain::protocol::encode_body(
+        &followup_domain::protocol::SyncRequest::new(0, 1024, vec![]),
+    )
     .unwrap();
     let post = |headers: [(&'static str, String); 4]| {
         let mut rb = http
@@ -391,8 +393,8 @@ async fn connections_cut_at_random_points_lose_and_duplicate_nothing() {
     let reg = Registry::start().await;
     let clinic = reg.create_clinic("A").await;
     let ta = reg.clinic_tablet(clinic, "tablet A").await;
-    let mut data = followup_core::workload::populate_patients(&ta, 20).unwrap();
-    followup_core::workload::populate_responses(&ta, &mut data, 7, 150).unwrap();
+    let mut data = followup_testkit::workload::populate_patients(&ta, 20).unwrap();
+    followup_testkit::workload::populate_responses(&ta, &mut data, 7, 150).unwrap();
     let n_docs = (20 * 2 + 150) as u64;
 
     let link = LinkSim::start(

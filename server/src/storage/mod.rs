@@ -39,9 +39,9 @@ pub use sqlite::SqliteStorage;
 pub use staging::{UploadStaging, UploadState};
 
 use automerge::ChangeHash;
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::{DocHeader, RecordKind};
-use followup_core::protocol::{DeviceRole, StatsResponse};
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::{DocHeader, RecordKind};
+use followup_domain::protocol::{DeviceRole, StatsResponse};
 
 use crate::audit::{AuditEntry, AuditRow};
 

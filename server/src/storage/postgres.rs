@@ -43,9 +43,9 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use automerge::ChangeHash;
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::DocHeader;
-use followup_core::protocol::{DeviceRole, StatsResponse};
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::DocHeader;
+use followup_domain::protocol::{DeviceRole, StatsResponse};
 use postgres::error::SqlState;
 use postgres::types::{FromSql, ToSql};
 use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction};

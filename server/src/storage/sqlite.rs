@@ -8,9 +8,9 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use automerge::ChangeHash;
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::DocHeader;
-use followup_core::protocol::{DeviceRole, StatsResponse};
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::DocHeader;
+use followup_domain::protocol::{DeviceRole, StatsResponse};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{

@@ -8,7 +8,7 @@
 //! incomplete upload and one stored response: starting a new upload drops the device's other
 //! incomplete ones, finishing one drops its other rows, and rows idle for a day are deleted.
 
-use followup_core::ids::DeviceId;
+use followup_domain::ids::DeviceId;
 
 use super::StorageResult;
 

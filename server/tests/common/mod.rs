@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ChangeHash, ObjType, ReadDoc, ROOT};
-use followup_core::identity::DeviceIdentity;
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::protocol::*;
+use followup_domain::identity::DeviceIdentity;
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::protocol::*;
 use followup_server::{Config, RunningServer, Server};
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
@@ -71,32 +71,18 @@ impl TestServer {
             .unwrap()
     }
 
+    /// The registry's admin API through the workspace's one staff client (the raw
+    /// `admin_post` / `admin_get` above are for probing the API's contract itself).
+    pub fn staff(&self) -> followup_staff_client::StaffClient {
+        followup_staff_client::StaffClient::new(&self.server.url(), Some(ADMIN)).unwrap()
+    }
+
     pub async fn create_clinic(&self, name: &str) -> RecordId {
-        let r = self
-            .admin_post(
-                "/v1/admin/clinics",
-                &CreateClinicRequest {
-                    name: name.into(),
-                    country: "pt".into(),
-                },
-            )
-            .await;
-        assert_eq!(r.status(), 201);
-        json::<CreateClinicResponse>(r).await.clinic
+        self.staff().create_clinic(name, "pt").await.unwrap()
     }
 
     pub async fn issue_code(&self, grant: EnrolmentGrant, ttl: Option<u64>) -> String {
-        let r = self
-            .admin_post(
-                "/v1/admin/enrolment-codes",
-                &IssueEnrolmentCodeRequest {
-                    grant,
-                    expires_in_secs: ttl,
-                },
-            )
-            .await;
-        assert_eq!(r.status(), 201, "{:?}", r.text().await);
-        json::<IssueEnrolmentCodeResponse>(r).await.code
+        self.staff().issue_code(grant, ttl).await.unwrap().code
     }
 
     pub async fn enrol_raw(&self, code: &str, identity: &DeviceIdentity) -> reqwest::Response {
@@ -152,13 +138,11 @@ impl TestServer {
     }
 
     pub async fn verify_audit(&self) -> AuditVerifyResponse {
-        let r = self.admin_get("/v1/admin/audit/verify").await;
-        assert_eq!(r.status(), 200);
-        json(r).await
+        self.staff().verify_audit().await.unwrap()
     }
 
     pub async fn stats(&self) -> StatsResponse {
-        json(self.admin_get("/v1/admin/stats").await).await
+        self.staff().stats().await.unwrap()
     }
 }
 

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use automerge::ChangeHash;
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::{DocHeader, RecordKind};
-use followup_core::protocol::DeviceRole;
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::{DocHeader, RecordKind};
+use followup_domain::protocol::DeviceRole;
 use followup_server::audit::{self, AuditEntry};
 use followup_server::storage::{
     ClinicRow, DocWrite, EnrolmentCode, NewDevice, ReadScope, Rejection, Storage, WriteOutcome,

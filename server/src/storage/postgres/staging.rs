@@ -1,6 +1,6 @@
 //! [`UploadStaging`] on PostgreSQL.
 
-use followup_core::ids::DeviceId;
+use followup_domain::ids::DeviceId;
 use postgres::GenericClient;
 
 use super::{col, PostgresStorage, Q};

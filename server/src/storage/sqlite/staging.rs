@@ -1,6 +1,6 @@
 //! [`UploadStaging`] on SQLite.
 
-use followup_core::ids::DeviceId;
+use followup_domain::ids::DeviceId;
 use rusqlite::{params, OptionalExtension};
 
 use super::{SqlResult, SqliteStorage};

@@ -48,14 +48,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::{index_meta, Device, Enrolled};
 use crate::error::{Error, Result};
-use crate::ids::RecordId;
-use crate::model::RecordKind;
-use crate::protocol::{
+use crate::store::Store;
+use followup_domain::ids::RecordId;
+use followup_domain::model::RecordKind;
+use followup_domain::protocol::{
     self, decode_sync_response, encode_body, split_changes, EnrolRequest, EnrolResponse, ErrorBody,
     ErrorCode, PushDoc, PushResult, SyncRequest, SyncResponse, ENROL_PATH, PROTOCOL_VERSION,
     SYNC_CONTENT_TYPE, SYNC_PATH,
 };
-use crate::store::Store;
 
 /// Plaintext setting holding the cursor (a server log position; reveals nothing).
 const SETTING_CURSOR: &str = "sync.cursor";
@@ -530,7 +530,7 @@ fn now_ms() -> i64 {
 }
 
 fn jitter_fraction() -> f64 {
-    let b: [u8; 4] = crate::ids::random_bytes();
+    let b: [u8; 4] = followup_domain::ids::random_bytes();
     f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
 }
 
@@ -985,7 +985,7 @@ impl SyncClient {
         };
         device.set_enrolment(enrolled.clone())?;
         let skew = answer.server_time_ms - now_ms();
-        if skew.abs() > crate::identity::MAX_CLOCK_SKEW_MS {
+        if skew.abs() > followup_domain::identity::MAX_CLOCK_SKEW_MS {
             return Err(SyncError::ClockSkew {
                 skew_secs: Some(skew / 1000),
             }

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use ring::aead::{self, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::pbkdf2;
 
-use crate::ids::{random_bytes, StoreId};
+use followup_domain::ids::{random_bytes, StoreId};
 
 /// Length of a data key and of a key-encryption key, in bytes.
 pub const KEY_LEN: usize = 32;
@@ -193,7 +193,7 @@ impl Aad {
     }
 
     /// Chunk `chunk` of record `record`'s document in store `store`.
-    pub fn doc_chunk(store: &StoreId, record: &crate::ids::RecordId, chunk: u64) -> Self {
+    pub fn doc_chunk(store: &StoreId, record: &followup_domain::ids::RecordId, chunk: u64) -> Self {
         Self::build(store, record.as_bytes(), chunk, Purpose::DocChunk, &[])
     }
 
@@ -643,7 +643,7 @@ impl KeySlot {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ids::RecordId;
+    use followup_domain::ids::RecordId;
 
     fn fast(p: &str) -> KeySource {
         KeySource::passphrase_with_iterations(p, 10)

@@ -39,13 +39,15 @@ impl Upload {
     /// changed" at the same cursor) never gets the answer stored for an earlier one.
     pub fn new(encoded: Vec<u8>) -> Upload {
         let mut body = Vec::with_capacity(protocol::EXCHANGE_ID_LEN + encoded.len());
-        body.extend_from_slice(&crate::ids::random_bytes::<{ protocol::EXCHANGE_ID_LEN }>());
+        body.extend_from_slice(&followup_domain::ids::random_bytes::<
+            { protocol::EXCHANGE_ID_LEN },
+        >());
         body.extend_from_slice(&encoded);
         let mut hash = [0u8; 32];
         hash.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &body).as_ref());
         Upload {
             body: Arc::new(body),
-            hex: hex::encode(hash),
+            hex: hash.iter().map(|b| format!("{b:02x}")).collect(),
             hash,
             acked: 0,
             probe: false,

@@ -16,14 +16,14 @@
 
 use chrono::{Days, NaiveDate};
 
-use crate::device::Device;
-use crate::error::{Error, Result};
-use crate::ids::RecordId;
-use crate::model::{
+use followup_device::device::Device;
+use followup_device::error::{Error, Result};
+use followup_domain::ids::RecordId;
+use followup_domain::model::{
     self, Author, CellType, CompletedBy, Consent, Enrolment, FollowupResponse, Manipulation,
     Origin, Procedure, RegulatoryStatus, ResponseStatus, Route, Sex, SourceTissue,
 };
-use crate::questionnaire::{AnswerValue, Answers};
+use followup_domain::questionnaire::{AnswerValue, Answers};
 
 /// Patients in the benchmark clinic.
 pub const BENCH_PATIENTS: usize = 300;
@@ -283,7 +283,7 @@ mod tests {
     fn answers_are_deterministic_and_valid() {
         assert_eq!(bench_answers(7, 50), bench_answers(7, 50));
         assert_ne!(bench_answers(7, 50), bench_answers(8, 50));
-        let q = crate::questionnaire::instrument(BENCH_QUESTIONNAIRE).unwrap();
+        let q = followup_domain::questionnaire::instrument(BENCH_QUESTIONNAIRE).unwrap();
         for seed in 0..20 {
             assert!(q.validate(&bench_answers(seed, 50)).is_empty());
             let e = edit_answers(seed, 50);

@@ -16,7 +16,7 @@
 //!
 //! ```no_run
 //! # async fn demo(server: std::net::SocketAddr) -> std::io::Result<()> {
-//! use followup_server::linksim::{CutPolicy, LinkConfig, LinkSim};
+//! use followup_testkit::linksim::{CutPolicy, LinkConfig, LinkSim};
 //! use std::time::Duration;
 //! let link = LinkSim::start(server, LinkConfig {
 //!     cut: CutPolicy::Every(Duration::from_secs(3)),

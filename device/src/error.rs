@@ -1,4 +1,4 @@
-//! The crate's error type: rich and internal. `bindings/` maps it to a small public error whose
+//! The device crate's error type: rich and internal. `bindings/` maps it to a small public error whose
 //! message tells the user what to do.
 
 /// Result with the crate's [`Error`].
@@ -36,14 +36,28 @@ pub enum Error {
     InvalidInput(String),
     /// Answers break their questionnaire's rules; one problem per broken rule.
     #[error("the answers break {} rule(s) of the questionnaire: {}", .0.len(), .0.iter().map(|p| p.message.as_str()).collect::<Vec<_>>().join("; "))]
-    Validation(Vec<crate::questionnaire::Problem>),
+    Validation(Vec<followup_domain::questionnaire::Problem>),
     /// The device identity could not be created or used.
     #[error(transparent)]
-    Identity(#[from] crate::identity::IdentityError),
+    Identity(#[from] followup_domain::identity::IdentityError),
     /// A sync or an enrolment with the registry server failed; the message says what to do.
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
     /// An identifier was malformed.
     #[error(transparent)]
-    InvalidId(#[from] crate::ids::InvalidId),
+    InvalidId(#[from] followup_domain::ids::InvalidId),
+}
+
+impl From<followup_domain::Error> for Error {
+    fn from(e: followup_domain::Error) -> Self {
+        match e {
+            followup_domain::Error::MalformedRecord { id, reason } => {
+                Error::MalformedRecord { id, reason }
+            }
+            followup_domain::Error::Automerge(e) => Error::Automerge(e),
+            followup_domain::Error::Hydrate(e) => Error::Hydrate(e),
+            followup_domain::Error::Reconcile(e) => Error::Reconcile(e),
+            followup_domain::Error::InvalidId(e) => Error::InvalidId(e),
+        }
+    }
 }

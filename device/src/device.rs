@@ -19,17 +19,17 @@ use chrono::{NaiveDate, Utc};
 
 use crate::crypto::KeySource;
 use crate::error::{Error, Result};
-use crate::identity::DeviceIdentity;
-use crate::ids::{DeviceId, RecordId};
-use crate::model::{
+use crate::store::{DocMeta, Query, Store};
+use followup_domain::identity::DeviceIdentity;
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::{
     self, Adjudication, AdjudicationStatus, AdverseEvent, Answers, Author, CompletedBy, Conflict,
     DocHeader, Enrolment, FollowupResponse, Procedure, RecordBody, RecordKind, Reporter,
     ResponseStatus,
 };
-use crate::protocol::DeviceRole;
-use crate::questionnaire::{self, AnswerValue, Problem, Questionnaire};
-use crate::schedule::{Schedule, VisitList, VisitState, VisitStatus};
-use crate::store::{DocMeta, Query, Store};
+use followup_domain::protocol::DeviceRole;
+use followup_domain::questionnaire::{self, AnswerValue, Problem, Questionnaire};
+use followup_domain::schedule::{Schedule, VisitList, VisitState, VisitStatus};
 
 /// Visit ids answered by a submitted response, per procedure, comma-separated.
 type DoneVisits = HashMap<RecordId, String>;
@@ -338,12 +338,12 @@ impl Device {
 
     /// Read a record's typed body.
     pub fn get<T: RecordBody>(&self, id: RecordId) -> Result<T> {
-        model::read_body(&self.load(id)?)
+        Ok(model::read_body(&self.load(id)?)?)
     }
 
     /// Read a record's header.
     pub fn header(&self, id: RecordId) -> Result<DocHeader> {
-        model::read_header(&self.load(id)?)
+        Ok(model::read_header(&self.load(id)?)?)
     }
 
     /// Save a document (new or changed), refreshing its index entry.
@@ -425,7 +425,7 @@ impl Device {
 
     /// Every conflicted field of a record, with each device's value.
     pub fn conflicts(&self, id: RecordId) -> Result<Vec<Conflict>> {
-        model::conflicts(&self.load(id)?)
+        Ok(model::conflicts(&self.load(id)?)?)
     }
 
     /// Resolve a conflicted answer of a response by choosing its value (one of the conflicting
@@ -975,8 +975,8 @@ pub fn index_meta(doc: &Automerge) -> Result<DocMeta> {
 mod tests {
     use super::*;
     use crate::crypto::StaticKeyProvider;
-    use crate::model::*;
-    use crate::questionnaire::{AnswerValue, ProblemCode};
+    use followup_domain::model::*;
+    use followup_domain::questionnaire::{AnswerValue, ProblemCode};
 
     fn key() -> KeySource {
         KeySource::provider(StaticKeyProvider::new([7; 32], "test"))

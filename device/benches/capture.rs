@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use followup_core::crypto::{KeySource, StaticKeyProvider};
-use followup_core::device::{Device, Enrolled};
-use followup_core::ids::{DeviceId, RecordId};
-use followup_core::model::{self, Author};
-use followup_core::protocol::DeviceRole;
-use followup_core::schedule::VisitState;
-use followup_core::workload::{self, BenchData};
+use followup_device::crypto::{KeySource, StaticKeyProvider};
+use followup_device::device::{Device, Enrolled};
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::model::{self, Author};
+use followup_domain::protocol::DeviceRole;
+use followup_domain::schedule::VisitState;
+use followup_testkit::workload::{self, BenchData};
 
 const BIG_PATIENTS: usize = 10_000;
 const BIG_RESPONSES: usize = 100_000;
@@ -43,7 +43,7 @@ fn big_store() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
     let path = dir.join(format!(
         "store-v{}-{BIG_PATIENTS}p-{BIG_RESPONSES}r.db",
-        followup_core::store::FORMAT_VERSION
+        followup_device::store::FORMAT_VERSION
     ));
     if path.exists() {
         return path;
@@ -123,10 +123,10 @@ fn capture(c: &mut Criterion) {
         b.iter(|| {
             j += 1;
             let (k, v) = &items[j % items.len()];
-            let mut one = followup_core::questionnaire::Answers::new();
+            let mut one = followup_domain::questionnaire::Answers::new();
             let v = match v {
-                followup_core::questionnaire::AnswerValue::Int(i) => {
-                    followup_core::questionnaire::AnswerValue::Int((i + j as i64) % 11)
+                followup_domain::questionnaire::AnswerValue::Int(i) => {
+                    followup_domain::questionnaire::AnswerValue::Int((i + j as i64) % 11)
                 }
                 other => other.clone(),
             };

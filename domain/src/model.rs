@@ -609,21 +609,33 @@ pub fn read_body<T: RecordBody>(doc: &Automerge) -> Result<T> {
 /// (autosurgeon's `reconcile` rewrites every scalar; Automerge skips a rewrite of an identical
 /// value, but a rewrite of a *conflicted* field silently resolves the conflict in favour of the
 /// winner. Hence this field-level diff. See docs/decisions.md.)
-pub fn update_body<T: RecordBody>(
+///
+/// The edit may fail with the caller's own error type `E`; this function's own failures are
+/// converted into it.
+pub fn update_body<T: RecordBody, E: From<Error>>(
     doc: &mut Automerge,
     author: Author,
-    edit: impl FnOnce(&mut T) -> Result<()>,
-) -> Result<Option<ChangeHash>> {
+    edit: impl FnOnce(&mut T) -> Result<(), E>,
+) -> Result<Option<ChangeHash>, E> {
     let before: T = read_body(doc)?;
     let mut after = before.clone();
     edit(&mut after)?;
+    Ok(write_body_diff(doc, author, &before, &after)?)
+}
+
+fn write_body_diff<T: RecordBody>(
+    doc: &mut Automerge,
+    author: Author,
+    before: &T,
+    after: &T,
+) -> Result<Option<ChangeHash>> {
     let to_json = |b: &T| {
         serde_json::to_value(b).map_err(|e| Error::MalformedRecord {
             id: String::new(),
             reason: format!("cannot encode the record: {e}"),
         })
     };
-    let (before, after) = (to_json(&before)?, to_json(&after)?);
+    let (before, after) = (to_json(before)?, to_json(after)?);
     if before == after {
         return Ok(None);
     }
@@ -988,8 +1000,8 @@ mod tests {
     fn unchanged_update_makes_no_change() {
         let (mut doc, a, _, _) = setup();
         let heads = doc.get_heads();
-        let h =
-            update_body::<FollowupResponse>(&mut doc, Author::device_now(a), |_| Ok(())).unwrap();
+        let h = update_body::<FollowupResponse, Error>(&mut doc, Author::device_now(a), |_| Ok(()))
+            .unwrap();
         assert!(h.is_none());
         assert_eq!(doc.get_heads(), heads);
     }
@@ -999,7 +1011,7 @@ mod tests {
         let (mut doc_a, a, b, _) = setup();
         let mut doc_b = doc_a.fork();
         // Tablet A answers q01 and q03; tablet B answers q02 and a different q03, offline.
-        update_body::<FollowupResponse>(
+        update_body::<FollowupResponse, Error>(
             &mut doc_a,
             Author {
                 device: Some(a),
@@ -1013,7 +1025,7 @@ mod tests {
             },
         )
         .unwrap();
-        update_body::<FollowupResponse>(
+        update_body::<FollowupResponse, Error>(
             &mut doc_b,
             Author {
                 device: Some(b),
@@ -1061,7 +1073,7 @@ mod tests {
         );
 
         // Resolving the conflict (writing one value) clears it everywhere.
-        update_body::<FollowupResponse>(
+        update_body::<FollowupResponse, Error>(
             &mut doc_a,
             Author {
                 device: Some(a),
@@ -1082,7 +1094,7 @@ mod tests {
         let (mut doc_a, a, b, _) = setup();
         let mut doc_b = doc_a.fork();
         let set = |doc: &mut Automerge, dev, key: &str, v: &str| {
-            update_body::<FollowupResponse>(
+            update_body::<FollowupResponse, Error>(
                 doc,
                 Author {
                     device: Some(dev),
@@ -1211,7 +1223,7 @@ mod merge_properties {
             let mut seen: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); 3];
             for (step, e) in edits.iter().enumerate() {
                 let key = format!("q0{}", e.item);
-                let changed = update_body::<FollowupResponse>(
+                let changed = update_body::<FollowupResponse, Error>(
                     &mut replicas[e.replica],
                     Author { device: Some(devices[e.replica]), time: step as i64 },
                     |r| {

@@ -54,8 +54,8 @@ use chrono::{Datelike, NaiveDate};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::crypto::{Aad, CryptoError, DataKey, KeyMethod, KeySlot, KeySource};
-use crate::ids::{RecordId, StoreId};
-use crate::model::RecordKind;
+use followup_domain::ids::{RecordId, StoreId};
+use followup_domain::model::RecordKind;
 
 /// SQLite `application_id` of a Followup store ("FUP1").
 pub const APPLICATION_ID: i32 = 0x4655_5031;

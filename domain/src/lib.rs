@@ -1,0 +1,36 @@
+//! # followup-domain
+//!
+//! The pure logic that a Followup device and the registry server share. Everything here is
+//! deterministic computation over values: no storage, no network, no async runtime.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`ids`] | random record, device and store identifiers |
+//! | [`model`] | the registry's records, each one Automerge document, typed through autosurgeon; conflicts |
+//! | [`questionnaire`] | versioned questionnaire definitions, validation, enable-when, scores; the default instruments |
+//! | [`schedule`] | follow-up schedules and the upcoming / due / overdue / missed classification |
+//! | [`protocol`] | the sync wire protocol's types and codec (see `docs/sync-protocol.md`) |
+//! | [`identity`] | Ed25519 device identities, request signing and verification |
+//! | [`error`] | the domain's error type |
+//!
+//! ## What this crate must never depend on
+//!
+//! SQLite (`rusqlite`), an HTTP client or server (`reqwest`, `hyper`, `axum`), an async runtime
+//! (`tokio`) or uniffi. The device crate (`followup-device`) adds storage and the sync client;
+//! the server (`followup-server`) adds HTTP and its databases; both link this crate, so anything
+//! added here ends up on every phone and in every server process. Within the crate, modules
+//! depend downwards only: `ids` ← `questionnaire`, `schedule`, `protocol`, `identity` ← `model`
+//! (no import circles).
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod error;
+pub mod identity;
+pub mod ids;
+pub mod model;
+pub mod protocol;
+pub mod questionnaire;
+pub mod schedule;
+
+pub use error::{Error, Result};
+pub use ids::{DeviceId, RecordId, StoreId};

@@ -1,0 +1,252 @@
+//! # followup-staff-client
+//!
+//! The one client of the registry server's admin HTTP API (`/v1/admin/…`, see
+//! `server/src/api.rs`): create a clinic, issue an enrolment code, revoke a device, verify the
+//! audit chain, read statistics. The CLI's staff commands, the demo, the bench and the
+//! end-to-end tests all use it, so the admin API has exactly one client in the workspace.
+//!
+//! It holds no domain logic (that is `followup-domain`, whose wire types it sends) and must never
+//! depend on the device crate or the server crate.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::protocol::{
+    AuditVerifyResponse, CreateClinicRequest, CreateClinicResponse, EnrolmentGrant, ErrorBody,
+    IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse, StatsResponse,
+};
+use serde::de::DeserializeOwned;
+
+/// What can go wrong talking to the admin API. Each message says what happened; the CLI adds
+/// what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StaffClientError {
+    /// No admin token was given.
+    #[error("no admin token")]
+    NoToken,
+    /// The server URL is not an http(s) URL.
+    #[error("{0:?} is not a server URL")]
+    BadUrl(String),
+    /// The TLS or HTTP client could not be set up.
+    #[error("{0}")]
+    Setup(String),
+    /// The server did not answer in time.
+    #[error("the registry at {0} did not answer in time")]
+    Timeout(String),
+    /// The server could not be reached.
+    #[error("cannot reach the registry at {0}")]
+    Unreachable(String),
+    /// The request failed in transit.
+    #[error("request to the registry at {base} failed: {message}")]
+    Transport { base: String, message: String },
+    /// The server answered with an error status.
+    #[error("the registry refused ({status}): {message}")]
+    Refused { status: u16, message: String },
+    /// The server's answer could not be understood.
+    #[error("the registry's answer is not what this version expects: {0}")]
+    BadAnswer(String),
+}
+
+/// An HTTP client that speaks TLS with the Mozilla root set (and plain HTTP on loopback).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, StaffClientError> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StaffClientError::Setup(format!("TLS set-up failed: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| StaffClientError::Setup(format!("could not create the HTTP client: {e}")))
+}
+
+/// An admin API client for one registry server.
+#[derive(Clone)]
+pub struct StaffClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl std::fmt::Debug for StaffClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaffClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StaffClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`) with the admin token.
+    pub fn new(base: &str, token: Option<&str>) -> Result<StaffClient, StaffClientError> {
+        let token = token
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(StaffClientError::NoToken)?
+            .to_string();
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(StaffClientError::BadUrl(base));
+        }
+        Ok(StaffClient {
+            http: http_client(Duration::from_secs(30))?,
+            base,
+            token,
+        })
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, StaffClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
+        }
+        let resp = req.send().await.map_err(|e| transport(&self.base, &e))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| StaffClientError::BadAnswer(format!("the answer was cut off: {e}")))?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            return Err(StaffClientError::Refused {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| StaffClientError::BadAnswer(e.to_string()))
+    }
+
+    fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StaffClientError> {
+        serde_json::to_vec(v)
+            .map_err(|e| StaffClientError::Setup(format!("could not encode JSON: {e}")))
+    }
+
+    /// Register a clinic.
+    pub async fn create_clinic(
+        &self,
+        name: &str,
+        country: &str,
+    ) -> Result<RecordId, StaffClientError> {
+        let body = Self::json(&CreateClinicRequest {
+            name: name.into(),
+            country: country.into(),
+        })?;
+        let r: CreateClinicResponse = self
+            .call(reqwest::Method::POST, "/v1/admin/clinics", Some(body))
+            .await?;
+        Ok(r.clinic)
+    }
+
+    /// Issue a one-time enrolment code.
+    pub async fn issue_code(
+        &self,
+        grant: EnrolmentGrant,
+        expires_in_secs: Option<u64>,
+    ) -> Result<IssueEnrolmentCodeResponse, StaffClientError> {
+        let body = Self::json(&IssueEnrolmentCodeRequest {
+            grant,
+            expires_in_secs,
+        })?;
+        self.call(
+            reqwest::Method::POST,
+            "/v1/admin/enrolment-codes",
+            Some(body),
+        )
+        .await
+    }
+
+    /// Revoke a device.
+    pub async fn revoke(&self, device: DeviceId) -> Result<RevokeDeviceResponse, StaffClientError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/admin/devices/{device}/revoke"),
+            None,
+        )
+        .await
+    }
+
+    /// Verify the audit chain.
+    pub async fn verify_audit(&self) -> Result<AuditVerifyResponse, StaffClientError> {
+        self.call(reqwest::Method::GET, "/v1/admin/audit/verify", None)
+            .await
+    }
+
+    /// Server statistics.
+    pub async fn stats(&self) -> Result<StatsResponse, StaffClientError> {
+        self.call(reqwest::Method::GET, "/v1/admin/stats", None)
+            .await
+    }
+}
+
+fn transport(base: &str, e: &reqwest::Error) -> StaffClientError {
+    if e.is_timeout() {
+        StaffClientError::Timeout(base.to_string())
+    } else if e.is_connect() {
+        StaffClientError::Unreachable(base.to_string())
+    } else {
+        StaffClientError::Transport {
+            base: base.to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_missing_token_and_a_non_url() {
+        assert!(matches!(
+            StaffClient::new("http://127.0.0.1:1", None),
+            Err(StaffClientError::NoToken)
+        ));
+        assert!(matches!(
+            StaffClient::new("http://127.0.0.1:1", Some("   ")),
+            Err(StaffClientError::NoToken)
+        ));
+        assert!(matches!(
+            StaffClient::new("127.0.0.1:1", Some("t")),
+            Err(StaffClientError::BadUrl(_))
+        ));
+        let c = StaffClient::new("http://127.0.0.1:1/", Some("t")).unwrap();
+        assert_eq!(c.base(), "http://127.0.0.1:1");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_not_there_is_reported_as_unreachable() {
+        // Port 1 on loopback: nothing listens there.
+        let c = StaffClient::new("http://127.0.0.1:1", Some("token")).unwrap();
+        let e = c.stats().await.unwrap_err();
+        assert!(matches!(e, StaffClientError::Unreachable(_)), "{e:?}");
+    }
+}

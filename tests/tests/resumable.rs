@@ -1,0 +1,349 @@
+//! Protocol version 2 end to end: an exchange cut at random byte offsets, on the way up and on
+//! the way down, resumes with exactly the bytes the other side had not received; the real client
+//! resumes through a link that cuts at random bytes; and a version 1 client still syncs.
+
+use std::time::Duration;
+
+use followup_device::device::Device;
+use followup_device::sync::{SyncPhase, SyncProgress};
+use followup_domain::model::RecordKind;
+use followup_domain::protocol::*;
+use followup_e2e::*;
+use followup_testkit::workload;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A deterministic xorshift, so each failure names its offsets.
+struct Xs(u64);
+impl Xs {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The push of every document of `device` from empty heads, enrolments first, as the client
+/// builds it.
+fn push_all(device: &Device, ids: &[followup_domain::ids::RecordId]) -> Vec<PushDoc> {
+    let mut ids = ids.to_vec();
+    ids.sort_by_key(|id| device.store().meta(id).unwrap().unwrap().kind != RecordKind::Enrolment);
+    ids.iter()
+        .map(|id| PushDoc {
+            doc: *id,
+            data: device.load(*id).unwrap().save_after(&[]),
+        })
+        .collect()
+}
+
+fn sha256(b: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+    out
+}
+
+fn hex32(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Signed headers of a version 2 request.
+fn signed(
+    t: &TestDevice,
+    method: &str,
+    path: &str,
+    hash: &[u8; 32],
+) -> Vec<(&'static str, String)> {
+    let e = t.enrolment().unwrap();
+    t.identity()
+        .sign_request_hashed(e.device_id, method, path, hash, now_ms())
+        .to_header_pairs()
+        .to_vec()
+}
+
+/// Send a version 2 POST over a raw socket with the whole `length` announced but only `send`
+/// bytes of its body, then close our side: the connection is cut after exactly that many body
+/// bytes.
+async fn cut_post(
+    reg: &Registry,
+    t: &TestDevice,
+    hash: &[u8; 32],
+    length: usize,
+    offset: usize,
+    send: &[u8],
+) {
+    let path = format!("/v2/sync/{}?offset={offset}&length={length}", hex32(hash));
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: {SYNC_CONTENT_TYPE}\r\ncontent-length: {}\r\n",
+        reg.server.addr,
+        length - offset
+    );
+    for (k, v) in signed(t, "POST", &path, hash) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut s = tokio::net::TcpStream::connect(reg.server.addr)
+        .await
+        .unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(send).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut sink)).await;
+}
+
+/// `received` as the server reports it to a probe, waiting (bounded) until it is `want`.
+async fn received(reg: &Registry, t: &TestDevice, hash: &[u8; 32], want: u64) -> u64 {
+    let mut last = 0;
+    for _ in 0..100 {
+        let path = format!("/v2/sync/{}?offset=0", hex32(hash));
+        let mut rb = reg.http.get(format!("{}{path}", reg.url()));
+        for (k, v) in signed(t, "GET", &path, hash) {
+            rb = rb.header(k, v);
+        }
+        let r = rb.send().await.unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            409,
+            "the upload must not be complete yet"
+        );
+        let b: ErrorBody = r.json().await.unwrap();
+        assert_eq!(b.code, ErrorCode::UploadIncomplete);
+        last = b.received.unwrap();
+        assert!(
+            last <= want,
+            "the server holds {last} bytes, more than the {want} sent"
+        );
+        if last == want {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_cut_at_random_bytes_resume_with_only_the_rest() {
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Resume").await;
+    let t = reg.clinic_tablet(clinic, "tablet").await;
+    let mut data = workload::populate_patients(&t, 20).unwrap();
+    workload::populate_responses(&t, &mut data, 7, 60).unwrap();
+    let ids = t.ids();
+    let n_docs = ids.len() as u64;
+    let encoded = encode_body(&SyncRequest::new(0, 8 << 20, push_all(&t, &ids))).unwrap();
+    let mut rng = Xs(0x5eed_1234_abcd_0001);
+    let before = reg.stats().await;
+    let mut response_total = 0;
+    for round in 0..3 {
+        // Each round is its own exchange (a fresh exchange id), pushing the same documents: the
+        // first merges them, the others are idempotent.
+        let mut upload = followup_domain::ids::random_bytes::<EXCHANGE_ID_LEN>().to_vec();
+        upload.extend_from_slice(&encoded);
+        let hash = sha256(&upload);
+        let len = upload.len();
+        // Cut the upload twice at random bytes.
+        let k1 = 1 + rng.below(len as u64 / 2) as usize;
+        cut_post(&reg, &t, &hash, len, 0, &upload[..k1]).await;
+        assert_eq!(
+            received(&reg, &t, &hash, k1 as u64).await,
+            k1 as u64,
+            "round {round}, cut at {k1}"
+        );
+        let k2 = k1 + 1 + rng.below((len - k1 - 1) as u64) as usize;
+        cut_post(&reg, &t, &hash, len, k1, &upload[k1..k2]).await;
+        assert_eq!(
+            received(&reg, &t, &hash, k2 as u64).await,
+            k2 as u64,
+            "round {round}, cut at {k2}"
+        );
+        // The rest, and only the rest, completes the exchange.
+        let path = format!("/v2/sync/{}?offset={k2}&length={len}", hex32(&hash));
+        let mut rb = reg
+            .http
+            .post(format!("{}{path}", reg.url()))
+            .header("content-type", SYNC_CONTENT_TYPE)
+            .body(upload[k2..].to_vec());
+        for (k, v) in signed(&t, "POST", &path, &hash) {
+            rb = rb.header(k, v);
+        }
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let total: usize = r.headers()[RESPONSE_LENGTH_HEADER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let whole = r.bytes().await.unwrap().to_vec();
+        assert_eq!(whole.len(), total);
+        response_total = total;
+        // Download cut at a random byte, then resumed from it: the second GET carries exactly
+        // the bytes not yet received.
+        let j = rng.below(total as u64) as usize;
+        let path = format!("/v2/sync/{}?offset={j}", hex32(&hash));
+        let mut rb = reg.http.get(format!("{}{path}", reg.url()));
+        for (k, v) in signed(&t, "GET", &path, &hash) {
+            rb = rb.header(k, v);
+        }
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(
+            r.headers()[RESPONSE_LENGTH_HEADER].to_str().unwrap(),
+            total.to_string()
+        );
+        let rest = r.bytes().await.unwrap();
+        assert_eq!(
+            rest.len(),
+            total - j,
+            "round {round}: resumed at {j} of {total}"
+        );
+        let mut joined = whole[..j].to_vec();
+        joined.extend_from_slice(&rest);
+        let resp = decode_sync_response(&joined, 64 << 20).unwrap();
+        assert_eq!(resp.version, PROTOCOL_VERSION);
+        assert_eq!(resp.results.len() as u64, n_docs);
+        assert!(resp
+            .results
+            .iter()
+            .all(|r| matches!(r, PushResult::Accepted { .. })));
+    }
+    assert!(response_total > 0);
+    // Every document merged once: one write, one log entry, one audit entry each.
+    let after = reg.stats().await;
+    assert_eq!(after.documents - before.documents, n_docs);
+    assert_eq!(after.log_seq - before.log_seq, n_docs);
+    assert_eq!(after.audit_entries - before.audit_entries, n_docs);
+    assert!(reg.verify_audit().await.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_resumes_a_push_and_a_pull_cut_at_random_bytes() {
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Resume client").await;
+    let ta = reg.clinic_tablet(clinic, "tablet A").await;
+    let mut data = workload::populate_patients(&ta, 30).unwrap();
+    workload::populate_responses(&ta, &mut data, 11, 150).unwrap();
+    let n_docs = ta.ids().len() as u64;
+    // Cuts at random byte offsets of each connection, both directions counted; bounded so the
+    // test ends.
+    let link = LinkSim::start(
+        reg.server.addr,
+        LinkConfig {
+            cut: CutPolicy::RandomBytes {
+                seed: 99,
+                max_bytes: 9_000,
+            },
+            max_cuts: Some(12),
+            ..LinkConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    ta.set_server_url(&link.url());
+    let client = followup_device::sync::SyncClient::new(test_options()).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<SyncProgress>::new()));
+    let s2 = seen.clone();
+    let progress = move |p: SyncProgress| s2.lock().unwrap().push(p);
+    let before = reg.stats().await;
+    let r = client
+        .sync(&ta, &progress, &followup_device::sync::CancelToken::new())
+        .await
+        .unwrap();
+    assert_eq!(r.pushed, n_docs);
+    assert!(link.stats().cuts > 0, "{:?}", link.stats());
+    let events = seen.lock().unwrap().clone();
+    // The upload resumed from what the server held, not from byte 0.
+    let resumed_at: Vec<u64> = events
+        .iter()
+        .filter(|p| p.phase == SyncPhase::Sending && p.upload_done > 0)
+        .map(|p| p.upload_done)
+        .collect();
+    assert!(!resumed_at.is_empty(), "no upload resumed mid-way");
+    // Bytes sent = the request once + what was lost in flight at each cut, never a whole
+    // second copy per cut.
+    let total = events.iter().map(|p| p.upload_total).max().unwrap();
+    assert!(
+        r.bytes_up < total + 12 * 9_000,
+        "{} bytes sent for a {total}-byte request",
+        r.bytes_up
+    );
+    let after = reg.stats().await;
+    assert_eq!(
+        after.log_seq - before.log_seq,
+        n_docs,
+        "nothing written twice"
+    );
+    assert_eq!(after.audit_entries - before.audit_entries, n_docs);
+
+    // A fresh tablet pulls everything through the same cutting link; its download resumes.
+    let tb = reg.clinic_tablet(clinic, "tablet B").await;
+    link.set_config(LinkConfig {
+        cut: CutPolicy::RandomBytes {
+            seed: 5,
+            max_bytes: 9_000,
+        },
+        max_cuts: Some(link.stats().cuts + 12),
+        ..LinkConfig::default()
+    });
+    tb.set_server_url(&link.url());
+    seen.lock().unwrap().clear();
+    let r = client
+        .sync(&tb, &progress, &followup_device::sync::CancelToken::new())
+        .await
+        .unwrap();
+    assert!(r.pulled >= n_docs - 1, "{r:?}");
+    let events = seen.lock().unwrap().clone();
+    let download_total = events.iter().map(|p| p.download_total).max().unwrap();
+    assert!(
+        r.bytes_down < download_total + 12 * 9_000,
+        "{} bytes received for a {download_total}-byte response",
+        r.bytes_down
+    );
+    assert_eq!(ta.snapshot(), tb.snapshot());
+    assert!(reg.verify_audit().await.ok);
+}
+
+/// A client of protocol version 1 (one `POST /v1/sync`, version 1 body) still syncs with a
+/// version 2 server, and gets version 1 back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_client_v1_still_syncs() {
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Old app").await;
+    let t = reg.clinic_tablet(clinic, "old tablet").await;
+    let mut data = workload::populate_patients(&t, 3).unwrap();
+    workload::populate_responses(&t, &mut data, 3, 5).unwrap();
+    let ids = t.ids();
+    let mut req = SyncRequest::new(0, 1 << 20, push_all(&t, &ids));
+    req.version = 1;
+    let body = encode_body(&req).unwrap();
+    let e = t.enrolment().unwrap();
+    let sig = t
+        .identity()
+        .sign_request(e.device_id, "POST", SYNC_PATH, &body, now_ms());
+    let mut rb = reg
+        .http
+        .post(format!("{}{SYNC_PATH}", reg.url()))
+        .header("content-type", SYNC_CONTENT_TYPE)
+        .body(body);
+    for (k, v) in sig.to_header_pairs() {
+        rb = rb.header(k, v);
+    }
+    let r = rb.send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let bytes = r.bytes().await.unwrap();
+    // What a version 1 client decodes: the version it speaks, first.
+    let resp = decode_sync_response(&bytes, 1 << 24).unwrap();
+    assert_eq!(resp.version, 1);
+    assert_eq!(resp.results.len(), ids.len());
+    assert!(resp
+        .results
+        .iter()
+        .all(|r| matches!(r, PushResult::Accepted { .. })));
+    assert_eq!(reg.stats().await.documents, ids.len() as u64 + 1);
+}
