@@ -113,7 +113,7 @@ async fn received(reg: &Registry, t: &TestDevice, hash: &[u8; 32], want: u64) ->
             409,
             "the upload must not be complete yet"
         );
-        let b: ErrorBody = r.json().await.unwrap();
+        let b: ErrorBody = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
         assert_eq!(b.code, ErrorCode::UploadIncomplete);
         last = b.received.unwrap();
         assert!(
