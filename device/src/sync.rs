@@ -1214,6 +1214,14 @@ impl SyncClient {
             progress(s.progress);
             // Back off only when nothing gets through. A cut upload is first followed by a
             // probe (what arrived is not known yet), without waiting.
+            if was_upload && !s.v1 && s.stalled < 2 {
+                // The server learns of the cut only when its end of the connection fails: give
+                // it a moment to keep what arrived before asking how much that was.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = cancel.cancelled() => return Err(SyncError::Cancelled.into()),
+                }
+            }
             if s.stalled >= 2 || (s.stalled == 1 && !was_upload) {
                 tokio::select! {
                     _ = tokio::time::sleep(self.backoff(s.stalled)) => {}
