@@ -72,6 +72,10 @@ pub enum FollowupError {
     /// The operation was cancelled through its cancellation handle.
     #[error("{reason}")]
     Cancelled { reason: String },
+    /// A submitted response already answers this visit; `record_id` is that response (open it
+    /// instead of recording the visit again).
+    #[error("{reason}")]
+    AlreadyRecorded { reason: String, record_id: String },
     /// An argument was malformed (an id, a date, an empty passphrase, ...).
     #[error("{reason}")]
     InvalidInput { reason: String },
@@ -103,6 +107,7 @@ impl FollowupError {
             | Self::Closed { reason }
             | Self::Cancelled { reason }
             | Self::InvalidInput { reason }
+            | Self::AlreadyRecorded { reason, .. }
             | Self::KeyProviderFailed { reason }
             | Self::Internal { reason } => reason,
         }
@@ -198,6 +203,10 @@ impl From<followup_device::Error> for FollowupError {
                 Self::validation(problems.into_iter().map(Into::into).collect())
             }
             E::NotEnrolled => Self::NotEnrolled { reason },
+            E::AlreadyRecorded { record, .. } => Self::AlreadyRecorded {
+                reason,
+                record_id: record.to_hex(),
+            },
             E::NotPermitted(_) => Self::NotPermitted { reason },
             E::InvalidId(_) | E::NotFound(_) | E::InvalidInput(_) => Self::InvalidInput { reason },
             E::MalformedRecord { .. } => Self::Tampered { reason },

@@ -36,6 +36,7 @@
 
 uniffi::setup_scaffolding!();
 
+pub mod app;
 pub mod error;
 pub mod keys;
 pub mod progress;
@@ -43,6 +44,7 @@ pub mod store;
 pub mod sync;
 pub mod types;
 
+pub use app::{ChangeListener, ChangeSubscription, RecordChange, RecordView};
 pub use error::{FollowupError, ItemProblem};
 pub use keys::KeyProvider;
 pub use progress::{CancellationHandle, SyncProgress, SyncProgressListener, SyncStage};

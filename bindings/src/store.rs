@@ -99,7 +99,7 @@ impl FollowupStore {
             .ok_or_else(FollowupError::closed)
     }
 
-    fn with<T>(
+    pub(crate) fn with<T>(
         &self,
         f: impl FnOnce(&Device) -> Result<T, FollowupError>,
     ) -> Result<T, FollowupError> {
@@ -426,6 +426,74 @@ impl FollowupStore {
         self.with(|d| {
             let as_of = t::date(&as_of, "as_of")?;
             Ok(d.adjudication_queue(as_of)?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+    }
+
+    /// Adverse events (of one patient, or all this device holds) with the registry's case
+    /// (deadline, state, escalations), the clinic's adjudication (relatedness, action, remedy,
+    /// status) and the patient's replies; oldest onset first.
+    pub fn adverse_events(
+        &self,
+        patient_id: Option<String>,
+    ) -> Result<Vec<t::AdverseEventView>, FollowupError> {
+        self.with(|d| {
+            let patient = t::opt_record_id(patient_id.as_deref(), "patient id")?;
+            Ok(d.adverse_events(patient)?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+    }
+
+    /// One adverse event with its case, adjudication and replies.
+    pub fn adverse_event(
+        &self,
+        adverse_event_id: String,
+    ) -> Result<t::AdverseEventView, FollowupError> {
+        self.with(|d| {
+            let id = record_id(&adverse_event_id, "adverse event id")?;
+            Ok(d.adverse_event(id)?.into())
+        })
+    }
+
+    /// The patient accepts or disputes the clinic's adjudication of one of their adverse
+    /// events (patient's phone only). A dispute needs a comment; it reopens the case for the
+    /// registry. Returns the reply's id.
+    pub fn reply_to_adjudication(
+        &self,
+        adverse_event_id: String,
+        verdict: t::Verdict,
+        comment: String,
+    ) -> Result<String, FollowupError> {
+        self.with(|d| {
+            let id = record_id(&adverse_event_id, "adverse event id")?;
+            Ok(d.reply_to_adjudication(id, verdict.into(), &comment)?
+                .to_hex())
+        })
+    }
+
+    /// Amends a submitted response: sets these answers and records the amendment with its
+    /// reason; the previous values stay in the record's history.
+    pub fn amend_response(
+        &self,
+        response_id: String,
+        answers: HashMap<String, t::AnswerValue>,
+        reason: String,
+    ) -> Result<(), FollowupError> {
+        self.with(|d| {
+            let id = record_id(&response_id, "response id")?;
+            Ok(d.amend_response(id, &t::answers_in(answers), &reason)?)
+        })
+    }
+
+    /// Study codes enrolled more than once at the clinic (offline on two tablets): conflicts
+    /// for the clinic to resolve.
+    pub fn duplicate_study_codes(&self) -> Result<Vec<t::DuplicateStudyCode>, FollowupError> {
+        self.with(|d| {
+            Ok(d.duplicate_study_codes()?
                 .into_iter()
                 .map(Into::into)
                 .collect())

@@ -88,19 +88,24 @@ mirror_enum!(
 );
 mirror_enum!(
     /// The cell type administered.
-    CellType => m::CellType { Mesenchymal, Haematopoietic, StromalVascularFraction, Mononuclear, Other }
+    CellType => m::CellType {
+        Mesenchymal, Haematopoietic, StromalVascularFraction, Mononuclear, InducedPluripotent, Other,
+        Unknown
+    }
 );
 mirror_enum!(
     /// The tissue the cells came from.
-    SourceTissue => m::SourceTissue { BoneMarrow, Adipose, UmbilicalCordBlood, PeripheralBlood, Other }
+    SourceTissue => m::SourceTissue {
+        BoneMarrow, Adipose, UmbilicalCordBlood, UmbilicalCordTissue, PeripheralBlood, Other, Unknown
+    }
 );
 mirror_enum!(
     /// Whose cells: the patient's own or a donor's.
-    Origin => m::Origin { Autologous, Allogeneic }
+    Origin => m::Origin { Autologous, Allogeneic, Unknown }
 );
 mirror_enum!(
     /// How much the cells were manipulated.
-    Manipulation => m::Manipulation { Minimal, MoreThanMinimal, GeneticallyModified }
+    Manipulation => m::Manipulation { Minimal, MoreThanMinimal, GeneticallyModified, Unknown }
 );
 mirror_enum!(
     /// The procedure's regulatory status.
@@ -114,7 +119,7 @@ mirror_enum!(
 );
 mirror_enum!(
     /// A response is a draft until submitted.
-    ResponseStatus => m::ResponseStatus { Draft, Submitted }
+    ResponseStatus => m::ResponseStatus { Draft, Submitted, Discarded }
 );
 mirror_enum!(
     /// Who reported an adverse event (always `Patient` on a patient's phone).
@@ -133,6 +138,14 @@ mirror_enum!(
 mirror_enum!(
     /// Where an adjudication stands.
     AdjudicationStatus => m::AdjudicationStatus { Open, Responded, Resolved, Disputed }
+);
+mirror_enum!(
+    /// Where the registry's adjudication case stands, at the registry's clock.
+    CaseState => m::CaseState { Open, Responded, Overdue, Escalated, Disputed, Closed }
+);
+mirror_enum!(
+    /// The patient's answer to the clinic's adjudication.
+    Verdict => m::Verdict { Accepted, Disputed }
 );
 mirror_enum!(
     /// Where a scheduled visit stands as of a date.
@@ -215,6 +228,22 @@ impl From<NewPatient> for m::Enrolment {
             birth_year: i64::from(p.birth_year),
             sex: p.sex.into(),
             enrolled_on: p.enrolled_on,
+        }
+    }
+}
+
+impl From<m::Enrolment> for NewPatient {
+    fn from(e: m::Enrolment) -> Self {
+        Self {
+            study_code: e.study_code,
+            consent: Consent {
+                form_version: e.consent.form_version,
+                date: e.consent.date,
+                scope: e.consent.scope,
+            },
+            birth_year: i32::try_from(e.birth_year).unwrap_or(0),
+            sex: e.sex.into(),
+            enrolled_on: e.enrolled_on,
         }
     }
 }
@@ -540,6 +569,12 @@ pub(crate) fn problem_code(c: q::ProblemCode) -> &'static str {
         P::InvalidDate => "invalid_date",
         P::UnknownItem => "unknown_item",
         P::AnsweredButDisabled => "answered_but_disabled",
+        P::OutOfBounds => "out_of_bounds",
+        P::Inconsistent => "inconsistent",
+        P::NotAllowed => "not_allowed",
+        P::UnknownRecord => "unknown_record",
+        P::WrongPatient => "wrong_patient",
+        P::Duplicate => "duplicate",
     }
 }
 
@@ -634,8 +669,24 @@ impl AdverseEvent {
     }
 }
 
-/// The treating clinic's decision on an adverse event. The deadline is set by the registry's rule
-/// when the first decision is recorded.
+impl From<m::AdverseEvent> for AdverseEvent {
+    fn from(a: m::AdverseEvent) -> Self {
+        Self {
+            reporter: a.reporter.into(),
+            category: a.category,
+            onset: a.onset,
+            severity: i32::try_from(a.severity).unwrap_or(0),
+            seriousness: a.seriousness,
+            outcome: a.outcome.into(),
+            description: a.description,
+            procedure_id: a.procedure,
+            answers: answers_out(a.answers),
+        }
+    }
+}
+
+/// The treating clinic's decision on an adverse event. The deadline is not the clinic's: the
+/// registry sets it when it first accepts the event (see [`AdjudicationCase`]).
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct AdjudicationDecision {
     pub relatedness: Option<Relatedness>,
@@ -662,8 +713,12 @@ pub struct AdjudicationItem {
     pub patient_id: String,
     /// The adjudication record, once a first decision is recorded.
     pub adjudication_id: Option<String>,
+    /// The clinic's own status.
     pub status: AdjudicationStatus,
-    /// ISO date by which the clinic must respond.
+    /// The registry's case state, once the case reached the device.
+    pub state: Option<CaseState>,
+    /// ISO date by which the clinic must respond: the registry's, once its case reached the
+    /// device.
     pub deadline: Option<String>,
     pub overdue: bool,
 }
@@ -675,8 +730,157 @@ impl From<dev::AdjudicationItem> for AdjudicationItem {
             patient_id: hex_id(i.patient),
             adjudication_id: i.adjudication.map(hex_id),
             status: i.status.into(),
+            state: i.state.map(Into::into),
             deadline: i.deadline.map(iso),
             overdue: i.overdue,
+        }
+    }
+}
+
+/// A registry staff escalation, with the note the clinic reads.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Escalation {
+    /// The registry's time (RFC 3339, UTC).
+    pub at: String,
+    pub note: String,
+}
+
+/// A patient's reply as the registry recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct RecordedReply {
+    /// The registry's time (RFC 3339, UTC).
+    pub at: String,
+    pub verdict: Verdict,
+    pub comment: String,
+}
+
+/// The registry's adjudication case of an adverse event: read-only on every device.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct AdjudicationCase {
+    pub state: CaseState,
+    /// ISO date by which the clinic must decide.
+    pub deadline: String,
+    /// When the registry first accepted the event (the clock starts then).
+    pub opened_at: String,
+    /// Days the policy gave, the policy (`id@version`) and its rule.
+    pub days: i32,
+    pub policy: String,
+    pub rule: String,
+    /// When the registry accepted the clinic's latest decision.
+    pub responded_at: Option<String>,
+    pub escalations: Vec<Escalation>,
+    pub replies: Vec<RecordedReply>,
+    pub closed_at: Option<String>,
+    pub closed_note: Option<String>,
+}
+
+impl From<m::AdjudicationCase> for AdjudicationCase {
+    fn from(c: m::AdjudicationCase) -> Self {
+        Self {
+            state: c.state.into(),
+            deadline: c.deadline,
+            opened_at: c.opened_at,
+            days: i32::try_from(c.days).unwrap_or(0),
+            policy: c.policy,
+            rule: c.rule,
+            responded_at: c.responded_at,
+            escalations: c
+                .escalations
+                .into_iter()
+                .map(|e| Escalation {
+                    at: e.at,
+                    note: e.note,
+                })
+                .collect(),
+            replies: c
+                .replies
+                .into_iter()
+                .map(|r| RecordedReply {
+                    at: r.at,
+                    verdict: r.verdict.into(),
+                    comment: r.comment,
+                })
+                .collect(),
+            closed_at: c.closed_at,
+            closed_note: c.closed_note,
+        }
+    }
+}
+
+/// A reply of the patient this device holds (synced or not yet).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct PatientReply {
+    pub verdict: Verdict,
+    pub comment: String,
+    /// The device's time of the reply.
+    pub replied_at: String,
+}
+
+/// An adverse event with the registry's case, the clinic's adjudication and the patient's
+/// replies: what the tablet and the patient's phone show.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct AdverseEventView {
+    pub adverse_event_id: String,
+    pub patient_id: String,
+    pub event: AdverseEvent,
+    /// `None` until the registry has accepted the event and the device has synced since.
+    pub case: Option<AdjudicationCase>,
+    pub adjudication_id: Option<String>,
+    /// The clinic's decision: relatedness, action, remedy, status.
+    pub adjudication: Option<AdjudicationDecision>,
+    pub replies: Vec<PatientReply>,
+    /// Not closed by the registry and not resolved by the clinic.
+    pub is_open: bool,
+}
+
+impl From<dev::EventView> for AdverseEventView {
+    fn from(v: dev::EventView) -> Self {
+        let is_open = v.is_open();
+        let (adjudication_id, adjudication) = match v.adjudication {
+            Some((id, a)) => (
+                Some(hex_id(id)),
+                Some(AdjudicationDecision {
+                    relatedness: a.relatedness.map(Into::into),
+                    action: a.action,
+                    remedy: a.remedy,
+                    status: a.status.into(),
+                }),
+            ),
+            None => (None, None),
+        };
+        Self {
+            adverse_event_id: hex_id(v.id),
+            patient_id: hex_id(v.patient),
+            event: v.event.into(),
+            case: v.case.map(Into::into),
+            adjudication_id,
+            adjudication,
+            replies: v
+                .replies
+                .into_iter()
+                .map(|r| PatientReply {
+                    verdict: r.verdict.into(),
+                    comment: r.comment,
+                    replied_at: r.replied_at,
+                })
+                .collect(),
+            is_open,
+        }
+    }
+}
+
+/// A study code enrolled more than once at the clinic (offline on two tablets).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct DuplicateStudyCode {
+    pub study_code: String,
+    pub patient_ids: Vec<String>,
+}
+
+impl From<dev::DuplicateStudyCode> for DuplicateStudyCode {
+    fn from(d: dev::DuplicateStudyCode) -> Self {
+        Self {
+            study_code: d.study_code,
+            patient_ids: d.patients.into_iter().map(hex_id).collect(),
         }
     }
 }

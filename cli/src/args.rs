@@ -39,6 +39,10 @@ pub struct DemoArgs {
     /// A smaller backlog for the bad-link sync (for tests and slow machines).
     #[arg(long)]
     pub quick: bool,
+    /// Keep the registry server running at the end (until Ctrl-C), so that the staff console
+    /// can be opened on the demo's data.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +83,32 @@ pub struct StaffConn {
 /// The registry staff's commands, against a running server.
 #[derive(Debug, Subcommand)]
 pub enum StaffCommand {
+    /// Create a staff account for the console (works on the database directly, so it also creates
+    /// the first admin); prints a password, or a set-password link, once.
+    AddStaff {
+        /// The registry's data directory (SQLite).
+        #[arg(long, env = "FOLLOWUP_DATA_DIR", default_value = "./followup-data")]
+        data: PathBuf,
+        /// A PostgreSQL URL instead of the data directory.
+        #[arg(long, env = "FOLLOWUP_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        /// The person's email (their sign-in name).
+        #[arg(long)]
+        email: String,
+        /// admin, monitor or coordinator.
+        #[arg(long)]
+        role: String,
+        /// The clinic id (coordinators only).
+        #[arg(long)]
+        clinic: Option<String>,
+        /// Print a set-password link on this base URL (e.g. https://registry.example.org)
+        /// instead of a password.
+        #[arg(long, value_name = "BASE_URL")]
+        link: Option<String>,
+        /// Also set up an authenticator (TOTP) second factor; prints its secret once.
+        #[arg(long)]
+        totp: bool,
+    },
     /// Register a clinic; prints its id.
     CreateClinic {
         #[command(flatten)]
@@ -121,6 +151,73 @@ pub enum StaffCommand {
     Stats {
         #[command(flatten)]
         conn: StaffConn,
+    },
+    /// Adjudication cases at the registry's clock, earliest deadline first.
+    Cases {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// Only this clinic's cases (clinic id).
+        #[arg(long)]
+        clinic: Option<String>,
+        /// Only cases in this state: open, responded, overdue, escalated, disputed, closed.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Escalate a case with a note the clinic reads on its tablet after its next sync.
+    Escalate {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The case's id or its adverse event's id.
+        id: String,
+        /// What the clinic must do, e.g. "respond within 48 hours".
+        #[arg(long)]
+        note: String,
+    },
+    /// Close a case (a remedy agreed outside the app, a report withdrawn), saying why.
+    CloseCase {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The case's id or its adverse event's id.
+        id: String,
+        #[arg(long)]
+        note: String,
+    },
+    /// Re-derive the read model (the console's and exports' tables) from the stored documents.
+    /// Works on the database directly (no running server needed; running ones wait for it).
+    RebuildReadModel {
+        /// Directory holding the registry's SQLite database.
+        #[arg(long, env = "FOLLOWUP_DATA_DIR", default_value = "./followup-data")]
+        data: PathBuf,
+        /// A PostgreSQL URL to use instead (postgres://user:password@host:port/db).
+        #[arg(long, env = "FOLLOWUP_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export the registry for analysis (CSV with a data dictionary) or interoperability (FHIR
+    /// R4 NDJSON), de-identified unless --identified; recorded in the audit log. See
+    /// docs/export.md.
+    Export {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// csv or fhir.
+        #[arg(long, value_parser = ["csv", "fhir"])]
+        format: String,
+        /// Only this clinic (its id); by default the whole registry.
+        #[arg(long)]
+        clinic: Option<String>,
+        /// Only responses and adverse events accepted or changed on or after this day
+        /// (YYYY-MM-DD, UTC); clinics, patients and procedures are always complete.
+        #[arg(long)]
+        since: Option<String>,
+        /// The directory to write the files into (must be empty or not exist).
+        #[arg(long, default_value = "followup-export")]
+        out: PathBuf,
+        /// Keep exact dates, free text and the registry's ids (registry administrators only;
+        /// audited). Handle the result as identifiable health information.
+        #[arg(long)]
+        identified: bool,
     },
 }
 
@@ -174,11 +271,14 @@ pub enum DeviceCommand {
     /// Record a procedure for a patient from a JSON file (the fields of a Procedure record).
     AddProcedure {
         /// Study code or patient id.
+        #[arg(long, required_unless_present = "format")]
+        patient: Option<String>,
+        /// JSON file describing the procedure (see --format).
+        #[arg(long, required_unless_present = "format")]
+        file: Option<PathBuf>,
+        /// Print the file format (every field and the codes allowed) and exit.
         #[arg(long)]
-        patient: String,
-        /// JSON file describing the procedure.
-        #[arg(long)]
-        file: PathBuf,
+        format: bool,
     },
     /// List the patients this device holds.
     Patients {
@@ -202,11 +302,11 @@ pub enum DeviceCommand {
         #[arg(long)]
         patient: Option<String>,
         /// Questionnaire id (clinician-followup, patient-outcome-survey, ...).
-        #[arg(long)]
-        questionnaire: String,
-        /// JSON file of answers.
-        #[arg(long)]
-        answers: PathBuf,
+        #[arg(long, required_unless_present = "resume")]
+        questionnaire: Option<String>,
+        /// JSON file of answers (see --format).
+        #[arg(long, required_unless_present = "format")]
+        answers: Option<PathBuf>,
         /// The procedure followed up (id); default the patient's only or latest procedure when
         /// a visit is given.
         #[arg(long)]
@@ -217,6 +317,13 @@ pub enum DeviceCommand {
         /// Save as a draft without submitting (missing required answers allowed).
         #[arg(long)]
         draft: bool,
+        /// Go on with a draft (see `followup device drafts`): add the answers and submit it
+        /// (or keep it a draft with --draft), in one change.
+        #[arg(long, value_name = "DRAFT", conflicts_with_all = ["questionnaire", "patient", "procedure", "visit"])]
+        resume: Option<String>,
+        /// Print the answers file format of --questionnaire (items, types, choices) and exit.
+        #[arg(long)]
+        format: bool,
     },
     /// Report an adverse event for a patient.
     ReportAe {
@@ -247,6 +354,46 @@ pub enum DeviceCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Adverse events with category, severity, onset and the registry's deadline and state,
+    /// the clinic's answer and the patient's replies.
+    Events {
+        /// Study code or patient id (default: every patient the device holds).
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record the clinic's adjudication of an adverse event (clinic devices only).
+    Adjudicate {
+        /// The adverse event's id.
+        event: String,
+        /// not_related, unlikely, possible, probable or definite.
+        #[arg(long)]
+        relatedness: Option<String>,
+        /// Action taken, e.g. "antibiotics", "none".
+        #[arg(long)]
+        action: Option<String>,
+        /// The remedy offered to the patient.
+        #[arg(long)]
+        remedy: Option<String>,
+        /// open, responded or resolved (default: responded).
+        #[arg(long, default_value = "responded")]
+        status: String,
+    },
+    /// Accept or dispute the clinic's adjudication of one of the patient's adverse events
+    /// (patient's phone only).
+    Reply {
+        /// The adverse event's id.
+        event: String,
+        /// Accept the clinic's answer.
+        #[arg(long, conflicts_with = "dispute", required_unless_present = "dispute")]
+        accept: bool,
+        /// Dispute it (say why with --comment).
+        #[arg(long)]
+        dispute: bool,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
     /// Sync with the registry (push what changed, pull what is new), with a progress bar.
     Sync {
         /// Print the sync report as JSON.
@@ -262,6 +409,36 @@ pub enum DeviceCommand {
         record: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Show one record: a patient's enrolment, a procedure, a response with its scores, an
+    /// adverse event, an adjudication.
+    Show {
+        /// The record id.
+        record: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the drafts on this device (resume one with `fill --resume`, drop it with `discard`).
+    Drafts {
+        /// Only this patient's (study code or id).
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Discard a draft (deleted if the registry never had it, else marked discarded).
+    Discard {
+        /// The draft's record id.
+        record: String,
+    },
+    /// Resolve a conflicted answer by choosing its value (see `followup device conflicts`).
+    Resolve {
+        /// The response's record id.
+        record: String,
+        /// The item id, e.g. symptom_pain.
+        item: String,
+        /// The value: JSON (3, true, "text", ["a","b"]) or plain text (improved).
+        value: String,
     },
 }
 

@@ -73,14 +73,26 @@ pub const PLAINTEXT_PROBES: &[&str] = &[
     "oral antibiotics and wound care",
     "treatment and review at no cost",
     "numbness in the left hand",
+    "BV-0102",
+    "rash and itching on both arms",
 ];
 
 /// How long the demo's story lasts, in days from the first procedure.
 const STORY_DAYS: u64 = 200;
 
+/// The staff console's address and the admin login the demo created.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsoleLogin {
+    pub url: String,
+    pub email: String,
+    pub password: String,
+}
+
 /// One JSON summary of the demo (`--json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// The staff console and its login.
+    pub console: ConsoleLogin,
     /// Records each device holds at the end.
     pub records_per_device: BTreeMap<String, u64>,
     /// Documents on the registry server.
@@ -181,7 +193,7 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     };
     let rt = crate::runtime()?;
     let summary = rt.block_on(play(&dir, args))?;
-    if args.json {
+    if args.json && !args.serve {
         output::print_json(&summary)?;
     }
     if !summary.converged {
@@ -819,16 +831,26 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
 
     // ---- Adjudication.
     w.n.step(46, "adverse events awaiting the clinic");
+    w.n.say("the registry opened a case when it first accepted the report: the deadline is the");
+    w.n.say("registry's (its policy, its clock), not the tablet's; the tablet only reads it");
     let queue = w.a.device.adjudication_queue(today)?;
     for i in &queue {
+        let case = w.a.device.adverse_event(i.adverse_event)?.case;
         w.n.say(format!(
-            "  {} {} status {} deadline {}",
+            "  {} {} case {}, deadline {}{}",
             codes.get(&i.patient).copied().unwrap_or("?"),
             &i.adverse_event.to_hex()[..8],
-            i.status,
+            i.state
+                .map(|s| s.code())
+                .unwrap_or("not at the registry yet"),
             i.deadline
                 .map(|d| d.to_string())
-                .unwrap_or_else(|| "not set yet".into())
+                .unwrap_or_else(|| "not set yet".into()),
+            case.map(|c| format!(
+                " ({} days: rule \"{}\" of {}, opened {})",
+                c.days, c.rule, c.policy, c.opened_at
+            ))
+            .unwrap_or_default()
         ));
     }
     w.a.device.adjudicate(ae_id, |adj| {
@@ -844,13 +866,21 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
             .iter()
             .find(|i| i.adverse_event == ae_id)
             .map(|i| format!(
-                "status {}, deadline {}",
+                "status {}, registry's deadline {}",
                 i.status,
                 i.deadline.map(|d| d.to_string()).unwrap_or_default()
             ))
             .unwrap_or_else(|| "resolved".into())
     ));
     w.sync(Who::A).await?;
+    w.n.say(format!(
+        "the registry records the decision: case {}",
+        w.a.device
+            .adverse_event(ae_id)?
+            .state()
+            .map(|s| s.code())
+            .unwrap_or("?")
+    ));
 
     // ---- The same follow-up edited on both tablets.
     w.n.step(93, "month-3 visit of KX-0422, recorded on tablet A");
@@ -863,21 +893,26 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
     )?;
     w.sync(Who::A).await?;
     w.sync(Who::B).await?;
-    w.n.step(95, "both tablets correct the same follow-up while offline");
-    w.a.device.save_answers(
+    w.n.step(
+        95,
+        "both tablets amend the same submitted follow-up while offline",
+    );
+    w.a.device.amend_response(
         m3,
         &answers(vec![
             ("symptom_pain", AnswerValue::Int(3)),
             ("notes", text("pain down after physiotherapy")),
         ]),
+        "pain re-scored after the physiotherapy review",
     )?;
     w.n.say(format!("{:<28} sets pain to 3 and adds a note", w.a.name));
-    w.b.device.save_answers(
+    w.b.device.amend_response(
         m3,
         &answers(vec![
             ("symptom_pain", AnswerValue::Int(5)),
             ("weight_kg", AnswerValue::Decimal(81.2)),
         ]),
+        "weight was missing; pain as reported today",
     )?;
     w.n.say(format!(
         "{:<28} sets pain to 5 and records the weight",
@@ -1032,19 +1067,33 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
         w.sync(who).await?;
     }
     let phone_dev = &w.actor(Who::Phone)?.device;
-    if let Some(item) = phone_dev
-        .store()
-        .list(&Query {
-            kind: Some(followup_domain::model::RecordKind::Adjudication),
-            ..Default::default()
-        })?
-        .first()
-    {
-        let adj: followup_domain::model::Adjudication = phone_dev.get(item.id)?;
+    let view = phone_dev.adverse_event(ae_id)?;
+    if let Some((_, adj)) = &view.adjudication {
         w.n.say(format!(
-            "KX-0417's phone shows the clinic's answer to her complication: {} — {}",
-            adj.status, adj.remedy
+            "KX-0417's phone reads the clinic's answer to her complication: {} related; {}; remedy: {} (case {}, deadline {})",
+            adj.relatedness.map(|r| r.code()).unwrap_or("?"),
+            adj.action,
+            adj.remedy,
+            view.state().map(|s| s.code()).unwrap_or("?"),
+            view.case.as_ref().map(|c| c.deadline.as_str()).unwrap_or("?"),
         ));
+        phone_dev.reply_to_adjudication(
+            ae_id,
+            followup_domain::model::Verdict::Accepted,
+            "the knee is fine now; thank you",
+        )?;
+        w.n.say("she accepts it from her phone");
+        w.sync(Who::Phone).await?;
+        w.n.say(format!(
+            "the registry closes the case: {}",
+            w.actor(Who::Phone)?
+                .device
+                .adverse_event(ae_id)?
+                .state()
+                .map(|s| s.code())
+                .unwrap_or("?")
+        ));
+        w.sync(Who::A).await?;
     }
     w.n.step(STORY_DAYS, "tablet A's work list today (overdue first)");
     w.visits(
@@ -1093,6 +1142,100 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
     }
     let converged = replicas.iter().all(|r| r.differing == 0);
 
+    // ---- Another clinic ignores an adverse event; the registry escalates it.
+    w.n.step(STORY_DAYS, "another clinic ignores an adverse event");
+    let clinic2 = admin.create_clinic("Clínica Boa Vista", "BR").await?;
+    let tablet_c = create_device(dir, "tablet-c.db")?;
+    let code = admin
+        .issue_code(EnrolmentGrant::ClinicDevice { clinic: clinic2 }, None)
+        .await?;
+    let e = w
+        .client
+        .enrol(
+            &tablet_c,
+            &w.server.url(),
+            &code.code,
+            "Tablet C, Boa Vista",
+        )
+        .await?;
+    w.names.insert(e.device_id, "tablet C (Boa Vista)");
+    let ago = |n: u64| {
+        today
+            .checked_sub_days(Days::new(n))
+            .unwrap_or(today)
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let bv = tablet_c.enrol_patient(&Enrolment {
+        study_code: "BV-0102".into(),
+        consent: Consent {
+            form_version: "1.0".into(),
+            date: ago(20),
+            scope: vec!["registry".into()],
+        },
+        birth_year: 1958,
+        sex: Sex::Male,
+        enrolled_on: ago(20),
+    })?;
+    let spec = patients_spec();
+    let bv_proc = tablet_c.record_procedure(bv, &(spec[0].procedure)(ago(20)))?;
+    let ae_c = tablet_c.report_adverse_event(
+        bv,
+        &AdverseEvent {
+            reporter: Reporter::Clinic,
+            category: "immune_reaction".into(),
+            onset: ago(3),
+            severity: 2,
+            seriousness: Vec::new(),
+            outcome: AeOutcome::Recovering,
+            description: "rash and itching on both arms after the infusion".into(),
+            procedure: Some(bv_proc.to_hex()),
+            answers: Answers::new(),
+        },
+    )?;
+    let r = device_cmd::sync_with_bar(&w.client, &tablet_c, "tablet C (Boa Vista)", true)
+        .await
+        .map_err(|e| e.context("tablet C could not sync"))?;
+    w.add(&r);
+    let case = tablet_c.adverse_event(ae_c)?.case;
+    w.n.say(format!(
+        "tablet C (Boa Vista) reports BV-0102's rash (grade 2) and syncs: the registry opens the case, deadline {} ({})",
+        case.as_ref().map(|c| c.deadline.as_str()).unwrap_or("?"),
+        case.as_ref()
+            .map(|c| format!("{} days, rule \"{}\"", c.days, c.rule))
+            .unwrap_or_default()
+    ));
+    w.n.say("the clinic never answers. The registry's clock moves 31 days on (the demo moves it; a deployed server runs on its system clock):");
+    w.server
+        .advance_registry_clock(Duration::from_secs(31 * 86_400));
+    for k in admin.cases(None, Some("overdue")).await? {
+        w.n.say(format!(
+            "  registry staff see: case of {} at clinic {} is {} (deadline {})",
+            &k.adverse_event.to_hex()[..8],
+            &k.clinic.to_hex()[..8],
+            k.state,
+            k.deadline
+        ));
+    }
+    let note =
+        "Overdue: adjudicate BV-0102's reaction and tell the patient the remedy within 48 hours";
+    let k = admin.escalate(ae_c, note).await?;
+    w.n.say(format!("registry staff escalate it → case {}", k.state));
+    let r = device_cmd::sync_with_bar(&w.client, &tablet_c, "tablet C (Boa Vista)", true)
+        .await
+        .map_err(|e| e.context("tablet C could not sync"))?;
+    w.add(&r);
+    let view = tablet_c.adverse_event(ae_c)?;
+    w.n.say(format!(
+        "tablet C syncs and shows: case {}, the registry's note: \"{}\"",
+        view.state().map(|s| s.code()).unwrap_or("?"),
+        view.case
+            .as_ref()
+            .and_then(|c| c.escalations.last())
+            .map(|e| e.note.as_str())
+            .unwrap_or("")
+    ));
+
     w.n.step(STORY_DAYS, "the registry");
     w.n.say(format!(
         "{} documents, {} devices, {} audit entries; audit chain {}",
@@ -1136,6 +1279,43 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
     }
     spin.finish_and_clear();
 
+    // ---- The staff console: an admin account on the demo's registry.
+    let console_email = "admin@registry.example".to_string();
+    let storage = w.server.storage().clone();
+    let created = tokio::task::spawn_blocking(move || {
+        followup_server::staff::create_staff(
+            storage.as_ref(),
+            "admin@registry.example",
+            followup_server::staff::Role::RegistryAdmin,
+            None,
+            followup_server::staff::FirstSignIn::Password,
+            false,
+            followup_server::staff::BOOTSTRAP_ACTOR,
+            followup_server::auth::now_ms(),
+        )
+    })
+    .await
+    .map_err(|e| CliError::new(format!("creating the console account failed: {e}")))?
+    .map_err(|e| CliError::new(format!("creating the console account failed: {e}")))?;
+    let console = ConsoleLogin {
+        url: format!("{}/console", w.server.url()),
+        email: console_email,
+        password: created.password.unwrap_or_default(),
+    };
+    w.n.step(STORY_DAYS, "the staff console");
+    w.n.say(format!("console: {}", console.url));
+    w.n.say(format!(
+        "sign in as {} with password {}",
+        console.email, console.password
+    ));
+    w.n.say(format!(
+        "public participation page: {}/participation",
+        w.server.url()
+    ));
+    if !args.serve {
+        w.n.say("(run with --serve to keep the server running and open the console)");
+    }
+
     let summary = Summary {
         records_per_device,
         server_documents: stats.documents,
@@ -1155,6 +1335,7 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
         replicas,
         elapsed_ms: started.elapsed().as_millis() as u64,
         data_dir: args.data.clone(),
+        console,
     };
     let World {
         server,
@@ -1164,6 +1345,19 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
         ..
     } = w;
     drop((a, b, phone));
+    if args.serve {
+        if args.json {
+            output::print_json(&summary)?;
+        }
+        eprintln!(
+            "the registry keeps running on {}: open {}/console (Ctrl-C stops it)",
+            server.url(),
+            server.url()
+        );
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
     server
         .shutdown()
         .await

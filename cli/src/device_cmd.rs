@@ -155,6 +155,7 @@ pub fn read_answers(path: &Path) -> Result<Answers, CliError> {
 /// Run `followup device ...`.
 pub fn run(args: DeviceArgs) -> Result<(), CliError> {
     let path = args.store.as_path();
+    crate::device_app::set_store(path);
     match args.command {
         DeviceCommand::Init => init(path),
         DeviceCommand::Enrol {
@@ -200,17 +201,30 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
             println!("patient {study_code} enrolled: {id}");
             Ok(())
         }
-        DeviceCommand::AddProcedure { patient, file } => {
+        DeviceCommand::AddProcedure {
+            patient,
+            file,
+            format,
+        } => {
+            if format {
+                println!("{}", crate::device_app::procedure_format());
+                return Ok(());
+            }
+            let (Some(patient), Some(file)) = (patient, file) else {
+                return Err(CliError::new("add-procedure needs --patient and --file")
+                    .hint("see the file format with `followup device add-procedure --format`"));
+            };
             let device = open(path)?;
             let patient = resolve_patient(&device, Some(&patient))?;
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| CliError::new(format!("cannot read {}: {e}", file.display())))?;
             let procedure: Procedure = serde_json::from_str(&text).map_err(|e| {
                 CliError::new(format!("{} is not a procedure: {e}", file.display()))
-                    .hint("see the Procedure fields in core/src/model.rs")
+                    .hint("see every field and code with `followup device add-procedure --format`")
             })?;
             let id = device.record_procedure(patient, &procedure)?;
             println!("procedure of {} recorded: {id}", procedure.date);
+            crate::device_app::next(&format!("show {id}"));
             Ok(())
         }
         DeviceCommand::Patients { json } => patients(&open(path)?, json),
@@ -229,9 +243,37 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
             procedure,
             visit,
             draft,
+            resume,
+            format,
         } => {
+            if format {
+                let Some(questionnaire) = questionnaire else {
+                    return Err(CliError::new("--format needs --questionnaire").hint(
+                        "e.g. followup device fill --questionnaire clinician-followup --format",
+                    ));
+                };
+                println!(
+                    "{}",
+                    crate::device_app::answers_format(&questionnaire_named(&questionnaire)?)
+                );
+                return Ok(());
+            }
+            let Some(answers) = answers else {
+                return Err(CliError::new("fill needs --answers FILE").hint(
+                    "see the format with `followup device fill --questionnaire ID --format`",
+                ));
+            };
             let device = open(path)?;
             let answers = read_answers(&answers)?;
+            if let Some(draft_id) = resume {
+                let id = crate::device_app::parse_record(&draft_id)?;
+                return resume_draft(&device, id, &answers, !draft);
+            }
+            let Some(questionnaire) = questionnaire else {
+                return Err(CliError::new(
+                    "fill needs --questionnaire (or --resume DRAFT)",
+                ));
+            };
             let patient = resolve_patient(&device, patient.as_deref())?;
             let procedure = match (&visit, procedure.as_deref()) {
                 (None, None) => None,
@@ -251,6 +293,7 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
                 questionnaire,
                 if draft { "draft" } else { "response" }
             );
+            crate::device_app::next(&format!("show {id}"));
             Ok(())
         }
         DeviceCommand::ReportAe {
@@ -289,6 +332,70 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
             Ok(())
         }
         DeviceCommand::Queue { json } => queue(&open(path)?, json),
+        DeviceCommand::Events { patient, json } => {
+            let device = open(path)?;
+            let patient = match patient {
+                Some(p) => Some(resolve_patient(&device, Some(&p))?),
+                None => None,
+            };
+            events(&device, patient, json)
+        }
+        DeviceCommand::Adjudicate {
+            event,
+            relatedness,
+            action,
+            remedy,
+            status,
+        } => {
+            let device = open(path)?;
+            let event = parse_record_id(&event, "adverse event")?;
+            let relatedness = relatedness
+                .map(|r| {
+                    followup_domain::model::Relatedness::from_code(&r).ok_or_else(|| {
+                        CliError::new(format!("unknown relatedness {r:?}"))
+                            .hint("use not_related, unlikely, possible, probable or definite")
+                    })
+                })
+                .transpose()?;
+            let status = followup_domain::model::AdjudicationStatus::from_code(&status)
+                .filter(|s| *s != followup_domain::model::AdjudicationStatus::Disputed)
+                .ok_or_else(|| {
+                    CliError::new(format!("unknown status {status:?}")).hint(
+                        "use open, responded or resolved (the patient disputes, not the clinic)",
+                    )
+                })?;
+            let id = device.adjudicate(event, |a| {
+                if relatedness.is_some() {
+                    a.relatedness = relatedness;
+                }
+                if let Some(x) = action {
+                    a.action = x;
+                }
+                if let Some(x) = remedy {
+                    a.remedy = x;
+                }
+                a.status = status;
+            })?;
+            println!("adjudication saved: {id} (sync to send it to the registry)");
+            Ok(())
+        }
+        DeviceCommand::Reply {
+            event,
+            accept,
+            dispute: _,
+            comment,
+        } => {
+            let device = open(path)?;
+            let event = parse_record_id(&event, "adverse event")?;
+            let verdict = if accept {
+                followup_domain::model::Verdict::Accepted
+            } else {
+                followup_domain::model::Verdict::Disputed
+            };
+            let id = device.reply_to_adjudication(event, verdict, &comment)?;
+            println!("reply saved: {id} ({verdict}; sync to send it to the registry)");
+            Ok(())
+        }
         DeviceCommand::Sync { json, attempts } => {
             let device = open(path)?;
             crate::runtime()?.block_on(sync(&device, json, attempts))
@@ -296,6 +403,23 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
         DeviceCommand::Conflicts { record, json } => {
             conflicts(&open(path)?, record.as_deref(), json)
         }
+        DeviceCommand::Show { record, json } => {
+            crate::device_app::show(&open(path)?, &record, json)
+        }
+        DeviceCommand::Drafts { patient, json } => {
+            let device = open(path)?;
+            let patient = match patient.as_deref() {
+                Some(p) => Some(resolve_patient(&device, Some(p))?),
+                None => None,
+            };
+            crate::device_app::drafts(&device, patient, json)
+        }
+        DeviceCommand::Discard { record } => crate::device_app::discard(&open(path)?, &record),
+        DeviceCommand::Resolve {
+            record,
+            item,
+            value,
+        } => crate::device_app::resolve(&open(path)?, &record, &item, &value),
     }
 }
 
@@ -315,7 +439,10 @@ fn init(path: &Path) -> Result<(), CliError> {
         path.display(),
         device.store().store_id()
     );
-    println!("next: enrol it with `followup device enrol --server URL --code CODE`");
+    println!(
+        "next: enrol it with the registry's URL and a code from its staff: {}",
+        crate::device_app::device_cmd("enrol --server URL --code CODE")
+    );
     Ok(())
 }
 
@@ -451,8 +578,46 @@ fn due(device: &Device, as_of: NaiveDate, all: bool, json: bool) -> Result<(), C
     Ok(())
 }
 
-/// Validate answers fully (or partially for a draft) before anything is written, then create,
-/// save and (unless a draft) submit the response. Problems come back one per item.
+/// A questionnaire by id, or an error listing the ones there are.
+fn questionnaire_named(
+    id: &str,
+) -> Result<followup_domain::questionnaire::Questionnaire, CliError> {
+    followup_domain::questionnaire::instrument(id).ok_or_else(|| {
+        CliError::new(format!("no questionnaire {id:?}")).hint(format!(
+            "use one of: {}",
+            followup_domain::questionnaire::default_instruments()
+                .iter()
+                .map(|q| q.id().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+/// A capture failure in the user's words: each broken rule (unknown choices with the choices
+/// allowed), or the visit already recorded.
+fn capture_error(
+    q: &followup_domain::questionnaire::Questionnaire,
+    e: followup_device::Error,
+) -> CliError {
+    match e {
+        followup_device::Error::Validation(problems) => crate::device_app::problems_with_choices(
+            q,
+            &problems,
+            "fix the answers file and run again (nothing was saved)",
+        ),
+        followup_device::Error::AlreadyRecorded { record, visit } => CliError::new(format!(
+            "visit {visit} is already recorded by response {record} (nothing was saved)"
+        ))
+        .hint(format!("see it with `followup device show {record}`")),
+        other => other.into(),
+    }
+}
+
+/// Capture a response in **one change, one transaction** (see `Device::capture_response`):
+/// killed at any moment it leaves the whole response or nothing, and run again for a visit
+/// already recorded it refuses. Answers are checked first, as given; problems come back one per
+/// item, an unknown choice with the choices allowed.
 pub fn fill(
     device: &Device,
     patient: RecordId,
@@ -462,30 +627,32 @@ pub fn fill(
     answers: &Answers,
     submit: bool,
 ) -> Result<RecordId, CliError> {
-    let q = device.questionnaire(questionnaire).map_err(|_| {
-        CliError::new(format!("no questionnaire {questionnaire:?}")).hint(
-            "use clinician-followup, patient-outcome-survey, adverse-event-report or baseline-procedure",
-        )
-    })?;
-    // Validated as given (not pruned): an unknown key (a typo) or an answer to an item its
-    // conditions disable is reported, not silently dropped.
-    let problems = if submit {
-        q.validate(answers)
-    } else {
-        q.validate_partial(answers)
-    };
-    if !problems.is_empty() {
-        return Err(CliError::validation(
-            &problems,
-            "fix the answers file and run again (nothing was saved)",
-        ));
-    }
-    let id = device.start_response(patient, questionnaire, procedure, visit)?;
-    device.save_answers(id, answers)?;
+    let q = questionnaire_named(questionnaire)?;
+    device
+        .capture_response(patient, questionnaire, procedure, visit, answers, submit)
+        .map_err(|e| capture_error(&q, e))
+}
+
+/// `fill --resume DRAFT`: the draft's new answers and (unless `--draft`) its submission, in one
+/// change.
+fn resume_draft(
+    device: &Device,
+    id: RecordId,
+    answers: &Answers,
+    submit: bool,
+) -> Result<(), CliError> {
+    let current: followup_domain::model::FollowupResponse = device.get(id)?;
+    let q = questionnaire_named(&current.questionnaire)?;
+    device
+        .finish_draft(id, answers, submit)
+        .map_err(|e| capture_error(&q, e))?;
     if submit {
-        device.submit_response(id)?;
+        println!("{} response submitted: {id}", current.questionnaire);
+    } else {
+        println!("{} draft saved: {id}", current.questionnaire);
     }
-    Ok(id)
+    crate::device_app::next(&format!("show {id}"));
+    Ok(())
 }
 
 fn queue(device: &Device, json: bool) -> Result<(), CliError> {
@@ -531,6 +698,114 @@ fn queue(device: &Device, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
+fn parse_record_id(s: &str, what: &str) -> Result<RecordId, CliError> {
+    s.trim().parse().map_err(|_| {
+        CliError::new(format!("{s:?} is not a {what} id"))
+            .hint("ids are 32 hexadecimal characters (see `followup device events`)")
+    })
+}
+
+fn events(device: &Device, patient: Option<RecordId>, json: bool) -> Result<(), CliError> {
+    let views = device.adverse_events(patient)?;
+    let codes = study_codes(device)?;
+    if json {
+        let v: Vec<_> = views
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "adverse_event": v.id,
+                    "patient": codes.get(&v.patient).cloned().unwrap_or_else(|| v.patient.to_hex()),
+                    "event": v.event,
+                    "case": v.case,
+                    "adjudication": v.adjudication.as_ref().map(|(_, a)| a),
+                    "replies": v.replies,
+                    "open": v.is_open(),
+                })
+            })
+            .collect();
+        return output::print_json(&v);
+    }
+    if views.is_empty() {
+        println!("no adverse event");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            let e = &v.event;
+            let (deadline, state) = match &v.case {
+                Some(c) => (c.deadline.clone(), c.state.code().to_string()),
+                None => ("-".into(), "not at the registry yet".into()),
+            };
+            let answer = match &v.adjudication {
+                Some((_, a)) => format!(
+                    "{} / {} / {}",
+                    a.relatedness.map(|r| r.code()).unwrap_or("-"),
+                    if a.action.is_empty() { "-" } else { &a.action },
+                    if a.remedy.is_empty() { "-" } else { &a.remedy },
+                ),
+                None => "-".into(),
+            };
+            vec![
+                codes
+                    .get(&v.patient)
+                    .cloned()
+                    .unwrap_or_else(|| v.patient.to_hex()[..8].to_string()),
+                e.category.clone(),
+                format!(
+                    "{}{}",
+                    e.severity,
+                    if e.seriousness.is_empty() {
+                        ""
+                    } else {
+                        " serious"
+                    }
+                ),
+                e.onset.clone(),
+                deadline,
+                state,
+                answer,
+                v.id.to_hex(),
+            ]
+        })
+        .collect();
+    output::print_table(
+        &[
+            "patient",
+            "category",
+            "grade",
+            "onset",
+            "deadline",
+            "state",
+            "relatedness / action / remedy",
+            "adverse event",
+        ],
+        &rows,
+    );
+    for v in &views {
+        if let Some(c) = &v.case {
+            for e in &c.escalations {
+                println!(
+                    "  {} escalated by the registry {}: {}",
+                    &v.id.to_hex()[..8],
+                    e.at,
+                    e.note
+                );
+            }
+            for r in &c.replies {
+                println!(
+                    "  {} the patient {} {}: {}",
+                    &v.id.to_hex()[..8],
+                    r.verdict,
+                    r.at,
+                    r.comment
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn conflicts(device: &Device, record: Option<&str>, json: bool) -> Result<(), CliError> {
     let ids: Vec<RecordId> = match record {
         Some(r) => vec![r.trim().parse().map_err(|_| {
@@ -563,15 +838,15 @@ fn conflicts(device: &Device, record: Option<&str>, json: bool) -> Result<(), Cl
         return Ok(());
     }
     let me = device.enrolment().map(|e| e.device_id);
+    let codes = study_codes(device)?;
     for (id, cs) in &found {
-        println!("record {id}:");
+        println!("{}:", crate::device_app::describe(device, &codes, *id));
         for c in cs {
             println!("  {}", c.path);
             for v in &c.values {
                 let who = match v.device {
-                    Some(d) if Some(d) == me => format!("this device ({})", &d.to_hex()[..8]),
-                    Some(d) => format!("device {}", &d.to_hex()[..8]),
-                    None => "the registry".into(),
+                    Some(d) if Some(d) == me => "this device".to_string(),
+                    other => crate::device_app::who(device, other),
                 };
                 let when = v
                     .time
@@ -587,6 +862,20 @@ fn conflicts(device: &Device, record: Option<&str>, json: bool) -> Result<(), Cl
                 );
             }
         }
+    }
+    // A command that runs as shown: the first conflicted answer, set to the value shown.
+    let example = found.iter().find_map(|(id, cs)| {
+        cs.iter().find_map(|c| {
+            let item = c.path.strip_prefix("answers.")?;
+            let shown = c.values.iter().find(|v| v.winner)?;
+            Some(crate::device_app::device_cmd(&format!(
+                "resolve {id} {item} '{}'",
+                shown.value
+            )))
+        })
+    });
+    if let Some(cmd) = example {
+        println!("next: {cmd}   (or another of the values listed)");
     }
     Ok(())
 }
@@ -623,7 +912,7 @@ async fn enrol(
             .map(|p| format!(", patient {p}"))
             .unwrap_or_default()
     );
-    println!("next: followup device sync");
+    crate::device_app::next("sync");
     Ok(())
 }
 

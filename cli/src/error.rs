@@ -82,6 +82,10 @@ impl From<followup_device::Error> for CliError {
             E::Validation(problems) => {
                 CliError::validation(&problems, "fix the answers and try again")
             }
+            E::AlreadyRecorded { record, visit } => CliError::new(format!(
+                "visit {visit} is already recorded by response {record}"
+            ))
+            .hint(format!("see it with `followup device show {record}`")),
             E::NotFound(what) => CliError::new(format!("not found: {what}"))
                 .hint("check the id (see `followup device patients`), or sync to fetch it"),
             other => CliError::new(other.to_string()),

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod args;
 pub mod bench;
 pub mod demo;
+pub mod device_app;
 pub mod device_cmd;
 pub mod error;
 pub mod output;

@@ -102,8 +102,101 @@ fn parse_record(what: &str, s: &str) -> Result<RecordId, CliError> {
     })
 }
 
+/// `followup server add-staff`: create a staff account directly in the database.
+#[allow(clippy::too_many_arguments)]
+fn add_staff(
+    data: &std::path::Path,
+    database: Option<&str>,
+    email: &str,
+    role: &str,
+    clinic: Option<&str>,
+    link: Option<&str>,
+    totp: bool,
+) -> Result<(), CliError> {
+    use followup_server::staff::{self, FirstSignIn, Role};
+    use followup_server::storage::{PostgresStorage, SqliteStorage, Storage};
+    let role = Role::from_code(role).ok_or_else(|| {
+        CliError::new(format!("unknown role {role:?}")).hint("use admin, monitor or coordinator")
+    })?;
+    let clinic = clinic.map(|c| parse_record("clinic", c)).transpose()?;
+    let storage: Box<dyn Storage> = match database {
+        Some(url) => Box::new(
+            PostgresStorage::connect(url)
+                .map_err(|e| CliError::new(format!("cannot open the database: {e}")))?,
+        ),
+        None => Box::new(SqliteStorage::open(data).map_err(|e| {
+            CliError::new(format!(
+                "cannot open the registry in {}: {e}",
+                data.display()
+            ))
+            .hint("--data is the server's data directory")
+        })?),
+    };
+    let first = if link.is_some() {
+        FirstSignIn::Link
+    } else {
+        FirstSignIn::Password
+    };
+    let created = staff::create_staff(
+        storage.as_ref(),
+        email,
+        role,
+        clinic,
+        first,
+        totp,
+        staff::BOOTSTRAP_ACTOR,
+        followup_server::auth::now_ms(),
+    )
+    .map_err(|e| CliError::new(format!("could not add the staff member: {e}")))?;
+    println!(
+        "staff member {} created ({}{})",
+        created.staff.email,
+        created.staff.role.label(),
+        clinic
+            .map(|c| format!(" of clinic {c}"))
+            .unwrap_or_default()
+    );
+    if let Some(p) = &created.password {
+        println!("password (shown once; sign in at /console/login): {p}");
+    }
+    if let (Some(base), Some(t)) = (link, &created.set_password_token) {
+        println!(
+            "set-password link (valid 24 hours, shown once): {}/console/set-password?token={t}",
+            base.trim_end_matches('/')
+        );
+    }
+    if let (Some(secret), Some(url)) = (&created.totp_secret, &created.totp_url) {
+        println!("authenticator secret (shown once): {secret}");
+        println!("authenticator URL: {url}");
+    }
+    Ok(())
+}
+
 async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
     match cmd {
+        StaffCommand::AddStaff {
+            data,
+            database,
+            email,
+            role,
+            clinic,
+            link,
+            totp,
+        } => {
+            tokio::task::spawn_blocking(move || {
+                add_staff(
+                    &data,
+                    database.as_deref(),
+                    &email,
+                    &role,
+                    clinic.as_deref(),
+                    link.as_deref(),
+                    totp,
+                )
+            })
+            .await
+            .map_err(|e| CliError::new(format!("add-staff failed: {e}")))??;
+        }
         StaffCommand::CreateClinic {
             conn,
             name,
@@ -199,6 +292,41 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                 );
             }
         }
+        StaffCommand::RebuildReadModel {
+            data,
+            database,
+            json,
+        } => {
+            let r = tokio::task::spawn_blocking(move || {
+                followup_server::readmodel::rebuild_database(&data, database.as_deref())
+            })
+            .await
+            .map_err(|e| CliError::new(format!("the rebuild stopped: {e}")))?
+            .map_err(|e| {
+                CliError::new(format!("could not rebuild the read model: {e}")).hint(
+                    "check --data (the server's data directory) or --database (its PostgreSQL URL)",
+                )
+            })?;
+            if json {
+                output::print_json(&r)?;
+            } else {
+                println!(
+                    "read model rebuilt: {} documents ({} unreadable), {} rows, {}",
+                    r.documents,
+                    r.problems,
+                    r.rows,
+                    output::duration(std::time::Duration::from_millis(r.millis))
+                );
+            }
+        }
+        StaffCommand::Export {
+            conn,
+            format,
+            clinic,
+            since,
+            out,
+            identified,
+        } => export(conn, format, clinic, since, out, identified).await?,
         StaffCommand::Stats { conn } => {
             let c = client(&conn)?;
             let s = c.stats().await?;
@@ -227,6 +355,147 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                 );
             }
         }
+        StaffCommand::Cases {
+            conn,
+            clinic,
+            state,
+        } => {
+            let clinic = clinic.map(|c| parse_record("clinic", &c)).transpose()?;
+            let c = client(&conn)?;
+            let cases = c.cases(clinic, state.as_deref()).await?;
+            if conn.json {
+                output::print_json(&cases)?;
+            } else if cases.is_empty() {
+                println!("no adjudication case");
+            } else {
+                let rows: Vec<Vec<String>> = cases
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.state.clone(),
+                            k.deadline.clone(),
+                            format!("{} ({})", k.rule, k.policy),
+                            k.clinic.to_hex()[..8].to_string(),
+                            k.adverse_event.to_hex(),
+                            k.escalations.last().cloned().unwrap_or_default(),
+                            k.disputes.last().cloned().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                output::print_table(
+                    &[
+                        "state",
+                        "deadline",
+                        "rule",
+                        "clinic",
+                        "adverse event",
+                        "last escalation",
+                        "patient's dispute",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        StaffCommand::Escalate { conn, id, note } => {
+            let id = parse_record("case or adverse event", &id)?;
+            let c = client(&conn)?;
+            let k = c.escalate(id, &note).await?;
+            if conn.json {
+                output::print_json(&k)?;
+            } else {
+                println!(
+                    "case of adverse event {} escalated ({}, deadline {}): the clinic reads the note after its next sync",
+                    k.adverse_event, k.state, k.deadline
+                );
+            }
+        }
+        StaffCommand::CloseCase { conn, id, note } => {
+            let id = parse_record("case or adverse event", &id)?;
+            let c = client(&conn)?;
+            let k = c.close_case(id, &note).await?;
+            if conn.json {
+                output::print_json(&k)?;
+            } else {
+                println!("case of adverse event {} closed", k.adverse_event);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `followup server export`: download the zip from the admin API into a temporary file beside
+/// `--out`, then unpack it there (refusing a cut-off download), and say what was written.
+async fn export(
+    conn: StaffConn,
+    format: String,
+    clinic: Option<String>,
+    since: Option<String>,
+    out: std::path::PathBuf,
+    identified: bool,
+) -> Result<(), CliError> {
+    let clinic = clinic
+        .map(|c| {
+            c.parse::<RecordId>().map_err(|e| {
+                CliError::new(e.to_string()).hint("give the clinic id printed by create-clinic")
+            })
+        })
+        .transpose()?;
+    if let Some(s) = &since {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+            CliError::new(format!("--since {s:?} is not a date")).hint("write it as YYYY-MM-DD")
+        })?;
+    }
+    if out.exists()
+        && std::fs::read_dir(&out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(CliError::new(format!("{} is not empty", out.display()))
+            .hint("choose a new or empty directory for --out"));
+    }
+    let c = client(&conn)?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".followup-export-")
+        .suffix(".zip")
+        .tempfile_in(&parent)?;
+    let params = followup_staff_client::ExportParams {
+        format,
+        clinic,
+        since,
+        identified,
+    };
+    let bytes = c.export(&params, tmp.as_file_mut()).await?;
+    let files = followup_server::export::sink::unpack_zip(tmp.path(), &out)
+        .map_err(|e| CliError::new(e.to_string()))?;
+    if conn.json {
+        output::print_json(&serde_json::json!({
+            "out": out.display().to_string(),
+            "zip_bytes": bytes,
+            "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            "identified": identified,
+        }))?;
+    } else {
+        println!(
+            "{} export written to {} ({} files, {} KB zipped){}; see README.txt there",
+            if identified {
+                "IDENTIFIED"
+            } else {
+                "de-identified"
+            },
+            out.display(),
+            files.len(),
+            bytes / 1024,
+            if identified {
+                ": it holds exact dates and free text, handle it as identifiable health information"
+            } else {
+                ""
+            }
+        );
     }
     Ok(())
 }

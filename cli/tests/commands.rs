@@ -13,6 +13,7 @@ const PASS: &str = "correct horse battery staple";
 struct Registry {
     rt: tokio::runtime::Runtime,
     server: Option<RunningServer>,
+    data: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -33,6 +34,7 @@ impl Registry {
         Registry {
             rt,
             server: Some(server),
+            data: dir.path().join("registry"),
             _dir: dir,
         }
     }
@@ -243,6 +245,24 @@ fn staff_and_device_happy_path() {
     assert_eq!(stats["documents"], 5, "{stats}");
     let audit = staff(&reg, &["verify-audit"]);
     assert_eq!(audit["ok"], true);
+    // The read model re-derived from the stored documents, beside the running server.
+    let data = reg.data.to_string_lossy().into_owned();
+    let rebuilt = json(&ok(followup(
+        &["server", "rebuild-read-model", "--data", &data, "--json"],
+        &[],
+    )));
+    assert_eq!(rebuilt["documents"], 5, "{rebuilt}");
+    assert_eq!(rebuilt["problems"], 0, "{rebuilt}");
+    let nowhere = fails(followup(
+        &[
+            "server",
+            "rebuild-read-model",
+            "--data",
+            "/nonexistent/registry",
+        ],
+        &[],
+    ));
+    assert!(nowhere.contains("no registry database"), "{nowhere}");
 
     // Revoked: the device's next sync is refused with a clear message.
     let r = staff(&reg, &["revoke-device", &device_id]);

@@ -57,7 +57,7 @@ fn big_store() -> PathBuf {
     let device = enrolled_device(&partial);
     let mut data = workload::populate_patients(&device, BIG_PATIENTS).expect("patients");
     for chunk in 0..10 {
-        workload::populate_responses(&device, &mut data, chunk, BIG_RESPONSES / 10)
+        workload::populate_scheduled_responses(&device, &mut data, chunk, BIG_RESPONSES / 10)
             .expect("responses");
         eprintln!("  {} responses", (chunk + 1) as usize * BIG_RESPONSES / 10);
     }
@@ -82,7 +82,7 @@ fn capture(c: &mut Criterion) {
         b.iter_batched(
             || {
                 seed += 1;
-                let body = workload::bench_response(seed, Some(data.procedures[0]), "m3");
+                let body = workload::bench_response(seed, Some(data.procedures[0]), Some("m3"));
                 model::new_record(
                     Author::device_now(e.device_id),
                     RecordId::random(),
@@ -97,24 +97,19 @@ fn capture(c: &mut Criterion) {
         )
     });
     let mut k = 0u64;
-    group.bench_function("edit 3 answers of a saved response", |b| {
+    group.bench_function("amend 3 answers of a submitted response", |b| {
         b.iter(|| {
             k += 1;
             let r = data.responses[(k as usize) % data.responses.len()];
             device
-                .save_answers(r, &workload::edit_answers(k, 50))
-                .expect("save answers")
+                .amend_response(r, &workload::edit_answers(k, 50), "corrected")
+                .expect("amend")
         })
     });
     // Filling a form: the same draft saved after each answer, as an app saves while the nurse
     // types (the recently used document stays decrypted in memory).
     let draft = device
-        .start_response(
-            data.patients[1],
-            "bench-50",
-            Some(data.procedures[1]),
-            Some("m6"),
-        )
+        .start_response(data.patients[1], "bench-50", Some(data.procedures[1]), None)
         .expect("draft");
     let answers = workload::bench_answers(99, 50);
     let items: Vec<_> = answers.into_iter().collect();

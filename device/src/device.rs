@@ -17,6 +17,10 @@ use std::sync::{Mutex, RwLock};
 use automerge::Automerge;
 use chrono::{NaiveDate, Utc};
 
+mod integrity;
+use integrity::no_problems;
+pub use integrity::{DuplicateStudyCode, EventView};
+
 use crate::crypto::KeySource;
 use crate::error::{Error, Result};
 use crate::store::{DocMeta, Query, Store};
@@ -75,23 +79,20 @@ pub struct AdjudicationItem {
     pub adverse_event: RecordId,
     pub patient: RecordId,
     pub adjudication: Option<RecordId>,
+    /// The clinic's own status.
     pub status: AdjudicationStatus,
+    /// The registry's case state, once its case reached the device.
+    pub state: Option<model::CaseState>,
+    /// The registry's deadline, once its case reached the device.
     pub deadline: Option<NaiveDate>,
+    /// Past the registry's deadline without a decision (as of the given date), or overdue or
+    /// escalated by the registry.
     pub overdue: bool,
-}
-
-/// Days the treating clinic has to adjudicate an adverse event, by severity grade.
-pub fn adjudication_days(severity: i64) -> i64 {
-    if severity >= 3 {
-        7
-    } else {
-        30
-    }
 }
 
 /// The device core an app holds: open it once, use it from any thread.
 pub struct Device {
-    store: Store,
+    pub(crate) store: Store,
     identity: DeviceIdentity,
     enrolled: RwLock<Option<Enrolled>>,
     schedule: Schedule,
@@ -102,6 +103,8 @@ pub struct Device {
     /// The clinic-wide work list's inputs (procedure dates and done visits), kept while the
     /// store's generation is unchanged and updated in place by this device's own saves.
     worklist: Mutex<Option<WorklistCache>>,
+    /// Listeners of [`Device::subscribe`].
+    pub(crate) observers: crate::app::Observers,
 }
 
 /// What a clinic-wide visit listing needs from the index, with the store generation it
@@ -225,6 +228,7 @@ impl Device {
             recent: Mutex::default(),
             worklist: Mutex::default(),
             schedule: Schedule::default_registry(),
+            observers: Default::default(),
         })
     }
 
@@ -256,6 +260,7 @@ impl Device {
             recent: Mutex::default(),
             worklist: Mutex::default(),
             schedule: Schedule::default_registry(),
+            observers: Default::default(),
         })
     }
 
@@ -292,11 +297,11 @@ impl Device {
         Ok(())
     }
 
-    fn require_enrolled(&self) -> Result<Enrolled> {
+    pub(crate) fn require_enrolled(&self) -> Result<Enrolled> {
         self.enrolment().ok_or(Error::NotEnrolled)
     }
 
-    fn require_clinic_device(&self, what: &str) -> Result<Enrolled> {
+    pub(crate) fn require_clinic_device(&self, what: &str) -> Result<Enrolled> {
         let e = self.require_enrolled()?;
         if e.role != DeviceRole::ClinicDevice {
             return Err(Error::NotPermitted(format!(
@@ -395,10 +400,24 @@ impl Device {
                 r.put(meta.id, doc.clone());
             }
         }
+        // The save is durable: a failure to tell the listeners must not undo it.
+        if let Err(e) = self.publish_changes() {
+            tracing::warn!(error = %e, "could not tell the listeners about a save");
+        }
         Ok(())
     }
 
-    fn create_record<T: RecordBody>(
+    /// Forget what the device keeps in memory about a record deleted from the store.
+    pub(crate) fn forget(&self, id: RecordId) {
+        if let Ok(mut r) = self.recent.lock() {
+            r.docs.retain(|(i, _)| *i != id);
+        }
+        if let Ok(mut w) = self.worklist.lock() {
+            *w = None;
+        }
+    }
+
+    pub(crate) fn create_record<T: RecordBody>(
         &self,
         e: &Enrolled,
         patient: Option<RecordId>,
@@ -410,7 +429,7 @@ impl Device {
         Ok(id)
     }
 
-    fn update<T: RecordBody>(
+    pub(crate) fn update<T: RecordBody>(
         &self,
         e: &Enrolled,
         id: RecordId,
@@ -453,6 +472,7 @@ impl Device {
     /// Enrol a patient at this device's clinic. Returns the patient's (enrolment) id.
     pub fn enrol_patient(&self, enrolment: &Enrolment) -> Result<RecordId> {
         let e = self.require_clinic_device("enrol patients")?;
+        self.check_new_enrolment(enrolment)?;
         let id = RecordId::random();
         let doc = model::new_record(self.author(&e), id, e.clinic, Some(id), enrolment)?;
         self.save(&doc)?;
@@ -463,12 +483,10 @@ impl Device {
     pub fn record_procedure(&self, patient: RecordId, procedure: &Procedure) -> Result<RecordId> {
         let e = self.require_clinic_device("record procedures")?;
         self.require_patient(patient)?;
-        if parse_date(&procedure.date).is_none() {
-            return Err(Error::InvalidInput(format!(
-                "procedure date {:?} is not a date (YYYY-MM-DD)",
-                procedure.date
-            )));
-        }
+        no_problems(followup_domain::rules::check_procedure(
+            procedure,
+            Utc::now().date_naive(),
+        ))?;
         self.create_record(&e, Some(patient), procedure)
     }
 
@@ -485,6 +503,30 @@ impl Device {
             kind: Some(RecordKind::Enrolment),
             ..Default::default()
         })?;
+        // An adverse event stops being open when the clinic resolved it or the registry's case
+        // is closed (both read from the index: the adjudication's and the case's status).
+        let mut settled: std::collections::HashSet<RecordId> = std::collections::HashSet::new();
+        for (kind, status) in [
+            (
+                RecordKind::Adjudication,
+                AdjudicationStatus::Resolved.code(),
+            ),
+            (
+                RecordKind::AdjudicationCase,
+                model::CaseState::Closed.code(),
+            ),
+        ] {
+            settled.extend(
+                self.store
+                    .list(&Query {
+                        kind: Some(kind),
+                        status: Some(status.into()),
+                        ..Default::default()
+                    })?
+                    .into_iter()
+                    .filter_map(|m| m.subject),
+            );
+        }
         let mut counts: BTreeMap<RecordId, (usize, usize, usize)> = BTreeMap::new();
         for kind in [
             RecordKind::Procedure,
@@ -500,7 +542,8 @@ impl Device {
                     match kind {
                         RecordKind::Procedure => c.0 += 1,
                         RecordKind::Response => c.1 += 1,
-                        _ => c.2 += 1,
+                        _ if !settled.contains(&m.id) => c.2 += 1,
+                        _ => {}
                     }
                 }
             }
@@ -549,6 +592,20 @@ impl Device {
         visit: Option<&str>,
     ) -> Result<RecordId> {
         let e = self.require_enrolled()?;
+        let body = self.new_response(&e, patient, questionnaire_id, procedure, visit)?;
+        self.create_record(&e, Some(patient), &body)
+    }
+
+    /// A new, empty draft body, after the checks every new response passes: the device may
+    /// answer for this patient, the questionnaire and the visit exist.
+    pub(crate) fn new_response(
+        &self,
+        e: &Enrolled,
+        patient: RecordId,
+        questionnaire_id: &str,
+        procedure: Option<RecordId>,
+        visit: Option<&str>,
+    ) -> Result<FollowupResponse> {
         let q = self.questionnaire(questionnaire_id)?;
         let completed_by = match e.role {
             DeviceRole::ClinicDevice => CompletedBy::Nurse,
@@ -564,13 +621,6 @@ impl Device {
         if e.role == DeviceRole::ClinicDevice {
             self.require_patient(patient)?;
         }
-        if let Some(v) = visit {
-            if self.schedule.visit(v).is_none() {
-                return Err(Error::InvalidInput(format!(
-                    "{v:?} is not a visit of the schedule"
-                )));
-            }
-        }
         let body = FollowupResponse {
             questionnaire: q.id().to_string(),
             questionnaire_version: q.version().to_string(),
@@ -580,8 +630,23 @@ impl Device {
             completed_by,
             status: ResponseStatus::Draft,
             submitted_at: None,
+            amendments: Vec::new(),
         };
-        self.create_record(&e, Some(patient), &body)
+        // The form must fit the visit, the role and the patient from the start.
+        no_problems(self.with_rules(e.role, RecordId::random(), patient, |ctx| {
+            followup_domain::rules::check_response(ctx, &body)
+        })?)?;
+        Ok(body)
+    }
+
+    /// Refuse to edit a submitted response as if it were a draft.
+    fn require_draft(r: &FollowupResponse) -> Result<()> {
+        if r.status == ResponseStatus::Submitted {
+            return Err(Error::InvalidInput(
+                "this response is submitted: correct it with an amendment (amend_response), which keeps the previous values".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Save answers into a draft (merging with the answers already there: an answer set to a
@@ -591,6 +656,7 @@ impl Device {
         let e = self.require_enrolled()?;
         let mut problems = Vec::new();
         self.update::<FollowupResponse>(&e, response, |r| {
+            Self::require_draft(r)?;
             for (k, v) in answers {
                 r.answers.insert(k.clone(), v.clone());
             }
@@ -606,6 +672,7 @@ impl Device {
     pub fn clear_answer(&self, response: RecordId, item: &str) -> Result<()> {
         let e = self.require_enrolled()?;
         self.update::<FollowupResponse>(&e, response, |r| {
+            Self::require_draft(r)?;
             r.answers.remove(item);
             Ok(())
         })
@@ -616,7 +683,14 @@ impl Device {
     /// are removed first.
     pub fn submit_response(&self, response: RecordId) -> Result<()> {
         let e = self.require_enrolled()?;
+        let patient = self
+            .header(response)?
+            .patient
+            .ok_or_else(|| Error::InvalidInput(format!("{response} names no patient")))?;
         self.update::<FollowupResponse>(&e, response, |r| {
+            if r.status == ResponseStatus::Submitted {
+                return Ok(());
+            }
             let q = questionnaire::instrument(&r.questionnaire)
                 .ok_or_else(|| Error::NotFound(format!("questionnaire {}", r.questionnaire)))?;
             q.prune_disabled(&mut r.answers);
@@ -624,6 +698,12 @@ impl Device {
             if !problems.is_empty() {
                 return Err(Error::Validation(problems));
             }
+            // The clinical rules (visit date, one response per visit...) on what is submitted.
+            let mut submitted = r.clone();
+            submitted.status = ResponseStatus::Submitted;
+            no_problems(self.with_rules(e.role, response, patient, |ctx| {
+                followup_domain::rules::check_response(ctx, &submitted)
+            })?)?;
             r.status = ResponseStatus::Submitted;
             if r.submitted_at.is_none() {
                 r.submitted_at =
@@ -797,32 +877,25 @@ impl Device {
                 }
                 event.reporter = Reporter::Patient;
             }
-            DeviceRole::ClinicDevice => self.require_patient(patient)?,
-        }
-        if !(1..=5).contains(&event.severity) {
-            return Err(Error::InvalidInput(format!(
-                "severity grade {} is out of range: it must be 1 to 5",
-                event.severity
-            )));
-        }
-        if parse_date(&event.onset).is_none() {
-            return Err(Error::InvalidInput(format!(
-                "onset {:?} is not a date (YYYY-MM-DD)",
-                event.onset
-            )));
-        }
-        if !event.answers.is_empty() {
-            let q = self.questionnaire("adverse-event-report")?;
-            let problems = q.validate_partial(&event.answers);
-            if !problems.is_empty() {
-                return Err(Error::Validation(problems));
+            DeviceRole::ClinicDevice => {
+                self.require_patient(patient)?;
+                // A clinic reports as the clinic; the patient reports from their phone.
+                event.reporter = Reporter::Clinic;
             }
         }
-        self.create_record(&e, Some(patient), &event)
+        let id = RecordId::random();
+        no_problems(self.with_rules(e.role, id, patient, |ctx| {
+            followup_domain::rules::check_adverse_event(ctx, &event)
+        })?)?;
+        let doc = model::new_record(self.author(&e), id, e.clinic, Some(patient), &event)?;
+        self.save(&doc)?;
+        Ok(id)
     }
 
-    /// Record (or update) the treating clinic's adjudication of an adverse event. The deadline
-    /// is set when the adjudication is first recorded, from the event's severity.
+    /// Record (or update) the treating clinic's adjudication of an adverse event: relatedness,
+    /// action, remedy and the clinic's status. The deadline is not the clinic's: the registry's
+    /// case holds it (see [`Device::adverse_event`]). The clinical rules are checked before
+    /// anything is saved (a decision states relatedness and action, a remedy when related).
     pub fn adjudicate(
         &self,
         adverse_event: RecordId,
@@ -845,48 +918,62 @@ impl Device {
             })?
             .into_iter()
             .find(|m| m.subject == Some(adverse_event));
+        let patient = header
+            .patient
+            .ok_or_else(|| Error::InvalidInput(format!("{adverse_event} names no patient")))?;
         let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let check = |id: RecordId, a: &Adjudication| -> Result<()> {
+            no_problems(self.with_rules(e.role, id, patient, |ctx| {
+                followup_domain::rules::check_adjudication(ctx, a)
+            })?)
+        };
         match existing {
             Some(m) => {
                 self.update::<Adjudication>(&e, m.id, |a| {
                     edit(a);
                     a.decided_at = Some(now);
-                    Ok(())
+                    check(m.id, a)
                 })?;
                 Ok(m.id)
             }
             None => {
-                let ae: AdverseEvent = model::read_body(&ae_doc)?;
-                let reported = parse_date(&ae.onset).unwrap_or_else(|| Utc::now().date_naive());
-                let deadline = reported.max(Utc::now().date_naive())
-                    + chrono::Days::new(adjudication_days(ae.severity).unsigned_abs());
                 let mut adj = Adjudication {
                     adverse_event: adverse_event.to_hex(),
                     relatedness: None,
                     action: String::new(),
                     remedy: String::new(),
                     status: AdjudicationStatus::Open,
-                    deadline: deadline.format("%Y-%m-%d").to_string(),
+                    deadline: String::new(),
                     decided_at: None,
                 };
                 edit(&mut adj);
                 adj.decided_at = Some(now);
-                self.create_record(&e, header.patient, &adj)
+                let id = RecordId::random();
+                check(id, &adj)?;
+                let doc = model::new_record(self.author(&e), id, e.clinic, Some(patient), &adj)?;
+                self.save(&doc)?;
+                Ok(id)
             }
         }
     }
 
-    /// Adverse events the clinic has not resolved, oldest deadline first.
+    /// Adverse events the clinic has not resolved and the registry has not closed, oldest
+    /// deadline first. The deadline and the state are the registry's (its case record); an
+    /// event whose case has not reached the device yet has none.
     pub fn adjudication_queue(&self, as_of: NaiveDate) -> Result<Vec<AdjudicationItem>> {
-        let adjudications: BTreeMap<RecordId, DocMeta> = self
-            .store
-            .list(&Query {
-                kind: Some(RecordKind::Adjudication),
-                ..Default::default()
-            })?
-            .into_iter()
-            .filter_map(|m| m.subject.map(|s| (s, m)))
-            .collect();
+        let by_subject = |kind: RecordKind| -> Result<BTreeMap<RecordId, DocMeta>> {
+            Ok(self
+                .store
+                .list(&Query {
+                    kind: Some(kind),
+                    ..Default::default()
+                })?
+                .into_iter()
+                .filter_map(|m| m.subject.map(|s| (s, m)))
+                .collect())
+        };
+        let adjudications = by_subject(RecordKind::Adjudication)?;
+        let cases = by_subject(RecordKind::AdjudicationCase)?;
         let mut out = Vec::new();
         for ae in self.store.list(&Query {
             kind: Some(RecordKind::AdverseEvent),
@@ -898,17 +985,29 @@ impl Device {
                 .and_then(|a| a.status.as_deref())
                 .and_then(AdjudicationStatus::from_code)
                 .unwrap_or(AdjudicationStatus::Open);
-            if status == AdjudicationStatus::Resolved {
+            let case = cases.get(&ae.id);
+            let state = case
+                .and_then(|c| c.status.as_deref())
+                .and_then(model::CaseState::from_code);
+            if status == AdjudicationStatus::Resolved || state == Some(model::CaseState::Closed) {
                 continue;
             }
-            let deadline = adj.and_then(|a| a.date);
+            let deadline = case.and_then(|c| c.date);
+            let undecided = matches!(
+                status,
+                AdjudicationStatus::Open | AdjudicationStatus::Disputed
+            );
             out.push(AdjudicationItem {
                 adverse_event: ae.id,
                 patient,
                 adjudication: adj.map(|a| a.id),
                 status,
+                state,
                 deadline,
-                overdue: status == AdjudicationStatus::Open && deadline.is_some_and(|d| d < as_of),
+                overdue: matches!(
+                    state,
+                    Some(model::CaseState::Overdue | model::CaseState::Escalated)
+                ) || (undecided && deadline.is_some_and(|d| d < as_of)),
             });
         }
         out.sort_by_key(|i| (i.deadline.is_none(), i.deadline));
@@ -963,9 +1062,20 @@ pub fn index_meta(doc: &Automerge) -> Result<DocMeta> {
         }
         RecordKind::Adjudication => {
             let a: Adjudication = model::read_body(doc)?;
-            meta.date = parse_date(&a.deadline);
             meta.status = Some(a.status.code().into());
             meta.subject = a.adverse_event.parse().ok();
+        }
+        RecordKind::AdjudicationCase => {
+            let c: model::AdjudicationCase = model::read_body(doc)?;
+            meta.date = parse_date(&c.deadline);
+            meta.status = Some(c.state.code().into());
+            meta.subject = c.adverse_event.parse().ok();
+        }
+        RecordKind::CaseReply => {
+            let r: model::CaseReply = model::read_body(doc)?;
+            meta.date = r.replied_at.get(..10).and_then(parse_date);
+            meta.status = Some(r.verdict.code().into());
+            meta.subject = r.adverse_event.parse().ok();
         }
     }
     Ok(meta)
@@ -1233,10 +1343,14 @@ mod tests {
             procedure: None,
             answers: Answers::new(),
         };
-        assert!(matches!(
-            d.report_adverse_event(patient, &ae),
-            Err(Error::InvalidInput(_))
-        ));
+        match d.report_adverse_event(patient, &ae) {
+            Err(Error::Validation(p)) => {
+                assert_eq!(p.len(), 1, "{p:?}");
+                assert_eq!(p[0].item, "severity");
+                assert_eq!(p[0].code, ProblemCode::OutOfBounds);
+            }
+            other => panic!("expected a validation error, got {other:?}"),
+        }
         ae.severity = 3;
         let ae_id = d.report_adverse_event(patient, &ae).unwrap();
         let today = Utc::now().date_naive();
@@ -1245,17 +1359,30 @@ mod tests {
         assert_eq!(q[0].adverse_event, ae_id);
         assert_eq!(q[0].adjudication, None);
 
+        assert!(matches!(
+            d.adjudicate(ae_id, |a| {
+                a.relatedness = Some(Relatedness::Probable);
+                a.action = "antibiotics".into();
+                a.status = AdjudicationStatus::Responded;
+            }),
+            Err(Error::Validation(_))
+        ));
+        // A decision that the event is probably related names the remedy.
         let adj = d
             .adjudicate(ae_id, |a| {
                 a.relatedness = Some(Relatedness::Probable);
                 a.action = "antibiotics".into();
+                a.remedy = "treatment at no cost".into();
                 a.status = AdjudicationStatus::Responded;
             })
             .unwrap();
         let q = d.adjudication_queue(today).unwrap();
         assert_eq!(q[0].adjudication, Some(adj));
         assert_eq!(q[0].status, AdjudicationStatus::Responded);
-        assert!(q[0].deadline.is_some());
+        // The deadline is the registry's: none until its case arrives with a sync.
+        assert_eq!(q[0].deadline, None);
+        assert_eq!(q[0].state, None);
+        assert!(d.adverse_event(ae_id).unwrap().adjudication.is_some());
         // Updating reuses the same adjudication record.
         let again = d
             .adjudicate(ae_id, |a| a.status = AdjudicationStatus::Resolved)
@@ -1287,7 +1414,7 @@ mod tests {
             Err(Error::NotPermitted(_))
         ));
         let r = phone
-            .start_response(me, "patient-outcome-survey", None, Some("m1-survey"))
+            .start_response(me, "patient-outcome-survey", None, None)
             .unwrap();
         let body: FollowupResponse = phone.get(r).unwrap();
         assert_eq!(body.completed_by, CompletedBy::Patient);

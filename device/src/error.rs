@@ -43,6 +43,15 @@ pub enum Error {
     /// A sync or an enrolment with the registry server failed; the message says what to do.
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
+    /// A submitted response already answers this visit: recording it again would make a second.
+    #[error(
+        "visit {visit} is already recorded by response {record}; open that response instead of \
+         recording the visit again"
+    )]
+    AlreadyRecorded {
+        record: followup_domain::ids::RecordId,
+        visit: String,
+    },
     /// An identifier was malformed.
     #[error(transparent)]
     InvalidId(#[from] followup_domain::ids::InvalidId),

@@ -9,6 +9,7 @@
 //! | [`store`] | the encrypted SQLite store of documents |
 //! | [`sync`] | the sync client: batching, retry, progress, cancellation |
 //! | [`device`] | the facade an app uses: a store, an identity and the record operations of a field day |
+//! | [`app`] | the rest of the app API: one-change capture, drafts, any record, observing changes, due surveys |
 //! | [`error`] | the crate's error type |
 //!
 //! Records, questionnaires, schedules, the wire protocol and request signing are in
@@ -22,6 +23,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod app;
 pub mod crypto;
 pub mod device;
 pub mod error;

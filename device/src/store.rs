@@ -495,6 +495,9 @@ pub struct Store {
     writes: std::sync::atomic::AtomicU64,
     /// Wakes the background checkpointer (see [`Checkpointer`]); `None` if it could not start.
     checkpointer: Option<Checkpointer>,
+    /// The documents written since [`Store::take_changes`] was last called, while someone
+    /// observes changes (`None`: nobody does, nothing is collected).
+    changes: Mutex<Option<BTreeSet<RecordId>>>,
 }
 
 /// Writes between two background checkpoints.
@@ -607,6 +610,7 @@ impl Store {
             checkpointer: Checkpointer::start(path),
             path: path.to_path_buf(),
             writes: Default::default(),
+            changes: Mutex::new(None),
         })
     }
 
@@ -677,6 +681,7 @@ impl Store {
             checkpointer: Checkpointer::start(&path),
             path,
             writes: Default::default(),
+            changes: Mutex::new(None),
         })
     }
 
@@ -702,6 +707,35 @@ impl Store {
             if let Some(c) = &self.checkpointer {
                 // A full channel means a checkpoint is already pending: nothing to add.
                 let _ = c.wake.try_send(());
+            }
+        }
+    }
+
+    /// Start (`true`) or stop collecting the ids of the documents written, for
+    /// [`Store::take_changes`]. Stopping forgets what was collected.
+    pub fn track_changes(&self, on: bool) {
+        if let Ok(mut c) = self.changes.lock() {
+            match (on, c.is_some()) {
+                (true, false) => *c = Some(BTreeSet::new()),
+                (false, _) => *c = None,
+                _ => {}
+            }
+        }
+    }
+
+    /// The documents written (saved, replaced or deleted) since the last call, while changes are
+    /// tracked; empty otherwise.
+    pub fn take_changes(&self) -> BTreeSet<RecordId> {
+        match self.changes.lock() {
+            Ok(mut c) => c.as_mut().map(std::mem::take).unwrap_or_default(),
+            Err(_) => BTreeSet::new(),
+        }
+    }
+
+    fn note_change(&self, id: &RecordId) {
+        if let Ok(mut c) = self.changes.lock() {
+            if let Some(set) = c.as_mut() {
+                set.insert(*id);
             }
         }
     }
@@ -844,6 +878,7 @@ impl Store {
         }
         tx.commit()?;
         self.bump_generation();
+        self.note_change(&meta.id);
         Ok(outcome)
     }
 
@@ -888,6 +923,7 @@ impl Store {
         }
         tx.commit()?;
         self.bump_generation();
+        self.note_change(&meta.id);
         Ok(true)
     }
 
@@ -999,6 +1035,9 @@ impl Store {
             .execute(params![id.as_bytes().as_slice()])?;
         tx.commit()?;
         self.bump_generation();
+        if n > 0 {
+            self.note_change(id);
+        }
         Ok(n > 0)
     }
 

@@ -1019,6 +1019,8 @@ impl SyncClient {
         cancel: &CancelToken,
     ) -> Result<SyncReport> {
         let started = Instant::now();
+        // However the sync ends, the records it wrote are reported once, at the end.
+        let _publish = device.publish_on_drop();
         let enrolled = device.enrolment().ok_or(Error::NotEnrolled)?;
         let url = self.endpoint(&enrolled.server_url, SYNC_PATH)?;
         if cancel.is_cancelled() {

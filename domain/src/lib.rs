@@ -11,6 +11,9 @@
 //! | [`schedule`] | follow-up schedules and the upcoming / due / overdue / missed classification |
 //! | [`protocol`] | the sync wire protocol's types and codec (see `docs/sync-protocol.md`) |
 //! | [`identity`] | Ed25519 device identities, request signing and verification |
+//! | [`policy`] | the registry's adjudication policy (versioned data) and the adjudication case's states |
+//! | [`rules`] | THE clinical rules, run by the device at capture and by the server when a record lands |
+//! | [`vocabulary`] | which instrument item carries which model code list (with the drift test) |
 //! | [`error`] | the domain's error type |
 //!
 //! ## What this crate must never depend on
@@ -28,9 +31,12 @@ pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod model;
+pub mod policy;
 pub mod protocol;
 pub mod questionnaire;
+pub mod rules;
 pub mod schedule;
+pub mod vocabulary;
 
 pub use error::{Error, Result};
 pub use ids::{DeviceId, RecordId, StoreId};

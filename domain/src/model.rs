@@ -34,16 +34,22 @@ pub enum RecordKind {
     Response,
     AdverseEvent,
     Adjudication,
+    /// The registry's adjudication case of an adverse event (registry-authored; devices read it).
+    AdjudicationCase,
+    /// The patient's reply to the clinic's adjudication (accept or dispute).
+    CaseReply,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 6] = [
+    pub const ALL: [RecordKind; 8] = [
         RecordKind::Clinic,
         RecordKind::Enrolment,
         RecordKind::Procedure,
         RecordKind::Response,
         RecordKind::AdverseEvent,
         RecordKind::Adjudication,
+        RecordKind::AdjudicationCase,
+        RecordKind::CaseReply,
     ];
 
     /// The code stored in documents and in the store's plaintext index.
@@ -55,6 +61,8 @@ impl RecordKind {
             RecordKind::Response => "response",
             RecordKind::AdverseEvent => "adverse_event",
             RecordKind::Adjudication => "adjudication",
+            RecordKind::AdjudicationCase => "adjudication_case",
+            RecordKind::CaseReply => "case_reply",
         }
     }
 
@@ -220,7 +228,9 @@ code_enum!(
         Haematopoietic = "haematopoietic",
         StromalVascularFraction = "stromal_vascular_fraction",
         Mononuclear = "mononuclear",
+        InducedPluripotent = "induced_pluripotent",
         Other = "other",
+        Unknown = "unknown",
     }
 );
 
@@ -230,14 +240,16 @@ code_enum!(
         BoneMarrow = "bone_marrow",
         Adipose = "adipose",
         UmbilicalCordBlood = "umbilical_cord_blood",
+        UmbilicalCordTissue = "umbilical_cord_tissue",
         PeripheralBlood = "peripheral_blood",
         Other = "other",
+        Unknown = "unknown",
     }
 );
 
 code_enum!(
     /// Whose cells.
-    Origin { Autologous = "autologous", Allogeneic = "allogeneic" }
+    Origin { Autologous = "autologous", Allogeneic = "allogeneic", Unknown = "unknown" }
 );
 
 code_enum!(
@@ -246,6 +258,7 @@ code_enum!(
         Minimal = "minimal",
         MoreThanMinimal = "more_than_minimal",
         GeneticallyModified = "genetically_modified",
+        Unknown = "unknown",
     }
 );
 
@@ -266,13 +279,58 @@ code_enum!(
 );
 
 code_enum!(
-    /// Whether a response is still being filled or has been submitted.
-    ResponseStatus { Draft = "draft", Submitted = "submitted" }
+    /// Whether a response is still being filled, has been submitted, or was a draft the user
+    /// discarded after the registry had received it (not a response: never counted).
+    ResponseStatus { Draft = "draft", Submitted = "submitted", Discarded = "discarded" }
 );
 
 code_enum!(
     /// Who reported an adverse event.
     Reporter { Patient = "patient", Clinic = "clinic" }
+);
+
+code_enum!(
+    /// Adverse-event category (the adverse-event instrument's `category` choices).
+    AeCategory {
+        Infection = "infection",
+        ImmuneReaction = "immune_reaction",
+        Tumour = "tumour",
+        CellMigration = "cell_migration",
+        Administration = "administration",
+        Stroke = "stroke",
+        Seizure = "seizure",
+        Deterioration = "deterioration",
+        Gvhd = "gvhd",
+        FinancialHarm = "financial_harm",
+        Other = "other",
+    }
+);
+
+code_enum!(
+    /// A seriousness criterion an adverse event meets (none: an empty list).
+    Seriousness {
+        Hospitalisation = "hospitalisation",
+        LifeThreatening = "life_threatening",
+        Disability = "disability",
+        Death = "death",
+    }
+);
+
+code_enum!(
+    /// Where the registry's adjudication case stands (see `policy::case_state`).
+    CaseState {
+        Open = "open",
+        Responded = "responded",
+        Overdue = "overdue",
+        Escalated = "escalated",
+        Disputed = "disputed",
+        Closed = "closed",
+    }
+);
+
+code_enum!(
+    /// The patient's answer to the clinic's adjudication.
+    Verdict { Accepted = "accepted", Disputed = "disputed" }
 );
 
 code_enum!(
@@ -413,6 +471,22 @@ pub struct FollowupResponse {
     pub status: ResponseStatus,
     /// ISO date-time (UTC) of submission.
     pub submitted_at: Option<String>,
+    /// One note per explicit amendment of the submitted response, oldest first. The server
+    /// refuses a change to a submitted response's answers that does not add one; the previous
+    /// values stay in the record's history.
+    #[autosurgeon(missing = "Vec::new")]
+    #[serde(default)]
+    pub amendments: Vec<Amendment>,
+}
+
+/// Why, when and by which device a submitted record was amended.
+#[derive(Debug, Clone, PartialEq, Eq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct Amendment {
+    /// ISO date-time (UTC), the device's clock.
+    pub at: String,
+    /// The amending device (hex).
+    pub device: String,
+    pub reason: String,
 }
 
 /// An adverse event reported by a patient or a clinic.
@@ -446,10 +520,71 @@ pub struct Adjudication {
     /// The remedy offered to the patient.
     pub remedy: String,
     pub status: AdjudicationStatus,
-    /// ISO date by which the clinic must respond.
+    /// Legacy: the deadline is the registry's ([`AdjudicationCase::deadline`]). New devices leave
+    /// it empty; the server ignores it.
     pub deadline: String,
     /// ISO date-time (UTC) of the last decision.
     pub decided_at: Option<String>,
+}
+
+/// A registry staff escalation of a case.
+#[derive(Debug, Clone, PartialEq, Eq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct Escalation {
+    /// Server time (RFC 3339, UTC, milliseconds).
+    pub at: String,
+    /// The note the clinic reads.
+    pub note: String,
+}
+
+/// A patient's reply as the registry recorded it in the case.
+#[derive(Debug, Clone, PartialEq, Eq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct CaseReplyEntry {
+    /// Server time the reply was accepted.
+    pub at: String,
+    pub verdict: Verdict,
+    pub comment: String,
+    /// The reply record's id.
+    pub reply: String,
+}
+
+/// The registry's adjudication case of one adverse event: written by the server only, with the
+/// registry's actor (see `docs/integrity.md`). Times are the server's.
+#[derive(Debug, Clone, PartialEq, Eq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct AdjudicationCase {
+    /// The adverse event's record id.
+    pub adverse_event: String,
+    /// The policy that set the deadline, `id@version`.
+    pub policy: String,
+    /// The policy rule that applied ("serious", "default"...).
+    pub rule: String,
+    /// When the server first accepted the event: the clock starts here.
+    pub opened_at: String,
+    /// Days the clinic has.
+    pub days: i64,
+    /// ISO date: `opened_at`'s date + `days`.
+    pub deadline: String,
+    /// The state at the server's clock when last written.
+    pub state: CaseState,
+    /// The clinic's adjudication record, once it decided.
+    pub adjudication: Option<String>,
+    /// When the server accepted the clinic's latest decision.
+    pub responded_at: Option<String>,
+    pub escalations: Vec<Escalation>,
+    pub replies: Vec<CaseReplyEntry>,
+    pub closed_at: Option<String>,
+    pub closed_note: Option<String>,
+}
+
+/// The patient's reply to the clinic's adjudication of one of the patient's adverse events.
+/// Written once by the patient's device; a later reply is a new record.
+#[derive(Debug, Clone, PartialEq, Eq, Reconcile, Hydrate, serde::Serialize, serde::Deserialize)]
+pub struct CaseReply {
+    /// The adverse event's record id.
+    pub adverse_event: String,
+    pub verdict: Verdict,
+    pub comment: String,
+    /// ISO date-time (UTC), the device's clock.
+    pub replied_at: String,
 }
 
 impl Reconcile for AnswerValue {
@@ -513,6 +648,12 @@ impl RecordBody for AdverseEvent {
 }
 impl RecordBody for Adjudication {
     const KIND: RecordKind = RecordKind::Adjudication;
+}
+impl RecordBody for AdjudicationCase {
+    const KIND: RecordKind = RecordKind::AdjudicationCase;
+}
+impl RecordBody for CaseReply {
+    const KIND: RecordKind = RecordKind::CaseReply;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -711,6 +852,23 @@ fn write_diff(
             continue;
         }
         match (old, new) {
+            // A list that only grew at its end (an amendment note appended): insert the new
+            // items into the existing list, so that appends made on two devices both survive.
+            (Some(J::Array(before)), J::Array(after))
+                if after.len() > before.len() && after[..before.len()] == before[..] =>
+            {
+                if let Some((automerge::Value::Object(ObjType::List), list)) =
+                    tx.get(obj, key.as_str())?
+                {
+                    let mut at = tx.length(&list);
+                    for item in &after[before.len()..] {
+                        insert_json(tx, &list, at, item)?;
+                        at += 1;
+                    }
+                    continue;
+                }
+                put_json(tx, obj, key, new)?;
+            }
             (Some(old @ J::Object(_)), J::Object(_)) => {
                 if let Some((automerge::Value::Object(ObjType::Map), child)) =
                     tx.get(obj, key.as_str())?
@@ -933,6 +1091,75 @@ fn collect_conflicts(
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// History
+// ---------------------------------------------------------------------------------------------
+
+/// One field changed by one change of a record after its creation: what it was, what it
+/// became, which device wrote it and when. Nothing in a record's history is ever lost: an
+/// amendment of a submitted response keeps its previous values here.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FieldChange {
+    /// Dotted path below the body, e.g. `answers.q03` or `severity`.
+    pub path: String,
+    /// The value before the change (`None`: the field did not exist).
+    pub previous: Option<serde_json::Value>,
+    /// The value after it (`None`: the field was removed).
+    pub value: Option<serde_json::Value>,
+    /// The writing device; `None` for the registry.
+    pub device: Option<DeviceId>,
+    /// The change's time (unix seconds; the writer's clock).
+    pub time: i64,
+}
+
+/// Every field change of a record after the change that created it, oldest first.
+pub fn history(doc: &Automerge) -> Result<Vec<FieldChange>> {
+    let mut out = Vec::new();
+    for change in doc.get_changes(&[]) {
+        let before: Vec<ChangeHash> = change.deps().to_vec();
+        if before.is_empty() {
+            continue;
+        }
+        let after = [change.hash()];
+        let device = DeviceId::from_actor(change.actor_id()).filter(|d| d.0 != REGISTRY_ACTOR);
+        for patch in doc.diff(&before, &after) {
+            let (key, value) = match &patch.action {
+                automerge::PatchAction::PutMap { key, value, .. } => {
+                    (key.clone(), Some(value_json(doc, &value.0, &value.1)))
+                }
+                automerge::PatchAction::DeleteMap { key } => (key.clone(), None),
+                _ => continue,
+            };
+            let mut parts: Vec<String> = patch
+                .path
+                .iter()
+                .map(|(_, prop)| match prop {
+                    automerge::Prop::Map(k) => k.clone(),
+                    automerge::Prop::Seq(i) => i.to_string(),
+                })
+                .collect();
+            parts.push(key.clone());
+            if parts.first().map(String::as_str) != Some("body") || parts.len() < 2 {
+                continue;
+            }
+            let previous = doc
+                .get_at(&patch.obj, key.as_str(), &before)?
+                .map(|(v, id)| value_json(doc, &v, &id));
+            if previous == value {
+                continue;
+            }
+            out.push(FieldChange {
+                path: parts[1..].join("."),
+                previous,
+                value,
+                device,
+                time: change.timestamp(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -947,6 +1174,7 @@ mod tests {
             completed_by: CompletedBy::Nurse,
             status: ResponseStatus::Draft,
             submitted_at: None,
+            amendments: Vec::new(),
         }
     }
 
@@ -1192,6 +1420,7 @@ mod merge_properties {
             completed_by: CompletedBy::Nurse,
             status: ResponseStatus::Draft,
             submitted_at: None,
+            amendments: Vec::new(),
         }
     }
 

@@ -17,12 +17,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{DeviceId, RecordId};
 
-/// The protocol version this build speaks; the first field of every binary message. Version 2
-/// keeps version 1's messages and moves them over the resumable routes ([`SYNC_V2_PATH`]).
+/// The protocol version this build speaks; the first field of every binary message.
+///
+/// Version 2 added the `adjudication_case` and `case_reply` record kinds and the
+/// `rule_violation` reject code. A server answers a request in the request's version: a
+/// version-1 device is never sent a record of a newer kind, and gets a newer reject code as
+/// `malformed` (with the same message). Version 2 also moves the exchange over the resumable
+/// routes ([`SYNC_V2_PATH`]); version 1's `POST /v1/sync` is still served.
 pub const PROTOCOL_VERSION: u16 = 2;
-/// Every version this build can talk: a version 2 server still serves version 1 clients on
-/// [`SYNC_PATH`], and a version 2 client falls back to it against a version 1 server.
+/// Every version this build can talk (a server may speak several during a migration).
 pub const SUPPORTED_VERSIONS: &[u16] = &[1, PROTOCOL_VERSION];
+
+/// The first protocol version whose devices can read records of this kind.
+pub fn kind_min_version(kind: crate::model::RecordKind) -> u16 {
+    use crate::model::RecordKind as K;
+    match kind {
+        K::AdjudicationCase | K::CaseReply => 2,
+        K::Clinic
+        | K::Enrolment
+        | K::Procedure
+        | K::Response
+        | K::AdverseEvent
+        | K::Adjudication => 1,
+    }
+}
 /// Content type of binary sync bodies.
 pub const SYNC_CONTENT_TYPE: &str = "application/vnd.followup.sync+zstd";
 /// Route of the sync exchange, protocol version 1 (one request, one response).
@@ -402,6 +420,9 @@ pub enum RejectCode {
     UnknownPatient,
     /// The server could not commit in time (contention): retry.
     Busy,
+    /// The record breaks a clinical rule (`followup_domain::rules`); the message lists each.
+    /// (Version 2; a version-1 device gets `Malformed`.)
+    RuleViolation,
 }
 
 impl RejectCode {
@@ -418,6 +439,15 @@ impl RejectCode {
             RejectCode::ForeignActor => "foreign_actor",
             RejectCode::UnknownPatient => "unknown_patient",
             RejectCode::Busy => "busy",
+            RejectCode::RuleViolation => "rule_violation",
+        }
+    }
+
+    /// The code as a device speaking protocol `version` can decode it.
+    pub fn for_version(self, version: u16) -> RejectCode {
+        match self {
+            RejectCode::RuleViolation if version < 2 => RejectCode::Malformed,
+            c => c,
         }
     }
 
@@ -636,6 +666,43 @@ pub struct StatsResponse {
     pub log_seq: u64,
     pub audit_entries: u64,
     pub rejections: u64,
+}
+
+/// One adjudication case as registry staff see it (`GET /v1/admin/cases`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseSummary {
+    /// The case record.
+    pub case: RecordId,
+    pub adverse_event: RecordId,
+    pub clinic: RecordId,
+    pub patient: Option<RecordId>,
+    /// `open`, `responded`, `overdue`, `escalated`, `disputed`, `closed` at the server's clock.
+    pub state: String,
+    /// When the server first accepted the event (RFC 3339, UTC).
+    pub opened_at: String,
+    /// ISO date.
+    pub deadline: String,
+    /// The policy that set the deadline, `id@version`, and its rule.
+    pub policy: String,
+    pub rule: String,
+    pub responded_at: Option<String>,
+    /// The escalation notes, oldest first.
+    pub escalations: Vec<String>,
+    /// The patient's dispute comments, oldest first.
+    pub disputes: Vec<String>,
+}
+
+/// `GET /v1/admin/cases`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CasesResponse {
+    pub cases: Vec<CaseSummary>,
+}
+
+/// `POST /v1/admin/cases/{id}/escalate` and `/close` (`id`: the case or its adverse event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseNoteRequest {
+    /// What the clinic reads (escalation) or why the case is closed; 1 to 2,000 characters.
+    pub note: String,
 }
 
 /// `GET /health`.

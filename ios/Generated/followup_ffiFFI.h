@@ -251,6 +251,13 @@ typedef void (*UniffiForeignFutureCompleteVoid)(uint64_t, UniffiForeignFutureStr
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHANGE_LISTENER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_CHANGE_LISTENER_METHOD0
+typedef void (*UniffiCallbackInterfaceChangeListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_KEY_PROVIDER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_KEY_PROVIDER_METHOD0
 typedef void (*UniffiCallbackInterfaceKeyProviderMethod0)(uint64_t, RustBuffer, RustBuffer* _Nonnull, 
@@ -277,6 +284,14 @@ typedef void (*UniffiCallbackInterfaceKeyProviderMethod2)(uint64_t, RustBuffer* 
 typedef void (*UniffiCallbackInterfaceSyncProgressListenerMethod0)(uint64_t, RustBuffer, void* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CHANGE_LISTENER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_CHANGE_LISTENER
+typedef struct UniffiVTableCallbackInterfaceChangeListener {
+    UniffiCallbackInterfaceChangeListenerMethod0 _Nonnull onChanges;
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+} UniffiVTableCallbackInterfaceChangeListener;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_KEY_PROVIDER
@@ -323,6 +338,41 @@ void uniffi_followup_ffi_fn_method_cancellationhandle_cancel(void*_Nonnull ptr, 
 int8_t uniffi_followup_ffi_fn_method_cancellationhandle_is_cancelled(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_CLONE_CHANGELISTENER
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_CLONE_CHANGELISTENER
+void*_Nonnull uniffi_followup_ffi_fn_clone_changelistener(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_FREE_CHANGELISTENER
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_FREE_CHANGELISTENER
+void uniffi_followup_ffi_fn_free_changelistener(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_INIT_CALLBACK_VTABLE_CHANGELISTENER
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_INIT_CALLBACK_VTABLE_CHANGELISTENER
+void uniffi_followup_ffi_fn_init_callback_vtable_changelistener(const UniffiVTableCallbackInterfaceChangeListener* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_CHANGELISTENER_ON_CHANGES
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_CHANGELISTENER_ON_CHANGES
+void uniffi_followup_ffi_fn_method_changelistener_on_changes(void*_Nonnull ptr, RustBuffer changes, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_CLONE_CHANGESUBSCRIPTION
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_CLONE_CHANGESUBSCRIPTION
+void*_Nonnull uniffi_followup_ffi_fn_clone_changesubscription(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_FREE_CHANGESUBSCRIPTION
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_FREE_CHANGESUBSCRIPTION
+void uniffi_followup_ffi_fn_free_changesubscription(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_CHANGESUBSCRIPTION_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_CHANGESUBSCRIPTION_CANCEL
+void uniffi_followup_ffi_fn_method_changesubscription_cancel(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_CLONE_FOLLOWUPSTORE
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_CLONE_FOLLOWUPSTORE
 void*_Nonnull uniffi_followup_ffi_fn_clone_followupstore(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
@@ -363,6 +413,26 @@ RustBuffer uniffi_followup_ffi_fn_method_followupstore_adjudicate(void*_Nonnull 
 RustBuffer uniffi_followup_ffi_fn_method_followupstore_adjudication_queue(void*_Nonnull ptr, RustBuffer as_of, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_ADVERSE_EVENT
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_ADVERSE_EVENT
+RustBuffer uniffi_followup_ffi_fn_method_followupstore_adverse_event(void*_Nonnull ptr, RustBuffer adverse_event_id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_ADVERSE_EVENTS
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_ADVERSE_EVENTS
+RustBuffer uniffi_followup_ffi_fn_method_followupstore_adverse_events(void*_Nonnull ptr, RustBuffer patient_id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_AMEND_RESPONSE
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_AMEND_RESPONSE
+void uniffi_followup_ffi_fn_method_followupstore_amend_response(void*_Nonnull ptr, RustBuffer response_id, RustBuffer answers, RustBuffer reason, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_CAPTURE_RESPONSE
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_CAPTURE_RESPONSE
+RustBuffer uniffi_followup_ffi_fn_method_followupstore_capture_response(void*_Nonnull ptr, RustBuffer patient_id, RustBuffer questionnaire_id, RustBuffer procedure_id, RustBuffer visit_id, RustBuffer answers, int8_t submit, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_CHECK_ANSWERS
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_CHECK_ANSWERS
 RustBuffer uniffi_followup_ffi_fn_method_followupstore_check_answers(void*_Nonnull ptr, RustBuffer questionnaire_id, RustBuffer answers, RustCallStatus *_Nonnull out_status
@@ -388,9 +458,29 @@ void uniffi_followup_ffi_fn_method_followupstore_close_store(void*_Nonnull ptr, 
 RustBuffer uniffi_followup_ffi_fn_method_followupstore_conflicts(void*_Nonnull ptr, RustBuffer record_id, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_DISCARD_DRAFT
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_DISCARD_DRAFT
+RustBuffer uniffi_followup_ffi_fn_method_followupstore_discard_draft(void*_Nonnull ptr, RustBuffer response_id, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_DISMISS_REJECTION
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_DISMISS_REJECTION
 int8_t uniffi_followup_ffi_fn_method_followupstore_dismiss_rejection(void*_Nonnull ptr, RustBuffer record_id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_DRAFTS
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_DRAFTS
+RustBuffer uniffi_followup_ffi_fn_method_followupstore_drafts(void*_Nonnull ptr, RustBuffer patient_id, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_DUE_SURVEYS
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_DUE_SURVEYS
+RustBuffer uniffi_followup_ffi_fn_method_followupstore_due_surveys(void*_Nonnull ptr, RustBuffer patient_id, RustBuffer as_of, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_DUPLICATE_STUDY_CODES
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_DUPLICATE_STUDY_CODES
+RustBuffer uniffi_followup_ffi_fn_method_followupstore_duplicate_study_codes(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_ENABLED_ITEMS
@@ -418,6 +508,11 @@ RustBuffer uniffi_followup_ffi_fn_method_followupstore_enrolment(void*_Nonnull p
 RustBuffer uniffi_followup_ffi_fn_method_followupstore_get_procedure(void*_Nonnull ptr, RustBuffer procedure_id, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_GET_RECORD
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_GET_RECORD
+RustBuffer uniffi_followup_ffi_fn_method_followupstore_get_record(void*_Nonnull ptr, RustBuffer record_id, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_GET_RESPONSE
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_GET_RESPONSE
 RustBuffer uniffi_followup_ffi_fn_method_followupstore_get_response(void*_Nonnull ptr, RustBuffer response_id, RustCallStatus *_Nonnull out_status
@@ -431,6 +526,11 @@ int8_t uniffi_followup_ffi_fn_method_followupstore_is_open(void*_Nonnull ptr, Ru
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_LIST_PATIENTS
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_LIST_PATIENTS
 RustBuffer uniffi_followup_ffi_fn_method_followupstore_list_patients(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_OBSERVE_CHANGES
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_OBSERVE_CHANGES
+void*_Nonnull uniffi_followup_ffi_fn_method_followupstore_observe_changes(void*_Nonnull ptr, void*_Nonnull listener, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_PATIENT_VISITS
@@ -453,6 +553,11 @@ RustBuffer uniffi_followup_ffi_fn_method_followupstore_record_procedure(void*_No
 RustBuffer uniffi_followup_ffi_fn_method_followupstore_rejections(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_REPLY_TO_ADJUDICATION
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_REPLY_TO_ADJUDICATION
+RustBuffer uniffi_followup_ffi_fn_method_followupstore_reply_to_adjudication(void*_Nonnull ptr, RustBuffer adverse_event_id, RustBuffer verdict, RustBuffer comment, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_REPORT_ADVERSE_EVENT
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_REPORT_ADVERSE_EVENT
 RustBuffer uniffi_followup_ffi_fn_method_followupstore_report_adverse_event(void*_Nonnull ptr, RustBuffer patient_id, RustBuffer event, RustCallStatus *_Nonnull out_status
@@ -461,6 +566,11 @@ RustBuffer uniffi_followup_ffi_fn_method_followupstore_report_adverse_event(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_RESOLVE_ANSWER
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_RESOLVE_ANSWER
 void uniffi_followup_ffi_fn_method_followupstore_resolve_answer(void*_Nonnull ptr, RustBuffer response_id, RustBuffer item_id, RustBuffer value, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_RESPONSE_SCORES
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_RESPONSE_SCORES
+RustBuffer uniffi_followup_ffi_fn_method_followupstore_response_scores(void*_Nonnull ptr, RustBuffer response_id, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_ROTATE_KEY_TO_PASSPHRASE
@@ -501,6 +611,11 @@ uint64_t uniffi_followup_ffi_fn_method_followupstore_sync(void*_Nonnull ptr, Rus
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_SYNC_SETTINGS
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_SYNC_SETTINGS
 RustBuffer uniffi_followup_ffi_fn_method_followupstore_sync_settings(void*_Nonnull ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_UPDATE_PROCEDURE
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_METHOD_FOLLOWUPSTORE_UPDATE_PROCEDURE
+void uniffi_followup_ffi_fn_method_followupstore_update_procedure(void*_Nonnull ptr, RustBuffer procedure_id, RustBuffer procedure, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_FN_CLONE_KEYPROVIDER
@@ -869,6 +984,18 @@ uint16_t uniffi_followup_ffi_checksum_method_cancellationhandle_is_cancelled(voi
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_CHANGELISTENER_ON_CHANGES
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_CHANGELISTENER_ON_CHANGES
+uint16_t uniffi_followup_ffi_checksum_method_changelistener_on_changes(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_CHANGESUBSCRIPTION_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_CHANGESUBSCRIPTION_CANCEL
+uint16_t uniffi_followup_ffi_checksum_method_changesubscription_cancel(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_ADJUDICATE
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_ADJUDICATE
 uint16_t uniffi_followup_ffi_checksum_method_followupstore_adjudicate(void
@@ -878,6 +1005,30 @@ uint16_t uniffi_followup_ffi_checksum_method_followupstore_adjudicate(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_ADJUDICATION_QUEUE
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_ADJUDICATION_QUEUE
 uint16_t uniffi_followup_ffi_checksum_method_followupstore_adjudication_queue(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_ADVERSE_EVENT
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_ADVERSE_EVENT
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_adverse_event(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_ADVERSE_EVENTS
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_ADVERSE_EVENTS
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_adverse_events(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_AMEND_RESPONSE
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_AMEND_RESPONSE
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_amend_response(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_CAPTURE_RESPONSE
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_CAPTURE_RESPONSE
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_capture_response(void
     
 );
 #endif
@@ -911,9 +1062,33 @@ uint16_t uniffi_followup_ffi_checksum_method_followupstore_conflicts(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_DISCARD_DRAFT
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_DISCARD_DRAFT
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_discard_draft(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_DISMISS_REJECTION
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_DISMISS_REJECTION
 uint16_t uniffi_followup_ffi_checksum_method_followupstore_dismiss_rejection(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_DRAFTS
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_DRAFTS
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_drafts(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_DUE_SURVEYS
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_DUE_SURVEYS
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_due_surveys(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_DUPLICATE_STUDY_CODES
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_DUPLICATE_STUDY_CODES
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_duplicate_study_codes(void
     
 );
 #endif
@@ -947,6 +1122,12 @@ uint16_t uniffi_followup_ffi_checksum_method_followupstore_get_procedure(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_GET_RECORD
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_GET_RECORD
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_get_record(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_GET_RESPONSE
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_GET_RESPONSE
 uint16_t uniffi_followup_ffi_checksum_method_followupstore_get_response(void
@@ -962,6 +1143,12 @@ uint16_t uniffi_followup_ffi_checksum_method_followupstore_is_open(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_LIST_PATIENTS
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_LIST_PATIENTS
 uint16_t uniffi_followup_ffi_checksum_method_followupstore_list_patients(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_OBSERVE_CHANGES
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_OBSERVE_CHANGES
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_observe_changes(void
     
 );
 #endif
@@ -989,6 +1176,12 @@ uint16_t uniffi_followup_ffi_checksum_method_followupstore_rejections(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_REPLY_TO_ADJUDICATION
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_REPLY_TO_ADJUDICATION
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_reply_to_adjudication(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_REPORT_ADVERSE_EVENT
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_REPORT_ADVERSE_EVENT
 uint16_t uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event(void
@@ -998,6 +1191,12 @@ uint16_t uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event(
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_RESOLVE_ANSWER
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_RESOLVE_ANSWER
 uint16_t uniffi_followup_ffi_checksum_method_followupstore_resolve_answer(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_RESPONSE_SCORES
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_RESPONSE_SCORES
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_response_scores(void
     
 );
 #endif
@@ -1046,6 +1245,12 @@ uint16_t uniffi_followup_ffi_checksum_method_followupstore_sync(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_SYNC_SETTINGS
 #define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_SYNC_SETTINGS
 uint16_t uniffi_followup_ffi_checksum_method_followupstore_sync_settings(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_UPDATE_PROCEDURE
+#define UNIFFI_FFIDEF_UNIFFI_FOLLOWUP_FFI_CHECKSUM_METHOD_FOLLOWUPSTORE_UPDATE_PROCEDURE
+uint16_t uniffi_followup_ffi_checksum_method_followupstore_update_procedure(void
     
 );
 #endif

@@ -10,6 +10,10 @@
 //! | `POST /v1/admin/devices/{id}/revoke` | admin token | → [`RevokeDeviceResponse`] |
 //! | `GET /v1/admin/audit/verify` | admin token | → [`AuditVerifyResponse`] |
 //! | `GET /v1/admin/stats` | admin token | → [`StatsResponse`] |
+//! | `GET /v1/admin/cases?clinic=ID&state=S` | admin token | → [`CasesResponse`] (refreshed to the registry's clock) |
+//! | `POST /v1/admin/cases/{id}/escalate` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] (`id`: the case or its adverse event) |
+//! | `POST /v1/admin/cases/{id}/close` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] |
+//! | `GET /v1/admin/export?format=csv\|fhir[&clinic=ID][&since=YYYY-MM-DD][&identified=true]` | admin token | → a zip, streamed ([`crate::export`]) |
 
 use std::sync::Arc;
 
@@ -36,18 +40,25 @@ use serde::de::DeserializeOwned;
 use crate::audit::{self, event};
 use crate::auth::{authenticate, now_ms, AdminToken};
 use crate::authz::Principal;
+use crate::cases;
 use crate::error::ApiError;
 use crate::storage::{ClinicRow, DocWrite, EnrolmentCode, NewDevice, Storage};
 use crate::sync::{self, SyncLimits};
+use followup_domain::model::CaseState;
+use followup_domain::protocol::{CaseNoteRequest, CaseSummary, CasesResponse};
 
 /// Shared state of the handlers (no mutable state: everything lives in the database).
 #[derive(Clone)]
 pub struct AppState {
+    /// The registry's clock for adjudication deadlines and case times.
+    pub clock: crate::clock::RegistryClock,
     pub storage: Arc<dyn Storage>,
     pub admin: AdminToken,
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub limits: SyncLimits,
+    /// The staff console's settings (participation rules, session and throttling policies).
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// Default and maximum lifetime of an enrolment code.
@@ -71,6 +82,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/v1/admin/audit/verify", get(verify_audit))
         .route("/v1/admin/stats", get(stats))
+        .route("/v1/admin/cases", get(list_cases))
+        .route("/v1/admin/cases/{id}/escalate", post(escalate_case))
+        .route("/v1/admin/cases/{id}/close", post(close_case))
+        .merge(crate::console::router())
+        .route("/v1/admin/export", get(export))
         .fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such route") })
         // Bodies are read with an explicit limit in each handler (with a JSON error).
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -209,9 +225,10 @@ async fn sync_handler(
     let max = st.max_decompressed_bytes;
     let limits = st.limits;
     let principal = Principal::from(&device);
+    let clock = st.clock.clone();
     let (resp_bytes, stats) = blocking(move || {
         let req = decode_sync_request(&bytes, max)?;
-        let resp = sync::run(storage.as_ref(), &principal, &req, &limits, now_ms())?;
+        let resp = sync::run(storage.as_ref(), &principal, &req, &limits, clock.now_ms())?;
         let accepted = resp
             .results
             .iter()
@@ -270,6 +287,21 @@ async fn create_clinic(
     st.admin.check(&headers)?;
     let bytes = read_body(body, 64 * 1024).await?;
     let req: CreateClinicRequest = parse_json(&bytes)?;
+    let storage = st.storage.clone();
+    let id = blocking(move || create_clinic_record(storage.as_ref(), req, now_ms())).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateClinicResponse { clinic: id }),
+    ))
+}
+
+/// Check a new clinic's name and country, then create the clinic and its record document
+/// (the admin API and the console's "invite a clinic" both come here). Blocking.
+pub(crate) fn create_clinic_record(
+    storage: &dyn Storage,
+    req: CreateClinicRequest,
+    now_ms: i64,
+) -> Result<RecordId, ApiError> {
     let name = req.name.trim();
     if name.is_empty() || name.len() > 300 {
         return Err(ApiError::bad_request(
@@ -288,33 +320,31 @@ async fn create_clinic(
     };
     let id = RecordId::random();
     let doc = clinic_document(id, &req).map_err(|e| ApiError::internal("clinic document", e))?;
+    let header = DocHeader {
+        id,
+        kind: RecordKind::Clinic,
+        clinic: id,
+        patient: None,
+        created_by: None,
+    };
     let write = DocWrite {
-        header: DocHeader {
-            id,
-            kind: RecordKind::Clinic,
-            clinic: id,
-            patient: None,
-            created_by: None,
-        },
+        header: header.clone(),
         bytes: doc.save(),
         heads: doc.get_heads(),
         expected_version: None,
         device: None,
         new_changes: doc.get_changes(&[]).iter().map(|c| c.hash()).collect(),
         event: event::CLINIC_CREATED,
+        projection: Some(crate::readmodel::project_for_write(&doc, &header)),
     };
     let row = ClinicRow {
         id,
         name: req.name,
         country: req.country,
     };
-    let storage = st.storage.clone();
-    blocking(move || Ok(storage.create_clinic(&row, &write, now_ms())?)).await?;
+    storage.create_clinic(&row, &write, now_ms)?;
     tracing::info!(clinic = %id, "clinic created");
-    Ok((
-        StatusCode::CREATED,
-        Json(CreateClinicResponse { clinic: id }),
-    ))
+    Ok(id)
 }
 
 async fn issue_code(
@@ -325,59 +355,74 @@ async fn issue_code(
     st.admin.check(&headers)?;
     let bytes = read_body(body, 64 * 1024).await?;
     let req: IssueEnrolmentCodeRequest = parse_json(&bytes)?;
-    let ttl = req.expires_in_secs.unwrap_or(DEFAULT_CODE_TTL_SECS);
+    let storage = st.storage.clone();
+    let resp = blocking(move || {
+        issue_enrolment_code(storage.as_ref(), req.grant, req.expires_in_secs, now_ms())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(resp)))
+}
+
+/// Issue a one-time enrolment code for a clinic's tablet or a patient's phone (the admin API and
+/// the console both come here). Blocking.
+pub(crate) fn issue_enrolment_code(
+    storage: &dyn Storage,
+    grant: EnrolmentGrant,
+    expires_in_secs: Option<u64>,
+    now: i64,
+) -> Result<IssueEnrolmentCodeResponse, ApiError> {
+    let ttl = expires_in_secs.unwrap_or(DEFAULT_CODE_TTL_SECS);
     if ttl == 0 || ttl > MAX_CODE_TTL_SECS {
         return Err(ApiError::bad_request(format!(
             "expires_in_secs must be between 1 and {MAX_CODE_TTL_SECS}"
         )));
     }
-    let storage = st.storage.clone();
-    let now = now_ms();
     let expires_at_ms = now.saturating_add(i64::try_from(ttl * 1000).unwrap_or(i64::MAX));
     let code = new_code();
     let hash = code_hash(&normalise_code(&code));
-    let resp = blocking(move || {
-        let (role, clinic, patient) = match req.grant {
-            EnrolmentGrant::ClinicDevice { clinic } => {
-                if !storage.clinic_exists(clinic)? {
-                    return Err(ApiError::not_found(ErrorCode::NotFound, format!("no clinic {clinic}")));
-                }
-                (DeviceRole::ClinicDevice, clinic, None)
+    let (role, clinic, patient) = match grant {
+        EnrolmentGrant::ClinicDevice { clinic } => {
+            if !storage.clinic_exists(clinic)? {
+                return Err(ApiError::not_found(
+                    ErrorCode::NotFound,
+                    format!("no clinic {clinic}"),
+                ));
             }
-            EnrolmentGrant::PatientDevice { patient } => {
-                let h = storage
-                    .doc_header(patient)?
-                    .filter(|h| h.kind == RecordKind::Enrolment)
-                    .ok_or_else(|| {
-                        ApiError::not_found(
-                            ErrorCode::NotFound,
-                            format!("no enrolment {patient} on the registry yet (sync the clinic's device first)"),
-                        )
-                    })?;
-                (DeviceRole::PatientDevice, h.clinic, Some(patient))
-            }
-        };
-        storage.insert_enrolment_code(
-            &EnrolmentCode {
-                code_hash: hash,
-                role,
-                clinic,
-                patient,
-                expires_at_ms,
-            },
-            now,
-        )?;
-        Ok(IssueEnrolmentCodeResponse {
-            code,
-            expires_at_ms,
+            (DeviceRole::ClinicDevice, clinic, None)
+        }
+        EnrolmentGrant::PatientDevice { patient } => {
+            let h = storage
+                .doc_header(patient)?
+                .filter(|h| h.kind == RecordKind::Enrolment)
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        ErrorCode::NotFound,
+                        format!(
+                            "no enrolment {patient} on the registry yet (sync the clinic's device first)"
+                        ),
+                    )
+                })?;
+            (DeviceRole::PatientDevice, h.clinic, Some(patient))
+        }
+    };
+    storage.insert_enrolment_code(
+        &EnrolmentCode {
+            code_hash: hash,
             role,
             clinic,
             patient,
-        })
+            expires_at_ms,
+        },
+        now,
+    )?;
+    tracing::info!(role = role.as_str(), clinic = %clinic, "enrolment code issued");
+    Ok(IssueEnrolmentCodeResponse {
+        code,
+        expires_at_ms,
+        role,
+        clinic,
+        patient,
     })
-    .await?;
-    tracing::info!(role = resp.role.as_str(), clinic = %resp.clinic, "enrolment code issued");
-    Ok((StatusCode::CREATED, Json(resp)))
 }
 
 async fn revoke_device(
@@ -421,6 +466,152 @@ async fn stats(
     st.admin.check(&headers)?;
     let storage = st.storage.clone();
     Ok(Json(blocking(move || Ok(storage.stats()?)).await?))
+}
+
+/// `GET /v1/admin/cases` filters.
+#[derive(Debug, serde::Deserialize)]
+struct CasesQuery {
+    clinic: Option<String>,
+    state: Option<String>,
+}
+
+async fn list_cases(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<CasesQuery>,
+) -> Result<Json<CasesResponse>, ApiError> {
+    st.admin.check(&headers)?;
+    let clinic = q
+        .clinic
+        .map(|c| c.parse::<RecordId>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("clinic: {e}")))?;
+    let state = q
+        .state
+        .map(|s| {
+            CaseState::from_code(&s).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "state {s:?} is not a case state: use open, responded, overdue, escalated, disputed or closed"
+                ))
+            })
+        })
+        .transpose()?;
+    let storage = st.storage.clone();
+    let now = st.clock.now_ms();
+    let list = blocking(move || Ok(cases::list(storage.as_ref(), clinic, state, now)?)).await?;
+    Ok(Json(CasesResponse { cases: list }))
+}
+
+/// Longest escalation or closing note.
+const MAX_NOTE: usize = 2000;
+
+async fn case_note(
+    st: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    body: Body,
+) -> Result<(RecordId, String), ApiError> {
+    st.admin.check(headers)?;
+    let id: RecordId = id
+        .parse()
+        .map_err(|e: followup_domain::ids::InvalidId| ApiError::bad_request(e.to_string()))?;
+    let bytes = read_body(body, 64 * 1024).await?;
+    let req: CaseNoteRequest = parse_json(&bytes)?;
+    let note = req.note.trim().to_string();
+    if note.is_empty() || note.chars().count() > MAX_NOTE {
+        return Err(ApiError::bad_request(format!(
+            "the note must be 1 to {MAX_NOTE} characters"
+        )));
+    }
+    Ok((id, note))
+}
+
+fn case_error(e: cases::CaseActionError) -> ApiError {
+    match e {
+        cases::CaseActionError::NotFound(id) => ApiError::not_found(
+            ErrorCode::NotFound,
+            format!("no adjudication case for {id} (give the case's or its adverse event's id)"),
+        ),
+        cases::CaseActionError::Closed => ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::BadRequest,
+            "the case is closed",
+        ),
+        cases::CaseActionError::Storage(e) => e.into(),
+    }
+}
+
+async fn escalate_case(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<CaseSummary>, ApiError> {
+    let (id, note) = case_note(&st, &headers, &id, body).await?;
+    let storage = st.storage.clone();
+    let now = st.clock.now_ms();
+    let summary =
+        blocking(move || cases::escalate(storage.as_ref(), id, &note, now).map_err(case_error))
+            .await?;
+    tracing::info!(case = %summary.case, "case escalated");
+    Ok(Json(summary))
+}
+
+async fn close_case(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<CaseSummary>, ApiError> {
+    let (id, note) = case_note(&st, &headers, &id, body).await?;
+    let storage = st.storage.clone();
+    let now = st.clock.now_ms();
+    let summary =
+        blocking(move || cases::close(storage.as_ref(), id, &note, now).map_err(case_error))
+            .await?;
+    tracing::info!(case = %summary.case, "case closed");
+    Ok(Json(summary))
+}
+
+/// `GET /v1/admin/export`: the admin token acts as a registry administrator (automation and the
+/// CLI's `followup server export`). Authorized and audited before the first byte; then the zip
+/// streams as it is produced.
+async fn export(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<crate::export::http::ExportQuery>,
+) -> Result<Response, ApiError> {
+    st.admin.check(&headers)?;
+    let request = q.request()?;
+    let requester = crate::export::Requester {
+        who: "admin-token".into(),
+        role: crate::export::StaffRole::RegistryAdmin,
+    };
+    let storage = st.storage.clone();
+    let plan = blocking(move || {
+        Ok(crate::export::begin_export(
+            storage.as_ref(),
+            &requester,
+            request,
+            now_ms(),
+        )?)
+    })
+    .await?;
+    let disposition = crate::export::http::content_disposition(&plan);
+    let body = crate::export::http::zip_body(
+        st.storage.clone(),
+        Arc::new(crate::export::ShippedDefinitions),
+        plan,
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

@@ -21,6 +21,18 @@ pub mod event {
     pub const CODE_ISSUED: &str = "code_issued";
     pub const DEVICE_ENROLLED: &str = "device_enrolled";
     pub const DEVICE_REVOKED: &str = "device_revoked";
+    /// Staff actions (console and `followup server add-staff`); the entry's detail starts with
+    /// `staff=<staff id>;` (see [`super::AuditEntry::staff_action`]).
+    pub const STAFF_CREATED: &str = "staff_created";
+    pub const STAFF_PASSWORD_SET: &str = "staff_password_set";
+    pub const STAFF_SIGNED_IN: &str = "staff_signed_in";
+    pub const STAFF_SIGN_IN_FAILED: &str = "staff_sign_in_failed";
+    pub const STAFF_SIGNED_OUT: &str = "staff_signed_out";
+    pub const STAFF_CLINIC_INVITED: &str = "staff_clinic_invited";
+    pub const STAFF_CODE_ISSUED: &str = "staff_code_issued";
+    pub const STAFF_DEVICE_REVOKED: &str = "staff_device_revoked";
+    pub const STAFF_CLINIC_EVENT: &str = "staff_clinic_event";
+    pub const STAFF_AE_NOTE: &str = "staff_ae_note";
 }
 
 /// The hash before the first entry.
@@ -93,6 +105,35 @@ impl AuditEntry {
             change_hashes: vec![],
             detail: String::new(),
         }
+    }
+}
+
+impl AuditEntry {
+    /// A staff member's action: `detail` is prefixed with `staff=<id>; ` so that every staff
+    /// entry names who acted (the id is chained into the hash with the rest).
+    pub fn staff_action(
+        staff_id: &str,
+        event: &str,
+        doc: Option<RecordId>,
+        detail: &str,
+        at_ms: i64,
+    ) -> Self {
+        AuditEntry {
+            at_ms,
+            event: event.to_string(),
+            device: None,
+            doc,
+            log_seq: None,
+            change_hashes: vec![],
+            detail: format!("staff={staff_id}; {detail}"),
+        }
+    }
+
+    /// The staff member named by a [`AuditEntry::staff_action`] entry.
+    pub fn staff_id(&self) -> Option<&str> {
+        self.detail
+            .strip_prefix("staff=")
+            .and_then(|rest| rest.split(';').next())
     }
 }
 

@@ -3,8 +3,12 @@
 //!
 //! | role | reads | writes |
 //! |---|---|---|
-//! | clinic device | records whose `clinic` is its clinic | records of its clinic, except the clinic record itself (registry-authored); a record other than an enrolment must belong to an enrolment of the same clinic |
-//! | patient device | records whose `patient` is its enrolment | only responses with `body.completed_by == "patient"` and adverse events with `body.reporter == "patient"`, of its own enrolment |
+//! | clinic device | records whose `clinic` is its clinic | records of its clinic, except registry-authored ones ([`registry_authored`]) and patient-authored ones ([`patient_authored`]); a record other than an enrolment must belong to an enrolment of the same clinic |
+//! | patient device | records whose `patient` is its enrolment | only patient-authored records of its own enrolment: responses with `body.completed_by == "patient"`, adverse events with `body.reporter == "patient"`, case replies |
+//!
+//! Registry-authored kinds (the clinic record, the adjudication case: [`registry_authored`]) are
+//! written by the server alone, with the registry's actor; no device may create or change one.
+//! This is THE place that list lives: every kind the registry publishes is added here.
 //!
 //! For everyone: the header (`id`, `kind`, `clinic`, `patient`, `created_by`) is immutable;
 //! `body.completed_by` (responses) and `body.reporter` (adverse events) are immutable once set;
@@ -82,6 +86,28 @@ pub fn body_str(doc: &Automerge, key: &str) -> Option<String> {
     }
 }
 
+/// Kinds only the registry writes (server-side, with the registry's actor). Devices read them.
+pub fn registry_authored(kind: RecordKind) -> bool {
+    match kind {
+        RecordKind::Clinic | RecordKind::AdjudicationCase => true,
+        RecordKind::Enrolment
+        | RecordKind::Procedure
+        | RecordKind::Response
+        | RecordKind::AdverseEvent
+        | RecordKind::Adjudication
+        | RecordKind::CaseReply => false,
+    }
+}
+
+/// Whether a record (a document of kind `kind`) is authored by the patient: written only by
+/// the patient's own device.
+pub fn patient_authored(kind: RecordKind, doc: &Automerge) -> bool {
+    match kind {
+        RecordKind::CaseReply => true,
+        _ => author_field(kind).is_some_and(|f| body_str(doc, f).as_deref() == Some("patient")),
+    }
+}
+
 /// The body field that says who authored a record of this kind, if any.
 fn author_field(kind: RecordKind) -> Option<&'static str> {
     match kind {
@@ -129,6 +155,15 @@ pub fn check_write(
             ),
         ));
     }
+    if registry_authored(h.kind) || w.stored.is_some_and(|(sh, _)| sh.created_by.is_none()) {
+        return Err(reject(
+            RejectCode::ForbiddenKind,
+            format!(
+                "{} records are written by the registry; devices only read them",
+                h.kind.code()
+            ),
+        ));
+    }
     match w.stored {
         Some((stored_h, stored_doc)) => {
             if &h != stored_h {
@@ -164,13 +199,15 @@ pub fn check_write(
     }
     match p.role {
         DeviceRole::ClinicDevice => {
+            if patient_authored(h.kind, w.result)
+                || w.stored.is_some_and(|(_, d)| patient_authored(h.kind, d))
+            {
+                return Err(reject(
+                    RejectCode::ForbiddenAuthor,
+                    "a patient-authored record is written only by the patient's device; the clinic answers through its own records (adjudication)",
+                ));
+            }
             match h.kind {
-                RecordKind::Clinic => {
-                    return Err(reject(
-                        RejectCode::ForbiddenKind,
-                        "clinic records are written by the registry",
-                    ))
-                }
                 RecordKind::Enrolment => {
                     if h.patient != Some(h.id) {
                         return Err(reject(
@@ -211,17 +248,18 @@ pub fn check_write(
                     "a patient device writes only its own records",
                 ));
             }
-            let Some(field) = author_field(h.kind) else {
+            if h.kind != RecordKind::CaseReply && author_field(h.kind).is_none() {
                 return Err(reject(
                     RejectCode::ForbiddenKind,
                     format!("a patient device may not write {} records", h.kind.code()),
                 ));
-            };
-            let by_patient = |d: &Automerge| body_str(d, field).as_deref() == Some("patient");
-            if !by_patient(w.result) || w.stored.is_some_and(|(_, d)| !by_patient(d)) {
+            }
+            if !patient_authored(h.kind, w.result)
+                || w.stored.is_some_and(|(_, d)| !patient_authored(h.kind, d))
+            {
                 return Err(reject(
                     RejectCode::ForbiddenAuthor,
-                    format!("a patient device writes only records with body.{field} = \"patient\""),
+                    "a patient device writes only the patient's own records (completed_by or reporter = \"patient\")",
                 ));
             }
             Ok(h)

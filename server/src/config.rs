@@ -41,9 +41,25 @@ pub struct Config {
     /// Cap on one response's pulled change bytes, whatever a device asks.
     #[arg(long, env = "FOLLOWUP_MAX_PULL_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_pull_bytes: usize,
+    /// The public participation page's rules (JSON; see docs/registry-console.md). The built-in
+    /// rules are used without it.
+    #[arg(long, env = "FOLLOWUP_PARTICIPATION_RULES")]
+    pub participation_rules: Option<PathBuf>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "FOLLOWUP_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// A maintenance command to run instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Maintenance commands of the server binary (they work on the database directly, no server
+/// needs to run).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Re-derive every read-model table (the console's and exports' relational tables) from the
+    /// stored documents, in one transaction; prints what it did.
+    RebuildReadModel,
 }
 
 impl Config {
@@ -58,7 +74,9 @@ impl Config {
             max_body_bytes: 16 * 1024 * 1024,
             max_decompressed_bytes: 64 * 1024 * 1024,
             max_pull_bytes: 8 * 1024 * 1024,
+            participation_rules: None,
             log_format: "text".into(),
+            command: None,
         }
     }
 
@@ -68,6 +86,20 @@ impl Config {
             database: Some(database_url.to_string()),
             ..Config::for_tests("./followup-data-unused", admin_token)
         }
+    }
+
+    /// The console's settings: the participation rules from `--participation-rules` (or the
+    /// built-in ones), default session and throttling policies.
+    pub fn console_config(&self) -> Result<crate::console::ConsoleConfig, String> {
+        let mut c = crate::console::ConsoleConfig::default();
+        if let Some(path) = &self.participation_rules {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let rules = crate::console::Rules::parse(&text)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            c.rules = std::sync::Arc::new(rules);
+        }
+        Ok(c)
     }
 
     /// Check values that clap cannot.

@@ -10,12 +10,19 @@
 //! | [`api`] | the HTTP routes and handlers (health, enrol, sync, admin) |
 //! | [`auth`] | request signature check, ±5 min freshness, nonce replay cache, revocation; admin token |
 //! | [`authz`] | **the** authorization rules: who may read and write which record, in one place |
+//! | [`rules`] | the clinical rules at the server (`followup_domain::rules` with the database's lookups) |
+//! | [`cases`] | the registry-authored adjudication cases: deadline, state, escalation, the patient's reply |
+//! | [`clock`] | the registry's clock for deadlines |
 //! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
 //! | [`resumable`] | protocol version 2: the exchange uploaded in pieces and downloaded from any offset |
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
+//! | [`readmodel`] | the read model: relational tables projected from every accepted record, kept in the write's transaction; the console's and exports' queries; the rebuild |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
 //! | [`error`] | HTTP errors with JSON bodies |
+//! | [`console`] | the staff console under `/console` and the public `/participation` page |
+//! | [`staff`] | staff accounts (argon2id, optional TOTP), roles, sessions, sign-in throttling |
+//! | [`export`] | CSV and FHIR R4 exports, de-identified by default, authorized by scope, audited |
 //!
 //! It depends on `followup-domain` for the record model, the wire protocol and signature
 //! verification, and must never depend on the device crate (`followup-device`: a phone's
@@ -30,9 +37,16 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod cases;
+pub mod clock;
 pub mod config;
+pub mod console;
 pub mod error;
+pub mod export;
+pub mod readmodel;
 pub mod resumable;
+pub mod rules;
+pub mod staff;
 pub mod storage;
 pub mod sync;
 
@@ -68,6 +82,7 @@ pub struct RunningServer {
     /// The address it listens on (the real port when started on port 0).
     pub addr: SocketAddr,
     storage: Arc<dyn Storage>,
+    clock: clock::RegistryClock,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -107,7 +122,9 @@ impl Server {
         storage: Arc<dyn Storage>,
     ) -> Result<RunningServer, ServerError> {
         config.validate().map_err(ServerError::Config)?;
+        let clock = clock::RegistryClock::default();
         let state = api::AppState {
+            clock: clock.clone(),
             storage: storage.clone(),
             admin: auth::AdminToken::new(config.admin_token.as_deref()),
             max_body_bytes: config.max_body_bytes,
@@ -116,6 +133,7 @@ impl Server {
                 max_pull_bytes: config.max_pull_bytes,
                 ..sync::SyncLimits::default()
             },
+            console: config.console_config().map_err(ServerError::Config)?,
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -127,16 +145,20 @@ impl Server {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = api::router(state);
         let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
         });
         tracing::info!(%addr, "followup-server listening");
         Ok(RunningServer {
             addr,
             storage,
+            clock,
             shutdown: Some(tx),
             task: Some(task),
         })
@@ -152,6 +174,16 @@ impl RunningServer {
     /// The storage the server uses.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// The registry's clock (deadlines, case times).
+    pub fn registry_clock(&self) -> &clock::RegistryClock {
+        &self.clock
+    }
+
+    /// Move the registry's clock forward, e.g. to let a deadline pass in a test or the demo.
+    pub fn advance_registry_clock(&self, by: std::time::Duration) {
+        self.clock.advance(by);
     }
 
     /// Stop accepting connections, let in-flight requests finish, then return.

@@ -43,6 +43,30 @@ async fn main() -> std::process::ExitCode {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+    if let Some(followup_server::config::Command::RebuildReadModel) = config.command {
+        let (dir, db) = (config.data_dir.clone(), config.database.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            followup_server::readmodel::rebuild_database(&dir, db.as_deref())
+        })
+        .await;
+        return match r {
+            Ok(Ok(r)) => {
+                println!(
+                    "read model rebuilt: {} documents ({} unreadable), {} rows, {} ms",
+                    r.documents, r.problems, r.rows, r.millis
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Ok(Err(e)) => {
+                eprintln!("followup-server: could not rebuild the read model: {e}");
+                std::process::ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("followup-server: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let mut server = match Server::start(config).await {
         Ok(s) => s,
         Err(e) => {

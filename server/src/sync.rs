@@ -14,7 +14,11 @@ use followup_domain::protocol::{
 
 use crate::audit::event;
 use crate::authz::{check_write, Denied, Principal, WriteAttempt};
+use crate::cases::{self, Trigger};
+use crate::rules::{self as clinical, Batch};
 use crate::storage::{DocWrite, Rejection, Storage, StorageError, StoredDoc, WriteOutcome};
+use followup_domain::policy::AdjudicationPolicy;
+use followup_domain::protocol::kind_min_version;
 
 /// Server-side limits of one exchange.
 #[derive(Debug, Clone, Copy)]
@@ -40,15 +44,17 @@ impl Default for SyncLimits {
 /// How often a push is re-merged after losing a compare-and-set race before giving up (`busy`).
 const MAX_COMMIT_ATTEMPTS: usize = 4;
 
-/// A push entry, merged and authorized, waiting to be committed.
+/// A write waiting to be committed: a push entry (merged, authorized, checked) or, with no
+/// index, the registry's case record a new adverse event opens.
 struct Pending {
-    index: usize,
+    index: Option<usize>,
     write: DocWrite,
+    trigger: Option<Trigger>,
 }
 
 enum Prepared {
     Done(PushResult),
-    Write(DocWrite),
+    Write(DocWrite, Box<Automerge>, Option<Trigger>),
     Deny(RejectCode, String),
 }
 
@@ -68,15 +74,24 @@ fn accepted(server_heads: &[ChangeHash], pushed: &HashSet<ChangeHash>) -> PushRe
     }
 }
 
-/// Merge one push entry into the stored document and authorize the result.
+/// What one entry is prepared against: the push's enrolments and documents so far, the clock.
+struct Ctx<'a> {
+    batch_enrolments: &'a HashMap<RecordId, RecordId>,
+    batch: &'a Batch,
+    now_ms: i64,
+}
+
+/// Merge one push entry into the stored document, authorize the result and check its clinical
+/// rules.
 fn prepare(
     storage: &dyn Storage,
     p: &Principal,
     doc_id: RecordId,
     changes: &[automerge::Change],
     pushed: &HashSet<ChangeHash>,
-    batch_enrolments: &HashMap<RecordId, RecordId>,
+    ctx: &Ctx<'_>,
 ) -> Result<Prepared, StorageError> {
+    let batch_enrolments = ctx.batch_enrolments;
     let stored = storage.load_doc(doc_id)?;
     let stored_doc = stored.as_ref().map(load).transpose()?;
     let mut work = match &stored_doc {
@@ -129,7 +144,29 @@ fn prepare(
         Err(Denied::Reject(code, msg)) => return Ok(Prepared::Deny(code, msg)),
         Err(Denied::Storage(e)) => return Err(e),
     };
-    Ok(Prepared::Write(DocWrite {
+    match clinical::check(
+        storage,
+        ctx.batch,
+        p,
+        &header,
+        stored_doc.as_ref(),
+        &work,
+        ctx.now_ms,
+    ) {
+        Ok(()) => {}
+        Err(Denied::Reject(code, msg)) => return Ok(Prepared::Deny(code, msg)),
+        Err(Denied::Storage(e)) => return Err(e),
+    }
+    let trigger = match cases::trigger(&header, stored_doc.as_ref(), &work) {
+        Ok(t) => t,
+        Err(e) => {
+            // Unreadable bodies are the schema check's to refuse (see `rules`).
+            tracing::warn!(record = %header.id, error = %e, "no case trigger: the body does not read as its kind");
+            None
+        }
+    };
+    let projection = crate::readmodel::project_for_write(&work, &header);
+    let write = DocWrite {
         header,
         bytes: work.save(),
         heads: work.get_heads(),
@@ -137,7 +174,9 @@ fn prepare(
         device: Some(p.device),
         new_changes: new_changes.iter().map(|c| c.hash()).collect(),
         event: event::ACCEPTED,
-    }))
+        projection: Some(projection),
+    };
+    Ok(Prepared::Write(write, Box::new(work), trigger))
 }
 
 /// Run one exchange for an authenticated device.
@@ -149,6 +188,9 @@ pub fn run(
     now_ms: i64,
 ) -> Result<SyncResponse, StorageError> {
     let n = req.push.len();
+    let version = req.version;
+    let policy = AdjudicationPolicy::registry_default();
+    let mut triggers: Vec<Trigger> = Vec::new();
     let mut results: Vec<Option<PushResult>> = vec![None; n];
     let mut rejections = Vec::new();
     // Hashes each pushed document carried (for `accepted` and for the pull's `have`).
@@ -184,6 +226,7 @@ pub fn run(
     // below) and committed after it in the same transaction.
     let mut order: Vec<usize> = (0..n).filter(|&i| parsed[i].is_some()).collect();
     let mut batch_enrolments: HashMap<RecordId, RecordId> = HashMap::new();
+    let mut batch: Batch = HashMap::new();
     let empty = HashSet::new();
 
     for attempt in 0..MAX_COMMIT_ATTEMPTS {
@@ -194,17 +237,28 @@ pub fn run(
         // once this batch's enrolments are known.
         let mut pending: Vec<Pending> = Vec::new();
         let mut deferred: Vec<usize> = Vec::new();
+        batch.clear();
         for &i in &order {
             let entry = &req.push[i];
             let changes = parsed[i].as_deref().unwrap_or_default();
             let hashes = pushed.get(&entry.doc).unwrap_or(&empty);
-            match prepare(storage, p, entry.doc, changes, hashes, &batch_enrolments)? {
+            let ctx = Ctx {
+                batch_enrolments: &batch_enrolments,
+                batch: &batch,
+                now_ms,
+            };
+            match prepare(storage, p, entry.doc, changes, hashes, &ctx)? {
                 Prepared::Done(r) => results[i] = Some(r),
-                Prepared::Write(w) => {
+                Prepared::Write(w, doc, trigger) => {
                     if w.header.kind == RecordKind::Enrolment {
                         batch_enrolments.insert(w.header.id, w.header.clinic);
                     }
-                    pending.push(Pending { index: i, write: w });
+                    batch.insert(w.header.id, (w.header.clone(), *doc));
+                    pending.push(Pending {
+                        index: Some(i),
+                        write: w,
+                        trigger,
+                    });
                 }
                 Prepared::Deny(RejectCode::UnknownPatient, _) if attempt == 0 => deferred.push(i),
                 Prepared::Deny(code, message) => {
@@ -223,9 +277,21 @@ pub fn run(
             let entry = &req.push[i];
             let changes = parsed[i].as_deref().unwrap_or_default();
             let hashes = pushed.get(&entry.doc).unwrap_or(&empty);
-            match prepare(storage, p, entry.doc, changes, hashes, &batch_enrolments)? {
+            let ctx = Ctx {
+                batch_enrolments: &batch_enrolments,
+                batch: &batch,
+                now_ms,
+            };
+            match prepare(storage, p, entry.doc, changes, hashes, &ctx)? {
                 Prepared::Done(r) => results[i] = Some(r),
-                Prepared::Write(w) => pending.push(Pending { index: i, write: w }),
+                Prepared::Write(w, doc, trigger) => {
+                    batch.insert(w.header.id, (w.header.clone(), *doc));
+                    pending.push(Pending {
+                        index: Some(i),
+                        write: w,
+                        trigger,
+                    })
+                }
                 Prepared::Deny(code, message) => {
                     rejections.push(Rejection {
                         at_ms: now_ms,
@@ -238,22 +304,43 @@ pub fn run(
                 }
             }
         }
+        // A new adverse event opens its case in the same transaction: the clock starts now.
+        let mut openings = Vec::new();
+        for pw in &pending {
+            if let Some(Trigger::Opened { header, event }) = &pw.trigger {
+                openings.push(Pending {
+                    index: None,
+                    write: cases::opening_write(policy, header, event, now_ms)?,
+                    trigger: None,
+                });
+            }
+        }
+        pending.extend(openings);
         // Enrolments before the records that need them, within the transaction too.
         pending.sort_by_key(|pw| pw.write.header.kind != RecordKind::Enrolment);
         let writes: Vec<DocWrite> = pending.iter().map(|pw| pw.write.clone()).collect();
         let outcomes = storage.commit_writes(&writes, now_ms)?;
         let mut retry = Vec::new();
-        for (pw, outcome) in pending.iter().zip(outcomes) {
-            match outcome {
-                WriteOutcome::Committed { .. } => {
-                    let hashes = pushed.get(&req.push[pw.index].doc).unwrap_or(&empty);
-                    results[pw.index] = Some(accepted(&pw.write.heads, hashes));
+        for (pw, outcome) in pending.into_iter().zip(outcomes) {
+            match (pw.index, outcome) {
+                (Some(i), WriteOutcome::Committed { .. }) => {
+                    let hashes = pushed.get(&req.push[i].doc).unwrap_or(&empty);
+                    results[i] = Some(accepted(&pw.write.heads, hashes));
+                    triggers.extend(pw.trigger);
                 }
-                WriteOutcome::Conflict => retry.push(pw.index),
+                (Some(i), WriteOutcome::Conflict) => retry.push(i),
+                (None, WriteOutcome::Committed { .. }) => {}
+                // Its event was new here, so another process accepted the same event at the
+                // same moment and opened the case: nothing to do.
+                (None, WriteOutcome::Conflict) => {
+                    tracing::info!(case = %pw.write.header.id, "case already opened");
+                }
             }
         }
         order = retry;
     }
+    // The cases of what was accepted: decisions, replies, graver events.
+    cases::apply(storage, policy, &triggers, now_ms)?;
     for i in order {
         results[i] = Some(PushResult::Rejected {
             code: RejectCode::Busy,
@@ -268,18 +355,26 @@ pub fn run(
     }
     let results: Vec<PushResult> = results
         .into_iter()
-        .map(|r| {
-            r.unwrap_or(PushResult::Rejected {
+        .map(|r| match r {
+            Some(PushResult::Rejected { code, message }) => PushResult::Rejected {
+                code: code.for_version(version),
+                message,
+            },
+            Some(r) => r,
+            None => PushResult::Rejected {
                 code: RejectCode::Busy,
                 message: "not processed; retry".into(),
-            })
+            },
         })
         .collect();
 
+    // Cases this device reads, brought to the server's clock (an ignored event turns overdue).
+    if let Err(e) = cases::refresh(storage, Some(p.read_scope()), now_ms) {
+        tracing::warn!(device = %p.device, error = %e, "could not refresh adjudication cases");
+    }
     let (pull, cursor, more) = pull(storage, p, req, &pushed, limits)?;
     Ok(SyncResponse {
-        // A client reads the version it speaks: answer in the request's.
-        version: req.version,
+        version,
         results,
         pull,
         cursor,
@@ -327,7 +422,7 @@ fn pull(
         let Some(stored) = storage.load_doc(id)? else {
             continue;
         };
-        if !p.can_read(&stored.header) {
+        if !p.can_read(&stored.header) || kind_min_version(stored.header.kind) > req.version {
             continue;
         }
         let doc = load(&stored)?;
@@ -358,6 +453,10 @@ fn pull(
             // The log's clinic/patient columns come from the immutable header; this cannot
             // happen unless the database was edited. Never leak.
             tracing::error!(doc = %id, "log scope and document header disagree");
+            continue;
+        }
+        if kind_min_version(stored.header.kind) > req.version {
+            // An older device cannot read this kind: it never gets it.
             continue;
         }
         let mine = pushed.get(&id);

@@ -12,7 +12,7 @@ use followup_domain::protocol::*;
 async fn health_and_admin_token() {
     let s = start().await;
     let h: HealthResponse = json(s.http.get(s.url("/health")).send().await.unwrap()).await;
-    assert_eq!(h.protocol_versions, vec![PROTOCOL_VERSION]);
+    assert_eq!(h.protocol_versions, SUPPORTED_VERSIONS.to_vec());
     let r = s
         .http
         .post(s.url("/v1/admin/clinics"))
@@ -154,7 +154,7 @@ async fn signed_sync_accepted_and_forged_or_replayed_refused() {
     let h = dev.sign(&b);
     let (st, e) = error_body(s.post_sync(b, &h).await).await;
     assert_eq!((st, e.code), (426, ErrorCode::UnsupportedVersion));
-    assert_eq!(e.supported_versions, Some(vec![PROTOCOL_VERSION]));
+    assert_eq!(e.supported_versions, Some(SUPPORTED_VERSIONS.to_vec()));
 
     // Revoked device refused.
     let r = s

@@ -2,7 +2,7 @@
 //!
 //! The one client of the registry server's admin HTTP API (`/v1/admin/…`, see
 //! `server/src/api.rs`): create a clinic, issue an enrolment code, revoke a device, verify the
-//! audit chain, read statistics. The CLI's staff commands, the demo, the bench and the
+//! audit chain, read statistics, download an export. The CLI's staff commands, the demo, the bench and the
 //! end-to-end tests all use it, so the admin API has exactly one client in the workspace.
 //!
 //! It holds no domain logic (that is `followup-domain`, whose wire types it sends) and must never
@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::protocol::{
-    AuditVerifyResponse, CreateClinicRequest, CreateClinicResponse, EnrolmentGrant, ErrorBody,
-    IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse, StatsResponse,
+    AuditVerifyResponse, CaseNoteRequest, CaseSummary, CasesResponse, CreateClinicRequest,
+    CreateClinicResponse, EnrolmentGrant, ErrorBody, IssueEnrolmentCodeRequest,
+    IssueEnrolmentCodeResponse, RevokeDeviceResponse, StatsResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -205,6 +206,135 @@ impl StaffClient {
         self.call(reqwest::Method::GET, "/v1/admin/stats", None)
             .await
     }
+
+    /// Adjudication cases (of one clinic; in one state: `open`, `responded`, `overdue`,
+    /// `escalated`, `disputed`, `closed`), at the registry's clock, earliest deadline first.
+    pub async fn cases(
+        &self,
+        clinic: Option<RecordId>,
+        state: Option<&str>,
+    ) -> Result<Vec<CaseSummary>, StaffClientError> {
+        let mut query = Vec::new();
+        if let Some(c) = clinic {
+            query.push(format!("clinic={c}"));
+        }
+        if let Some(s) = state {
+            if !s.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                return Err(StaffClientError::Setup(format!(
+                    "{s:?} is not a case state"
+                )));
+            }
+            query.push(format!("state={s}"));
+        }
+        let path = if query.is_empty() {
+            "/v1/admin/cases".to_string()
+        } else {
+            format!("/v1/admin/cases?{}", query.join("&"))
+        };
+        let r: CasesResponse = self.call(reqwest::Method::GET, &path, None).await?;
+        Ok(r.cases)
+    }
+
+    /// Escalate a case (given by its id or its adverse event's) with a note the clinic reads on
+    /// its tablet after its next sync.
+    pub async fn escalate(
+        &self,
+        id: RecordId,
+        note: &str,
+    ) -> Result<CaseSummary, StaffClientError> {
+        let body = Self::json(&CaseNoteRequest { note: note.into() })?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/admin/cases/{id}/escalate"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Close a case (a remedy agreed outside the app, a report withdrawn), saying why.
+    pub async fn close_case(
+        &self,
+        id: RecordId,
+        note: &str,
+    ) -> Result<CaseSummary, StaffClientError> {
+        let body = Self::json(&CaseNoteRequest { note: note.into() })?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/admin/cases/{id}/close"),
+            Some(body),
+        )
+        .await
+    }
+    /// Download an export (`GET /v1/admin/export`): the zip is written to `out` as it arrives;
+    /// returns its size in bytes. Exports of a large registry take minutes, so this request
+    /// has its own, longer time limit.
+    pub async fn export(
+        &self,
+        params: &ExportParams,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, StaffClientError> {
+        let mut query = format!("format={}", params.format);
+        if let Some(c) = params.clinic {
+            query.push_str(&format!("&clinic={c}"));
+        }
+        if let Some(s) = &params.since {
+            if !s.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+                return Err(StaffClientError::Setup(format!(
+                    "since {s:?} is not a date YYYY-MM-DD"
+                )));
+            }
+            query.push_str(&format!("&since={s}"));
+        }
+        if params.identified {
+            query.push_str("&identified=true");
+        }
+        let url = format!("{}/v1/admin/export?{query}", self.base);
+        let http = http_client(EXPORT_TIMEOUT)?;
+        let mut resp = http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| transport(&self.base, &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            return Err(StaffClientError::Refused {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        let mut total = 0u64;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| StaffClientError::BadAnswer(format!("the export was cut off: {e}")))?
+        {
+            out.write_all(&chunk)
+                .map_err(|e| StaffClientError::Setup(format!("could not write the export: {e}")))?;
+            total += chunk.len() as u64;
+        }
+        Ok(total)
+    }
+}
+
+/// The longest an export download may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
+
+/// What to export (see `docs/export.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportParams {
+    /// `csv` or `fhir`.
+    pub format: String,
+    /// One clinic, or the whole registry.
+    pub clinic: Option<RecordId>,
+    /// `YYYY-MM-DD`: only responses and adverse events changed since.
+    pub since: Option<String>,
+    /// Exact dates and free text (registry administrators only; audited).
+    pub identified: bool,
 }
 
 fn transport(base: &str, e: &reqwest::Error) -> StaffClientError {

@@ -4,7 +4,10 @@
 //!
 //! * one clinic, [`BENCH_PATIENTS`] enrolled patients (one procedure each), [`BENCH_RESPONSES`]
 //!   submitted clinician follow-up responses to the `bench-50` questionnaire, spread over the
-//!   patients and over the visits [`BENCH_VISITS`];
+//!   patients. Responses that are synced ([`populate_responses`]) answer no scheduled visit: the
+//!   registry accepts one response per visit, answered by the form the schedule names, and
+//!   `bench-50` is not a form of the schedule. Device-only benchmarks of the work list use
+//!   [`populate_scheduled_responses`], spread over the visits [`BENCH_VISITS`];
 //! * each response answers `q01`…`q50`; item *n*'s type cycles with *n* mod 5: 0 → integer
 //!   0–10, 1 → boolean, 2 → one of none / mild / moderate / severe, 3 → a decimal with one digit
 //!   after the point (0.0–100.0), 4 → a sentence of 25–50 characters from [`SENTENCES`];
@@ -163,16 +166,21 @@ pub fn bench_procedure(i: usize) -> Procedure {
 }
 
 /// A submitted `bench-50` response body.
-pub fn bench_response(seed: u64, procedure: Option<RecordId>, visit: &str) -> FollowupResponse {
+pub fn bench_response(
+    seed: u64,
+    procedure: Option<RecordId>,
+    visit: Option<&str>,
+) -> FollowupResponse {
     FollowupResponse {
         questionnaire: BENCH_QUESTIONNAIRE.into(),
         questionnaire_version: "1.0.0".into(),
         procedure: procedure.map(|p| p.to_hex()),
-        visit: Some(visit.into()),
+        visit: visit.map(str::to_string),
         answers: bench_answers(seed, BENCH_ITEMS),
         completed_by: CompletedBy::Nurse,
         status: ResponseStatus::Submitted,
         submitted_at: Some("2025-06-01T10:00:00Z".into()),
+        amendments: Vec::new(),
     }
 }
 
@@ -187,11 +195,23 @@ pub struct BenchData {
     pub responses: Vec<RecordId>,
 }
 
-/// Enrol `patients` patients with one procedure each on an enrolled clinic device.
+/// Enrol `patients` patients with one procedure each on an enrolled clinic device. The records
+/// are built and saved directly (the capture checks, such as the study code's uniqueness on the
+/// device, are for people typing; the generated codes are unique, and the server checks every
+/// record's clinical rules when it is synced).
 pub fn populate_patients(device: &Device, patients: usize) -> Result<BenchData> {
+    let e = device.enrolment().ok_or(Error::NotEnrolled)?;
     let mut data = BenchData::default();
     for i in 0..patients {
-        let p = device.enrol_patient(&bench_enrolment(i))?;
+        let p = RecordId::random();
+        let doc = model::new_record(
+            Author::device_now(e.device_id),
+            p,
+            e.clinic,
+            Some(p),
+            &bench_enrolment(i),
+        )?;
+        device.save(&doc)?;
         data.patients.push(p);
         data.procedures
             .push(device.record_procedure(p, &bench_procedure(i))?);
@@ -199,8 +219,9 @@ pub fn populate_patients(device: &Device, patients: usize) -> Result<BenchData> 
     Ok(data)
 }
 
-/// Add `n` submitted 50-answer responses, spread over the patients and visits, each saved in
-/// one change. Response `k` of the run gets answers from `seed + k`.
+/// Add `n` submitted 50-answer responses (no scheduled visit: they can be synced), spread over
+/// the patients, each saved in one change. Response `k` of the run gets answers from
+/// `seed + k`.
 pub fn populate_responses(
     device: &Device,
     data: &mut BenchData,
@@ -217,6 +238,29 @@ pub fn populate_responses_timed(
     data: &mut BenchData,
     seed: u64,
     n: usize,
+    saved: impl FnMut(std::time::Duration),
+) -> Result<()> {
+    fill(device, data, seed, n, false, saved)
+}
+
+/// Add `n` submitted responses that answer the visits [`BENCH_VISITS`] (several per visit):
+/// for device-only benchmarks of the work list. The registry would refuse them (one response
+/// per visit, and `bench-50` answers no visit of its schedule).
+pub fn populate_scheduled_responses(
+    device: &Device,
+    data: &mut BenchData,
+    seed: u64,
+    n: usize,
+) -> Result<()> {
+    fill(device, data, seed, n, true, |_| {})
+}
+
+fn fill(
+    device: &Device,
+    data: &mut BenchData,
+    seed: u64,
+    n: usize,
+    scheduled: bool,
     mut saved: impl FnMut(std::time::Duration),
 ) -> Result<()> {
     let e = device.enrolment().ok_or(Error::NotEnrolled)?;
@@ -230,7 +274,7 @@ pub fn populate_responses_timed(
         let body = bench_response(
             seed.wrapping_add(k as u64),
             data.procedures.get(i).copied(),
-            visit,
+            scheduled.then_some(visit),
         );
         let id = RecordId::random();
         let started = std::time::Instant::now();
@@ -265,9 +309,10 @@ pub fn edit_responses(device: &Device, data: &BenchData, seed: u64) -> Result<Ve
         if edited.contains(&r) {
             continue;
         }
-        device.save_answers(
+        device.amend_response(
             r,
             &edit_answers(seed.wrapping_add(edited.len() as u64), BENCH_ITEMS),
+            "corrected from the paper form",
         )?;
         edited.push(r);
     }

@@ -77,12 +77,19 @@ async fn run(ops: Vec<Op>) {
     let x = t1.enrol_patient(&bench_enrolment(1)).unwrap();
     let procedure = t1.record_procedure(x, &bench_procedure(1)).unwrap();
     let response = t1
-        .start_response(x, "bench-50", Some(procedure), Some("m1"))
+        .start_response(x, "bench-50", Some(procedure), None)
         .unwrap();
     t1.sync().await.unwrap();
     let phone = reg.patient_phone(x, "phone").await;
+    // The phone answers for a procedure it holds (the capture checks refer to its store).
+    phone.sync().await.unwrap();
     let survey = phone
-        .start_response(x, "patient-outcome-survey", Some(procedure), Some("m1"))
+        .start_response(
+            x,
+            "patient-outcome-survey",
+            Some(procedure),
+            Some("m1-survey"),
+        )
         .unwrap();
     sync_until_quiet(&[&phone, &t2, &t1]).await;
     let devices = [&t1, &t2, &phone];

@@ -27,7 +27,7 @@ async fn two_tablets_and_a_phone_converge_with_nothing_lost() {
     let x = t1.enrol_patient(&bench_enrolment(1)).unwrap();
     let procedure = t1.record_procedure(x, &bench_procedure(1)).unwrap();
     let r = t1
-        .start_response(x, "bench-50", Some(procedure), Some("m1"))
+        .start_response(x, "bench-50", Some(procedure), None)
         .unwrap();
     t1.save_answers(r, &bench_answers(1, 20)).unwrap();
     let first = t1.sync().await.unwrap();
@@ -59,7 +59,12 @@ async fn two_tablets_and_a_phone_converge_with_nothing_lost() {
         .report_adverse_event(x, &adverse_event("fever after the infusion"))
         .unwrap();
     let survey = phone
-        .start_response(x, "patient-outcome-survey", Some(procedure), Some("m1"))
+        .start_response(
+            x,
+            "patient-outcome-survey",
+            Some(procedure),
+            Some("m1-survey"),
+        )
         .unwrap();
     phone
         .save_answers(survey, &answers(&[("symptom_pain", AnswerValue::Int(4))]))
@@ -87,6 +92,7 @@ async fn two_tablets_and_a_phone_converge_with_nothing_lost() {
 
     let adj = t2
         .adjudicate(ae_phone, |a| {
+            a.relatedness = Some(followup_domain::model::Relatedness::Unlikely);
             a.action = "antibiotics".into();
             a.status = AdjudicationStatus::Responded;
         })
@@ -164,7 +170,9 @@ async fn authorization_patient_phone_and_other_clinic() {
 
     // Reads: the phone holds exactly patient x's records; the clinics only their own.
     let phone_ids: BTreeSet<_> = px.ids().into_iter().collect();
-    assert_eq!(phone_ids, BTreeSet::from([x, r, ae]));
+    // (and the registry's adjudication case of the adverse event, which devices only read)
+    let case = followup_server::cases::case_id(ae);
+    assert_eq!(phone_ids, BTreeSet::from([x, r, ae, case]));
     let ta_ids: BTreeSet<_> = ta.ids().into_iter().collect();
     let tb_ids: BTreeSet<_> = tb.ids().into_iter().collect();
     assert!(ta_ids.contains(&y) && !ta_ids.contains(&z));
@@ -239,7 +247,7 @@ async fn authorization_patient_phone_and_other_clinic() {
         foreign,
         clinic_a,
         Some(x),
-        &followup_testkit::workload::bench_response(9, None, "m1"),
+        &followup_testkit::workload::bench_response(9, None, Some("m1")),
     )
     .unwrap();
     tb.store()

@@ -153,7 +153,7 @@ fn trial_registration_is_asked_only_for_registered_trials() {
     let mut a = answers(&[("regulatory_status", text("registered_trial"))]);
     assert!(q.is_enabled("trial_registration_id", &a));
     assert!(codes(&q.validate(&a)).contains(&("trial_registration_id", ProblemCode::Required)));
-    a.insert("regulatory_status".into(), text("none"));
+    a.insert("regulatory_status".into(), text("unregulated"));
     assert!(!q.is_enabled("trial_registration_id", &a));
     assert!(!q
         .validate(&a)

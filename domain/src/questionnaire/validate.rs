@@ -40,6 +40,19 @@ pub enum ProblemCode {
     UnknownItem,
     /// The item is disabled by its enable-when conditions yet answered.
     AnsweredButDisabled,
+    /// A value outside its plausible bounds (a date in the future, a birth year 2030).
+    OutOfBounds,
+    /// Values that contradict each other (death with grade 2; grade 5 and recovered).
+    Inconsistent,
+    /// Not allowed for this writer or this record (the form the visit does not expect, a
+    /// clinician form on a patient's phone, another patient's procedure).
+    NotAllowed,
+    /// The record names a record that is not known (yet).
+    UnknownRecord,
+    /// The record names a record of another patient.
+    WrongPatient,
+    /// The value is taken: the visit is answered by another submitted response (amend that one), the study code is enrolled.
+    Duplicate,
 }
 
 /// One broken rule.

@@ -20,6 +20,7 @@ extension FollowupError {
              let .Closed(reason),
              let .Cancelled(reason),
              let .InvalidInput(reason),
+             let .AlreadyRecorded(reason, _),
              let .KeyProviderFailed(reason),
              let .Internal(reason):
             return reason

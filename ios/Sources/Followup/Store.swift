@@ -20,6 +20,18 @@ extension FollowupStore {
     }
 }
 
+extension AdverseEventView {
+    /// The registry's case state, `nil` until the registry has accepted the event and the
+    /// device has synced since.
+    public var caseState: CaseState? { `case`?.state }
+
+    /// Whether the clinic has stated a decision the patient can accept or dispute.
+    public var hasDecision: Bool {
+        guard let a = adjudication else { return false }
+        return a.status == .responded || a.status == .resolved
+    }
+}
+
 /// Plain Swift values usable as answers: `Bool`, `Int`, `Double`, `String` (text, a date
 /// `YYYY-MM-DD` or a single choice's code) and `[String]` (a multiple choice).
 public protocol AnswerConvertible {

@@ -723,6 +723,325 @@ public func FfiConverterTypeCancellationHandle_lower(_ value: CancellationHandle
 
 
 /**
+ * Implemented by the app to hear which records changed, after each local save and at the end
+ * of each sync. Called on the thread that saved or synced: only enqueue (the Kotlin `Flow` and
+ * Swift `AsyncStream` adapters do). Fallible only so that an exception in the app's listener
+ * is ignored rather than aborting the save.
+ */
+public protocol ChangeListener: AnyObject, Sendable {
+    
+    func onChanges(changes: [RecordChange]) throws 
+    
+}
+/**
+ * Implemented by the app to hear which records changed, after each local save and at the end
+ * of each sync. Called on the thread that saved or synced: only enqueue (the Kotlin `Flow` and
+ * Swift `AsyncStream` adapters do). Fallible only so that an exception in the app's listener
+ * is ignored rather than aborting the save.
+ */
+open class ChangeListenerImpl: ChangeListener, @unchecked Sendable {
+    fileprivate let pointer: UnsafeMutableRawPointer!
+
+    /// Used to instantiate a [FFIObject] without an actual pointer, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoPointer {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromRawPointer pointer: UnsafeMutableRawPointer) {
+        self.pointer = pointer
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noPointer: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing [Pointer] the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noPointer: NoPointer) {
+        self.pointer = nil
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiClonePointer() -> UnsafeMutableRawPointer {
+        return try! rustCall { uniffi_followup_ffi_fn_clone_changelistener(self.pointer, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        guard let pointer = pointer else {
+            return
+        }
+
+        try! rustCall { uniffi_followup_ffi_fn_free_changelistener(pointer, $0) }
+    }
+
+    
+
+    
+open func onChanges(changes: [RecordChange])throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_changelistener_on_changes(self.uniffiClonePointer(),
+        FfiConverterSequenceTypeRecordChange.lower(changes),$0
+    )
+}
+}
+    
+
+}
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceChangeListener {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // This creates 1-element array, since this seems to be the only way to construct a const
+    // pointer that we can pass to the Rust code.
+    static let vtable: [UniffiVTableCallbackInterfaceChangeListener] = [UniffiVTableCallbackInterfaceChangeListener(
+        onChanges: { (
+            uniffiHandle: UInt64,
+            changes: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeChangeListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.onChanges(
+                     changes: try FfiConverterSequenceTypeRecordChange.lift(changes)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeFollowupError_lower
+            )
+        },
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            let result = try? FfiConverterTypeChangeListener.handleMap.remove(handle: uniffiHandle)
+            if result == nil {
+                print("Uniffi callback interface ChangeListener: handle missing in uniffiFree")
+            }
+        }
+    )]
+}
+
+private func uniffiCallbackInitChangeListener() {
+    uniffi_followup_ffi_fn_init_callback_vtable_changelistener(UniffiCallbackInterfaceChangeListener.vtable)
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeChangeListener: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<ChangeListener>()
+
+    typealias FfiType = UnsafeMutableRawPointer
+    typealias SwiftType = ChangeListener
+
+    public static func lift(_ pointer: UnsafeMutableRawPointer) throws -> ChangeListener {
+        return ChangeListenerImpl(unsafeFromRawPointer: pointer)
+    }
+
+    public static func lower(_ value: ChangeListener) -> UnsafeMutableRawPointer {
+        guard let ptr = UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: handleMap.insert(obj: value))) else {
+            fatalError("Cast to UnsafeMutableRawPointer failed")
+        }
+        return ptr
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ChangeListener {
+        let v: UInt64 = try readInt(&buf)
+        // The Rust code won't compile if a pointer won't fit in a UInt64.
+        // We have to go via `UInt` because that's the thing that's the size of a pointer.
+        let ptr = UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: v))
+        if (ptr == nil) {
+            throw UniffiInternalError.unexpectedNullPointer
+        }
+        return try lift(ptr!)
+    }
+
+    public static func write(_ value: ChangeListener, into buf: inout [UInt8]) {
+        // This fiddling is because `Int` is the thing that's the same size as a pointer.
+        // The Rust code won't compile if a pointer won't fit in a `UInt64`.
+        writeInt(&buf, UInt64(bitPattern: Int64(Int(bitPattern: lower(value)))))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChangeListener_lift(_ pointer: UnsafeMutableRawPointer) throws -> ChangeListener {
+    return try FfiConverterTypeChangeListener.lift(pointer)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChangeListener_lower(_ value: ChangeListener) -> UnsafeMutableRawPointer {
+    return FfiConverterTypeChangeListener.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A listener's registration; `cancel()` (or dropping it in Swift, `close()` in Kotlin) stops it.
+ */
+public protocol ChangeSubscriptionProtocol: AnyObject, Sendable {
+    
+    /**
+     * Stops the listener. Idempotent.
+     */
+    func cancel() 
+    
+}
+/**
+ * A listener's registration; `cancel()` (or dropping it in Swift, `close()` in Kotlin) stops it.
+ */
+open class ChangeSubscription: ChangeSubscriptionProtocol, @unchecked Sendable {
+    fileprivate let pointer: UnsafeMutableRawPointer!
+
+    /// Used to instantiate a [FFIObject] without an actual pointer, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoPointer {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromRawPointer pointer: UnsafeMutableRawPointer) {
+        self.pointer = pointer
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noPointer: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing [Pointer] the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noPointer: NoPointer) {
+        self.pointer = nil
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiClonePointer() -> UnsafeMutableRawPointer {
+        return try! rustCall { uniffi_followup_ffi_fn_clone_changesubscription(self.pointer, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        guard let pointer = pointer else {
+            return
+        }
+
+        try! rustCall { uniffi_followup_ffi_fn_free_changesubscription(pointer, $0) }
+    }
+
+    
+
+    
+    /**
+     * Stops the listener. Idempotent.
+     */
+open func cancel()  {try! rustCall() {
+    uniffi_followup_ffi_fn_method_changesubscription_cancel(self.uniffiClonePointer(),$0
+    )
+}
+}
+    
+
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeChangeSubscription: FfiConverter {
+
+    typealias FfiType = UnsafeMutableRawPointer
+    typealias SwiftType = ChangeSubscription
+
+    public static func lift(_ pointer: UnsafeMutableRawPointer) throws -> ChangeSubscription {
+        return ChangeSubscription(unsafeFromRawPointer: pointer)
+    }
+
+    public static func lower(_ value: ChangeSubscription) -> UnsafeMutableRawPointer {
+        return value.uniffiClonePointer()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ChangeSubscription {
+        let v: UInt64 = try readInt(&buf)
+        // The Rust code won't compile if a pointer won't fit in a UInt64.
+        // We have to go via `UInt` because that's the thing that's the size of a pointer.
+        let ptr = UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: v))
+        if (ptr == nil) {
+            throw UniffiInternalError.unexpectedNullPointer
+        }
+        return try lift(ptr!)
+    }
+
+    public static func write(_ value: ChangeSubscription, into buf: inout [UInt8]) {
+        // This fiddling is because `Int` is the thing that's the same size as a pointer.
+        // The Rust code won't compile if a pointer won't fit in a `UInt64`.
+        writeInt(&buf, UInt64(bitPattern: Int64(Int(bitPattern: lower(value)))))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChangeSubscription_lift(_ pointer: UnsafeMutableRawPointer) throws -> ChangeSubscription {
+    return try FfiConverterTypeChangeSubscription.lift(pointer)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeChangeSubscription_lower(_ value: ChangeSubscription) -> UnsafeMutableRawPointer {
+    return FfiConverterTypeChangeSubscription.lower(value)
+}
+
+
+
+
+
+
+/**
  * One encrypted Followup store on this device: a clinic tablet's or a patient phone's records,
  * its identity and its enrolment with the registry.
  *
@@ -748,6 +1067,32 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
      * `as_of` (`YYYY-MM-DD`).
      */
     func adjudicationQueue(asOf: String) throws  -> [AdjudicationItem]
+    
+    /**
+     * One adverse event with its case, adjudication and replies.
+     */
+    func adverseEvent(adverseEventId: String) throws  -> AdverseEventView
+    
+    /**
+     * Adverse events (of one patient, or all this device holds) with the registry's case
+     * (deadline, state, escalations), the clinic's adjudication (relatedness, action, remedy,
+     * status) and the patient's replies; oldest onset first.
+     */
+    func adverseEvents(patientId: String?) throws  -> [AdverseEventView]
+    
+    /**
+     * Amends a submitted response: sets these answers and records the amendment with its
+     * reason; the previous values stay in the record's history.
+     */
+    func amendResponse(responseId: String, answers: [String: AnswerValue], reason: String) throws 
+    
+    /**
+     * Captures a whole response in one call, as one change in one transaction: created with its
+     * answers and, when `submit`, submitted. All or nothing. Fails with `ValidationFailed`
+     * (nothing written) when the answers break a rule, and with `AlreadyRecorded` when a
+     * submitted response already answers the visit.
+     */
+    func captureResponse(patientId: String, questionnaireId: String, procedureId: String?, visitId: String?, answers: [String: AnswerValue], submit: Bool) throws  -> String
     
     /**
      * Validates answers as the user types: every problem except a missing required answer
@@ -780,9 +1125,33 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
     func conflicts(recordId: String) throws  -> [Conflict]
     
     /**
+     * Discards a draft (a submitted response cannot be discarded).
+     */
+    func discardDraft(responseId: String) throws  -> DiscardOutcome
+    
+    /**
      * Forgets a rejection once the user has seen it. `false` if there was none for the record.
      */
     func dismissRejection(recordId: String) throws  -> Bool
+    
+    /**
+     * The drafts on this device (of one patient, or all), most recently saved first. Resume one
+     * with `get_response`, `save_answers` and `submit_response`.
+     */
+    func drafts(patientId: String?) throws  -> [DraftSummary]
+    
+    /**
+     * The outcome surveys a patient should complete (overdue, due, upcoming), soonest window
+     * first, with their windows for reminders. On a patient's phone `patient_id` may be `None`
+     * (its own patient). `as_of` is `YYYY-MM-DD`.
+     */
+    func dueSurveys(patientId: String?, asOf: String) throws  -> [Visit]
+    
+    /**
+     * Study codes enrolled more than once at the clinic (offline on two tablets): conflicts
+     * for the clinic to resolve.
+     */
+    func duplicateStudyCodes() throws  -> [DuplicateStudyCode]
     
     /**
      * The ids of the items shown for these answers (enable-when conditions), in display order.
@@ -813,6 +1182,12 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
     func getProcedure(procedureId: String) throws  -> Procedure
     
     /**
+     * Any record with its typed body: an enrolment, a procedure, a response with its scores, an
+     * adverse event, an adjudication, the clinic.
+     */
+    func getRecord(recordId: String) throws  -> RecordView
+    
+    /**
      * A response with its answers (merged with other devices' edits).
      */
     func getResponse(responseId: String) throws  -> Response
@@ -826,6 +1201,12 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
      * The patients this device holds, by study code.
      */
     func listPatients() throws  -> [PatientSummary]
+    
+    /**
+     * Calls `listener` with the records changed after every local save and at the end of every
+     * sync, until the returned subscription is cancelled.
+     */
+    func observeChanges(listener: ChangeListener) throws  -> ChangeSubscription
     
     /**
      * Every visit of one patient's schedules (all procedures), classified as of `as_of`
@@ -852,6 +1233,13 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
     func rejections() throws  -> [Rejection]
     
     /**
+     * The patient accepts or disputes the clinic's adjudication of one of their adverse
+     * events (patient's phone only). A dispute needs a comment; it reopens the case for the
+     * registry. Returns the reply's id.
+     */
+    func replyToAdjudication(adverseEventId: String, verdict: Verdict, comment: String) throws  -> String
+    
+    /**
      * Reports an adverse event for a patient. Returns its id. On a patient's phone the reporter
      * is always the patient.
      */
@@ -863,6 +1251,11 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
      * is gone once the other devices have it.
      */
     func resolveAnswer(responseId: String, itemId: String, value: AnswerValue) throws 
+    
+    /**
+     * A response's scores by score id (`None` while a score's items are not all answered).
+     */
+    func responseScores(responseId: String) throws  -> [String: Double?]
     
     /**
      * Re-wraps the data key with a passphrase (no record is rewritten). Afterwards only
@@ -913,6 +1306,11 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
      * The settings in force.
      */
     func syncSettings()  -> SyncSettings
+    
+    /**
+     * Replaces a procedure's fields (clinic devices only); only what differs is written.
+     */
+    func updateProcedure(procedureId: String, procedure: Procedure) throws 
     
 }
 /**
@@ -1082,6 +1480,62 @@ open func adjudicationQueue(asOf: String)throws  -> [AdjudicationItem]  {
 }
     
     /**
+     * One adverse event with its case, adjudication and replies.
+     */
+open func adverseEvent(adverseEventId: String)throws  -> AdverseEventView  {
+    return try  FfiConverterTypeAdverseEventView_lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_adverse_event(self.uniffiClonePointer(),
+        FfiConverterString.lower(adverseEventId),$0
+    )
+})
+}
+    
+    /**
+     * Adverse events (of one patient, or all this device holds) with the registry's case
+     * (deadline, state, escalations), the clinic's adjudication (relatedness, action, remedy,
+     * status) and the patient's replies; oldest onset first.
+     */
+open func adverseEvents(patientId: String?)throws  -> [AdverseEventView]  {
+    return try  FfiConverterSequenceTypeAdverseEventView.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_adverse_events(self.uniffiClonePointer(),
+        FfiConverterOptionString.lower(patientId),$0
+    )
+})
+}
+    
+    /**
+     * Amends a submitted response: sets these answers and records the amendment with its
+     * reason; the previous values stay in the record's history.
+     */
+open func amendResponse(responseId: String, answers: [String: AnswerValue], reason: String)throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_amend_response(self.uniffiClonePointer(),
+        FfiConverterString.lower(responseId),
+        FfiConverterDictionaryStringTypeAnswerValue.lower(answers),
+        FfiConverterString.lower(reason),$0
+    )
+}
+}
+    
+    /**
+     * Captures a whole response in one call, as one change in one transaction: created with its
+     * answers and, when `submit`, submitted. All or nothing. Fails with `ValidationFailed`
+     * (nothing written) when the answers break a rule, and with `AlreadyRecorded` when a
+     * submitted response already answers the visit.
+     */
+open func captureResponse(patientId: String, questionnaireId: String, procedureId: String?, visitId: String?, answers: [String: AnswerValue], submit: Bool)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_capture_response(self.uniffiClonePointer(),
+        FfiConverterString.lower(patientId),
+        FfiConverterString.lower(questionnaireId),
+        FfiConverterOptionString.lower(procedureId),
+        FfiConverterOptionString.lower(visitId),
+        FfiConverterDictionaryStringTypeAnswerValue.lower(answers),
+        FfiConverterBool.lower(submit),$0
+    )
+})
+}
+    
+    /**
      * Validates answers as the user types: every problem except a missing required answer
      * (that is only a problem at submission). Empty when all is well.
      */
@@ -1142,12 +1596,60 @@ open func conflicts(recordId: String)throws  -> [Conflict]  {
 }
     
     /**
+     * Discards a draft (a submitted response cannot be discarded).
+     */
+open func discardDraft(responseId: String)throws  -> DiscardOutcome  {
+    return try  FfiConverterTypeDiscardOutcome_lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_discard_draft(self.uniffiClonePointer(),
+        FfiConverterString.lower(responseId),$0
+    )
+})
+}
+    
+    /**
      * Forgets a rejection once the user has seen it. `false` if there was none for the record.
      */
 open func dismissRejection(recordId: String)throws  -> Bool  {
     return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
     uniffi_followup_ffi_fn_method_followupstore_dismiss_rejection(self.uniffiClonePointer(),
         FfiConverterString.lower(recordId),$0
+    )
+})
+}
+    
+    /**
+     * The drafts on this device (of one patient, or all), most recently saved first. Resume one
+     * with `get_response`, `save_answers` and `submit_response`.
+     */
+open func drafts(patientId: String?)throws  -> [DraftSummary]  {
+    return try  FfiConverterSequenceTypeDraftSummary.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_drafts(self.uniffiClonePointer(),
+        FfiConverterOptionString.lower(patientId),$0
+    )
+})
+}
+    
+    /**
+     * The outcome surveys a patient should complete (overdue, due, upcoming), soonest window
+     * first, with their windows for reminders. On a patient's phone `patient_id` may be `None`
+     * (its own patient). `as_of` is `YYYY-MM-DD`.
+     */
+open func dueSurveys(patientId: String?, asOf: String)throws  -> [Visit]  {
+    return try  FfiConverterSequenceTypeVisit.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_due_surveys(self.uniffiClonePointer(),
+        FfiConverterOptionString.lower(patientId),
+        FfiConverterString.lower(asOf),$0
+    )
+})
+}
+    
+    /**
+     * Study codes enrolled more than once at the clinic (offline on two tablets): conflicts
+     * for the clinic to resolve.
+     */
+open func duplicateStudyCodes()throws  -> [DuplicateStudyCode]  {
+    return try  FfiConverterSequenceTypeDuplicateStudyCode.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_duplicate_study_codes(self.uniffiClonePointer(),$0
     )
 })
 }
@@ -1220,6 +1722,18 @@ open func getProcedure(procedureId: String)throws  -> Procedure  {
 }
     
     /**
+     * Any record with its typed body: an enrolment, a procedure, a response with its scores, an
+     * adverse event, an adjudication, the clinic.
+     */
+open func getRecord(recordId: String)throws  -> RecordView  {
+    return try  FfiConverterTypeRecordView_lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_get_record(self.uniffiClonePointer(),
+        FfiConverterString.lower(recordId),$0
+    )
+})
+}
+    
+    /**
      * A response with its answers (merged with other devices' edits).
      */
 open func getResponse(responseId: String)throws  -> Response  {
@@ -1246,6 +1760,18 @@ open func isOpen() -> Bool  {
 open func listPatients()throws  -> [PatientSummary]  {
     return try  FfiConverterSequenceTypePatientSummary.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
     uniffi_followup_ffi_fn_method_followupstore_list_patients(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+    /**
+     * Calls `listener` with the records changed after every local save and at the end of every
+     * sync, until the returned subscription is cancelled.
+     */
+open func observeChanges(listener: ChangeListener)throws  -> ChangeSubscription  {
+    return try  FfiConverterTypeChangeSubscription_lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_observe_changes(self.uniffiClonePointer(),
+        FfiConverterTypeChangeListener_lower(listener),$0
     )
 })
 }
@@ -1300,6 +1826,21 @@ open func rejections()throws  -> [Rejection]  {
 }
     
     /**
+     * The patient accepts or disputes the clinic's adjudication of one of their adverse
+     * events (patient's phone only). A dispute needs a comment; it reopens the case for the
+     * registry. Returns the reply's id.
+     */
+open func replyToAdjudication(adverseEventId: String, verdict: Verdict, comment: String)throws  -> String  {
+    return try  FfiConverterString.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_reply_to_adjudication(self.uniffiClonePointer(),
+        FfiConverterString.lower(adverseEventId),
+        FfiConverterTypeVerdict_lower(verdict),
+        FfiConverterString.lower(comment),$0
+    )
+})
+}
+    
+    /**
      * Reports an adverse event for a patient. Returns its id. On a patient's phone the reporter
      * is always the patient.
      */
@@ -1324,6 +1865,17 @@ open func resolveAnswer(responseId: String, itemId: String, value: AnswerValue)t
         FfiConverterTypeAnswerValue_lower(value),$0
     )
 }
+}
+    
+    /**
+     * A response's scores by score id (`None` while a score's items are not all answered).
+     */
+open func responseScores(responseId: String)throws  -> [String: Double?]  {
+    return try  FfiConverterDictionaryStringOptionDouble.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_response_scores(self.uniffiClonePointer(),
+        FfiConverterString.lower(responseId),$0
+    )
+})
 }
     
     /**
@@ -1450,6 +2002,17 @@ open func syncSettings() -> SyncSettings  {
     uniffi_followup_ffi_fn_method_followupstore_sync_settings(self.uniffiClonePointer(),$0
     )
 })
+}
+    
+    /**
+     * Replaces a procedure's fields (clinic devices only); only what differs is written.
+     */
+open func updateProcedure(procedureId: String, procedure: Procedure)throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_update_procedure(self.uniffiClonePointer(),
+        FfiConverterString.lower(procedureId),
+        FfiConverterTypeProcedure_lower(procedure),$0
+    )
+}
 }
     
 
@@ -1974,8 +2537,302 @@ public func FfiConverterTypeSyncProgressListener_lower(_ value: SyncProgressList
 
 
 /**
- * The treating clinic's decision on an adverse event. The deadline is set by the registry's rule
- * when the first decision is recorded.
+ * The treating clinic's adjudication of an adverse event.
+ */
+public struct Adjudication {
+    public var adverseEventId: String
+    public var relatedness: Relatedness?
+    public var action: String
+    public var remedy: String
+    public var status: AdjudicationStatus
+    /**
+     * ISO date by which the clinic must respond (empty when the registry keeps it).
+     */
+    public var deadline: String
+    /**
+     * ISO date-time (UTC) of the last decision.
+     */
+    public var decidedAt: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(adverseEventId: String, relatedness: Relatedness?, action: String, remedy: String, status: AdjudicationStatus, 
+        /**
+         * ISO date by which the clinic must respond (empty when the registry keeps it).
+         */deadline: String, 
+        /**
+         * ISO date-time (UTC) of the last decision.
+         */decidedAt: String?) {
+        self.adverseEventId = adverseEventId
+        self.relatedness = relatedness
+        self.action = action
+        self.remedy = remedy
+        self.status = status
+        self.deadline = deadline
+        self.decidedAt = decidedAt
+    }
+}
+
+#if compiler(>=6)
+extension Adjudication: Sendable {}
+#endif
+
+
+extension Adjudication: Equatable, Hashable {
+    public static func ==(lhs: Adjudication, rhs: Adjudication) -> Bool {
+        if lhs.adverseEventId != rhs.adverseEventId {
+            return false
+        }
+        if lhs.relatedness != rhs.relatedness {
+            return false
+        }
+        if lhs.action != rhs.action {
+            return false
+        }
+        if lhs.remedy != rhs.remedy {
+            return false
+        }
+        if lhs.status != rhs.status {
+            return false
+        }
+        if lhs.deadline != rhs.deadline {
+            return false
+        }
+        if lhs.decidedAt != rhs.decidedAt {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(adverseEventId)
+        hasher.combine(relatedness)
+        hasher.combine(action)
+        hasher.combine(remedy)
+        hasher.combine(status)
+        hasher.combine(deadline)
+        hasher.combine(decidedAt)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAdjudication: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Adjudication {
+        return
+            try Adjudication(
+                adverseEventId: FfiConverterString.read(from: &buf), 
+                relatedness: FfiConverterOptionTypeRelatedness.read(from: &buf), 
+                action: FfiConverterString.read(from: &buf), 
+                remedy: FfiConverterString.read(from: &buf), 
+                status: FfiConverterTypeAdjudicationStatus.read(from: &buf), 
+                deadline: FfiConverterString.read(from: &buf), 
+                decidedAt: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Adjudication, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.adverseEventId, into: &buf)
+        FfiConverterOptionTypeRelatedness.write(value.relatedness, into: &buf)
+        FfiConverterString.write(value.action, into: &buf)
+        FfiConverterString.write(value.remedy, into: &buf)
+        FfiConverterTypeAdjudicationStatus.write(value.status, into: &buf)
+        FfiConverterString.write(value.deadline, into: &buf)
+        FfiConverterOptionString.write(value.decidedAt, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdjudication_lift(_ buf: RustBuffer) throws -> Adjudication {
+    return try FfiConverterTypeAdjudication.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdjudication_lower(_ value: Adjudication) -> RustBuffer {
+    return FfiConverterTypeAdjudication.lower(value)
+}
+
+
+/**
+ * The registry's adjudication case of an adverse event: read-only on every device.
+ */
+public struct AdjudicationCase {
+    public var state: CaseState
+    /**
+     * ISO date by which the clinic must decide.
+     */
+    public var deadline: String
+    /**
+     * When the registry first accepted the event (the clock starts then).
+     */
+    public var openedAt: String
+    /**
+     * Days the policy gave, the policy (`id@version`) and its rule.
+     */
+    public var days: Int32
+    public var policy: String
+    public var rule: String
+    /**
+     * When the registry accepted the clinic's latest decision.
+     */
+    public var respondedAt: String?
+    public var escalations: [Escalation]
+    public var replies: [RecordedReply]
+    public var closedAt: String?
+    public var closedNote: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(state: CaseState, 
+        /**
+         * ISO date by which the clinic must decide.
+         */deadline: String, 
+        /**
+         * When the registry first accepted the event (the clock starts then).
+         */openedAt: String, 
+        /**
+         * Days the policy gave, the policy (`id@version`) and its rule.
+         */days: Int32, policy: String, rule: String, 
+        /**
+         * When the registry accepted the clinic's latest decision.
+         */respondedAt: String?, escalations: [Escalation], replies: [RecordedReply], closedAt: String?, closedNote: String?) {
+        self.state = state
+        self.deadline = deadline
+        self.openedAt = openedAt
+        self.days = days
+        self.policy = policy
+        self.rule = rule
+        self.respondedAt = respondedAt
+        self.escalations = escalations
+        self.replies = replies
+        self.closedAt = closedAt
+        self.closedNote = closedNote
+    }
+}
+
+#if compiler(>=6)
+extension AdjudicationCase: Sendable {}
+#endif
+
+
+extension AdjudicationCase: Equatable, Hashable {
+    public static func ==(lhs: AdjudicationCase, rhs: AdjudicationCase) -> Bool {
+        if lhs.state != rhs.state {
+            return false
+        }
+        if lhs.deadline != rhs.deadline {
+            return false
+        }
+        if lhs.openedAt != rhs.openedAt {
+            return false
+        }
+        if lhs.days != rhs.days {
+            return false
+        }
+        if lhs.policy != rhs.policy {
+            return false
+        }
+        if lhs.rule != rhs.rule {
+            return false
+        }
+        if lhs.respondedAt != rhs.respondedAt {
+            return false
+        }
+        if lhs.escalations != rhs.escalations {
+            return false
+        }
+        if lhs.replies != rhs.replies {
+            return false
+        }
+        if lhs.closedAt != rhs.closedAt {
+            return false
+        }
+        if lhs.closedNote != rhs.closedNote {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(state)
+        hasher.combine(deadline)
+        hasher.combine(openedAt)
+        hasher.combine(days)
+        hasher.combine(policy)
+        hasher.combine(rule)
+        hasher.combine(respondedAt)
+        hasher.combine(escalations)
+        hasher.combine(replies)
+        hasher.combine(closedAt)
+        hasher.combine(closedNote)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAdjudicationCase: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AdjudicationCase {
+        return
+            try AdjudicationCase(
+                state: FfiConverterTypeCaseState.read(from: &buf), 
+                deadline: FfiConverterString.read(from: &buf), 
+                openedAt: FfiConverterString.read(from: &buf), 
+                days: FfiConverterInt32.read(from: &buf), 
+                policy: FfiConverterString.read(from: &buf), 
+                rule: FfiConverterString.read(from: &buf), 
+                respondedAt: FfiConverterOptionString.read(from: &buf), 
+                escalations: FfiConverterSequenceTypeEscalation.read(from: &buf), 
+                replies: FfiConverterSequenceTypeRecordedReply.read(from: &buf), 
+                closedAt: FfiConverterOptionString.read(from: &buf), 
+                closedNote: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AdjudicationCase, into buf: inout [UInt8]) {
+        FfiConverterTypeCaseState.write(value.state, into: &buf)
+        FfiConverterString.write(value.deadline, into: &buf)
+        FfiConverterString.write(value.openedAt, into: &buf)
+        FfiConverterInt32.write(value.days, into: &buf)
+        FfiConverterString.write(value.policy, into: &buf)
+        FfiConverterString.write(value.rule, into: &buf)
+        FfiConverterOptionString.write(value.respondedAt, into: &buf)
+        FfiConverterSequenceTypeEscalation.write(value.escalations, into: &buf)
+        FfiConverterSequenceTypeRecordedReply.write(value.replies, into: &buf)
+        FfiConverterOptionString.write(value.closedAt, into: &buf)
+        FfiConverterOptionString.write(value.closedNote, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdjudicationCase_lift(_ buf: RustBuffer) throws -> AdjudicationCase {
+    return try FfiConverterTypeAdjudicationCase.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdjudicationCase_lower(_ value: AdjudicationCase) -> RustBuffer {
+    return FfiConverterTypeAdjudicationCase.lower(value)
+}
+
+
+/**
+ * The treating clinic's decision on an adverse event. The deadline is not the clinic's: the
+ * registry sets it when it first accepts the event (see [`AdjudicationCase`]).
  */
 public struct AdjudicationDecision {
     public var relatedness: Relatedness?
@@ -2085,9 +2942,17 @@ public struct AdjudicationItem {
      * The adjudication record, once a first decision is recorded.
      */
     public var adjudicationId: String?
+    /**
+     * The clinic's own status.
+     */
     public var status: AdjudicationStatus
     /**
-     * ISO date by which the clinic must respond.
+     * The registry's case state, once the case reached the device.
+     */
+    public var state: CaseState?
+    /**
+     * ISO date by which the clinic must respond: the registry's, once its case reached the
+     * device.
      */
     public var deadline: String?
     public var overdue: Bool
@@ -2097,14 +2962,22 @@ public struct AdjudicationItem {
     public init(adverseEventId: String, patientId: String, 
         /**
          * The adjudication record, once a first decision is recorded.
-         */adjudicationId: String?, status: AdjudicationStatus, 
+         */adjudicationId: String?, 
         /**
-         * ISO date by which the clinic must respond.
+         * The clinic's own status.
+         */status: AdjudicationStatus, 
+        /**
+         * The registry's case state, once the case reached the device.
+         */state: CaseState?, 
+        /**
+         * ISO date by which the clinic must respond: the registry's, once its case reached the
+         * device.
          */deadline: String?, overdue: Bool) {
         self.adverseEventId = adverseEventId
         self.patientId = patientId
         self.adjudicationId = adjudicationId
         self.status = status
+        self.state = state
         self.deadline = deadline
         self.overdue = overdue
     }
@@ -2129,6 +3002,9 @@ extension AdjudicationItem: Equatable, Hashable {
         if lhs.status != rhs.status {
             return false
         }
+        if lhs.state != rhs.state {
+            return false
+        }
         if lhs.deadline != rhs.deadline {
             return false
         }
@@ -2143,6 +3019,7 @@ extension AdjudicationItem: Equatable, Hashable {
         hasher.combine(patientId)
         hasher.combine(adjudicationId)
         hasher.combine(status)
+        hasher.combine(state)
         hasher.combine(deadline)
         hasher.combine(overdue)
     }
@@ -2161,6 +3038,7 @@ public struct FfiConverterTypeAdjudicationItem: FfiConverterRustBuffer {
                 patientId: FfiConverterString.read(from: &buf), 
                 adjudicationId: FfiConverterOptionString.read(from: &buf), 
                 status: FfiConverterTypeAdjudicationStatus.read(from: &buf), 
+                state: FfiConverterOptionTypeCaseState.read(from: &buf), 
                 deadline: FfiConverterOptionString.read(from: &buf), 
                 overdue: FfiConverterBool.read(from: &buf)
         )
@@ -2171,6 +3049,7 @@ public struct FfiConverterTypeAdjudicationItem: FfiConverterRustBuffer {
         FfiConverterString.write(value.patientId, into: &buf)
         FfiConverterOptionString.write(value.adjudicationId, into: &buf)
         FfiConverterTypeAdjudicationStatus.write(value.status, into: &buf)
+        FfiConverterOptionTypeCaseState.write(value.state, into: &buf)
         FfiConverterOptionString.write(value.deadline, into: &buf)
         FfiConverterBool.write(value.overdue, into: &buf)
     }
@@ -2364,6 +3243,146 @@ public func FfiConverterTypeAdverseEvent_lower(_ value: AdverseEvent) -> RustBuf
 
 
 /**
+ * An adverse event with the registry's case, the clinic's adjudication and the patient's
+ * replies: what the tablet and the patient's phone show.
+ */
+public struct AdverseEventView {
+    public var adverseEventId: String
+    public var patientId: String
+    public var event: AdverseEvent
+    /**
+     * `None` until the registry has accepted the event and the device has synced since.
+     */
+    public var `case`: AdjudicationCase?
+    public var adjudicationId: String?
+    /**
+     * The clinic's decision: relatedness, action, remedy, status.
+     */
+    public var adjudication: AdjudicationDecision?
+    public var replies: [PatientReply]
+    /**
+     * Not closed by the registry and not resolved by the clinic.
+     */
+    public var isOpen: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(adverseEventId: String, patientId: String, event: AdverseEvent, 
+        /**
+         * `None` until the registry has accepted the event and the device has synced since.
+         */`case`: AdjudicationCase?, adjudicationId: String?, 
+        /**
+         * The clinic's decision: relatedness, action, remedy, status.
+         */adjudication: AdjudicationDecision?, replies: [PatientReply], 
+        /**
+         * Not closed by the registry and not resolved by the clinic.
+         */isOpen: Bool) {
+        self.adverseEventId = adverseEventId
+        self.patientId = patientId
+        self.event = event
+        self.`case` = `case`
+        self.adjudicationId = adjudicationId
+        self.adjudication = adjudication
+        self.replies = replies
+        self.isOpen = isOpen
+    }
+}
+
+#if compiler(>=6)
+extension AdverseEventView: Sendable {}
+#endif
+
+
+extension AdverseEventView: Equatable, Hashable {
+    public static func ==(lhs: AdverseEventView, rhs: AdverseEventView) -> Bool {
+        if lhs.adverseEventId != rhs.adverseEventId {
+            return false
+        }
+        if lhs.patientId != rhs.patientId {
+            return false
+        }
+        if lhs.event != rhs.event {
+            return false
+        }
+        if lhs.`case` != rhs.`case` {
+            return false
+        }
+        if lhs.adjudicationId != rhs.adjudicationId {
+            return false
+        }
+        if lhs.adjudication != rhs.adjudication {
+            return false
+        }
+        if lhs.replies != rhs.replies {
+            return false
+        }
+        if lhs.isOpen != rhs.isOpen {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(adverseEventId)
+        hasher.combine(patientId)
+        hasher.combine(event)
+        hasher.combine(`case`)
+        hasher.combine(adjudicationId)
+        hasher.combine(adjudication)
+        hasher.combine(replies)
+        hasher.combine(isOpen)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeAdverseEventView: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> AdverseEventView {
+        return
+            try AdverseEventView(
+                adverseEventId: FfiConverterString.read(from: &buf), 
+                patientId: FfiConverterString.read(from: &buf), 
+                event: FfiConverterTypeAdverseEvent.read(from: &buf), 
+                case: FfiConverterOptionTypeAdjudicationCase.read(from: &buf), 
+                adjudicationId: FfiConverterOptionString.read(from: &buf), 
+                adjudication: FfiConverterOptionTypeAdjudicationDecision.read(from: &buf), 
+                replies: FfiConverterSequenceTypePatientReply.read(from: &buf), 
+                isOpen: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: AdverseEventView, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.adverseEventId, into: &buf)
+        FfiConverterString.write(value.patientId, into: &buf)
+        FfiConverterTypeAdverseEvent.write(value.event, into: &buf)
+        FfiConverterOptionTypeAdjudicationCase.write(value.`case`, into: &buf)
+        FfiConverterOptionString.write(value.adjudicationId, into: &buf)
+        FfiConverterOptionTypeAdjudicationDecision.write(value.adjudication, into: &buf)
+        FfiConverterSequenceTypePatientReply.write(value.replies, into: &buf)
+        FfiConverterBool.write(value.isOpen, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdverseEventView_lift(_ buf: RustBuffer) throws -> AdverseEventView {
+    return try FfiConverterTypeAdverseEventView.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeAdverseEventView_lower(_ value: AdverseEventView) -> RustBuffer {
+    return FfiConverterTypeAdverseEventView.lower(value)
+}
+
+
+/**
  * One possible answer of a choice item.
  */
 public struct Choice {
@@ -2459,6 +3478,99 @@ public func FfiConverterTypeChoice_lift(_ buf: RustBuffer) throws -> Choice {
 #endif
 public func FfiConverterTypeChoice_lower(_ value: Choice) -> RustBuffer {
     return FfiConverterTypeChoice.lower(value)
+}
+
+
+/**
+ * A clinic as its record states it.
+ */
+public struct ClinicRecord {
+    public var name: String
+    /**
+     * ISO 3166-1 alpha-2.
+     */
+    public var country: String
+    /**
+     * `invited`, `participating`, `non_responsive`, ... (the registry's code).
+     */
+    public var participation: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(name: String, 
+        /**
+         * ISO 3166-1 alpha-2.
+         */country: String, 
+        /**
+         * `invited`, `participating`, `non_responsive`, ... (the registry's code).
+         */participation: String) {
+        self.name = name
+        self.country = country
+        self.participation = participation
+    }
+}
+
+#if compiler(>=6)
+extension ClinicRecord: Sendable {}
+#endif
+
+
+extension ClinicRecord: Equatable, Hashable {
+    public static func ==(lhs: ClinicRecord, rhs: ClinicRecord) -> Bool {
+        if lhs.name != rhs.name {
+            return false
+        }
+        if lhs.country != rhs.country {
+            return false
+        }
+        if lhs.participation != rhs.participation {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(name)
+        hasher.combine(country)
+        hasher.combine(participation)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeClinicRecord: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ClinicRecord {
+        return
+            try ClinicRecord(
+                name: FfiConverterString.read(from: &buf), 
+                country: FfiConverterString.read(from: &buf), 
+                participation: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ClinicRecord, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterString.write(value.country, into: &buf)
+        FfiConverterString.write(value.participation, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClinicRecord_lift(_ buf: RustBuffer) throws -> ClinicRecord {
+    return try FfiConverterTypeClinicRecord.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClinicRecord_lower(_ value: ClinicRecord) -> RustBuffer {
+    return FfiConverterTypeClinicRecord.lower(value)
 }
 
 
@@ -2942,6 +4054,283 @@ public func FfiConverterTypeDeviceEnrolment_lower(_ value: DeviceEnrolment) -> R
 
 
 /**
+ * A draft response, for a "continue where you left off" list.
+ */
+public struct DraftSummary {
+    public var responseId: String
+    public var patientId: String
+    public var questionnaireId: String
+    public var procedureId: String?
+    public var visitId: String?
+    /**
+     * Items answered so far.
+     */
+    public var answered: UInt32
+    /**
+     * Unix seconds of the latest save, when known.
+     */
+    public var lastSaved: Int64?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(responseId: String, patientId: String, questionnaireId: String, procedureId: String?, visitId: String?, 
+        /**
+         * Items answered so far.
+         */answered: UInt32, 
+        /**
+         * Unix seconds of the latest save, when known.
+         */lastSaved: Int64?) {
+        self.responseId = responseId
+        self.patientId = patientId
+        self.questionnaireId = questionnaireId
+        self.procedureId = procedureId
+        self.visitId = visitId
+        self.answered = answered
+        self.lastSaved = lastSaved
+    }
+}
+
+#if compiler(>=6)
+extension DraftSummary: Sendable {}
+#endif
+
+
+extension DraftSummary: Equatable, Hashable {
+    public static func ==(lhs: DraftSummary, rhs: DraftSummary) -> Bool {
+        if lhs.responseId != rhs.responseId {
+            return false
+        }
+        if lhs.patientId != rhs.patientId {
+            return false
+        }
+        if lhs.questionnaireId != rhs.questionnaireId {
+            return false
+        }
+        if lhs.procedureId != rhs.procedureId {
+            return false
+        }
+        if lhs.visitId != rhs.visitId {
+            return false
+        }
+        if lhs.answered != rhs.answered {
+            return false
+        }
+        if lhs.lastSaved != rhs.lastSaved {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(responseId)
+        hasher.combine(patientId)
+        hasher.combine(questionnaireId)
+        hasher.combine(procedureId)
+        hasher.combine(visitId)
+        hasher.combine(answered)
+        hasher.combine(lastSaved)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDraftSummary: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DraftSummary {
+        return
+            try DraftSummary(
+                responseId: FfiConverterString.read(from: &buf), 
+                patientId: FfiConverterString.read(from: &buf), 
+                questionnaireId: FfiConverterString.read(from: &buf), 
+                procedureId: FfiConverterOptionString.read(from: &buf), 
+                visitId: FfiConverterOptionString.read(from: &buf), 
+                answered: FfiConverterUInt32.read(from: &buf), 
+                lastSaved: FfiConverterOptionInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DraftSummary, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.responseId, into: &buf)
+        FfiConverterString.write(value.patientId, into: &buf)
+        FfiConverterString.write(value.questionnaireId, into: &buf)
+        FfiConverterOptionString.write(value.procedureId, into: &buf)
+        FfiConverterOptionString.write(value.visitId, into: &buf)
+        FfiConverterUInt32.write(value.answered, into: &buf)
+        FfiConverterOptionInt64.write(value.lastSaved, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDraftSummary_lift(_ buf: RustBuffer) throws -> DraftSummary {
+    return try FfiConverterTypeDraftSummary.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDraftSummary_lower(_ value: DraftSummary) -> RustBuffer {
+    return FfiConverterTypeDraftSummary.lower(value)
+}
+
+
+/**
+ * A study code enrolled more than once at the clinic (offline on two tablets).
+ */
+public struct DuplicateStudyCode {
+    public var studyCode: String
+    public var patientIds: [String]
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(studyCode: String, patientIds: [String]) {
+        self.studyCode = studyCode
+        self.patientIds = patientIds
+    }
+}
+
+#if compiler(>=6)
+extension DuplicateStudyCode: Sendable {}
+#endif
+
+
+extension DuplicateStudyCode: Equatable, Hashable {
+    public static func ==(lhs: DuplicateStudyCode, rhs: DuplicateStudyCode) -> Bool {
+        if lhs.studyCode != rhs.studyCode {
+            return false
+        }
+        if lhs.patientIds != rhs.patientIds {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(studyCode)
+        hasher.combine(patientIds)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDuplicateStudyCode: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DuplicateStudyCode {
+        return
+            try DuplicateStudyCode(
+                studyCode: FfiConverterString.read(from: &buf), 
+                patientIds: FfiConverterSequenceString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DuplicateStudyCode, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.studyCode, into: &buf)
+        FfiConverterSequenceString.write(value.patientIds, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDuplicateStudyCode_lift(_ buf: RustBuffer) throws -> DuplicateStudyCode {
+    return try FfiConverterTypeDuplicateStudyCode.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDuplicateStudyCode_lower(_ value: DuplicateStudyCode) -> RustBuffer {
+    return FfiConverterTypeDuplicateStudyCode.lower(value)
+}
+
+
+/**
+ * A registry staff escalation, with the note the clinic reads.
+ */
+public struct Escalation {
+    /**
+     * The registry's time (RFC 3339, UTC).
+     */
+    public var at: String
+    public var note: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The registry's time (RFC 3339, UTC).
+         */at: String, note: String) {
+        self.at = at
+        self.note = note
+    }
+}
+
+#if compiler(>=6)
+extension Escalation: Sendable {}
+#endif
+
+
+extension Escalation: Equatable, Hashable {
+    public static func ==(lhs: Escalation, rhs: Escalation) -> Bool {
+        if lhs.at != rhs.at {
+            return false
+        }
+        if lhs.note != rhs.note {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(at)
+        hasher.combine(note)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeEscalation: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Escalation {
+        return
+            try Escalation(
+                at: FfiConverterString.read(from: &buf), 
+                note: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: Escalation, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.at, into: &buf)
+        FfiConverterString.write(value.note, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEscalation_lift(_ buf: RustBuffer) throws -> Escalation {
+    return try FfiConverterTypeEscalation.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeEscalation_lower(_ value: Escalation) -> RustBuffer {
+    return FfiConverterTypeEscalation.lower(value)
+}
+
+
+/**
  * One problem with one answer of a questionnaire response.
  */
 public struct ItemProblem {
@@ -3150,6 +4539,93 @@ public func FfiConverterTypeNewPatient_lift(_ buf: RustBuffer) throws -> NewPati
 #endif
 public func FfiConverterTypeNewPatient_lower(_ value: NewPatient) -> RustBuffer {
     return FfiConverterTypeNewPatient.lower(value)
+}
+
+
+/**
+ * A reply of the patient this device holds (synced or not yet).
+ */
+public struct PatientReply {
+    public var verdict: Verdict
+    public var comment: String
+    /**
+     * The device's time of the reply.
+     */
+    public var repliedAt: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(verdict: Verdict, comment: String, 
+        /**
+         * The device's time of the reply.
+         */repliedAt: String) {
+        self.verdict = verdict
+        self.comment = comment
+        self.repliedAt = repliedAt
+    }
+}
+
+#if compiler(>=6)
+extension PatientReply: Sendable {}
+#endif
+
+
+extension PatientReply: Equatable, Hashable {
+    public static func ==(lhs: PatientReply, rhs: PatientReply) -> Bool {
+        if lhs.verdict != rhs.verdict {
+            return false
+        }
+        if lhs.comment != rhs.comment {
+            return false
+        }
+        if lhs.repliedAt != rhs.repliedAt {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(verdict)
+        hasher.combine(comment)
+        hasher.combine(repliedAt)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePatientReply: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PatientReply {
+        return
+            try PatientReply(
+                verdict: FfiConverterTypeVerdict.read(from: &buf), 
+                comment: FfiConverterString.read(from: &buf), 
+                repliedAt: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PatientReply, into buf: inout [UInt8]) {
+        FfiConverterTypeVerdict.write(value.verdict, into: &buf)
+        FfiConverterString.write(value.comment, into: &buf)
+        FfiConverterString.write(value.repliedAt, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePatientReply_lift(_ buf: RustBuffer) throws -> PatientReply {
+    return try FfiConverterTypePatientReply.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePatientReply_lower(_ value: PatientReply) -> RustBuffer {
+    return FfiConverterTypePatientReply.lower(value)
 }
 
 
@@ -3823,6 +5299,299 @@ public func FfiConverterTypeQuestionnaireItem_lift(_ buf: RustBuffer) throws -> 
 #endif
 public func FfiConverterTypeQuestionnaireItem_lower(_ value: QuestionnaireItem) -> RustBuffer {
     return FfiConverterTypeQuestionnaireItem.lower(value)
+}
+
+
+/**
+ * One record a save or a sync changed.
+ */
+public struct RecordChange {
+    public var recordId: String
+    /**
+     * `None` when the record is gone from the device (`removed`).
+     */
+    public var kind: RecordKind?
+    public var patientId: String?
+    public var removed: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(recordId: String, 
+        /**
+         * `None` when the record is gone from the device (`removed`).
+         */kind: RecordKind?, patientId: String?, removed: Bool) {
+        self.recordId = recordId
+        self.kind = kind
+        self.patientId = patientId
+        self.removed = removed
+    }
+}
+
+#if compiler(>=6)
+extension RecordChange: Sendable {}
+#endif
+
+
+extension RecordChange: Equatable, Hashable {
+    public static func ==(lhs: RecordChange, rhs: RecordChange) -> Bool {
+        if lhs.recordId != rhs.recordId {
+            return false
+        }
+        if lhs.kind != rhs.kind {
+            return false
+        }
+        if lhs.patientId != rhs.patientId {
+            return false
+        }
+        if lhs.removed != rhs.removed {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(recordId)
+        hasher.combine(kind)
+        hasher.combine(patientId)
+        hasher.combine(removed)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRecordChange: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RecordChange {
+        return
+            try RecordChange(
+                recordId: FfiConverterString.read(from: &buf), 
+                kind: FfiConverterOptionTypeRecordKind.read(from: &buf), 
+                patientId: FfiConverterOptionString.read(from: &buf), 
+                removed: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RecordChange, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.recordId, into: &buf)
+        FfiConverterOptionTypeRecordKind.write(value.kind, into: &buf)
+        FfiConverterOptionString.write(value.patientId, into: &buf)
+        FfiConverterBool.write(value.removed, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordChange_lift(_ buf: RustBuffer) throws -> RecordChange {
+    return try FfiConverterTypeRecordChange.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordChange_lower(_ value: RecordChange) -> RustBuffer {
+    return FfiConverterTypeRecordChange.lower(value)
+}
+
+
+/**
+ * Any record: who it belongs to, who created it, and its body.
+ */
+public struct RecordView {
+    public var recordId: String
+    public var kind: RecordKind
+    public var clinicId: String
+    public var patientId: String?
+    /**
+     * The device that created it; `None` when the registry did.
+     */
+    public var createdByDevice: String?
+    public var body: RecordBody
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(recordId: String, kind: RecordKind, clinicId: String, patientId: String?, 
+        /**
+         * The device that created it; `None` when the registry did.
+         */createdByDevice: String?, body: RecordBody) {
+        self.recordId = recordId
+        self.kind = kind
+        self.clinicId = clinicId
+        self.patientId = patientId
+        self.createdByDevice = createdByDevice
+        self.body = body
+    }
+}
+
+#if compiler(>=6)
+extension RecordView: Sendable {}
+#endif
+
+
+extension RecordView: Equatable, Hashable {
+    public static func ==(lhs: RecordView, rhs: RecordView) -> Bool {
+        if lhs.recordId != rhs.recordId {
+            return false
+        }
+        if lhs.kind != rhs.kind {
+            return false
+        }
+        if lhs.clinicId != rhs.clinicId {
+            return false
+        }
+        if lhs.patientId != rhs.patientId {
+            return false
+        }
+        if lhs.createdByDevice != rhs.createdByDevice {
+            return false
+        }
+        if lhs.body != rhs.body {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(recordId)
+        hasher.combine(kind)
+        hasher.combine(clinicId)
+        hasher.combine(patientId)
+        hasher.combine(createdByDevice)
+        hasher.combine(body)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRecordView: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RecordView {
+        return
+            try RecordView(
+                recordId: FfiConverterString.read(from: &buf), 
+                kind: FfiConverterTypeRecordKind.read(from: &buf), 
+                clinicId: FfiConverterString.read(from: &buf), 
+                patientId: FfiConverterOptionString.read(from: &buf), 
+                createdByDevice: FfiConverterOptionString.read(from: &buf), 
+                body: FfiConverterTypeRecordBody.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RecordView, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.recordId, into: &buf)
+        FfiConverterTypeRecordKind.write(value.kind, into: &buf)
+        FfiConverterString.write(value.clinicId, into: &buf)
+        FfiConverterOptionString.write(value.patientId, into: &buf)
+        FfiConverterOptionString.write(value.createdByDevice, into: &buf)
+        FfiConverterTypeRecordBody.write(value.body, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordView_lift(_ buf: RustBuffer) throws -> RecordView {
+    return try FfiConverterTypeRecordView.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordView_lower(_ value: RecordView) -> RustBuffer {
+    return FfiConverterTypeRecordView.lower(value)
+}
+
+
+/**
+ * A patient's reply as the registry recorded it.
+ */
+public struct RecordedReply {
+    /**
+     * The registry's time (RFC 3339, UTC).
+     */
+    public var at: String
+    public var verdict: Verdict
+    public var comment: String
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The registry's time (RFC 3339, UTC).
+         */at: String, verdict: Verdict, comment: String) {
+        self.at = at
+        self.verdict = verdict
+        self.comment = comment
+    }
+}
+
+#if compiler(>=6)
+extension RecordedReply: Sendable {}
+#endif
+
+
+extension RecordedReply: Equatable, Hashable {
+    public static func ==(lhs: RecordedReply, rhs: RecordedReply) -> Bool {
+        if lhs.at != rhs.at {
+            return false
+        }
+        if lhs.verdict != rhs.verdict {
+            return false
+        }
+        if lhs.comment != rhs.comment {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(at)
+        hasher.combine(verdict)
+        hasher.combine(comment)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRecordedReply: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RecordedReply {
+        return
+            try RecordedReply(
+                at: FfiConverterString.read(from: &buf), 
+                verdict: FfiConverterTypeVerdict.read(from: &buf), 
+                comment: FfiConverterString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: RecordedReply, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.at, into: &buf)
+        FfiConverterTypeVerdict.write(value.verdict, into: &buf)
+        FfiConverterString.write(value.comment, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordedReply_lift(_ buf: RustBuffer) throws -> RecordedReply {
+    return try FfiConverterTypeRecordedReply.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordedReply_lower(_ value: RecordedReply) -> RustBuffer {
+    return FfiConverterTypeRecordedReply.lower(value)
 }
 
 
@@ -4952,6 +6721,107 @@ extension AnswerValue: Equatable, Hashable {}
 // Note that we don't yet support `indirect` for enums.
 // See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
 /**
+ * Where the registry's adjudication case stands, at the registry's clock.
+ */
+
+public enum CaseState {
+    
+    case `open`
+    case responded
+    case overdue
+    case escalated
+    case disputed
+    case closed
+}
+
+
+#if compiler(>=6)
+extension CaseState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeCaseState: FfiConverterRustBuffer {
+    typealias SwiftType = CaseState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> CaseState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .`open`
+        
+        case 2: return .responded
+        
+        case 3: return .overdue
+        
+        case 4: return .escalated
+        
+        case 5: return .disputed
+        
+        case 6: return .closed
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: CaseState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .`open`:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .responded:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .overdue:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .escalated:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .disputed:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .closed:
+            writeInt(&buf, Int32(6))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCaseState_lift(_ buf: RustBuffer) throws -> CaseState {
+    return try FfiConverterTypeCaseState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeCaseState_lower(_ value: CaseState) -> RustBuffer {
+    return FfiConverterTypeCaseState.lower(value)
+}
+
+
+extension CaseState: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
  * The cell type administered.
  */
 
@@ -4961,7 +6831,9 @@ public enum CellType {
     case haematopoietic
     case stromalVascularFraction
     case mononuclear
+    case inducedPluripotent
     case other
+    case unknown
 }
 
 
@@ -4987,7 +6859,11 @@ public struct FfiConverterTypeCellType: FfiConverterRustBuffer {
         
         case 4: return .mononuclear
         
-        case 5: return .other
+        case 5: return .inducedPluripotent
+        
+        case 6: return .other
+        
+        case 7: return .unknown
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -5013,8 +6889,16 @@ public struct FfiConverterTypeCellType: FfiConverterRustBuffer {
             writeInt(&buf, Int32(4))
         
         
-        case .other:
+        case .inducedPluripotent:
             writeInt(&buf, Int32(5))
+        
+        
+        case .other:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(7))
         
         }
     }
@@ -5189,6 +7073,85 @@ extension DeviceRole: Equatable, Hashable {}
 
 
 
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * What discarding a draft did.
+ */
+
+public enum DiscardOutcome {
+    
+    /**
+     * The registry never received it: it is gone.
+     */
+    case deleted
+    /**
+     * The registry holds it: it is marked discarded (this syncs) and no longer listed.
+     */
+    case markedDiscarded
+}
+
+
+#if compiler(>=6)
+extension DiscardOutcome: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDiscardOutcome: FfiConverterRustBuffer {
+    typealias SwiftType = DiscardOutcome
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DiscardOutcome {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .deleted
+        
+        case 2: return .markedDiscarded
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: DiscardOutcome, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .deleted:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .markedDiscarded:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDiscardOutcome_lift(_ buf: RustBuffer) throws -> DiscardOutcome {
+    return try FfiConverterTypeDiscardOutcome.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDiscardOutcome_lower(_ value: DiscardOutcome) -> RustBuffer {
+    return FfiConverterTypeDiscardOutcome.lower(value)
+}
+
+
+extension DiscardOutcome: Equatable, Hashable {}
+
+
+
+
+
+
 
 /**
  * Everything that can go wrong behind the Followup API.
@@ -5273,6 +7236,12 @@ public enum FollowupError: Swift.Error {
     case Cancelled(reason: String
     )
     /**
+     * A submitted response already answers this visit; `record_id` is that response (open it
+     * instead of recording the visit again).
+     */
+    case AlreadyRecorded(reason: String, recordId: String
+    )
+    /**
      * An argument was malformed (an id, a date, an empty passphrase, ...).
      */
     case InvalidInput(reason: String
@@ -5349,13 +7318,17 @@ public struct FfiConverterTypeFollowupError: FfiConverterRustBuffer {
         case 15: return .Cancelled(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 16: return .InvalidInput(
+        case 16: return .AlreadyRecorded(
+            reason: try FfiConverterString.read(from: &buf), 
+            recordId: try FfiConverterString.read(from: &buf)
+            )
+        case 17: return .InvalidInput(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 17: return .KeyProviderFailed(
+        case 18: return .KeyProviderFailed(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 18: return .Internal(
+        case 19: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -5446,18 +7419,24 @@ public struct FfiConverterTypeFollowupError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .InvalidInput(reason):
+        case let .AlreadyRecorded(reason,recordId):
             writeInt(&buf, Int32(16))
             FfiConverterString.write(reason, into: &buf)
+            FfiConverterString.write(recordId, into: &buf)
             
         
-        case let .KeyProviderFailed(reason):
+        case let .InvalidInput(reason):
             writeInt(&buf, Int32(17))
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Internal(reason):
+        case let .KeyProviderFailed(reason):
             writeInt(&buf, Int32(18))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(19))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -5622,6 +7601,7 @@ public enum Manipulation {
     case minimal
     case moreThanMinimal
     case geneticallyModified
+    case unknown
 }
 
 
@@ -5645,6 +7625,8 @@ public struct FfiConverterTypeManipulation: FfiConverterRustBuffer {
         
         case 3: return .geneticallyModified
         
+        case 4: return .unknown
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -5663,6 +7645,10 @@ public struct FfiConverterTypeManipulation: FfiConverterRustBuffer {
         
         case .geneticallyModified:
             writeInt(&buf, Int32(3))
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(4))
         
         }
     }
@@ -5701,6 +7687,7 @@ public enum Origin {
     
     case autologous
     case allogeneic
+    case unknown
 }
 
 
@@ -5722,6 +7709,8 @@ public struct FfiConverterTypeOrigin: FfiConverterRustBuffer {
         
         case 2: return .allogeneic
         
+        case 3: return .unknown
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -5736,6 +7725,10 @@ public struct FfiConverterTypeOrigin: FfiConverterRustBuffer {
         
         case .allogeneic:
             writeInt(&buf, Int32(2))
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(3))
         
         }
     }
@@ -5845,6 +7838,250 @@ public func FfiConverterTypeQuestionnaireKind_lower(_ value: QuestionnaireKind) 
 
 
 extension QuestionnaireKind: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * A record's typed body.
+ */
+
+public enum RecordBody {
+    
+    case clinicBody(clinic: ClinicRecord
+    )
+    case enrolmentBody(patient: NewPatient
+    )
+    case procedureBody(procedure: Procedure
+    )
+    /**
+     * A response with its scores (`None` while a score's items are not all answered).
+     */
+    case responseBody(response: Response, scores: [String: Double?]
+    )
+    case adverseEventBody(event: AdverseEvent
+    )
+    case adjudicationBody(adjudication: Adjudication
+    )
+}
+
+
+#if compiler(>=6)
+extension RecordBody: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRecordBody: FfiConverterRustBuffer {
+    typealias SwiftType = RecordBody
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RecordBody {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .clinicBody(clinic: try FfiConverterTypeClinicRecord.read(from: &buf)
+        )
+        
+        case 2: return .enrolmentBody(patient: try FfiConverterTypeNewPatient.read(from: &buf)
+        )
+        
+        case 3: return .procedureBody(procedure: try FfiConverterTypeProcedure.read(from: &buf)
+        )
+        
+        case 4: return .responseBody(response: try FfiConverterTypeResponse.read(from: &buf), scores: try FfiConverterDictionaryStringOptionDouble.read(from: &buf)
+        )
+        
+        case 5: return .adverseEventBody(event: try FfiConverterTypeAdverseEvent.read(from: &buf)
+        )
+        
+        case 6: return .adjudicationBody(adjudication: try FfiConverterTypeAdjudication.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: RecordBody, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .clinicBody(clinic):
+            writeInt(&buf, Int32(1))
+            FfiConverterTypeClinicRecord.write(clinic, into: &buf)
+            
+        
+        case let .enrolmentBody(patient):
+            writeInt(&buf, Int32(2))
+            FfiConverterTypeNewPatient.write(patient, into: &buf)
+            
+        
+        case let .procedureBody(procedure):
+            writeInt(&buf, Int32(3))
+            FfiConverterTypeProcedure.write(procedure, into: &buf)
+            
+        
+        case let .responseBody(response,scores):
+            writeInt(&buf, Int32(4))
+            FfiConverterTypeResponse.write(response, into: &buf)
+            FfiConverterDictionaryStringOptionDouble.write(scores, into: &buf)
+            
+        
+        case let .adverseEventBody(event):
+            writeInt(&buf, Int32(5))
+            FfiConverterTypeAdverseEvent.write(event, into: &buf)
+            
+        
+        case let .adjudicationBody(adjudication):
+            writeInt(&buf, Int32(6))
+            FfiConverterTypeAdjudication.write(adjudication, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordBody_lift(_ buf: RustBuffer) throws -> RecordBody {
+    return try FfiConverterTypeRecordBody.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordBody_lower(_ value: RecordBody) -> RustBuffer {
+    return FfiConverterTypeRecordBody.lower(value)
+}
+
+
+extension RecordBody: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * What kind of record a record is.
+ */
+
+public enum RecordKind {
+    
+    case clinic
+    case enrolment
+    case procedure
+    case response
+    case adverseEvent
+    case adjudication
+    /**
+     * The registry's adjudication case of an adverse event (read-only on devices).
+     */
+    case adjudicationCase
+    /**
+     * The patient's reply to an adjudication.
+     */
+    case caseReply
+}
+
+
+#if compiler(>=6)
+extension RecordKind: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeRecordKind: FfiConverterRustBuffer {
+    typealias SwiftType = RecordKind
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> RecordKind {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .clinic
+        
+        case 2: return .enrolment
+        
+        case 3: return .procedure
+        
+        case 4: return .response
+        
+        case 5: return .adverseEvent
+        
+        case 6: return .adjudication
+        
+        case 7: return .adjudicationCase
+        
+        case 8: return .caseReply
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: RecordKind, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .clinic:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .enrolment:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .procedure:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .response:
+            writeInt(&buf, Int32(4))
+        
+        
+        case .adverseEvent:
+            writeInt(&buf, Int32(5))
+        
+        
+        case .adjudication:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .adjudicationCase:
+            writeInt(&buf, Int32(7))
+        
+        
+        case .caseReply:
+            writeInt(&buf, Int32(8))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordKind_lift(_ buf: RustBuffer) throws -> RecordKind {
+    return try FfiConverterTypeRecordKind.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeRecordKind_lower(_ value: RecordKind) -> RustBuffer {
+    return FfiConverterTypeRecordKind.lower(value)
+}
+
+
+extension RecordKind: Equatable, Hashable {}
 
 
 
@@ -6122,6 +8359,7 @@ public enum ResponseStatus {
     
     case draft
     case submitted
+    case discarded
 }
 
 
@@ -6143,6 +8381,8 @@ public struct FfiConverterTypeResponseStatus: FfiConverterRustBuffer {
         
         case 2: return .submitted
         
+        case 3: return .discarded
+        
         default: throw UniffiInternalError.unexpectedEnumCase
         }
     }
@@ -6157,6 +8397,10 @@ public struct FfiConverterTypeResponseStatus: FfiConverterRustBuffer {
         
         case .submitted:
             writeInt(&buf, Int32(2))
+        
+        
+        case .discarded:
+            writeInt(&buf, Int32(3))
         
         }
     }
@@ -6384,8 +8628,10 @@ public enum SourceTissue {
     case boneMarrow
     case adipose
     case umbilicalCordBlood
+    case umbilicalCordTissue
     case peripheralBlood
     case other
+    case unknown
 }
 
 
@@ -6409,9 +8655,13 @@ public struct FfiConverterTypeSourceTissue: FfiConverterRustBuffer {
         
         case 3: return .umbilicalCordBlood
         
-        case 4: return .peripheralBlood
+        case 4: return .umbilicalCordTissue
         
-        case 5: return .other
+        case 5: return .peripheralBlood
+        
+        case 6: return .other
+        
+        case 7: return .unknown
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -6433,12 +8683,20 @@ public struct FfiConverterTypeSourceTissue: FfiConverterRustBuffer {
             writeInt(&buf, Int32(3))
         
         
-        case .peripheralBlood:
+        case .umbilicalCordTissue:
             writeInt(&buf, Int32(4))
         
         
-        case .other:
+        case .peripheralBlood:
             writeInt(&buf, Int32(5))
+        
+        
+        case .other:
+            writeInt(&buf, Int32(6))
+        
+        
+        case .unknown:
+            writeInt(&buf, Int32(7))
         
         }
     }
@@ -6583,6 +8841,79 @@ public func FfiConverterTypeSyncStage_lower(_ value: SyncStage) -> RustBuffer {
 
 
 extension SyncStage: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
+ * The patient's answer to the clinic's adjudication.
+ */
+
+public enum Verdict {
+    
+    case accepted
+    case disputed
+}
+
+
+#if compiler(>=6)
+extension Verdict: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeVerdict: FfiConverterRustBuffer {
+    typealias SwiftType = Verdict
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Verdict {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .accepted
+        
+        case 2: return .disputed
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Verdict, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .accepted:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .disputed:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVerdict_lift(_ buf: RustBuffer) throws -> Verdict {
+    return try FfiConverterTypeVerdict.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeVerdict_lower(_ value: Verdict) -> RustBuffer {
+    return FfiConverterTypeVerdict.lower(value)
+}
+
+
+extension Verdict: Equatable, Hashable {}
 
 
 
@@ -6854,6 +9185,54 @@ fileprivate struct FfiConverterOptionTypeSyncProgressListener: FfiConverterRustB
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeAdjudicationCase: FfiConverterRustBuffer {
+    typealias SwiftType = AdjudicationCase?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeAdjudicationCase.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeAdjudicationCase.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeAdjudicationDecision: FfiConverterRustBuffer {
+    typealias SwiftType = AdjudicationDecision?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeAdjudicationDecision.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeAdjudicationDecision.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeCost: FfiConverterRustBuffer {
     typealias SwiftType = Cost?
 
@@ -6894,6 +9273,54 @@ fileprivate struct FfiConverterOptionTypeDeviceEnrolment: FfiConverterRustBuffer
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeDeviceEnrolment.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeCaseState: FfiConverterRustBuffer {
+    typealias SwiftType = CaseState?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeCaseState.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeCaseState.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeRecordKind: FfiConverterRustBuffer {
+    typealias SwiftType = RecordKind?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeRecordKind.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeRecordKind.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -7001,6 +9428,31 @@ fileprivate struct FfiConverterSequenceTypeAdjudicationItem: FfiConverterRustBuf
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeAdverseEventView: FfiConverterRustBuffer {
+    typealias SwiftType = [AdverseEventView]
+
+    public static func write(_ value: [AdverseEventView], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeAdverseEventView.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [AdverseEventView] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [AdverseEventView]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeAdverseEventView.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeChoice: FfiConverterRustBuffer {
     typealias SwiftType = [Choice]
 
@@ -7076,6 +9528,81 @@ fileprivate struct FfiConverterSequenceTypeConflictValue: FfiConverterRustBuffer
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeDraftSummary: FfiConverterRustBuffer {
+    typealias SwiftType = [DraftSummary]
+
+    public static func write(_ value: [DraftSummary], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDraftSummary.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DraftSummary] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DraftSummary]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDraftSummary.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeDuplicateStudyCode: FfiConverterRustBuffer {
+    typealias SwiftType = [DuplicateStudyCode]
+
+    public static func write(_ value: [DuplicateStudyCode], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDuplicateStudyCode.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DuplicateStudyCode] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DuplicateStudyCode]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDuplicateStudyCode.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeEscalation: FfiConverterRustBuffer {
+    typealias SwiftType = [Escalation]
+
+    public static func write(_ value: [Escalation], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeEscalation.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Escalation] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Escalation]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeEscalation.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeItemProblem: FfiConverterRustBuffer {
     typealias SwiftType = [ItemProblem]
 
@@ -7093,6 +9620,31 @@ fileprivate struct FfiConverterSequenceTypeItemProblem: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeItemProblem.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypePatientReply: FfiConverterRustBuffer {
+    typealias SwiftType = [PatientReply]
+
+    public static func write(_ value: [PatientReply], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypePatientReply.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [PatientReply] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [PatientReply]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypePatientReply.read(from: &buf))
         }
         return seq
     }
@@ -7168,6 +9720,56 @@ fileprivate struct FfiConverterSequenceTypeQuestionnaireItem: FfiConverterRustBu
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterTypeQuestionnaireItem.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeRecordChange: FfiConverterRustBuffer {
+    typealias SwiftType = [RecordChange]
+
+    public static func write(_ value: [RecordChange], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRecordChange.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [RecordChange] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [RecordChange]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRecordChange.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeRecordedReply: FfiConverterRustBuffer {
+    typealias SwiftType = [RecordedReply]
+
+    public static func write(_ value: [RecordedReply], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeRecordedReply.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [RecordedReply] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [RecordedReply]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeRecordedReply.read(from: &buf))
         }
         return seq
     }
@@ -7273,6 +9875,32 @@ fileprivate struct FfiConverterDictionaryStringTypeAnswerValue: FfiConverterRust
         return dict
     }
 }
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterDictionaryStringOptionDouble: FfiConverterRustBuffer {
+    public static func write(_ value: [String: Double?], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for (key, value) in value {
+            FfiConverterString.write(key, into: &buf)
+            FfiConverterOptionDouble.write(value, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String: Double?] {
+        let len: Int32 = try readInt(&buf)
+        var dict = [String: Double?]()
+        dict.reserveCapacity(Int(len))
+        for _ in 0..<len {
+            let key = try FfiConverterString.read(from: &buf)
+            let value = try FfiConverterOptionDouble.read(from: &buf)
+            dict[key] = value
+        }
+        return dict
+    }
+}
 private let UNIFFI_RUST_FUTURE_POLL_READY: Int8 = 0
 private let UNIFFI_RUST_FUTURE_POLL_MAYBE_READY: Int8 = 1
 
@@ -7365,10 +9993,28 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_cancellationhandle_is_cancelled() != 7190) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_followup_ffi_checksum_method_changelistener_on_changes() != 9321) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_changesubscription_cancel() != 49431) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_followup_ffi_checksum_method_followupstore_adjudicate() != 42068) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_adjudication_queue() != 13087) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_adverse_event() != 17089) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_adverse_events() != 8936) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_amend_response() != 61389) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_capture_response() != 25273) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_check_answers() != 63288) {
@@ -7386,7 +10032,19 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_followupstore_conflicts() != 19217) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_followup_ffi_checksum_method_followupstore_discard_draft() != 59846) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_followup_ffi_checksum_method_followupstore_dismiss_rejection() != 52891) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_drafts() != 19066) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_due_surveys() != 30215) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_duplicate_study_codes() != 53992) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_enabled_items() != 33715) {
@@ -7404,6 +10062,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_followupstore_get_procedure() != 55777) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_followup_ffi_checksum_method_followupstore_get_record() != 55702) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_followup_ffi_checksum_method_followupstore_get_response() != 28017) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -7411,6 +10072,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_list_patients() != 53035) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_observe_changes() != 9547) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_patient_visits() != 19742) {
@@ -7425,10 +10089,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_followupstore_rejections() != 27634) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_followup_ffi_checksum_method_followupstore_reply_to_adjudication() != 14906) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event() != 13888) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_resolve_answer() != 53364) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_response_scores() != 44766) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_passphrase() != 47016) {
@@ -7453,6 +10123,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_sync_settings() != 866) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_update_procedure() != 46366) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_keyprovider_wrap() != 12751) {
@@ -7483,6 +10156,7 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
 
+    uniffiCallbackInitChangeListener()
     uniffiCallbackInitKeyProvider()
     uniffiCallbackInitSyncProgressListener()
     return InitializationResult.ok

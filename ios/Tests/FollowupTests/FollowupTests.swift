@@ -143,6 +143,18 @@ final class StoreTests: XCTestCase {
         }
     }
 
+    func testCaseRepliesNeedEnrolmentAndIdsAreChecked() async throws {
+        let store = try await newStore("replies")
+        await assertThrowsFollowup({
+            try store.replyToAdjudication(adverseEventId: String(repeating: "0", count: 32), verdict: .disputed, comment: "no remedy")
+        }) {
+            if case .NotEnrolled = $0 { return true } else { return false }
+        }
+        let invalid: (FollowupError) -> Bool = { if case .InvalidInput = $0 { return true } else { return false } }
+        await assertThrowsFollowup({ try store.adverseEvent(adverseEventId: "not-an-id") }, invalid)
+        XCTAssertEqual(try store.duplicateStudyCodes(), [])
+    }
+
     func testMalformedIdsAndDatesAreInvalidInput() async throws {
         let store = try await newStore("ids")
         let invalid: (FollowupError) -> Bool = { if case .InvalidInput = $0 { return true } else { return false } }
@@ -458,6 +470,95 @@ final class ScenarioTests: XCTestCase {
         await assertThrowsFollowup({ try await tablet.syncNow() }) {
             if case .Revoked = $0 { return true } else { return false }
         }
+    }
+}
+
+// MARK: - The app API (mirrors android/src/jvmTest/.../AppApiTests.kt)
+
+final class AppApiTests: XCTestCase {
+    private var server: TestServer!
+
+    override func setUpWithError() throws { server = try TestServer() }
+    override func tearDown() { server?.stop() }
+
+    private func clinicTablet(_ name: String, _ clinic: String) async throws -> FollowupStore {
+        let store = try await newStore(name)
+        _ = try await store.enrol(serverUrl: server.url, code: try await server.clinicDeviceCode(clinic), label: name)
+        return store
+    }
+
+    func testCaptureResponseIsOneCallAndRefusesASecondForTheVisit() async throws {
+        let tablet = try await clinicTablet("capture", try await server.createClinic("Capture Clinic"))
+        let patient = try tablet.enrolPatient(patient: newPatient("CAP-1"))
+        let procedure = try tablet.recordProcedure(patientId: patient, procedure: kneeInjection(daysAgo: 7))
+        var bad = validFollowup(); bad["symptom_pain"] = .int(value: 14)
+        await assertThrowsFollowup({ try tablet.captureResponse(patientId: patient, questionnaireId: "clinician-followup", procedureId: procedure, visitId: "d7", answers: bad, submit: true) }) {
+            if case .ValidationFailed = $0 { return true } else { return false }
+        }
+        XCTAssertEqual(try tablet.listPatients().first?.responses, 0)
+        let r = try tablet.captureResponse(patientId: patient, questionnaireId: "clinician-followup", procedureId: procedure, visitId: "d7", answers: validFollowup(), submit: true)
+        XCTAssertEqual(try tablet.getResponse(responseId: r).status, .submitted)
+        XCTAssertTrue(try tablet.drafts(patientId: nil).isEmpty)
+        await assertThrowsFollowup({ try tablet.captureResponse(patientId: patient, questionnaireId: "clinician-followup", procedureId: procedure, visitId: "d7", answers: validFollowup(), submit: true) }) {
+            if case let .AlreadyRecorded(_, recordId) = $0 { return recordId == r } else { return false }
+        }
+    }
+
+    func testDraftsAreListedResumedAndDiscarded() async throws {
+        let tablet = try await clinicTablet("drafts", try await server.createClinic("Draft Clinic"))
+        let p = try tablet.enrolPatient(patient: newPatient("DR-1"))
+        let d1 = try tablet.startResponse(patientId: p, questionnaireId: "clinician-followup", procedureId: nil, visitId: nil)
+        XCTAssertEqual(try tablet.drafts(patientId: p).map { $0.responseId }, [d1])
+        XCTAssertEqual(try tablet.discardDraft(responseId: d1), .deleted)
+        let d2 = try tablet.startResponse(patientId: p, questionnaireId: "clinician-followup", procedureId: nil, visitId: nil)
+        _ = try await tablet.syncNow()
+        XCTAssertEqual(try tablet.discardDraft(responseId: d2), .markedDiscarded)
+        XCTAssertTrue(try tablet.drafts(patientId: nil).isEmpty)
+    }
+
+    func testGetRecordReadsEveryKindAndUpdateProcedure() async throws {
+        let tablet = try await clinicTablet("records", try await server.createClinic("Record Clinic"))
+        let patient = try tablet.enrolPatient(patient: newPatient("REC-1"))
+        let procedure = try tablet.recordProcedure(patientId: patient, procedure: kneeInjection(daysAgo: 7))
+        let r = try tablet.captureResponse(patientId: patient, questionnaireId: "clinician-followup", procedureId: procedure, visitId: "d7", answers: validFollowup(), submit: true)
+        XCTAssertEqual(try tablet.getRecord(recordId: patient).kind, .enrolment)
+        XCTAssertEqual(try tablet.getRecord(recordId: procedure).body.procedure?.condition, "knee osteoarthritis")
+        let scores = try XCTUnwrap(try tablet.getRecord(recordId: r).body.response).1
+        XCTAssertEqual(scores["symptom_burden"] ?? nil, 3.0)
+        var fixed = kneeInjection(daysAgo: 6); fixed.condition = "both knees"
+        try tablet.updateProcedure(procedureId: procedure, procedure: fixed)
+        XCTAssertEqual(try tablet.getProcedure(procedureId: procedure), fixed)
+    }
+
+    func testChangesStreamYieldsAfterALocalSaveAndAfterASync() async throws {
+        let clinic = try await server.createClinic("Observe Clinic")
+        let a = try await clinicTablet("observe-a", clinic)
+        let b = try await clinicTablet("observe-b", clinic)
+        var changes = try b.changes().makeAsyncIterator()
+        let mine = try b.enrolPatient(patient: newPatient("OB-B"))
+        XCTAssertEqual(await changes.next()?.map { $0.recordId }, [mine])
+        let theirs = try a.enrolPatient(patient: newPatient("OB-A"))
+        _ = try await a.syncNow()
+        _ = try await b.syncNow()
+        var seen = false
+        while let batch = await changes.next() {
+            if batch.contains(where: { $0.recordId == theirs }) { seen = true; break }
+        }
+        XCTAssertTrue(seen)
+    }
+
+    func testPatientPhoneListsItsDueSurveys() async throws {
+        let clinic = try await server.createClinic("Survey Clinic")
+        let tablet = try await clinicTablet("survey-clinic", clinic)
+        let patient = try tablet.enrolPatient(patient: newPatient("SV-1"))
+        _ = try tablet.recordProcedure(patientId: patient, procedure: kneeInjection(daysAgo: 30))
+        _ = try await tablet.syncNow()
+        let phone = try await newStore("survey-phone")
+        _ = try await phone.enrol(serverUrl: server.url, code: try await server.patientDeviceCode(patient), label: "Patient phone")
+        _ = try await phone.syncNow()
+        let surveys = try phone.dueSurveys(patientId: nil, asOf: today)
+        XCTAssertEqual(surveys.first?.visitId, "m1-survey")
+        XCTAssertEqual(surveys.first?.state, .due)
     }
 }
 #endif

@@ -22,11 +22,16 @@
 //!   is [`StorageError::Busy`], answered 503 so that the device retries; the failed transaction
 //!   left nothing behind.
 //!
+//! * The read model (`crate::readmodel`) is written in the same transaction as the documents it
+//!   is derived from: [`Storage::commit_writes`] and [`Storage::create_clinic`] call
+//!   [`crate::readmodel::apply`] for every committed write before committing.
+//!
 //! The tables, the same in both backends: `clinics`, `devices`, `enrolment_codes`, `docs` (each
 //! record's Automerge bytes, header columns, heads and CAS `version`), `log` (the write log the
 //! pulls read), `audit` (append-only, hash-chained), `nonces`, `rejections`; PostgreSQL adds
 //! `log_head` and `audit_head` (the lock rows) and `followup_schema` (the schema version; SQLite
-//! uses `PRAGMA user_version`).
+//! uses `PRAGMA user_version`). The read model's tables (`rm_*`, `rm_meta`, `device_activity`)
+//! are defined once in `crate::readmodel::schema`.
 //!
 //! The methods are blocking; the HTTP layer calls them from `spawn_blocking`.
 
@@ -44,6 +49,7 @@ use followup_domain::model::{DocHeader, RecordKind};
 use followup_domain::protocol::{DeviceRole, StatsResponse};
 
 use crate::audit::{AuditEntry, AuditRow};
+use crate::readmodel::{RebuildReport, Val};
 
 /// A storage failure. Busy/locked maps to HTTP 503, the rest to 500.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +152,9 @@ pub struct DocWrite {
     pub new_changes: Vec<ChangeHash>,
     /// The audit event name (`accepted`, `clinic_created`).
     pub event: &'static str,
+    /// The record's read-model rows, projected before the transaction (the sync handler does it
+    /// from the merged document it holds). `None`: the backend projects it from `bytes`.
+    pub projection: Option<std::sync::Arc<crate::readmodel::Projection>>,
 }
 
 /// What happened to one [`DocWrite`].
@@ -175,7 +184,7 @@ pub struct Rejection {
 }
 
 /// The registry's persistence. See the module documentation for the contract.
-pub trait Storage: UploadStaging + Send + Sync + 'static {
+pub trait Storage: crate::staff::store::StaffStore + UploadStaging + Send + Sync + 'static {
     /// Create a clinic and its record document (log + audit `clinic_created`), atomically.
     fn create_clinic(&self, clinic: &ClinicRow, doc: &DocWrite, now_ms: i64) -> StorageResult<u64>;
     /// Whether a clinic exists.
@@ -225,6 +234,12 @@ pub trait Storage: UploadStaging + Send + Sync + 'static {
         upto: u64,
         limit: usize,
     ) -> StorageResult<Vec<(RecordId, u64)>>;
+    /// The ids of the documents of one kind (in `scope`, or all when `None`), in id order.
+    fn docs_of_kind(
+        &self,
+        kind: RecordKind,
+        scope: Option<ReadScope>,
+    ) -> StorageResult<Vec<RecordId>>;
     /// A document's heads as of log seq `seq` (empty if it had no write by then).
     fn heads_at(&self, doc: RecordId, seq: u64) -> StorageResult<Vec<ChangeHash>>;
 
@@ -236,6 +251,41 @@ pub trait Storage: UploadStaging + Send + Sync + 'static {
     fn unaudited_log_seq(&self) -> StorageResult<Option<u64>>;
 
     fn stats(&self) -> StorageResult<StatsResponse>;
+
+    /// One page of documents for an export: those of `q.kind` (in `q.clinic` when given, last
+    /// written at or after `q.since_ms` when given) with an id above `after`, in id order, at
+    /// most `limit`. Keyset paging, so an export holds one page at a time.
+    fn export_docs_page(
+        &self,
+        q: &ExportDocsQuery,
+        after: Option<RecordId>,
+        limit: usize,
+    ) -> StorageResult<Vec<ExportDoc>>;
+
+    /// Run a read-model query: portable SQL with `$n` parameters (see [`crate::readmodel::query`],
+    /// which is the intended caller), rows as [`Val`]s.
+    fn rm_query(&self, sql: &'static str, params: &[Val]) -> StorageResult<Vec<Vec<Val>>>;
+    /// Re-derive every read-model table from the stored documents, in one transaction that
+    /// holds the write lock (writers wait; readers see the old tables until it commits).
+    fn rebuild_read_model(&self, now_ms: i64) -> StorageResult<RebuildReport>;
+}
+
+/// Which documents an export reads ([`Storage::export_docs_page`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportDocsQuery {
+    pub kind: RecordKind,
+    pub clinic: Option<RecordId>,
+    pub since_ms: Option<i64>,
+}
+
+/// A document read for an export.
+#[derive(Debug, Clone)]
+pub struct ExportDoc {
+    pub header: DocHeader,
+    /// `Automerge::save()` bytes.
+    pub bytes: Vec<u8>,
+    /// When the server last wrote it (ms since the epoch).
+    pub updated_at_ms: i64,
 }
 
 /// Heads as stored: 32-byte hashes back to back.

@@ -52,10 +52,13 @@ use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction};
 
 use super::{
     did, error_chain, h32, header_from_row, heads_from_blob, heads_to_blob, i64_of, rid, u64_of,
-    ClinicRow, DeviceRecord, DocWrite, EnrolmentCode, NewDevice, ReadScope, Rejection, Storage,
-    StorageError, StorageResult, StoredDoc, WriteOutcome,
+    ClinicRow, DeviceRecord, DocWrite, EnrolmentCode, ExportDoc, ExportDocsQuery, NewDevice,
+    ReadScope, Rejection, Storage, StorageError, StorageResult, StoredDoc, WriteOutcome,
 };
 use crate::audit::{self, AuditEntry, AuditRow};
+use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Val};
+
+mod staff;
 
 mod staging;
 
@@ -117,6 +120,8 @@ CREATE TABLE IF NOT EXISTS log (
     heads BYTEA NOT NULL,
     at_ms BIGINT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS docs_patient_kind ON docs (patient, kind);
+CREATE INDEX IF NOT EXISTS docs_clinic_kind ON docs (clinic, kind);
 CREATE INDEX IF NOT EXISTS log_doc ON log (doc, seq);
 CREATE INDEX IF NOT EXISTS log_clinic ON log (clinic, seq);
 CREATE INDEX IF NOT EXISTS log_patient ON log (patient, seq);
@@ -588,15 +593,29 @@ fn write_docs_tx(
     let mut head = lock_audit_head(q)?;
     let mut seq = start;
     let mut out = Vec::with_capacity(writes.len());
+    let mut committed = Vec::with_capacity(writes.len());
     for w in writes {
         match write_doc_tx(q, w, seq + 1, now_ms, &mut head)? {
             Some(s) => {
                 seq = s;
                 out.push(WriteOutcome::Committed { seq: s });
+                let projection = match &w.projection {
+                    Some(p) => p.clone(),
+                    None => readmodel::project_bytes(&w.header, &w.bytes)?,
+                };
+                committed.push(Committed {
+                    projection,
+                    seq: s,
+                    at_ms: now_ms,
+                    device: w.device,
+                    is_new: w.expected_version.is_none(),
+                    first: None,
+                });
             }
             None => out.push(WriteOutcome::Conflict),
         }
     }
+    readmodel::apply(&mut PgRm(q), &committed)?;
     if seq != start {
         q.execute(
             "UPDATE log_head SET seq = $1 WHERE id = 1",
@@ -681,6 +700,8 @@ impl PostgresStorage {
             nonce_inserts: AtomicU64::new(0),
         };
         storage.migrate()?;
+        storage.migrate_staff()?;
+        storage.prepare_read_model()?;
         Ok(storage)
     }
 
@@ -735,6 +756,31 @@ impl PostgresStorage {
             .db()?;
         }
         tx.commit().db()?;
+        Ok(())
+    }
+
+    /// Create the read model's tables if missing and rebuild it if it was built by another
+    /// projection version, under the migration lock (so processes starting together do it once)
+    /// and the write counter's lock (so no write interleaves).
+    fn prepare_read_model(&self) -> StorageResult<()> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let report = self.write(|q| {
+            q.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            let exists = q.query_one("SELECT to_regclass('rm_meta') IS NOT NULL", &[])?;
+            if !col::<bool>(&exists, 0)? {
+                let r = q.c.batch_execute(&schema::ddl(Dialect::Postgres));
+                q.check(r)?;
+            }
+            lock_log_head(q)?;
+            readmodel::ensure_current(&mut PgRm(q), now_ms)
+        })?;
+        if let Some(r) = report {
+            tracing::info!(
+                documents = r.documents,
+                millis = r.millis,
+                "read model rebuilt"
+            );
+        }
         Ok(())
     }
 
@@ -1002,7 +1048,46 @@ impl Storage for PostgresStorage {
                  ON CONFLICT (device, nonce) DO NOTHING",
                 &[&device.0.as_slice(), &nonce.as_slice(), &expires_at_ms],
             )?;
+            if inserted == 1 {
+                q.execute(
+                    "INSERT INTO device_activity (device, last_seen_ms, requests) VALUES ($1, $2, 1)
+                     ON CONFLICT (device) DO UPDATE SET
+                       last_seen_ms = GREATEST(device_activity.last_seen_ms, excluded.last_seen_ms),
+                       requests = device_activity.requests + 1",
+                    &[&device.0.as_slice(), &now_ms],
+                )?;
+            }
             Ok(inserted == 1)
+        })
+    }
+
+    fn export_docs_page(
+        &self,
+        q: &ExportDocsQuery,
+        after: Option<RecordId>,
+        limit: usize,
+    ) -> StorageResult<Vec<ExportDoc>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let kind = q.kind.code();
+        let clinic = q.clinic.map(|c| c.0.to_vec());
+        let after = after.map(|a| a.0.to_vec());
+        self.read(|db| {
+            let rows = db.query(
+                "SELECT id, kind, clinic, patient, created_by, data, updated_at_ms FROM docs \
+                 WHERE kind = $1 AND ($2::bytea IS NULL OR clinic = $2) \
+                 AND ($3::bigint IS NULL OR updated_at_ms >= $3) \
+                 AND ($4::bytea IS NULL OR id > $4) ORDER BY id LIMIT $5",
+                &[&kind, &clinic, &q.since_ms, &after, &limit],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ExportDoc {
+                        header: doc_header_from_row(r)?,
+                        bytes: col(r, 5)?,
+                        updated_at_ms: col(r, 6)?,
+                    })
+                })
+                .collect()
         })
     }
 
@@ -1022,6 +1107,30 @@ impl Storage for PostgresStorage {
                 heads: heads_from_blob(&heads)?,
                 version: u64_of(col(&row, 7)?)?,
             }))
+        })
+    }
+
+    fn docs_of_kind(
+        &self,
+        kind: followup_domain::model::RecordKind,
+        scope: Option<ReadScope>,
+    ) -> StorageResult<Vec<RecordId>> {
+        self.read(|q| {
+            let rows = match scope {
+                Some(ReadScope::Clinic(c)) => q.query(
+                    "SELECT id FROM docs WHERE clinic = $1 AND kind = $2 ORDER BY id",
+                    &[&c.0.as_slice(), &kind.code()],
+                )?,
+                Some(ReadScope::Patient(p)) => q.query(
+                    "SELECT id FROM docs WHERE patient = $1 AND kind = $2 ORDER BY id",
+                    &[&p.0.as_slice(), &kind.code()],
+                )?,
+                None => q.query(
+                    "SELECT id FROM docs WHERE kind = $1 ORDER BY id",
+                    &[&kind.code()],
+                )?,
+            };
+            rows.iter().map(|r| rid(col(r, 0)?)).collect()
         })
     }
 
@@ -1162,6 +1271,18 @@ impl Storage for PostgresStorage {
         })
     }
 
+    fn rm_query(&self, sql: &'static str, params: &[Val]) -> StorageResult<Vec<Vec<Val>>> {
+        self.read(|q| PgRm(q).query(sql, params))
+    }
+
+    fn rebuild_read_model(&self, now_ms: i64) -> StorageResult<RebuildReport> {
+        self.write(|q| {
+            // Writers wait for the rebuild; no write can land between the clear and the commit.
+            lock_log_head(q)?;
+            readmodel::rebuild(&mut PgRm(q), now_ms)
+        })
+    }
+
     fn stats(&self) -> StorageResult<StatsResponse> {
         self.read(|q| {
             // One statement: one snapshot.
@@ -1185,5 +1306,147 @@ impl Storage for PostgresStorage {
                 rejections: u64_of(col(&r, 6)?)?,
             })
         })
+    }
+}
+
+/// The read model's access to a PostgreSQL connection or transaction.
+struct PgRm<'q, 'c, C: GenericClient>(&'q mut Q<'c, C>);
+
+impl ToSql for Val {
+    fn to_sql(
+        &self,
+        ty: &postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use postgres::types::{IsNull, Type};
+        match self {
+            Val::Null => Ok(IsNull::Yes),
+            // Parameters get the type PostgreSQL inferred (`$1 = 0` is an int4): convert.
+            Val::Int(i) => match *ty {
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+                _ => i.to_sql(ty, out),
+            },
+            Val::Real(f) => f.to_sql(ty, out),
+            Val::Text(s) => s.as_str().to_sql(ty, out),
+            Val::Blob(b) => b.as_slice().to_sql(ty, out),
+            Val::BlobList(l) => {
+                let v: Vec<&[u8]> = l.iter().map(Vec::as_slice).collect();
+                v.to_sql(ty, out)
+            }
+        }
+    }
+
+    fn accepts(_: &postgres::types::Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+fn pg_val(row: &Row, i: usize) -> StorageResult<Val> {
+    use postgres::types::Type;
+    let ty = row
+        .columns()
+        .get(i)
+        .map(|c| c.type_().clone())
+        .ok_or_else(|| StorageError::Internal("column out of range".into()))?;
+    Ok(match ty {
+        Type::INT8 => col::<Option<i64>>(row, i)?.map_or(Val::Null, Val::Int),
+        Type::INT4 => col::<Option<i32>>(row, i)?.map_or(Val::Null, |v| Val::Int(v.into())),
+        Type::INT2 => col::<Option<i16>>(row, i)?.map_or(Val::Null, |v| Val::Int(v.into())),
+        Type::BOOL => col::<Option<bool>>(row, i)?.map_or(Val::Null, |v| Val::Int(v.into())),
+        Type::FLOAT8 => col::<Option<f64>>(row, i)?.map_or(Val::Null, Val::Real),
+        Type::FLOAT4 => col::<Option<f32>>(row, i)?.map_or(Val::Null, |v| Val::Real(v.into())),
+        Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR => {
+            col::<Option<String>>(row, i)?.map_or(Val::Null, Val::Text)
+        }
+        Type::BYTEA => col::<Option<Vec<u8>>>(row, i)?.map_or(Val::Null, Val::Blob),
+        other => {
+            return Err(StorageError::Internal(format!(
+                "read model: unsupported column type {other}"
+            )))
+        }
+    })
+}
+
+impl<C: GenericClient> RmTx for PgRm<'_, '_, C> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn insert(&mut self, table: usize, rows: &[Vec<Val>]) -> StorageResult<()> {
+        let (Some(t), Some(sql)) = (
+            schema::ALL.get(table),
+            schema::statements(Dialect::Postgres).insert.get(table),
+        ) else {
+            return Err(StorageError::Internal(format!(
+                "no read-model table {table}"
+            )));
+        };
+        // One statement per table: each column as an array, unnested into rows.
+        let mut arrays: Vec<Box<dyn ToSql + Sync>> = Vec::with_capacity(t.cols.len());
+        for (i, (name, ty)) in t.cols.iter().enumerate() {
+            let cell = |r: &Vec<Val>| r.get(i).cloned().unwrap_or(Val::Null);
+            let bad = |v: &Val| {
+                StorageError::Internal(format!("read model: {}.{name} cannot hold {v:?}", t.name))
+            };
+            arrays.push(match ty {
+                schema::ColType::Int => Box::new(
+                    rows.iter()
+                        .map(|r| match cell(r) {
+                            Val::Null => Ok(None),
+                            Val::Int(v) => Ok(Some(v)),
+                            v => Err(bad(&v)),
+                        })
+                        .collect::<StorageResult<Vec<Option<i64>>>>()?,
+                ),
+                schema::ColType::Real => Box::new(
+                    rows.iter()
+                        .map(|r| match cell(r) {
+                            Val::Null => Ok(None),
+                            Val::Real(v) => Ok(Some(v)),
+                            Val::Int(v) => Ok(Some(v as f64)),
+                            v => Err(bad(&v)),
+                        })
+                        .collect::<StorageResult<Vec<Option<f64>>>>()?,
+                ),
+                schema::ColType::Text => Box::new(
+                    rows.iter()
+                        .map(|r| match cell(r) {
+                            Val::Null => Ok(None),
+                            Val::Text(v) => Ok(Some(v)),
+                            v => Err(bad(&v)),
+                        })
+                        .collect::<StorageResult<Vec<Option<String>>>>()?,
+                ),
+                schema::ColType::Blob => Box::new(
+                    rows.iter()
+                        .map(|r| match cell(r) {
+                            Val::Null => Ok(None),
+                            Val::Blob(v) => Ok(Some(v)),
+                            v => Err(bad(&v)),
+                        })
+                        .collect::<StorageResult<Vec<Option<Vec<u8>>>>>()?,
+                ),
+            });
+        }
+        let refs: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|b| b.as_ref()).collect();
+        self.0.execute(sql, &refs)?;
+        Ok(())
+    }
+
+    fn exec(&mut self, sql: &'static str, params: &[Val]) -> StorageResult<u64> {
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
+        self.0.execute(sql, &refs)
+    }
+
+    fn query(&mut self, sql: &'static str, params: &[Val]) -> StorageResult<Vec<Vec<Val>>> {
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|v| v as _).collect();
+        let rows = self.0.query(sql, &refs)?;
+        rows.iter()
+            .map(|row| (0..row.len()).map(|i| pg_val(row, i)).collect())
+            .collect()
     }
 }

@@ -15,10 +15,13 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::{
     did, h32, header_from_row, heads_from_blob, heads_to_blob, i64_of, rid, u64_of, ClinicRow,
-    DeviceRecord, DocWrite, EnrolmentCode, NewDevice, ReadScope, Rejection, Storage, StorageError,
-    StorageResult, StoredDoc, WriteOutcome,
+    DeviceRecord, DocWrite, EnrolmentCode, ExportDoc, ExportDocsQuery, NewDevice, ReadScope,
+    Rejection, Storage, StorageError, StorageResult, StoredDoc, WriteOutcome,
 };
 use crate::audit::{self, AuditEntry, AuditRow};
+use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Val};
+
+mod staff;
 
 mod staging;
 
@@ -72,6 +75,8 @@ CREATE TABLE IF NOT EXISTS log (
     heads BLOB NOT NULL,
     at_ms INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS docs_patient_kind ON docs(patient, kind);
+CREATE INDEX IF NOT EXISTS docs_clinic_kind ON docs(clinic, kind);
 CREATE INDEX IF NOT EXISTS log_doc ON log(doc, seq);
 CREATE INDEX IF NOT EXISTS log_clinic ON log(clinic, seq);
 CREATE INDEX IF NOT EXISTS log_patient ON log(patient, seq);
@@ -326,14 +331,25 @@ impl SqliteStorage {
         }
         conn.execute_batch(SCHEMA).db()?;
         conn.execute_batch(staging::SCHEMA).db()?;
+        conn.execute_batch(staff::STAFF_SCHEMA).db()?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
             .db()?;
-        Ok(SqliteStorage {
+        conn.execute_batch(&schema::ddl(Dialect::Sqlite)).db()?;
+        let storage = SqliteStorage {
             path,
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             nonce_inserts: std::sync::atomic::AtomicU64::new(0),
-        })
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if let Some(r) = storage.write(|tx| readmodel::ensure_current(&mut SqliteRm(tx), now_ms))? {
+            tracing::info!(
+                documents = r.documents,
+                millis = r.millis,
+                "read model rebuilt"
+            );
+        }
+        Ok(storage)
     }
 
     /// The database file.
@@ -388,8 +404,10 @@ impl Storage for SqliteStorage {
             .db()?;
             let mut head = audit_head(tx)?;
             let seq = max_seq_tx(tx)? + 1;
-            write_doc_tx(tx, doc, seq, now_ms, &mut head)?
-                .ok_or_else(|| StorageError::Internal("clinic document already exists".into()))
+            let seq = write_doc_tx(tx, doc, seq, now_ms, &mut head)?
+                .ok_or_else(|| StorageError::Internal("clinic document already exists".into()))?;
+            project_committed(tx, &[(doc, seq)], now_ms)?;
+            Ok(seq)
         })
     }
 
@@ -550,7 +568,69 @@ impl Storage for SqliteStorage {
                     params![device.0.to_vec(), nonce.to_vec(), expires_at_ms],
                 )
                 .db()?;
+            if inserted == 1 {
+                tx.prepare_cached(
+                    "INSERT INTO device_activity (device, last_seen_ms, requests) VALUES (?1, ?2, 1)
+                     ON CONFLICT(device) DO UPDATE SET
+                       last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms),
+                       requests = requests + 1",
+                )
+                .db()?
+                .execute(params![device.0.to_vec(), now_ms])
+                .db()?;
+            }
             Ok(inserted == 1)
+        })
+    }
+
+    fn export_docs_page(
+        &self,
+        q: &ExportDocsQuery,
+        after: Option<RecordId>,
+        limit: usize,
+    ) -> StorageResult<Vec<ExportDoc>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, kind, clinic, patient, created_by, data, updated_at_ms FROM docs \
+                     WHERE kind = ?1 AND (?2 IS NULL OR clinic = ?2) \
+                     AND (?3 IS NULL OR updated_at_ms >= ?3) AND (?4 IS NULL OR id > ?4) \
+                     ORDER BY id LIMIT ?5",
+                )
+                .db()?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        q.kind.code(),
+                        q.clinic.map(|c| c.0.to_vec()),
+                        q.since_ms,
+                        after.map(|a| a.0.to_vec()),
+                        limit
+                    ],
+                    |r| {
+                        Ok((
+                            r.get::<_, Vec<u8>>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
+                            r.get::<_, Option<Vec<u8>>>(3)?,
+                            r.get::<_, Option<Vec<u8>>>(4)?,
+                            r.get::<_, Vec<u8>>(5)?,
+                            r.get::<_, i64>(6)?,
+                        ))
+                    },
+                )
+                .db()?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, kind, clinic, patient, created_by, data, updated_at_ms) = row.db()?;
+                out.push(ExportDoc {
+                    header: header_from_row(id, kind, clinic, patient, created_by)?,
+                    bytes: data,
+                    updated_at_ms,
+                });
+            }
+            Ok(out)
         })
     }
 
@@ -629,15 +709,18 @@ impl Storage for SqliteStorage {
             let mut head = audit_head(tx)?;
             let mut seq = max_seq_tx(tx)?;
             let mut out = Vec::with_capacity(writes.len());
+            let mut committed = Vec::with_capacity(writes.len());
             for w in writes {
                 match write_doc_tx(tx, w, seq + 1, now_ms, &mut head)? {
                     Some(s) => {
                         seq = s;
                         out.push(WriteOutcome::Committed { seq: s });
+                        committed.push((w, s));
                     }
                     None => out.push(WriteOutcome::Conflict),
                 }
             }
+            project_committed(tx, &committed, now_ms)?;
             Ok(out)
         })
     }
@@ -692,6 +775,41 @@ impl Storage for SqliteStorage {
                 out.push((rid(doc)?, u64_of(first)?));
             }
             Ok(out)
+        })
+    }
+
+    fn docs_of_kind(
+        &self,
+        kind: followup_domain::model::RecordKind,
+        scope: Option<ReadScope>,
+    ) -> StorageResult<Vec<RecordId>> {
+        let (sql, key) = match scope {
+            Some(ReadScope::Clinic(c)) => (
+                "SELECT id FROM docs WHERE clinic = ?1 AND kind = ?2 ORDER BY id",
+                Some(c),
+            ),
+            Some(ReadScope::Patient(p)) => (
+                "SELECT id FROM docs WHERE patient = ?1 AND kind = ?2 ORDER BY id",
+                Some(p),
+            ),
+            None => ("SELECT id FROM docs WHERE kind = ?2 ORDER BY id", None),
+        };
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(sql).db()?;
+            let key = key.map(|k| k.0.to_vec());
+            let ids: Vec<Vec<u8>> = match key {
+                Some(k) => stmt
+                    .query_map(params![k, kind.code()], |r| r.get(0))
+                    .db()?
+                    .collect::<Result<_, _>>()
+                    .db()?,
+                None => stmt
+                    .query_map(params![rusqlite::types::Null, kind.code()], |r| r.get(0))
+                    .db()?
+                    .collect::<Result<_, _>>()
+                    .db()?,
+            };
+            ids.into_iter().map(rid).collect()
         })
     }
 
@@ -783,6 +901,14 @@ impl Storage for SqliteStorage {
         })
     }
 
+    fn rm_query(&self, sql: &'static str, params: &[Val]) -> StorageResult<Vec<Vec<Val>>> {
+        self.read(|c| SqliteRm(c).query(sql, params))
+    }
+
+    fn rebuild_read_model(&self, now_ms: i64) -> StorageResult<RebuildReport> {
+        self.write(|tx| readmodel::rebuild(&mut SqliteRm(tx), now_ms))
+    }
+
     fn stats(&self) -> StorageResult<StatsResponse> {
         self.read(|c| {
             let count = |sql: &str| -> StorageResult<u64> {
@@ -801,5 +927,137 @@ impl Storage for SqliteStorage {
                 rejections: count("SELECT COUNT(*) FROM rejections")?,
             })
         })
+    }
+}
+
+/// Project the committed writes into the read model, inside the writing transaction.
+fn project_committed(
+    tx: &Transaction<'_>,
+    committed: &[(&DocWrite, u64)],
+    now_ms: i64,
+) -> StorageResult<()> {
+    let mut items = Vec::with_capacity(committed.len());
+    for (w, seq) in committed {
+        let projection = match &w.projection {
+            Some(p) => p.clone(),
+            None => readmodel::project_bytes(&w.header, &w.bytes)?,
+        };
+        items.push(Committed {
+            projection,
+            seq: *seq,
+            at_ms: now_ms,
+            device: w.device,
+            is_new: w.expected_version.is_none(),
+            first: None,
+        });
+    }
+    readmodel::apply(&mut SqliteRm(tx), &items)
+}
+
+/// The read model's access to a SQLite connection (or transaction).
+struct SqliteRm<'a>(&'a Connection);
+
+impl rusqlite::ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            Val::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Val::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Val::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+            Val::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Val::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Val::BlobList(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "a list parameter is for PostgreSQL only".into(),
+                ))
+            }
+        })
+    }
+}
+
+fn val_of(v: rusqlite::types::ValueRef<'_>) -> Val {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => Val::Null,
+        ValueRef::Integer(i) => Val::Int(i),
+        ValueRef::Real(f) => Val::Real(f),
+        ValueRef::Text(t) => Val::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Val::Blob(b.to_vec()),
+    }
+}
+
+/// The portable SQL's `$n` parameters as SQLite's `?n` (same numbering, whatever the order of
+/// first appearance).
+fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('$') {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+impl RmTx for SqliteRm<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn insert(&mut self, table: usize, rows: &[Vec<Val>]) -> StorageResult<()> {
+        let sql = schema::statements(Dialect::Sqlite)
+            .insert
+            .get(table)
+            .ok_or_else(|| StorageError::Internal(format!("no read-model table {table}")))?;
+        let mut stmt = self.0.prepare_cached(sql).db()?;
+        for r in rows {
+            stmt.execute(rusqlite::params_from_iter(r.iter())).db()?;
+        }
+        Ok(())
+    }
+
+    fn exec(&mut self, sql: &'static str, params: &[Val]) -> StorageResult<u64> {
+        let sql = sqlite_sql(sql);
+        let n = self
+            .0
+            .prepare_cached(&sql)
+            .db()?
+            .execute(rusqlite::params_from_iter(params.iter()))
+            .db()?;
+        Ok(n as u64)
+    }
+
+    fn query(&mut self, sql: &'static str, params: &[Val]) -> StorageResult<Vec<Vec<Val>>> {
+        let sql = sqlite_sql(sql);
+        let mut stmt = self.0.prepare_cached(&sql).db()?;
+        let n = stmt.column_count();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params.iter())).db()?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().db()? {
+            let mut r = Vec::with_capacity(n);
+            for i in 0..n {
+                r.push(val_of(row.get_ref(i).db()?));
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod rm_tests {
+    use super::sqlite_sql;
+
+    #[test]
+    fn dollar_parameters_become_numbered_question_marks() {
+        assert_eq!(
+            sqlite_sql("SELECT a FROM t WHERE ($1 = 0 OR c = $2) AND x > $10 AND y = '$'"),
+            "SELECT a FROM t WHERE (?1 = 0 OR c = ?2) AND x > ?10 AND y = '$'"
+        );
     }
 }

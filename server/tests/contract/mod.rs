@@ -57,6 +57,7 @@ pub fn write(
         expected_version: expected,
         device,
         event: audit::event::ACCEPTED,
+        projection: None,
     }
 }
 

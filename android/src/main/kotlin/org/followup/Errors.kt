@@ -25,6 +25,7 @@ val FollowupException.userMessage: String
         is FollowupException.Closed -> reason
         is FollowupException.Cancelled -> reason
         is FollowupException.InvalidInput -> reason
+        is FollowupException.AlreadyRecorded -> reason
         is FollowupException.KeyProviderFailed -> reason
         is FollowupException.Internal -> reason
     }

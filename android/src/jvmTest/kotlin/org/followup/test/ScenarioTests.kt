@@ -19,6 +19,8 @@ import org.followup.ffi.AdjudicationDecision
 import org.followup.ffi.AdjudicationStatus
 import org.followup.ffi.AdverseEvent
 import org.followup.ffi.AeOutcome
+import org.followup.ffi.CaseState
+import org.followup.ffi.Verdict
 import org.followup.ffi.AnswerValue
 import org.followup.ffi.CancellationHandle
 import org.followup.ffi.CompletedBy
@@ -91,7 +93,8 @@ object ScenarioTests {
             val queued = tablet.adjudicationQueue(today.toString()).single()
             assertEquals(adj, queued.adjudicationId)
             assertEquals(AdjudicationStatus.RESPONDED, queued.status)
-            assertNotNull(queued.deadline)
+            // The deadline is the registry's: none until the registry has the event.
+            assertEquals(null, queued.deadline)
             assertEquals(1u, tablet.listPatients().single().procedures)
 
             // Evening: sync, watching the progress Flow.
@@ -106,6 +109,10 @@ object ScenarioTests {
             assertEquals(emptyList(), report.rejected)
             assertTrue(report.bytesUp > 0uL && report.roundTrips >= 1u, report.toString())
             assertEquals(0uL, tablet.syncNow().pushed, "nothing new to push")
+            val case = assertNotNull(tablet.adverseEvent(ae).case, "the registry's case came back")
+            assertEquals(today.plusDays(7).toString(), case.deadline, "serious: 7 days from the registry's acceptance")
+            assertEquals(CaseState.RESPONDED, case.state)
+            assertEquals(case.deadline, tablet.adjudicationQueue(today.toString()).single().deadline)
 
             // A second tablet of the same clinic pulls everything.
             val tabletB = clinicTablet("tablet-b", clinic)
@@ -180,6 +187,49 @@ object ScenarioTests {
             assertEquals(2uL, phone.syncNow().pushed)
             tablet.syncNow()
             assertEquals(ae, tablet.adjudicationQueue(today.toString()).single().adverseEventId)
+            phone.close(); tablet.close()
+        },
+        test("the registry's case: escalation reaches the tablet, the patient reads the remedy and disputes") {
+            val server = TestServer.ensureStarted()
+            val clinic = server.createClinic("Pattaya Cell Therapy")
+            val tablet = clinicTablet("case-tablet", clinic)
+            val patient = tablet.enrolPatient(newPatient("PT-9"))
+            tablet.recordProcedure(patient, kneeInjection(today.minusDays(20)))
+            tablet.syncNow()
+            val phone = newStore("case-phone")
+            phone.enrol(server.url, server.patientDeviceCode(patient), "Patient phone")
+            val ae = phone.reportAdverseEvent(
+                patient,
+                AdverseEvent(Reporter.PATIENT, "infection", today.minusDays(2).toString(), 2, emptyList(),
+                    AeOutcome.RECOVERING, "knee hot and swollen", null, emptyMap()),
+            )
+            phone.syncNow()
+            tablet.syncNow()
+            val opened = assertNotNull(tablet.adverseEvent(ae).case)
+            assertEquals(30, opened.days)
+            assertEquals(CaseState.OPEN, opened.state)
+            // The registry escalates; the note reaches the tablet.
+            assertEquals("escalated", server.escalate(ae, "Answer the patient within 48 hours"))
+            tablet.syncNow()
+            val escalated = assertNotNull(tablet.adverseEvent(ae).case)
+            assertEquals(CaseState.ESCALATED, escalated.state)
+            assertEquals("Answer the patient within 48 hours", escalated.escalations.single().note)
+            // The clinic answers; the phone reads the remedy.
+            tablet.adjudicate(ae, AdjudicationDecision(Relatedness.POSSIBLE, "antibiotics", "antibiotics paid by the clinic", AdjudicationStatus.RESPONDED))
+            tablet.syncNow()
+            phone.syncNow()
+            val seen = phone.adverseEvent(ae)
+            assertEquals("antibiotics paid by the clinic", seen.adjudication?.remedy)
+            assertEquals(CaseState.RESPONDED, seen.case?.state)
+            // Only the patient replies; a dispute says why, and reaches the registry.
+            assertFailsWith<FollowupException.NotPermitted> { tablet.replyToAdjudication(ae, Verdict.ACCEPTED, "") }
+            assertFailsWith<FollowupException.ValidationFailed> { phone.replyToAdjudication(ae, Verdict.DISPUTED, "") }
+            phone.replyToAdjudication(ae, Verdict.DISPUTED, "I paid for the antibiotics myself")
+            phone.syncNow()
+            assertEquals(CaseState.DISPUTED, phone.adverseEvent(ae).case?.state)
+            assertContains(server.casesJson("disputed"), "I paid for the antibiotics myself")
+            tablet.syncNow()
+            assertEquals(CaseState.DISPUTED, tablet.adverseEvents(patient).single().case?.state)
             phone.close(); tablet.close()
         },
         test("sync cancelled through its handle is Cancelled; progress listener errors are ignored") {

@@ -107,4 +107,11 @@ object TestServer {
     fun revoke(deviceId: String) {
         admin("POST", "/v1/admin/devices/$deviceId/revoke", null)
     }
+
+    /** Registry staff escalate the case of [adverseEventId] with [note]; returns the case's state. */
+    fun escalate(adverseEventId: String, note: String): String =
+        field(admin("POST", "/v1/admin/cases/$adverseEventId/escalate", "{\"note\":\"$note\"}"), "state")
+
+    /** The registry's cases in [state], as the raw JSON answer. */
+    fun casesJson(state: String): String = admin("GET", "/v1/admin/cases?state=$state", null)
 }

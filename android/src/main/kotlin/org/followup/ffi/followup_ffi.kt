@@ -661,6 +661,9 @@ internal open class UniffiForeignFutureStructVoid(
 internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureStructVoid.UniffiByValue,)
 }
+internal interface UniffiCallbackInterfaceChangeListenerMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`changes`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceKeyProviderMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`dataKey`: RustBuffer.ByValue,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -672,6 +675,22 @@ internal interface UniffiCallbackInterfaceKeyProviderMethod2 : com.sun.jna.Callb
 }
 internal interface UniffiCallbackInterfaceSyncProgressListenerMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`progress`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+@Structure.FieldOrder("onChanges", "uniffiFree")
+internal open class UniffiVTableCallbackInterfaceChangeListener(
+    @JvmField internal var `onChanges`: UniffiCallbackInterfaceChangeListenerMethod0? = null,
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+) : Structure() {
+    class UniffiByValue(
+        `onChanges`: UniffiCallbackInterfaceChangeListenerMethod0? = null,
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    ): UniffiVTableCallbackInterfaceChangeListener(`onChanges`,`uniffiFree`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceChangeListener) {
+        `onChanges` = other.`onChanges`
+        `uniffiFree` = other.`uniffiFree`
+    }
+
 }
 @Structure.FieldOrder("wrap", "unwrap", "keyId", "uniffiFree")
 internal open class UniffiVTableCallbackInterfaceKeyProvider(
@@ -865,6 +884,41 @@ internal open class UniffiVTableCallbackInterfaceSyncProgressListener(
 
 
 
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
 // For large crates we prevent `MethodTooLargeException` (see #2340)
 // N.B. the name of the extension is very misleading, since it is 
 // rather `InterfaceTooLargeException`, caused by too many methods 
@@ -888,9 +942,21 @@ fun uniffi_followup_ffi_checksum_method_cancellationhandle_cancel(
 ): Short
 fun uniffi_followup_ffi_checksum_method_cancellationhandle_is_cancelled(
 ): Short
+fun uniffi_followup_ffi_checksum_method_changelistener_on_changes(
+): Short
+fun uniffi_followup_ffi_checksum_method_changesubscription_cancel(
+): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_adjudicate(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_adjudication_queue(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_adverse_event(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_adverse_events(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_amend_response(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_capture_response(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_check_answers(
 ): Short
@@ -902,7 +968,15 @@ fun uniffi_followup_ffi_checksum_method_followupstore_close_store(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_conflicts(
 ): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_discard_draft(
+): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_dismiss_rejection(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_drafts(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_due_surveys(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_duplicate_study_codes(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_enabled_items(
 ): Short
@@ -914,11 +988,15 @@ fun uniffi_followup_ffi_checksum_method_followupstore_enrolment(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_get_procedure(
 ): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_get_record(
+): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_get_response(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_is_open(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_list_patients(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_observe_changes(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_patient_visits(
 ): Short
@@ -928,9 +1006,13 @@ fun uniffi_followup_ffi_checksum_method_followupstore_record_procedure(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_rejections(
 ): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_reply_to_adjudication(
+): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_resolve_answer(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_response_scores(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_passphrase(
 ): Short
@@ -947,6 +1029,8 @@ fun uniffi_followup_ffi_checksum_method_followupstore_submit_response(
 fun uniffi_followup_ffi_checksum_method_followupstore_sync(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_sync_settings(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_update_procedure(
 ): Short
 fun uniffi_followup_ffi_checksum_method_keyprovider_wrap(
 ): Short
@@ -1004,6 +1088,7 @@ internal interface UniffiLib : Library {
             val lib = loadIndirect<UniffiLib>(componentName)
             // No need to check the contract version and checksums, since 
             // we already did that with `IntegrityCheckingUniffiLib` above.
+            uniffiCallbackInterfaceChangeListener.register(lib)
             uniffiCallbackInterfaceKeyProvider.register(lib)
             uniffiCallbackInterfaceSyncProgressListener.register(lib)
             // Loading of library with integrity check done.
@@ -1027,6 +1112,20 @@ fun uniffi_followup_ffi_fn_method_cancellationhandle_cancel(`ptr`: Pointer,uniff
 ): Unit
 fun uniffi_followup_ffi_fn_method_cancellationhandle_is_cancelled(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): Byte
+fun uniffi_followup_ffi_fn_clone_changelistener(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Pointer
+fun uniffi_followup_ffi_fn_free_changelistener(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+fun uniffi_followup_ffi_fn_init_callback_vtable_changelistener(`vtable`: UniffiVTableCallbackInterfaceChangeListener,
+): Unit
+fun uniffi_followup_ffi_fn_method_changelistener_on_changes(`ptr`: Pointer,`changes`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+fun uniffi_followup_ffi_fn_clone_changesubscription(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Pointer
+fun uniffi_followup_ffi_fn_free_changesubscription(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+fun uniffi_followup_ffi_fn_method_changesubscription_cancel(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
 fun uniffi_followup_ffi_fn_clone_followupstore(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): Pointer
 fun uniffi_followup_ffi_fn_free_followupstore(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
@@ -1043,6 +1142,14 @@ fun uniffi_followup_ffi_fn_method_followupstore_adjudicate(`ptr`: Pointer,`adver
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_adjudication_queue(`ptr`: Pointer,`asOf`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_adverse_event(`ptr`: Pointer,`adverseEventId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_adverse_events(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_amend_response(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,`reason`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+fun uniffi_followup_ffi_fn_method_followupstore_capture_response(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`questionnaireId`: RustBuffer.ByValue,`procedureId`: RustBuffer.ByValue,`visitId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,`submit`: Byte,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_check_answers(`ptr`: Pointer,`questionnaireId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_clear_answer(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,`itemId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1053,8 +1160,16 @@ fun uniffi_followup_ffi_fn_method_followupstore_close_store(`ptr`: Pointer,uniff
 ): Unit
 fun uniffi_followup_ffi_fn_method_followupstore_conflicts(`ptr`: Pointer,`recordId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_discard_draft(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_dismiss_rejection(`ptr`: Pointer,`recordId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Byte
+fun uniffi_followup_ffi_fn_method_followupstore_drafts(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_due_surveys(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`asOf`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_duplicate_study_codes(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_enabled_items(`ptr`: Pointer,`questionnaireId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_enrol(`ptr`: Pointer,`serverUrl`: RustBuffer.ByValue,`code`: RustBuffer.ByValue,`label`: RustBuffer.ByValue,
@@ -1065,12 +1180,16 @@ fun uniffi_followup_ffi_fn_method_followupstore_enrolment(`ptr`: Pointer,uniffi_
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_get_procedure(`ptr`: Pointer,`procedureId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_get_record(`ptr`: Pointer,`recordId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_get_response(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_is_open(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): Byte
 fun uniffi_followup_ffi_fn_method_followupstore_list_patients(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_observe_changes(`ptr`: Pointer,`listener`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Pointer
 fun uniffi_followup_ffi_fn_method_followupstore_patient_visits(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`asOf`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_questionnaire(`ptr`: Pointer,`questionnaireId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1079,10 +1198,14 @@ fun uniffi_followup_ffi_fn_method_followupstore_record_procedure(`ptr`: Pointer,
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_rejections(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_reply_to_adjudication(`ptr`: Pointer,`adverseEventId`: RustBuffer.ByValue,`verdict`: RustBuffer.ByValue,`comment`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_report_adverse_event(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_resolve_answer(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,`itemId`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
+fun uniffi_followup_ffi_fn_method_followupstore_response_scores(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_passphrase(`ptr`: Pointer,`passphrase`: RustBuffer.ByValue,
 ): Long
 fun uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_provider(`ptr`: Pointer,`provider`: Pointer,
@@ -1099,6 +1222,8 @@ fun uniffi_followup_ffi_fn_method_followupstore_sync(`ptr`: Pointer,`listener`: 
 ): Long
 fun uniffi_followup_ffi_fn_method_followupstore_sync_settings(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_update_procedure(`ptr`: Pointer,`procedureId`: RustBuffer.ByValue,`procedure`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
 fun uniffi_followup_ffi_fn_clone_keyprovider(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): Pointer
 fun uniffi_followup_ffi_fn_free_keyprovider(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
@@ -1261,10 +1386,28 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_cancellationhandle_is_cancelled() != 7190.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_followup_ffi_checksum_method_changelistener_on_changes() != 9321.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_changesubscription_cancel() != 49431.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_adjudicate() != 42068.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_adjudication_queue() != 13087.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_adverse_event() != 17089.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_adverse_events() != 8936.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_amend_response() != 61389.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_capture_response() != 25273.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_check_answers() != 63288.toShort()) {
@@ -1282,7 +1425,19 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_conflicts() != 19217.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_discard_draft() != 59846.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_dismiss_rejection() != 52891.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_drafts() != 19066.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_due_surveys() != 30215.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_duplicate_study_codes() != 53992.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_enabled_items() != 33715.toShort()) {
@@ -1300,6 +1455,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_get_procedure() != 55777.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_get_record() != 55702.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_get_response() != 28017.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1307,6 +1465,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_list_patients() != 53035.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_observe_changes() != 9547.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_patient_visits() != 19742.toShort()) {
@@ -1321,10 +1482,16 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_rejections() != 27634.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_reply_to_adjudication() != 14906.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event() != 13888.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_resolve_answer() != 53364.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_response_scores() != 44766.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_passphrase() != 47016.toShort()) {
@@ -1349,6 +1516,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_sync_settings() != 866.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_update_procedure() != 46366.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_keyprovider_wrap() != 12751.toShort()) {
@@ -2178,6 +2348,541 @@ public object FfiConverterTypeCancellationHandle: FfiConverter<CancellationHandl
 
 
 /**
+ * Implemented by the app to hear which records changed, after each local save and at the end
+ * of each sync. Called on the thread that saved or synced: only enqueue (the Kotlin `Flow` and
+ * Swift `AsyncStream` adapters do). Fallible only so that an exception in the app's listener
+ * is ignored rather than aborting the save.
+ */
+public interface ChangeListener {
+    
+    fun `onChanges`(`changes`: List<RecordChange>)
+    
+    companion object
+}
+
+/**
+ * Implemented by the app to hear which records changed, after each local save and at the end
+ * of each sync. Called on the thread that saved or synced: only enqueue (the Kotlin `Flow` and
+ * Swift `AsyncStream` adapters do). Fallible only so that an exception in the app's listener
+ * is ignored rather than aborting the save.
+ */
+open class ChangeListenerImpl: Disposable, AutoCloseable, ChangeListener
+{
+
+    constructor(pointer: Pointer) {
+        this.pointer = pointer
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(pointer))
+    }
+
+    /**
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noPointer: NoPointer) {
+        this.pointer = null
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(pointer))
+    }
+
+    protected val pointer: Pointer?
+    protected val cleanable: UniffiCleaner.Cleanable
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithPointer(block: (ptr: Pointer) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the pointer being freed concurrently.
+        try {
+            return block(this.uniffiClonePointer())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val pointer: Pointer?) : Runnable {
+        override fun run() {
+            pointer?.let { ptr ->
+                uniffiRustCall { status ->
+                    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_free_changelistener(ptr, status)
+                }
+            }
+        }
+    }
+
+    fun uniffiClonePointer(): Pointer {
+        return uniffiRustCall() { status ->
+            UniffiLib.INSTANCE.uniffi_followup_ffi_fn_clone_changelistener(pointer!!, status)
+        }
+    }
+
+    
+    @Throws(FollowupException::class)override fun `onChanges`(`changes`: List<RecordChange>)
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_changelistener_on_changes(
+        it, FfiConverterSequenceTypeRecordChange.lower(`changes`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+    
+    companion object
+    
+}
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceChangeListener {
+    internal object `onChanges`: UniffiCallbackInterfaceChangeListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`changes`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeChangeListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onChanges`(
+                    FfiConverterSequenceTypeRecordChange.lift(`changes`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: FollowupException -> FfiConverterTypeFollowupError.lower(e) }
+            )
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeChangeListener.handleMap.remove(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceChangeListener.UniffiByValue(
+        `onChanges`,
+        uniffiFree,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_followup_ffi_fn_init_callback_vtable_changelistener(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeChangeListener: FfiConverter<ChangeListener, Pointer> {
+    internal val handleMap = UniffiHandleMap<ChangeListener>()
+
+    override fun lower(value: ChangeListener): Pointer {
+        return Pointer(handleMap.insert(value))
+    }
+
+    override fun lift(value: Pointer): ChangeListener {
+        return ChangeListenerImpl(value)
+    }
+
+    override fun read(buf: ByteBuffer): ChangeListener {
+        // The Rust code always writes pointers as 8 bytes, and will
+        // fail to compile if they don't fit.
+        return lift(Pointer(buf.getLong()))
+    }
+
+    override fun allocationSize(value: ChangeListener) = 8UL
+
+    override fun write(value: ChangeListener, buf: ByteBuffer) {
+        // The Rust code always expects pointers written as 8 bytes,
+        // and will fail to compile if they don't fit.
+        buf.putLong(Pointer.nativeValue(lower(value)))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a Pointer/Arc<T>
+// to the live Rust struct on the other side of the FFI.
+//
+// Each instance implements core operations for working with the Rust `Arc<T>` and the
+// Kotlin Pointer to work with the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque pointer to the underlying Rust struct.
+//     Method calls need to read this pointer from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its pointer should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the pointer, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the pointer, but is interrupted
+//      before it can pass the pointer over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read pointer value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A listener's registration; `cancel()` (or dropping it in Swift, `close()` in Kotlin) stops it.
+ */
+public interface ChangeSubscriptionInterface {
+    
+    /**
+     * Stops the listener. Idempotent.
+     */
+    fun `cancel`()
+    
+    companion object
+}
+
+/**
+ * A listener's registration; `cancel()` (or dropping it in Swift, `close()` in Kotlin) stops it.
+ */
+open class ChangeSubscription: Disposable, AutoCloseable, ChangeSubscriptionInterface
+{
+
+    constructor(pointer: Pointer) {
+        this.pointer = pointer
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(pointer))
+    }
+
+    /**
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noPointer: NoPointer) {
+        this.pointer = null
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(pointer))
+    }
+
+    protected val pointer: Pointer?
+    protected val cleanable: UniffiCleaner.Cleanable
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithPointer(block: (ptr: Pointer) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the pointer being freed concurrently.
+        try {
+            return block(this.uniffiClonePointer())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val pointer: Pointer?) : Runnable {
+        override fun run() {
+            pointer?.let { ptr ->
+                uniffiRustCall { status ->
+                    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_free_changesubscription(ptr, status)
+                }
+            }
+        }
+    }
+
+    fun uniffiClonePointer(): Pointer {
+        return uniffiRustCall() { status ->
+            UniffiLib.INSTANCE.uniffi_followup_ffi_fn_clone_changesubscription(pointer!!, status)
+        }
+    }
+
+    
+    /**
+     * Stops the listener. Idempotent.
+     */override fun `cancel`()
+        = 
+    callWithPointer {
+    uniffiRustCall() { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_changesubscription_cancel(
+        it, _status)
+}
+    }
+    
+    
+
+    
+
+    
+    
+    companion object
+    
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeChangeSubscription: FfiConverter<ChangeSubscription, Pointer> {
+
+    override fun lower(value: ChangeSubscription): Pointer {
+        return value.uniffiClonePointer()
+    }
+
+    override fun lift(value: Pointer): ChangeSubscription {
+        return ChangeSubscription(value)
+    }
+
+    override fun read(buf: ByteBuffer): ChangeSubscription {
+        // The Rust code always writes pointers as 8 bytes, and will
+        // fail to compile if they don't fit.
+        return lift(Pointer(buf.getLong()))
+    }
+
+    override fun allocationSize(value: ChangeSubscription) = 8UL
+
+    override fun write(value: ChangeSubscription, buf: ByteBuffer) {
+        // The Rust code always expects pointers written as 8 bytes,
+        // and will fail to compile if they don't fit.
+        buf.putLong(Pointer.nativeValue(lower(value)))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a Pointer/Arc<T>
+// to the live Rust struct on the other side of the FFI.
+//
+// Each instance implements core operations for working with the Rust `Arc<T>` and the
+// Kotlin Pointer to work with the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque pointer to the underlying Rust struct.
+//     Method calls need to read this pointer from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its pointer should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the pointer, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the pointer, but is interrupted
+//      before it can pass the pointer over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read pointer value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * One encrypted Followup store on this device: a clinic tablet's or a patient phone's records,
  * its identity and its enrolment with the registry.
  *
@@ -2203,6 +2908,32 @@ public interface FollowupStoreInterface {
      * `as_of` (`YYYY-MM-DD`).
      */
     fun `adjudicationQueue`(`asOf`: kotlin.String): List<AdjudicationItem>
+    
+    /**
+     * One adverse event with its case, adjudication and replies.
+     */
+    fun `adverseEvent`(`adverseEventId`: kotlin.String): AdverseEventView
+    
+    /**
+     * Adverse events (of one patient, or all this device holds) with the registry's case
+     * (deadline, state, escalations), the clinic's adjudication (relatedness, action, remedy,
+     * status) and the patient's replies; oldest onset first.
+     */
+    fun `adverseEvents`(`patientId`: kotlin.String?): List<AdverseEventView>
+    
+    /**
+     * Amends a submitted response: sets these answers and records the amendment with its
+     * reason; the previous values stay in the record's history.
+     */
+    fun `amendResponse`(`responseId`: kotlin.String, `answers`: Map<kotlin.String, AnswerValue>, `reason`: kotlin.String)
+    
+    /**
+     * Captures a whole response in one call, as one change in one transaction: created with its
+     * answers and, when `submit`, submitted. All or nothing. Fails with `ValidationFailed`
+     * (nothing written) when the answers break a rule, and with `AlreadyRecorded` when a
+     * submitted response already answers the visit.
+     */
+    fun `captureResponse`(`patientId`: kotlin.String, `questionnaireId`: kotlin.String, `procedureId`: kotlin.String?, `visitId`: kotlin.String?, `answers`: Map<kotlin.String, AnswerValue>, `submit`: kotlin.Boolean): kotlin.String
     
     /**
      * Validates answers as the user types: every problem except a missing required answer
@@ -2235,9 +2966,33 @@ public interface FollowupStoreInterface {
     fun `conflicts`(`recordId`: kotlin.String): List<Conflict>
     
     /**
+     * Discards a draft (a submitted response cannot be discarded).
+     */
+    fun `discardDraft`(`responseId`: kotlin.String): DiscardOutcome
+    
+    /**
      * Forgets a rejection once the user has seen it. `false` if there was none for the record.
      */
     fun `dismissRejection`(`recordId`: kotlin.String): kotlin.Boolean
+    
+    /**
+     * The drafts on this device (of one patient, or all), most recently saved first. Resume one
+     * with `get_response`, `save_answers` and `submit_response`.
+     */
+    fun `drafts`(`patientId`: kotlin.String?): List<DraftSummary>
+    
+    /**
+     * The outcome surveys a patient should complete (overdue, due, upcoming), soonest window
+     * first, with their windows for reminders. On a patient's phone `patient_id` may be `None`
+     * (its own patient). `as_of` is `YYYY-MM-DD`.
+     */
+    fun `dueSurveys`(`patientId`: kotlin.String?, `asOf`: kotlin.String): List<Visit>
+    
+    /**
+     * Study codes enrolled more than once at the clinic (offline on two tablets): conflicts
+     * for the clinic to resolve.
+     */
+    fun `duplicateStudyCodes`(): List<DuplicateStudyCode>
     
     /**
      * The ids of the items shown for these answers (enable-when conditions), in display order.
@@ -2268,6 +3023,12 @@ public interface FollowupStoreInterface {
     fun `getProcedure`(`procedureId`: kotlin.String): Procedure
     
     /**
+     * Any record with its typed body: an enrolment, a procedure, a response with its scores, an
+     * adverse event, an adjudication, the clinic.
+     */
+    fun `getRecord`(`recordId`: kotlin.String): RecordView
+    
+    /**
      * A response with its answers (merged with other devices' edits).
      */
     fun `getResponse`(`responseId`: kotlin.String): Response
@@ -2281,6 +3042,12 @@ public interface FollowupStoreInterface {
      * The patients this device holds, by study code.
      */
     fun `listPatients`(): List<PatientSummary>
+    
+    /**
+     * Calls `listener` with the records changed after every local save and at the end of every
+     * sync, until the returned subscription is cancelled.
+     */
+    fun `observeChanges`(`listener`: ChangeListener): ChangeSubscription
     
     /**
      * Every visit of one patient's schedules (all procedures), classified as of `as_of`
@@ -2307,6 +3074,13 @@ public interface FollowupStoreInterface {
     fun `rejections`(): List<Rejection>
     
     /**
+     * The patient accepts or disputes the clinic's adjudication of one of their adverse
+     * events (patient's phone only). A dispute needs a comment; it reopens the case for the
+     * registry. Returns the reply's id.
+     */
+    fun `replyToAdjudication`(`adverseEventId`: kotlin.String, `verdict`: Verdict, `comment`: kotlin.String): kotlin.String
+    
+    /**
      * Reports an adverse event for a patient. Returns its id. On a patient's phone the reporter
      * is always the patient.
      */
@@ -2318,6 +3092,11 @@ public interface FollowupStoreInterface {
      * is gone once the other devices have it.
      */
     fun `resolveAnswer`(`responseId`: kotlin.String, `itemId`: kotlin.String, `value`: AnswerValue)
+    
+    /**
+     * A response's scores by score id (`None` while a score's items are not all answered).
+     */
+    fun `responseScores`(`responseId`: kotlin.String): Map<kotlin.String, kotlin.Double?>
     
     /**
      * Re-wraps the data key with a passphrase (no record is rewritten). Afterwards only
@@ -2368,6 +3147,11 @@ public interface FollowupStoreInterface {
      * The settings in force.
      */
     fun `syncSettings`(): SyncSettings
+    
+    /**
+     * Replaces a procedure's fields (clinic devices only); only what differs is written.
+     */
+    fun `updateProcedure`(`procedureId`: kotlin.String, `procedure`: Procedure)
     
     companion object
 }
@@ -2503,6 +3287,75 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
 
     
     /**
+     * One adverse event with its case, adjudication and replies.
+     */
+    @Throws(FollowupException::class)override fun `adverseEvent`(`adverseEventId`: kotlin.String): AdverseEventView {
+            return FfiConverterTypeAdverseEventView.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_adverse_event(
+        it, FfiConverterString.lower(`adverseEventId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Adverse events (of one patient, or all this device holds) with the registry's case
+     * (deadline, state, escalations), the clinic's adjudication (relatedness, action, remedy,
+     * status) and the patient's replies; oldest onset first.
+     */
+    @Throws(FollowupException::class)override fun `adverseEvents`(`patientId`: kotlin.String?): List<AdverseEventView> {
+            return FfiConverterSequenceTypeAdverseEventView.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_adverse_events(
+        it, FfiConverterOptionalString.lower(`patientId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Amends a submitted response: sets these answers and records the amendment with its
+     * reason; the previous values stay in the record's history.
+     */
+    @Throws(FollowupException::class)override fun `amendResponse`(`responseId`: kotlin.String, `answers`: Map<kotlin.String, AnswerValue>, `reason`: kotlin.String)
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_amend_response(
+        it, FfiConverterString.lower(`responseId`),FfiConverterMapStringTypeAnswerValue.lower(`answers`),FfiConverterString.lower(`reason`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Captures a whole response in one call, as one change in one transaction: created with its
+     * answers and, when `submit`, submitted. All or nothing. Fails with `ValidationFailed`
+     * (nothing written) when the answers break a rule, and with `AlreadyRecorded` when a
+     * submitted response already answers the visit.
+     */
+    @Throws(FollowupException::class)override fun `captureResponse`(`patientId`: kotlin.String, `questionnaireId`: kotlin.String, `procedureId`: kotlin.String?, `visitId`: kotlin.String?, `answers`: Map<kotlin.String, AnswerValue>, `submit`: kotlin.Boolean): kotlin.String {
+            return FfiConverterString.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_capture_response(
+        it, FfiConverterString.lower(`patientId`),FfiConverterString.lower(`questionnaireId`),FfiConverterOptionalString.lower(`procedureId`),FfiConverterOptionalString.lower(`visitId`),FfiConverterMapStringTypeAnswerValue.lower(`answers`),FfiConverterBoolean.lower(`submit`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Validates answers as the user types: every problem except a missing required answer
      * (that is only a problem at submission). Empty when all is well.
      */
@@ -2585,6 +3438,22 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
 
     
     /**
+     * Discards a draft (a submitted response cannot be discarded).
+     */
+    @Throws(FollowupException::class)override fun `discardDraft`(`responseId`: kotlin.String): DiscardOutcome {
+            return FfiConverterTypeDiscardOutcome.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_discard_draft(
+        it, FfiConverterString.lower(`responseId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Forgets a rejection once the user has seen it. `false` if there was none for the record.
      */
     @Throws(FollowupException::class)override fun `dismissRejection`(`recordId`: kotlin.String): kotlin.Boolean {
@@ -2593,6 +3462,58 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
     uniffiRustCallWithError(FollowupException) { _status ->
     UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_dismiss_rejection(
         it, FfiConverterString.lower(`recordId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The drafts on this device (of one patient, or all), most recently saved first. Resume one
+     * with `get_response`, `save_answers` and `submit_response`.
+     */
+    @Throws(FollowupException::class)override fun `drafts`(`patientId`: kotlin.String?): List<DraftSummary> {
+            return FfiConverterSequenceTypeDraftSummary.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_drafts(
+        it, FfiConverterOptionalString.lower(`patientId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The outcome surveys a patient should complete (overdue, due, upcoming), soonest window
+     * first, with their windows for reminders. On a patient's phone `patient_id` may be `None`
+     * (its own patient). `as_of` is `YYYY-MM-DD`.
+     */
+    @Throws(FollowupException::class)override fun `dueSurveys`(`patientId`: kotlin.String?, `asOf`: kotlin.String): List<Visit> {
+            return FfiConverterSequenceTypeVisit.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_due_surveys(
+        it, FfiConverterOptionalString.lower(`patientId`),FfiConverterString.lower(`asOf`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Study codes enrolled more than once at the clinic (offline on two tablets): conflicts
+     * for the clinic to resolve.
+     */
+    @Throws(FollowupException::class)override fun `duplicateStudyCodes`(): List<DuplicateStudyCode> {
+            return FfiConverterSequenceTypeDuplicateStudyCode.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_duplicate_study_codes(
+        it, _status)
 }
     }
     )
@@ -2692,6 +3613,23 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
 
     
     /**
+     * Any record with its typed body: an enrolment, a procedure, a response with its scores, an
+     * adverse event, an adjudication, the clinic.
+     */
+    @Throws(FollowupException::class)override fun `getRecord`(`recordId`: kotlin.String): RecordView {
+            return FfiConverterTypeRecordView.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_get_record(
+        it, FfiConverterString.lower(`recordId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * A response with its answers (merged with other devices' edits).
      */
     @Throws(FollowupException::class)override fun `getResponse`(`responseId`: kotlin.String): Response {
@@ -2731,6 +3669,23 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
     uniffiRustCallWithError(FollowupException) { _status ->
     UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_list_patients(
         it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Calls `listener` with the records changed after every local save and at the end of every
+     * sync, until the returned subscription is cancelled.
+     */
+    @Throws(FollowupException::class)override fun `observeChanges`(`listener`: ChangeListener): ChangeSubscription {
+            return FfiConverterTypeChangeSubscription.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_observe_changes(
+        it, FfiConverterTypeChangeListener.lower(`listener`),_status)
 }
     }
     )
@@ -2807,6 +3762,24 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
 
     
     /**
+     * The patient accepts or disputes the clinic's adjudication of one of their adverse
+     * events (patient's phone only). A dispute needs a comment; it reopens the case for the
+     * registry. Returns the reply's id.
+     */
+    @Throws(FollowupException::class)override fun `replyToAdjudication`(`adverseEventId`: kotlin.String, `verdict`: Verdict, `comment`: kotlin.String): kotlin.String {
+            return FfiConverterString.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_reply_to_adjudication(
+        it, FfiConverterString.lower(`adverseEventId`),FfiConverterTypeVerdict.lower(`verdict`),FfiConverterString.lower(`comment`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Reports an adverse event for a patient. Returns its id. On a patient's phone the reporter
      * is always the patient.
      */
@@ -2837,6 +3810,22 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
 }
     }
     
+    
+
+    
+    /**
+     * A response's scores by score id (`None` while a score's items are not all answered).
+     */
+    @Throws(FollowupException::class)override fun `responseScores`(`responseId`: kotlin.String): Map<kotlin.String, kotlin.Double?> {
+            return FfiConverterMapStringOptionalDouble.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_response_scores(
+        it, FfiConverterString.lower(`responseId`),_status)
+}
+    }
+    )
+    }
     
 
     
@@ -2998,6 +3987,21 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
     }
     )
     }
+    
+
+    
+    /**
+     * Replaces a procedure's fields (clinic devices only); only what differs is written.
+     */
+    @Throws(FollowupException::class)override fun `updateProcedure`(`procedureId`: kotlin.String, `procedure`: Procedure)
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_update_procedure(
+        it, FfiConverterString.lower(`procedureId`),FfiConverterTypeProcedure.lower(`procedure`),_status)
+}
+    }
+    
     
 
     
@@ -3782,8 +4786,152 @@ public object FfiConverterTypeSyncProgressListener: FfiConverter<SyncProgressLis
 
 
 /**
- * The treating clinic's decision on an adverse event. The deadline is set by the registry's rule
- * when the first decision is recorded.
+ * The treating clinic's adjudication of an adverse event.
+ */
+data class Adjudication (
+    var `adverseEventId`: kotlin.String, 
+    var `relatedness`: Relatedness?, 
+    var `action`: kotlin.String, 
+    var `remedy`: kotlin.String, 
+    var `status`: AdjudicationStatus, 
+    /**
+     * ISO date by which the clinic must respond (empty when the registry keeps it).
+     */
+    var `deadline`: kotlin.String, 
+    /**
+     * ISO date-time (UTC) of the last decision.
+     */
+    var `decidedAt`: kotlin.String?
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAdjudication: FfiConverterRustBuffer<Adjudication> {
+    override fun read(buf: ByteBuffer): Adjudication {
+        return Adjudication(
+            FfiConverterString.read(buf),
+            FfiConverterOptionalTypeRelatedness.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterTypeAdjudicationStatus.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Adjudication) = (
+            FfiConverterString.allocationSize(value.`adverseEventId`) +
+            FfiConverterOptionalTypeRelatedness.allocationSize(value.`relatedness`) +
+            FfiConverterString.allocationSize(value.`action`) +
+            FfiConverterString.allocationSize(value.`remedy`) +
+            FfiConverterTypeAdjudicationStatus.allocationSize(value.`status`) +
+            FfiConverterString.allocationSize(value.`deadline`) +
+            FfiConverterOptionalString.allocationSize(value.`decidedAt`)
+    )
+
+    override fun write(value: Adjudication, buf: ByteBuffer) {
+            FfiConverterString.write(value.`adverseEventId`, buf)
+            FfiConverterOptionalTypeRelatedness.write(value.`relatedness`, buf)
+            FfiConverterString.write(value.`action`, buf)
+            FfiConverterString.write(value.`remedy`, buf)
+            FfiConverterTypeAdjudicationStatus.write(value.`status`, buf)
+            FfiConverterString.write(value.`deadline`, buf)
+            FfiConverterOptionalString.write(value.`decidedAt`, buf)
+    }
+}
+
+
+
+/**
+ * The registry's adjudication case of an adverse event: read-only on every device.
+ */
+data class AdjudicationCase (
+    var `state`: CaseState, 
+    /**
+     * ISO date by which the clinic must decide.
+     */
+    var `deadline`: kotlin.String, 
+    /**
+     * When the registry first accepted the event (the clock starts then).
+     */
+    var `openedAt`: kotlin.String, 
+    /**
+     * Days the policy gave, the policy (`id@version`) and its rule.
+     */
+    var `days`: kotlin.Int, 
+    var `policy`: kotlin.String, 
+    var `rule`: kotlin.String, 
+    /**
+     * When the registry accepted the clinic's latest decision.
+     */
+    var `respondedAt`: kotlin.String?, 
+    var `escalations`: List<Escalation>, 
+    var `replies`: List<RecordedReply>, 
+    var `closedAt`: kotlin.String?, 
+    var `closedNote`: kotlin.String?
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAdjudicationCase: FfiConverterRustBuffer<AdjudicationCase> {
+    override fun read(buf: ByteBuffer): AdjudicationCase {
+        return AdjudicationCase(
+            FfiConverterTypeCaseState.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterInt.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterSequenceTypeEscalation.read(buf),
+            FfiConverterSequenceTypeRecordedReply.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: AdjudicationCase) = (
+            FfiConverterTypeCaseState.allocationSize(value.`state`) +
+            FfiConverterString.allocationSize(value.`deadline`) +
+            FfiConverterString.allocationSize(value.`openedAt`) +
+            FfiConverterInt.allocationSize(value.`days`) +
+            FfiConverterString.allocationSize(value.`policy`) +
+            FfiConverterString.allocationSize(value.`rule`) +
+            FfiConverterOptionalString.allocationSize(value.`respondedAt`) +
+            FfiConverterSequenceTypeEscalation.allocationSize(value.`escalations`) +
+            FfiConverterSequenceTypeRecordedReply.allocationSize(value.`replies`) +
+            FfiConverterOptionalString.allocationSize(value.`closedAt`) +
+            FfiConverterOptionalString.allocationSize(value.`closedNote`)
+    )
+
+    override fun write(value: AdjudicationCase, buf: ByteBuffer) {
+            FfiConverterTypeCaseState.write(value.`state`, buf)
+            FfiConverterString.write(value.`deadline`, buf)
+            FfiConverterString.write(value.`openedAt`, buf)
+            FfiConverterInt.write(value.`days`, buf)
+            FfiConverterString.write(value.`policy`, buf)
+            FfiConverterString.write(value.`rule`, buf)
+            FfiConverterOptionalString.write(value.`respondedAt`, buf)
+            FfiConverterSequenceTypeEscalation.write(value.`escalations`, buf)
+            FfiConverterSequenceTypeRecordedReply.write(value.`replies`, buf)
+            FfiConverterOptionalString.write(value.`closedAt`, buf)
+            FfiConverterOptionalString.write(value.`closedNote`, buf)
+    }
+}
+
+
+
+/**
+ * The treating clinic's decision on an adverse event. The deadline is not the clinic's: the
+ * registry sets it when it first accepts the event (see [`AdjudicationCase`]).
  */
 data class AdjudicationDecision (
     var `relatedness`: Relatedness?, 
@@ -3841,9 +4989,17 @@ data class AdjudicationItem (
      * The adjudication record, once a first decision is recorded.
      */
     var `adjudicationId`: kotlin.String?, 
+    /**
+     * The clinic's own status.
+     */
     var `status`: AdjudicationStatus, 
     /**
-     * ISO date by which the clinic must respond.
+     * The registry's case state, once the case reached the device.
+     */
+    var `state`: CaseState?, 
+    /**
+     * ISO date by which the clinic must respond: the registry's, once its case reached the
+     * device.
      */
     var `deadline`: kotlin.String?, 
     var `overdue`: kotlin.Boolean
@@ -3862,6 +5018,7 @@ public object FfiConverterTypeAdjudicationItem: FfiConverterRustBuffer<Adjudicat
             FfiConverterString.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterTypeAdjudicationStatus.read(buf),
+            FfiConverterOptionalTypeCaseState.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterBoolean.read(buf),
         )
@@ -3872,6 +5029,7 @@ public object FfiConverterTypeAdjudicationItem: FfiConverterRustBuffer<Adjudicat
             FfiConverterString.allocationSize(value.`patientId`) +
             FfiConverterOptionalString.allocationSize(value.`adjudicationId`) +
             FfiConverterTypeAdjudicationStatus.allocationSize(value.`status`) +
+            FfiConverterOptionalTypeCaseState.allocationSize(value.`state`) +
             FfiConverterOptionalString.allocationSize(value.`deadline`) +
             FfiConverterBoolean.allocationSize(value.`overdue`)
     )
@@ -3881,6 +5039,7 @@ public object FfiConverterTypeAdjudicationItem: FfiConverterRustBuffer<Adjudicat
             FfiConverterString.write(value.`patientId`, buf)
             FfiConverterOptionalString.write(value.`adjudicationId`, buf)
             FfiConverterTypeAdjudicationStatus.write(value.`status`, buf)
+            FfiConverterOptionalTypeCaseState.write(value.`state`, buf)
             FfiConverterOptionalString.write(value.`deadline`, buf)
             FfiConverterBoolean.write(value.`overdue`, buf)
     }
@@ -3973,6 +5132,75 @@ public object FfiConverterTypeAdverseEvent: FfiConverterRustBuffer<AdverseEvent>
 
 
 /**
+ * An adverse event with the registry's case, the clinic's adjudication and the patient's
+ * replies: what the tablet and the patient's phone show.
+ */
+data class AdverseEventView (
+    var `adverseEventId`: kotlin.String, 
+    var `patientId`: kotlin.String, 
+    var `event`: AdverseEvent, 
+    /**
+     * `None` until the registry has accepted the event and the device has synced since.
+     */
+    var `case`: AdjudicationCase?, 
+    var `adjudicationId`: kotlin.String?, 
+    /**
+     * The clinic's decision: relatedness, action, remedy, status.
+     */
+    var `adjudication`: AdjudicationDecision?, 
+    var `replies`: List<PatientReply>, 
+    /**
+     * Not closed by the registry and not resolved by the clinic.
+     */
+    var `isOpen`: kotlin.Boolean
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeAdverseEventView: FfiConverterRustBuffer<AdverseEventView> {
+    override fun read(buf: ByteBuffer): AdverseEventView {
+        return AdverseEventView(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterTypeAdverseEvent.read(buf),
+            FfiConverterOptionalTypeAdjudicationCase.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalTypeAdjudicationDecision.read(buf),
+            FfiConverterSequenceTypePatientReply.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: AdverseEventView) = (
+            FfiConverterString.allocationSize(value.`adverseEventId`) +
+            FfiConverterString.allocationSize(value.`patientId`) +
+            FfiConverterTypeAdverseEvent.allocationSize(value.`event`) +
+            FfiConverterOptionalTypeAdjudicationCase.allocationSize(value.`case`) +
+            FfiConverterOptionalString.allocationSize(value.`adjudicationId`) +
+            FfiConverterOptionalTypeAdjudicationDecision.allocationSize(value.`adjudication`) +
+            FfiConverterSequenceTypePatientReply.allocationSize(value.`replies`) +
+            FfiConverterBoolean.allocationSize(value.`isOpen`)
+    )
+
+    override fun write(value: AdverseEventView, buf: ByteBuffer) {
+            FfiConverterString.write(value.`adverseEventId`, buf)
+            FfiConverterString.write(value.`patientId`, buf)
+            FfiConverterTypeAdverseEvent.write(value.`event`, buf)
+            FfiConverterOptionalTypeAdjudicationCase.write(value.`case`, buf)
+            FfiConverterOptionalString.write(value.`adjudicationId`, buf)
+            FfiConverterOptionalTypeAdjudicationDecision.write(value.`adjudication`, buf)
+            FfiConverterSequenceTypePatientReply.write(value.`replies`, buf)
+            FfiConverterBoolean.write(value.`isOpen`, buf)
+    }
+}
+
+
+
+/**
  * One possible answer of a choice item.
  */
 data class Choice (
@@ -4015,6 +5243,51 @@ public object FfiConverterTypeChoice: FfiConverterRustBuffer<Choice> {
             FfiConverterString.write(value.`code`, buf)
             FfiConverterString.write(value.`label`, buf)
             FfiConverterBoolean.write(value.`exclusive`, buf)
+    }
+}
+
+
+
+/**
+ * A clinic as its record states it.
+ */
+data class ClinicRecord (
+    var `name`: kotlin.String, 
+    /**
+     * ISO 3166-1 alpha-2.
+     */
+    var `country`: kotlin.String, 
+    /**
+     * `invited`, `participating`, `non_responsive`, ... (the registry's code).
+     */
+    var `participation`: kotlin.String
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeClinicRecord: FfiConverterRustBuffer<ClinicRecord> {
+    override fun read(buf: ByteBuffer): ClinicRecord {
+        return ClinicRecord(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ClinicRecord) = (
+            FfiConverterString.allocationSize(value.`name`) +
+            FfiConverterString.allocationSize(value.`country`) +
+            FfiConverterString.allocationSize(value.`participation`)
+    )
+
+    override fun write(value: ClinicRecord, buf: ByteBuffer) {
+            FfiConverterString.write(value.`name`, buf)
+            FfiConverterString.write(value.`country`, buf)
+            FfiConverterString.write(value.`participation`, buf)
     }
 }
 
@@ -4253,6 +5526,140 @@ public object FfiConverterTypeDeviceEnrolment: FfiConverterRustBuffer<DeviceEnro
 
 
 /**
+ * A draft response, for a "continue where you left off" list.
+ */
+data class DraftSummary (
+    var `responseId`: kotlin.String, 
+    var `patientId`: kotlin.String, 
+    var `questionnaireId`: kotlin.String, 
+    var `procedureId`: kotlin.String?, 
+    var `visitId`: kotlin.String?, 
+    /**
+     * Items answered so far.
+     */
+    var `answered`: kotlin.UInt, 
+    /**
+     * Unix seconds of the latest save, when known.
+     */
+    var `lastSaved`: kotlin.Long?
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDraftSummary: FfiConverterRustBuffer<DraftSummary> {
+    override fun read(buf: ByteBuffer): DraftSummary {
+        return DraftSummary(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterOptionalLong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DraftSummary) = (
+            FfiConverterString.allocationSize(value.`responseId`) +
+            FfiConverterString.allocationSize(value.`patientId`) +
+            FfiConverterString.allocationSize(value.`questionnaireId`) +
+            FfiConverterOptionalString.allocationSize(value.`procedureId`) +
+            FfiConverterOptionalString.allocationSize(value.`visitId`) +
+            FfiConverterUInt.allocationSize(value.`answered`) +
+            FfiConverterOptionalLong.allocationSize(value.`lastSaved`)
+    )
+
+    override fun write(value: DraftSummary, buf: ByteBuffer) {
+            FfiConverterString.write(value.`responseId`, buf)
+            FfiConverterString.write(value.`patientId`, buf)
+            FfiConverterString.write(value.`questionnaireId`, buf)
+            FfiConverterOptionalString.write(value.`procedureId`, buf)
+            FfiConverterOptionalString.write(value.`visitId`, buf)
+            FfiConverterUInt.write(value.`answered`, buf)
+            FfiConverterOptionalLong.write(value.`lastSaved`, buf)
+    }
+}
+
+
+
+/**
+ * A study code enrolled more than once at the clinic (offline on two tablets).
+ */
+data class DuplicateStudyCode (
+    var `studyCode`: kotlin.String, 
+    var `patientIds`: List<kotlin.String>
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDuplicateStudyCode: FfiConverterRustBuffer<DuplicateStudyCode> {
+    override fun read(buf: ByteBuffer): DuplicateStudyCode {
+        return DuplicateStudyCode(
+            FfiConverterString.read(buf),
+            FfiConverterSequenceString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DuplicateStudyCode) = (
+            FfiConverterString.allocationSize(value.`studyCode`) +
+            FfiConverterSequenceString.allocationSize(value.`patientIds`)
+    )
+
+    override fun write(value: DuplicateStudyCode, buf: ByteBuffer) {
+            FfiConverterString.write(value.`studyCode`, buf)
+            FfiConverterSequenceString.write(value.`patientIds`, buf)
+    }
+}
+
+
+
+/**
+ * A registry staff escalation, with the note the clinic reads.
+ */
+data class Escalation (
+    /**
+     * The registry's time (RFC 3339, UTC).
+     */
+    var `at`: kotlin.String, 
+    var `note`: kotlin.String
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeEscalation: FfiConverterRustBuffer<Escalation> {
+    override fun read(buf: ByteBuffer): Escalation {
+        return Escalation(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: Escalation) = (
+            FfiConverterString.allocationSize(value.`at`) +
+            FfiConverterString.allocationSize(value.`note`)
+    )
+
+    override fun write(value: Escalation, buf: ByteBuffer) {
+            FfiConverterString.write(value.`at`, buf)
+            FfiConverterString.write(value.`note`, buf)
+    }
+}
+
+
+
+/**
  * One problem with one answer of a questionnaire response.
  */
 data class ItemProblem (
@@ -4350,6 +5757,48 @@ public object FfiConverterTypeNewPatient: FfiConverterRustBuffer<NewPatient> {
             FfiConverterInt.write(value.`birthYear`, buf)
             FfiConverterTypeSex.write(value.`sex`, buf)
             FfiConverterString.write(value.`enrolledOn`, buf)
+    }
+}
+
+
+
+/**
+ * A reply of the patient this device holds (synced or not yet).
+ */
+data class PatientReply (
+    var `verdict`: Verdict, 
+    var `comment`: kotlin.String, 
+    /**
+     * The device's time of the reply.
+     */
+    var `repliedAt`: kotlin.String
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePatientReply: FfiConverterRustBuffer<PatientReply> {
+    override fun read(buf: ByteBuffer): PatientReply {
+        return PatientReply(
+            FfiConverterTypeVerdict.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PatientReply) = (
+            FfiConverterTypeVerdict.allocationSize(value.`verdict`) +
+            FfiConverterString.allocationSize(value.`comment`) +
+            FfiConverterString.allocationSize(value.`repliedAt`)
+    )
+
+    override fun write(value: PatientReply, buf: ByteBuffer) {
+            FfiConverterTypeVerdict.write(value.`verdict`, buf)
+            FfiConverterString.write(value.`comment`, buf)
+            FfiConverterString.write(value.`repliedAt`, buf)
     }
 }
 
@@ -4679,6 +6128,148 @@ public object FfiConverterTypeQuestionnaireItem: FfiConverterRustBuffer<Question
             FfiConverterSequenceTypeChoice.write(value.`choices`, buf)
             FfiConverterBoolean.write(value.`enabled`, buf)
             FfiConverterBoolean.write(value.`conditional`, buf)
+    }
+}
+
+
+
+/**
+ * One record a save or a sync changed.
+ */
+data class RecordChange (
+    var `recordId`: kotlin.String, 
+    /**
+     * `None` when the record is gone from the device (`removed`).
+     */
+    var `kind`: RecordKind?, 
+    var `patientId`: kotlin.String?, 
+    var `removed`: kotlin.Boolean
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRecordChange: FfiConverterRustBuffer<RecordChange> {
+    override fun read(buf: ByteBuffer): RecordChange {
+        return RecordChange(
+            FfiConverterString.read(buf),
+            FfiConverterOptionalTypeRecordKind.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: RecordChange) = (
+            FfiConverterString.allocationSize(value.`recordId`) +
+            FfiConverterOptionalTypeRecordKind.allocationSize(value.`kind`) +
+            FfiConverterOptionalString.allocationSize(value.`patientId`) +
+            FfiConverterBoolean.allocationSize(value.`removed`)
+    )
+
+    override fun write(value: RecordChange, buf: ByteBuffer) {
+            FfiConverterString.write(value.`recordId`, buf)
+            FfiConverterOptionalTypeRecordKind.write(value.`kind`, buf)
+            FfiConverterOptionalString.write(value.`patientId`, buf)
+            FfiConverterBoolean.write(value.`removed`, buf)
+    }
+}
+
+
+
+/**
+ * Any record: who it belongs to, who created it, and its body.
+ */
+data class RecordView (
+    var `recordId`: kotlin.String, 
+    var `kind`: RecordKind, 
+    var `clinicId`: kotlin.String, 
+    var `patientId`: kotlin.String?, 
+    /**
+     * The device that created it; `None` when the registry did.
+     */
+    var `createdByDevice`: kotlin.String?, 
+    var `body`: RecordBody
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRecordView: FfiConverterRustBuffer<RecordView> {
+    override fun read(buf: ByteBuffer): RecordView {
+        return RecordView(
+            FfiConverterString.read(buf),
+            FfiConverterTypeRecordKind.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterTypeRecordBody.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: RecordView) = (
+            FfiConverterString.allocationSize(value.`recordId`) +
+            FfiConverterTypeRecordKind.allocationSize(value.`kind`) +
+            FfiConverterString.allocationSize(value.`clinicId`) +
+            FfiConverterOptionalString.allocationSize(value.`patientId`) +
+            FfiConverterOptionalString.allocationSize(value.`createdByDevice`) +
+            FfiConverterTypeRecordBody.allocationSize(value.`body`)
+    )
+
+    override fun write(value: RecordView, buf: ByteBuffer) {
+            FfiConverterString.write(value.`recordId`, buf)
+            FfiConverterTypeRecordKind.write(value.`kind`, buf)
+            FfiConverterString.write(value.`clinicId`, buf)
+            FfiConverterOptionalString.write(value.`patientId`, buf)
+            FfiConverterOptionalString.write(value.`createdByDevice`, buf)
+            FfiConverterTypeRecordBody.write(value.`body`, buf)
+    }
+}
+
+
+
+/**
+ * A patient's reply as the registry recorded it.
+ */
+data class RecordedReply (
+    /**
+     * The registry's time (RFC 3339, UTC).
+     */
+    var `at`: kotlin.String, 
+    var `verdict`: Verdict, 
+    var `comment`: kotlin.String
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRecordedReply: FfiConverterRustBuffer<RecordedReply> {
+    override fun read(buf: ByteBuffer): RecordedReply {
+        return RecordedReply(
+            FfiConverterString.read(buf),
+            FfiConverterTypeVerdict.read(buf),
+            FfiConverterString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: RecordedReply) = (
+            FfiConverterString.allocationSize(value.`at`) +
+            FfiConverterTypeVerdict.allocationSize(value.`verdict`) +
+            FfiConverterString.allocationSize(value.`comment`)
+    )
+
+    override fun write(value: RecordedReply, buf: ByteBuffer) {
+            FfiConverterString.write(value.`at`, buf)
+            FfiConverterTypeVerdict.write(value.`verdict`, buf)
+            FfiConverterString.write(value.`comment`, buf)
     }
 }
 
@@ -5298,6 +6889,43 @@ public object FfiConverterTypeAnswerValue : FfiConverterRustBuffer<AnswerValue>{
 
 
 /**
+ * Where the registry's adjudication case stands, at the registry's clock.
+ */
+
+enum class CaseState {
+    
+    OPEN,
+    RESPONDED,
+    OVERDUE,
+    ESCALATED,
+    DISPUTED,
+    CLOSED;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeCaseState: FfiConverterRustBuffer<CaseState> {
+    override fun read(buf: ByteBuffer) = try {
+        CaseState.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: CaseState) = 4UL
+
+    override fun write(value: CaseState, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * The cell type administered.
  */
 
@@ -5307,7 +6935,9 @@ enum class CellType {
     HAEMATOPOIETIC,
     STROMAL_VASCULAR_FRACTION,
     MONONUCLEAR,
-    OTHER;
+    INDUCED_PLURIPOTENT,
+    OTHER,
+    UNKNOWN;
     companion object
 }
 
@@ -5391,6 +7021,45 @@ public object FfiConverterTypeDeviceRole: FfiConverterRustBuffer<DeviceRole> {
     override fun allocationSize(value: DeviceRole) = 4UL
 
     override fun write(value: DeviceRole, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What discarding a draft did.
+ */
+
+enum class DiscardOutcome {
+    
+    /**
+     * The registry never received it: it is gone.
+     */
+    DELETED,
+    /**
+     * The registry holds it: it is marked discarded (this syncs) and no longer listed.
+     */
+    MARKED_DISCARDED;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDiscardOutcome: FfiConverterRustBuffer<DiscardOutcome> {
+    override fun read(buf: ByteBuffer) = try {
+        DiscardOutcome.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: DiscardOutcome) = 4UL
+
+    override fun write(value: DiscardOutcome, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
@@ -5574,6 +7243,20 @@ sealed class FollowupException: kotlin.Exception() {
     }
     
     /**
+     * A submitted response already answers this visit; `record_id` is that response (open it
+     * instead of recording the visit again).
+     */
+    class AlreadyRecorded(
+        
+        val `reason`: kotlin.String, 
+        
+        val `recordId`: kotlin.String
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }, recordId=${ `recordId` }"
+    }
+    
+    /**
      * An argument was malformed (an id, a date, an empty passphrase, ...).
      */
     class InvalidInput(
@@ -5668,13 +7351,17 @@ public object FfiConverterTypeFollowupError : FfiConverterRustBuffer<FollowupExc
             15 -> FollowupException.Cancelled(
                 FfiConverterString.read(buf),
                 )
-            16 -> FollowupException.InvalidInput(
+            16 -> FollowupException.AlreadyRecorded(
+                FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
-            17 -> FollowupException.KeyProviderFailed(
+            17 -> FollowupException.InvalidInput(
                 FfiConverterString.read(buf),
                 )
-            18 -> FollowupException.Internal(
+            18 -> FollowupException.KeyProviderFailed(
+                FfiConverterString.read(buf),
+                )
+            19 -> FollowupException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -5758,6 +7445,12 @@ public object FfiConverterTypeFollowupError : FfiConverterRustBuffer<FollowupExc
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is FollowupException.AlreadyRecorded -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterString.allocationSize(value.`recordId`)
             )
             is FollowupException.InvalidInput -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -5855,18 +7548,24 @@ public object FfiConverterTypeFollowupError : FfiConverterRustBuffer<FollowupExc
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is FollowupException.InvalidInput -> {
+            is FollowupException.AlreadyRecorded -> {
                 buf.putInt(16)
                 FfiConverterString.write(value.`reason`, buf)
+                FfiConverterString.write(value.`recordId`, buf)
                 Unit
             }
-            is FollowupException.KeyProviderFailed -> {
+            is FollowupException.InvalidInput -> {
                 buf.putInt(17)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is FollowupException.Internal -> {
+            is FollowupException.KeyProviderFailed -> {
                 buf.putInt(18)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FollowupException.Internal -> {
+                buf.putInt(19)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -5926,7 +7625,8 @@ enum class Manipulation {
     
     MINIMAL,
     MORE_THAN_MINIMAL,
-    GENETICALLY_MODIFIED;
+    GENETICALLY_MODIFIED,
+    UNKNOWN;
     companion object
 }
 
@@ -5959,7 +7659,8 @@ public object FfiConverterTypeManipulation: FfiConverterRustBuffer<Manipulation>
 enum class Origin {
     
     AUTOLOGOUS,
-    ALLOGENEIC;
+    ALLOGENEIC,
+    UNKNOWN;
     companion object
 }
 
@@ -6012,6 +7713,211 @@ public object FfiConverterTypeQuestionnaireKind: FfiConverterRustBuffer<Question
     override fun allocationSize(value: QuestionnaireKind) = 4UL
 
     override fun write(value: QuestionnaireKind, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * A record's typed body.
+ */
+sealed class RecordBody {
+    
+    data class ClinicBody(
+        val `clinic`: ClinicRecord) : RecordBody() {
+        companion object
+    }
+    
+    data class EnrolmentBody(
+        val `patient`: NewPatient) : RecordBody() {
+        companion object
+    }
+    
+    data class ProcedureBody(
+        val `procedure`: Procedure) : RecordBody() {
+        companion object
+    }
+    
+    /**
+     * A response with its scores (`None` while a score's items are not all answered).
+     */
+    data class ResponseBody(
+        val `response`: Response, 
+        val `scores`: Map<kotlin.String, kotlin.Double?>) : RecordBody() {
+        companion object
+    }
+    
+    data class AdverseEventBody(
+        val `event`: AdverseEvent) : RecordBody() {
+        companion object
+    }
+    
+    data class AdjudicationBody(
+        val `adjudication`: Adjudication) : RecordBody() {
+        companion object
+    }
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRecordBody : FfiConverterRustBuffer<RecordBody>{
+    override fun read(buf: ByteBuffer): RecordBody {
+        return when(buf.getInt()) {
+            1 -> RecordBody.ClinicBody(
+                FfiConverterTypeClinicRecord.read(buf),
+                )
+            2 -> RecordBody.EnrolmentBody(
+                FfiConverterTypeNewPatient.read(buf),
+                )
+            3 -> RecordBody.ProcedureBody(
+                FfiConverterTypeProcedure.read(buf),
+                )
+            4 -> RecordBody.ResponseBody(
+                FfiConverterTypeResponse.read(buf),
+                FfiConverterMapStringOptionalDouble.read(buf),
+                )
+            5 -> RecordBody.AdverseEventBody(
+                FfiConverterTypeAdverseEvent.read(buf),
+                )
+            6 -> RecordBody.AdjudicationBody(
+                FfiConverterTypeAdjudication.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: RecordBody) = when(value) {
+        is RecordBody.ClinicBody -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeClinicRecord.allocationSize(value.`clinic`)
+            )
+        }
+        is RecordBody.EnrolmentBody -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeNewPatient.allocationSize(value.`patient`)
+            )
+        }
+        is RecordBody.ProcedureBody -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeProcedure.allocationSize(value.`procedure`)
+            )
+        }
+        is RecordBody.ResponseBody -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeResponse.allocationSize(value.`response`)
+                + FfiConverterMapStringOptionalDouble.allocationSize(value.`scores`)
+            )
+        }
+        is RecordBody.AdverseEventBody -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeAdverseEvent.allocationSize(value.`event`)
+            )
+        }
+        is RecordBody.AdjudicationBody -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeAdjudication.allocationSize(value.`adjudication`)
+            )
+        }
+    }
+
+    override fun write(value: RecordBody, buf: ByteBuffer) {
+        when(value) {
+            is RecordBody.ClinicBody -> {
+                buf.putInt(1)
+                FfiConverterTypeClinicRecord.write(value.`clinic`, buf)
+                Unit
+            }
+            is RecordBody.EnrolmentBody -> {
+                buf.putInt(2)
+                FfiConverterTypeNewPatient.write(value.`patient`, buf)
+                Unit
+            }
+            is RecordBody.ProcedureBody -> {
+                buf.putInt(3)
+                FfiConverterTypeProcedure.write(value.`procedure`, buf)
+                Unit
+            }
+            is RecordBody.ResponseBody -> {
+                buf.putInt(4)
+                FfiConverterTypeResponse.write(value.`response`, buf)
+                FfiConverterMapStringOptionalDouble.write(value.`scores`, buf)
+                Unit
+            }
+            is RecordBody.AdverseEventBody -> {
+                buf.putInt(5)
+                FfiConverterTypeAdverseEvent.write(value.`event`, buf)
+                Unit
+            }
+            is RecordBody.AdjudicationBody -> {
+                buf.putInt(6)
+                FfiConverterTypeAdjudication.write(value.`adjudication`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * What kind of record a record is.
+ */
+
+enum class RecordKind {
+    
+    CLINIC,
+    ENROLMENT,
+    PROCEDURE,
+    RESPONSE,
+    ADVERSE_EVENT,
+    ADJUDICATION,
+    /**
+     * The registry's adjudication case of an adverse event (read-only on devices).
+     */
+    ADJUDICATION_CASE,
+    /**
+     * The patient's reply to an adjudication.
+     */
+    CASE_REPLY;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeRecordKind: FfiConverterRustBuffer<RecordKind> {
+    override fun read(buf: ByteBuffer) = try {
+        RecordKind.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: RecordKind) = 4UL
+
+    override fun write(value: RecordKind, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
@@ -6132,7 +8038,8 @@ public object FfiConverterTypeReporter: FfiConverterRustBuffer<Reporter> {
 enum class ResponseStatus {
     
     DRAFT,
-    SUBMITTED;
+    SUBMITTED,
+    DISCARDED;
     companion object
 }
 
@@ -6239,8 +8146,10 @@ enum class SourceTissue {
     BONE_MARROW,
     ADIPOSE,
     UMBILICAL_CORD_BLOOD,
+    UMBILICAL_CORD_TISSUE,
     PERIPHERAL_BLOOD,
-    OTHER;
+    OTHER,
+    UNKNOWN;
     companion object
 }
 
@@ -6400,6 +8309,39 @@ public object FfiConverterTypeSyncStage : FfiConverterRustBuffer<SyncStage>{
                 Unit
             }
         }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
+/**
+ * The patient's answer to the clinic's adjudication.
+ */
+
+enum class Verdict {
+    
+    ACCEPTED,
+    DISPUTED;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeVerdict: FfiConverterRustBuffer<Verdict> {
+    override fun read(buf: ByteBuffer) = try {
+        Verdict.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Verdict) = 4UL
+
+    override fun write(value: Verdict, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
     }
 }
 
@@ -6671,6 +8613,70 @@ public object FfiConverterOptionalTypeSyncProgressListener: FfiConverterRustBuff
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeAdjudicationCase: FfiConverterRustBuffer<AdjudicationCase?> {
+    override fun read(buf: ByteBuffer): AdjudicationCase? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeAdjudicationCase.read(buf)
+    }
+
+    override fun allocationSize(value: AdjudicationCase?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeAdjudicationCase.allocationSize(value)
+        }
+    }
+
+    override fun write(value: AdjudicationCase?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeAdjudicationCase.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeAdjudicationDecision: FfiConverterRustBuffer<AdjudicationDecision?> {
+    override fun read(buf: ByteBuffer): AdjudicationDecision? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeAdjudicationDecision.read(buf)
+    }
+
+    override fun allocationSize(value: AdjudicationDecision?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeAdjudicationDecision.allocationSize(value)
+        }
+    }
+
+    override fun write(value: AdjudicationDecision?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeAdjudicationDecision.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeCost: FfiConverterRustBuffer<Cost?> {
     override fun read(buf: ByteBuffer): Cost? {
         if (buf.get().toInt() == 0) {
@@ -6725,6 +8731,70 @@ public object FfiConverterOptionalTypeDeviceEnrolment: FfiConverterRustBuffer<De
         } else {
             buf.put(1)
             FfiConverterTypeDeviceEnrolment.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeCaseState: FfiConverterRustBuffer<CaseState?> {
+    override fun read(buf: ByteBuffer): CaseState? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeCaseState.read(buf)
+    }
+
+    override fun allocationSize(value: CaseState?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeCaseState.allocationSize(value)
+        }
+    }
+
+    override fun write(value: CaseState?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeCaseState.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeRecordKind: FfiConverterRustBuffer<RecordKind?> {
+    override fun read(buf: ByteBuffer): RecordKind? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeRecordKind.read(buf)
+    }
+
+    override fun allocationSize(value: RecordKind?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeRecordKind.allocationSize(value)
+        }
+    }
+
+    override fun write(value: RecordKind?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeRecordKind.write(value, buf)
         }
     }
 }
@@ -6851,6 +8921,34 @@ public object FfiConverterSequenceTypeAdjudicationItem: FfiConverterRustBuffer<L
 /**
  * @suppress
  */
+public object FfiConverterSequenceTypeAdverseEventView: FfiConverterRustBuffer<List<AdverseEventView>> {
+    override fun read(buf: ByteBuffer): List<AdverseEventView> {
+        val len = buf.getInt()
+        return List<AdverseEventView>(len) {
+            FfiConverterTypeAdverseEventView.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<AdverseEventView>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeAdverseEventView.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<AdverseEventView>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeAdverseEventView.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeChoice: FfiConverterRustBuffer<List<Choice>> {
     override fun read(buf: ByteBuffer): List<Choice> {
         val len = buf.getInt()
@@ -6935,6 +9033,90 @@ public object FfiConverterSequenceTypeConflictValue: FfiConverterRustBuffer<List
 /**
  * @suppress
  */
+public object FfiConverterSequenceTypeDraftSummary: FfiConverterRustBuffer<List<DraftSummary>> {
+    override fun read(buf: ByteBuffer): List<DraftSummary> {
+        val len = buf.getInt()
+        return List<DraftSummary>(len) {
+            FfiConverterTypeDraftSummary.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<DraftSummary>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeDraftSummary.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<DraftSummary>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeDraftSummary.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeDuplicateStudyCode: FfiConverterRustBuffer<List<DuplicateStudyCode>> {
+    override fun read(buf: ByteBuffer): List<DuplicateStudyCode> {
+        val len = buf.getInt()
+        return List<DuplicateStudyCode>(len) {
+            FfiConverterTypeDuplicateStudyCode.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<DuplicateStudyCode>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeDuplicateStudyCode.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<DuplicateStudyCode>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeDuplicateStudyCode.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeEscalation: FfiConverterRustBuffer<List<Escalation>> {
+    override fun read(buf: ByteBuffer): List<Escalation> {
+        val len = buf.getInt()
+        return List<Escalation>(len) {
+            FfiConverterTypeEscalation.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<Escalation>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeEscalation.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<Escalation>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeEscalation.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeItemProblem: FfiConverterRustBuffer<List<ItemProblem>> {
     override fun read(buf: ByteBuffer): List<ItemProblem> {
         val len = buf.getInt()
@@ -6953,6 +9135,34 @@ public object FfiConverterSequenceTypeItemProblem: FfiConverterRustBuffer<List<I
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeItemProblem.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypePatientReply: FfiConverterRustBuffer<List<PatientReply>> {
+    override fun read(buf: ByteBuffer): List<PatientReply> {
+        val len = buf.getInt()
+        return List<PatientReply>(len) {
+            FfiConverterTypePatientReply.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<PatientReply>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypePatientReply.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<PatientReply>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypePatientReply.write(it, buf)
         }
     }
 }
@@ -7037,6 +9247,62 @@ public object FfiConverterSequenceTypeQuestionnaireItem: FfiConverterRustBuffer<
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeQuestionnaireItem.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeRecordChange: FfiConverterRustBuffer<List<RecordChange>> {
+    override fun read(buf: ByteBuffer): List<RecordChange> {
+        val len = buf.getInt()
+        return List<RecordChange>(len) {
+            FfiConverterTypeRecordChange.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<RecordChange>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeRecordChange.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<RecordChange>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeRecordChange.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeRecordedReply: FfiConverterRustBuffer<List<RecordedReply>> {
+    override fun read(buf: ByteBuffer): List<RecordedReply> {
+        val len = buf.getInt()
+        return List<RecordedReply>(len) {
+            FfiConverterTypeRecordedReply.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<RecordedReply>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeRecordedReply.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<RecordedReply>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeRecordedReply.write(it, buf)
         }
     }
 }
@@ -7160,6 +9426,45 @@ public object FfiConverterMapStringTypeAnswerValue: FfiConverterRustBuffer<Map<k
         value.forEach { (k, v) ->
             FfiConverterString.write(k, buf)
             FfiConverterTypeAnswerValue.write(v, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterMapStringOptionalDouble: FfiConverterRustBuffer<Map<kotlin.String, kotlin.Double?>> {
+    override fun read(buf: ByteBuffer): Map<kotlin.String, kotlin.Double?> {
+        val len = buf.getInt()
+        return buildMap<kotlin.String, kotlin.Double?>(len) {
+            repeat(len) {
+                val k = FfiConverterString.read(buf)
+                val v = FfiConverterOptionalDouble.read(buf)
+                this[k] = v
+            }
+        }
+    }
+
+    override fun allocationSize(value: Map<kotlin.String, kotlin.Double?>): ULong {
+        val spaceForMapSize = 4UL
+        val spaceForChildren = value.map { (k, v) ->
+            FfiConverterString.allocationSize(k) +
+            FfiConverterOptionalDouble.allocationSize(v)
+        }.sum()
+        return spaceForMapSize + spaceForChildren
+    }
+
+    override fun write(value: Map<kotlin.String, kotlin.Double?>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        // The parens on `(k, v)` here ensure we're calling the right method,
+        // which is important for compatibility with older android devices.
+        // Ref https://blog.danlew.net/2017/03/16/kotlin-puzzler-whose-line-is-it-anyways/
+        value.forEach { (k, v) ->
+            FfiConverterString.write(k, buf)
+            FfiConverterOptionalDouble.write(v, buf)
         }
     }
 }

@@ -1,0 +1,239 @@
+//! The clinical rules at the server: [`followup_domain::rules`] (the same code the device runs at
+//! capture) with lookups into the database and into the push being processed, plus the rules
+//! that compare a record with the server's copy (amendments, replies). Called by
+//! `sync::prepare` after `authz::check_write` has allowed the write.
+//!
+//! A record whose body does not read as its kind (a field of the wrong type, a code outside its
+//! enum) cannot be checked here: refusing such poison records is the schema check's job
+//! (issue 14). Until it lands such a record passes these rules unchecked.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use automerge::Automerge;
+use followup_domain::ids::RecordId;
+use followup_domain::model::{
+    self, AdverseEvent, DocHeader, FollowupResponse, Procedure, RecordKind, ResponseStatus,
+};
+use followup_domain::policy;
+use followup_domain::protocol::RejectCode;
+use followup_domain::questionnaire::Problem;
+use followup_domain::rules::{self, CheckError, Context, Lookup, LookupError};
+use followup_domain::schedule::Schedule;
+
+use crate::authz::{Denied, Principal};
+use crate::storage::{ReadScope, Storage, StorageError};
+
+/// The schedule the server checks visits against.
+fn schedule() -> &'static Schedule {
+    static S: std::sync::OnceLock<Schedule> = std::sync::OnceLock::new();
+    S.get_or_init(Schedule::default_registry)
+}
+
+/// Documents accepted earlier in the same push (not committed yet), by id.
+pub type Batch = HashMap<RecordId, (DocHeader, Automerge)>;
+
+struct ServerLookup<'a> {
+    storage: &'a dyn Storage,
+    batch: &'a Batch,
+    /// A storage error met during a lookup (reported instead of the rule's result).
+    failed: RefCell<Option<StorageError>>,
+}
+
+impl ServerLookup<'_> {
+    fn fail(&self, e: StorageError) -> LookupError {
+        let msg = e.to_string();
+        *self.failed.borrow_mut() = Some(e);
+        LookupError(msg)
+    }
+
+    fn load(&self, id: RecordId) -> Result<Option<(DocHeader, Automerge)>, LookupError> {
+        if let Some((h, d)) = self.batch.get(&id) {
+            return Ok(Some((h.clone(), d.clone())));
+        }
+        let Some(stored) = self.storage.load_doc(id).map_err(|e| self.fail(e))? else {
+            return Ok(None);
+        };
+        let doc = Automerge::load(&stored.bytes)
+            .map_err(|e| self.fail(StorageError::Corrupt(format!("stored document {id}: {e}"))))?;
+        Ok(Some((stored.header, doc)))
+    }
+
+    fn body<T: model::RecordBody>(
+        &self,
+        id: RecordId,
+    ) -> Result<Option<(DocHeader, T)>, LookupError> {
+        match self.load(id)? {
+            Some((h, d)) if h.kind == T::KIND => match model::read_body::<T>(&d) {
+                Ok(b) => Ok(Some((h, b))),
+                // A stored record that does not read as its kind is treated as absent.
+                Err(_) => Ok(None),
+            },
+            _ => Ok(None),
+        }
+    }
+}
+
+impl Lookup for ServerLookup<'_> {
+    fn procedure(&self, id: RecordId) -> Result<Option<(DocHeader, Procedure)>, LookupError> {
+        self.body(id)
+    }
+
+    fn adverse_event(
+        &self,
+        id: RecordId,
+    ) -> Result<Option<(DocHeader, AdverseEvent)>, LookupError> {
+        self.body(id)
+    }
+
+    fn visit_answered_by(
+        &self,
+        patient: RecordId,
+        procedure: RecordId,
+        visit: &str,
+        except: RecordId,
+    ) -> Result<Option<RecordId>, LookupError> {
+        let answers = |r: &FollowupResponse| {
+            r.status == ResponseStatus::Submitted
+                && r.visit.as_deref() == Some(visit)
+                && r.procedure
+                    .as_deref()
+                    .and_then(|p| p.parse::<RecordId>().ok())
+                    == Some(procedure)
+        };
+        for (id, (h, d)) in self.batch {
+            if *id != except
+                && h.kind == RecordKind::Response
+                && h.patient == Some(patient)
+                && model::read_body::<FollowupResponse>(d).is_ok_and(|r| answers(&r))
+            {
+                return Ok(Some(*id));
+            }
+        }
+        let ids = self
+            .storage
+            .docs_of_kind(RecordKind::Response, Some(ReadScope::Patient(patient)))
+            .map_err(|e| self.fail(e))?;
+        for id in ids {
+            if id == except || self.batch.contains_key(&id) {
+                continue;
+            }
+            if let Some((_, r)) = self.body::<FollowupResponse>(id)? {
+                if answers(&r) {
+                    return Ok(Some(id));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn reject(code: RejectCode, msg: impl Into<String>) -> Denied {
+    Denied::Reject(code, msg.into())
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Check the clinical rules of a write `authz` allowed. `stored` is the server's copy before it.
+pub fn check(
+    storage: &dyn Storage,
+    batch: &Batch,
+    p: &Principal,
+    header: &DocHeader,
+    stored: Option<&Automerge>,
+    result: &Automerge,
+    now_ms: i64,
+) -> Result<(), Denied> {
+    let Some(patient) = header.patient else {
+        return Ok(());
+    };
+    let lookup = ServerLookup {
+        storage,
+        batch,
+        failed: RefCell::new(None),
+    };
+    let ctx = Context {
+        role: p.role,
+        record: header.id,
+        patient,
+        today: policy::server_date(now_ms),
+        schedule: schedule(),
+        lookup: &lookup,
+    };
+    let problems = match rules::check_document(&ctx, result) {
+        Ok(p) => p,
+        // A body that does not read as its kind is the schema check's to refuse (poison
+        // records); the clinical rules apply to every record that reads.
+        Err(CheckError::Unreadable(msg)) => {
+            tracing::debug!(record = %header.id, reason = %msg, "clinical rules skipped: the body does not read as its kind");
+            return Ok(());
+        }
+        Err(CheckError::Lookup(e)) => {
+            return Err(match lookup.failed.into_inner() {
+                Some(se) => Denied::Storage(se),
+                None => Denied::Storage(StorageError::Internal(e.to_string())),
+            })
+        }
+    };
+    if rules::only_unknown_references(&problems) {
+        return Err(reject(RejectCode::UnknownPatient, list(&problems)));
+    }
+    if !problems.is_empty() {
+        return Err(reject(RejectCode::RuleViolation, list(&problems)));
+    }
+    if let Some(before) = stored {
+        check_change(header.kind, before, result)?;
+    }
+    Ok(())
+}
+
+/// Rules comparing the server's copy with the result.
+fn check_change(kind: RecordKind, before: &Automerge, after: &Automerge) -> Result<(), Denied> {
+    match kind {
+        RecordKind::Response => {
+            let (Ok(b), Ok(a)) = (
+                model::read_body::<FollowupResponse>(before),
+                model::read_body::<FollowupResponse>(after),
+            ) else {
+                return Ok(());
+            };
+            if b.status != ResponseStatus::Submitted {
+                return Ok(());
+            }
+            if a.status != ResponseStatus::Submitted {
+                return Err(reject(
+                    RejectCode::RuleViolation,
+                    "a submitted response never goes back to draft",
+                ));
+            }
+            let changed = a.answers != b.answers
+                || a.visit != b.visit
+                || a.procedure != b.procedure
+                || a.questionnaire != b.questionnaire;
+            if changed && a.amendments.len() <= b.amendments.len() {
+                return Err(reject(
+                    RejectCode::RuleViolation,
+                    "a submitted response is changed only by an explicit amendment (with its reason)",
+                ));
+            }
+            if !b.amendments.iter().all(|n| a.amendments.contains(n)) {
+                return Err(reject(
+                    RejectCode::RuleViolation,
+                    "a response's amendment notes are never changed or removed",
+                ));
+            }
+            Ok(())
+        }
+        RecordKind::CaseReply => Err(reject(
+            RejectCode::RuleViolation,
+            "a reply to an adjudication is never edited: send a new one",
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,365 @@
+//! The staff console over HTTP on 127.0.0.1: sign-in (wrong password refused, throttled), session
+//! cookie attributes, CSRF on every form, clinic coordinators confined to their clinic, the public
+//! participation page, embedded assets with caching headers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod staff_cases;
+
+use common::*;
+use followup_domain::ids::RecordId;
+use followup_domain::protocol::EnrolmentGrant;
+use followup_server::staff::{self, FirstSignIn, Role};
+use followup_server::{Config, Server};
+
+/// A browser-like client: no redirects followed, cookies kept by hand.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: Vec<(String, String)>,
+}
+
+fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    html[at..at + 64].to_string()
+}
+
+impl Browser {
+    fn new(base: &str) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_string(),
+            cookies: vec![],
+        }
+    }
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+    fn keep(&mut self, r: &reqwest::Response) -> Vec<String> {
+        let mut raw = vec![];
+        for v in r.headers().get_all("set-cookie") {
+            let s = v.to_str().unwrap().to_string();
+            let (kv, _) = s.split_once(';').unwrap();
+            let (k, val) = kv.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != k);
+            if !val.is_empty() {
+                self.cookies.push((k.to_string(), val.to_string()));
+            }
+            raw.push(s);
+        }
+        raw
+    }
+    async fn get(&mut self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&r);
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String, Vec<String>) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let set = self.keep(&r);
+        (r.status().as_u16(), r.text().await.unwrap(), set)
+    }
+    async fn sign_in(&mut self, email: &str, password: &str) -> (u16, String, Vec<String>) {
+        let (_, page) = self.get("/console/login").await;
+        let csrf = csrf_of(&page);
+        self.post(
+            "/console/login",
+            &[("email", email), ("password", password), ("csrf", &csrf)],
+        )
+        .await
+    }
+}
+
+fn add_staff(s: &TestServer, email: &str, role: Role, clinic: Option<RecordId>) -> String {
+    staff::create_staff(
+        s.server.storage().as_ref(),
+        email,
+        role,
+        clinic,
+        FirstSignIn::Password,
+        false,
+        staff::BOOTSTRAP_ACTOR,
+        now_ms(),
+    )
+    .unwrap()
+    .password
+    .unwrap()
+}
+
+/// Rules where "no response" applies at once, so that a clinic invited by the test is listed.
+const RULES: &str = r#"{"version":1,"title":"Clinic participation","rules":[
+ {"id":"no-response","kind":"no_device_after_days","days":0,"list":"not_participating",
+  "text":"Invited and no device enrolled."},
+ {"id":"good-standing","kind":"good_standing","list":"good_standing","text":"A device is enrolled."}]}"#;
+
+async fn start_with_rules() -> TestServer {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.json");
+    std::fs::write(&rules, RULES).unwrap();
+    let mut config = Config::for_tests(dir.path().join("db"), Some(ADMIN));
+    config.participation_rules = Some(rules);
+    let server = Server::start(config).await.unwrap();
+    TestServer {
+        server,
+        dir,
+        http: reqwest::Client::new(),
+    }
+}
+
+#[tokio::test]
+async fn console_sign_in_csrf_and_clinic_scoping() {
+    let s = start_with_rules().await;
+    let a = s.create_clinic("Clinica Alfa").await;
+    let b = s.create_clinic("Clinica Beta").await;
+    let silent = s.create_clinic("Clinica Silenciosa").await;
+    let _ = silent;
+    // A device in each of A and B, each pushing an enrolment with a study code.
+    let mut da = s.enrol(EnrolmentGrant::ClinicDevice { clinic: a }).await;
+    let pa = da.enrolment();
+    da.set_body(pa, "study_code", "ALFA-001");
+    da.sync(&s).await;
+    let mut db = s.enrol(EnrolmentGrant::ClinicDevice { clinic: b }).await;
+    let pb = db.enrolment();
+    db.set_body(pb, "study_code", "BETA-SECRET");
+    db.sync(&s).await;
+
+    let admin_pw = add_staff(&s, "admin@registry.example", Role::RegistryAdmin, None);
+    let coord_pw = add_staff(&s, "coord@alfa.example", Role::ClinicCoordinator, Some(a));
+    let base = s.server.url();
+
+    // Not signed in: the console sends to the sign-in page.
+    let mut anon = Browser::new(&base);
+    let (status, _) = anon.get("/console").await;
+    assert_eq!(status, 303);
+
+    // A wrong password is refused.
+    let mut admin = Browser::new(&base);
+    let (status, page, set) = admin
+        .sign_in("admin@registry.example", "not-the-password")
+        .await;
+    assert_eq!(status, 401);
+    assert!(page.contains("Wrong email, password or code"));
+    assert!(!set.iter().any(|c| c.starts_with("followup_session=")));
+
+    // The right one opens a session with a hardened cookie.
+    let (status, _, set) = admin.sign_in("admin@registry.example", &admin_pw).await;
+    assert_eq!(status, 303);
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("followup_session="))
+        .expect("a session cookie");
+    for attr in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(session.contains(attr), "{session}");
+    }
+    let (status, page) = admin.get("/console").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Overview"));
+    assert!(page.len() < 100_000);
+    let (_, page) = admin.get("/console/clinics").await;
+    assert!(page.contains("Clinica Beta") && page.contains("Clinica Alfa"));
+
+    // A form without the session's CSRF token is refused and changes nothing.
+    let (status, page, _) = admin
+        .post(
+            "/console/clinics",
+            &[("name", "Forged Clinic"), ("country", "MX")],
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert!(page.contains("Form refused"));
+    let (status, _, _) = admin
+        .post(
+            "/console/clinics",
+            &[
+                ("name", "Forged Clinic"),
+                ("country", "MX"),
+                ("csrf", &"0".repeat(64)),
+            ],
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (_, page) = admin.get("/console/clinics").await;
+    assert!(!page.contains("Forged Clinic"));
+    // With it, the clinic is invited, and the audit log names the staff member.
+    let csrf = csrf_of(&page);
+    let (status, page, _) = admin
+        .post(
+            "/console/clinics",
+            &[
+                ("name", "Clinica Nueva"),
+                ("country", "co"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Clinica Nueva"));
+    let (_, page) = admin.get("/console/audit?verify=1").await;
+    assert!(page.contains("The chain verifies"), "{page}");
+    assert!(page.contains("staff_clinic_invited"));
+
+    // A tablet code, as text and QR code.
+    let (_, page) = admin.get(&format!("/console/clinics/{}", a.to_hex())).await;
+    let csrf = csrf_of(&page);
+    let (status, page, _) = admin
+        .post(
+            &format!("/console/clinics/{}/codes", a.to_hex()),
+            &[("kind", "tablet"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"enrolment-code\""));
+    assert!(page.contains("<svg"));
+
+    // The coordinator of A: 403 on B's pages, and no B data anywhere.
+    let mut coord = Browser::new(&base);
+    let (status, _, _) = coord.sign_in("coord@alfa.example", &coord_pw).await;
+    assert_eq!(status, 303);
+    for path in [
+        format!("/console/clinics/{}", b.to_hex()),
+        format!("/console/followup?clinic={}", b.to_hex()),
+        format!("/console/adverse-events?clinic={}", b.to_hex()),
+        format!("/console/patients/{}", pb.to_hex()),
+        "/console/audit".to_string(),
+        "/console/staff".to_string(),
+    ] {
+        let (status, page) = coord.get(&path).await;
+        assert_eq!(status, 403, "{path}");
+        assert!(!page.contains("BETA-SECRET"));
+    }
+    for path in [
+        "/console",
+        "/console/clinics",
+        "/console/followup",
+        "/console/followup?state=upcoming",
+        "/console/adverse-events",
+        "/console/devices",
+    ] {
+        let (status, page) = coord.get(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(!page.contains("Beta"), "{path} shows clinic B");
+        assert!(!page.contains("BETA-SECRET"), "{path} shows B's patient");
+        assert!(!page.contains(&b.to_hex()), "{path} shows B's id");
+    }
+    let (status, page) = coord.get("/console/patients?code=BETA-SECRET").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("No patient with study code"));
+    assert!(!page.contains(&pb.to_hex()));
+    // (A's own patient timeline is covered by the browser test, with records a real device
+    // made; this test's hand-built documents are not full typed records.)
+    let _ = pa;
+    // A coordinator cannot invite clinics even with a valid token.
+    let (_, page) = coord.get("/console/clinics").await;
+    let csrf = csrf_of(&page);
+    let (status, _, _) = coord
+        .post(
+            "/console/clinics",
+            &[("name", "X"), ("country", "MX"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // Sign-out ends the session server-side.
+    let (_, page) = admin.get("/console").await;
+    let csrf = csrf_of(&page);
+    let old = admin.cookies.clone();
+    let (status, _, _) = admin.post("/console/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(status, 303);
+    admin.cookies = old;
+    let (status, _) = admin.get("/console").await;
+    assert_eq!(status, 303, "the old cookie no longer works");
+
+    // The public page: no login, the silent clinic listed with its rule, and the rules shown.
+    let (status, page) = anon.get("/participation").await;
+    assert_eq!(status, 200);
+    let not_participating = page
+        .split("Invited clinics that do not participate")
+        .nth(1)
+        .unwrap()
+        .split("</section>")
+        .next()
+        .unwrap();
+    assert!(not_participating.contains("Clinica Silenciosa"));
+    assert!(not_participating.contains("Invited and no device enrolled."));
+    let good = page.split("Clinics in good standing").nth(1).unwrap();
+    assert!(good
+        .split("</section>")
+        .next()
+        .unwrap()
+        .contains("Clinica Alfa"));
+    assert!(page.contains("The rules"));
+}
+
+#[tokio::test]
+async fn sign_in_is_throttled_after_repeated_failures() {
+    let s = start().await;
+    let pw = add_staff(&s, "m@registry.example", Role::RegistryMonitor, None);
+    let mut b = Browser::new(&s.server.url());
+    for _ in 0..5 {
+        let (status, _, _) = b.sign_in("m@registry.example", "wrong-password-x").await;
+        assert_eq!(status, 401);
+    }
+    // Even the right password is refused while throttled.
+    let (status, page, _) = b.sign_in("m@registry.example", &pw).await;
+    assert_eq!(status, 429);
+    assert!(page.contains("Too many failed sign-ins"));
+}
+
+#[tokio::test]
+async fn assets_are_embedded_with_caching_headers() {
+    let s = start().await;
+    let (_, page) = Browser::new(&s.server.url()).get("/console/login").await;
+    let at = page.find("/console/assets/console.css?v=").unwrap();
+    let url = &page[at..page[at..].find('"').unwrap() + at];
+    let r = s.http.get(s.url(url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert!(r.headers()["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+    let r = s
+        .http
+        .get(s.url("/console/assets/htmx.min.js"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "another asset's etag does not match");
+    let r = s
+        .http
+        .get(s.url(url))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+}
+
+#[test]
+fn staff_accounts_and_sessions_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = followup_server::storage::SqliteStorage::open(dir.path()).unwrap();
+    staff_cases::staff_accounts_and_sessions(&s);
+}
