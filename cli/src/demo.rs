@@ -1093,7 +1093,9 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
                 .map(|s| s.code())
                 .unwrap_or("?")
         ));
+        // Both of the clinic's tablets take in the closed case.
         w.sync(Who::A).await?;
+        w.sync(Who::B).await?;
     }
     w.n.step(STORY_DAYS, "tablet A's work list today (overdue first)");
     w.visits(

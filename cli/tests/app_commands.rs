@@ -189,7 +189,10 @@ fn formats_choices_show_drafts_resume_and_discard() {
     );
 
     // A bad choice lists the allowed ones; nothing is saved.
-    let bad = t.write("bad.json", &ANSWERS.replace("\"in_person\"", "\"video\""));
+    let bad = t.write(
+        "bad.json",
+        &ANSWERS.replace("\"in_person\"", "\"by_pigeon\""),
+    );
     let e = fails(t.run(&[
         "fill",
         "--patient",

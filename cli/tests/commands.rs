@@ -240,9 +240,10 @@ fn staff_and_device_happy_path() {
     assert!(ok(tablet.run(&["conflicts"])).contains("no conflicts"));
     assert!(ok(tablet.run(&["status"])).contains("unsynced   0"));
 
-    // The registry's view.
+    // The registry's view: the four pushed records, the clinic, and the adjudication case the
+    // registry opened when it accepted the adverse event.
     let stats = staff(&reg, &["stats"]);
-    assert_eq!(stats["documents"], 5, "{stats}");
+    assert_eq!(stats["documents"], 6, "{stats}");
     let audit = staff(&reg, &["verify-audit"]);
     assert_eq!(audit["ok"], true);
     // The read model re-derived from the stored documents, beside the running server.
@@ -251,7 +252,7 @@ fn staff_and_device_happy_path() {
         &["server", "rebuild-read-model", "--data", &data, "--json"],
         &[],
     )));
-    assert_eq!(rebuilt["documents"], 5, "{rebuilt}");
+    assert_eq!(rebuilt["documents"], 6, "{rebuilt}");
     assert_eq!(rebuilt["problems"], 0, "{rebuilt}");
     let nowhere = fails(followup(
         &[

@@ -860,10 +860,9 @@ fn write_diff(
                 if let Some((automerge::Value::Object(ObjType::List), list)) =
                     tx.get(obj, key.as_str())?
                 {
-                    let mut at = tx.length(&list);
-                    for item in &after[before.len()..] {
+                    let start = tx.length(&list);
+                    for (at, item) in (start..).zip(&after[before.len()..]) {
                         insert_json(tx, &list, at, item)?;
-                        at += 1;
                     }
                     continue;
                 }

@@ -14,12 +14,12 @@
 
 use std::time::Instant;
 
-use followup_server::export::synthetic::{populate, Spec};
 use followup_server::export::{
     export_from_storage, DirSink, ExportFormat, ExportRequest, Requester, ShippedDefinitions,
     StaffRole,
 };
 use followup_server::storage::SqliteStorage;
+use followup_testkit::synthetic::{populate, Spec};
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")

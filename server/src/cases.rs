@@ -94,6 +94,7 @@ fn decision(a: &Adjudication) -> Option<String> {
 }
 
 /// What an accepted write of `header`'s record (now `result`, before `stored`) triggers.
+#[allow(clippy::result_large_err)] // the domain's error, returned once per push entry
 pub fn trigger(
     header: &DocHeader,
     stored: Option<&Automerge>,
@@ -215,6 +216,7 @@ pub fn opening_write(
 
 /// Load a case, edit it with `edit` (which gets the server's time), recompute its state and
 /// commit, retrying a lost compare-and-set. `Ok(None)`: there is no such case.
+#[allow(clippy::result_large_err)] // the edit closure returns the domain's error
 fn update_case(
     storage: &dyn Storage,
     case: RecordId,

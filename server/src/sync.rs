@@ -52,6 +52,7 @@ struct Pending {
     trigger: Option<Trigger>,
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Prepared {
     Done(PushResult),
     Write(DocWrite, Box<Automerge>, Option<Trigger>),

@@ -16,12 +16,12 @@ use fhir_model::r4b::resources::{
 };
 use followup_domain::ids::RecordId;
 use followup_domain::model::RecordKind;
-use followup_server::export::synthetic::{populate, Spec, Written};
 use followup_server::export::{
     export_from_storage, DirSink, ExportError, ExportFormat, ExportRequest, ExportSummary,
     Requester, ShippedDefinitions, StaffRole, ZipSink,
 };
 use followup_server::storage::{SqliteStorage, Storage};
+use followup_testkit::synthetic::{populate, Spec, Written};
 
 const NOW: i64 = 1_764_547_200_000; // 2025-12-01
 
@@ -236,10 +236,12 @@ fn csv_reads_back_with_the_registry_counts_and_a_complete_dictionary() {
     // And the counts of the read model, table by table.
     use followup_server::readmodel::query::{rows as rm_rows, ExportTable};
     let rm = |t: ExportTable| {
-        rm_rows(&storage, t, None, 100).fold(0u64, |n, r| {
-            r.unwrap();
-            n + 1
-        })
+        let mut n = 0u64;
+        for row in rm_rows(&storage, t, None, 100) {
+            row.unwrap();
+            n += 1;
+        }
+        n
     };
     assert_eq!(rows("clinics.csv"), rm(ExportTable::Clinics));
     assert_eq!(rows("patients.csv"), rm(ExportTable::Enrolments));

@@ -670,11 +670,11 @@ fn postgres_read_model_queries_and_conflicts() {
 
 #[test]
 fn postgres_export_reads_every_document_once_in_scope() {
-    use followup_server::export::synthetic::{populate, Spec};
     use followup_server::export::{
         export_from_storage, DirSink, ExportFormat, ExportRequest, Requester, ShippedDefinitions,
         StaffRole,
     };
+    use followup_testkit::synthetic::{populate, Spec};
     let Some(pg) = PgCluster::start("postgres_export_reads_every_document_once_in_scope") else {
         return;
     };
@@ -719,6 +719,7 @@ fn postgres_export_reads_every_document_once_in_scope() {
         };
         assert_eq!(summary.files["patients.csv"], patients);
     }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Staff accounts and sessions on PostgreSQL (the same scenario as `console.rs` on SQLite).

@@ -254,6 +254,7 @@ pub fn registry_response(seed: u64, procedure: RecordId, visit: &str) -> Followu
         completed_by: CompletedBy::Nurse,
         status: ResponseStatus::Submitted,
         submitted_at: Some("2025-06-01T10:00:00Z".into()),
+        amendments: Vec::new(),
     }
 }
 

@@ -148,6 +148,7 @@ fn force_new<T: RecordBody>(d: &TestDevice, patient: RecordId, body: &T) -> Reco
 }
 
 /// Change a record directly in a device's store, skipping every check.
+#[allow(clippy::result_large_err)]
 fn force_edit<T: RecordBody>(d: &TestDevice, id: RecordId, edit: impl FnOnce(&mut T)) {
     let e = d.enrolment().unwrap();
     let mut doc = d.device.load(id).unwrap();

@@ -492,7 +492,8 @@ impl FormatWriter for FhirWriter {
         let identified = ctx.identified;
         let anchor = ctx.anchors.anchor(patient, r.procedure.as_deref());
         let pat_ref = format!("Patient/{}", ctx.pseudo.id(IdKind::Patient, patient));
-        if !(identified || is_slug(&r.questionnaire) && is_slug(&r.questionnaire_version)) {
+        let ids_ok = is_slug(&r.questionnaire) && is_slug(&r.questionnaire_version);
+        if !(identified || ids_ok) {
             // The canonical would carry whatever the device wrote there.
             ctx.withhold("response to a questionnaire whose id or version is not an id");
             return Ok(());

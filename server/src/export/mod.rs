@@ -24,7 +24,6 @@ pub mod http;
 pub mod readme;
 pub mod sink;
 pub mod source;
-pub mod synthetic;
 
 use std::collections::{BTreeMap, HashMap};
 

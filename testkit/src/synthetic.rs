@@ -12,8 +12,8 @@ use followup_domain::model::{
 };
 use followup_domain::questionnaire::{instrument_ref, AnswerValue, ItemType};
 
-use crate::audit::event;
-use crate::storage::{ClinicRow, DocWrite, Storage, StorageError};
+use followup_server::audit::event;
+use followup_server::storage::{ClinicRow, DocWrite, Storage, StorageError};
 
 /// The size of a synthetic registry.
 #[derive(Debug, Clone)]
