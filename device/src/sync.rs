@@ -7,14 +7,14 @@
 //! 2. repeatedly builds a request — the changes of as many documents as fit in
 //!    `max_push_bytes` (each from its `synced_heads`; a never-synced document from empty heads),
 //!    the cursor, the pull budget, documents wanted whole — encodes it (postcard + zstd), signs it
-//!    with the device key and `POST`s it to `/v1/sync`;
+//!    with the device key and sends it (see below);
 //! 3. applies the response: moves `synced_heads` of accepted documents, records and rolls back
 //!    rejected ones, merges pulled changes into the local documents (re-indexed with
 //!    [`crate::device::index_meta`]), and only then moves the cursor forward;
 //! 4. goes on while the push has documents left, the pull says `more`, or a document must be
 //!    sent or received whole.
 //!
-//! Each exchange travels over protocol version 2's resumable routes ([`resume`]): the request is
+//! Each exchange travels over protocol version 3's resumable routes ([`resume`]): the request is
 //! uploaded in pieces and continued from the offset the server acknowledges, the response is
 //! downloaded from any offset, so a link cut at any byte costs only the bytes in flight.
 //! Transport failures (connection refused or cut, timeout, truncated or corrupt body, 5xx) are
@@ -22,8 +22,10 @@
 //! the request, or the device more of the response, is followed at once by the next; only
 //! attempts where nothing got through count, with exponential backoff and jitter, up to
 //! [`SyncOptions::max_attempts`] of them in a row, or until [`SyncOptions::deadline`]; then
-//! [`SyncError::ServerUnreachable`]. Against a version 1 server (no `/v2` route) the client
-//! falls back to one `POST /v1/sync` per exchange.
+//! [`SyncError::ServerUnreachable`]. Against a server without the resumable routes (it answers
+//! them `404`) the client falls back to one `POST /v1/sync` per exchange, in protocol version 2
+//! (version 1 if the server speaks only that); [`SyncOptions::resumable`] `false` does so from
+//! the start.
 //! Nothing needs undoing: the server's side is idempotent and the device moves its state
 //! forward only after a response was applied durably. A cancelled or failed sync leaves the
 //! store consistent; the next sync picks up where this one stopped.
@@ -105,6 +107,11 @@ pub struct SyncOptions {
     /// Allow `http://` to a non-loopback host (never in production: bodies would travel in
     /// clear, though signed).
     pub allow_insecure_http: bool,
+    /// Carry exchanges over the resumable routes of protocol version 3 (the default). `false`
+    /// uses the one-shot `POST /v1/sync` of versions 1 and 2, where an attempt cut at any byte
+    /// restarts from zero (the bench's comparison; a registry without the resumable routes gets
+    /// this automatically).
+    pub resumable: bool,
 }
 
 impl Default for SyncOptions {
@@ -123,6 +130,7 @@ impl Default for SyncOptions {
             pinned_cert_sha256: None,
             extra_roots_der: Vec::new(),
             allow_insecure_http: false,
+            resumable: true,
         }
     }
 }
@@ -508,7 +516,7 @@ impl std::fmt::Debug for SyncClient {
 
 /// One failed attempt: retry or stop.
 enum Failure {
-    /// The server has no version 2 routes: talk version 1 to it.
+    /// The server has no resumable routes: use the one-shot `POST /v1/sync`.
     OldServer,
     /// Worth retrying (transport, timeout, 5xx, corrupt body).
     Transient(String),
@@ -653,8 +661,9 @@ struct Session<'a> {
     pull_limit: usize,
     progress: SyncProgress,
     report: SyncReport,
-    /// The server speaks only protocol version 1.
-    v1: bool,
+    /// `Some(version)`: exchanges go as one `POST /v1/sync` in this protocol version (the
+    /// server has no resumable routes, or [`SyncOptions::resumable`] is off).
+    one_shot: Option<u16>,
     /// Failed attempts in a row in which nothing got through.
     stalled: u32,
 }
@@ -1048,7 +1057,7 @@ impl SyncClient {
             push_limit: self.options.max_push_bytes.max(1),
             pull_limit: self.options.max_pull_bytes.max(1),
             report: SyncReport::default(),
-            v1: false,
+            one_shot: (!self.options.resumable).then_some(protocol::ONE_SHOT_VERSION),
             stalled: 0,
         };
         progress(s.progress);
@@ -1106,8 +1115,9 @@ impl SyncClient {
         Ok(s.report)
     }
 
-    /// Carry one exchange to its response: over the resumable routes (version 2), attempt after
-    /// attempt while they make progress; over `POST /v1/sync` against a version 1 server.
+    /// Carry one exchange to its response: over the resumable routes (version 3), attempt after
+    /// attempt while they make progress; over the one-shot `POST /v1/sync` (versions 2 and 1)
+    /// against a server without them.
     #[allow(clippy::too_many_arguments)]
     async fn run_exchange(
         &self,
@@ -1127,8 +1137,8 @@ impl SyncClient {
                 .map_err(|e| SyncError::Config(format!("encoding failed: {e}")))?
                 .map_err(|e| SyncError::Config(e.to_string()))?)
         }
-        if s.v1 {
-            req.version = 1;
+        if let Some(v) = s.one_shot {
+            req.version = v;
         }
         let mut body = encode(&req).await?;
         let mut up = resume::Upload::new(body.clone());
@@ -1139,8 +1149,8 @@ impl SyncClient {
                 return Err(SyncError::Cancelled.into());
             }
             s.report.attempts += 1;
-            let was_upload = s.v1 || up.next_is_post();
-            let outcome = if s.v1 {
+            let was_upload = s.one_shot.is_some() || up.next_is_post();
+            let outcome = if s.one_shot.is_some() {
                 self.exchange(
                     url_v1,
                     device,
@@ -1153,7 +1163,7 @@ impl SyncClient {
                 .await
                 .map(resume::Step::Done)
             } else {
-                self.attempt_v2(
+                self.attempt_resumable(
                     &enrolled.server_url,
                     device,
                     enrolled,
@@ -1175,9 +1185,33 @@ impl SyncClient {
                     continue;
                 }
                 Err(Failure::OldServer) => {
-                    tracing::info!("the registry speaks sync protocol version 1 only; using it");
-                    s.v1 = true;
-                    req.version = 1;
+                    tracing::info!(
+                        "the registry has no resumable sync routes; using one POST per exchange"
+                    );
+                    s.one_shot = Some(protocol::ONE_SHOT_VERSION);
+                    req.version = protocol::ONE_SHOT_VERSION;
+                    body = encode(&req).await?;
+                    continue;
+                }
+                Err(Failure::Fatal(SyncError::VersionMismatch { ours, supported }))
+                    if s.one_shot.is_some() =>
+                {
+                    // An older registry: the newest version both sides speak, if any.
+                    let current = req.version;
+                    let Some(v) = protocol::SUPPORTED_VERSIONS
+                        .iter()
+                        .copied()
+                        .filter(|v| *v < current && supported.contains(v))
+                        .max()
+                    else {
+                        return Err(SyncError::VersionMismatch { ours, supported }.into());
+                    };
+                    tracing::info!(
+                        version = v,
+                        "the registry speaks an older sync protocol; using it"
+                    );
+                    s.one_shot = Some(v);
+                    req.version = v;
                     body = encode(&req).await?;
                     continue;
                 }
@@ -1185,7 +1219,7 @@ impl SyncClient {
                 Err(Failure::Cancelled) => return Err(SyncError::Cancelled.into()),
                 Err(Failure::Transient(last)) => last,
             };
-            let mark = if s.v1 { 0 } else { up.mark() };
+            let mark = if s.one_shot.is_some() { 0 } else { up.mark() };
             let progressed = match at_last_failure {
                 Some(m) => mark > m,
                 None => mark > 0,
@@ -1216,7 +1250,7 @@ impl SyncClient {
             progress(s.progress);
             // Back off only when nothing gets through. A cut upload is first followed by a
             // probe (what arrived is not known yet), without waiting.
-            if was_upload && !s.v1 && s.stalled < 2 {
+            if was_upload && s.one_shot.is_none() && s.stalled < 2 {
                 // The server learns of the cut only when its end of the connection fails: give
                 // it a moment to keep what arrived before asking how much that was.
                 tokio::select! {

@@ -122,7 +122,7 @@ impl DeviceIdentity {
     }
 
     /// Sign a request whose canonical string carries `body_hash` (the SHA-256 of the whole
-    /// upload) instead of the hash of its HTTP body: protocol version 2's resumable routes, where
+    /// upload) instead of the hash of its HTTP body: protocol version 3's resumable routes, where
     /// one upload travels in pieces and the server authenticates each request before reading it.
     pub fn sign_request_hashed(
         &self,
@@ -236,7 +236,7 @@ pub fn canonical_string(
     canonical_string_hashed(method, path, device, timestamp_ms, nonce, &hash)
 }
 
-/// [`canonical_string`] from the body's SHA-256 (or, on protocol version 2's resumable routes,
+/// [`canonical_string`] from the body's SHA-256 (or, on protocol version 3's resumable routes,
 /// the whole upload's).
 pub fn canonical_string_hashed(
     method: &str,

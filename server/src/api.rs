@@ -32,7 +32,8 @@ use followup_domain::protocol::{
     decode_sync_request, encode_body_with_level, registry_actor, CreateClinicRequest,
     CreateClinicResponse, DeviceRole, EnrolRequest, EnrolResponse, EnrolmentGrant, ErrorCode,
     HealthResponse, IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse,
-    ENROL_PATH, SUPPORTED_VERSIONS, SYNC_CONTENT_TYPE, SYNC_PATH, ZSTD_LEVEL_SERVER,
+    ENROL_PATH, SUPPORTED_VERSIONS, SYNC_CONTENT_TYPE, SYNC_PATH, SYNC_RESUMABLE_PATH,
+    ZSTD_LEVEL_SERVER,
 };
 use ring::digest::{digest, SHA256};
 use serde::de::DeserializeOwned;
@@ -74,7 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route(ENROL_PATH, post(enrol))
         .route(SYNC_PATH, post(sync_handler))
         .route(
-            "/v2/sync/{hash}",
+            &format!("{SYNC_RESUMABLE_PATH}/{{hash}}"),
             post(crate::resumable::upload).get(crate::resumable::download),
         )
         .route("/v1/admin/clinics", post(create_clinic))

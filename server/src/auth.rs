@@ -38,7 +38,7 @@ pub async fn authenticate(
 }
 
 /// [`authenticate`] for a request whose signature covers `body_hash` rather than the hash of
-/// its HTTP body: the resumable routes of protocol version 2, where it is the SHA-256 of the
+/// its HTTP body: the resumable routes of protocol version 3, where it is the SHA-256 of the
 /// whole upload, so a request is authenticated before any byte of its body is read.
 pub async fn authenticate_hashed(
     storage: &Arc<dyn Storage>,

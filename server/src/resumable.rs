@@ -1,12 +1,12 @@
-//! Protocol version 2: the sync exchange resumable at any byte ("Version 2" in
+//! Protocol version 3: the sync exchange resumable at any byte ("Version 3" in
 //! `docs/sync-protocol.md`).
 //!
-//! * `POST /v2/sync/{h}?offset=O&length=T`: one piece of the request body `B` (`h` =
+//! * `POST /v3/sync/{h}?offset=O&length=T`: one piece of the request body `B` (`h` =
 //!   SHA-256 of `B`, `T` = its length), authenticated from the headers alone (the signature's
 //!   body hash is `h`), streamed into the staging tables **as it arrives**, so a connection cut
 //!   at any byte keeps every byte that reached the server. The piece that completes the upload
 //!   runs the exchange ([`crate::sync::run`], exactly as version 1) and stores the response.
-//! * `GET /v2/sync/{h}?offset=R`: the stored response from byte `R`, or where the upload stands.
+//! * `GET /v3/sync/{h}?offset=R`: the stored response from byte `R`, or where the upload stands.
 //!
 //! The streaming, the persisting and the exchange itself run in a task of their own: they finish
 //! even when the device's connection (and with it this handler) is gone.
@@ -142,7 +142,7 @@ fn complete(
         pushed = req.push.len(), accepted, pulled = resp.pull.len(), cursor = resp.cursor,
         more = resp.more, request_bytes = bytes.len(), response_bytes = out.len(),
         ms = started.elapsed().as_millis() as u64,
-        "sync (v2)"
+        "sync (v3, resumable)"
     );
     if storage.upload_finish(device, hash, &out, now_ms())? {
         Ok(out)
@@ -233,11 +233,25 @@ async fn stream_piece(
     })
 }
 
-/// `POST /v2/sync/{h}?offset=O&length=T`.
+/// `POST /v3/sync/{h}?offset=O&length=T`.
+///
+/// The whole of it runs in a task of its own, from authentication on: when the link drops, the
+/// connection (and this handler's future) is dropped, but the task still stores what arrived.
 pub async fn upload(
     State(st): State<AppState>,
     Path(h): Path<String>,
     Query(q): Query<UploadQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    tokio::spawn(upload_piece(st, h, q, uri, headers, body)).await?
+}
+
+async fn upload_piece(
+    st: AppState,
+    h: String,
+    q: UploadQuery,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
@@ -298,18 +312,15 @@ pub async fn upload(
     let storage = st.storage.clone();
     let length = q.length;
     let offset = q.offset;
-    // Detached: it persists what arrives and runs the exchange even if the connection is cut.
-    let task = tokio::spawn(async move {
-        let s = stream_piece(storage.clone(), id, hash, length, offset, held, body).await?;
-        let done = s.state.is_some_and(|x| x.received == x.length);
-        if !done {
-            return Ok((s, None));
-        }
-        let out =
-            blocking(move || complete(storage.as_ref(), &principal, &hash, max, &limits)).await?;
-        Ok::<_, ApiError>((s, Some(out)))
-    });
-    let (streamed, out) = task.await??;
+    // (In the detached task: it persists what arrives and runs the exchange even if the
+    // connection is cut.)
+    let streamed = stream_piece(storage.clone(), id, hash, length, offset, held, body).await?;
+    let done = streamed.state.is_some_and(|x| x.received == x.length);
+    let out = if done {
+        Some(blocking(move || complete(storage.as_ref(), &principal, &hash, max, &limits)).await?)
+    } else {
+        None
+    };
     if let Some(out) = out {
         return response_bytes(out, 0);
     }
@@ -326,7 +337,7 @@ pub async fn upload(
     Ok(e.into_response())
 }
 
-/// `GET /v2/sync/{h}?offset=R`.
+/// `GET /v3/sync/{h}?offset=R`.
 pub async fn download(
     State(st): State<AppState>,
     Path(h): Path<String>,

@@ -1,7 +1,7 @@
-//! The transport of protocol version 2 ("Version 2" in `docs/sync-protocol.md`): one exchange's
+//! The transport of protocol version 3 ("Version 3" in `docs/sync-protocol.md`): one exchange's
 //! request body uploaded in pieces under its SHA-256 and continued from the offset the server
 //! acknowledges, its response downloaded from any offset. Each call of
-//! [`SyncClient::attempt_v2`] is one HTTP request; the caller ([`SyncClient::sync`]) decides
+//! [`SyncClient::attempt_resumable`] is one HTTP request; the caller ([`SyncClient::sync`]) decides
 //! whether to go on (it does while attempts make progress).
 
 use super::*;
@@ -87,9 +87,9 @@ fn received_of(body: &[u8]) -> Option<u64> {
 }
 
 impl SyncClient {
-    /// One HTTP request of a version 2 exchange.
+    /// One HTTP request of a version 3 exchange.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn attempt_v2(
+    pub(super) async fn attempt_resumable(
         &self,
         base: &str,
         device: &Device,
@@ -105,7 +105,7 @@ impl SyncClient {
                 "GET",
                 format!(
                     "{}/{}?offset={}",
-                    protocol::SYNC_V2_PATH,
+                    protocol::SYNC_RESUMABLE_PATH,
                     up.hex,
                     up.resp.len()
                 ),
@@ -115,7 +115,7 @@ impl SyncClient {
                 "POST",
                 format!(
                     "{}/{}?offset={}&length={}",
-                    protocol::SYNC_V2_PATH,
+                    protocol::SYNC_RESUMABLE_PATH,
                     up.hex,
                     up.acked,
                     up.len()

@@ -1,6 +1,6 @@
-//! Staging of resumable (protocol version 2) sync exchanges: a request body uploaded in pieces
+//! Staging of resumable (protocol version 3) sync exchanges: a request body uploaded in pieces
 //! under its content hash, then the response stored in its place so that it can be downloaded
-//! from any offset. See "Version 2" in `docs/sync-protocol.md`.
+//! from any offset. See "Version 3" in `docs/sync-protocol.md`.
 //!
 //! Tables (both backends): `sync_uploads` (one row per `(device, hash)`: the upload's length, the
 //! bytes received so far, the stored response once the exchange ran) and `sync_upload_parts`
