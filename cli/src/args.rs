@@ -458,6 +458,10 @@ pub struct BenchArgs {
     /// then this many times with the link reset every 5 s (0 to skip; each run takes ~20-40 s).
     #[arg(long, default_value_t = 1)]
     pub link_runs: u32,
+    /// Also push through the resetting link the way protocol version 2 does (one `POST` per
+    /// exchange, restarted from zero after a reset), as many times: the figures without resume.
+    #[arg(long)]
+    pub compare_one_shot: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,

@@ -199,14 +199,25 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             args,
             clinic,
             1,
+            true,
             "64 kbit/s, 500 ms RTT, set-up charged",
         ))?);
         report.shaped.push(rt.block_on(shaped_push(
             args,
             clinic.with_resets(Duration::from_secs(5)),
             args.link_runs,
+            true,
             "the same, reset every 5 s",
         ))?);
+        if args.compare_one_shot {
+            report.shaped.push(rt.block_on(shaped_push(
+                args,
+                clinic.with_resets(Duration::from_secs(5)),
+                args.link_runs,
+                false,
+                "reset every 5 s, one-shot POST (no resume)",
+            ))?);
+        }
     }
     if args.json {
         output::print_json(&report)
@@ -454,6 +465,7 @@ async fn shaped_push(
     args: &BenchArgs,
     config: ShaperConfig,
     runs: u32,
+    resumable: bool,
     label: &str,
 ) -> Result<ShapedFigures, CliError> {
     let mut secs = Vec::new();
@@ -480,7 +492,10 @@ async fn shaped_push(
             "bench-device-key",
         ));
         let device = Device::create(&dir.path().join("tablet.db"), key)?;
-        let client = SyncClient::new(SyncOptions::default())?;
+        let client = SyncClient::new(SyncOptions {
+            resumable,
+            ..SyncOptions::default()
+        })?;
         client
             .enrol(&device, &server.url(), &code.code, "bench tablet")
             .await?;
@@ -542,7 +557,7 @@ async fn shaped_push(
 }
 
 /// Save `n` submitted bench-50 responses the way `followup device fill` does (the public path
-/// the bindings expose too), spread over the patients and visits like the workload's.
+/// the bindings expose too), spread over the patients like the workload's.
 fn fill_responses(
     device: &Device,
     data: &workload::BenchData,
@@ -552,14 +567,15 @@ fn fill_responses(
     let mut rng = Rng::new(seed);
     for k in 0..n {
         let i = rng.below(data.patients.len() as u64) as usize;
-        let visit = workload::BENCH_VISITS[rng.below(workload::BENCH_VISITS.len() as u64) as usize];
         let answers = workload::bench_answers(seed.wrapping_add(k as u64), BENCH_ITEMS);
         device_cmd::fill(
             device,
             data.patients[i],
             workload::BENCH_QUESTIONNAIRE,
             data.procedures.get(i).copied(),
-            Some(visit),
+            // Unscheduled, as the workload's: `bench-50` answers no visit of the schedule (the
+            // registry's rules refuse it for one).
+            None,
             &answers,
             true,
         )?;

@@ -518,3 +518,83 @@ async fn version_2_one_shot_clients_still_sync() {
         );
     }
 }
+
+/// A registry of before the resumable routes, as a version 3 client meets it: a proxy in front
+/// of the real server that answers every `/v3/…` request `404 not_found` (what an older
+/// server's router answers for a route it does not have) and forwards everything else.
+async fn registry_without_resumable_routes(
+    target: std::net::SocketAddr,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut first = vec![0u8; 16];
+                let Ok(n) = client.peek(&mut first).await else {
+                    return;
+                };
+                let line = String::from_utf8_lossy(&first[..n]).to_string();
+                if line.starts_with("POST /v3/") || line.starts_with("GET /v3/") {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let body = r#"{"code":"not_found","message":"no such route"}"#;
+                    let head = format!(
+                        "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = client.write_all(head.as_bytes()).await;
+                    let _ = client.shutdown().await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    (addr, refused)
+}
+
+/// The current client against a registry without the resumable routes: it falls back to the
+/// one-shot `POST /v1/sync` (version 2) and pushes and pulls everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_falls_back_to_one_shot_on_a_registry_without_resumable_routes() {
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Older registry").await;
+    let ta = reg.clinic_tablet(clinic, "tablet A").await;
+    let mut data = workload::populate_patients(&ta, 4).unwrap();
+    workload::populate_responses(&ta, &mut data, 5, 12).unwrap();
+    let n_docs = ta.ids().len() as u64;
+    let (old, refused) = registry_without_resumable_routes(reg.server.addr).await;
+    let url = format!("http://{old}");
+    ta.set_server_url(&url);
+    let client = followup_device::sync::SyncClient::new(test_options()).unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        client.sync(&ta, &|_| {}, &followup_device::sync::CancelToken::new()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.pushed, n_docs);
+    assert_eq!(
+        refused.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one discovery per sync"
+    );
+    let tb = reg.clinic_tablet(clinic, "tablet B").await;
+    tb.set_server_url(&url);
+    let r = client
+        .sync(&tb, &|_| {}, &followup_device::sync::CancelToken::new())
+        .await
+        .unwrap();
+    assert!(r.pulled >= n_docs, "{r:?}");
+    assert_eq!(ta.snapshot(), tb.snapshot());
+}
