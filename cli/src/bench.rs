@@ -491,7 +491,7 @@ async fn shaped_push(
             followup_domain::ids::random_bytes::<32>(),
             "bench-device-key",
         ));
-        let device = Device::create(&dir.path().join("tablet.db"), key)?;
+        let device = Device::create(dir.path().join("tablet.db"), key)?;
         let client = SyncClient::new(SyncOptions {
             resumable,
             ..SyncOptions::default()
