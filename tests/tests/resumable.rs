@@ -598,3 +598,73 @@ async fn the_client_falls_back_to_one_shot_on_a_registry_without_resumable_route
     assert!(r.pulled >= n_docs, "{r:?}");
     assert_eq!(ta.snapshot(), tb.snapshot());
 }
+
+/// A piece is authenticated from its headers before a byte of its body is stored: a piece
+/// signed by another key, or unsigned, is refused and leaves nothing staged; an upload longer
+/// than the body limit is refused before its body is read (so a device's staged bytes stay
+/// under one upload of at most the body limit: starting a new upload drops its other ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pieces_are_authenticated_before_they_are_stored() {
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Guarded").await;
+    let t = reg.clinic_tablet(clinic, "tablet").await;
+    let other = reg.clinic_tablet(clinic, "other tablet").await;
+    let upload = vec![7u8; 4096];
+    let hash = sha256(&upload);
+    let len = upload.len();
+    let path = format!(
+        "{SYNC_RESUMABLE_PATH}/{}?offset=0&length={len}",
+        hex32(&hash)
+    );
+    let post = |headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let mut rb = reg
+            .http
+            .post(format!("{}{path}", reg.url()))
+            .header("content-type", SYNC_CONTENT_TYPE)
+            .body(body);
+        for (k, v) in headers {
+            rb = rb.header(k, v);
+        }
+        rb.send()
+    };
+    // Unsigned.
+    let r = post(Vec::new(), upload.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Signed with the other tablet's key but claiming this tablet's id.
+    let e = t.enrolment().unwrap();
+    let forged = other
+        .identity()
+        .sign_request_hashed(e.device_id, "POST", &path, &hash, now_ms())
+        .to_header_pairs()
+        .to_vec();
+    let r = post(forged, upload.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Signed for another upload name (the signature covers the content hash).
+    let wrong = sha256(b"something else");
+    let r = post(signed(&t, "POST", &path, &wrong), upload.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Nothing of those bodies was kept.
+    assert_eq!(received(&reg, &t, &hash, 0).await, 0);
+    // Longer than the body limit: refused from the query, before the body.
+    let huge = 1u64 << 40;
+    let path_huge = format!(
+        "{SYNC_RESUMABLE_PATH}/{}?offset=0&length={huge}",
+        hex32(&hash)
+    );
+    let mut rb = reg
+        .http
+        .post(format!("{}{path_huge}", reg.url()))
+        .header("content-type", SYNC_CONTENT_TYPE)
+        .body(upload[..16].to_vec());
+    for (k, v) in signed(&t, "POST", &path_huge, &hash) {
+        rb = rb.header(k, v);
+    }
+    assert_eq!(rb.send().await.unwrap().status().as_u16(), 413);
+    assert_eq!(received(&reg, &t, &hash, 0).await, 0);
+    // The genuine piece is stored.
+    let half = len / 2;
+    cut_post(&reg, &t, &hash, len, 0, &upload[..half]).await;
+    assert_eq!(received(&reg, &t, &hash, half as u64).await, half as u64);
+}
