@@ -1181,7 +1181,10 @@ impl SyncClient {
                     return Ok(resp);
                 }
                 Ok(resume::Step::More) => {
+                    // The server answered (a piece stored, where the upload stands, or the
+                    // exchange still running): it is reachable, so nothing counts as stalled.
                     s.report.round_trips += 1;
+                    s.stalled = 0;
                     continue;
                 }
                 Err(Failure::OldServer) => {

@@ -751,6 +751,9 @@ pub enum ErrorCode {
     /// Version 3: the upload is not complete, so there is no response yet (`received`); also
     /// the code of the `202` answer to a piece that did not complete the upload.
     UploadIncomplete,
+    /// Version 3: the upload is complete and the exchange is running at the server (`202`):
+    /// ask for the response again (`GET`); nothing needs sending again.
+    Processing,
     Unavailable,
     Internal,
     /// A code this build does not know (a newer server).

@@ -11,7 +11,9 @@
 //! The streaming, the persisting and the exchange itself run in a task of their own: they finish
 //! even when the device's connection (and with it this handler) is gone.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -19,12 +21,13 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use followup_domain::ids::DeviceId;
 use followup_domain::protocol::{
-    decode_sync_request, encode_body_with_level, ErrorCode, PushResult, EXCHANGE_ID_LEN,
+    decode_sync_request, encode_body_with_level, ErrorBody, ErrorCode, PushResult, EXCHANGE_ID_LEN,
     MAX_UPLOAD_PIECE, RESPONSE_LENGTH_HEADER, SYNC_CONTENT_TYPE, ZSTD_LEVEL_SERVER,
 };
 use http_body_util::BodyExt;
 use ring::digest::{digest, SHA256};
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use crate::api::AppState;
 use crate::auth::{authenticate_hashed, now_ms};
@@ -36,6 +39,91 @@ use crate::sync::{self, SyncLimits};
 /// Received bytes are written to the staging tables at least this often (and whenever the
 /// stream ends, cleanly or not).
 const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Longest a request waits for a running exchange before answering `202 processing`: well
+/// under the lifetime of a link that drops every few seconds, so that the device hears from
+/// the server (and knows it is working) between drops, however long the exchange takes.
+const PROCESSING_WAIT: Duration = Duration::from_secs(2);
+
+/// What a finished exchange gave: the encoded response, or the error to answer.
+type Outcome = Result<Arc<Vec<u8>>, (StatusCode, ErrorBody)>;
+
+/// Exchanges running in this process, by device and upload name. A request for an exchange
+/// that is already running waits for it instead of running it a second time (each run of a
+/// large push costs seconds of CPU; a device on a dropping link asks again after every drop).
+/// Several processes may still each run it once: [`complete`] is idempotent.
+static RUNNING: LazyLock<Mutex<HashMap<(DeviceId, [u8; 32]), watch::Receiver<Option<Outcome>>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn running(
+) -> std::sync::MutexGuard<'static, HashMap<(DeviceId, [u8; 32]), watch::Receiver<Option<Outcome>>>>
+{
+    RUNNING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Run (or join) the exchange of a complete upload, in a task of its own, and wait at most
+/// [`PROCESSING_WAIT`] for it: `None` if it is still running.
+async fn finish(
+    storage: Arc<dyn Storage>,
+    principal: Principal,
+    hash: [u8; 32],
+    max_decompressed: usize,
+    limits: SyncLimits,
+) -> Result<Option<Arc<Vec<u8>>>, ApiError> {
+    let key = (principal.device, hash);
+    let mut rx = {
+        let mut map = running();
+        match map.get(&key) {
+            Some(rx) => rx.clone(),
+            None => {
+                let (tx, rx) = watch::channel(None);
+                map.insert(key, rx.clone());
+                tokio::spawn(async move {
+                    let r = blocking(move || {
+                        complete(
+                            storage.as_ref(),
+                            &principal,
+                            &hash,
+                            max_decompressed,
+                            &limits,
+                        )
+                    })
+                    .await;
+                    let outcome = r.map(Arc::new).map_err(|e| (e.status, e.body));
+                    // Forget it first: a request arriving now finds the stored response.
+                    running().remove(&key);
+                    let _ = tx.send(Some(outcome));
+                });
+                rx
+            }
+        }
+    };
+    let outcome = match tokio::time::timeout(PROCESSING_WAIT, rx.wait_for(Option::is_some)).await {
+        Err(_) => return Ok(None),
+        Ok(Err(_)) => None,
+        Ok(Ok(v)) => v.clone(),
+    };
+    match outcome {
+        Some(Ok(out)) => Ok(Some(out)),
+        Some(Err((status, body))) => Err(ApiError { status, body }),
+        None => Err(ApiError::internal(
+            "staging",
+            "an exchange ended without a result",
+        )),
+    }
+}
+
+/// `202 processing`: the upload is complete, the exchange still running.
+fn processing(length: u64) -> Response {
+    let mut e = ApiError::new(
+        StatusCode::ACCEPTED,
+        ErrorCode::Processing,
+        "the upload is complete and the exchange is running: ask for the response again",
+    );
+    e.body.received = Some(length);
+    e.body.length = Some(length);
+    e.into_response()
+}
 
 #[derive(Debug, Deserialize)]
 pub struct UploadQuery {
@@ -74,7 +162,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?
 }
 
-fn response_bytes(bytes: Vec<u8>, offset: u64) -> Result<Response, ApiError> {
+fn response_bytes(bytes: &[u8], offset: u64) -> Result<Response, ApiError> {
     let total = bytes.len() as u64;
     let Some(from) = usize::try_from(offset).ok().filter(|&o| o as u64 <= total) else {
         return Err(ApiError::new(
@@ -296,11 +384,11 @@ async fn upload_piece(
     let (max, limits) = (st.max_decompressed_bytes, st.limits);
     if state.is_some_and(|s| s.response_len.is_some() || s.received == s.length) {
         // Already complete: the device lost the answer. Give it (running the exchange if a
-        // crash left it undone).
-        let storage = st.storage.clone();
-        let out =
-            blocking(move || complete(storage.as_ref(), &principal, &hash, max, &limits)).await?;
-        return response_bytes(out, 0);
+        // crash left it undone; waiting for it if it is running).
+        return match finish(st.storage.clone(), principal, hash, max, limits).await? {
+            Some(out) => response_bytes(&out, 0),
+            None => Ok(processing(q.length)),
+        };
     }
     if q.offset > held {
         return Err(status_error(
@@ -315,14 +403,11 @@ async fn upload_piece(
     // (In the detached task: it persists what arrives and runs the exchange even if the
     // connection is cut.)
     let streamed = stream_piece(storage.clone(), id, hash, length, offset, held, body).await?;
-    let done = streamed.state.is_some_and(|x| x.received == x.length);
-    let out = if done {
-        Some(blocking(move || complete(storage.as_ref(), &principal, &hash, max, &limits)).await?)
-    } else {
-        None
-    };
-    if let Some(out) = out {
-        return response_bytes(out, 0);
+    if streamed.state.is_some_and(|x| x.received == x.length) {
+        return match finish(storage, principal, hash, max, limits).await? {
+            Some(out) => response_bytes(&out, 0),
+            None => Ok(processing(length)),
+        };
     }
     if streamed.too_large {
         return Err(ApiError::too_large(format!(
@@ -354,12 +439,10 @@ pub async fn download(
         Some(s) if s.response_len.is_some() || s.received == s.length => {
             let principal = Principal::from(&device);
             let (max, limits) = (st.max_decompressed_bytes, st.limits);
-            let storage = st.storage.clone();
-            let out = tokio::spawn(async move {
-                blocking(move || complete(storage.as_ref(), &principal, &hash, max, &limits)).await
-            })
-            .await??;
-            response_bytes(out, q.offset)
+            match finish(st.storage.clone(), principal, hash, max, limits).await? {
+                Some(out) => response_bytes(&out, q.offset),
+                None => Ok(processing(s.length)),
+            }
         }
         other => Err(status_error(
             ErrorCode::UploadIncomplete,
