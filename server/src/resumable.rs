@@ -40,6 +40,10 @@ use crate::sync::{self, SyncLimits};
 /// stream ends, cleanly or not).
 const FLUSH_BYTES: usize = 64 * 1024;
 
+/// Longest a piece's body may go without a byte arriving; then it is treated as cut (what
+/// arrived is kept).
+const PIECE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Longest a request waits for a running exchange before answering `202 processing`: well
 /// under the lifetime of a link that drops every few seconds, so that the device hears from
 /// the server (and knows it is working) between drops, however long the exchange takes.
@@ -52,12 +56,10 @@ type Outcome = Result<Arc<Vec<u8>>, (StatusCode, ErrorBody)>;
 /// that is already running waits for it instead of running it a second time (each run of a
 /// large push costs seconds of CPU; a device on a dropping link asks again after every drop).
 /// Several processes may still each run it once: [`complete`] is idempotent.
-static RUNNING: LazyLock<Mutex<HashMap<(DeviceId, [u8; 32]), watch::Receiver<Option<Outcome>>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+type Running = HashMap<(DeviceId, [u8; 32]), watch::Receiver<Option<Outcome>>>;
+static RUNNING: LazyLock<Mutex<Running>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
-fn running(
-) -> std::sync::MutexGuard<'static, HashMap<(DeviceId, [u8; 32]), watch::Receiver<Option<Outcome>>>>
-{
+fn running() -> std::sync::MutexGuard<'static, Running> {
     RUNNING.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -273,7 +275,13 @@ async fn stream_piece(
         blocking(move || Ok(storage.upload_append(device, &hash, length, pos, &bytes, now_ms())?))
     };
     loop {
-        match body.frame().await {
+        // An idle limit, not a limit on the whole piece: a piece arrives at the link's speed
+        // (1 MiB at 64 kbit/s is 130 s); a client that stops sending is cut, what it sent kept.
+        let Ok(next) = tokio::time::timeout(PIECE_IDLE_TIMEOUT, body.frame()).await else {
+            cut = true;
+            break;
+        };
+        match next {
             None => break,
             Some(Err(_)) => {
                 cut = true;
