@@ -1,6 +1,5 @@
 //! The command line's grammar (clap).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -48,16 +47,30 @@ pub struct DemoArgs {
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
-    /// Address to listen on.
-    #[arg(long, env = "FOLLOWUP_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Directory holding the registry's database.
-    #[arg(long, env = "FOLLOWUP_DATA_DIR", default_value = "./followup-data")]
-    pub data: PathBuf,
-    /// Bearer token of the admin API (at least 16 characters); without it the admin API is off.
-    /// Prefer the environment variable: a flag is visible to other users in the process list.
-    #[arg(long, env = "FOLLOWUP_ADMIN_TOKEN", hide_env_values = true)]
+    /// Options passed to the server as `followup-server` takes them (one definition,
+    /// `followup_server::Config`; every other option is read from its FOLLOWUP_* environment
+    /// variable, e.g. FOLLOWUP_MAX_CONNECTIONS).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Directory holding the SQLite database (alias --data).
+    #[arg(long, visible_alias = "data")]
+    pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL URL instead of SQLite (prefer FOLLOWUP_DATABASE_URL: it keeps the password
+    /// out of the process list).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Admin API bearer token (prefer FOLLOWUP_ADMIN_TOKEN).
+    #[arg(long)]
     pub admin_token: Option<String>,
+    /// TLS certificate chain (PEM).
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// The audit anchor key file.
+    #[arg(long)]
+    pub anchor_key: Option<PathBuf>,
     #[command(subcommand)]
     pub staff: Option<StaffCommand>,
 }
@@ -75,6 +88,9 @@ pub struct StaffConn {
     /// The admin token (prefer the environment variable FOLLOWUP_ADMIN_TOKEN).
     #[arg(long, env = "FOLLOWUP_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A CA certificate (PEM) to trust for the registry's https address, e.g. its private CA.
+    #[arg(long, env = "FOLLOWUP_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
     /// Print the server's JSON answer instead of a sentence.
     #[arg(long)]
     pub json: bool,

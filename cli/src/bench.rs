@@ -238,7 +238,7 @@ async fn measure(args: &BenchArgs) -> Result<BenchReport, CliError> {
     let server = Server::start(Config::for_tests(dir.path().join("registry"), Some(&token)))
         .await
         .map_err(|e| CliError::new(format!("the bench's server could not start: {e}")))?;
-    let admin = crate::admin::connect(&server.url(), Some(&token))?;
+    let admin = crate::admin::connect(&server.url(), Some(&token), None)?;
     let clinic = admin.create_clinic("Bench clinic", "CH").await?;
     let code = admin
         .issue_code(EnrolmentGrant::ClinicDevice { clinic }, None)
@@ -482,7 +482,7 @@ async fn shaped_push(
         let server = Server::start(Config::for_tests(dir.path().join("registry"), Some(&token)))
             .await
             .map_err(|e| CliError::new(format!("the bench's server could not start: {e}")))?;
-        let admin = crate::admin::connect(&server.url(), Some(&token))?;
+        let admin = crate::admin::connect(&server.url(), Some(&token), None)?;
         let clinic = admin.create_clinic("Bench clinic", "CH").await?;
         let code = admin
             .issue_code(EnrolmentGrant::ClinicDevice { clinic }, None)

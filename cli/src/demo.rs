@@ -556,7 +556,7 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
     let server = Server::start(Config::for_tests(dir.join("registry"), Some(&token)))
         .await
         .map_err(|e| CliError::new(format!("the demo's registry server could not start: {e}")))?;
-    let admin = crate::admin::connect(&server.url(), Some(&token))?;
+    let admin = crate::admin::connect(&server.url(), Some(&token), None)?;
     n.step(0, "the registry");
     n.say(format!(
         "registry server on {} (SQLite in {})",

@@ -13,33 +13,59 @@ use crate::output;
 pub fn run(args: ServerArgs) -> Result<(), CliError> {
     let rt = crate::runtime()?;
     match args.staff {
-        None => rt.block_on(serve(args.listen, args.data, args.admin_token)),
+        None => {
+            // Build the configuration exactly as `followup-server` parses it (same defaults, same
+            // environment variables, same checks).
+            use clap::Parser as _;
+            let mut argv: Vec<std::ffi::OsString> = vec!["followup-server".into()];
+            let mut opt = |name: &str, v: Option<std::ffi::OsString>| {
+                if let Some(v) = v {
+                    argv.push(format!("--{name}").into());
+                    argv.push(v);
+                }
+            };
+            opt("listen", args.listen.map(Into::into));
+            opt("data-dir", args.data_dir.map(Into::into));
+            opt("database", args.database.map(Into::into));
+            opt("admin-token", args.admin_token.map(Into::into));
+            opt("tls-cert", args.tls_cert.map(Into::into));
+            opt("tls-key", args.tls_key.map(Into::into));
+            opt("anchor-key", args.anchor_key.map(Into::into));
+            let config = Config::try_parse_from(argv).map_err(|e| {
+                CliError::new(format!("the server could not start: {}", e.kind()))
+                    .hint("see `followup server --help` and `followup-server --help`")
+            })?;
+            rt.block_on(serve(config))
+        }
         Some(cmd) => rt.block_on(staff(cmd)),
     }
 }
 
-async fn serve(
-    listen: std::net::SocketAddr,
-    data: std::path::PathBuf,
-    admin_token: Option<String>,
-) -> Result<(), CliError> {
+async fn serve(config: Config) -> Result<(), CliError> {
     init_logging();
-    let mut config = Config::for_tests(&data, admin_token.as_deref());
-    config.listen = listen;
+    config.validate().map_err(|e| {
+        CliError::new(format!("the server could not start: {e}"))
+            .hint("see `followup server --help` for each option and its environment variable")
+    })?;
+    let storage = match &config.database {
+        Some(_) => "PostgreSQL (--database)".to_string(),
+        None => format!("SQLite in {}", config.data_dir.display()),
+    };
+    let admin_on = config.admin_token.is_some();
     let mut server = Server::start(config).await.map_err(|e| {
         let e = CliError::new(format!("the server could not start: {e}"));
-        match e.message.contains("listen") {
-            true => e.hint("choose another --listen address or stop what uses that port"),
-            false => {
-                e.hint("check --data (a writable directory) and --admin-token (16+ characters)")
-            }
+        if e.message.contains("listen") {
+            e.hint("choose another --listen address or stop what uses that port")
+        } else if e.message.contains("already using") {
+            e.hint("stop the other server, or give this one its own --data-dir")
+        } else {
+            e.hint("check --data-dir (a writable directory), --database, --tls-cert/--tls-key and --admin-token (16+ characters)")
         }
     })?;
     eprintln!(
-        "followup registry listening on {} (data in {}; admin API {})",
+        "followup registry listening on {} (storage: {storage}; admin API {})",
         server.url(),
-        data.display(),
-        if admin_token.is_some() {
+        if admin_on {
             "on"
         } else {
             "off: set FOLLOWUP_ADMIN_TOKEN to enable it"
@@ -92,7 +118,11 @@ async fn shutdown_signal() {
 }
 
 fn client(conn: &StaffConn) -> Result<AdminClient, CliError> {
-    crate::admin::connect(&conn.server, conn.admin_token.as_deref())
+    crate::admin::connect(
+        &conn.server,
+        conn.admin_token.as_deref(),
+        conn.ca_cert.as_deref(),
+    )
 }
 
 fn parse_record(what: &str, s: &str) -> Result<RecordId, CliError> {

@@ -187,6 +187,17 @@ pub struct Rejection {
     pub message: String,
 }
 
+/// A document the server sent that this device could not read (its changes do not parse or
+/// apply, or the result has no readable header): it was set aside, not stored, and the rest of
+/// the sync went on. Kept (sealed) for [`quarantined`] so that support can see it; the registry
+/// reports the same document on its side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub record: RecordId,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
 /// What one sync did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
@@ -209,6 +220,9 @@ pub struct SyncReport {
     /// Documents the server refused in this sync (also kept for [`rejections`], except the
     /// retriable `unknown_patient` / `busy`, which stay dirty and go again next sync).
     pub rejected: Vec<Rejection>,
+    /// Documents received in this sync that could not be read and were set aside (see
+    /// [`Quarantined`]); the sync went on without them.
+    pub quarantined: Vec<Quarantined>,
     pub elapsed: Duration,
 }
 
@@ -367,6 +381,54 @@ pub fn dismiss_rejection(device: &Device, record: RecordId) -> Result<bool> {
     Ok(list.len() != before)
 }
 
+/// Sealed secret: the documents set aside as unreadable (most recent last, at most
+/// [`MAX_QUARANTINED`]).
+const SECRET_QUARANTINE: &str = "sync.quarantine";
+const MAX_QUARANTINED: usize = 1000;
+
+/// Documents received from the registry that this device could not read (see [`Quarantined`]).
+pub fn quarantined(device: &Device) -> Result<Vec<Quarantined>> {
+    load_quarantine(device.store())
+}
+
+fn load_quarantine(store: &Store) -> Result<Vec<Quarantined>> {
+    match store.get_secret(SECRET_QUARANTINE)? {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_slice(&json).map_err(|e| Error::MalformedRecord {
+            id: String::new(),
+            reason: format!("quarantine list: {e}"),
+        }),
+    }
+}
+
+fn add_to_quarantine(store: &Store, q: &Quarantined) -> Result<()> {
+    let mut list = load_quarantine(store)?;
+    list.retain(|x| x.record != q.record);
+    list.push(q.clone());
+    if list.len() > MAX_QUARANTINED {
+        let extra = list.len() - MAX_QUARANTINED;
+        list.drain(..extra);
+    }
+    let json = serde_json::to_vec(&list).map_err(|e| Error::MalformedRecord {
+        id: String::new(),
+        reason: format!("quarantine list: {e}"),
+    })?;
+    store.put_secret(SECRET_QUARANTINE, &json)?;
+    Ok(())
+}
+
+/// The last signed audit head the registry returned (plaintext setting: a position and a hash,
+/// no record content). Registry staff can check it with `verify-audit --witness`: a device is a
+/// witness of the audit chain that the registry's database cannot rewrite.
+pub fn audit_witness(device: &Device) -> Result<Option<String>> {
+    Ok(device.store().get_setting(SETTING_AUDIT_HEAD)?)
+}
+
+/// Plaintext setting: the last signed audit head seen ([`audit_witness`]).
+const SETTING_AUDIT_HEAD: &str = "sync.audit_head";
+/// The response header carrying it (server: `anchor::HEADER_AUDIT_HEAD`).
+const HEADER_AUDIT_HEAD: &str = "x-followup-audit-head";
+
 fn load_rejections(store: &Store) -> Result<Vec<Rejection>> {
     match store.get_secret(SECRET_REJECTIONS)? {
         None => Ok(Vec::new()),
@@ -504,6 +566,8 @@ mod resume;
 pub struct SyncClient {
     http: reqwest::Client,
     options: SyncOptions,
+    /// The signed audit head of the last response, kept by the device as a witness.
+    last_audit_head: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for SyncClient {
@@ -540,6 +604,24 @@ fn now_ms() -> i64 {
 fn jitter_fraction() -> f64 {
     let b: [u8; 4] = followup_domain::ids::random_bytes();
     f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
+}
+
+/// Follow at most 5 redirects, and never to plain `http://` off loopback (unless insecure HTTP
+/// is allowed): a redirect must not take the signed request and the records out of TLS.
+fn redirect_policy(allow_insecure_http: bool) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 {
+            return attempt.error("too many redirects");
+        }
+        let url = attempt.url().clone();
+        match url.scheme() {
+            "https" => attempt.follow(),
+            "http" if allow_insecure_http || is_loopback_host(&url) => attempt.follow(),
+            _ => attempt.error(format!(
+                "refused a redirect to {url}: the registry must be reached over https"
+            )),
+        }
+    })
 }
 
 fn is_loopback_host(url: &reqwest::Url) -> bool {
@@ -811,37 +893,55 @@ impl Session<'_> {
         }
         let mut want_full_changed = false;
         for pd in resp.pull {
-            let changes = split_changes(&pd.data).map_err(|e| SyncError::Server {
-                status: 200,
-                code: "bad_response".into(),
-                message: format!("record {}: {e}", pd.doc),
-            })?;
             self.report.change_bytes_down += pd.data.len() as u64;
-            let server_heads = pd.server_heads(&changes);
-            let mut doc = self.store.load_doc(&pd.doc)?.unwrap_or_default();
-            doc.apply_changes(changes)?;
-            if !doc.get_missing_deps(&[]).is_empty()
-                || !server_heads
-                    .iter()
-                    .all(|h| doc.get_change_by_hash(h).is_some())
-            {
+            let stored = self.store.load_doc(&pd.doc)?;
+            // Everything done with the received bytes is contained: an error or a library panic
+            // sets this one document aside, and the sync goes on.
+            let read =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_pulled(stored, &pd)))
+                    .unwrap_or_else(|_| Err("the document library failed on it".into()));
+            let (doc, server_heads, complete) = match read {
+                Ok(x) => x,
+                Err(reason) => {
+                    tracing::error!(record = %pd.doc, %reason, "unreadable record from the registry; quarantined");
+                    let q = Quarantined {
+                        record: pd.doc,
+                        reason,
+                    };
+                    add_to_quarantine(self.store, &q)?;
+                    self.report.quarantined.push(q);
+                    continue;
+                }
+            };
+            if !complete {
                 if self.asked_full.insert(pd.doc) && !self.want_full.contains(&pd.doc) {
                     self.want_full.push(pd.doc);
                     want_full_changed = true;
                 }
                 continue;
             }
-            let meta = index_meta(&doc).map_err(|e| SyncError::UnreadableRecord {
-                record: pd.doc.to_hex(),
-                reason: e.to_string(),
-            })?;
-            if meta.id != pd.doc {
-                return Err(SyncError::UnreadableRecord {
-                    record: pd.doc.to_hex(),
-                    reason: format!("its header names record {}", meta.id),
+            let meta = match index_meta(&doc) {
+                Ok(m) if m.id == pd.doc => m,
+                Ok(m) => {
+                    let q = Quarantined {
+                        record: pd.doc,
+                        reason: format!("its header names record {}", m.id),
+                    };
+                    add_to_quarantine(self.store, &q)?;
+                    self.report.quarantined.push(q);
+                    continue;
                 }
-                .into());
-            }
+                Err(e) => {
+                    let q = Quarantined {
+                        record: pd.doc,
+                        reason: e.to_string(),
+                    };
+                    tracing::error!(record = %pd.doc, reason = %q.reason, "unreadable record from the registry; quarantined");
+                    add_to_quarantine(self.store, &q)?;
+                    self.report.quarantined.push(q);
+                    continue;
+                }
+            };
             self.store.save_doc(&meta, &doc)?;
             self.store.set_synced_heads(&pd.doc, &server_heads)?;
             self.report.pulled += 1;
@@ -857,6 +957,24 @@ impl Session<'_> {
     }
 }
 
+/// Apply a pulled document to the stored copy: the result, the server's heads, and whether the
+/// result is complete (no missing dependencies). An error says why the bytes are unreadable.
+fn read_pulled(
+    stored: Option<Automerge>,
+    pd: &protocol::PullDoc,
+) -> std::result::Result<(Automerge, Vec<ChangeHash>, bool), String> {
+    let changes = split_changes(&pd.data).map_err(|e| e.to_string())?;
+    let server_heads = pd.server_heads(&changes);
+    let mut doc = stored.unwrap_or_default();
+    doc.apply_changes(changes)
+        .map_err(|e| format!("its changes do not apply: {e}"))?;
+    let complete = doc.get_missing_deps(&[]).is_empty()
+        && server_heads
+            .iter()
+            .all(|h| doc.get_change_by_hash(h).is_some());
+    Ok((doc, server_heads, complete))
+}
+
 impl SyncClient {
     /// A client with its own connection pool and TLS configuration.
     pub fn new(options: SyncOptions) -> Result<SyncClient> {
@@ -866,12 +984,17 @@ impl SyncClient {
             .use_preconfigured_tls(tls)
             .timeout(options.timeout)
             .connect_timeout(options.connect_timeout)
+            .redirect(redirect_policy(options.allow_insecure_http))
             .user_agent(concat!("followup-core/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| {
                 SyncError::Config(format!("HTTP client setup failed: {}", describe(&e)))
             })?;
-        Ok(SyncClient { http, options })
+        Ok(SyncClient {
+            http,
+            options,
+            last_audit_head: Arc::new(std::sync::Mutex::new(None)),
+        })
     }
 
     /// The options in force.
@@ -1095,6 +1218,13 @@ impl SyncClient {
             s.progress.phase = SyncPhase::Applying;
             progress(s.progress);
             s.apply(&pushed, resp)?;
+            let head = match self.last_audit_head.lock() {
+                Ok(mut g) => g.take(),
+                Err(p) => p.into_inner().take(),
+            };
+            if let Some(head) = head {
+                store.put_setting(SETTING_AUDIT_HEAD, &head)?;
+            }
             if !want_full.is_empty() {
                 // Served (`apply` asked again, once, for any still incomplete).
                 save_want_full(store, &s.want_full)?;
@@ -1270,6 +1400,23 @@ impl SyncClient {
         }
     }
 
+    /// Keep the signed audit head a response carries, for the device to store once the
+    /// exchange is applied.
+    fn note_audit_head(&self, resp: &reqwest::Response) {
+        let head = resp
+            .headers()
+            .get(HEADER_AUDIT_HEAD)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() < 512)
+            .map(str::to_string);
+        if let Some(head) = head {
+            match self.last_audit_head.lock() {
+                Ok(mut g) => *g = Some(head),
+                Err(p) => *p.into_inner() = Some(head),
+            }
+        }
+    }
+
     /// One signed POST and its decoded answer.
     #[allow(clippy::too_many_arguments)]
     async fn exchange(
@@ -1307,6 +1454,7 @@ impl SyncClient {
             if !resp.status().is_success() {
                 return Err(error_from(resp).await);
             }
+            self.note_audit_head(&resp);
             prog.phase = SyncPhase::Receiving;
             progress(*prog);
             let bytes = read_capped(resp, max, |n| {

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ObjType, ROOT};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -38,17 +39,20 @@ use followup_domain::protocol::{
 use ring::digest::{digest, SHA256};
 use serde::de::DeserializeOwned;
 
+use crate::anchor::{Anchor, SignedHead, HEADER_AUDIT_HEAD};
 use crate::audit::{self, event};
-use crate::auth::{authenticate, now_ms, AdminToken};
+use crate::auth::{finish_authentication, now_ms, pre_authenticate, AdminToken};
 use crate::authz::Principal;
 use crate::cases;
 use crate::error::ApiError;
+use crate::guard::{self, DeviceSlots, RouteLimiter};
 use crate::storage::{ClinicRow, DocWrite, EnrolmentCode, NewDevice, Storage};
 use crate::sync::{self, SyncLimits};
 use followup_domain::model::CaseState;
 use followup_domain::protocol::{CaseNoteRequest, CaseSummary, CasesResponse};
 
-/// Shared state of the handlers (no mutable state: everything lives in the database).
+/// Shared state of the handlers (no registry state: everything lives in the database; only
+/// per-process guards — rate limiters, in-flight counts — are in memory).
 #[derive(Clone)]
 pub struct AppState {
     /// The registry's clock for adjudication deadlines and case times.
@@ -58,9 +62,21 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
     pub limits: SyncLimits,
+    /// Time allowed to receive a request body.
+    pub body_timeout: std::time::Duration,
+    /// Sync requests one device may have in flight.
+    pub max_syncs_per_device: u32,
+    pub slots: DeviceSlots,
+    pub enrol_limiter: RouteLimiter,
+    pub admin_limiter: RouteLimiter,
+    /// Signs the audit head returned with every sync (see [`crate::anchor`]).
+    pub anchor: Option<Arc<Anchor>>,
     /// The staff console's settings (participation rules, session and throttling policies).
     pub console: crate::console::ConsoleConfig,
 }
+
+/// Largest JSON body (enrolment, admin).
+const MAX_JSON_BODY: usize = 64 * 1024;
 
 /// Default and maximum lifetime of an enrolment code.
 const DEFAULT_CODE_TTL_SECS: u64 = 24 * 3600;
@@ -70,14 +86,14 @@ const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// The router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route(ENROL_PATH, post(enrol))
-        .route(SYNC_PATH, post(sync_handler))
-        .route(
-            &format!("{SYNC_RESUMABLE_PATH}/{{hash}}"),
-            post(crate::resumable::upload).get(crate::resumable::download),
-        )
+    let enrol_routes =
+        Router::new()
+            .route(ENROL_PATH, post(enrol))
+            .route_layer(middleware::from_fn_with_state(
+                state.enrol_limiter.clone(),
+                guard::rate_limit,
+            ));
+    let admin_routes = Router::new()
         .route("/v1/admin/clinics", post(create_clinic))
         .route("/v1/admin/enrolment-codes", post(issue_code))
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
@@ -86,12 +102,61 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/cases", get(list_cases))
         .route("/v1/admin/cases/{id}/escalate", post(escalate_case))
         .route("/v1/admin/cases/{id}/close", post(close_case))
-        .merge(crate::console::router())
         .route("/v1/admin/export", get(export))
+        .route_layer(middleware::from_fn_with_state(
+            state.admin_limiter.clone(),
+            guard::rate_limit,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
+        .route(SYNC_PATH, post(sync_handler))
+        .route(
+            &format!("{SYNC_RESUMABLE_PATH}/{{hash}}"),
+            post(crate::resumable::upload).get(crate::resumable::download),
+        )
+        .merge(enrol_routes)
+        .merge(admin_routes)
+        .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found(ErrorCode::NotFound, "no such route") })
         // Bodies are read with an explicit limit in each handler (with a JSON error).
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// Refuse a body whose declared length is over `limit` before reading any of it.
+pub(crate) fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => Err(ApiError::too_large(format!(
+            "the request body exceeds {limit} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Read a body of at most `limit` bytes within `timeout`.
+async fn read_body_timed(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<axum::body::Bytes, ApiError> {
+    match tokio::time::timeout(timeout, read_body(body, limit)).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::BadRequest,
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs()
+            ),
+        )),
+    }
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
@@ -166,11 +231,59 @@ fn new_code() -> String {
     s
 }
 
-async fn enrol(State(st): State<AppState>, body: Body) -> Result<Json<EnrolResponse>, ApiError> {
-    let bytes = read_body(body, 64 * 1024).await?;
+/// `GET /ready`: 200 when the database answers, 503 otherwise (for load balancers and
+/// orchestrators; `/health` only says the process is alive).
+async fn ready(State(st): State<AppState>) -> Response {
+    let storage = st.storage.clone();
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || storage.max_seq()),
+    )
+    .await;
+    match probe {
+        Ok(Ok(Ok(_))) => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        _ => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "the database does not answer",
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition ([`crate::metrics`]).
+async fn metrics_text() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`: the OpenAPI document of the JSON routes.
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::DOCUMENT,
+    )
+        .into_response()
+}
+
+async fn enrol(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<EnrolResponse>, ApiError> {
+    check_declared_length(&headers, MAX_JSON_BODY)?;
+    let bytes = read_body_timed(body, MAX_JSON_BODY, st.body_timeout).await?;
     let req: EnrolRequest = parse_json(&bytes)?;
     let public_key =
         parse_public_key(&req.public_key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // Strict keys: a small-order, mixed-order or non-canonical key is refused.
+    crate::keys::check_public_key(&public_key).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if req.label.as_ref().is_some_and(|l| l.len() > 200) {
         return Err(ApiError::bad_request(
             "the label is longer than 200 characters",
@@ -208,6 +321,15 @@ async fn sync_handler(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let r = sync_exchange(st, headers, body).await;
+    crate::metrics::sync_finished(match &r {
+        Ok(resp) => resp.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    });
+    r
+}
+
+async fn sync_exchange(st: AppState, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -219,15 +341,32 @@ async fn sync_handler(
             format!("expected Content-Type {SYNC_CONTENT_TYPE}"),
         ));
     }
-    let bytes = read_body(body, st.max_body_bytes).await?;
-    let device = authenticate(&st.storage, &headers, "POST", SYNC_PATH, &bytes).await?;
+    check_declared_length(&headers, st.max_body_bytes)?;
+    // The device and the timestamp from the headers, before a byte of the body is read.
+    let pre = pre_authenticate(&st.storage, &headers).await?;
+    let _slot = st
+        .slots
+        .try_take(pre.device.id, st.max_syncs_per_device)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::Unavailable,
+                format!(
+                    "this device already has {} syncs in progress; wait for them",
+                    st.max_syncs_per_device
+                ),
+            )
+        })?;
+    let bytes = read_body_timed(body, st.max_body_bytes, st.body_timeout).await?;
+    let device = finish_authentication(&st.storage, pre, "POST", SYNC_PATH, &bytes).await?;
     let started = std::time::Instant::now();
     let storage = st.storage.clone();
     let max = st.max_decompressed_bytes;
     let limits = st.limits;
     let principal = Principal::from(&device);
     let clock = st.clock.clone();
-    let (resp_bytes, stats) = blocking(move || {
+    let anchor = st.anchor.clone();
+    let (resp_bytes, stats, head) = blocking(move || {
         let req = decode_sync_request(&bytes, max)?;
         let resp = sync::run(storage.as_ref(), &principal, &req, &limits, clock.now_ms())?;
         let accepted = resp
@@ -236,6 +375,10 @@ async fn sync_handler(
             .filter(|r| matches!(r, followup_domain::protocol::PushResult::Accepted { .. }))
             .count();
         let out = encode_body_with_level(&resp, ZSTD_LEVEL_SERVER)?;
+        let head = match &anchor {
+            Some(a) => signed_audit_head(storage.as_ref(), a),
+            None => None,
+        };
         Ok((
             out,
             (
@@ -246,10 +389,12 @@ async fn sync_handler(
                 resp.more,
                 bytes.len(),
             ),
+            head,
         ))
     })
     .await?;
     let (pushed, accepted, pulled, cursor, more, req_len) = stats;
+    crate::metrics::sync_served(device.id, req_len, resp_bytes.len(), started.elapsed());
     tracing::info!(
         device = %device.id,
         pushed, accepted, pulled, cursor, more,
@@ -258,7 +403,29 @@ async fn sync_handler(
         ms = started.elapsed().as_millis() as u64,
         "sync"
     );
-    Ok(([(header::CONTENT_TYPE, SYNC_CONTENT_TYPE)], resp_bytes).into_response())
+    let mut resp = ([(header::CONTENT_TYPE, SYNC_CONTENT_TYPE)], resp_bytes).into_response();
+    if let Some(v) = head.and_then(|h| header::HeaderValue::from_str(&h).ok()) {
+        resp.headers_mut().insert(HEADER_AUDIT_HEAD, v);
+    }
+    Ok(resp)
+}
+
+/// The audit chain's head, signed, and appended to the anchor log when new. Failures are logged
+/// and leave the response without a head: the sync itself succeeded.
+pub(crate) fn signed_audit_head(storage: &dyn Storage, anchor: &Anchor) -> Option<String> {
+    let head = match storage.audit_head() {
+        Ok(Some(h)) => h,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(%e, "cannot read the audit head");
+            return None;
+        }
+    };
+    let signed = anchor.sign(head.0, head.1, now_ms());
+    if let Err(e) = anchor.record(&signed) {
+        tracing::error!(%e, "cannot append to the audit anchor log");
+    }
+    Some(signed.encode())
 }
 
 /// The clinic record document, authored by the registry.
@@ -286,7 +453,8 @@ async fn create_clinic(
     body: Body,
 ) -> Result<(StatusCode, Json<CreateClinicResponse>), ApiError> {
     st.admin.check(&headers)?;
-    let bytes = read_body(body, 64 * 1024).await?;
+    check_declared_length(&headers, MAX_JSON_BODY)?;
+    let bytes = read_body_timed(body, MAX_JSON_BODY, st.body_timeout).await?;
     let req: CreateClinicRequest = parse_json(&bytes)?;
     let storage = st.storage.clone();
     let id = blocking(move || create_clinic_record(storage.as_ref(), req, now_ms())).await?;
@@ -354,7 +522,8 @@ async fn issue_code(
     body: Body,
 ) -> Result<(StatusCode, Json<IssueEnrolmentCodeResponse>), ApiError> {
     st.admin.check(&headers)?;
-    let bytes = read_body(body, 64 * 1024).await?;
+    check_declared_length(&headers, MAX_JSON_BODY)?;
+    let bytes = read_body_timed(body, MAX_JSON_BODY, st.body_timeout).await?;
     let req: IssueEnrolmentCodeRequest = parse_json(&bytes)?;
     let storage = st.storage.clone();
     let resp = blocking(move || {
@@ -447,17 +616,51 @@ async fn revoke_device(
     }))
 }
 
+/// `GET /v1/admin/audit/verify[?witness=<signed head>]`: the chain, then the anchored heads (the
+/// anchor log's last one, and a witness head copied from a device or an earlier answer).
 async fn verify_audit(
     State(st): State<AppState>,
     headers: HeaderMap,
+    Query(q): Query<VerifyQuery>,
 ) -> Result<Json<followup_domain::protocol::AuditVerifyResponse>, ApiError> {
     st.admin.check(&headers)?;
+    let mut heads = Vec::new();
+    if let Some(w) = q.witness.as_deref() {
+        heads.push(SignedHead::parse(w).ok_or_else(|| {
+            ApiError::bad_request(
+                "the witness is not a signed audit head (seq.hash.time.signature)",
+            )
+        })?);
+    }
     let storage = st.storage.clone();
-    let r = blocking(move || Ok(audit::verify(storage.as_ref())?)).await?;
+    let anchor = st.anchor.clone();
+    let r = blocking(move || match anchor {
+        Some(a) => {
+            if let Some(h) = a
+                .last_logged_head()
+                .map_err(|e| ApiError::internal("audit anchor log", e))?
+            {
+                heads.insert(0, h);
+            }
+            Ok(audit::verify_anchored(
+                storage.as_ref(),
+                &a.public_key(),
+                &heads,
+            )?)
+        }
+        None => Ok(audit::verify(storage.as_ref())?),
+    })
+    .await?;
     if !r.ok {
         tracing::error!(problem = ?r.problem, "audit chain verification failed");
     }
     Ok(Json(r))
+}
+
+/// Query of `GET /v1/admin/audit/verify`.
+#[derive(Debug, serde::Deserialize)]
+pub struct VerifyQuery {
+    pub witness: Option<String>,
 }
 
 async fn stats(

@@ -259,6 +259,48 @@ pub fn verify(storage: &dyn Storage) -> StorageResult<AuditVerifyResponse> {
     })
 }
 
+/// [`verify`], then check the chain against heads anchored outside the database (the anchor
+/// log's last head, witnesses kept by devices): each must be signed by the anchor key, the chain
+/// must reach its `seq`, and the entry at `seq` must carry its hash. A chain recomputed after an
+/// edit, or cut short, passes [`verify`] and fails here.
+pub fn verify_anchored(
+    storage: &dyn Storage,
+    anchor_public_key: &[u8],
+    heads: &[crate::anchor::SignedHead],
+) -> StorageResult<AuditVerifyResponse> {
+    let mut r = verify(storage)?;
+    if !r.ok {
+        return Ok(r);
+    }
+    for head in heads {
+        let problem = if !crate::anchor::verify_head(anchor_public_key, head) {
+            Some(format!(
+                "the anchored head at seq {} is not signed by this registry's anchor key",
+                head.seq
+            ))
+        } else {
+            match storage.audit_rows(head.seq.saturating_sub(1), 1)?.first() {
+                Some(row) if row.seq == head.seq && row.hash == head.hash => None,
+                Some(row) if row.seq == head.seq => Some(format!(
+                    "the audit entry at seq {} differs from the one anchored at {} (the chain was rewritten)",
+                    head.seq, head.at_ms
+                )),
+                _ => Some(format!(
+                    "the audit chain ends before seq {}, which was anchored at {} (entries were removed)",
+                    head.seq, head.at_ms
+                )),
+            }
+        };
+        if let Some(problem) = problem {
+            r.ok = false;
+            r.first_bad_seq = Some(head.seq);
+            r.problem = Some(problem);
+            return Ok(r);
+        }
+    }
+    Ok(r)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
-use followup_domain::identity::{
-    check_timestamp, verify_request_hashed, IdentityError, SignedHeaders, MAX_CLOCK_SKEW_MS,
-};
+use followup_domain::identity::{check_timestamp, SignedHeaders, MAX_CLOCK_SKEW_MS};
 use followup_domain::protocol::ErrorCode;
 use ring::digest::{digest, SHA256};
 
@@ -26,27 +24,21 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &'static str) -> Option<&'a str>
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Authenticate a signed device request; returns the device.
-pub async fn authenticate(
-    storage: &Arc<dyn Storage>,
-    headers: &HeaderMap,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> Result<DeviceRecord, ApiError> {
-    authenticate_hashed(storage, headers, method, path, &sha256(body)).await
+/// What the headers of a signed request establish before its body is read: the signature
+/// parameters are well-formed, the timestamp is fresh, and the device is enrolled and not revoked.
+/// Only then is the body read ([`finish_authentication`] checks the signature over it), so an
+/// unsigned or unknown client never gets a body buffered.
+#[derive(Debug, Clone)]
+pub struct PreAuthenticated {
+    pub device: DeviceRecord,
+    signed: SignedHeaders,
 }
 
-/// [`authenticate`] for a request whose signature covers `body_hash` rather than the hash of
-/// its HTTP body: the resumable routes of protocol version 3, where it is the SHA-256 of the
-/// whole upload, so a request is authenticated before any byte of its body is read.
-pub async fn authenticate_hashed(
+/// Check a signed device request's headers (see [`PreAuthenticated`]).
+pub async fn pre_authenticate(
     storage: &Arc<dyn Storage>,
     headers: &HeaderMap,
-    method: &str,
-    path: &str,
-    body_hash: &[u8; 32],
-) -> Result<DeviceRecord, ApiError> {
+) -> Result<PreAuthenticated, ApiError> {
     let signed = SignedHeaders::from_headers(|name| header_str(headers, name)).map_err(|e| {
         ApiError::unauthenticated(ErrorCode::Unauthenticated, format!("unsigned request: {e}"))
     })?;
@@ -60,16 +52,6 @@ pub async fn authenticate_hashed(
         .ok_or_else(|| {
             ApiError::unauthenticated(ErrorCode::UnknownDevice, "this device is not enrolled")
         })?;
-    match verify_request_hashed(&device.public_key, method, path, body_hash, &signed) {
-        Ok(()) => {}
-        Err(IdentityError::BadSignature) | Err(_) => {
-            tracing::warn!(device = %device.id, "bad request signature");
-            return Err(ApiError::unauthenticated(
-                ErrorCode::BadSignature,
-                "the request signature does not verify",
-            ));
-        }
-    }
     if device.revoked_at_ms.is_some() {
         tracing::warn!(device = %device.id, "revoked device refused");
         return Err(ApiError::forbidden(
@@ -77,10 +59,46 @@ pub async fn authenticate_hashed(
             "this device has been revoked; enrol it again",
         ));
     }
+    Ok(PreAuthenticated { device, signed })
+}
+
+/// Check the signature over the body, then the nonce; returns the device.
+pub async fn finish_authentication(
+    storage: &Arc<dyn Storage>,
+    pre: PreAuthenticated,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<DeviceRecord, ApiError> {
+    finish_authentication_hashed(storage, pre, method, path, &sha256(body)).await
+}
+
+/// [`finish_authentication`] for a request whose signature covers `body_hash` rather than the
+/// hash of its HTTP body: the resumable routes of protocol version 3, where it is the SHA-256 of
+/// the whole upload (named in the path), so the request is fully authenticated — signature and
+/// nonce — before a byte of its body is read.
+pub async fn finish_authentication_hashed(
+    storage: &Arc<dyn Storage>,
+    pre: PreAuthenticated,
+    method: &str,
+    path: &str,
+    body_hash: &[u8; 32],
+) -> Result<DeviceRecord, ApiError> {
+    let PreAuthenticated { device, signed } = pre;
+    // Strict verification: a weak stored key or a malleable signature never verifies.
+    if !crate::keys::verify_strict_hashed(&device.public_key, method, path, body_hash, &signed) {
+        tracing::warn!(device = %device.id, "bad request signature");
+        return Err(ApiError::unauthenticated(
+            ErrorCode::BadSignature,
+            "the request signature does not verify",
+        ));
+    }
     // Nonces need be kept only as long as their timestamp is acceptable.
+    let now = now_ms();
     let expires = signed.timestamp_ms.saturating_add(2 * MAX_CLOCK_SKEW_MS);
     let st = storage.clone();
     let nonce = signed.nonce;
+    let device_id = device.id;
     let fresh =
         tokio::task::spawn_blocking(move || st.remember_nonce(device_id, &nonce, expires, now))
             .await??;
@@ -92,6 +110,18 @@ pub async fn authenticate_hashed(
         ));
     }
     Ok(device)
+}
+
+/// Authenticate a signed device request whose body is already read; returns the device.
+pub async fn authenticate(
+    storage: &Arc<dyn Storage>,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<DeviceRecord, ApiError> {
+    let pre = pre_authenticate(storage, headers).await?;
+    finish_authentication(storage, pre, method, path, body).await
 }
 
 /// The configured admin token, kept as its SHA-256 so comparison time does not depend on how

@@ -20,6 +20,15 @@
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
 //! | [`config`] | flags and environment variables |
 //! | [`error`] | HTTP errors with JSON bodies |
+//! | [`validate`] | the push path's validation step: schema and code lists, reload-before-store, panic containment |
+//! | [`listener`] | the connection loop: connection cap, header timeout, HTTP/1.1 only, TLS |
+//! | [`tls`] | HTTPS with rustls, certificate reloaded when its files change |
+//! | [`guard`] | rate limits (enrolment, admin) and in-flight syncs per device |
+//! | [`keys`] | strict Ed25519 device keys and signatures |
+//! | [`anchor`] | the audit chain's head signed with a key outside the database |
+//! | [`files`] | private permissions and the data directory lock |
+//! | [`metrics`] | Prometheus metrics |
+//! | [`openapi`] | the OpenAPI document of the JSON routes |
 //! | [`console`] | the staff console under `/console` and the public `/participation` page |
 //! | [`staff`] | staff accounts (argon2id, optional TOTP), roles, sessions, sign-in throttling |
 //! | [`export`] | CSV and FHIR R4 exports, de-identified by default, authorized by scope, audited |
@@ -33,6 +42,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod anchor;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -43,12 +53,21 @@ pub mod config;
 pub mod console;
 pub mod error;
 pub mod export;
+pub mod files;
+pub mod fuzzing;
+pub mod guard;
+pub mod keys;
+pub mod listener;
+pub mod metrics;
+pub mod openapi;
 pub mod readmodel;
 pub mod resumable;
 pub mod rules;
 pub mod staff;
 pub mod storage;
 pub mod sync;
+pub mod tls;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,6 +91,12 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Lock(#[from] files::LockError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Anchor(#[from] anchor::AnchorError),
 }
 
 /// The server.
@@ -81,6 +106,10 @@ pub struct Server;
 pub struct RunningServer {
     /// The address it listens on (the real port when started on port 0).
     pub addr: SocketAddr,
+    tls: bool,
+    anchor: Option<Arc<anchor::Anchor>>,
+    /// Held for the life of the server (SQLite: one process per data directory).
+    _lock: Option<files::DataDirLock>,
     storage: Arc<dyn Storage>,
     clock: clock::RegistryClock,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -107,10 +136,22 @@ impl Server {
             }
             None => {
                 let dir = config.data_dir.clone();
-                let sqlite =
-                    tokio::task::spawn_blocking(move || SqliteStorage::open(&dir)).await??;
+                let lock = files::lock_data_dir(&dir)?;
+                let sqlite = tokio::task::spawn_blocking(move || {
+                    let s = SqliteStorage::open(&dir)?;
+                    // The database holds clinical data in plaintext: owner only.
+                    for f in ["registry.sqlite3", "registry.sqlite3-wal", "registry.sqlite3-shm"] {
+                        if let Err(e) = files::make_private(&dir.join(f)) {
+                            tracing::warn!(%e, file = f, "cannot restrict the database file's permissions");
+                        }
+                    }
+                    Ok::<_, ServerError>(s)
+                })
+                .await??;
                 tracing::info!(path = %sqlite.path().display(), "storage: SQLite");
-                Arc::new(sqlite)
+                let mut running = Self::start_with_storage(config, Arc::new(sqlite)).await?;
+                running._lock = Some(lock);
+                return Ok(running);
             }
         };
         Self::start_with_storage(config, storage).await
@@ -123,6 +164,15 @@ impl Server {
     ) -> Result<RunningServer, ServerError> {
         config.validate().map_err(ServerError::Config)?;
         let clock = clock::RegistryClock::default();
+        let anchor_path = config.anchor_key_path();
+        let anchor = Arc::new(
+            tokio::task::spawn_blocking(move || anchor::Anchor::open_or_create(&anchor_path))
+                .await??,
+        );
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+            _ => None,
+        };
         let state = api::AppState {
             clock: clock.clone(),
             storage: storage.clone(),
@@ -131,8 +181,23 @@ impl Server {
             max_decompressed_bytes: config.max_decompressed_bytes,
             limits: sync::SyncLimits {
                 max_pull_bytes: config.max_pull_bytes,
+                push_time_budget: std::time::Duration::from_secs(config.push_time_budget_secs),
                 ..sync::SyncLimits::default()
             },
+            body_timeout: std::time::Duration::from_secs(config.body_read_timeout_secs),
+            max_syncs_per_device: config.max_syncs_per_device,
+            slots: guard::DeviceSlots::default(),
+            enrol_limiter: guard::RouteLimiter::new(
+                "enrolment",
+                config.enrol_per_minute,
+                config.enrol_per_minute,
+            ),
+            admin_limiter: guard::RouteLimiter::new(
+                "admin",
+                config.admin_per_minute,
+                config.admin_per_minute.div_ceil(2),
+            ),
+            anchor: Some(anchor.clone()),
             console: config.console_config().map_err(ServerError::Config)?,
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -144,19 +209,28 @@ impl Server {
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = api::router(state);
-        let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
+        let limits = listener::ConnLimits {
+            max_connections: config.max_connections,
+            header_read_timeout: std::time::Duration::from_secs(config.header_read_timeout_secs),
+            ..listener::ConnLimits::default()
+        };
+        let is_tls = tls.is_some();
+        let task = tokio::spawn(listener::serve(
+            listener,
+            app,
+            limits,
+            tls,
+            async move {
                 let _ = rx.await;
-            })
-            .await
-        });
-        tracing::info!(%addr, "followup-server listening");
+            },
+            std::time::Duration::from_secs(30),
+        ));
+        tracing::info!(%addr, tls = is_tls, "followup-server listening");
         Ok(RunningServer {
             addr,
+            tls: is_tls,
+            anchor: Some(anchor),
+            _lock: None,
             storage,
             clock,
             shutdown: Some(tx),
@@ -166,9 +240,15 @@ impl Server {
 }
 
 impl RunningServer {
-    /// `http://addr`.
+    /// `http://addr`, or `https://addr` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The audit anchor (its public key verifies the heads the server hands out).
+    pub fn anchor(&self) -> Option<&Arc<anchor::Anchor>> {
+        self.anchor.as_ref()
     }
 
     /// The storage the server uses.

@@ -29,20 +29,19 @@ use ring::digest::{digest, SHA256};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::anchor::HEADER_AUDIT_HEAD;
+use crate::api::check_declared_length;
 use crate::api::AppState;
-use crate::auth::{authenticate_hashed, now_ms};
+use crate::auth::{finish_authentication_hashed, now_ms, pre_authenticate};
 use crate::authz::Principal;
 use crate::error::ApiError;
+use crate::guard::DeviceSlot;
 use crate::storage::{Storage, UploadState};
-use crate::sync::{self, SyncLimits};
+use crate::sync;
 
 /// Received bytes are written to the staging tables at least this often (and whenever the
 /// stream ends, cleanly or not).
 const FLUSH_BYTES: usize = 64 * 1024;
-
-/// Longest a piece's body may go without a byte arriving; then it is treated as cut (what
-/// arrived is kept).
-const PIECE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest a request waits for a running exchange before answering `202 processing`: well
 /// under the lifetime of a link that drops every few seconds, so that the device hears from
@@ -66,11 +65,9 @@ fn running() -> std::sync::MutexGuard<'static, Running> {
 /// Run (or join) the exchange of a complete upload, in a task of its own, and wait at most
 /// [`PROCESSING_WAIT`] for it: `None` if it is still running.
 async fn finish(
-    storage: Arc<dyn Storage>,
+    st: AppState,
     principal: Principal,
     hash: [u8; 32],
-    max_decompressed: usize,
-    limits: SyncLimits,
 ) -> Result<Option<Arc<Vec<u8>>>, ApiError> {
     let key = (principal.device, hash);
     let mut rx = {
@@ -81,16 +78,7 @@ async fn finish(
                 let (tx, rx) = watch::channel(None);
                 map.insert(key, rx.clone());
                 tokio::spawn(async move {
-                    let r = blocking(move || {
-                        complete(
-                            storage.as_ref(),
-                            &principal,
-                            &hash,
-                            max_decompressed,
-                            &limits,
-                        )
-                    })
-                    .await;
+                    let r = blocking(move || complete(&st, &principal, &hash)).await;
                     let outcome = r.map(Arc::new).map_err(|e| (e.status, e.body));
                     // Forget it first: a request arriving now finds the stored response.
                     running().remove(&key);
@@ -164,6 +152,24 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?
 }
 
+/// The stored response from `offset`, with the signed audit head as on `POST /v1/sync`.
+async fn respond(st: &AppState, bytes: &[u8], offset: u64) -> Result<Response, ApiError> {
+    let mut resp = response_bytes(bytes, offset)?;
+    if let Some(anchor) = st.anchor.clone() {
+        let storage = st.storage.clone();
+        let head = tokio::task::spawn_blocking(move || {
+            crate::api::signed_audit_head(storage.as_ref(), &anchor)
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(v) = head.and_then(|h| header::HeaderValue::from_str(&h).ok()) {
+            resp.headers_mut().insert(HEADER_AUDIT_HEAD, v);
+        }
+    }
+    Ok(resp)
+}
+
 fn response_bytes(bytes: &[u8], offset: u64) -> Result<Response, ApiError> {
     let total = bytes.len() as u64;
     let Some(from) = usize::try_from(offset).ok().filter(|&o| o as u64 <= total) else {
@@ -190,13 +196,8 @@ fn response_bytes(bytes: &[u8], offset: u64) -> Result<Response, ApiError> {
 /// Run the exchange of a complete upload and store its response (blocking). Idempotent: a
 /// second run (another process, a retry after a crash) finds the pushes already merged, and
 /// whichever response is stored first is the one every caller gets.
-fn complete(
-    storage: &dyn Storage,
-    principal: &Principal,
-    hash: &[u8; 32],
-    max_decompressed: usize,
-    limits: &SyncLimits,
-) -> Result<Vec<u8>, ApiError> {
+fn complete(st: &AppState, principal: &Principal, hash: &[u8; 32]) -> Result<Vec<u8>, ApiError> {
+    let storage = st.storage.as_ref();
     let device = principal.device;
     if let Some(r) = storage.upload_response(device, hash)? {
         return Ok(r);
@@ -212,7 +213,7 @@ fn complete(
     }
     // The exchange id (random, names the upload uniquely), then the encoded request.
     let encoded = bytes.get(EXCHANGE_ID_LEN..).unwrap_or_default();
-    let req = match decode_sync_request(encoded, max_decompressed) {
+    let req = match decode_sync_request(encoded, st.max_decompressed_bytes) {
         Ok(r) => r,
         Err(e) => {
             storage.upload_discard(device, hash)?;
@@ -220,7 +221,7 @@ fn complete(
         }
     };
     let started = std::time::Instant::now();
-    let resp = sync::run(storage, principal, &req, limits, now_ms())?;
+    let resp = sync::run(storage, principal, &req, &st.limits, st.clock.now_ms())?;
     let out = encode_body_with_level(&resp, ZSTD_LEVEL_SERVER)?;
     let accepted = resp
         .results
@@ -234,6 +235,7 @@ fn complete(
         ms = started.elapsed().as_millis() as u64,
         "sync (v3, resumable)"
     );
+    crate::metrics::sync_served(device, bytes.len(), out.len(), started.elapsed());
     if storage.upload_finish(device, hash, &out, now_ms())? {
         Ok(out)
     } else {
@@ -253,6 +255,7 @@ struct Streamed {
 }
 
 /// Stream one piece into the staging tables.
+#[allow(clippy::too_many_arguments)]
 async fn stream_piece(
     storage: Arc<dyn Storage>,
     device: DeviceId,
@@ -261,6 +264,7 @@ async fn stream_piece(
     offset: u64,
     held: u64,
     mut body: Body,
+    idle_timeout: Duration,
 ) -> Result<Streamed, ApiError> {
     // Bytes of this piece the server already holds are read and dropped.
     let mut skip = held - offset;
@@ -275,9 +279,10 @@ async fn stream_piece(
         blocking(move || Ok(storage.upload_append(device, &hash, length, pos, &bytes, now_ms())?))
     };
     loop {
-        // An idle limit, not a limit on the whole piece: a piece arrives at the link's speed
-        // (1 MiB at 64 kbit/s is 130 s); a client that stops sending is cut, what it sent kept.
-        let Ok(next) = tokio::time::timeout(PIECE_IDLE_TIMEOUT, body.frame()).await else {
+        // The server's body timeout, as an idle limit here, not a limit on the whole piece: a
+        // piece arrives at the link's speed (1 MiB at 64 kbit/s is 130 s); a client that stops
+        // sending for that long is cut, and what it sent is kept.
+        let Ok(next) = tokio::time::timeout(idle_timeout, body.frame()).await else {
             cut = true;
             break;
         };
@@ -341,7 +346,28 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    tokio::spawn(upload_piece(st, h, q, uri, headers, body)).await?
+    let r = tokio::spawn(upload_piece(st, h, q, uri, headers, body)).await?;
+    crate::metrics::sync_finished(match &r {
+        Ok(resp) => resp.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    });
+    r
+}
+
+/// The device's slot for one request (the per-device bound on sync requests in flight).
+fn take_slot(st: &AppState, device: DeviceId) -> Result<DeviceSlot, ApiError> {
+    st.slots
+        .try_take(device, st.max_syncs_per_device)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::Unavailable,
+                format!(
+                    "this device already has {} syncs in progress; wait for them",
+                    st.max_syncs_per_device
+                ),
+            )
+        })
 }
 
 async fn upload_piece(
@@ -364,13 +390,21 @@ async fn upload_piece(
             format!("expected Content-Type {SYNC_CONTENT_TYPE}"),
         ));
     }
-    let device = authenticate_hashed(&st.storage, &headers, "POST", path_of(&uri), &hash).await?;
+    // Nothing of the body is read before the device is authenticated: the signature covers
+    // the upload's name (its SHA-256), so headers and path suffice, nonce included.
+    let pre = pre_authenticate(&st.storage, &headers).await?;
+    let device =
+        finish_authentication_hashed(&st.storage, pre, "POST", path_of(&uri), &hash).await?;
+    let _slot = take_slot(&st, device.id)?;
+    // A device stages at most one upload (starting one drops its others), of at most the body
+    // limit: its staged bytes are capped at `max_body_bytes`.
     if q.length == 0 || q.length > st.max_body_bytes as u64 {
         return Err(ApiError::too_large(format!(
             "an upload is 1 to {} bytes",
             st.max_body_bytes
         )));
     }
+    check_declared_length(&headers, MAX_UPLOAD_PIECE)?;
     if q.offset > q.length {
         return Err(ApiError::bad_request(
             "the offset is beyond the upload's length",
@@ -389,12 +423,11 @@ async fn upload_piece(
     }
     let held = state.map_or(0, |s| s.received);
     let principal = Principal::from(&device);
-    let (max, limits) = (st.max_decompressed_bytes, st.limits);
     if state.is_some_and(|s| s.response_len.is_some() || s.received == s.length) {
         // Already complete: the device lost the answer. Give it (running the exchange if a
         // crash left it undone; waiting for it if it is running).
-        return match finish(st.storage.clone(), principal, hash, max, limits).await? {
-            Some(out) => response_bytes(&out, 0),
+        return match finish(st.clone(), principal, hash).await? {
+            Some(out) => respond(&st, &out, 0).await,
             None => Ok(processing(q.length)),
         };
     }
@@ -410,10 +443,20 @@ async fn upload_piece(
     let offset = q.offset;
     // (In the detached task: it persists what arrives and runs the exchange even if the
     // connection is cut.)
-    let streamed = stream_piece(storage.clone(), id, hash, length, offset, held, body).await?;
+    let streamed = stream_piece(
+        storage,
+        id,
+        hash,
+        length,
+        offset,
+        held,
+        body,
+        st.body_timeout,
+    )
+    .await?;
     if streamed.state.is_some_and(|x| x.received == x.length) {
-        return match finish(storage, principal, hash, max, limits).await? {
-            Some(out) => response_bytes(&out, 0),
+        return match finish(st.clone(), principal, hash).await? {
+            Some(out) => respond(&st, &out, 0).await,
             None => Ok(processing(length)),
         };
     }
@@ -438,17 +481,34 @@ pub async fn download(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let r = download_from(st, h, q, uri, headers).await;
+    crate::metrics::sync_finished(match &r {
+        Ok(resp) => resp.status().as_u16(),
+        Err(e) => e.status.as_u16(),
+    });
+    r
+}
+
+async fn download_from(
+    st: AppState,
+    h: String,
+    q: DownloadQuery,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let hash = parse_hash(&h)?;
-    let device = authenticate_hashed(&st.storage, &headers, "GET", path_of(&uri), &hash).await?;
+    let pre = pre_authenticate(&st.storage, &headers).await?;
+    let device =
+        finish_authentication_hashed(&st.storage, pre, "GET", path_of(&uri), &hash).await?;
+    let _slot = take_slot(&st, device.id)?;
     let storage = st.storage.clone();
     let id = device.id;
     let state = blocking(move || Ok(storage.upload_state(id, &hash)?)).await?;
     match state {
         Some(s) if s.response_len.is_some() || s.received == s.length => {
             let principal = Principal::from(&device);
-            let (max, limits) = (st.max_decompressed_bytes, st.limits);
-            match finish(st.storage.clone(), principal, hash, max, limits).await? {
-                Some(out) => response_bytes(&out, q.offset),
+            match finish(st.clone(), principal, hash).await? {
+                Some(out) => respond(&st, &out, q.offset).await,
                 None => Ok(processing(s.length)),
             }
         }

@@ -4,8 +4,9 @@
 //! `sync::prepare` after `authz::check_write` has allowed the write.
 //!
 //! A record whose body does not read as its kind (a field of the wrong type, a code outside its
-//! enum) cannot be checked here: refusing such poison records is the schema check's job
-//! (issue 14). Until it lands such a record passes these rules unchecked.
+//! enum) is refused by the schema check (`validate::check_record`) before these rules run; if one
+//! ever reached them it would be refused here too, never let through unchecked (a clinic must not
+//! be able to make an adverse event unreadable and so escape its case).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -168,11 +169,15 @@ pub fn check(
     };
     let problems = match rules::check_document(&ctx, result) {
         Ok(p) => p,
-        // A body that does not read as its kind is the schema check's to refuse (poison
-        // records); the clinical rules apply to every record that reads.
+        // The schema check refuses such bodies first; a record the rules cannot read is never
+        // accepted unchecked.
         Err(CheckError::Unreadable(msg)) => {
-            tracing::debug!(record = %header.id, reason = %msg, "clinical rules skipped: the body does not read as its kind");
-            return Ok(());
+            return Err(reject(
+                RejectCode::Malformed,
+                format!(
+                    "the record does not read as its kind, so its rules cannot be checked: {msg}"
+                ),
+            ))
         }
         Err(CheckError::Lookup(e)) => {
             return Err(match lookup.failed.into_inner() {

@@ -17,6 +17,7 @@ use crate::authz::{check_write, Denied, Principal, WriteAttempt};
 use crate::cases::{self, Trigger};
 use crate::rules::{self as clinical, Batch};
 use crate::storage::{DocWrite, Rejection, Storage, StorageError, StoredDoc, WriteOutcome};
+use crate::validate;
 use followup_domain::policy::AdjudicationPolicy;
 use followup_domain::protocol::kind_min_version;
 
@@ -29,7 +30,16 @@ pub struct SyncLimits {
     pub max_pull_docs: usize,
     /// Most `want_full` documents served per request.
     pub max_want_full: usize,
+    /// Most documents merged per push; the rest are answered `busy` (the device sends them in a
+    /// later exchange).
+    pub max_push_entries: usize,
+    /// Time after which a push stops merging and answers the rest `busy`.
+    pub push_time_budget: std::time::Duration,
 }
+
+/// Most rejections of one request written to the database and the log (the rest are counted in
+/// one summary line): a tiny request must not be able to write thousands of rows.
+pub const MAX_REJECTIONS_RECORDED: usize = 100;
 
 impl Default for SyncLimits {
     fn default() -> Self {
@@ -37,6 +47,8 @@ impl Default for SyncLimits {
             max_pull_bytes: 8 * 1024 * 1024,
             max_pull_docs: 20_000,
             max_want_full: 1000,
+            max_push_entries: 5000,
+            push_time_budget: std::time::Duration::from_secs(20),
         }
     }
 }
@@ -59,10 +71,22 @@ enum Prepared {
     Deny(RejectCode, String),
 }
 
-fn load(stored: &StoredDoc) -> Result<Automerge, StorageError> {
-    Automerge::load(&stored.bytes)
-        .map_err(|e| StorageError::Corrupt(format!("stored document {}: {e}", stored.header.id)))
+/// Load a stored document; a failure (or a library panic) is reported, counted, and returned as
+/// `None`, so that one damaged document never fails a whole exchange.
+fn load(stored: &StoredDoc) -> Option<Automerge> {
+    match validate::load_contained(&stored.bytes) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!(doc = %stored.header.id, error = %e, "a stored document does not load; skipped (restore it from a device or a backup)");
+            crate::metrics::unloadable_document();
+            None
+        }
+    }
 }
+
+/// The message of a push to a document whose stored copy does not load.
+const DAMAGED: &str =
+    "the registry's copy of this record is damaged and is being repaired; it will be retried";
 
 /// Accepted result for a push whose hashes are `pushed`, given the server's heads after it.
 fn accepted(server_heads: &[ChangeHash], pushed: &HashSet<ChangeHash>) -> PushResult {
@@ -93,23 +117,49 @@ fn prepare(
     ctx: &Ctx<'_>,
 ) -> Result<Prepared, StorageError> {
     let batch_enrolments = ctx.batch_enrolments;
-    let stored = storage.load_doc(doc_id)?;
-    let stored_doc = stored.as_ref().map(load).transpose()?;
-    let mut work = match &stored_doc {
-        Some(d) => d.clone(),
-        None => Automerge::new(),
-    };
-    let old_heads = work.get_heads();
-    if let Err(e) = work.apply_changes(changes.iter().cloned()) {
-        return Ok(Prepared::Deny(
-            RejectCode::Malformed,
-            format!("the changes do not apply: {e}"),
-        ));
+    // The stored header first (cheap): a document outside the device's scope is refused before
+    // anything of it is loaded.
+    if let Some(h) = storage.doc_header(doc_id)? {
+        if let Some((code, msg)) = out_of_scope(p, &h) {
+            return Ok(Prepared::Deny(code, msg.into()));
+        }
     }
-    if !work.get_missing_deps(&[]).is_empty() {
+    let stored = storage.load_doc(doc_id)?;
+    let stored_doc = match &stored {
+        Some(s) => match load(s) {
+            Some(d) => Some(d),
+            None => return Ok(Prepared::Deny(RejectCode::Busy, DAMAGED.into())),
+        },
+        None => None,
+    };
+    // Every Automerge call on pushed bytes is contained: a library panic refuses this document.
+    let merged = validate::contain("applying the pushed changes", || {
+        let mut work = match &stored_doc {
+            Some(d) => d.clone(),
+            None => Automerge::new(),
+        };
+        let old_heads = work.get_heads();
+        if let Err(e) = work.apply_changes(changes.iter().cloned()) {
+            return Err(format!("the changes do not apply: {e}"));
+        }
+        let missing = !work.get_missing_deps(&[]).is_empty();
+        let new_changes: Vec<(automerge::ActorId, ChangeHash)> = if missing {
+            Vec::new()
+        } else {
+            work.get_changes(&old_heads)
+                .iter()
+                .map(|c| (c.actor_id().clone(), c.hash()))
+                .collect()
+        };
+        Ok((work, old_heads, missing, new_changes))
+    });
+    let (work, old_heads, missing, new_changes) = match merged {
+        Ok(Ok(m)) => m,
+        Ok(Err(msg)) | Err(msg) => return Ok(Prepared::Deny(RejectCode::Malformed, msg)),
+    };
+    if missing {
         return Ok(Prepared::Done(PushResult::NeedFullDoc));
     }
-    let new_changes = work.get_changes(&old_heads);
     if new_changes.is_empty() {
         if stored.is_none() {
             return Ok(Prepared::Deny(
@@ -120,8 +170,7 @@ fn prepare(
         // Everything was already here: idempotent, nothing written, nothing audited.
         return Ok(Prepared::Done(accepted(&old_heads, pushed)));
     }
-    let actors: Vec<automerge::ActorId> =
-        new_changes.iter().map(|c| c.actor_id().clone()).collect();
+    let actors: Vec<automerge::ActorId> = new_changes.iter().map(|(a, _)| a.clone()).collect();
     let attempt = WriteAttempt {
         doc_id,
         stored: stored
@@ -140,10 +189,22 @@ fn prepare(
             .filter(|h| h.kind == RecordKind::Enrolment)
             .map(|h| h.clinic))
     };
-    let header: DocHeader = match check_write(p, &attempt, &mut lookup) {
-        Ok(h) => h,
-        Err(Denied::Reject(code, msg)) => return Ok(Prepared::Deny(code, msg)),
-        Err(Denied::Storage(e)) => return Err(e),
+    let checked = validate::contain("authorizing the document", || {
+        check_write(p, &attempt, &mut lookup)
+    });
+    let header: DocHeader = match checked {
+        Ok(Ok(h)) => h,
+        Ok(Err(Denied::Reject(code, msg))) => return Ok(Prepared::Deny(code, msg)),
+        Ok(Err(Denied::Storage(e))) => return Err(e),
+        Err(msg) => return Ok(Prepared::Deny(RejectCode::Malformed, msg)),
+    };
+    // The validation step: schema and code lists (and clinical rules), then reload-before-store.
+    if let Err(invalid) = validate::check_record(&header, &work) {
+        return Ok(Prepared::Deny(invalid.code, invalid.message));
+    }
+    let bytes = match validate::save_and_reload(&work) {
+        Ok(b) => b,
+        Err(invalid) => return Ok(Prepared::Deny(invalid.code, invalid.message)),
     };
     match clinical::check(
         storage,
@@ -161,23 +222,46 @@ fn prepare(
     let trigger = match cases::trigger(&header, stored_doc.as_ref(), &work) {
         Ok(t) => t,
         Err(e) => {
-            // Unreadable bodies are the schema check's to refuse (see `rules`).
-            tracing::warn!(record = %header.id, error = %e, "no case trigger: the body does not read as its kind");
-            None
+            // The schema check refuses unreadable bodies first; an event whose case cannot be
+            // decided is refused rather than stored without one.
+            return Ok(Prepared::Deny(
+                RejectCode::Malformed,
+                format!("the record does not read as its kind: {e}"),
+            ));
         }
     };
     let projection = crate::readmodel::project_for_write(&work, &header);
     let write = DocWrite {
         header,
-        bytes: work.save(),
+        bytes,
         heads: work.get_heads(),
         expected_version: stored.as_ref().map(|s| s.version),
         device: Some(p.device),
-        new_changes: new_changes.iter().map(|c| c.hash()).collect(),
+        new_changes: new_changes.iter().map(|(_, h)| *h).collect(),
         event: event::ACCEPTED,
         projection: Some(projection),
     };
     Ok(Prepared::Write(write, Box::new(work), trigger))
+}
+
+/// Whether a stored document (by its header) is outside what the device may write: the same
+/// answer [`check_write`] would give, without loading the document.
+fn out_of_scope(p: &Principal, h: &DocHeader) -> Option<(RejectCode, &'static str)> {
+    if h.clinic != p.clinic {
+        return Some((
+            RejectCode::ForbiddenClinic,
+            "the record belongs to another clinic",
+        ));
+    }
+    if p.role == followup_domain::protocol::DeviceRole::PatientDevice
+        && (p.patient.is_none() || h.patient != p.patient)
+    {
+        return Some((
+            RejectCode::ForbiddenPatient,
+            "a patient device writes only its own records",
+        ));
+    }
+    None
 }
 
 /// Run one exchange for an authenticated device.
@@ -197,7 +281,36 @@ pub fn run(
     // Hashes each pushed document carried (for `accepted` and for the pull's `have`).
     let mut pushed: HashMap<RecordId, HashSet<ChangeHash>> = HashMap::new();
     let mut parsed: Vec<Option<Vec<automerge::Change>>> = Vec::with_capacity(n);
+    let started = std::time::Instant::now();
+    let mut seen: HashSet<RecordId> = HashSet::new();
     for (i, entry) in req.push.iter().enumerate() {
+        if i >= limits.max_push_entries {
+            results[i] = Some(PushResult::Rejected {
+                code: RejectCode::Busy,
+                message: format!(
+                    "at most {} documents are taken per push; this one will be retried",
+                    limits.max_push_entries
+                ),
+            });
+            parsed.push(None);
+            continue;
+        }
+        if !seen.insert(entry.doc) {
+            let message = "the document appears more than once in this push".to_string();
+            rejections.push(Rejection {
+                at_ms: now_ms,
+                device: p.device,
+                doc: entry.doc,
+                code: RejectCode::Malformed.as_str(),
+                message: message.clone(),
+            });
+            results[i] = Some(PushResult::Rejected {
+                code: RejectCode::Malformed,
+                message,
+            });
+            parsed.push(None);
+            continue;
+        }
         match split_changes(&entry.data) {
             Ok(changes) => {
                 pushed
@@ -240,6 +353,10 @@ pub fn run(
         let mut deferred: Vec<usize> = Vec::new();
         batch.clear();
         for &i in &order {
+            if started.elapsed() > limits.push_time_budget {
+                // Past the budget: the rest is answered `busy` below (not in `results`).
+                break;
+            }
             let entry = &req.push[i];
             let changes = parsed[i].as_deref().unwrap_or_default();
             let hashes = pushed.get(&entry.doc).unwrap_or(&empty);
@@ -350,7 +467,17 @@ pub fn run(
     }
     if !rejections.is_empty() {
         for r in &rejections {
-            tracing::warn!(device = %r.device, doc = %r.doc, code = r.code, message = %r.message, "push rejected");
+            crate::metrics::rejected(r.code);
+        }
+        let unrecorded = rejections.len().saturating_sub(MAX_REJECTIONS_RECORDED);
+        rejections.truncate(MAX_REJECTIONS_RECORDED);
+        for r in &rejections {
+            // The message can quote the record's content (a schema error names the value): it
+            // goes back to the device and into the rejections table, never into the log.
+            tracing::warn!(device = %r.device, doc = %r.doc, code = r.code, "push rejected");
+        }
+        if unrecorded > 0 {
+            tracing::warn!(device = %p.device, unrecorded, "more push rejections in this request, not recorded one by one");
         }
         storage.record_rejections(&rejections)?;
     }
@@ -381,6 +508,18 @@ pub fn run(
         cursor,
         more,
     })
+}
+
+/// The stored document's changes after `have`; `None` (reported) if it does not load.
+fn changes_since(stored: &StoredDoc, have: &[ChangeHash]) -> Option<Vec<automerge::Change>> {
+    let doc = load(stored)?;
+    match validate::contain("reading the document's changes", || doc.get_changes(have)) {
+        Ok(c) => Some(c),
+        Err(_) => {
+            crate::metrics::unloadable_document();
+            None
+        }
+    }
 }
 
 /// One pull entry; `heads` is left empty when the device can compute it (see `PullDoc::heads`).
@@ -426,8 +565,9 @@ fn pull(
         if !p.can_read(&stored.header) || kind_min_version(stored.header.kind) > req.version {
             continue;
         }
-        let doc = load(&stored)?;
-        let changes = doc.get_changes(&[]);
+        let Some(changes) = changes_since(&stored, &[]) else {
+            continue;
+        };
         out.push(pull_doc(id, &changes, &stored.heads));
         used += out.last().map_or(0, |d| d.data.len());
     }
@@ -471,8 +611,9 @@ fn pull(
         if let Some(mine) = mine {
             have.extend(mine.iter().copied());
         }
-        let doc = load(&stored)?;
-        let changes = doc.get_changes(&have);
+        let Some(changes) = changes_since(&stored, &have) else {
+            continue;
+        };
         if changes.is_empty() {
             continue;
         }

@@ -206,13 +206,16 @@ async fn patient_device_reads_only_its_records_and_writes_only_its_surveys() {
         "response",
         clinic,
         Some(alice),
-        &[("completed_by", "patient"), ("questionnaire", "outcome@1")],
+        &[
+            ("completed_by", "patient"),
+            ("questionnaire", "patient-outcome-survey"),
+        ],
     );
     let ae = phone.create(
         "adverse_event",
         clinic,
         Some(alice),
-        &[("reporter", "patient"), ("category", "fever")],
+        &[("reporter", "patient"), ("category", "infection")],
     );
     // Forbidden: an adjudication, a nurse response, a record of another patient, and editing
     // the clinic's adverse event.
@@ -349,10 +352,13 @@ async fn duplicate_push_is_idempotent_and_audited_once() {
         responses.push(decode_sync_response(&resp.bytes().await.unwrap(), 1 << 26).unwrap());
     }
     for resp in &responses {
-        assert!(resp
-            .results
-            .iter()
-            .all(|x| *x == PushResult::Accepted { server_heads: None }));
+        assert!(
+            resp.results
+                .iter()
+                .all(|x| *x == PushResult::Accepted { server_heads: None }),
+            "{:?}",
+            resp.results
+        );
     }
     let stats = s.stats().await;
     // clinic record + enrolment + response: three writes, no more.

@@ -31,6 +31,9 @@ pub enum StaffClientError {
     /// The server URL is not an http(s) URL.
     #[error("{0:?} is not a server URL")]
     BadUrl(String),
+    /// Plain `http://` to a host other than this machine: the admin token would travel in clear.
+    #[error("{0} is plain http to another machine; the admin token must travel over https")]
+    InsecureUrl(String),
     /// The TLS or HTTP client could not be set up.
     #[error("{0}")]
     Setup(String),
@@ -53,9 +56,24 @@ pub enum StaffClientError {
 
 /// An HTTP client that speaks TLS with the Mozilla root set (and plain HTTP on loopback).
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, StaffClientError> {
-    let roots = rustls::RootCertStore {
+    http_client_with_roots(timeout, &[])
+}
+
+/// The same, also trusting the given CA certificates (DER), e.g. a registry's private CA. It
+/// follows no redirect: an admin request is never redirected, and a redirect to plain http would
+/// carry the token in clear.
+pub fn http_client_with_roots(
+    timeout: Duration,
+    extra_roots_der: &[Vec<u8>],
+) -> Result<reqwest::Client, StaffClientError> {
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    for der in extra_roots_der {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|e| StaffClientError::Setup(format!("a CA certificate is not usable: {e}")))?;
+    }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -67,6 +85,7 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, StaffClientErro
         .use_preconfigured_tls(tls)
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| StaffClientError::Setup(format!("could not create the HTTP client: {e}")))
 }
@@ -90,17 +109,31 @@ impl std::fmt::Debug for StaffClient {
 impl StaffClient {
     /// A client for `base` (e.g. `http://127.0.0.1:8080`) with the admin token.
     pub fn new(base: &str, token: Option<&str>) -> Result<StaffClient, StaffClientError> {
+        Self::with_roots(base, token, &[])
+    }
+
+    /// The same, also trusting the given CA certificates (DER). Plain `http://` is refused
+    /// unless the host is this machine (a loopback address or `localhost`).
+    pub fn with_roots(
+        base: &str,
+        token: Option<&str>,
+        extra_roots_der: &[Vec<u8>],
+    ) -> Result<StaffClient, StaffClientError> {
         let token = token
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(StaffClientError::NoToken)?
             .to_string();
         let base = base.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(StaffClientError::BadUrl(base));
+        let url = reqwest::Url::parse(&base).map_err(|_| StaffClientError::BadUrl(base.clone()))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if is_loopback(&url) => {}
+            "http" => return Err(StaffClientError::InsecureUrl(base)),
+            _ => return Err(StaffClientError::BadUrl(base)),
         }
         Ok(StaffClient {
-            http: http_client(Duration::from_secs(30))?,
+            http: http_client_with_roots(Duration::from_secs(30), extra_roots_der)?,
             base,
             token,
         })
@@ -199,6 +232,19 @@ impl StaffClient {
     pub async fn verify_audit(&self) -> Result<AuditVerifyResponse, StaffClientError> {
         self.call(reqwest::Method::GET, "/v1/admin/audit/verify", None)
             .await
+    }
+
+    /// Verify the audit chain and a signed audit head kept by a device (its witness: see
+    /// `followup_device::sync::audit_witness`).
+    pub async fn verify_audit_with_witness(
+        &self,
+        witness: &str,
+    ) -> Result<AuditVerifyResponse, StaffClientError> {
+        let mut url = reqwest::Url::parse(&format!("{}/v1/admin/audit/verify", self.base))
+            .map_err(|_| StaffClientError::BadUrl(self.base.clone()))?;
+        url.query_pairs_mut().append_pair("witness", witness.trim());
+        let path = format!("/v1/admin/audit/verify?{}", url.query().unwrap_or_default());
+        self.call(reqwest::Method::GET, &path, None).await
     }
 
     /// Server statistics.
@@ -337,6 +383,18 @@ pub struct ExportParams {
     pub identified: bool,
 }
 
+/// Whether the URL's host is this machine.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
 fn transport(base: &str, e: &reqwest::Error) -> StaffClientError {
     if e.is_timeout() {
         StaffClientError::Timeout(base.to_string())
@@ -353,6 +411,27 @@ fn transport(base: &str, e: &reqwest::Error) -> StaffClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_is_refused_off_loopback() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1/",
+            "http://[::1]:9",
+            "https://registry.example.org",
+        ] {
+            assert!(StaffClient::new(ok, Some("t")).is_ok(), "{ok}");
+        }
+        for bad in ["http://registry.example.org", "http://10.0.0.5:8080"] {
+            assert!(
+                matches!(
+                    StaffClient::new(bad, Some("t")),
+                    Err(StaffClientError::InsecureUrl(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn refuses_a_missing_token_and_a_non_url() {

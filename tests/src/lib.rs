@@ -40,11 +40,16 @@ pub struct Registry {
 
 impl Registry {
     pub async fn start() -> Registry {
+        Registry::start_with(|_| {}).await
+    }
+
+    /// A registry whose configuration `adjust` changes first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Registry {
         init();
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(Config::for_tests(dir.path(), Some(ADMIN)))
-            .await
-            .unwrap();
+        let mut config = Config::for_tests(dir.path(), Some(ADMIN));
+        adjust(&mut config);
+        let server = Server::start(config).await.unwrap();
         Registry {
             server,
             dir,

@@ -195,6 +195,7 @@ impl SyncClient {
                     return Err(error_from(resp).await);
                 }
             }
+            self.note_audit_head(&resp);
             // 200: the response, from our offset (a POST's answer always starts at 0).
             if !download {
                 up.resp.clear();

@@ -249,6 +249,8 @@ pub trait Storage: crate::staff::store::StaffStore + UploadStaging + Send + Sync
     fn audit_rows(&self, after: u64, limit: usize) -> StorageResult<Vec<AuditRow>>;
     /// A log seq that has no `accepted`/`clinic_created` audit entry, if any.
     fn unaudited_log_seq(&self) -> StorageResult<Option<u64>>;
+    /// The audit chain's last `(seq, hash)`, if it has any entry.
+    fn audit_head(&self) -> StorageResult<Option<(u64, [u8; 32])>>;
 
     fn stats(&self) -> StorageResult<StatsResponse>;
 

@@ -1181,6 +1181,19 @@ impl Storage for PostgresStorage {
         })
     }
 
+    fn audit_head(&self) -> StorageResult<Option<(u64, [u8; 32])>> {
+        self.read(|q| {
+            let row = q.query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?;
+            match row {
+                None => Ok(None),
+                Some(r) => Ok(Some((
+                    u64_of(col(&r, 0)?)?,
+                    h32(col(&r, 1)?, "audit hash")?,
+                ))),
+            }
+        })
+    }
+
     fn changed_docs(
         &self,
         scope: ReadScope,

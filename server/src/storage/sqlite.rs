@@ -745,6 +745,21 @@ impl Storage for SqliteStorage {
         self.read(max_seq_tx)
     }
 
+    fn audit_head(&self) -> StorageResult<Option<(u64, [u8; 32])>> {
+        self.read(|conn| {
+            let row: Option<(i64, Vec<u8>)> = conn
+                .query_row(
+                    "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .db()?;
+            row.map(|(seq, hash)| Ok((u64_of(seq)?, h32(&hash, "audit hash")?)))
+                .transpose()
+        })
+    }
+
     fn changed_docs(
         &self,
         scope: ReadScope,

@@ -27,11 +27,16 @@ pub struct TestServer {
 }
 
 pub async fn start() -> TestServer {
+    start_with(|_| {}).await
+}
+
+/// A test server whose configuration `adjust` changes first.
+pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     init();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(Config::for_tests(dir.path(), Some(ADMIN)))
-        .await
-        .unwrap();
+    let mut config = Config::for_tests(dir.path(), Some(ADMIN));
+    adjust(&mut config);
+    let server = Server::start(config).await.unwrap();
     TestServer {
         server,
         dir,
@@ -217,6 +222,9 @@ impl TestDevice {
         }
         doc.put(ROOT, "created_by", self.id.to_hex()).unwrap();
         let b = doc.put_object(ROOT, "body", ObjType::Map).unwrap();
+        // A body valid for its kind (the server checks schemas and code lists), then the
+        // test's own fields on top.
+        fill_valid_body(&mut doc, &b, kind);
         for (k, v) in body {
             doc.put(&b, *k, *v).unwrap();
         }
@@ -236,7 +244,7 @@ impl TestDevice {
     pub fn enrolment(&mut self) -> RecordId {
         let id = RecordId::random();
         let clinic = self.clinic;
-        self.create_with_id(id, "enrolment", clinic, Some(id), &[("birth_year", "1970")]);
+        self.create_with_id(id, "enrolment", clinic, Some(id), &[("study_code", "P-1")]);
         id
     }
 
@@ -249,7 +257,8 @@ impl TestDevice {
             Some(patient),
             &[
                 ("completed_by", "nurse"),
-                ("questionnaire", "clinician_followup@1"),
+                ("questionnaire", "bench-50"),
+                ("questionnaire_version", "1.0.0"),
             ],
         );
         let d = &mut self.docs.get_mut(&id).unwrap().doc;
@@ -430,5 +439,110 @@ impl TestDevice {
             },
             _ => String::new(),
         })
+    }
+}
+
+/// Put a minimal valid body of `kind` (model.rs's typed bodies) into map `b`.
+pub fn fill_valid_body(doc: &mut AutoCommit, b: &automerge::ObjId, kind: &str) {
+    let strs = |doc: &mut AutoCommit, fields: &[(&str, &str)]| {
+        for (k, v) in fields {
+            doc.put(b, *k, *v).unwrap();
+        }
+    };
+    let nulls = |doc: &mut AutoCommit, fields: &[&str]| {
+        for k in fields {
+            doc.put(b, *k, automerge::ScalarValue::Null).unwrap();
+        }
+    };
+    match kind {
+        "clinic" => {
+            strs(
+                doc,
+                &[
+                    ("name", "A clinic"),
+                    ("country", "PT"),
+                    ("participation", "invited"),
+                ],
+            );
+            doc.put_object(b, "accreditations", ObjType::List).unwrap();
+        }
+        "enrolment" => {
+            strs(
+                doc,
+                &[
+                    ("study_code", "P-1"),
+                    ("sex", "female"),
+                    ("enrolled_on", "2025-01-02"),
+                ],
+            );
+            doc.put(b, "birth_year", 1970_i64).unwrap();
+            let c = doc.put_object(b, "consent", ObjType::Map).unwrap();
+            doc.put(&c, "form_version", "v1").unwrap();
+            doc.put(&c, "date", "2025-01-02").unwrap();
+            let scope = doc.put_object(&c, "scope", ObjType::List).unwrap();
+            doc.insert(&scope, 0, "registry").unwrap();
+        }
+        "procedure" => {
+            strs(
+                doc,
+                &[
+                    ("date", "2025-01-10"),
+                    ("condition", "knee osteoarthritis"),
+                    ("procedure_type", "cell injection"),
+                    ("route", "intra_articular"),
+                    ("cell_type", "mesenchymal"),
+                    ("source_tissue", "adipose"),
+                    ("origin", "autologous"),
+                    ("manipulation", "minimal"),
+                    ("regulatory_status", "unregulated"),
+                ],
+            );
+            doc.put_object(b, "promised_benefits", ObjType::List)
+                .unwrap();
+            nulls(doc, &["trial_registration", "cost"]);
+        }
+        "response" => {
+            strs(
+                doc,
+                &[
+                    ("questionnaire", "clinician-followup"),
+                    ("questionnaire_version", "1.0.0"),
+                    ("completed_by", "nurse"),
+                    ("status", "draft"),
+                ],
+            );
+            doc.put_object(b, "answers", ObjType::Map).unwrap();
+            nulls(doc, &["procedure", "visit", "submitted_at"]);
+        }
+        "adverse_event" => {
+            strs(
+                doc,
+                &[
+                    ("reporter", "clinic"),
+                    ("category", "infection"),
+                    ("onset", "2025-02-01"),
+                    ("outcome", "recovering"),
+                    ("description", "fever"),
+                ],
+            );
+            doc.put(b, "severity", 2_i64).unwrap();
+            doc.put_object(b, "seriousness", ObjType::List).unwrap();
+            doc.put_object(b, "answers", ObjType::Map).unwrap();
+            nulls(doc, &["procedure"]);
+        }
+        "adjudication" => {
+            strs(
+                doc,
+                &[
+                    ("adverse_event", "00000000000000000000000000000000"),
+                    ("action", "none"),
+                    ("remedy", "none"),
+                    ("status", "open"),
+                    ("deadline", "2025-03-01"),
+                ],
+            );
+            nulls(doc, &["relatedness", "decided_at"]);
+        }
+        _ => {}
     }
 }

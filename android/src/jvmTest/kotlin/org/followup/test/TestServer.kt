@@ -43,7 +43,13 @@ object TestServer {
         val p = ProcessBuilder(bin, "--listen", "127.0.0.1:$port", "--data-dir", dir.path, "--admin-token", ADMIN_TOKEN)
             .redirectErrorStream(true)
             .redirectOutput(ProcessBuilder.Redirect.appendTo(log))
-            .apply { environment()["RUST_LOG"] = "warn" }
+            .apply {
+                environment()["RUST_LOG"] = "warn"
+                // Every test client is 127.0.0.1: the per-address rate limits are tested in the
+                // server's own tests, not here.
+                environment()["FOLLOWUP_ENROL_PER_MINUTE"] = "100000"
+                environment()["FOLLOWUP_ADMIN_PER_MINUTE"] = "100000"
+            }
             .start()
         process = p
         Runtime.getRuntime().addShutdownHook(Thread { p.destroyForcibly() })
