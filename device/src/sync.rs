@@ -1350,7 +1350,10 @@ impl SyncClient {
                 }
                 Err(Failure::Fatal(e)) => return Err(e.into()),
                 Err(Failure::Cancelled) => return Err(SyncError::Cancelled.into()),
-                Err(Failure::Transient(last)) => last,
+                Err(Failure::Transient(last)) => {
+                    up.dropped = true;
+                    last
+                }
             };
             let mark = if s.one_shot.is_some() { 0 } else { up.mark() };
             let progressed = match at_last_failure {

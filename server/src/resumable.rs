@@ -47,6 +47,15 @@ const FLUSH_BYTES: usize = 64 * 1024;
 /// under the lifetime of a link that drops every few seconds, so that the device hears from
 /// the server (and knows it is working) between drops, however long the exchange takes.
 const PROCESSING_WAIT: Duration = Duration::from_secs(2);
+/// Longest wait a device may ask for with `wait=S` (a device on a steady link asks for a long
+/// one, so that even a slow merge is one round trip; after a drop it asks for a short one).
+const MAX_PROCESSING_WAIT: Duration = Duration::from_secs(50);
+
+fn processing_wait(asked: Option<u64>) -> Duration {
+    asked.map_or(PROCESSING_WAIT, |s| {
+        Duration::from_secs(s).min(MAX_PROCESSING_WAIT)
+    })
+}
 
 /// What a finished exchange gave: the encoded response, or the error to answer.
 type Outcome = Result<Arc<Vec<u8>>, (StatusCode, ErrorBody)>;
@@ -68,6 +77,7 @@ async fn finish(
     st: AppState,
     principal: Principal,
     hash: [u8; 32],
+    wait: Duration,
 ) -> Result<Option<Arc<Vec<u8>>>, ApiError> {
     let key = (principal.device, hash);
     let mut rx = {
@@ -88,7 +98,7 @@ async fn finish(
             }
         }
     };
-    let outcome = match tokio::time::timeout(PROCESSING_WAIT, rx.wait_for(Option::is_some)).await {
+    let outcome = match tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await {
         Err(_) => return Ok(None),
         Ok(Err(_)) => None,
         Ok(Ok(v)) => v.clone(),
@@ -119,12 +129,18 @@ fn processing(length: u64) -> Response {
 pub struct UploadQuery {
     offset: u64,
     length: u64,
+    /// Seconds the device is willing to wait for the exchange to run (see [`finish`]).
+    #[serde(default)]
+    wait: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct DownloadQuery {
     #[serde(default)]
     offset: u64,
+    /// As [`UploadQuery::wait`].
+    #[serde(default)]
+    wait: Option<u64>,
 }
 
 fn parse_hash(h: &str) -> Result<[u8; 32], ApiError> {
@@ -426,7 +442,7 @@ async fn upload_piece(
     if state.is_some_and(|s| s.response_len.is_some() || s.received == s.length) {
         // Already complete: the device lost the answer. Give it (running the exchange if a
         // crash left it undone; waiting for it if it is running).
-        return match finish(st.clone(), principal, hash).await? {
+        return match finish(st.clone(), principal, hash, processing_wait(q.wait)).await? {
             Some(out) => respond(&st, &out, 0).await,
             None => Ok(processing(q.length)),
         };
@@ -455,7 +471,7 @@ async fn upload_piece(
     )
     .await?;
     if streamed.state.is_some_and(|x| x.received == x.length) {
-        return match finish(st.clone(), principal, hash).await? {
+        return match finish(st.clone(), principal, hash, processing_wait(q.wait)).await? {
             Some(out) => respond(&st, &out, 0).await,
             None => Ok(processing(length)),
         };
@@ -507,7 +523,7 @@ async fn download_from(
     match state {
         Some(s) if s.response_len.is_some() || s.received == s.length => {
             let principal = Principal::from(&device);
-            match finish(st.clone(), principal, hash).await? {
+            match finish(st.clone(), principal, hash, processing_wait(q.wait)).await? {
                 Some(out) => respond(&st, &out, q.offset).await,
                 None => Ok(processing(s.length)),
             }

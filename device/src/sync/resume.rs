@@ -23,7 +23,15 @@ pub(super) struct Upload {
     pub resp: Vec<u8>,
     /// The response's whole length, once known.
     pub resp_total: Option<u64>,
+    /// An attempt of this exchange failed: the link drops, so ask the server for short waits.
+    pub dropped: bool,
 }
+
+/// Seconds the device lets the server hold a request while the exchange runs (`wait=`): long on
+/// a link that has not dropped in this exchange (a slow merge is still one round trip), short
+/// once it has (the answer must come back before the next drop).
+const WAIT_STEADY_SECS: u64 = 40;
+const WAIT_DROPPING_SECS: u64 = 2;
 
 /// What one attempt achieved.
 pub(super) enum Step {
@@ -53,6 +61,7 @@ impl Upload {
             probe: false,
             resp: Vec::new(),
             resp_total: None,
+            dropped: false,
         }
     }
 
@@ -100,11 +109,16 @@ impl SyncClient {
         cancel: &CancelToken,
     ) -> Result<Step, Failure> {
         let download = up.probe || !up.resp.is_empty() || up.acked >= up.len();
+        let wait = if up.dropped {
+            WAIT_DROPPING_SECS
+        } else {
+            WAIT_STEADY_SECS
+        };
         let (method, path) = if download {
             (
                 "GET",
                 format!(
-                    "{}/{}?offset={}",
+                    "{}/{}?offset={}&wait={wait}",
                     protocol::SYNC_RESUMABLE_PATH,
                     up.hex,
                     up.resp.len()
@@ -114,7 +128,7 @@ impl SyncClient {
             (
                 "POST",
                 format!(
-                    "{}/{}?offset={}&length={}",
+                    "{}/{}?offset={}&length={}&wait={wait}",
                     protocol::SYNC_RESUMABLE_PATH,
                     up.hex,
                     up.acked,
