@@ -168,6 +168,15 @@ pub enum StaffCommand {
         #[command(flatten)]
         conn: StaffConn,
     },
+    /// Study codes enrolled twice in one clinic (two tablets offline): conflicts for the clinic
+    /// to resolve.
+    Duplicates {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// Only this clinic (clinic id).
+        #[arg(long)]
+        clinic: Option<String>,
+    },
     /// Adjudication cases at the registry's clock, earliest deadline first.
     Cases {
         #[command(flatten)]

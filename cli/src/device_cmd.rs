@@ -833,9 +833,24 @@ fn conflicts(device: &Device, record: Option<&str>, json: bool) -> Result<(), Cl
             .collect();
         return output::print_json(&v);
     }
-    if found.iter().all(|(_, c)| c.is_empty()) {
+    // Study codes enrolled twice (two tablets offline): a conflict of the clinic's patient list.
+    let duplicates = match record {
+        None => device.duplicate_study_codes()?,
+        Some(_) => Vec::new(),
+    };
+    if found.iter().all(|(_, c)| c.is_empty()) && duplicates.is_empty() {
         println!("no conflicts");
         return Ok(());
+    }
+    for d in &duplicates {
+        let patients: Vec<String> = d.patients.iter().map(|p| p.to_hex()).collect();
+        println!(
+            "study code {} is enrolled {} times (on two tablets while offline): patients {}",
+            d.study_code,
+            d.patients.len(),
+            patients.join(", ")
+        );
+        println!("  keep one patient per study code; the registry sees this too (`followup server duplicates`)");
     }
     let me = device.enrolment().map(|e| e.device_id);
     let codes = study_codes(device)?;

@@ -385,6 +385,46 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                 );
             }
         }
+        StaffCommand::Duplicates { conn, clinic } => {
+            let clinic = clinic.map(|c| parse_record("clinic", &c)).transpose()?;
+            let c = client(&conn)?;
+            let dups = c.duplicate_study_codes(clinic).await?;
+            if conn.json {
+                output::print_json(&dups)?;
+            } else if dups.is_empty() {
+                println!("no study code is enrolled twice in a clinic");
+            } else {
+                let rows: Vec<Vec<String>> = dups
+                    .iter()
+                    .flat_map(|d| {
+                        d.enrolments.iter().map(move |e| {
+                            vec![
+                                d.clinic.to_hex()[..8].to_string(),
+                                d.study_code.clone(),
+                                e.patient.to_hex(),
+                                e.enrolled_on.clone().unwrap_or_default(),
+                                e.device
+                                    .map(|x| x.to_hex()[..8].to_string())
+                                    .unwrap_or_default(),
+                            ]
+                        })
+                    })
+                    .collect();
+                output::print_table(
+                    &[
+                        "clinic",
+                        "study code",
+                        "patient",
+                        "enrolled on",
+                        "by device",
+                    ],
+                    &rows,
+                );
+                println!(
+                    "next: the clinic keeps one patient per code (each tablet lists these under `followup device conflicts`)"
+                );
+            }
+        }
         StaffCommand::Cases {
             conn,
             clinic,

@@ -708,6 +708,34 @@ pub struct CasesResponse {
     pub cases: Vec<CaseSummary>,
 }
 
+/// A study code held by more than one enrolment of one clinic (two tablets enrolled it offline):
+/// a conflict for the clinic to resolve (`GET /v1/admin/duplicate-study-codes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateStudyCode {
+    pub clinic: RecordId,
+    /// Trimmed and upper-cased, as compared.
+    pub study_code: String,
+    /// Oldest enrolment date first.
+    pub enrolments: Vec<DuplicateEnrolment>,
+}
+
+/// One of the enrolments sharing a study code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateEnrolment {
+    /// The enrolment record (the patient's id).
+    pub patient: RecordId,
+    /// ISO date, as recorded.
+    pub enrolled_on: Option<String>,
+    /// The device that created it.
+    pub device: Option<DeviceId>,
+}
+
+/// `GET /v1/admin/duplicate-study-codes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateStudyCodesResponse {
+    pub duplicates: Vec<DuplicateStudyCode>,
+}
+
 /// `POST /v1/admin/cases/{id}/escalate` and `/close` (`id`: the case or its adverse event).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseNoteRequest {

@@ -13,6 +13,7 @@
 //! | `GET /v1/admin/cases?clinic=ID&state=S` | admin token | → [`CasesResponse`] (refreshed to the registry's clock) |
 //! | `POST /v1/admin/cases/{id}/escalate` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] (`id`: the case or its adverse event) |
 //! | `POST /v1/admin/cases/{id}/close` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] |
+//! | `GET /v1/admin/duplicate-study-codes[?clinic=ID]` | admin token | → [`DuplicateStudyCodesResponse`] (study codes enrolled twice in one clinic) |
 //! | `GET /v1/admin/export?format=csv\|fhir[&clinic=ID][&since=YYYY-MM-DD][&identified=true]` | admin token | → a zip, streamed ([`crate::export`]) |
 
 use std::sync::Arc;
@@ -49,7 +50,9 @@ use crate::guard::{self, DeviceSlots, RouteLimiter};
 use crate::storage::{ClinicRow, DocWrite, EnrolmentCode, NewDevice, Storage};
 use crate::sync::{self, SyncLimits};
 use followup_domain::model::CaseState;
-use followup_domain::protocol::{CaseNoteRequest, CaseSummary, CasesResponse};
+use followup_domain::protocol::{
+    CaseNoteRequest, CaseSummary, CasesResponse, DuplicateStudyCodesResponse,
+};
 
 /// Shared state of the handlers (no registry state: everything lives in the database; only
 /// per-process guards — rate limiters, in-flight counts — are in memory).
@@ -102,6 +105,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/cases", get(list_cases))
         .route("/v1/admin/cases/{id}/escalate", post(escalate_case))
         .route("/v1/admin/cases/{id}/close", post(close_case))
+        .route(
+            "/v1/admin/duplicate-study-codes",
+            get(duplicate_study_codes),
+        )
         .route("/v1/admin/export", get(export))
         .route_layer(middleware::from_fn_with_state(
             state.admin_limiter.clone(),
@@ -704,6 +711,34 @@ async fn list_cases(
     let now = st.clock.now_ms();
     let list = blocking(move || Ok(cases::list(storage.as_ref(), clinic, state, now)?)).await?;
     Ok(Json(CasesResponse { cases: list }))
+}
+
+/// `GET /v1/admin/duplicate-study-codes` filter.
+#[derive(Debug, serde::Deserialize)]
+struct ClinicFilter {
+    clinic: Option<String>,
+}
+
+async fn duplicate_study_codes(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<ClinicFilter>,
+) -> Result<Json<DuplicateStudyCodesResponse>, ApiError> {
+    st.admin.check(&headers)?;
+    let clinic = q
+        .clinic
+        .map(|c| c.parse::<RecordId>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("clinic: {e}")))?;
+    let storage = st.storage.clone();
+    let duplicates = blocking(move || {
+        Ok(crate::readmodel::duplicates::duplicate_study_codes(
+            storage.as_ref(),
+            clinic,
+        )?)
+    })
+    .await?;
+    Ok(Json(DuplicateStudyCodesResponse { duplicates }))
 }
 
 /// Longest escalation or closing note.

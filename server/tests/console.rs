@@ -221,6 +221,21 @@ async fn console_sign_in_csrf_and_clinic_scoping() {
 
     // A tablet code, as text and QR code.
     let (_, page) = admin.get(&format!("/console/clinics/{}", a.to_hex())).await;
+    assert!(!page.contains("duplicate-study-codes"), "{page}");
+    // A second tablet of A enrolled the same study code offline: both kept, and the clinic page
+    // shows the pair (B's page does not).
+    let mut da2 = s.enrol(EnrolmentGrant::ClinicDevice { clinic: a }).await;
+    let pa2 = da2.enrolment();
+    da2.set_body(pa2, "study_code", " alfa-001");
+    da2.sync(&s).await;
+    assert!(da2.docs[&pa2].rejected.is_none());
+    let (_, page) = admin.get(&format!("/console/clinics/{}", a.to_hex())).await;
+    assert!(page.contains("id=\"duplicate-study-codes\""), "{page}");
+    assert!(
+        page.contains("ALFA-001") && page.contains(&pa.to_hex()) && page.contains(&pa2.to_hex())
+    );
+    let (_, page_b) = admin.get(&format!("/console/clinics/{}", b.to_hex())).await;
+    assert!(!page_b.contains("duplicate-study-codes"));
     let csrf = csrf_of(&page);
     let (status, page, _) = admin
         .post(

@@ -657,6 +657,11 @@ fn postgres_read_model_queries_and_conflicts() {
     let url = pg.create_db("rmc");
     let s: Arc<dyn Storage> = Arc::new(open(&url, PostgresOptions::default()));
     rm_cases::conflicts_are_projected_as_conflicts(s.clone());
+    let dup_url = pg.create_db("rmd");
+    rm_cases::duplicate_study_codes_are_listed(Arc::new(open(
+        &dup_url,
+        PostgresOptions::default(),
+    )));
     // A second server process over the same database sees the same read model.
     let other = open(&url, PostgresOptions::default());
     assert_eq!(

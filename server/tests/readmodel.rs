@@ -36,6 +36,12 @@ fn queries_answer_what_the_console_asks() {
     rm_cases::queries_answer_what_the_console_asks(s);
 }
 
+#[test]
+fn duplicate_study_codes_are_listed() {
+    let (_dir, s) = sqlite();
+    rm_cases::duplicate_study_codes_are_listed(s);
+}
+
 /// A database whose read model is missing or out of date (written before the read model existed,
 /// or by another projection version) is rebuilt when the server opens it.
 #[test]

@@ -16,8 +16,9 @@ use std::time::Duration;
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::protocol::{
     AuditVerifyResponse, CaseNoteRequest, CaseSummary, CasesResponse, CreateClinicRequest,
-    CreateClinicResponse, EnrolmentGrant, ErrorBody, IssueEnrolmentCodeRequest,
-    IssueEnrolmentCodeResponse, RevokeDeviceResponse, StatsResponse,
+    CreateClinicResponse, DuplicateStudyCode, DuplicateStudyCodesResponse, EnrolmentGrant,
+    ErrorBody, IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse,
+    StatsResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -279,6 +280,19 @@ impl StaffClient {
         };
         let r: CasesResponse = self.call(reqwest::Method::GET, &path, None).await?;
         Ok(r.cases)
+    }
+
+    /// Study codes enrolled twice in one clinic (two tablets offline), all clinics or one.
+    pub async fn duplicate_study_codes(
+        &self,
+        clinic: Option<RecordId>,
+    ) -> Result<Vec<DuplicateStudyCode>, StaffClientError> {
+        let path = match clinic {
+            Some(c) => format!("/v1/admin/duplicate-study-codes?clinic={c}"),
+            None => "/v1/admin/duplicate-study-codes".to_string(),
+        };
+        let r: DuplicateStudyCodesResponse = self.call(reqwest::Method::GET, &path, None).await?;
+        Ok(r.duplicates)
     }
 
     /// Escalate a case (given by its id or its adverse event's) with a note the clinic reads on

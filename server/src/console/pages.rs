@@ -614,12 +614,18 @@ fn device_lines(devices: &[rm::DeviceActivity]) -> Vec<DeviceLine> {
         .collect()
 }
 
+/// One enrolment sharing a study code: patient id, enrolment date, device (short).
+type DuplicateRow = (String, String, String);
+
 #[derive(Template)]
 #[template(path = "console/clinic.html")]
 struct ClinicPage {
     chrome: Chrome,
     c: ClinicLine,
     devices: Vec<DeviceLine>,
+    /// Study codes enrolled twice at this clinic (two tablets offline): code, then each
+    /// enrolment's patient id, enrolment date and device (short).
+    duplicates: Vec<(String, Vec<DuplicateRow>)>,
     /// Issued enrolment code: text, QR SVG, role, expiry.
     code: Option<(String, String, String, String)>,
     flash: Option<String>,
@@ -636,7 +642,7 @@ async fn clinic_page(
     let storage = st.storage.clone();
     let rules = st.console.rules.clone();
     let day = today();
-    let (line, devices) = blocking(move || {
+    let (line, devices, duplicates) = blocking(move || {
         let s = storage.as_ref();
         let (facts, stats, events) = clinic_facts(s, Some(id), day)?;
         let devices = stats
@@ -648,7 +654,26 @@ async fn clinic_page(
             .into_iter()
             .next()
             .ok_or_else(|| ConsoleError::NotFound(format!("no clinic {id}")))?;
-        Ok((line, devices))
+        let duplicates = crate::readmodel::duplicates::duplicate_study_codes(s, Some(id))?
+            .into_iter()
+            .map(|d| {
+                let rows = d
+                    .enrolments
+                    .into_iter()
+                    .map(|e| {
+                        (
+                            e.patient.to_hex(),
+                            e.enrolled_on.unwrap_or_default(),
+                            e.device
+                                .map(|x| x.to_hex()[..8].to_string())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                (d.study_code, rows)
+            })
+            .collect();
+        Ok((line, devices, duplicates))
     })
     .await?;
     Ok(html(
@@ -656,6 +681,7 @@ async fn clinic_page(
             chrome: chrome(ctx, "clinics"),
             c: line,
             devices,
+            duplicates,
             code,
             flash,
         }

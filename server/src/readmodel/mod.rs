@@ -28,6 +28,7 @@
 //! incrementally kept one (`server/tests/readmodel.rs` proves it after randomized histories, on
 //! both backends).
 
+pub mod duplicates;
 pub mod project;
 pub mod query;
 pub mod schema;

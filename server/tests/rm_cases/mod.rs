@@ -881,3 +881,37 @@ pub fn counts_map(s: &dyn Storage, as_of: NaiveDate) -> HashMap<(String, String)
         })
         .collect()
 }
+
+/// Study codes enrolled twice in one clinic (two tablets offline) are listed, compared trimmed
+/// and upper-cased; the same code in another clinic is not a duplicate; the scope holds.
+pub fn duplicate_study_codes_are_listed(s: Arc<dyn Storage>) {
+    let mut reg = Registry::new(s.clone());
+    let a = reg.clinic("Clinic A");
+    let b = reg.clinic("Clinic B");
+    let mut t1 = reg.tablet(a);
+    let mut t2 = reg.tablet(a);
+    let mut tb = reg.tablet(b);
+    let first = t1.create(None, &enrolment("KX-9"));
+    t1.create(None, &enrolment("KX-10"));
+    let second = t2.create(None, &enrolment(" kx-9 "));
+    tb.create(None, &enrolment("KX-9"));
+    for t in [&mut t1, &mut t2, &mut tb] {
+        t.push(&*s, reg.now_ms);
+    }
+    let dups = readmodel::duplicates::duplicate_study_codes(&*s, None).unwrap();
+    assert_eq!(dups.len(), 1, "{dups:?}");
+    assert_eq!((dups[0].clinic, dups[0].study_code.as_str()), (a, "KX-9"));
+    let mut got: Vec<RecordId> = dups[0].enrolments.iter().map(|e| e.patient).collect();
+    got.sort();
+    let mut want = vec![first, second];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(dups[0].enrolments.iter().all(|e| e.device.is_some()));
+    assert_eq!(
+        readmodel::duplicates::duplicate_study_codes(&*s, Some(a)).unwrap(),
+        dups
+    );
+    assert!(readmodel::duplicates::duplicate_study_codes(&*s, Some(b))
+        .unwrap()
+        .is_empty());
+}
