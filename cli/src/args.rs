@@ -543,10 +543,15 @@ pub struct BenchArgs {
     /// Seed of the generated workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Also sync a backlog of this many responses through the simulated 64 kbit/s, 500 ms link
-    /// (0 to skip).
-    #[arg(long, default_value_t = 100)]
-    pub link_n: usize,
+    /// Also push the N new responses, saved through the public path, through a TCP link shaper
+    /// (64 kbit/s each way, 500 ms round trip, connection set-up charged): once on a steady link,
+    /// then this many times with the link reset every 5 s (0 to skip; each run takes ~20-40 s).
+    #[arg(long, default_value_t = 1)]
+    pub link_runs: u32,
+    /// Also push through the resetting link the way protocol version 2 does (one `POST` per
+    /// exchange, restarted from zero after a reset), as many times: the figures without resume.
+    #[arg(long)]
+    pub compare_one_shot: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,

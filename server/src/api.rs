@@ -35,7 +35,8 @@ use followup_domain::protocol::{
     decode_sync_request, encode_body_with_level, registry_actor, CreateClinicRequest,
     CreateClinicResponse, DeviceRole, EnrolRequest, EnrolResponse, EnrolmentGrant, ErrorCode,
     HealthResponse, IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse,
-    ENROL_PATH, SUPPORTED_VERSIONS, SYNC_CONTENT_TYPE, SYNC_PATH, ZSTD_LEVEL_SERVER,
+    ENROL_PATH, SUPPORTED_VERSIONS, SYNC_CONTENT_TYPE, SYNC_PATH, SYNC_RESUMABLE_PATH,
+    ZSTD_LEVEL_SERVER,
 };
 use ring::digest::{digest, SHA256};
 use serde::de::DeserializeOwned;
@@ -122,6 +123,10 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route(SYNC_PATH, post(sync_handler))
         .merge(crate::users::device_router())
+        .route(
+            &format!("{SYNC_RESUMABLE_PATH}/{{hash}}"),
+            post(crate::resumable::upload).get(crate::resumable::download),
+        )
         .merge(enrol_routes)
         .merge(admin_routes)
         .merge(crate::console::router())
@@ -132,7 +137,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Refuse a body whose declared length is over `limit` before reading any of it.
-fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+pub(crate) fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -417,7 +422,7 @@ async fn sync_exchange(st: AppState, headers: HeaderMap, body: Body) -> Result<R
 
 /// The audit chain's head, signed, and appended to the anchor log when new. Failures are logged
 /// and leave the response without a head: the sync itself succeeded.
-fn signed_audit_head(storage: &dyn Storage, anchor: &Anchor) -> Option<String> {
+pub(crate) fn signed_audit_head(storage: &dyn Storage, anchor: &Anchor) -> Option<String> {
     let head = match storage.audit_head() {
         Ok(Some(h)) => h,
         Ok(None) => return None,

@@ -239,6 +239,7 @@ fn postgres_storage_contract() {
     let s = open(&url, PostgresOptions::default());
     let mut raw = PgRaw::connect(&url);
     contract::storage_contract(&s, &mut raw);
+    contract::staging_contract(&s);
     // TRUNCATE is refused too (the triggers that remain).
     assert!(raw.exec("TRUNCATE audit").is_err());
 }
@@ -285,7 +286,7 @@ fn postgres_schema_nonces_and_busy() {
     let mut raw = PgRaw::connect(&url);
     assert_eq!(
         raw.i64s("SELECT version::bigint FROM followup_schema"),
-        vec![1]
+        vec![2]
     );
     // A newer schema is refused, not scribbled on.
     raw.exec("UPDATE followup_schema SET version = 99").unwrap();
@@ -293,7 +294,7 @@ fn postgres_schema_nonces_and_busy() {
         Err(StorageError::Internal(m)) => assert!(m.contains("newer"), "{m}"),
         other => panic!("expected a refusal, got {:?}", other.err()),
     }
-    raw.exec("UPDATE followup_schema SET version = 1").unwrap();
+    raw.exec("UPDATE followup_schema SET version = 2").unwrap();
     // Once the schema exists, a role with plain DML rights (no CREATE) can run the server.
     raw.0
         .batch_execute(

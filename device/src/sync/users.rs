@@ -115,6 +115,12 @@ impl SyncClient {
             Failure::Fatal(e) => e,
             Failure::Transient(last) => unreachable(last),
             Failure::Cancelled => SyncError::Cancelled,
+            Failure::OldServer => SyncError::Server {
+                status: 404,
+                code: "not_found".into(),
+                message: "the registry does not know users on a tablet: update the registry server"
+                    .into(),
+            },
         };
         let resp = rb
             .body(body)

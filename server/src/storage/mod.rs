@@ -37,9 +37,11 @@
 
 mod postgres;
 mod sqlite;
+pub mod staging;
 
 pub use self::postgres::{PostgresOptions, PostgresStorage};
 pub use sqlite::SqliteStorage;
+pub use staging::{UploadStaging, UploadState};
 
 use automerge::ChangeHash;
 use followup_domain::ids::{DeviceId, RecordId};
@@ -185,7 +187,12 @@ pub struct Rejection {
 
 /// The registry's persistence. See the module documentation for the contract.
 pub trait Storage:
-    crate::staff::store::StaffStore + crate::users::ClinicUserStore + Send + Sync + 'static
+    crate::staff::store::StaffStore
+    + crate::users::ClinicUserStore
+    + UploadStaging
+    + Send
+    + Sync
+    + 'static
 {
     /// Create a clinic and its record document (log + audit `clinic_created`), atomically.
     fn create_clinic(&self, clinic: &ClinicRow, doc: &DocWrite, now_ms: i64) -> StorageResult<u64>;

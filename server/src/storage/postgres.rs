@@ -61,8 +61,10 @@ use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Va
 mod staff;
 mod users;
 
+mod staging;
+
 /// The schema version this server writes; a database with a newer one is refused.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 /// `pg_advisory_xact_lock` key for migrations ("Followup" in ASCII).
 const MIGRATION_LOCK: i64 = 0x466f_6c6c_6f77_7570;
 /// Transactions aborted by a deadlock or serialization failure are run this many times in all.
@@ -72,7 +74,8 @@ const NONCE_PURGE_BATCH: i64 = 1000;
 
 /// Migration *n* (1-based) brings the schema from version *n - 1* to *n*. Each runs once, in the
 /// same transaction as the version bump; each is written to be harmless if run again.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE IF NOT EXISTS clinics (
     id BYTEA PRIMARY KEY,
     name TEXT NOT NULL,
@@ -174,7 +177,9 @@ CREATE TABLE IF NOT EXISTS rejections (
     code TEXT NOT NULL,
     message TEXT NOT NULL
 );
-"#];
+"#,
+    staging::MIGRATION,
+];
 
 /// Tuning of the PostgreSQL backend.
 #[derive(Debug, Clone)]

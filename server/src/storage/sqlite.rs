@@ -24,6 +24,8 @@ use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Va
 mod staff;
 mod users;
 
+mod staging;
+
 const DB_FILE: &str = "registry.sqlite3";
 const SCHEMA_VERSION: i64 = 1;
 const MAX_IDLE_READERS: usize = 16;
@@ -332,6 +334,7 @@ impl SqliteStorage {
             )));
         }
         conn.execute_batch(SCHEMA).db()?;
+        conn.execute_batch(staging::SCHEMA).db()?;
         conn.execute_batch(staff::STAFF_SCHEMA).db()?;
         conn.execute_batch(users::USERS_SCHEMA).db()?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
