@@ -85,6 +85,23 @@ pub enum FollowupError {
     /// A bug in Followup; please report it with this message.
     #[error("{reason}")]
     Internal { reason: String },
+    /// The shared tablet is locked (nobody signed in, or the session idled out): show the
+    /// sign-in screen, then call again.
+    #[error("{reason}")]
+    Locked { reason: String },
+    /// The PIN is not this user's; `attempts_left` before the user is locked on this device.
+    #[error("{reason}")]
+    WrongPin { reason: String, attempts_left: u32 },
+    /// Too many wrong PINs in a row: no attempt is accepted for `seconds`.
+    #[error("{reason}")]
+    TryLater { reason: String, seconds: u64 },
+    /// The user is locked on this device after too many wrong PINs: add them again with a new
+    /// activation code.
+    #[error("{reason}")]
+    UserLocked { reason: String },
+    /// The chosen PIN or passphrase is too weak; `reason` says why.
+    #[error("{reason}")]
+    WeakPin { reason: String },
 }
 
 impl FollowupError {
@@ -109,7 +126,12 @@ impl FollowupError {
             | Self::InvalidInput { reason }
             | Self::AlreadyRecorded { reason, .. }
             | Self::KeyProviderFailed { reason }
-            | Self::Internal { reason } => reason,
+            | Self::Internal { reason }
+            | Self::Locked { reason }
+            | Self::WrongPin { reason, .. }
+            | Self::TryLater { reason, .. }
+            | Self::UserLocked { reason }
+            | Self::WeakPin { reason } => reason,
         }
     }
 
@@ -271,6 +293,16 @@ impl From<followup_device::store::StoreError> for FollowupError {
             // A document that passed authentication yet does not load, or a plaintext index
             // entry that is not a short code: bugs, not something the user can fix.
             S::InvalidMeta(_) | S::Automerge(_) | S::Crypto(C::Seal) => Self::internal(reason),
+            S::Locked => Self::Locked { reason },
+            S::WrongPin { attempts_left } => Self::WrongPin {
+                reason,
+                attempts_left,
+            },
+            S::TryLater { seconds } => Self::TryLater { reason, seconds },
+            S::UserLocked => Self::UserLocked { reason },
+            S::WeakPin(_) => Self::WeakPin { reason },
+            S::UnknownUser(_) => Self::InvalidInput { reason },
+            S::Users(_) => Self::NotPermitted { reason },
         }
     }
 }

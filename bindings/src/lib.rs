@@ -43,6 +43,7 @@ pub mod progress;
 pub mod store;
 pub mod sync;
 pub mod types;
+pub mod users;
 
 pub use app::{ChangeListener, ChangeSubscription, RecordChange, RecordView};
 pub use error::{FollowupError, ItemProblem};
@@ -50,6 +51,7 @@ pub use keys::KeyProvider;
 pub use progress::{CancellationHandle, SyncProgress, SyncProgressListener, SyncStage};
 pub use store::FollowupStore;
 pub use sync::{Rejection, SyncReport, SyncSettings};
+pub use users::DeviceUser;
 
 /// The version of the Followup core this library was built from, e.g. `0.1.0`.
 #[uniffi::export]

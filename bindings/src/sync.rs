@@ -151,7 +151,7 @@ impl SyncState {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn client(&self) -> Result<Arc<SyncClient>, FollowupError> {
+    pub(crate) fn client(&self) -> Result<Arc<SyncClient>, FollowupError> {
         let mut inner = self.lock();
         if let Some(c) = &inner.client {
             return Ok(c.clone());

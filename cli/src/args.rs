@@ -151,6 +151,35 @@ pub enum StaffCommand {
         #[arg(long)]
         hours: Option<u64>,
     },
+    /// Create a clinic user (a nurse who signs in on the clinic's tablets); prints their id
+    /// and a one-time activation code (valid 7 days) to give them.
+    CreateUser {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The clinic id.
+        #[arg(long)]
+        clinic: String,
+        /// The name tablets show on their sign-in screen.
+        #[arg(long)]
+        name: String,
+    },
+    /// List a clinic's users and the devices each was activated on.
+    Users {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The clinic id.
+        #[arg(long)]
+        clinic: String,
+    },
+    /// Remove a clinic user: their changes are refused from now on, and every tablet deletes
+    /// their key slot at its next sync.
+    RemoveUser {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The user's id.
+        #[arg(long)]
+        user: String,
+    },
     /// Revoke a device: its syncs are refused from now on.
     RevokeDevice {
         #[command(flatten)]
@@ -197,6 +226,15 @@ pub enum StaffCommand {
         /// questionnaire, schedule or adjudication_policy.
         #[arg(long, default_value = "questionnaire")]
         definition: String,
+    },
+    /// Study codes enrolled twice in one clinic (two tablets offline): conflicts for the clinic
+    /// to resolve.
+    Duplicates {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// Only this clinic (clinic id).
+        #[arg(long)]
+        clinic: Option<String>,
     },
     /// Adjudication cases at the registry's clock, earliest deadline first.
     Cases {
@@ -272,14 +310,50 @@ pub struct DeviceArgs {
     /// The device's encrypted store file.
     #[arg(long, env = "FOLLOWUP_STORE", default_value = "followup-device.db")]
     pub store: PathBuf,
+    /// On a shared tablet (a device with users): the user signing in, by name or id. The PIN
+    /// comes from FOLLOWUP_PIN or a prompt, never from a flag.
+    #[arg(long, env = "FOLLOWUP_USER", global = true)]
+    pub user: Option<String>,
     #[command(subcommand)]
     pub command: DeviceCommand,
+}
+
+/// `followup device user ...`: the nurses who sign in on a shared clinic tablet.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user with the activation code registry staff gave them (needs the registry; the
+    /// new user's PIN comes from FOLLOWUP_NEW_PIN or is asked twice). The first user makes the
+    /// device a shared tablet: from then on every command needs --user and a PIN.
+    Add {
+        /// The user's id (from `followup server create-user`).
+        #[arg(long)]
+        id: String,
+        /// The one-time activation code.
+        #[arg(long)]
+        code: String,
+    },
+    /// List the users set up on this device (no sign-in needed).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a user from this device (not the last one); registry staff remove a user from
+    /// every tablet with `followup server remove-user`.
+    Remove {
+        /// The user's name or id.
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
     /// Create a new encrypted store (asks for a passphrase twice unless FOLLOWUP_PASSPHRASE is set).
     Init,
+    /// The users who sign in on this device (a shared clinic tablet).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Enrol this device with a registry using a one-time code from the registry staff.
     Enrol {
         /// The registry server's base URL.
@@ -512,10 +586,15 @@ pub struct BenchArgs {
     /// Seed of the generated workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Also sync a backlog of this many responses through the simulated 64 kbit/s, 500 ms link
-    /// (0 to skip).
-    #[arg(long, default_value_t = 100)]
-    pub link_n: usize,
+    /// Also push the N new responses, saved through the public path, through a TCP link shaper
+    /// (64 kbit/s each way, 500 ms round trip, connection set-up charged): once on a steady link,
+    /// then this many times with the link reset every 5 s (0 to skip; each run takes ~20-40 s).
+    #[arg(long, default_value_t = 1)]
+    pub link_runs: u32,
+    /// Also push through the resetting link the way protocol version 2 does (one `POST` per
+    /// exchange, restarted from zero after a reset), as many times: the figures without resume.
+    #[arg(long)]
+    pub compare_one_shot: bool,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,

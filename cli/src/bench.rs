@@ -26,7 +26,7 @@ use followup_domain::protocol::{
 };
 use followup_domain::schedule::VisitState;
 use followup_server::{Config, Server};
-use followup_testkit::linksim::{LinkConfig, LinkSim};
+use followup_testkit::shaper::{Shaper, ShaperConfig};
 use followup_testkit::workload::{self, Rng, BENCH_ITEMS, BENCH_PATIENTS};
 use serde::Serialize;
 
@@ -64,17 +64,27 @@ pub struct SyncFigures {
     pub modelled_64kbit_s: f64,
 }
 
-/// A sync measured through the link simulator.
+/// A push of N new responses, saved through the public path (`device fill`: validate, start,
+/// save, submit), measured through the TCP link shaper of `followup_testkit::shaper`.
 #[derive(Debug, Clone, Serialize)]
-pub struct LinkFigures {
+pub struct ShapedFigures {
+    /// The link: "64 kbit/s, 500 ms RTT, set-up charged" and its resets.
+    pub link: String,
     pub documents: u64,
-    pub round_trips: u32,
-    pub bytes_up: u64,
-    pub bytes_down: u64,
-    /// Measured through linksim at 64 kbit/s, 500 ms round trip, seconds.
-    pub measured_s: f64,
-    /// The model's figure for the same bytes and round trips, seconds.
-    pub modelled_s: f64,
+    pub runs: u32,
+    /// Runs whose sync finished (the others gave up).
+    pub finished: u32,
+    /// Measured wall time of the sync, median and worst over finished runs, seconds.
+    pub seconds_median: f64,
+    pub seconds_max: f64,
+    /// Bytes on the link, both directions, HTTP headers and bytes lost at resets included
+    /// (median over runs).
+    pub wire_bytes_median: u64,
+    pub wire_bytes_max: u64,
+    /// HTTP requests made (median).
+    pub attempts_median: u32,
+    /// Link resets during the sync (median).
+    pub resets_median: u64,
 }
 
 /// Capture figures.
@@ -104,8 +114,8 @@ pub struct BenchReport {
     pub patients: usize,
     pub push_new: SyncFigures,
     pub push_changed: SyncFigures,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub link: Option<LinkFigures>,
+    /// The N-new push over the clinic link, without and with resets every 5 s.
+    pub shaped: Vec<ShapedFigures>,
     pub capture: CaptureFigures,
     pub total_s: f64,
 }
@@ -182,7 +192,33 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             .hint("e.g. followup bench -n 1000 -k 10"));
     }
     let rt = crate::runtime()?;
-    let report = rt.block_on(measure(args))?;
+    let mut report = rt.block_on(measure(args))?;
+    if args.link_runs > 0 {
+        let clinic = ShaperConfig::clinic();
+        report.shaped.push(rt.block_on(shaped_push(
+            args,
+            clinic,
+            1,
+            true,
+            "64 kbit/s, 500 ms RTT, set-up charged",
+        ))?);
+        report.shaped.push(rt.block_on(shaped_push(
+            args,
+            clinic.with_resets(Duration::from_secs(5)),
+            args.link_runs,
+            true,
+            "the same, reset every 5 s",
+        ))?);
+        if args.compare_one_shot {
+            report.shaped.push(rt.block_on(shaped_push(
+                args,
+                clinic.with_resets(Duration::from_secs(5)),
+                args.link_runs,
+                false,
+                "reset every 5 s, one-shot POST (no resume)",
+            ))?);
+        }
+    }
     if args.json {
         output::print_json(&report)
     } else {
@@ -253,50 +289,6 @@ async fn measure(args: &BenchArgs) -> Result<BenchReport, CliError> {
     let r_changed = device_cmd::sync_with_bar(&client, &device, "push K changed", quiet).await?;
     let push_changed = figures(&r_changed, r_changed.pushed, &raw_changed)?;
 
-    // A backlog through the simulated link.
-    let link = if args.link_n > 0 {
-        let mut more = workload::BenchData {
-            patients: data.patients.clone(),
-            procedures: data.procedures.clone(),
-            responses: Vec::new(),
-        };
-        save_responses(
-            &device,
-            &mut more,
-            args.seed.wrapping_add(1_000_003),
-            args.link_n,
-            quiet,
-        )?;
-        let sim = LinkSim::start(
-            server.addr,
-            LinkConfig::slow(8_000, Duration::from_millis(250)),
-        )
-        .await
-        .map_err(|e| CliError::new(format!("could not start the link simulator: {e}")))?;
-        let mut enrolled = device
-            .enrolment()
-            .ok_or_else(|| CliError::new("internal: the bench device is not enrolled"))?;
-        let direct = enrolled.server_url.clone();
-        enrolled.server_url = sim.url();
-        device.set_enrolment(enrolled.clone())?;
-        let t = Instant::now();
-        let r = device_cmd::sync_with_bar(&client, &device, "via 64 kbit/s link", quiet).await;
-        let measured = t.elapsed();
-        enrolled.server_url = direct;
-        device.set_enrolment(enrolled)?;
-        let r = r?;
-        Some(LinkFigures {
-            documents: r.pushed,
-            round_trips: r.round_trips,
-            bytes_up: r.bytes_up,
-            bytes_down: r.bytes_down,
-            measured_s: measured.as_secs_f64(),
-            modelled_s: modelled_secs(r.round_trips, r.bytes_up, r.bytes_down),
-        })
-    } else {
-        None
-    };
-
     // Open and due-list on the generated store.
     drop(device);
     let mut opens = Vec::new();
@@ -342,7 +334,7 @@ async fn measure(args: &BenchArgs) -> Result<BenchReport, CliError> {
         patients: BENCH_PATIENTS,
         push_new,
         push_changed,
-        link,
+        shaped: Vec::new(),
         capture,
         total_s: started.elapsed().as_secs_f64(),
     })
@@ -414,12 +406,20 @@ fn print_report(r: &BenchReport) {
             "< 21 s (N=1000)",
         ),
     ];
-    if let Some(l) = &r.link {
+    for l in &r.shaped {
         rows.push(row(
-            &format!("measured via linksim ({} new)", l.documents),
-            format!("{:.2} s", l.measured_s),
+            &format!(
+                "shaped: {} ({} run(s), {} finished)",
+                l.link, l.runs, l.finished
+            ),
+            format!(
+                "{:.1} s (max {:.1} s), {} on the link",
+                l.seconds_median,
+                l.seconds_max,
+                output::bytes(l.wire_bytes_median)
+            ),
             String::new(),
-            &format!("model says {:.2} s", l.modelled_s),
+            "< 21 s (N=1000)",
         ));
     }
     output::print_table(
@@ -458,4 +458,129 @@ fn print_report(r: &BenchReport) {
         "modelled time = (round trips + 1 for the connection) × 0.5 s + (bytes up + down) / 8,000 B/s; total run {:.1} s",
         r.total_s
     );
+}
+
+/// A registry, an enrolled tablet with the bench's patients synced, and N new responses saved
+/// through the public path; then one sync of them through a shaper with `config`, `runs` times
+/// (each run from scratch).
+async fn shaped_push(
+    args: &BenchArgs,
+    config: ShaperConfig,
+    runs: u32,
+    resumable: bool,
+    label: &str,
+) -> Result<ShapedFigures, CliError> {
+    let mut secs = Vec::new();
+    let mut wire = Vec::new();
+    let mut attempts = Vec::new();
+    let mut resets = Vec::new();
+    let mut documents = 0;
+    for run in 0..runs {
+        let dir = tempfile::Builder::new()
+            .prefix("followup-bench-")
+            .tempdir()
+            .map_err(|e| CliError::new(format!("cannot create a temporary directory: {e}")))?;
+        let token = hex::encode(followup_domain::ids::random_bytes::<16>());
+        let server = Server::start(Config::for_tests(dir.path().join("registry"), Some(&token)))
+            .await
+            .map_err(|e| CliError::new(format!("the bench's server could not start: {e}")))?;
+        let admin = crate::admin::connect(&server.url(), Some(&token), None)?;
+        let clinic = admin.create_clinic("Bench clinic", "CH").await?;
+        let code = admin
+            .issue_code(EnrolmentGrant::ClinicDevice { clinic }, None)
+            .await?;
+        let key = KeySource::provider(StaticKeyProvider::new(
+            followup_domain::ids::random_bytes::<32>(),
+            "bench-device-key",
+        ));
+        let device = Device::create(dir.path().join("tablet.db"), key)?;
+        let client = SyncClient::new(SyncOptions {
+            resumable,
+            ..SyncOptions::default()
+        })?;
+        client
+            .enrol(&device, &server.url(), &code.code, "bench tablet")
+            .await?;
+        let data = workload::populate_patients(&device, BENCH_PATIENTS)?;
+        device_cmd::sync_with_bar(&client, &device, "set-up sync", true).await?;
+        fill_responses(
+            &device,
+            &data,
+            args.seed.wrapping_add(u64::from(run)),
+            args.n,
+        )?;
+        let shaper = Shaper::start(server.addr, config)
+            .await
+            .map_err(|e| CliError::new(format!("could not start the link shaper: {e}")))?;
+        let mut enrolled = device
+            .enrolment()
+            .ok_or_else(|| CliError::new("internal: the bench device is not enrolled"))?;
+        enrolled.server_url = shaper.url();
+        device.set_enrolment(enrolled)?;
+        let t = Instant::now();
+        let r =
+            device_cmd::sync_with_bar(&client, &device, &format!("shaped push, {label}"), false)
+                .await;
+        let elapsed = t.elapsed().as_secs_f64();
+        let st = shaper.stats();
+        wire.push(st.bytes());
+        resets.push(st.resets);
+        match r {
+            Ok(r) => {
+                documents = r.pushed;
+                attempts.push(r.attempts);
+                secs.push(elapsed);
+            }
+            Err(e) => eprintln!("run {run}: the sync did not finish: {e}"),
+        }
+        drop(device);
+        let _ = server.shutdown().await;
+    }
+    let med_u64 = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    let mut sorted = secs.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mut att = attempts.clone();
+    att.sort_unstable();
+    Ok(ShapedFigures {
+        link: label.to_string(),
+        documents,
+        runs,
+        finished: secs.len() as u32,
+        seconds_median: sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN),
+        seconds_max: sorted.last().copied().unwrap_or(f64::NAN),
+        wire_bytes_median: med_u64(wire.clone()),
+        wire_bytes_max: wire.iter().copied().max().unwrap_or(0),
+        attempts_median: att.get(att.len() / 2).copied().unwrap_or(0),
+        resets_median: med_u64(resets),
+    })
+}
+
+/// Save `n` submitted bench-50 responses the way `followup device fill` does (the public path
+/// the bindings expose too), spread over the patients like the workload's.
+fn fill_responses(
+    device: &Device,
+    data: &workload::BenchData,
+    seed: u64,
+    n: usize,
+) -> Result<(), CliError> {
+    let mut rng = Rng::new(seed);
+    for k in 0..n {
+        let i = rng.below(data.patients.len() as u64) as usize;
+        let answers = workload::bench_answers(seed.wrapping_add(k as u64), BENCH_ITEMS);
+        device_cmd::fill(
+            device,
+            data.patients[i],
+            workload::BENCH_QUESTIONNAIRE,
+            data.procedures.get(i).copied(),
+            // Unscheduled, as the workload's: `bench-50` answers no visit of the schedule (the
+            // registry's rules refuse it for one).
+            None,
+            &answers,
+            true,
+        )?;
+    }
+    Ok(())
 }

@@ -80,9 +80,9 @@ pub fn open(path: &Path) -> Result<Device, CliError> {
             ),
         );
     }
-    let pass = passphrase(false)?;
-    Device::open(path, KeySource::passphrase(pass))
-        .map_err(|e| CliError::from(e).context(format!("cannot open {}", path.display())))
+    let device = crate::device_users::open_locked(path)?;
+    crate::device_users::sign_in_if_needed(&device)?;
+    Ok(device)
 }
 
 fn parse_date(s: &str, what: &str) -> Result<NaiveDate, CliError> {
@@ -156,8 +156,10 @@ pub fn read_answers(path: &Path) -> Result<Answers, CliError> {
 pub fn run(args: DeviceArgs) -> Result<(), CliError> {
     let path = args.store.as_path();
     crate::device_app::set_store(path);
+    crate::device_users::set_sign_in_user(args.user.clone());
     match args.command {
         DeviceCommand::Init => init(path),
+        DeviceCommand::User { command } => crate::device_users::run(path, command),
         DeviceCommand::Enrol {
             server,
             code,
@@ -944,9 +946,24 @@ fn conflicts(device: &Device, record: Option<&str>, json: bool) -> Result<(), Cl
             .collect();
         return output::print_json(&v);
     }
-    if found.iter().all(|(_, c)| c.is_empty()) {
+    // Study codes enrolled twice (two tablets offline): a conflict of the clinic's patient list.
+    let duplicates = match record {
+        None => device.duplicate_study_codes()?,
+        Some(_) => Vec::new(),
+    };
+    if found.iter().all(|(_, c)| c.is_empty()) && duplicates.is_empty() {
         println!("no conflicts");
         return Ok(());
+    }
+    for d in &duplicates {
+        let patients: Vec<String> = d.patients.iter().map(|p| p.to_hex()).collect();
+        println!(
+            "study code {} is enrolled {} times (on two tablets while offline): patients {}",
+            d.study_code,
+            d.patients.len(),
+            patients.join(", ")
+        );
+        println!("  keep one patient per study code; the registry sees this too (`followup server duplicates`)");
     }
     let me = device.enrolment().map(|e| e.device_id);
     let codes = study_codes(device)?;

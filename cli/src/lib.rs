@@ -21,6 +21,7 @@ pub mod bench;
 pub mod demo;
 pub mod device_app;
 pub mod device_cmd;
+pub mod device_users;
 pub mod error;
 pub mod output;
 pub mod server_cmd;

@@ -283,6 +283,66 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                 );
             }
         }
+        StaffCommand::CreateUser { conn, clinic, name } => {
+            let clinic = parse_record("clinic", &clinic)?;
+            let r = client(&conn)?.create_clinic_user(clinic, &name).await?;
+            if conn.json {
+                output::print_json(&r)?;
+            } else {
+                println!("user {} created: {}", name.trim(), r.user);
+                println!(
+                    "activation code: {} (valid until {}; give it to the user, it is shown once)",
+                    r.activation_code,
+                    output::ms_to_utc(r.expires_at_ms)
+                );
+                println!(
+                    "next: on a tablet of the clinic, followup device user add --id {} --code {}",
+                    r.user, r.activation_code
+                );
+            }
+        }
+        StaffCommand::Users { conn, clinic } => {
+            let clinic = parse_record("clinic", &clinic)?;
+            let rows = client(&conn)?.clinic_users(clinic).await?;
+            if conn.json {
+                output::print_json(&rows)?;
+                return Ok(());
+            }
+            if rows.is_empty() {
+                println!("clinic {clinic} has no users");
+            }
+            for r in rows {
+                let state = match r.removed_at_ms {
+                    Some(at) => format!("removed {}", output::ms_to_utc(at)),
+                    None => "active".into(),
+                };
+                println!(
+                    "{}  {}  {}  on {} device(s)",
+                    r.id,
+                    r.name,
+                    state,
+                    r.devices.len()
+                );
+            }
+        }
+        StaffCommand::RemoveUser { conn, user } => {
+            let id: followup_domain::ids::UserId = user.trim().parse().map_err(|_| {
+                CliError::new(format!("{user:?} is not a user id"))
+                    .hint("user ids are 32 hexadecimal characters (see `followup server users`)")
+            })?;
+            let r = client(&conn)?.remove_clinic_user(id).await?;
+            if conn.json {
+                output::print_json(&r)?;
+            } else {
+                println!(
+                    "user {} ({}) removed: their changes are refused, and each of their {} \
+                     tablet(s) drops them at its next sync",
+                    r.name,
+                    r.id,
+                    r.devices.len()
+                );
+            }
+        }
         StaffCommand::RevokeDevice { conn, device } => {
             let id: DeviceId = device.trim().parse().map_err(|_| {
                 CliError::new(format!("{device:?} is not a device id"))
@@ -447,6 +507,46 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                         s.audit_entries.to_string(),
                         s.rejections.to_string(),
                     ]],
+                );
+            }
+        }
+        StaffCommand::Duplicates { conn, clinic } => {
+            let clinic = clinic.map(|c| parse_record("clinic", &c)).transpose()?;
+            let c = client(&conn)?;
+            let dups = c.duplicate_study_codes(clinic).await?;
+            if conn.json {
+                output::print_json(&dups)?;
+            } else if dups.is_empty() {
+                println!("no study code is enrolled twice in a clinic");
+            } else {
+                let rows: Vec<Vec<String>> = dups
+                    .iter()
+                    .flat_map(|d| {
+                        d.enrolments.iter().map(move |e| {
+                            vec![
+                                d.clinic.to_hex()[..8].to_string(),
+                                d.study_code.clone(),
+                                e.patient.to_hex(),
+                                e.enrolled_on.clone().unwrap_or_default(),
+                                e.device
+                                    .map(|x| x.to_hex()[..8].to_string())
+                                    .unwrap_or_default(),
+                            ]
+                        })
+                    })
+                    .collect();
+                output::print_table(
+                    &[
+                        "clinic",
+                        "study code",
+                        "patient",
+                        "enrolled on",
+                        "by device",
+                    ],
+                    &rows,
+                );
+                println!(
+                    "next: the clinic keeps one patient per code (each tablet lists these under `followup device conflicts`)"
                 );
             }
         }

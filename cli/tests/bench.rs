@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 #[test]
 fn a_small_bench_prints_every_figure() {
     let out = Command::new(env!("CARGO_BIN_EXE_followup"))
-        .args(["bench", "-n", "40", "-k", "4", "--link-n", "5", "--json"])
+        .args(["bench", "-n", "40", "-k", "4", "--link-runs", "1", "--json"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -27,8 +27,16 @@ fn a_small_bench_prints_every_figure() {
     }
     // Changing 3 answers of 4 responses costs far less than 40 new ones.
     assert!(r["push_changed"]["bytes_up"].as_u64() < r["push_new"]["bytes_up"].as_u64());
-    assert_eq!(r["link"]["documents"], 5);
-    assert!(r["link"]["measured_s"].as_f64().unwrap() > 0.5);
+    // The public-path push through the shaper: steady, then reset every 5 s; both finish.
+    let shaped = r["shaped"].as_array().unwrap();
+    assert_eq!(shaped.len(), 2, "{r:#}");
+    for l in shaped {
+        assert_eq!(l["documents"], 40, "{l:#}");
+        assert_eq!(l["finished"], l["runs"], "{l:#}");
+        // 40 responses' bytes at 8,000 B/s plus a round trip of 500 ms at least.
+        assert!(l["seconds_median"].as_f64().unwrap() > 0.5, "{l:#}");
+        assert!(l["wire_bytes_median"].as_u64().unwrap() > 1_000, "{l:#}");
+    }
     let c = &r["capture"];
     assert_eq!(c["saves"], 40);
     assert!(c["save_p99_ms"].as_f64().unwrap() >= c["save_p50_ms"].as_f64().unwrap());

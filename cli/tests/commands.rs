@@ -62,6 +62,9 @@ fn followup(args: &[&str], env: &[(&str, &str)]) -> Output {
         "FOLLOWUP_ADMIN_TOKEN",
         "FOLLOWUP_LISTEN",
         "FOLLOWUP_DATA_DIR",
+        "FOLLOWUP_USER",
+        "FOLLOWUP_PIN",
+        "FOLLOWUP_NEW_PIN",
     ] {
         cmd.env_remove(v);
     }
@@ -128,6 +131,16 @@ struct Store {
 }
 
 impl Store {
+    /// Run with extra environment variables (a user's PIN...).
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let store = self.path.to_string_lossy().into_owned();
+        let mut all = vec!["device", "--store", &store];
+        all.extend_from_slice(args);
+        let mut vars = vec![("FOLLOWUP_PASSPHRASE", PASS)];
+        vars.extend_from_slice(env);
+        followup(&all, &vars)
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         let store = self.path.to_string_lossy().into_owned();
         let mut all = vec!["device", "--store", &store];
@@ -532,4 +545,83 @@ fn a_published_version_reaches_the_tablet_and_fill_speaks_spanish() {
     ]));
     assert!(!err.contains("obligatoria"), "{err}");
     assert!(err.contains("- pain_medicine"), "{err}");
+}
+
+#[test]
+fn nurses_sign_in_on_a_shared_tablet_from_the_command_line() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let clinic = staff(
+        &reg,
+        &["create-clinic", "--name", "Clinica Sol", "--country", "mx"],
+    );
+    let clinic = clinic["clinic"].as_str().unwrap().to_string();
+    let code = staff(&reg, &["issue-code", "--clinic", &clinic]);
+    let code = code["code"].as_str().unwrap().to_string();
+    let tablet = Store {
+        path: dir.path().join("tablet.db"),
+    };
+    ok(tablet.run(&["init"]));
+    ok(tablet.run(&["enrol", "--server", &reg.url(), "--code", &code]));
+    let out = ok(tablet.run(&["user", "list"]));
+    assert!(out.contains("no users"), "{out}");
+
+    let ana = staff(
+        &reg,
+        &["create-user", "--clinic", &clinic, "--name", "Ana Costa"],
+    );
+    let (ana_id, ana_code) = (
+        ana["user"].as_str().unwrap().to_string(),
+        ana["activation_code"].as_str().unwrap().to_string(),
+    );
+    // A weak PIN is refused, and nothing changes.
+    let err = fails(tablet.run_env(
+        &["user", "add", "--id", &ana_id, "--code", &ana_code],
+        &[("FOLLOWUP_NEW_PIN", "123456")],
+    ));
+    assert!(err.contains("too weak"), "{err}");
+    let out = ok(tablet.run_env(
+        &["user", "add", "--id", &ana_id, "--code", &ana_code],
+        &[("FOLLOWUP_NEW_PIN", "482916")],
+    ));
+    assert!(
+        out.contains("Ana Costa") && out.contains("now has users"),
+        "{out}"
+    );
+
+    // From now on, no record without signing in.
+    let err = fails(tablet.run(&["patients"]));
+    assert!(err.contains("sign in") && err.contains("--user"), "{err}");
+    let err = fails(tablet.run_env(
+        &["--user", "Ana Costa", "patients"],
+        &[("FOLLOWUP_PIN", "999999")],
+    ));
+    assert!(
+        err.contains("wrong PIN") && err.contains("9 attempt"),
+        "{err}"
+    );
+    let users = json(&ok(tablet.run(&["user", "list", "--json"])));
+    assert_eq!(users["users"][0]["failures"], 1);
+    let ana_env = [("FOLLOWUP_USER", "Ana Costa"), ("FOLLOWUP_PIN", "482916")];
+    ok(tablet.run_env(
+        &[
+            "add-patient",
+            "--study-code",
+            "KX-1",
+            "--birth-year",
+            "1961",
+            "--consent-date",
+            "2026-01-05",
+        ],
+        &ana_env,
+    ));
+    let out = ok(tablet.run_env(&["patients"], &ana_env));
+    assert!(out.contains("KX-1"), "{out}");
+    ok(tablet.run_env(&["sync"], &ana_env));
+    let rows = staff(&reg, &["users", "--clinic", &clinic]);
+    assert_eq!(rows[0]["name"], "Ana Costa");
+    assert_eq!(rows[0]["devices"].as_array().unwrap().len(), 1);
+    // The last user cannot be removed locally.
+    let err = fails(tablet.run_env(&["user", "remove", "Ana Costa"], &ana_env));
+    assert!(err.contains("last user"), "{err}");
 }

@@ -40,6 +40,10 @@ use ring::pbkdf2;
 
 use followup_domain::ids::{random_bytes, StoreId};
 
+mod user_slot;
+pub(crate) use user_slot::{new_pepper, pepper_as_key, pepper_of};
+pub use user_slot::{UserPin, UserSlot, USER_SLOT_ITERATIONS};
+
 /// Length of a data key and of a key-encryption key, in bytes.
 pub const KEY_LEN: usize = 32;
 /// Default (and minimum recommended) PBKDF2-HMAC-SHA256 iteration count for passphrases.
@@ -166,6 +170,8 @@ pub enum Purpose {
     KeyCheck = 3,
     /// The data key wrapped under a passphrase-derived KEK.
     PassphraseWrap = 4,
+    /// The data key wrapped under a user's slot key (PIN and device pepper).
+    UserWrap = 5,
 }
 
 /// Associated data of one ciphertext:

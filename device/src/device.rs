@@ -18,6 +18,7 @@ use automerge::Automerge;
 use chrono::{NaiveDate, Utc};
 
 mod integrity;
+mod users;
 use integrity::no_problems;
 pub use integrity::{DuplicateStudyCode, EventView};
 
@@ -111,7 +112,8 @@ pub struct DefinitionInfo {
 /// The device core an app holds: open it once, use it from any thread.
 pub struct Device {
     pub(crate) store: Store,
-    identity: DeviceIdentity,
+    /// Loaded at open, or at the first sign-in of a store with users (it is sealed).
+    identity: std::sync::OnceLock<DeviceIdentity>,
     enrolled: RwLock<Option<Enrolled>>,
     /// The definitions (questionnaires, schedules) the store holds, parsed.
     catalogue: crate::catalogue::CatalogueCache,
@@ -230,6 +232,16 @@ impl std::fmt::Debug for Device {
     }
 }
 
+fn load_identity(store: &Store) -> Result<DeviceIdentity> {
+    let pkcs8 = store
+        .get_secret(SECRET_IDENTITY)?
+        .ok_or_else(|| Error::MalformedRecord {
+            id: "device identity".into(),
+            reason: "the store holds no device identity".into(),
+        })?;
+    Ok(DeviceIdentity::from_pkcs8(&pkcs8)?)
+}
+
 fn parse_date(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
@@ -242,7 +254,7 @@ impl Device {
         store.put_secret(SECRET_IDENTITY, &pkcs8)?;
         Ok(Device {
             store,
-            identity,
+            identity: identity.into(),
             enrolled: RwLock::new(None),
             recent: Mutex::default(),
             worklist: Mutex::default(),
@@ -254,13 +266,11 @@ impl Device {
     /// Open an existing store. A wrong key gives [`Error::Store`] with `WrongKey`.
     pub fn open(path: impl AsRef<Path>, key: KeySource) -> Result<Device> {
         let store = Store::open(path, key)?;
-        let pkcs8 = store
-            .get_secret(SECRET_IDENTITY)?
-            .ok_or_else(|| Error::MalformedRecord {
-                id: "device identity".into(),
-                reason: "the store holds no device identity".into(),
-            })?;
-        let identity = DeviceIdentity::from_pkcs8(&pkcs8)?;
+        // A store with users opens locked: its identity is read at the first sign-in.
+        let identity = std::sync::OnceLock::new();
+        if store.is_unlocked() {
+            let _ = identity.set(load_identity(&store)?);
+        }
         let enrolled = match store.get_setting(SETTING_ENROLMENT)? {
             Some(json) => {
                 Some(
@@ -288,9 +298,13 @@ impl Device {
         &self.store
     }
 
-    /// The device's signing identity.
-    pub fn identity(&self) -> &DeviceIdentity {
-        &self.identity
+    /// The device's signing identity; on a store with users, once a user has signed in.
+    pub fn identity(&self) -> Result<&DeviceIdentity> {
+        if let Some(id) = self.identity.get() {
+            return Ok(id);
+        }
+        let loaded = load_identity(&self.store)?;
+        Ok(self.identity.get_or_init(|| loaded))
     }
 
     /// Re-wrap the store's data key under a new key (no record is rewritten).
@@ -330,8 +344,9 @@ impl Device {
         Ok(e)
     }
 
+    /// The device, and the user signed in on a shared tablet (the change message names them).
     fn author(&self, e: &Enrolled) -> Author {
-        Author::device_now(e.device_id)
+        Author::device_now(e.device_id).with_user(self.store.signed_in_user())
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1362,7 +1377,7 @@ mod tests {
             d.enrol_patient(&enrolment("P-1")),
             Err(Error::NotEnrolled)
         ));
-        let public = d.identity().public_key();
+        let public = d.identity().unwrap().public_key();
         drop(d);
         let wrong = KeySource::provider(StaticKeyProvider::new([8; 32], "test"));
         match Device::open(&path, wrong) {
@@ -1371,7 +1386,7 @@ mod tests {
         }
         let d = Device::open(&path, key()).unwrap();
         assert_eq!(
-            d.identity().public_key(),
+            d.identity().unwrap().public_key(),
             public,
             "identity survives reopening"
         );

@@ -59,8 +59,12 @@ use followup_domain::model::RecordKind;
 
 /// SQLite `application_id` of a Followup store ("FUP1").
 pub const APPLICATION_ID: i32 = 0x4655_5031;
-/// The schema/format version written to `user_version`.
+/// The schema/format version written to `user_version` of a store without users.
 pub const FORMAT_VERSION: i32 = 1;
+/// The format version of a store with users (per-user key slots; see [`users`]): the store's
+/// key slot then wraps the device pepper, not the data key, so an app that does not know users
+/// must refuse it ("update the app") rather than report a wrong key.
+pub const USERS_FORMAT_VERSION: i32 = 2;
 /// A document with more chunks than this after a save is compacted into one full save.
 pub const COMPACT_AFTER_CHUNKS: u64 = 16;
 
@@ -149,6 +153,41 @@ pub enum StoreError {
     /// the caller: free text must never reach the plaintext index).
     #[error("invalid index entry: {0} (status and visit must be short codes such as \"draft\" or \"m3\")")]
     InvalidMeta(String),
+    /// The store has users and nobody is signed in (or the session idled out).
+    #[error("the device is locked: sign in with your user and PIN first")]
+    Locked,
+    /// The PIN or passphrase is not the user's.
+    #[error(
+        "wrong PIN for this user; {attempts_left} attempt(s) left before the user is locked on \
+         this device"
+    )]
+    WrongPin {
+        /// Attempts left before the user's slot locks.
+        attempts_left: u32,
+    },
+    /// Too many wrong PINs in a row: wait before the next attempt.
+    #[error("too many wrong PINs: wait {seconds} s before trying again")]
+    TryLater {
+        /// Seconds to wait.
+        seconds: u64,
+    },
+    /// The user's slot locked after too many wrong PINs.
+    #[error(
+        "this user is locked on this device after too many wrong PINs: ask the clinic's \
+         coordinator for a new activation code and add the user again"
+    )]
+    UserLocked,
+    /// No such user on this device.
+    #[error(
+        "user {0} is not set up on this device: add the user with their activation code first"
+    )]
+    UnknownUser(String),
+    /// A PIN or passphrase too weak to protect a slot.
+    #[error("{0}")]
+    WeakPin(String),
+    /// A user operation that does not fit the store's state.
+    #[error("{0}")]
+    Users(String),
     /// A cryptographic failure not covered above (e.g. a ciphertext of a newer format).
     #[error("encryption error: {0}")]
     Crypto(CryptoError),
@@ -488,7 +527,11 @@ fn lock_poison_ok(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 /// The encrypted on-device store. See the [module documentation](self).
 pub struct Store {
     conn: Mutex<Connection>,
-    key: DataKey,
+    /// The data key, or in users mode the signed-in session ([`access`]).
+    access: std::sync::Arc<access::Access>,
+    /// What opened the store (the device key), to wrap the pepper when users are enabled and
+    /// after a rotation.
+    source: Mutex<KeySource>,
     store_id: StoreId,
     path: PathBuf,
     /// Counts committed document writes made through this `Store` (see [`Store::generation`]).
@@ -605,7 +648,8 @@ impl Store {
         tx.commit()?;
         Ok(Store {
             conn: Mutex::new(conn),
-            key,
+            access: access::Access::open(key),
+            source: Mutex::new(source.clone()),
             store_id,
             checkpointer: Checkpointer::start(path),
             path: path.to_path_buf(),
@@ -650,10 +694,10 @@ impl Store {
             return Err(not_ours("another application's database"));
         }
         let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version > FORMAT_VERSION {
+        if version > USERS_FORMAT_VERSION {
             return Err(StoreError::UnsupportedFormat {
                 found: version,
-                supported: FORMAT_VERSION,
+                supported: USERS_FORMAT_VERSION,
             });
         }
         if version < 1 {
@@ -672,17 +716,28 @@ impl Store {
         let store_id = StoreId::from_slice(&store_id)
             .ok_or_else(|| StoreError::Corrupted("malformed store id".into()))?;
         let (slot, check) = read_slot(&conn)?;
-        let key = slot.unwrap(&key, &store_id)?;
-        key.verify_key_check(&store_id, &check)?;
-        Ok(Store {
+        let unwrapped = slot.unwrap(&key, &store_id)?;
+        let access = if version == USERS_FORMAT_VERSION {
+            // The device key yields the pepper; the data key needs a user's sign-in.
+            access::Access::locked(crate::crypto::pepper_of(&unwrapped))
+        } else {
+            unwrapped.verify_key_check(&store_id, &check)?;
+            access::Access::open(unwrapped)
+        };
+        let store = Store {
             conn: Mutex::new(conn),
-            key,
+            access,
+            source: Mutex::new(key),
             store_id,
             checkpointer: Checkpointer::start(&path),
             path,
             writes: Default::default(),
             changes: Mutex::new(None),
-        })
+        };
+        if store.has_users() {
+            store.load_idle_timeout()?;
+        }
+        Ok(store)
     }
 
     /// This store's id (bound into every ciphertext).
@@ -690,7 +745,7 @@ impl Store {
     /// through this `Store`, and commits by any other connection to the file (SQLite's
     /// `data_version`). Caches derived from the index (the device's work list) compare it.
     pub fn generation(&self) -> Result<(u64, i64)> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         Ok((
             self.writes.load(std::sync::atomic::Ordering::SeqCst),
@@ -751,7 +806,7 @@ impl Store {
 
     /// Which key currently protects the store.
     pub fn key_info(&self) -> Result<KeyInfo> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let (slot, _) = read_slot(&conn)?;
         Ok(KeyInfo {
             method: slot.method,
@@ -764,13 +819,21 @@ impl Store {
     /// between the two). Only the key slot is rewritten, atomically; no record is re-encrypted.
     /// Afterwards only `new` opens the store.
     pub fn rotate_key(&self, new: KeySource) -> Result<()> {
-        let slot = KeySlot::wrap(&new, &self.store_id, &self.key)?;
-        if !slot.holds(&new, &self.store_id, &self.key) {
+        // In users mode the key slot wraps the pepper (and a user must be signed in).
+        let key = match self.access.pepper() {
+            Some(pepper) => {
+                self.access.check()?;
+                std::sync::Arc::new(crate::crypto::pepper_as_key(&pepper)?)
+            }
+            None => self.access.key()?,
+        };
+        let slot = KeySlot::wrap(&new, &self.store_id, &key)?;
+        if !slot.holds(&new, &self.store_id, &key) {
             return Err(StoreError::KeyProvider(
                 "the key provider did not give back the key it wrapped".into(),
             ));
         }
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         write_slot(&tx, &slot, None)?;
         tx.commit()?;
@@ -779,11 +842,22 @@ impl Store {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
             tracing::debug!(error = %e, "checkpoint after key rotation deferred");
         }
+        drop(conn);
+        *self.source.lock().unwrap_or_else(|e| e.into_inner()) = new;
         tracing::info!(method = slot.method.code(), key_id = %slot.key_id, "store key rotated");
         Ok(())
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    /// The connection, once the store is usable: [`StoreError::Locked`] while a store with
+    /// users has nobody signed in.
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.access.check()?;
+        Ok(lock_poison_ok(&self.conn))
+    }
+
+    /// The connection whether or not anyone is signed in: plaintext settings and the user
+    /// slots only.
+    fn lock_raw(&self) -> MutexGuard<'_, Connection> {
         lock_poison_ok(&self.conn)
     }
 
@@ -810,7 +884,7 @@ impl Store {
 
     fn write_doc(&self, meta: &DocMeta, doc: &Automerge, full: bool) -> Result<SaveOutcome> {
         validate_meta(meta)?;
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let row = doc_row(&tx, &meta.id)?;
         let mut outcome = SaveOutcome {
@@ -896,7 +970,7 @@ impl Store {
         expected: &[ChangeHash],
     ) -> Result<bool> {
         validate_meta(meta)?;
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let Some(row) = doc_row(&tx, &meta.id)? else {
             return Ok(false);
@@ -934,7 +1008,7 @@ impl Store {
     /// [`StoreError::Incomplete`] if the chunks do not add up to what was last saved.
     pub fn load_doc(&self, id: &RecordId) -> Result<Option<Automerge>> {
         let (row, chunks) = {
-            let conn = self.lock();
+            let conn = self.lock()?;
             let Some(row) = doc_row(&conn, id)? else {
                 return Ok(None);
             };
@@ -995,12 +1069,14 @@ impl Store {
 
     fn seal_chunk(&self, id: &RecordId, n: u64, plain: &[u8]) -> Result<Vec<u8>> {
         Ok(self
-            .key
+            .access
+            .key()?
             .seal(&Aad::doc_chunk(&self.store_id, id, n), plain)?)
     }
 
     fn open_chunk(&self, id: &RecordId, n: u64, ct: &[u8]) -> Result<Vec<u8>> {
-        self.key
+        self.access
+            .key()?
             .open(&Aad::doc_chunk(&self.store_id, id, n), ct)
             .map_err(|e| match e {
                 CryptoError::Authentication | CryptoError::Malformed => StoreError::Tampered {
@@ -1027,7 +1103,7 @@ impl Store {
     /// Remove a document and its chunks (e.g. the server says this device may no longer hold
     /// it). With `secure_delete` the freed pages are zeroed. Returns whether it existed.
     pub fn delete_doc(&self, id: &RecordId) -> Result<bool> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Chunks go by ON DELETE CASCADE.
         let n = tx
@@ -1043,7 +1119,7 @@ impl Store {
 
     /// Number of chunk rows a document currently has (0 if absent).
     pub fn chunk_count(&self, id: &RecordId) -> Result<u64> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let n: i64 = conn
             .prepare_cached("SELECT count(*) FROM chunks WHERE doc = ?1")?
             .query_row(params![id.as_bytes().as_slice()], |r| r.get(0))?;
@@ -1052,7 +1128,7 @@ impl Store {
 
     /// The heads of what the store holds of a document (`None` if absent).
     pub fn saved_heads(&self, id: &RecordId) -> Result<Option<Vec<ChangeHash>>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         Ok(doc_row(&conn, id)?.map(|r| r.saved_heads))
     }
 
@@ -1061,7 +1137,7 @@ impl Store {
 
     /// The index entry of one document.
     pub fn meta(&self, id: &RecordId) -> Result<Option<DocMeta>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let meta = conn
             .prepare_cached(&format!("SELECT {META_COLUMNS} FROM docs WHERE id = ?1"))?
             .query_row(params![id.as_bytes().as_slice()], meta_row)
@@ -1075,7 +1151,7 @@ impl Store {
     /// For responses: which visits of each procedure are answered. One index-only scan,
     /// aggregated by SQLite, unordered; it lists a whole clinic's done visits quickly.
     pub fn visit_links(&self, kind: RecordKind, status: &str) -> Result<Vec<(RecordId, String)>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
             "SELECT subject, group_concat(visit, ',') FROM docs INDEXED BY docs_visit_links \
              WHERE kind = ?1 AND status = ?2 AND subject IS NOT NULL AND visit IS NOT NULL \
@@ -1124,7 +1200,7 @@ impl Store {
             sql.push_str(&conds.join(" AND "));
         }
         sql.push_str(" ORDER BY date, id");
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), meta_row)?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -1133,7 +1209,7 @@ impl Store {
 
     /// Number of documents of `kind` (all documents if `None`).
     pub fn count(&self, kind: Option<RecordKind>) -> Result<u64> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let n: i64 = match kind {
             Some(k) => conn
                 .prepare_cached("SELECT count(*) FROM docs WHERE kind = ?1")?
@@ -1151,7 +1227,7 @@ impl Store {
     /// Up to `limit` documents with changes saved since they were last known to be on the
     /// server, oldest change first.
     pub fn dirty_docs(&self, limit: usize) -> Result<Vec<RecordId>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = conn.prepare_cached(
             "SELECT id FROM docs WHERE dirty_seq IS NOT NULL ORDER BY dirty_seq LIMIT ?1",
@@ -1166,7 +1242,7 @@ impl Store {
     /// if every head the store has saved is among `heads` (so a save made while the sync was in
     /// flight keeps it dirty). Returns whether it is now clean; `Ok(false)` for an unknown id.
     pub fn set_synced_heads(&self, id: &RecordId, heads: &[ChangeHash]) -> Result<bool> {
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let Some(row) = doc_row(&tx, id)? else {
             return Ok(false);
@@ -1189,7 +1265,7 @@ impl Store {
     /// The heads last recorded with [`Store::set_synced_heads`] (empty if never synced;
     /// `None` for an unknown id).
     pub fn synced_heads(&self, id: &RecordId) -> Result<Option<Vec<ChangeHash>>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let b: Option<Vec<u8>> = conn
             .prepare_cached("SELECT synced_heads FROM docs WHERE id = ?1")?
             .query_row(params![id.as_bytes().as_slice()], |r| r.get(0))
@@ -1201,7 +1277,7 @@ impl Store {
     /// every few dozen writes without blocking saves; an app may call this when going to the
     /// background so the WAL file is empty while the app sleeps.
     pub fn checkpoint(&self) -> Result<()> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
@@ -1211,8 +1287,11 @@ impl Store {
 
     /// Store a secret (sealed under the data key; the AAD binds `name`).
     pub fn put_secret(&self, name: &str, value: &[u8]) -> Result<()> {
-        let ct = self.key.seal(&Aad::secret(&self.store_id, name), value)?;
-        let conn = self.lock();
+        let ct = self
+            .access
+            .key()?
+            .seal(&Aad::secret(&self.store_id, name), value)?;
+        let conn = self.lock()?;
         conn.prepare_cached("INSERT OR REPLACE INTO secrets (name, data) VALUES (?1, ?2)")?
             .execute(params![name, ct])?;
         Ok(())
@@ -1222,7 +1301,7 @@ impl Store {
     /// to authenticate (modified, or moved from another name or store).
     pub fn get_secret(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let ct: Option<Vec<u8>> = {
-            let conn = self.lock();
+            let conn = self.lock()?;
             let v = conn
                 .prepare_cached("SELECT data FROM secrets WHERE name = ?1")?
                 .query_row(params![name], |r| r.get(0))
@@ -1230,7 +1309,11 @@ impl Store {
             v
         };
         let Some(ct) = ct else { return Ok(None) };
-        match self.key.open(&Aad::secret(&self.store_id, name), &ct) {
+        match self
+            .access
+            .key()?
+            .open(&Aad::secret(&self.store_id, name), &ct)
+        {
             Ok(v) => Ok(Some(v)),
             Err(CryptoError::Authentication | CryptoError::Malformed) => {
                 Err(StoreError::TamperedSecret {
@@ -1243,7 +1326,7 @@ impl Store {
 
     /// Remove a secret; returns whether it existed.
     pub fn delete_secret(&self, name: &str) -> Result<bool> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let n = conn
             .prepare_cached("DELETE FROM secrets WHERE name = ?1")?
             .execute(params![name])?;
@@ -1253,7 +1336,7 @@ impl Store {
     /// Store a **plaintext**, non-sensitive setting (sync cursor, server URL). Never put patient
     /// data or keys here; use [`Store::put_secret`].
     pub fn put_setting(&self, name: &str, value: &str) -> Result<()> {
-        let conn = self.lock();
+        let conn = self.lock_raw();
         conn.prepare_cached("INSERT OR REPLACE INTO settings (name, value) VALUES (?1, ?2)")?
             .execute(params![name, value])?;
         Ok(())
@@ -1261,7 +1344,7 @@ impl Store {
 
     /// A plaintext setting.
     pub fn get_setting(&self, name: &str) -> Result<Option<String>> {
-        let conn = self.lock();
+        let conn = self.lock_raw();
         let v = conn
             .prepare_cached("SELECT value FROM settings WHERE name = ?1")?
             .query_row(params![name], |r| r.get(0))
@@ -1271,7 +1354,7 @@ impl Store {
 
     /// Remove a setting; returns whether it existed.
     pub fn delete_setting(&self, name: &str) -> Result<bool> {
-        let conn = self.lock();
+        let conn = self.lock_raw();
         let n = conn
             .prepare_cached("DELETE FROM settings WHERE name = ?1")?
             .execute(params![name])?;
@@ -1426,3 +1509,7 @@ fn mark_dirty(conn: &Connection, id: &RecordId) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+
+mod access;
+pub use access::DEFAULT_IDLE_TIMEOUT;
+pub mod users;

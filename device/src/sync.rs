@@ -7,16 +7,25 @@
 //! 2. repeatedly builds a request — the changes of as many documents as fit in
 //!    `max_push_bytes` (each from its `synced_heads`; a never-synced document from empty heads),
 //!    the cursor, the pull budget, documents wanted whole — encodes it (postcard + zstd), signs it
-//!    with the device key and `POST`s it to `/v1/sync`;
+//!    with the device key and sends it (see below);
 //! 3. applies the response: moves `synced_heads` of accepted documents, records and rolls back
 //!    rejected ones, merges pulled changes into the local documents (re-indexed with
 //!    [`crate::device::index_meta`]), and only then moves the cursor forward;
 //! 4. goes on while the push has documents left, the pull says `more`, or a document must be
 //!    sent or received whole.
 //!
+//! Each exchange travels over protocol version 3's resumable routes ([`resume`]): the request is
+//! uploaded in pieces and continued from the offset the server acknowledges, the response is
+//! downloaded from any offset, so a link cut at any byte costs only the bytes in flight.
 //! Transport failures (connection refused or cut, timeout, truncated or corrupt body, 5xx) are
-//! retried with exponential backoff and jitter, halving the batch limits each time, up to
-//! [`SyncOptions::max_attempts`] consecutive failures; then [`SyncError::ServerUnreachable`].
+//! retried **while attempts make progress**: an attempt after which the server holds more of
+//! the request, or the device more of the response, is followed at once by the next; only
+//! attempts where nothing got through count, with exponential backoff and jitter, up to
+//! [`SyncOptions::max_attempts`] of them in a row, or until [`SyncOptions::deadline`]; then
+//! [`SyncError::ServerUnreachable`]. Against a server without the resumable routes (it answers
+//! them `404`) the client falls back to one `POST /v1/sync` per exchange, in protocol version 2
+//! (version 1 if the server speaks only that); [`SyncOptions::resumable`] `false` does so from
+//! the start.
 //! Nothing needs undoing: the server's side is idempotent and the device moves its state
 //! forward only after a response was applied durably. A cancelled or failed sync leaves the
 //! store consistent; the next sync picks up where this one stopped.
@@ -30,6 +39,8 @@
 //! roots and optional pinning of the server's leaf certificate by SHA-256
 //! ([`SyncOptions::pinned_cert_sha256`]). Plain `http://` is refused except to a loopback
 //! address (tests, the demo) unless [`SyncOptions::allow_insecure_http`] is set.
+
+mod users;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,9 +79,13 @@ pub struct SyncOptions {
     pub timeout: Duration,
     /// Longest the TCP + TLS connection setup may take.
     pub connect_timeout: Duration,
-    /// Consecutive failed attempts of one exchange before giving up with
-    /// [`SyncError::ServerUnreachable`] (the first attempt counts).
+    /// Failed attempts **in which nothing got through** (no byte acknowledged by the server, no
+    /// response byte received), in a row, before giving up with
+    /// [`SyncError::ServerUnreachable`]. An attempt that made progress resets the count.
     pub max_attempts: u32,
+    /// Longest a whole sync keeps trying; then [`SyncError::ServerUnreachable`] (what got
+    /// through is kept: the next sync resumes from it).
+    pub deadline: Duration,
     /// Backoff after the first failure; doubled each further failure, with jitter.
     pub initial_backoff: Duration,
     /// Longest backoff.
@@ -94,6 +109,11 @@ pub struct SyncOptions {
     /// Allow `http://` to a non-loopback host (never in production: bodies would travel in
     /// clear, though signed).
     pub allow_insecure_http: bool,
+    /// Carry exchanges over the resumable routes of protocol version 3 (the default). `false`
+    /// uses the one-shot `POST /v1/sync` of versions 1 and 2, where an attempt cut at any byte
+    /// restarts from zero (the bench's comparison; a registry without the resumable routes gets
+    /// this automatically).
+    pub resumable: bool,
 }
 
 impl Default for SyncOptions {
@@ -102,6 +122,7 @@ impl Default for SyncOptions {
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(20),
             max_attempts: 6,
+            deadline: Duration::from_secs(30 * 60),
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             max_push_bytes: 2 * 1024 * 1024,
@@ -111,6 +132,7 @@ impl Default for SyncOptions {
             pinned_cert_sha256: None,
             extra_roots_der: Vec::new(),
             allow_insecure_http: false,
+            resumable: true,
         }
     }
 }
@@ -145,6 +167,14 @@ pub struct SyncProgress {
     pub bytes_sent: u64,
     /// Response body bytes received so far (all attempts).
     pub bytes_received: u64,
+    /// Bytes of the current exchange's request the server acknowledged holding.
+    pub upload_done: u64,
+    /// The current exchange's request body length.
+    pub upload_total: u64,
+    /// Bytes of the current exchange's response received.
+    pub download_done: u64,
+    /// The current exchange's response length (0 until known).
+    pub download_total: u64,
 }
 
 /// A document the server refused: nothing of the refused changes was merged anywhere. The
@@ -531,6 +561,8 @@ mod tls {
 // ---------------------------------------------------------------------------------------------
 // The client
 
+mod resume;
+
 /// The sync client. Cheap to clone; hold one per app (it keeps a connection pool).
 #[derive(Clone)]
 pub struct SyncClient {
@@ -550,6 +582,8 @@ impl std::fmt::Debug for SyncClient {
 
 /// One failed attempt: retry or stop.
 enum Failure {
+    /// The server has no resumable routes: use the one-shot `POST /v1/sync`.
+    OldServer,
     /// Worth retrying (transport, timeout, 5xx, corrupt body).
     Transient(String),
     /// Final.
@@ -711,6 +745,11 @@ struct Session<'a> {
     pull_limit: usize,
     progress: SyncProgress,
     report: SyncReport,
+    /// `Some(version)`: exchanges go as one `POST /v1/sync` in this protocol version (the
+    /// server has no resumable routes, or [`SyncOptions::resumable`] is off).
+    one_shot: Option<u16>,
+    /// Failed attempts in a row in which nothing got through.
+    stalled: u32,
 }
 
 const SETTING_WANT_FULL: &str = "sync.want_full";
@@ -1006,7 +1045,7 @@ impl SyncClient {
         let url = self.endpoint(server_url, ENROL_PATH)?;
         let req = EnrolRequest {
             code: code.trim().to_string(),
-            public_key: device.identity().public_key_base64(),
+            public_key: device.identity()?.public_key_base64(),
             label: (!label.trim().is_empty()).then(|| label.trim().to_string()),
         };
         let body = serde_json::to_vec(&req).map_err(|e| SyncError::Config(e.to_string()))?;
@@ -1042,6 +1081,11 @@ impl SyncClient {
                     last,
                 },
                 Failure::Cancelled => SyncError::Cancelled,
+                Failure::OldServer => SyncError::Server {
+                    status: 404,
+                    code: "not_found".into(),
+                    message: "the registry has no enrolment route".into(),
+                },
             }
             .into());
         }
@@ -1054,6 +1098,11 @@ impl SyncClient {
                     last,
                 },
                 Failure::Cancelled => SyncError::Cancelled,
+                Failure::OldServer => SyncError::Server {
+                    status: 404,
+                    code: "not_found".into(),
+                    message: "the registry has no enrolment route".into(),
+                },
             })?;
         let answer: EnrolResponse =
             serde_json::from_slice(&bytes).map_err(|e| SyncError::Server {
@@ -1121,6 +1170,10 @@ impl SyncClient {
                 docs_total: queue.len() as u64,
                 bytes_sent: 0,
                 bytes_received: 0,
+                upload_done: 0,
+                upload_total: 0,
+                download_done: 0,
+                download_total: 0,
             },
             queue,
             want_full: load_want_full(store)?,
@@ -1129,9 +1182,10 @@ impl SyncClient {
             push_limit: self.options.max_push_bytes.max(1),
             pull_limit: self.options.max_pull_bytes.max(1),
             report: SyncReport::default(),
+            one_shot: (!self.options.resumable).then_some(protocol::ONE_SHOT_VERSION),
+            stalled: 0,
         };
         progress(s.progress);
-        let mut failures = 0u32;
         let mut exchanges = 0u32;
         loop {
             if cancel.is_cancelled() {
@@ -1148,89 +1202,226 @@ impl SyncClient {
             );
             req.want_full = want_full.clone();
             let change_bytes_up = req.push_bytes() as u64;
-            let body = tokio::task::spawn_blocking(move || encode_body(&req))
-                .await
-                .map_err(|e| SyncError::Config(format!("encoding failed: {e}")))?
-                .map_err(|e| SyncError::Config(e.to_string()))?;
-            s.report.attempts += 1;
-            let outcome = self
-                .exchange(
-                    &url,
-                    device,
-                    &enrolled,
-                    body,
-                    &mut s.progress,
-                    progress,
-                    cancel,
+            let resp = match self
+                .run_exchange(
+                    &url, device, &enrolled, req, &mut s, started, progress, cancel,
                 )
-                .await;
-            match outcome {
-                Ok(resp) => {
-                    failures = 0;
-                    exchanges += 1;
-                    s.report.round_trips += 1;
-                    s.report.change_bytes_up += change_bytes_up;
-                    let more = resp.more;
-                    s.progress.phase = SyncPhase::Applying;
-                    progress(s.progress);
-                    s.apply(&pushed, resp)?;
-                    let head = match self.last_audit_head.lock() {
-                        Ok(mut g) => g.take(),
-                        Err(p) => p.into_inner().take(),
-                    };
-                    if let Some(head) = head {
-                        store.put_setting(SETTING_AUDIT_HEAD, &head)?;
-                    }
-                    if !want_full.is_empty() {
-                        // Served (`apply` asked again, once, for any still incomplete).
-                        save_want_full(store, &s.want_full)?;
-                    }
-                    s.push_limit = (s.push_limit * 2).min(self.options.max_push_bytes.max(1));
-                    s.pull_limit = (s.pull_limit * 2).min(self.options.max_pull_bytes.max(1));
-                    let done = !more && s.queue.is_empty() && s.want_full.is_empty();
-                    if done || exchanges >= self.options.max_exchanges {
-                        break;
-                    }
-                    if cancel.is_cancelled() {
-                        return Err(SyncError::Cancelled.into());
-                    }
-                }
-                Err(Failure::Transient(last)) => {
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
                     s.unpop(&pushed);
-                    s.want_full = want_full;
-                    failures += 1;
-                    if failures >= self.options.max_attempts.max(1) {
-                        return Err(SyncError::ServerUnreachable {
-                            attempts: failures,
-                            last,
-                        }
-                        .into());
-                    }
-                    tracing::info!(attempt = failures, reason = %last, "sync attempt failed; retrying");
-                    s.push_limit = (s.push_limit / 2).max(1);
-                    s.pull_limit = (s.pull_limit / 2).max(1);
-                    s.progress.phase = SyncPhase::Retrying {
-                        attempt: failures + 1,
-                    };
-                    progress(s.progress);
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.backoff(failures)) => {}
-                        _ = cancel.cancelled() => return Err(SyncError::Cancelled.into()),
-                    }
+                    return Err(e);
                 }
-                Err(Failure::Fatal(e)) => {
-                    s.unpop(&pushed);
-                    return Err(e.into());
-                }
-                Err(Failure::Cancelled) => return Err(SyncError::Cancelled.into()),
+            };
+            exchanges += 1;
+            s.report.change_bytes_up += change_bytes_up;
+            let more = resp.more;
+            s.progress.phase = SyncPhase::Applying;
+            progress(s.progress);
+            s.apply(&pushed, resp)?;
+            let head = match self.last_audit_head.lock() {
+                Ok(mut g) => g.take(),
+                Err(p) => p.into_inner().take(),
+            };
+            if let Some(head) = head {
+                store.put_setting(SETTING_AUDIT_HEAD, &head)?;
+            }
+            if !want_full.is_empty() {
+                // Served (`apply` asked again, once, for any still incomplete).
+                save_want_full(store, &s.want_full)?;
+            }
+            let done = !more && s.queue.is_empty() && s.want_full.is_empty();
+            if done || exchanges >= self.options.max_exchanges {
+                break;
+            }
+            if cancel.is_cancelled() {
+                return Err(SyncError::Cancelled.into());
             }
         }
+        // A user the registry removed loses this tablet now (their key slot is deleted).
+        self.refresh_users(device).await?;
         s.report.bytes_up = s.progress.bytes_sent;
         s.report.bytes_down = s.progress.bytes_received;
         s.report.elapsed = started.elapsed();
         s.progress.phase = SyncPhase::Done;
         progress(s.progress);
         Ok(s.report)
+    }
+
+    /// Carry one exchange to its response: over the resumable routes (version 3), attempt after
+    /// attempt while they make progress; over the one-shot `POST /v1/sync` (versions 2 and 1)
+    /// against a server without them.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_exchange(
+        &self,
+        url_v1: &reqwest::Url,
+        device: &Device,
+        enrolled: &Enrolled,
+        mut req: SyncRequest,
+        s: &mut Session<'_>,
+        started: Instant,
+        progress: &(dyn Fn(SyncProgress) + Send + Sync),
+        cancel: &CancelToken,
+    ) -> Result<SyncResponse> {
+        async fn encode(req: &SyncRequest) -> Result<Vec<u8>> {
+            let req = req.clone();
+            Ok(tokio::task::spawn_blocking(move || encode_body(&req))
+                .await
+                .map_err(|e| SyncError::Config(format!("encoding failed: {e}")))?
+                .map_err(|e| SyncError::Config(e.to_string()))?)
+        }
+        if let Some(v) = s.one_shot {
+            req.version = v;
+        }
+        let mut body = encode(&req).await?;
+        let mut up = resume::Upload::new(body.clone());
+        // What had got through at the last failure (`None`: no failure yet in this exchange).
+        let mut at_last_failure: Option<u64> = None;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(SyncError::Cancelled.into());
+            }
+            s.report.attempts += 1;
+            let was_upload = s.one_shot.is_some() || up.next_is_post();
+            let outcome = if s.one_shot.is_some() {
+                self.exchange(
+                    url_v1,
+                    device,
+                    enrolled,
+                    body.clone(),
+                    &mut s.progress,
+                    progress,
+                    cancel,
+                )
+                .await
+                .map(resume::Step::Done)
+            } else {
+                self.attempt_resumable(
+                    &enrolled.server_url,
+                    device,
+                    enrolled,
+                    &mut up,
+                    &mut s.progress,
+                    progress,
+                    cancel,
+                )
+                .await
+            };
+            let last = match outcome {
+                Ok(resume::Step::Done(resp)) => {
+                    s.report.round_trips += 1;
+                    s.stalled = 0;
+                    return Ok(resp);
+                }
+                Ok(resume::Step::More) => {
+                    // The server answered (a piece stored, where the upload stands, or the
+                    // exchange still running): it is reachable, so nothing counts as stalled.
+                    s.report.round_trips += 1;
+                    s.stalled = 0;
+                    continue;
+                }
+                Err(Failure::OldServer) => {
+                    tracing::info!(
+                        "the registry has no resumable sync routes; using one POST per exchange"
+                    );
+                    s.one_shot = Some(protocol::ONE_SHOT_VERSION);
+                    req.version = protocol::ONE_SHOT_VERSION;
+                    body = encode(&req).await?;
+                    continue;
+                }
+                Err(Failure::Fatal(SyncError::VersionMismatch { ours, supported }))
+                    if s.one_shot.is_some() =>
+                {
+                    // An older registry: the newest version both sides speak, if any.
+                    let current = req.version;
+                    let Some(v) = protocol::SUPPORTED_VERSIONS
+                        .iter()
+                        .copied()
+                        .filter(|v| *v < current && supported.contains(v))
+                        .max()
+                    else {
+                        return Err(SyncError::VersionMismatch { ours, supported }.into());
+                    };
+                    tracing::info!(
+                        version = v,
+                        "the registry speaks an older sync protocol; using it"
+                    );
+                    s.one_shot = Some(v);
+                    req.version = v;
+                    body = encode(&req).await?;
+                    continue;
+                }
+                Err(Failure::Fatal(e)) => return Err(e.into()),
+                Err(Failure::Cancelled) => return Err(SyncError::Cancelled.into()),
+                Err(Failure::Transient(last)) => {
+                    up.dropped = true;
+                    last
+                }
+            };
+            let mark = if s.one_shot.is_some() { 0 } else { up.mark() };
+            let progressed = match at_last_failure {
+                Some(m) => mark > m,
+                None => mark > 0,
+            };
+            at_last_failure = Some(mark);
+            s.stalled = if progressed { 0 } else { s.stalled + 1 };
+            if s.stalled >= self.options.max_attempts.max(1) {
+                return Err(SyncError::ServerUnreachable {
+                    attempts: s.stalled,
+                    last,
+                }
+                .into());
+            }
+            if started.elapsed() >= self.options.deadline {
+                return Err(SyncError::ServerUnreachable {
+                    attempts: s.report.attempts,
+                    last: format!(
+                        "{last}; gave up after the sync's deadline of {} s",
+                        self.options.deadline.as_secs()
+                    ),
+                }
+                .into());
+            }
+            tracing::info!(attempt = s.report.attempts, stalled = s.stalled, reason = %last, "sync attempt failed; resuming");
+            s.progress.phase = SyncPhase::Retrying {
+                attempt: s.report.attempts + 1,
+            };
+            progress(s.progress);
+            // Back off only when nothing gets through. A cut upload is first followed by a
+            // probe (what arrived is not known yet), without waiting.
+            if was_upload && s.one_shot.is_none() && s.stalled < 2 {
+                // The server learns of the cut only when its end of the connection fails: give
+                // it a moment to keep what arrived before asking how much that was.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    _ = cancel.cancelled() => return Err(SyncError::Cancelled.into()),
+                }
+            }
+            if s.stalled >= 2 || (s.stalled == 1 && !was_upload) {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.backoff(s.stalled)) => {}
+                    _ = cancel.cancelled() => return Err(SyncError::Cancelled.into()),
+                }
+            }
+        }
+    }
+
+    /// Keep the signed audit head a response carries, for the device to store once the
+    /// exchange is applied.
+    fn note_audit_head(&self, resp: &reqwest::Response) {
+        let head = resp
+            .headers()
+            .get(HEADER_AUDIT_HEAD)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() < 512)
+            .map(str::to_string);
+        if let Some(head) = head {
+            match self.last_audit_head.lock() {
+                Ok(mut g) => *g = Some(head),
+                Err(p) => *p.into_inner() = Some(head),
+            }
+        }
     }
 
     /// One signed POST and its decoded answer.
@@ -1245,10 +1436,10 @@ impl SyncClient {
         progress: &(dyn Fn(SyncProgress) + Send + Sync),
         cancel: &CancelToken,
     ) -> Result<SyncResponse, Failure> {
-        let signed =
-            device
-                .identity()
-                .sign_request(enrolled.device_id, "POST", SYNC_PATH, &body, now_ms());
+        let identity = device
+            .identity()
+            .map_err(|e| Failure::Fatal(SyncError::Config(e.to_string())))?;
+        let signed = identity.sign_request(enrolled.device_id, "POST", SYNC_PATH, &body, now_ms());
         let mut rb = self
             .http
             .post(url.clone())
@@ -1270,18 +1461,7 @@ impl SyncClient {
             if !resp.status().is_success() {
                 return Err(error_from(resp).await);
             }
-            let head = resp
-                .headers()
-                .get(HEADER_AUDIT_HEAD)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| v.len() < 512)
-                .map(str::to_string);
-            if let Some(head) = head {
-                match self.last_audit_head.lock() {
-                    Ok(mut g) => *g = Some(head),
-                    Err(p) => *p.into_inner() = Some(head),
-                }
-            }
+            self.note_audit_head(&resp);
             prog.phase = SyncPhase::Receiving;
             progress(*prog);
             let bytes = read_capped(resp, max, |n| {

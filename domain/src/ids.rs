@@ -105,6 +105,11 @@ id_type!(
     /// Identifies one on-device store; bound into every ciphertext's associated data.
     StoreId
 );
+id_type!(
+    /// Identifies one member of a clinic's staff (a nurse who signs in on a shared tablet),
+    /// issued by the registry. Carried in the message of every change the user makes.
+    UserId
+);
 
 impl DeviceId {
     /// The Automerge actor id of this device.

@@ -15,6 +15,7 @@
 //! | [`policy`] | the registry's adjudication policy (versioned data) and the adjudication case's states |
 //! | [`rules`] | THE clinical rules, run by the device at capture and by the server when a record lands |
 //! | [`vocabulary`] | which instrument item carries which model code list (with the drift test) |
+//! | [`users`] | clinic users on shared tablets: activation and user-list messages |
 //! | [`error`] | the domain's error type |
 //!
 //! ## What this crate must never depend on
@@ -38,6 +39,7 @@ pub mod protocol;
 pub mod questionnaire;
 pub mod rules;
 pub mod schedule;
+pub mod users;
 pub mod vocabulary;
 
 pub use error::{Error, Result};

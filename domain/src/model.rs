@@ -20,7 +20,7 @@
 use automerge::{Automerge, ReadDoc, ROOT};
 
 use crate::error::{Error, Result};
-use crate::ids::{DeviceId, RecordId};
+use crate::ids::{DeviceId, RecordId, UserId};
 
 /// What a record is.
 #[derive(
@@ -672,13 +672,17 @@ impl RecordBody for CaseReply {
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ChangeHash, ObjType};
 
-/// Who is writing: the device (its actor id) and the time of the write.
+/// Who is writing: the device (its actor id), the user signed in on it, and the time of the
+/// write.
 #[derive(Debug, Clone, Copy)]
 pub struct Author {
     /// `None` for the registry itself.
     pub device: Option<DeviceId>,
     /// Unix seconds, recorded in the change (advisory, for attribution).
     pub time: i64,
+    /// The clinic user signed in on a shared tablet, written into the change's message
+    /// ([`attribution_message`]); `None` on a device without users (a patient's phone).
+    pub user: Option<UserId>,
 }
 
 impl Author {
@@ -687,6 +691,20 @@ impl Author {
         Author {
             device: Some(device),
             time: chrono::Utc::now().timestamp(),
+            user: None,
+        }
+    }
+
+    /// The same author, acting for `user` (a clinic user signed in on the device).
+    pub fn with_user(self, user: Option<UserId>) -> Self {
+        Author { user, ..self }
+    }
+
+    fn commit_options(&self) -> CommitOptions {
+        let options = CommitOptions::default().with_time(self.time);
+        match self.user {
+            Some(u) => options.with_message(attribution_message(u)),
+            None => options,
         }
     }
 
@@ -700,6 +718,39 @@ impl Author {
 }
 
 pub use crate::protocol::REGISTRY_ACTOR;
+
+/// The prefix of a change message naming the user who made the change.
+pub const USER_MESSAGE_PREFIX: &str = "u:";
+
+/// The change message attributing a change to `user`: `u:` and the user's 32 hex digits.
+pub fn attribution_message(user: UserId) -> String {
+    format!("{USER_MESSAGE_PREFIX}{}", user.to_hex())
+}
+
+/// What a change's message says about who made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeUser {
+    /// No message: the change is attributed to its device only.
+    None,
+    /// `u:<user id>`.
+    User(UserId),
+    /// A message that is not an attribution (no Followup code writes one).
+    Malformed,
+}
+
+/// Read the user a change is attributed to from its message ([`attribution_message`]).
+pub fn change_user(message: Option<&str>) -> ChangeUser {
+    match message {
+        None | Some("") => ChangeUser::None,
+        Some(m) => match m
+            .strip_prefix(USER_MESSAGE_PREFIX)
+            .and_then(|hex| hex.parse::<UserId>().ok())
+        {
+            Some(u) => ChangeUser::User(u),
+            None => ChangeUser::Malformed,
+        },
+    }
+}
 
 /// Create a record document with its header and body in one change.
 pub fn new_record<T: RecordBody>(
@@ -729,7 +780,7 @@ pub fn new_record<T: RecordBody>(
     }
     tx.put_object(ROOT, "body", ObjType::Map)?;
     autosurgeon::reconcile_prop(&mut tx, ROOT, "body", body)?;
-    tx.commit_with(CommitOptions::default().with_time(author.time));
+    tx.commit_with(author.commit_options());
     Ok(doc)
 }
 
@@ -746,6 +797,13 @@ pub fn read_body<T: RecordBody>(doc: &Automerge) -> Result<T> {
             ),
         });
     }
+    Ok(autosurgeon::hydrate_prop(doc, ROOT, "body")?)
+}
+
+/// Read a record's typed body without reading its header first: for a caller that holds the
+/// header already (read from the same document) and chose `T` by its kind, as the server's
+/// read-model projection does (a header read is a sixth of a body read).
+pub fn read_body_as<T: RecordBody>(doc: &Automerge) -> Result<T> {
     Ok(autosurgeon::hydrate_prop(doc, ROOT, "body")?)
 }
 
@@ -802,7 +860,7 @@ fn write_body_diff<T: RecordBody>(
         tx.rollback();
         return Ok(None);
     }
-    let (hash, _) = tx.commit_with(CommitOptions::default().with_time(author.time));
+    let (hash, _) = tx.commit_with(author.commit_options());
     Ok(hash)
 }
 
@@ -836,7 +894,7 @@ pub fn resolve_answer(
     doc.set_actor(author.actor());
     let mut tx = doc.transaction();
     autosurgeon::reconcile_prop(&mut tx, &answers, item, value)?;
-    let (hash, _) = tx.commit_with(CommitOptions::default().with_time(author.time));
+    let (hash, _) = tx.commit_with(author.commit_options());
     Ok(hash)
 }
 
@@ -1172,6 +1230,45 @@ pub fn history(doc: &Automerge) -> Result<Vec<FieldChange>> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_user_is_named_in_the_message_of_each_change_they_make() {
+        let device = DeviceId::random();
+        let user = crate::ids::UserId::random();
+        let author = Author::device_now(device).with_user(Some(user));
+        let mut doc = new_record(
+            author,
+            RecordId::random(),
+            RecordId::random(),
+            Some(RecordId::random()),
+            &response(),
+        )
+        .unwrap();
+        update_body::<FollowupResponse, Error>(&mut doc, author, |r| {
+            r.answers.insert("q01".into(), AnswerValue::Int(3));
+            Ok(())
+        })
+        .unwrap();
+        let changes = doc.get_changes(&[]);
+        assert_eq!(changes.len(), 2);
+        for c in &changes {
+            assert_eq!(change_user(c.message()), ChangeUser::User(user));
+            assert_eq!(DeviceId::from_actor(c.actor_id()), Some(device));
+        }
+        // Without a user (a patient's phone), no message at all.
+        let plain = new_record(
+            Author::device_now(device),
+            RecordId::random(),
+            RecordId::random(),
+            Some(RecordId::random()),
+            &response(),
+        )
+        .unwrap();
+        assert_eq!(plain.get_changes(&[])[0].message(), None);
+        assert_eq!(change_user(None), ChangeUser::None);
+        assert_eq!(change_user(Some("hello")), ChangeUser::Malformed);
+        assert_eq!(change_user(Some("u:zz")), ChangeUser::Malformed);
+    }
+
     fn response() -> FollowupResponse {
         FollowupResponse {
             questionnaire: "clinician-followup".into(),
@@ -1252,6 +1349,7 @@ mod tests {
             Author {
                 device: Some(a),
                 time: 100,
+                user: None,
             },
             |r| {
                 r.answers.insert("q01".into(), AnswerValue::Int(4));
@@ -1266,6 +1364,7 @@ mod tests {
             Author {
                 device: Some(b),
                 time: 200,
+                user: None,
             },
             |r| {
                 r.answers.insert("q02".into(), AnswerValue::Bool(true));
@@ -1314,6 +1413,7 @@ mod tests {
             Author {
                 device: Some(a),
                 time: 300,
+                user: None,
             },
             |r| {
                 r.answers
@@ -1335,6 +1435,7 @@ mod tests {
                 Author {
                     device: Some(dev),
                     time: 1,
+                    user: None,
                 },
                 |r| {
                     r.answers.insert(key.into(), AnswerValue::Text(v.into()));
@@ -1364,6 +1465,7 @@ mod tests {
             Author {
                 device: Some(a),
                 time: 2,
+                user: None,
             },
             "q03",
             &winner,
@@ -1446,7 +1548,7 @@ mod merge_properties {
         ) {
             let devices: Vec<DeviceId> = (0..3).map(|_| DeviceId::random()).collect();
             let base = new_record(
-                Author { device: Some(devices[0]), time: 1 },
+                Author { device: Some(devices[0]), time: 1, user: None },
                 RecordId::random(),
                 RecordId::random(),
                 Some(RecordId::random()),
@@ -1462,7 +1564,7 @@ mod merge_properties {
                 let key = format!("q0{}", e.item);
                 let changed = update_body::<FollowupResponse, Error>(
                     &mut replicas[e.replica],
-                    Author { device: Some(devices[e.replica]), time: step as i64 },
+                    Author { device: Some(devices[e.replica]), time: step as i64, user: None },
                     |r| {
                         match e.value {
                             Some(v) => { r.answers.insert(key.clone(), AnswerValue::Int(v)); }

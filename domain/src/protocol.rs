@@ -19,13 +19,24 @@ use crate::ids::{DeviceId, RecordId};
 
 /// The protocol version this build speaks; the first field of every binary message.
 ///
-/// Version 2 added the `adjudication_case`, `case_reply` and `definition` record kinds and the
-/// `rule_violation` reject code. A server answers a request in the request's version: a
-/// version-1 device is never sent a record of a newer kind, and gets a newer reject code as
-/// `malformed` (with the same message).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// * Version 2 added the `adjudication_case`, `case_reply` and `definition` record kinds and the
+///   `rule_violation` reject code. A server answers a request in the request's version: a
+///   version-1 device is never sent a record of a newer kind, and gets a newer reject code as
+///   `malformed` (with the same message).
+/// * Version 3 changes the transport only: its messages are version 2's, but a version 3 device
+///   carries each exchange over the resumable routes ([`SYNC_RESUMABLE_PATH`]) instead of one
+///   `POST /v1/sync`. A server that has them lists 3 in `/health`'s `protocol_versions`; one
+///   that does not answers them `404`, and the device then falls back to `POST /v1/sync` with a
+///   [`ONE_SHOT_VERSION`] message (and to version 1 if the server says it speaks only that).
+///   `POST /v1/sync` stays served for version 1 and 2 clients.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Every version this build can talk (a server may speak several during a migration).
-pub const SUPPORTED_VERSIONS: &[u16] = &[1, PROTOCOL_VERSION];
+pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2, PROTOCOL_VERSION];
+/// The newest version carried by the one-shot `POST /v1/sync` (what a version 3 device sends
+/// to a server without the resumable routes).
+pub const ONE_SHOT_VERSION: u16 = 2;
+/// The first version that uses the resumable routes.
+pub const RESUMABLE_VERSION: u16 = 3;
 
 /// The first protocol version whose devices can read records of this kind.
 pub fn kind_min_version(kind: crate::model::RecordKind) -> u16 {
@@ -42,8 +53,21 @@ pub fn kind_min_version(kind: crate::model::RecordKind) -> u16 {
 }
 /// Content type of binary sync bodies.
 pub const SYNC_CONTENT_TYPE: &str = "application/vnd.followup.sync+zstd";
-/// Route of the sync exchange.
+/// Route of the one-shot sync exchange (one request, one response): protocol versions 1 and 2.
 pub const SYNC_PATH: &str = "/v1/sync";
+/// Prefix of the resumable routes of protocol version 3: `POST {SYNC_RESUMABLE_PATH}/{sha256
+/// hex}?offset=O&length=T` uploads a piece of the request body, `GET {SYNC_RESUMABLE_PATH}/
+/// {sha256 hex}?offset=R` downloads the stored response from byte `R` (`docs/sync-protocol.md`,
+/// "Version 3").
+pub const SYNC_RESUMABLE_PATH: &str = "/v3/sync";
+/// A version 3 upload is this many random bytes (the exchange's id, which makes its SHA-256
+/// name unique) followed by the encoded [`SyncRequest`].
+pub const EXCHANGE_ID_LEN: usize = 16;
+/// Largest piece of a version 3 upload in one request.
+pub const MAX_UPLOAD_PIECE: usize = 1024 * 1024;
+/// Header of a version 3 response body: the stored response's whole length (a `GET` from an
+/// offset carries only the rest).
+pub const RESPONSE_LENGTH_HEADER: &str = "x-followup-response-length";
 /// Route of device enrolment.
 pub const ENROL_PATH: &str = "/v1/enrol";
 /// zstd level of [`encode_body`], meant for devices: on a slow link every kilobyte costs more
@@ -684,6 +708,34 @@ pub struct CasesResponse {
     pub cases: Vec<CaseSummary>,
 }
 
+/// A study code held by more than one enrolment of one clinic (two tablets enrolled it offline):
+/// a conflict for the clinic to resolve (`GET /v1/admin/duplicate-study-codes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateStudyCode {
+    pub clinic: RecordId,
+    /// Trimmed and upper-cased, as compared.
+    pub study_code: String,
+    /// Oldest enrolment date first.
+    pub enrolments: Vec<DuplicateEnrolment>,
+}
+
+/// One of the enrolments sharing a study code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateEnrolment {
+    /// The enrolment record (the patient's id).
+    pub patient: RecordId,
+    /// ISO date, as recorded.
+    pub enrolled_on: Option<String>,
+    /// The device that created it.
+    pub device: Option<DeviceId>,
+}
+
+/// `GET /v1/admin/duplicate-study-codes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateStudyCodesResponse {
+    pub duplicates: Vec<DuplicateStudyCode>,
+}
+
 /// `POST /v1/admin/cases/{id}/escalate` and `/close` (`id`: the case or its adverse event).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseNoteRequest {
@@ -721,6 +773,15 @@ pub enum ErrorCode {
     TooLarge,
     UnsupportedMediaType,
     UnsupportedVersion,
+    /// Version 3: the upload's offset is beyond what the server holds (`received` says where to
+    /// resume).
+    UploadOffset,
+    /// Version 3: the upload is not complete, so there is no response yet (`received`); also
+    /// the code of the `202` answer to a piece that did not complete the upload.
+    UploadIncomplete,
+    /// Version 3: the upload is complete and the exchange is running at the server (`202`):
+    /// ask for the response again (`GET`); nothing needs sending again.
+    Processing,
     Unavailable,
     Internal,
     /// The request conflicts with what the registry holds (e.g. a published definition version
@@ -739,6 +800,12 @@ pub struct ErrorBody {
     /// With `unsupported_version`: the versions the server speaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supported_versions: Option<Vec<u16>>,
+    /// Version 3 upload status: bytes of the upload the server holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<u64>,
+    /// Version 3 upload status: the upload's whole length, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
 }
 
 impl ErrorBody {
@@ -747,6 +814,8 @@ impl ErrorBody {
             code,
             message: message.into(),
             supported_versions: None,
+            received: None,
+            length: None,
         }
     }
 }

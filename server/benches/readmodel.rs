@@ -62,6 +62,7 @@ fn clinic(s: &dyn Storage, w: &RegistryWorkload, index: usize) -> RecordId {
         Author {
             device: None,
             time: NOW_MS / 1000,
+            user: None,
         },
         id,
         id,
@@ -83,6 +84,7 @@ fn clinic(s: &dyn Storage, w: &RegistryWorkload, index: usize) -> RecordId {
         device: None,
         new_changes: doc.get_heads(),
         event: audit::event::CLINIC_CREATED,
+        users: Vec::new(),
         projection: None,
     };
     let row = ClinicRow {

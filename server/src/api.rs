@@ -17,7 +17,9 @@
 //! | `GET /v1/admin/cases?clinic=ID&state=S` | admin token | → [`CasesResponse`] (refreshed to the registry's clock) |
 //! | `POST /v1/admin/cases/{id}/escalate` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] (`id`: the case or its adverse event) |
 //! | `POST /v1/admin/cases/{id}/close` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] |
+//! | `GET /v1/admin/duplicate-study-codes[?clinic=ID]` | admin token | → [`DuplicateStudyCodesResponse`] (study codes enrolled twice in one clinic) |
 //! | `GET /v1/admin/export?format=csv\|fhir[&clinic=ID][&since=YYYY-MM-DD][&identified=true]` | admin token | → a zip, streamed ([`crate::export`]) |
+//! | `/v1/admin/clinic-users`, `/v1/users`, `/v1/users/activate` | admin token / device signature | clinic users on shared tablets ([`crate::users`]) |
 
 use std::sync::Arc;
 
@@ -37,7 +39,8 @@ use followup_domain::protocol::{
     decode_sync_request, encode_body_with_level, registry_actor, CreateClinicRequest,
     CreateClinicResponse, DeviceRole, EnrolRequest, EnrolResponse, EnrolmentGrant, ErrorCode,
     HealthResponse, IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse,
-    ENROL_PATH, SUPPORTED_VERSIONS, SYNC_CONTENT_TYPE, SYNC_PATH, ZSTD_LEVEL_SERVER,
+    ENROL_PATH, SUPPORTED_VERSIONS, SYNC_CONTENT_TYPE, SYNC_PATH, SYNC_RESUMABLE_PATH,
+    ZSTD_LEVEL_SERVER,
 };
 use ring::digest::{digest, SHA256};
 use serde::de::DeserializeOwned;
@@ -52,7 +55,9 @@ use crate::guard::{self, DeviceSlots, RouteLimiter};
 use crate::storage::{ClinicRow, DocWrite, EnrolmentCode, NewDevice, Storage};
 use crate::sync::{self, SyncLimits};
 use followup_domain::model::CaseState;
-use followup_domain::protocol::{CaseNoteRequest, CaseSummary, CasesResponse};
+use followup_domain::protocol::{
+    CaseNoteRequest, CaseSummary, CasesResponse, DuplicateStudyCodesResponse,
+};
 
 /// Shared state of the handlers (no registry state: everything lives in the database; only
 /// per-process guards — rate limiters, in-flight counts — are in memory).
@@ -117,7 +122,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/cases", get(list_cases))
         .route("/v1/admin/cases/{id}/escalate", post(escalate_case))
         .route("/v1/admin/cases/{id}/close", post(close_case))
+        .route(
+            "/v1/admin/duplicate-study-codes",
+            get(duplicate_study_codes),
+        )
         .route("/v1/admin/export", get(export))
+        .merge(crate::users::admin_router())
         .route_layer(middleware::from_fn_with_state(
             state.admin_limiter.clone(),
             guard::rate_limit,
@@ -128,6 +138,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi))
         .route(SYNC_PATH, post(sync_handler))
+        .merge(crate::users::device_router())
+        .route(
+            &format!("{SYNC_RESUMABLE_PATH}/{{hash}}"),
+            post(crate::resumable::upload).get(crate::resumable::download),
+        )
         .merge(enrol_routes)
         .merge(admin_routes)
         .merge(crate::console::router())
@@ -138,7 +153,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Refuse a body whose declared length is over `limit` before reading any of it.
-fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+pub(crate) fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -187,7 +202,7 @@ pub(crate) async fn read_body(body: Body, limit: usize) -> Result<axum::body::By
     })
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -211,7 +226,7 @@ async fn health() -> Json<HealthResponse> {
     })
 }
 
-fn normalise_code(code: &str) -> String {
+pub(crate) fn normalise_code(code: &str) -> String {
     code.chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| match c.to_ascii_uppercase() {
@@ -222,14 +237,14 @@ fn normalise_code(code: &str) -> String {
         .collect()
 }
 
-fn code_hash(normalised: &str) -> [u8; 32] {
+pub(crate) fn code_hash(normalised: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest(&SHA256, normalised.as_bytes()).as_ref());
     out
 }
 
 /// A new 12-character code (60 random bits), shown as `XXXX-XXXX-XXXX`.
-fn new_code() -> String {
+pub(crate) fn new_code() -> String {
     let bits = u64::from_le_bytes(random_bytes::<8>());
     let mut s = String::with_capacity(14);
     for i in 0..12 {
@@ -423,7 +438,7 @@ async fn sync_exchange(st: AppState, headers: HeaderMap, body: Body) -> Result<R
 
 /// The audit chain's head, signed, and appended to the anchor log when new. Failures are logged
 /// and leave the response without a head: the sync itself succeeded.
-fn signed_audit_head(storage: &dyn Storage, anchor: &Anchor) -> Option<String> {
+pub(crate) fn signed_audit_head(storage: &dyn Storage, anchor: &Anchor) -> Option<String> {
     let head = match storage.audit_head() {
         Ok(Some(h)) => h,
         Ok(None) => return None,
@@ -515,6 +530,7 @@ pub(crate) fn create_clinic_record(
         device: None,
         new_changes: doc.get_changes(&[]).iter().map(|c| c.hash()).collect(),
         event: event::CLINIC_CREATED,
+        users: Vec::new(),
         projection: Some(crate::readmodel::project_for_write(&doc, &header)),
     };
     let row = ClinicRow {
@@ -715,6 +731,34 @@ async fn list_cases(
     let now = st.clock.now_ms();
     let list = blocking(move || Ok(cases::list(storage.as_ref(), clinic, state, now)?)).await?;
     Ok(Json(CasesResponse { cases: list }))
+}
+
+/// `GET /v1/admin/duplicate-study-codes` filter.
+#[derive(Debug, serde::Deserialize)]
+struct ClinicFilter {
+    clinic: Option<String>,
+}
+
+async fn duplicate_study_codes(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<ClinicFilter>,
+) -> Result<Json<DuplicateStudyCodesResponse>, ApiError> {
+    st.admin.check(&headers)?;
+    let clinic = q
+        .clinic
+        .map(|c| c.parse::<RecordId>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("clinic: {e}")))?;
+    let storage = st.storage.clone();
+    let duplicates = blocking(move || {
+        Ok(crate::readmodel::duplicates::duplicate_study_codes(
+            storage.as_ref(),
+            clinic,
+        )?)
+    })
+    .await?;
+    Ok(Json(DuplicateStudyCodesResponse { duplicates }))
 }
 
 /// Longest escalation or closing note.

@@ -67,7 +67,7 @@ impl AuditEntry {
             doc: Some(w.header.id),
             log_seq: Some(seq),
             change_hashes: w.new_changes.clone(),
-            detail: String::new(),
+            detail: crate::users::audit_detail(&w.users),
         }
     }
 

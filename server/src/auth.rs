@@ -70,9 +70,23 @@ pub async fn finish_authentication(
     path: &str,
     body: &[u8],
 ) -> Result<DeviceRecord, ApiError> {
+    finish_authentication_hashed(storage, pre, method, path, &sha256(body)).await
+}
+
+/// [`finish_authentication`] for a request whose signature covers `body_hash` rather than the
+/// hash of its HTTP body: the resumable routes of protocol version 3, where it is the SHA-256 of
+/// the whole upload (named in the path), so the request is fully authenticated — signature and
+/// nonce — before a byte of its body is read.
+pub async fn finish_authentication_hashed(
+    storage: &Arc<dyn Storage>,
+    pre: PreAuthenticated,
+    method: &str,
+    path: &str,
+    body_hash: &[u8; 32],
+) -> Result<DeviceRecord, ApiError> {
     let PreAuthenticated { device, signed } = pre;
     // Strict verification: a weak stored key or a malleable signature never verifies.
-    if !crate::keys::verify_strict(&device.public_key, method, path, body, &signed) {
+    if !crate::keys::verify_strict_hashed(&device.public_key, method, path, body_hash, &signed) {
         tracing::warn!(device = %device.id, "bad request signature");
         return Err(ApiError::unauthenticated(
             ErrorCode::BadSignature,

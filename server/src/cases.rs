@@ -54,6 +54,7 @@ fn registry(now_ms: i64) -> Author {
     Author {
         device: None,
         time: now_ms.div_euclid(1000),
+        user: None,
     }
 }
 
@@ -201,6 +202,7 @@ pub fn opening_write(
         device: None,
         new_changes: doc.get_changes(&[]).iter().map(|c| c.hash()).collect(),
         event: event::OPENED,
+        users: Vec::new(),
         projection: Some(crate::readmodel::project_for_write(
             &doc,
             &DocHeader {
@@ -254,6 +256,7 @@ fn update_case(
             device: None,
             new_changes,
             event: audit_event,
+            users: Vec::new(),
             projection: Some(crate::readmodel::project_for_write(&doc, &stored.header)),
         };
         match storage

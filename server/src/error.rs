@@ -73,6 +73,8 @@ impl From<ProtocolError> for ApiError {
                         "protocol version {got} is not supported by this registry (it speaks {supported:?}); update the app"
                     ),
                     supported_versions: Some(supported),
+                    received: None,
+                    length: None,
                 },
             },
             ProtocolError::TooLarge { .. } => ApiError::too_large(e.to_string()),

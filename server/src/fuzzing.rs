@@ -50,6 +50,7 @@ fn base() -> (Principal, RecordId, Automerge) {
     let author = Author {
         device: Some(device),
         time: 0,
+        user: None,
     };
     let doc = new_record(author, id, clinic, Some(patient), &body).unwrap_or_default();
     (p, id, doc)

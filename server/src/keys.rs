@@ -12,7 +12,7 @@
 
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use ed25519_dalek::{Signature, VerifyingKey};
-use followup_domain::identity::{canonical_string, SignedHeaders};
+use followup_domain::identity::{canonical_string_hashed, SignedHeaders};
 
 /// Why a public key is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +52,20 @@ pub fn verify_strict(
     body: &[u8],
     h: &SignedHeaders,
 ) -> bool {
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, body).as_ref());
+    verify_strict_hashed(public_key, method, path, &hash, h)
+}
+
+/// [`verify_strict`] against the SHA-256 that the signature's canonical string carries, given
+/// directly (protocol version 3's resumable routes sign the whole upload's hash).
+pub fn verify_strict_hashed(
+    public_key: &[u8],
+    method: &str,
+    path: &str,
+    body_hash: &[u8; 32],
+    h: &SignedHeaders,
+) -> bool {
     let Ok(pk) = <[u8; 32]>::try_from(public_key) else {
         return false;
     };
@@ -64,7 +78,7 @@ pub fn verify_strict(
     let Ok(sig) = Signature::from_slice(&h.signature) else {
         return false;
     };
-    let msg = canonical_string(method, path, h.device, h.timestamp_ms, &h.nonce, body);
+    let msg = canonical_string_hashed(method, path, h.device, h.timestamp_ms, &h.nonce, body_hash);
     key.verify_strict(msg.as_bytes(), &sig).is_ok()
 }
 

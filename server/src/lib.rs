@@ -14,6 +14,7 @@
 //! | [`cases`] | the registry-authored adjudication cases: deadline, state, escalation, the patient's reply |
 //! | [`clock`] | the registry's clock for deadlines |
 //! | [`sync`] | one sync exchange: merge-authorize-commit the push, build the pull from the cursor |
+//! | [`resumable`] | protocol version 3: the exchange uploaded in pieces and downloaded from any offset |
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
 //! | [`readmodel`] | the read model: relational tables projected from every accepted record, kept in the write's transaction; the console's and exports' queries; the rebuild |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
@@ -62,11 +63,13 @@ pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod readmodel;
+pub mod resumable;
 pub mod rules;
 pub mod staff;
 pub mod storage;
 pub mod sync;
 pub mod tls;
+pub mod users;
 pub mod validate;
 
 use std::net::SocketAddr;

@@ -105,6 +105,10 @@ struct Ctx<'a> {
     batch_enrolments: &'a HashMap<RecordId, RecordId>,
     batch: &'a Batch,
     now_ms: i64,
+    /// Verdicts on the clinic users named by this push's changes ([`crate::users`]).
+    users: &'a std::cell::RefCell<
+        HashMap<followup_domain::ids::UserId, std::result::Result<(), String>>,
+    >,
 }
 
 /// Merge one push entry into the stored document, authorize the result and check its clinical
@@ -207,6 +211,23 @@ fn prepare(
         Ok(b) => b,
         Err(invalid) => return Ok(Prepared::Deny(invalid.code, invalid.message)),
     };
+    // Each change a clinic user made must name a user of this clinic activated on this device.
+    let messages: Vec<(ChangeHash, Option<String>)> = new_changes
+        .iter()
+        .map(|(_, h)| {
+            (
+                *h,
+                work.get_change_by_hash(h)
+                    .and_then(|c| c.message().map(|m| m.to_string())),
+            )
+        })
+        .collect();
+    let users =
+        match crate::users::check_change_users(storage, p, &messages, &mut ctx.users.borrow_mut())?
+        {
+            Ok(users) => users,
+            Err(msg) => return Ok(Prepared::Deny(RejectCode::ForeignActor, msg)),
+        };
     match clinical::check(
         storage,
         ctx.batch,
@@ -240,6 +261,7 @@ fn prepare(
         device: Some(p.device),
         new_changes: new_changes.iter().map(|(_, h)| *h).collect(),
         event: event::ACCEPTED,
+        users,
         projection: Some(projection),
     };
     Ok(Prepared::Write(write, Box::new(work), trigger))
@@ -298,6 +320,7 @@ pub fn run(
     // The published policy in force, read when a case is opened or updated (docs/definitions.md).
     let mut policy: Option<Arc<AdjudicationPolicy>> = None;
     let mut triggers: Vec<Trigger> = Vec::new();
+    let user_verdicts = std::cell::RefCell::new(HashMap::new());
     let mut results: Vec<Option<PushResult>> = vec![None; n];
     let mut rejections = Vec::new();
     // Hashes each pushed document carried (for `accepted` and for the pull's `have`).
@@ -386,6 +409,7 @@ pub fn run(
                 batch_enrolments: &batch_enrolments,
                 batch: &batch,
                 now_ms,
+                users: &user_verdicts,
             };
             match prepare(storage, p, entry.doc, changes, hashes, &ctx)? {
                 Prepared::Done(r) => results[i] = Some(r),
@@ -406,7 +430,7 @@ pub fn run(
                         at_ms: now_ms,
                         device: p.device,
                         doc: entry.doc,
-                        code: code.as_str(),
+                        code: crate::users::rejection_code(code, &message),
                         message: message.clone(),
                     });
                     results[i] = Some(PushResult::Rejected { code, message });
@@ -421,6 +445,7 @@ pub fn run(
                 batch_enrolments: &batch_enrolments,
                 batch: &batch,
                 now_ms,
+                users: &user_verdicts,
             };
             match prepare(storage, p, entry.doc, changes, hashes, &ctx)? {
                 Prepared::Done(r) => results[i] = Some(r),
@@ -437,7 +462,7 @@ pub fn run(
                         at_ms: now_ms,
                         device: p.device,
                         doc: entry.doc,
-                        code: code.as_str(),
+                        code: crate::users::rejection_code(code, &message),
                         message: message.clone(),
                     });
                     results[i] = Some(PushResult::Rejected { code, message });

@@ -79,6 +79,24 @@ impl Browser {
         let set = self.keep(&r);
         (r.status().as_u16(), r.text().await.unwrap(), set)
     }
+    /// A POST whose answer may be a file: status, content type, bytes.
+    async fn post_file(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep(&r);
+        let ct = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (r.status().as_u16(), ct, r.bytes().await.unwrap().to_vec())
+    }
     async fn sign_in(&mut self, email: &str, password: &str) -> (u16, String, Vec<String>) {
         let (_, page) = self.get("/console/login").await;
         let csrf = csrf_of(&page);
@@ -221,6 +239,21 @@ async fn console_sign_in_csrf_and_clinic_scoping() {
 
     // A tablet code, as text and QR code.
     let (_, page) = admin.get(&format!("/console/clinics/{}", a.to_hex())).await;
+    assert!(!page.contains("duplicate-study-codes"), "{page}");
+    // A second tablet of A enrolled the same study code offline: both kept, and the clinic page
+    // shows the pair (B's page does not).
+    let mut da2 = s.enrol(EnrolmentGrant::ClinicDevice { clinic: a }).await;
+    let pa2 = da2.enrolment();
+    da2.set_body(pa2, "study_code", " alfa-001");
+    da2.sync(&s).await;
+    assert!(da2.docs[&pa2].rejected.is_none());
+    let (_, page) = admin.get(&format!("/console/clinics/{}", a.to_hex())).await;
+    assert!(page.contains("id=\"duplicate-study-codes\""), "{page}");
+    assert!(
+        page.contains("ALFA-001") && page.contains(&pa.to_hex()) && page.contains(&pa2.to_hex())
+    );
+    let (_, page_b) = admin.get(&format!("/console/clinics/{}", b.to_hex())).await;
+    assert!(!page_b.contains("duplicate-study-codes"));
     let csrf = csrf_of(&page);
     let (status, page, _) = admin
         .post(
@@ -309,6 +342,236 @@ async fn console_sign_in_csrf_and_clinic_scoping() {
         .unwrap()
         .contains("Clinica Alfa"));
     assert!(page.contains("The rules"));
+}
+
+/// A typed adverse event of `clinic` stored with the case the server opens for it (what
+/// `sync::run` commits when it first accepts an event; this file's hand-built device documents
+/// are not typed records).
+fn event_with_case(s: &TestServer, clinic: RecordId) -> RecordId {
+    use followup_domain::model::{
+        self, AdverseEvent, AeOutcome, Author, DocHeader, RecordKind, Reporter,
+    };
+    use followup_domain::policy::AdjudicationPolicy;
+    use followup_server::storage::DocWrite;
+    let storage = s.server.storage();
+    let now = now_ms();
+    let (id, patient) = (RecordId::random(), RecordId::random());
+    let event = AdverseEvent {
+        reporter: Reporter::Clinic,
+        category: "infection".into(),
+        onset: "2026-01-05".into(),
+        severity: 3,
+        seriousness: vec![],
+        outcome: AeOutcome::Recovering,
+        description: "fever after the injection".into(),
+        procedure: None,
+        answers: Default::default(),
+    };
+    let author = Author {
+        device: None,
+        user: None,
+        time: now / 1000,
+    };
+    let doc = model::new_record(author, id, clinic, Some(patient), &event).unwrap();
+    let header = DocHeader {
+        id,
+        kind: RecordKind::AdverseEvent,
+        clinic,
+        patient: Some(patient),
+        created_by: None,
+    };
+    let write = DocWrite {
+        header: header.clone(),
+        bytes: doc.save(),
+        heads: doc.get_heads(),
+        expected_version: None,
+        device: None,
+        new_changes: doc.get_heads(),
+        event: followup_server::audit::event::ACCEPTED,
+        projection: None,
+        users: Vec::new(),
+    };
+    let open = followup_server::cases::opening_write(
+        AdjudicationPolicy::registry_default(),
+        &header,
+        &event,
+        now,
+    )
+    .unwrap();
+    storage.commit_writes(&[write, open], now).unwrap();
+    id
+}
+
+/// The adverse-event pages show the registry's case; a monitor escalates it from the console
+/// (CSRF-checked, audited, written into the case the clinic's tablet reads); the export download
+/// is role-checked, CSRF-checked and audited.
+#[tokio::test]
+async fn console_cases_escalation_and_export_download() {
+    let s = start_with_rules().await;
+    let a = s.create_clinic("Clinica Alfa").await;
+    let b = s.create_clinic("Clinica Beta").await;
+    let ae = event_with_case(&s, a);
+    let admin_pw = add_staff(&s, "admin@registry.example", Role::RegistryAdmin, None);
+    let mon_pw = add_staff(&s, "monitor@registry.example", Role::RegistryMonitor, None);
+    let coord_pw = add_staff(&s, "coord@alfa.example", Role::ClinicCoordinator, Some(a));
+    let base = s.server.url();
+    let mut monitor = Browser::new(&base);
+    assert_eq!(
+        monitor.sign_in("monitor@registry.example", &mon_pw).await.0,
+        303
+    );
+
+    // Queue and event page: the case's state and the deadline the server set (grade 3: 7 days).
+    let (status, page) = monitor.get("/console/adverse-events").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<p>1 event, most overdue first.</p>"),
+        "{page}"
+    );
+    assert!(page.contains("class=\"case-open\""), "{page}");
+    assert_eq!(
+        monitor
+            .get("/console/adverse-events?case=overdue")
+            .await
+            .1
+            .matches("case-open")
+            .count(),
+        0
+    );
+    let path = format!("/console/adverse-events/{}", ae.to_hex());
+    let (status, page) = monitor.get(&path).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("id=\"case-state\" class=\"case-open\">open<"),
+        "{page}"
+    );
+    let deadline = (chrono::Utc::now().date_naive() + chrono::Days::new(7)).to_string();
+    assert!(
+        page.contains(&deadline),
+        "the server-set deadline {deadline}"
+    );
+
+    // Escalating without the form's token changes nothing.
+    let notes = format!("{path}/notes");
+    let (status, _, _) = monitor
+        .post(&notes, &[("kind", "escalation"), ("text", "Forged")])
+        .await;
+    assert_eq!(status, 403);
+    let storage = s.server.storage();
+    let case = &followup_server::cases::by_event(storage.as_ref(), &[ae]).unwrap()[&ae];
+    assert!(case.escalations.is_empty());
+    // With it, the case is escalated: state, note, and the audit log.
+    let csrf = csrf_of(&page);
+    let (status, page, _) = monitor
+        .post(
+            &notes,
+            &[
+                ("kind", "escalation"),
+                ("text", "Adjudicate within 48 hours."),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(">escalated<"), "{page}");
+    assert!(page.contains("escalated by the registry: Adjudicate within 48 hours."));
+    let case = &followup_server::cases::by_event(storage.as_ref(), &[ae]).unwrap()[&ae];
+    assert_eq!(case.escalations.len(), 1);
+    assert_eq!(case.escalations[0].note, "Adjudicate within 48 hours.");
+    let mut admin = Browser::new(&base);
+    assert_eq!(
+        admin.sign_in("admin@registry.example", &admin_pw).await.0,
+        303
+    );
+    let (_, page) = admin.get("/console/audit").await;
+    assert!(
+        page.contains("case_escalated") && page.contains("staff_ae_note"),
+        "{page}"
+    );
+
+    // A coordinator reads the case but may not escalate.
+    let mut coord = Browser::new(&base);
+    assert_eq!(coord.sign_in("coord@alfa.example", &coord_pw).await.0, 303);
+    let (status, page) = coord.get(&path).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(">escalated<"));
+    let csrf_c = csrf_of(&page);
+    let (status, _, _) = coord
+        .post(
+            &notes,
+            &[("kind", "escalation"), ("text", "x"), ("csrf", &csrf_c)],
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // Export: the admin downloads a zip (identified too); a form without its token is refused.
+    let (status, page) = admin.get("/console/export").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("id=\"download\"") && page.contains("name=\"identified\""));
+    let csrf = csrf_of(&page);
+    let (status, ct, body) = admin
+        .post_file(
+            "/console/export",
+            &[("format", "csv"), ("clinic", ""), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(ct, "application/zip");
+    assert!(body.starts_with(b"PK"), "a zip");
+    let (status, _, body) = admin
+        .post_file(
+            "/console/export",
+            &[("format", "fhir"), ("identified", "on"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with(b"PK"));
+    let (status, _, _) = admin
+        .post_file("/console/export", &[("format", "csv")])
+        .await;
+    assert_eq!(status, 403, "no CSRF token");
+    // A monitor: de-identified only.
+    let (_, page) = monitor.get("/console/export").await;
+    assert!(!page.contains("name=\"identified\""));
+    let csrf_m = csrf_of(&page);
+    let (status, _, _) = monitor
+        .post_file(
+            "/console/export",
+            &[("format", "csv"), ("identified", "on"), ("csrf", &csrf_m)],
+        )
+        .await;
+    assert_eq!(status, 403);
+    // A coordinator: their own clinic, never another's.
+    let (status, page) = coord.get("/console/export").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Clinica Alfa") && !page.contains("Clinica Beta"));
+    let (status, _, _) = coord
+        .post_file(
+            "/console/export",
+            &[
+                ("format", "csv"),
+                ("clinic", &b.to_hex()),
+                ("csrf", &csrf_c),
+            ],
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, ct, body) = coord
+        .post_file(
+            "/console/export",
+            &[
+                ("format", "csv"),
+                ("clinic", &a.to_hex()),
+                ("csrf", &csrf_c),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(ct, "application/zip");
+    assert!(body.starts_with(b"PK"));
+    // Every export is in the audit log with the staff member who made it.
+    let (_, page) = admin.get("/console/audit").await;
+    assert!(page.matches(">export<").count() >= 3, "{page}");
 }
 
 #[tokio::test]

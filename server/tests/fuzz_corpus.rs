@@ -38,6 +38,7 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
     let author = Author {
         device: Some(device),
         time: 0,
+        user: None,
     };
     let doc = new_record(author, id, clinic, Some(patient), &body).unwrap();
     let mut edit = AutoCommit::load(&doc.save())

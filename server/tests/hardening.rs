@@ -35,6 +35,7 @@ fn add_record<T: RecordBody>(dev: &mut TestDevice, patient: RecordId, body: &T) 
         Author {
             device: Some(dev.id),
             time: 0,
+            user: None,
         },
         id,
         dev.clinic,

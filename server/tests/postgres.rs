@@ -239,6 +239,7 @@ fn postgres_storage_contract() {
     let s = open(&url, PostgresOptions::default());
     let mut raw = PgRaw::connect(&url);
     contract::storage_contract(&s, &mut raw);
+    contract::staging_contract(&s);
     // TRUNCATE is refused too (the triggers that remain).
     assert!(raw.exec("TRUNCATE audit").is_err());
 }
@@ -285,7 +286,7 @@ fn postgres_schema_nonces_and_busy() {
     let mut raw = PgRaw::connect(&url);
     assert_eq!(
         raw.i64s("SELECT version::bigint FROM followup_schema"),
-        vec![1]
+        vec![2]
     );
     // A newer schema is refused, not scribbled on.
     raw.exec("UPDATE followup_schema SET version = 99").unwrap();
@@ -293,7 +294,7 @@ fn postgres_schema_nonces_and_busy() {
         Err(StorageError::Internal(m)) => assert!(m.contains("newer"), "{m}"),
         other => panic!("expected a refusal, got {:?}", other.err()),
     }
-    raw.exec("UPDATE followup_schema SET version = 1").unwrap();
+    raw.exec("UPDATE followup_schema SET version = 2").unwrap();
     // Once the schema exists, a role with plain DML rights (no CREATE) can run the server.
     raw.0
         .batch_execute(
@@ -671,6 +672,13 @@ fn postgres_read_model_queries_and_conflicts() {
     let url = pg.create_db("rmc");
     let s: Arc<dyn Storage> = Arc::new(open(&url, PostgresOptions::default()));
     rm_cases::conflicts_are_projected_as_conflicts(s.clone());
+    let url2 = pg.create_db("rmk");
+    rm_cases::cases_are_projected(Arc::new(open(&url2, PostgresOptions::default())));
+    let dup_url = pg.create_db("rmd");
+    rm_cases::duplicate_study_codes_are_listed(Arc::new(open(
+        &dup_url,
+        PostgresOptions::default(),
+    )));
     // A second server process over the same database sees the same read model.
     let other = open(&url, PostgresOptions::default());
     assert_eq!(

@@ -31,9 +31,21 @@ fn conflicts_are_projected_as_conflicts() {
 }
 
 #[test]
+fn cases_and_replies_are_projected() {
+    let (_dir, s) = sqlite();
+    rm_cases::cases_are_projected(s);
+}
+
+#[test]
 fn queries_answer_what_the_console_asks() {
     let (_dir, s) = sqlite();
     rm_cases::queries_answer_what_the_console_asks(s);
+}
+
+#[test]
+fn duplicate_study_codes_are_listed() {
+    let (_dir, s) = sqlite();
+    rm_cases::duplicate_study_codes_are_listed(s);
 }
 
 /// A database whose read model is missing or out of date (written before the read model existed,

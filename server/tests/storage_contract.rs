@@ -31,6 +31,7 @@ fn sqlite_storage_contract() {
     let s = SqliteStorage::open(dir.path()).unwrap();
     let mut raw = SqliteRaw(rusqlite::Connection::open(s.path()).unwrap());
     contract::storage_contract(&s, &mut raw);
+    contract::staging_contract(&s);
 }
 
 #[test]

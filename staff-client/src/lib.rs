@@ -16,8 +16,9 @@ use std::time::Duration;
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::protocol::{
     AuditVerifyResponse, CaseNoteRequest, CaseSummary, CasesResponse, CreateClinicRequest,
-    CreateClinicResponse, EnrolmentGrant, ErrorBody, IssueEnrolmentCodeRequest,
-    IssueEnrolmentCodeResponse, RevokeDeviceResponse, StatsResponse,
+    CreateClinicResponse, DuplicateStudyCode, DuplicateStudyCodesResponse, EnrolmentGrant,
+    ErrorBody, IssueEnrolmentCodeRequest, IssueEnrolmentCodeResponse, RevokeDeviceResponse,
+    StatsResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -218,6 +219,48 @@ impl StaffClient {
         .await
     }
 
+    /// Create a clinic user (a nurse who signs in on the clinic's tablets); the answer holds
+    /// the one-time activation code to give them.
+    pub async fn create_clinic_user(
+        &self,
+        clinic: RecordId,
+        name: &str,
+    ) -> Result<followup_domain::users::CreateClinicUserResponse, StaffClientError> {
+        let body = Self::json(&followup_domain::users::CreateClinicUserRequest {
+            clinic,
+            name: name.into(),
+        })?;
+        self.call(reqwest::Method::POST, "/v1/admin/clinic-users", Some(body))
+            .await
+    }
+
+    /// A clinic's users, removed ones included.
+    pub async fn clinic_users(
+        &self,
+        clinic: RecordId,
+    ) -> Result<Vec<followup_domain::users::ClinicUserRow>, StaffClientError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/admin/clinic-users?clinic={clinic}"),
+            None,
+        )
+        .await
+    }
+
+    /// Remove a clinic user: their changes are refused from now on, and each tablet deletes
+    /// their key slot at its next sync.
+    pub async fn remove_clinic_user(
+        &self,
+        user: followup_domain::ids::UserId,
+    ) -> Result<followup_domain::users::ClinicUserRow, StaffClientError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/admin/clinic-users/{user}/remove"),
+            None,
+        )
+        .await
+    }
+
     /// Revoke a device.
     pub async fn revoke(&self, device: DeviceId) -> Result<RevokeDeviceResponse, StaffClientError> {
         self.call(
@@ -318,6 +361,19 @@ impl StaffClient {
         };
         let r: CasesResponse = self.call(reqwest::Method::GET, &path, None).await?;
         Ok(r.cases)
+    }
+
+    /// Study codes enrolled twice in one clinic (two tablets offline), all clinics or one.
+    pub async fn duplicate_study_codes(
+        &self,
+        clinic: Option<RecordId>,
+    ) -> Result<Vec<DuplicateStudyCode>, StaffClientError> {
+        let path = match clinic {
+            Some(c) => format!("/v1/admin/duplicate-study-codes?clinic={c}"),
+            None => "/v1/admin/duplicate-study-codes".to_string(),
+        };
+        let r: DuplicateStudyCodesResponse = self.call(reqwest::Method::GET, &path, None).await?;
+        Ok(r.duplicates)
     }
 
     /// Escalate a case (given by its id or its adverse event's) with a note the clinic reads on

@@ -5,9 +5,11 @@
 //! uses it pushes them (the server's read-model benchmark drives `sync::run` with them).
 //!
 //! Responses are spread over the clinician series `d7` … `y5` of the registry's default schedule
-//! and answer `clinician-followup` (so that they complete visits), with the `bench-50` answers
-//! (`q01`…`q50`, types cycling as in [`crate::workload`]). Procedure dates run over two years from
-//! 2023-01-02, so that a registry holds visits in every state.
+//! and answer `clinician-followup` (so that they complete visits) completely and validly (17
+//! answers: every required item, the vital signs and a note; the registry's clinical rules refuse
+//! anything less). A patient's responses beyond the nine visits, and the benchmark's extra
+//! responses, are unscheduled follow-ups (no visit), since a visit is answered once. Procedure
+//! dates run over two years from 2023-01-02, so that a registry holds visits in every state.
 
 use automerge::Automerge;
 use chrono::{Days, NaiveDate};
@@ -18,7 +20,9 @@ use followup_domain::model::{
 };
 use followup_domain::Result;
 
-use crate::workload::{bench_answers, bench_enrolment, bench_procedure, Rng, BENCH_ITEMS};
+use followup_domain::questionnaire::{AnswerValue, Answers};
+
+use crate::workload::{bench_enrolment, bench_procedure, Rng};
 
 /// The clinician visits responses answer, in schedule order.
 pub const REGISTRY_VISITS: [&str; 9] = ["d7", "m1", "m3", "m6", "m12", "y2", "y3", "y4", "y5"];
@@ -129,6 +133,7 @@ impl RegistryWorkload {
             Author {
                 device: Some(device),
                 time: t,
+                user: None,
             }
         };
         let mut out = Vec::new();
@@ -151,7 +156,7 @@ impl RegistryWorkload {
         }
         for r in 0..plan.responses {
             let k = r % patients.len();
-            let visit = REGISTRY_VISITS[(r / patients.len()) % REGISTRY_VISITS.len()];
+            let visit = REGISTRY_VISITS.get(r / patients.len()).copied();
             let id = RecordId(id_bytes(self.seed, 3, plan.index * 1_000_000 + r));
             let body = registry_response(rng.next_u64(), procedures[k], visit);
             let doc = model::new_record(author(), id, clinic, Some(patients[k]), &body)?;
@@ -203,12 +208,12 @@ impl RegistryWorkload {
             let i = plan.first_patient + k;
             let patient = RecordId(id_bytes(self.seed, 1, i));
             let procedure = RecordId(id_bytes(self.seed, 2, i));
-            let visit = REGISTRY_VISITS[r % REGISTRY_VISITS.len()];
             let id = RecordId(id_bytes(self.seed, 6, round * 1_000_000 + r));
-            let body = registry_response(rng.next_u64(), procedure, visit);
+            let body = registry_response(rng.next_u64(), procedure, None);
             let author = Author {
                 device: Some(device),
                 time: time_s + r as i64,
+                user: None,
             };
             let doc = model::new_record(author, id, clinic, Some(patient), &body)?;
             out.push(gen(id, doc, &body));
@@ -243,14 +248,52 @@ fn registry_procedure(i: usize) -> model::Procedure {
     p
 }
 
-/// A submitted 50-answer clinician follow-up for `visit`.
-pub fn registry_response(seed: u64, procedure: RecordId, visit: &str) -> FollowupResponse {
+/// A complete, valid `clinician-followup` answer set (17 answers), deterministic from `seed`.
+pub fn clinician_answers(seed: u64) -> Answers {
+    let mut rng = Rng::new(seed);
+    let mut a = Answers::new();
+    let mut put = |k: &str, v: AnswerValue| {
+        a.insert(k.to_string(), v);
+    };
+    put("visit_date", AnswerValue::Text("2025-06-01".into()));
+    let mode = ["in_person", "video", "phone", "records"][rng.below(4) as usize];
+    put("visit_mode", AnswerValue::Text(mode.into()));
+    let status = ["improved", "stable"][rng.below(2) as usize];
+    put("condition_status", AnswerValue::Text(status.into()));
+    for item in ["symptom_primary", "symptom_pain", "symptom_fatigue"] {
+        put(item, AnswerValue::Int(rng.below(11) as i64));
+    }
+    put("ecog", AnswerValue::Text(rng.below(3).to_string()));
+    put("edss", AnswerValue::Decimal(rng.below(100) as f64 / 10.0));
+    put(
+        "weight_kg",
+        AnswerValue::Decimal(50.0 + rng.below(500) as f64 / 10.0),
+    );
+    put(
+        "temperature_c",
+        AnswerValue::Decimal(36.0 + rng.below(20) as f64 / 10.0),
+    );
+    put("heart_rate", AnswerValue::Int(55 + rng.below(40) as i64));
+    put("systolic_bp", AnswerValue::Int(100 + rng.below(50) as i64));
+    put("diastolic_bp", AnswerValue::Int(60 + rng.below(30) as i64));
+    put("complications_any", AnswerValue::Bool(false));
+    put("hospitalised", AnswerValue::Bool(false));
+    put("further_cell_therapy", AnswerValue::Bool(false));
+    put(
+        "notes",
+        AnswerValue::Text("seen at the clinic; no new complaints".into()),
+    );
+    a
+}
+
+/// A submitted clinician follow-up of `procedure`, for `visit` (`None`: unscheduled).
+pub fn registry_response(seed: u64, procedure: RecordId, visit: Option<&str>) -> FollowupResponse {
     FollowupResponse {
         questionnaire: "clinician-followup".into(),
         questionnaire_version: "1.0.0".into(),
         procedure: Some(procedure.to_hex()),
-        visit: Some(visit.into()),
-        answers: bench_answers(seed, BENCH_ITEMS),
+        visit: visit.map(str::to_string),
+        answers: clinician_answers(seed),
         completed_by: CompletedBy::Nurse,
         status: ResponseStatus::Submitted,
         submitted_at: Some("2025-06-01T10:00:00Z".into()),
@@ -261,20 +304,29 @@ pub fn registry_response(seed: u64, procedure: RecordId, visit: &str) -> Followu
 fn registry_adverse_event(rng: &mut Rng, procedure: RecordId) -> AdverseEvent {
     let severity = 1 + rng.below(5) as i64;
     AdverseEvent {
-        reporter: if rng.below(3) == 0 {
-            Reporter::Patient
-        } else {
-            Reporter::Clinic
-        },
-        category: ["infection", "immune_reaction", "pain", "fever"][rng.below(4) as usize].into(),
-        onset: "2024-06-01".into(),
+        // The clinic's tablet reports (an event the patient reports is written on the patient's
+        // phone only).
+        reporter: Reporter::Clinic,
+        category: [
+            "infection",
+            "immune_reaction",
+            "administration",
+            "deterioration",
+        ][rng.below(4) as usize]
+            .into(),
+        onset: "2025-05-01".into(),
         severity,
-        seriousness: if severity >= 4 {
-            vec!["hospitalisation".into()]
-        } else {
-            Vec::new()
+        // The clinical rules: grade 5 if and only if the outcome is fatal.
+        seriousness: match severity {
+            5 => vec!["death".into()],
+            4 => vec!["hospitalisation".into()],
+            _ => Vec::new(),
         },
-        outcome: AeOutcome::Recovering,
+        outcome: if severity == 5 {
+            AeOutcome::Fatal
+        } else {
+            AeOutcome::Recovering
+        },
         description: "fever and swelling after the injection".into(),
         procedure: Some(procedure.to_hex()),
         answers: Default::default(),

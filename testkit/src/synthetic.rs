@@ -90,6 +90,7 @@ fn doc_write<T: RecordBody>(
         Author {
             device,
             time: 1_750_000_000,
+            user: None,
         },
         id,
         clinic,
@@ -115,6 +116,7 @@ fn doc_write<T: RecordBody>(
         } else {
             event::ACCEPTED
         },
+        users: Vec::new(),
         // Projected into the read model from its bytes by the storage.
         projection: None,
     })

@@ -3,7 +3,7 @@
 // server and passes its address, the admin's password and the CLI's path in the environment.
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, writeFileSync, mkdtempSync, rmSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 
@@ -100,11 +100,17 @@ try {
   await page.goto(`${BASE}/console/adverse-events`);
   check((await page.textContent('main')).includes('infection') && (await page.textContent('main')).includes('grade 3'), 'adverse event in the queue');
   await page.screenshot({ path: join(SHOTS, 'adverse-events.png'), fullPage: true });
+  check(await page.locator('td.case-open').count() === 1, 'the queue shows the registry case, open');
   await page.getByRole('link', { name: 'infection' }).click();
+  check((await page.textContent('#case-state')).trim() === 'open', 'the event page shows the case state (open)');
+  const deadline = new Date(Date.now() + 7 * 86400000).toISOString().slice(0, 10);
+  check((await page.textContent('main')).includes(deadline), `the event page shows the server-set deadline (${deadline})`);
   await page.getByLabel('Kind').selectOption('escalation');
   await page.getByLabel('Text').fill('Grade 3 infection: please adjudicate this week.');
   await page.getByRole('button', { name: 'Add' }).click();
   check((await page.textContent('main')).includes('please adjudicate this week'), 'admin escalates the adverse event');
+  check((await page.textContent('#case-state')).trim() === 'escalated', 'the case is escalated');
+  check((await page.textContent('#case-entries')).includes('escalated by the registry: Grade 3 infection'), 'the escalation note is in the case');
   await page.screenshot({ path: join(SHOTS, 'adverse-event.png'), fullPage: true });
   await page.goto(`${BASE}/console/patients?code=BR-1`);
   const timeline = await page.textContent('main');
@@ -121,6 +127,20 @@ try {
   await page.goto(`${BASE}/console/audit?verify=1`);
   check(await page.locator('#audit-ok').count() === 1, 'audit chain verifies');
   await page.screenshot({ path: join(SHOTS, 'audit.png'), fullPage: true });
+
+  // The export download button: a zip for the admin.
+  await page.goto(`${BASE}/console/export`);
+  await page.getByLabel('Format').selectOption('csv');
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('button', { name: 'Download' }).click(),
+  ]);
+  const zipPath = join(work, 'export.zip');
+  await download.saveAs(zipPath);
+  const zip = readFileSync(zipPath);
+  check(download.suggestedFilename().endsWith('.zip') && zip.subarray(0, 2).toString() === 'PK', `admin downloads an export (${download.suggestedFilename()}, ${zip.length} bytes)`);
+  await page.goto(`${BASE}/console/export`);
+  await page.screenshot({ path: join(SHOTS, 'export.png'), fullPage: true });
 
   // A form posted without its CSRF token is refused: the real invite form, in the signed-in
   // browser, with its hidden token removed.
@@ -158,6 +178,16 @@ try {
   }
   check(leaks === 0, 'coordinator sees no clinic B data anywhere');
   check((await (await cpage.goto(`${BASE}/console/adverse-events`)).text()).includes('infection'), 'coordinator sees its own clinic\'s adverse event');
+  // The export form offers only its clinic; the same form pointed at clinic B is refused.
+  await cpage.goto(`${BASE}/console/export`);
+  const options = await cpage.locator('#clinic option').allTextContents();
+  check(options.length === 1 && options[0] === 'Clinica Aurora', 'coordinator may export only its clinic');
+  await cpage.evaluate((b) => { document.querySelector('#clinic option').value = b; }, clinicB);
+  const [refused] = await Promise.all([
+    cpage.waitForResponse(r => r.url() === `${BASE}/console/export` && r.request().method() === 'POST'),
+    cpage.getByRole('button', { name: 'Download' }).click(),
+  ]);
+  check(refused.status() === 403, 'coordinator export of clinic B refused (403)');
 
   // The public page, no login: the clinic that never enrolled a device, with its rule.
   const pub = await browser.newPage();

@@ -25,6 +25,7 @@ fn store_directly(
         Author {
             device: None,
             time: 0,
+            user: None,
         },
         id,
         clinic,
@@ -50,6 +51,7 @@ fn store_directly(
         device: None,
         new_changes,
         event: "accepted",
+        users: Vec::new(),
         projection: None,
     };
     reg.server

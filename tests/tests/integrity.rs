@@ -812,4 +812,25 @@ async fn a_study_code_enrolled_twice_offline_is_surfaced_as_a_conflict() {
         want.sort();
         assert_eq!(got, want);
     }
+    // The registry sees it too: both enrolments kept (nothing lost), listed as a duplicate of
+    // this clinic. The same code at another clinic is not a duplicate.
+    let other = w.reg.create_clinic("Other clinic").await;
+    let elsewhere = w.reg.clinic_tablet(other, "elsewhere").await;
+    elsewhere.sync().await.unwrap();
+    elsewhere.enrol_patient(&enrolment("kx-7", 1990)).unwrap();
+    elsewhere.sync().await.unwrap();
+    let staff = w.reg.staff();
+    let dups = staff.duplicate_study_codes(None).await.unwrap();
+    assert_eq!(dups.len(), 1, "{dups:?}");
+    assert_eq!(dups[0].clinic, w.clinic);
+    assert_eq!(dups[0].study_code, "KX-7");
+    let mut got: Vec<_> = dups[0].enrolments.iter().map(|e| e.patient).collect();
+    got.sort();
+    let mut want = vec![a, b];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        staff.duplicate_study_codes(Some(other)).await.unwrap(),
+        vec![]
+    );
 }

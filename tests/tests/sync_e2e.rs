@@ -343,6 +343,7 @@ async fn forged_replayed_expired_and_revoked_requests_are_refused() {
     let now = now_ms();
     let signed = ta
         .identity()
+        .unwrap()
         .sign_request(ta.id(), "POST", SYNC_PATH, &body, now)
         .to_header_pairs();
     assert_eq!(post(signed.clone()).await.unwrap().status(), 200);
@@ -354,6 +355,7 @@ async fn forged_replayed_expired_and_revoked_requests_are_refused() {
     );
     let old = ta
         .identity()
+        .unwrap()
         .sign_request(ta.id(), "POST", SYNC_PATH, &body, now - 10 * 60 * 1000)
         .to_header_pairs();
     let expired = post(old).await.unwrap();

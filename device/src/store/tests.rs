@@ -489,7 +489,7 @@ fn canary_never_reaches_disk() {
     for m in metas.iter().take(35) {
         let doc = store.load_doc(&m.id).unwrap().unwrap();
         assert!(answer(&doc, "q04").unwrap().starts_with(CANARY));
-        let conn = store.lock();
+        let conn = store.lock().unwrap();
         for (n, ct) in read_chunks(&conn, &m.id).unwrap() {
             let plain = store.open_chunk(&m.id, n, &ct).unwrap();
             if contains(&plain, CANARY.as_bytes()) {

@@ -22,9 +22,20 @@ extension FollowupError {
              let .InvalidInput(reason),
              let .AlreadyRecorded(reason, _),
              let .KeyProviderFailed(reason),
-             let .Internal(reason):
+             let .Internal(reason),
+             let .Locked(reason),
+             let .WrongPin(reason, _),
+             let .TryLater(reason, _),
+             let .UserLocked(reason),
+             let .WeakPin(reason):
             return reason
         }
+    }
+
+    /// `true` when the shared tablet must show its sign-in screen before this call can succeed.
+    public var needsSignIn: Bool {
+        if case .Locked = self { return true }
+        return false
     }
 
     /// The item problems of a `.ValidationFailed`, keyed by item id; empty otherwise.

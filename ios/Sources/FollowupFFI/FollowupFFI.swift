@@ -1057,6 +1057,13 @@ public func FfiConverterTypeChangeSubscription_lower(_ value: ChangeSubscription
 public protocol FollowupStoreProtocol: AnyObject, Sendable {
     
     /**
+     * Adds a user with the activation code registry staff gave them and the PIN they chose
+     * (needs the registry). The first user turns the device into a shared tablet and is signed
+     * in; later users need someone signed in. Returns the user's display name.
+     */
+    func addUser(userId: String, activationCode: String, pinText: String) async throws  -> String
+    
+    /**
      * Records (or updates) the treating clinic's decision on an adverse event (clinic devices
      * only). Returns the adjudication's id; the same record is updated by later decisions.
      */
@@ -1123,6 +1130,11 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
      * value, who wrote it and which one the record shows. Empty when there is no conflict.
      */
     func conflicts(recordId: String) throws  -> [Conflict]
+    
+    /**
+     * The users set up on this device (works while locked).
+     */
+    func deviceUsers() throws  -> [DeviceUser]
     
     /**
      * Discards a draft (a submitted response cannot be discarded).
@@ -1197,6 +1209,22 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
     func getResponse(responseId: String) throws  -> Response
     
     /**
+     * `true` on a shared tablet: the store opens locked and a user must sign in.
+     */
+    func hasUsers() throws  -> Bool
+    
+    /**
+     * Seconds a signed-in session may stay idle before the tablet locks itself (default 300).
+     */
+    func idleTimeoutSeconds() throws  -> UInt64
+    
+    /**
+     * `true` while a shared tablet has nobody signed in (every record call fails with
+     * `Locked`). Always `false` on a device without users.
+     */
+    func isLocked() throws  -> Bool
+    
+    /**
      * `false` once `close_store()` was called.
      */
     func isOpen()  -> Bool
@@ -1235,6 +1263,11 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
      * Records the registry refused, newest last, until dismissed.
      */
     func rejections() throws  -> [Rejection]
+    
+    /**
+     * Removes a user from this device (not the last one; a signed-in user must do it).
+     */
+    func removeUser(userId: String) throws  -> Bool
     
     /**
      * The patient accepts or disputes the clinic's adjudication of one of their adverse
@@ -1281,10 +1314,31 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
     func saveAnswers(responseId: String, answers: [String: AnswerValue]) throws  -> [ItemProblem]
     
     /**
+     * Sets (and keeps) the idle timeout, at least 1 second.
+     */
+    func setIdleTimeoutSeconds(seconds: UInt64) throws 
+    
+    /**
      * Changes how this store talks to the registry (timeouts, attempts, certificate pinning).
      * Applies to the next `enrol` or `sync`.
      */
     func setSyncSettings(settings: SyncSettings) throws 
+    
+    /**
+     * Signs a user in with their PIN or passphrase (about a second: it is stretched).
+     * `WrongPin`, `TryLater`, `UserLocked`, or `InvalidInput` for a user not on this device.
+     */
+    func signIn(userId: String, pinText: String) async throws 
+    
+    /**
+     * Signs out now: the data key leaves memory; record calls fail with `Locked`.
+     */
+    func signOut() throws 
+    
+    /**
+     * The signed-in user's id, if any.
+     */
+    func signedInUser() throws  -> String?
     
     /**
      * Starts a draft response to a questionnaire for a patient, optionally answering visit
@@ -1459,6 +1513,28 @@ public static func openWithPassphrase(path: String, passphrase: String)async thr
 
     
     /**
+     * Adds a user with the activation code registry staff gave them and the PIN they chose
+     * (needs the registry). The first user turns the device into a shared tablet and is signed
+     * in; later users need someone signed in. Returns the user's display name.
+     */
+open func addUser(userId: String, activationCode: String, pinText: String)async throws  -> String  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_followup_ffi_fn_method_followupstore_add_user(
+                    self.uniffiClonePointer(),
+                    FfiConverterString.lower(userId),FfiConverterString.lower(activationCode),FfiConverterString.lower(pinText)
+                )
+            },
+            pollFunc: ffi_followup_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_followup_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_followup_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterString.lift,
+            errorHandler: FfiConverterTypeFollowupError_lift
+        )
+}
+    
+    /**
      * Records (or updates) the treating clinic's decision on an adverse event (clinic devices
      * only). Returns the adjudication's id; the same record is updated by later decisions.
      */
@@ -1595,6 +1671,16 @@ open func conflicts(recordId: String)throws  -> [Conflict]  {
     return try  FfiConverterSequenceTypeConflict.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
     uniffi_followup_ffi_fn_method_followupstore_conflicts(self.uniffiClonePointer(),
         FfiConverterString.lower(recordId),$0
+    )
+})
+}
+    
+    /**
+     * The users set up on this device (works while locked).
+     */
+open func deviceUsers()throws  -> [DeviceUser]  {
+    return try  FfiConverterSequenceTypeDeviceUser.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_device_users(self.uniffiClonePointer(),$0
     )
 })
 }
@@ -1753,6 +1839,37 @@ open func getResponse(responseId: String)throws  -> Response  {
 }
     
     /**
+     * `true` on a shared tablet: the store opens locked and a user must sign in.
+     */
+open func hasUsers()throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_has_users(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+    /**
+     * Seconds a signed-in session may stay idle before the tablet locks itself (default 300).
+     */
+open func idleTimeoutSeconds()throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_idle_timeout_seconds(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+    /**
+     * `true` while a shared tablet has nobody signed in (every record call fails with
+     * `Locked`). Always `false` on a device without users.
+     */
+open func isLocked()throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_is_locked(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+    /**
      * `false` once `close_store()` was called.
      */
 open func isOpen() -> Bool  {
@@ -1829,6 +1946,17 @@ open func recordProcedure(patientId: String, procedure: Procedure)throws  -> Str
 open func rejections()throws  -> [Rejection]  {
     return try  FfiConverterSequenceTypeRejection.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
     uniffi_followup_ffi_fn_method_followupstore_rejections(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+    /**
+     * Removes a user from this device (not the last one; a signed-in user must do it).
+     */
+open func removeUser(userId: String)throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_remove_user(self.uniffiClonePointer(),
+        FfiConverterString.lower(userId),$0
     )
 })
 }
@@ -1943,6 +2071,16 @@ open func saveAnswers(responseId: String, answers: [String: AnswerValue])throws 
 }
     
     /**
+     * Sets (and keeps) the idle timeout, at least 1 second.
+     */
+open func setIdleTimeoutSeconds(seconds: UInt64)throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_set_idle_timeout_seconds(self.uniffiClonePointer(),
+        FfiConverterUInt64.lower(seconds),$0
+    )
+}
+}
+    
+    /**
      * Changes how this store talks to the registry (timeouts, attempts, certificate pinning).
      * Applies to the next `enrol` or `sync`.
      */
@@ -1951,6 +2089,46 @@ open func setSyncSettings(settings: SyncSettings)throws   {try rustCallWithError
         FfiConverterTypeSyncSettings_lower(settings),$0
     )
 }
+}
+    
+    /**
+     * Signs a user in with their PIN or passphrase (about a second: it is stretched).
+     * `WrongPin`, `TryLater`, `UserLocked`, or `InvalidInput` for a user not on this device.
+     */
+open func signIn(userId: String, pinText: String)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_followup_ffi_fn_method_followupstore_sign_in(
+                    self.uniffiClonePointer(),
+                    FfiConverterString.lower(userId),FfiConverterString.lower(pinText)
+                )
+            },
+            pollFunc: ffi_followup_ffi_rust_future_poll_void,
+            completeFunc: ffi_followup_ffi_rust_future_complete_void,
+            freeFunc: ffi_followup_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeFollowupError_lift
+        )
+}
+    
+    /**
+     * Signs out now: the data key leaves memory; record calls fail with `Locked`.
+     */
+open func signOut()throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_sign_out(self.uniffiClonePointer(),$0
+    )
+}
+}
+    
+    /**
+     * The signed-in user's id, if any.
+     */
+open func signedInUser()throws  -> String?  {
+    return try  FfiConverterOptionString.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_signed_in_user(self.uniffiClonePointer(),$0
+    )
+})
 }
     
     /**
@@ -4058,6 +4236,121 @@ public func FfiConverterTypeDeviceEnrolment_lift(_ buf: RustBuffer) throws -> De
 #endif
 public func FfiConverterTypeDeviceEnrolment_lower(_ value: DeviceEnrolment) -> RustBuffer {
     return FfiConverterTypeDeviceEnrolment.lower(value)
+}
+
+
+/**
+ * A user set up on this device, for the sign-in screen (listed while locked).
+ */
+public struct DeviceUser {
+    public var userId: String
+    public var name: String
+    /**
+     * Wrong PINs in a row so far.
+     */
+    public var failures: UInt32
+    /**
+     * Locked after too many wrong PINs: add the user again with a new activation code.
+     */
+    public var locked: Bool
+    /**
+     * Unix ms before which no sign-in attempt is accepted (0: now).
+     */
+    public var retryAtMs: Int64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(userId: String, name: String, 
+        /**
+         * Wrong PINs in a row so far.
+         */failures: UInt32, 
+        /**
+         * Locked after too many wrong PINs: add the user again with a new activation code.
+         */locked: Bool, 
+        /**
+         * Unix ms before which no sign-in attempt is accepted (0: now).
+         */retryAtMs: Int64) {
+        self.userId = userId
+        self.name = name
+        self.failures = failures
+        self.locked = locked
+        self.retryAtMs = retryAtMs
+    }
+}
+
+#if compiler(>=6)
+extension DeviceUser: Sendable {}
+#endif
+
+
+extension DeviceUser: Equatable, Hashable {
+    public static func ==(lhs: DeviceUser, rhs: DeviceUser) -> Bool {
+        if lhs.userId != rhs.userId {
+            return false
+        }
+        if lhs.name != rhs.name {
+            return false
+        }
+        if lhs.failures != rhs.failures {
+            return false
+        }
+        if lhs.locked != rhs.locked {
+            return false
+        }
+        if lhs.retryAtMs != rhs.retryAtMs {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(userId)
+        hasher.combine(name)
+        hasher.combine(failures)
+        hasher.combine(locked)
+        hasher.combine(retryAtMs)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDeviceUser: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DeviceUser {
+        return
+            try DeviceUser(
+                userId: FfiConverterString.read(from: &buf), 
+                name: FfiConverterString.read(from: &buf), 
+                failures: FfiConverterUInt32.read(from: &buf), 
+                locked: FfiConverterBool.read(from: &buf), 
+                retryAtMs: FfiConverterInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DeviceUser, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.userId, into: &buf)
+        FfiConverterString.write(value.name, into: &buf)
+        FfiConverterUInt32.write(value.failures, into: &buf)
+        FfiConverterBool.write(value.locked, into: &buf)
+        FfiConverterInt64.write(value.retryAtMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDeviceUser_lift(_ buf: RustBuffer) throws -> DeviceUser {
+    return try FfiConverterTypeDeviceUser.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDeviceUser_lower(_ value: DeviceUser) -> RustBuffer {
+    return FfiConverterTypeDeviceUser.lower(value)
 }
 
 
@@ -7264,6 +7557,33 @@ public enum FollowupError: Swift.Error {
      */
     case Internal(reason: String
     )
+    /**
+     * The shared tablet is locked (nobody signed in, or the session idled out): show the
+     * sign-in screen, then call again.
+     */
+    case Locked(reason: String
+    )
+    /**
+     * The PIN is not this user's; `attempts_left` before the user is locked on this device.
+     */
+    case WrongPin(reason: String, attemptsLeft: UInt32
+    )
+    /**
+     * Too many wrong PINs in a row: no attempt is accepted for `seconds`.
+     */
+    case TryLater(reason: String, seconds: UInt64
+    )
+    /**
+     * The user is locked on this device after too many wrong PINs: add them again with a new
+     * activation code.
+     */
+    case UserLocked(reason: String
+    )
+    /**
+     * The chosen PIN or passphrase is too weak; `reason` says why.
+     */
+    case WeakPin(reason: String
+    )
 }
 
 
@@ -7337,6 +7657,23 @@ public struct FfiConverterTypeFollowupError: FfiConverterRustBuffer {
             reason: try FfiConverterString.read(from: &buf)
             )
         case 19: return .Internal(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 20: return .Locked(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 21: return .WrongPin(
+            reason: try FfiConverterString.read(from: &buf), 
+            attemptsLeft: try FfiConverterUInt32.read(from: &buf)
+            )
+        case 22: return .TryLater(
+            reason: try FfiConverterString.read(from: &buf), 
+            seconds: try FfiConverterUInt64.read(from: &buf)
+            )
+        case 23: return .UserLocked(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 24: return .WeakPin(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -7445,6 +7782,33 @@ public struct FfiConverterTypeFollowupError: FfiConverterRustBuffer {
         
         case let .Internal(reason):
             writeInt(&buf, Int32(19))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Locked(reason):
+            writeInt(&buf, Int32(20))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .WrongPin(reason,attemptsLeft):
+            writeInt(&buf, Int32(21))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterUInt32.write(attemptsLeft, into: &buf)
+            
+        
+        case let .TryLater(reason,seconds):
+            writeInt(&buf, Int32(22))
+            FfiConverterString.write(reason, into: &buf)
+            FfiConverterUInt64.write(seconds, into: &buf)
+            
+        
+        case let .UserLocked(reason):
+            writeInt(&buf, Int32(23))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .WeakPin(reason):
+            writeInt(&buf, Int32(24))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -9546,6 +9910,31 @@ fileprivate struct FfiConverterSequenceTypeConflictValue: FfiConverterRustBuffer
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeDeviceUser: FfiConverterRustBuffer {
+    typealias SwiftType = [DeviceUser]
+
+    public static func write(_ value: [DeviceUser], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDeviceUser.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DeviceUser] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DeviceUser]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDeviceUser.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeDraftSummary: FfiConverterRustBuffer {
     typealias SwiftType = [DraftSummary]
 
@@ -10017,6 +10406,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_changesubscription_cancel() != 49431) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_followup_ffi_checksum_method_followupstore_add_user() != 30561) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_followup_ffi_checksum_method_followupstore_adjudicate() != 42068) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -10048,6 +10440,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_conflicts() != 19217) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_device_users() != 32842) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_discard_draft() != 59846) {
@@ -10086,6 +10481,15 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_followupstore_get_response() != 28017) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_followup_ffi_checksum_method_followupstore_has_users() != 18501) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_idle_timeout_seconds() != 15596) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_is_locked() != 47119) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_followup_ffi_checksum_method_followupstore_is_open() != 26701) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -10105,6 +10509,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_rejections() != 27634) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_remove_user() != 54679) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_reply_to_adjudication() != 14906) {
@@ -10128,7 +10535,19 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_followupstore_save_answers() != 41981) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_followup_ffi_checksum_method_followupstore_set_idle_timeout_seconds() != 32370) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_followup_ffi_checksum_method_followupstore_set_sync_settings() != 36249) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_sign_in() != 30971) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_sign_out() != 2818) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_signed_in_user() != 56652) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_start_response() != 61079) {

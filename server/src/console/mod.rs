@@ -85,6 +85,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/devices/{id}/revoke", post(pages::revoke_device))
         .route("/console/audit", get(pages::audit))
         .route(
+            "/console/export",
+            get(pages::export_form).post(pages::export_download),
+        )
+        .route(
             "/console/staff",
             get(pages::staff_list).post(pages::add_staff),
         )
@@ -354,6 +358,12 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await?
 }
 
+/// `1 event`, `3 events`: a count with its noun in the right number.
+pub fn count(n: impl TryInto<i64>, one: &str, many: &str) -> String {
+    let n: i64 = n.try_into().unwrap_or(i64::MAX);
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// `2026-01-12 14:03 UTC`.
 pub fn fmt_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -376,6 +386,14 @@ pub fn today() -> chrono::NaiveDate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(count(1u64, "event", "events"), "1 event");
+        assert_eq!(count(0usize, "event", "events"), "0 events");
+        assert_eq!(count(2i64, "entry", "entries"), "2 entries");
+        assert_eq!(count(-1i64, "day", "days"), "-1 days");
+    }
 
     #[test]
     fn cookies_are_found_by_exact_name() {

@@ -16,12 +16,13 @@ use serde::Deserialize;
 use super::charts::{self, Bar};
 use super::participation::{self, ClinicFacts, ListName};
 use super::{
-    assets, blocking, fmt_day, fmt_ms, html, require_staff, set_cookie, today, ClientIp,
+    assets, blocking, count, fmt_day, fmt_ms, html, require_staff, set_cookie, today, ClientIp,
     ConsoleError, Ctx, LOGIN_COOKIE, SESSION_COOKIE,
 };
 use crate::api::AppState;
 use crate::audit::{self, event, AuditEntry};
 use crate::auth::now_ms;
+use crate::cases;
 use crate::readmodel::query::{self as rm, AeFilter, CaseStatus, VisitFilter, VisitState};
 use crate::staff::store::{AeNote, ClinicEvent};
 use crate::staff::{self, FirstSignIn, Role, SignIn};
@@ -187,8 +188,8 @@ pub async fn login(
         )),
         SignIn::Throttled { retry_after_secs } => Ok(login_page(
             Some(format!(
-                "Too many failed sign-ins. Try again in {} minutes.",
-                (retry_after_secs + 59) / 60
+                "Too many failed sign-ins. Try again in {}.",
+                count((retry_after_secs + 59) / 60, "minute", "minutes")
             )),
             email,
             axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -446,7 +447,8 @@ fn clinic_facts(
         },
     )?;
     let mut overdue: HashMap<RecordId, Vec<i64>> = HashMap::new();
-    for i in queue.iter().filter(|i| i.status.awaits_clinic()) {
+    // `overdue_only`: past the registry's deadline while the clinic still owes the case.
+    for i in &queue {
         overdue.entry(i.clinic).or_default().push(i.days_overdue);
     }
     let clinics = s.list_clinics()?;
@@ -614,12 +616,18 @@ fn device_lines(devices: &[rm::DeviceActivity]) -> Vec<DeviceLine> {
         .collect()
 }
 
+/// One enrolment sharing a study code: patient id, enrolment date, device (short).
+type DuplicateRow = (String, String, String);
+
 #[derive(Template)]
 #[template(path = "console/clinic.html")]
 struct ClinicPage {
     chrome: Chrome,
     c: ClinicLine,
     devices: Vec<DeviceLine>,
+    /// Study codes enrolled twice at this clinic (two tablets offline): code, then each
+    /// enrolment's patient id, enrolment date and device (short).
+    duplicates: Vec<(String, Vec<DuplicateRow>)>,
     /// Issued enrolment code: text, QR SVG, role, expiry.
     code: Option<(String, String, String, String)>,
     flash: Option<String>,
@@ -636,7 +644,7 @@ async fn clinic_page(
     let storage = st.storage.clone();
     let rules = st.console.rules.clone();
     let day = today();
-    let (line, devices) = blocking(move || {
+    let (line, devices, duplicates) = blocking(move || {
         let s = storage.as_ref();
         let (facts, stats, events) = clinic_facts(s, Some(id), day)?;
         let devices = stats
@@ -648,7 +656,26 @@ async fn clinic_page(
             .into_iter()
             .next()
             .ok_or_else(|| ConsoleError::NotFound(format!("no clinic {id}")))?;
-        Ok((line, devices))
+        let duplicates = crate::readmodel::duplicates::duplicate_study_codes(s, Some(id))?
+            .into_iter()
+            .map(|d| {
+                let rows = d
+                    .enrolments
+                    .into_iter()
+                    .map(|e| {
+                        (
+                            e.patient.to_hex(),
+                            e.enrolled_on.unwrap_or_default(),
+                            e.device
+                                .map(|x| x.to_hex()[..8].to_string())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                (d.study_code, rows)
+            })
+            .collect();
+        Ok((line, devices, duplicates))
     })
     .await?;
     Ok(html(
@@ -656,6 +683,7 @@ async fn clinic_page(
             chrome: chrome(ctx, "clinics"),
             c: line,
             devices,
+            duplicates,
             code,
             flash,
         }
@@ -857,6 +885,8 @@ struct VisitLine {
 struct FollowupPage {
     chrome: Chrome,
     counts: Vec<CountLine>,
+    /// `1 visit shown`, `100 visits shown`.
+    shown: String,
     visits: Vec<VisitLine>,
     clinics: Vec<(String, String)>,
     visit_ids: Vec<String>,
@@ -924,7 +954,7 @@ pub async fn followup(
             completion: pct(c.completion_rate()),
         })
         .collect();
-    let visits = list
+    let visits: Vec<VisitLine> = list
         .iter()
         .map(|v| VisitLine {
             clinic: name(Some(v.clinic)),
@@ -948,6 +978,7 @@ pub async fn followup(
         FollowupPage {
             chrome: chrome(&ctx, "followup"),
             counts: count_lines,
+            shown: format!("{} shown", count(visits.len(), "visit", "visits")),
             visits,
             clinics,
             visit_ids,
@@ -967,6 +998,7 @@ pub async fn followup(
 pub struct AeQuery {
     clinic: Option<String>,
     status: Option<String>,
+    case: Option<String>,
 }
 
 struct AeLine {
@@ -979,8 +1011,12 @@ struct AeLine {
     severity: String,
     serious: String,
     status: &'static str,
+    /// The registry's case state (`–` for an event without a case).
+    case_state: String,
     deadline: String,
     days_overdue: i64,
+    /// `1 day overdue`, `3 days overdue`.
+    overdue_text: String,
 }
 
 fn ae_line(i: &rm::AeQueueItem) -> AeLine {
@@ -1001,11 +1037,16 @@ fn ae_line(i: &rm::AeQueueItem) -> AeLine {
             None => "conflicted".into(),
         },
         status: i.status.code(),
+        case_state: match &i.case {
+            None => "–".into(),
+            Some(c) => c.state.clone().unwrap_or_else(|| "conflicted".into()),
+        },
         deadline: i
             .deadline
             .map(|d| d.to_string())
             .unwrap_or_else(|| "–".into()),
         days_overdue: i.days_overdue,
+        overdue_text: format!("{} overdue", count(i.days_overdue, "day", "days")),
     }
 }
 
@@ -1013,11 +1054,15 @@ fn ae_line(i: &rm::AeQueueItem) -> AeLine {
 #[template(path = "console/ae_queue.html")]
 struct AeQueuePage {
     chrome: Chrome,
+    /// `1 event`, `12 events`.
+    summary: String,
     items: Vec<AeLine>,
     clinics: Vec<(String, String)>,
     statuses: Vec<&'static str>,
+    case_states: Vec<&'static str>,
     sel_clinic: String,
     sel_status: String,
+    sel_case: String,
 }
 
 pub async fn ae_queue(
@@ -1034,12 +1079,22 @@ pub async fn ae_queue(
                 .ok_or_else(|| ConsoleError::BadRequest(format!("unknown status {s:?}")))?,
         ),
     };
+    let case_state = match q.case.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            rm::CASE_STATES
+                .into_iter()
+                .find(|c| *c == s)
+                .ok_or_else(|| ConsoleError::BadRequest(format!("unknown case state {s:?}")))?,
+        ),
+    };
     let storage = st.storage.clone();
     let day = today();
     let (items, names) = blocking(move || {
         let s = storage.as_ref();
         let f = AeFilter {
             statuses: status.into_iter().collect(),
+            case_states: case_state.into_iter().map(str::to_string).collect(),
             limit: 300,
             ..AeFilter::default()
         };
@@ -1054,11 +1109,14 @@ pub async fn ae_queue(
     Ok(html(
         AeQueuePage {
             chrome: chrome(&ctx, "aes"),
+            summary: count(items.len(), "event", "events"),
             items: items.iter().map(ae_line).collect(),
             clinics,
             statuses: CaseStatus::ALL.iter().map(|s| s.code()).collect(),
+            case_states: rm::CASE_STATES.to_vec(),
             sel_clinic: q.clinic.unwrap_or_default(),
             sel_status: status.map(|s| s.code().to_string()).unwrap_or_default(),
+            sel_case: case_state.unwrap_or_default().to_string(),
         }
         .render(),
     ))
@@ -1118,6 +1176,71 @@ struct AeDetailPage {
     history: Vec<String>,
     notes: Vec<NoteLine>,
     may_note: bool,
+    case: Option<CaseView>,
+}
+
+/// The registry's adjudication case, as the event's page shows it.
+struct CaseView {
+    state: String,
+    deadline: String,
+    rule: String,
+    opened_at: String,
+    responded_at: String,
+    closed: String,
+    /// Escalations and the patient's recorded replies, in order.
+    entries: Vec<String>,
+    /// The patient's reply records.
+    replies: Vec<String>,
+}
+
+fn case_view(d: &rm::AeDetail) -> Option<CaseView> {
+    let c = d.queue.case.as_ref()?;
+    let dash = |s: &Option<String>| s.clone().unwrap_or_else(|| "–".into());
+    Some(CaseView {
+        state: c.state.clone().unwrap_or_else(|| "conflicted".into()),
+        deadline: dash(&c.deadline),
+        rule: format!("{} ({})", dash(&c.rule), dash(&c.policy)),
+        opened_at: dash(&c.opened_at),
+        responded_at: dash(&c.responded_at),
+        closed: match (&c.closed_at, &c.closed_note) {
+            (Some(at), note) => format!("{at}: {}", dash(note)),
+            (None, _) => "–".into(),
+        },
+        entries: d
+            .case_entries
+            .iter()
+            .map(|e| match e.kind.as_str() {
+                "escalation" => format!(
+                    "{}: escalated by the registry: {}",
+                    dash(&e.at),
+                    dash(&e.text)
+                ),
+                _ => format!(
+                    "{}: the patient {} the remedy{}",
+                    dash(&e.at),
+                    dash(&e.verdict),
+                    e.text
+                        .as_deref()
+                        .filter(|t| !t.is_empty())
+                        .map(|t| format!(": {t}"))
+                        .unwrap_or_default()
+                ),
+            })
+            .collect(),
+        replies: d
+            .replies
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} on the patient's phone ({}), accepted {}: {}",
+                    dash(&r.verdict),
+                    dash(&r.replied_at),
+                    fmt_ms(r.meta.first_accepted_ms),
+                    dash(&r.comment)
+                )
+            })
+            .collect(),
+    })
 }
 
 fn by_line(m: &rm::RecordMeta) -> String {
@@ -1134,9 +1257,9 @@ fn by_line(m: &rm::RecordMeta) -> String {
 
 fn write_line(w: &rm::RecordWrite) -> String {
     format!(
-        "{}: {} change(s) from {}",
+        "{}: {} from {}",
         fmt_ms(w.at_ms),
-        w.changes,
+        count(w.changes, "change", "changes"),
         w.device
             .map(|d| format!("device {d}"))
             .unwrap_or_else(|| "the registry".into())
@@ -1212,6 +1335,7 @@ async fn ae_detail_page(st: &AppState, ctx: &Ctx, id: RecordId) -> Page {
                 })
                 .collect(),
             may_note: ctx.staff.may_note_adverse_events(),
+            case: case_view(&d),
         }
         .render(),
     ))
@@ -1262,6 +1386,23 @@ pub async fn ae_note(
         let s = storage.as_ref();
         let clinic = check_record(s, None, id, RecordKind::AdverseEvent)?;
         let now = now_ms();
+        if f.kind == "escalation" {
+            // The registry's escalation (`cases::escalate`, as `followup server escalate` and the
+            // admin API do): written into the event's case, so the clinic's tablet shows the note
+            // after its next sync, audited as `case_escalated`. The console note below records
+            // which staff member escalated (audited with their id).
+            match cases::escalate(s, id, &text, now) {
+                Ok(_) => {}
+                // An event accepted before cases existed has none: the note stays the record.
+                Err(cases::CaseActionError::NotFound(_)) => {}
+                Err(cases::CaseActionError::Closed) => {
+                    return Err(ConsoleError::BadRequest(
+                        "The case is closed: it cannot be escalated.".into(),
+                    ))
+                }
+                Err(cases::CaseActionError::Storage(e)) => return Err(e.into()),
+            }
+        }
         s.add_ae_note(
             &AeNote {
                 ae: id,
@@ -1465,7 +1606,11 @@ pub async fn timeline(
             TimelineEntry {
                 when: fmt_ms(r.meta.first_accepted_ms),
                 what: format!("Response {} ({})", opt(&r.questionnaire), opt(&r.visit)),
-                detail: format!("{}, {} answers", opt(&r.status), r.answers.len()),
+                detail: format!(
+                    "{}, {}",
+                    opt(&r.status),
+                    count(r.answers.len(), "answer", "answers")
+                ),
                 by: by_line(&r.meta),
             },
         ));
@@ -1681,7 +1826,8 @@ struct AuditLine {
 #[template(path = "console/audit.html")]
 struct AuditPage {
     chrome: Chrome,
-    entries: u64,
+    /// `1 entry`, `40 entries`.
+    entries: String,
     /// (ok, head hash, problem)
     verified: Option<(bool, String, String)>,
     recent: Vec<AuditLine>,
@@ -1732,7 +1878,7 @@ pub async fn audit(
     Ok(html(
         AuditPage {
             chrome: chrome(&ctx, "audit"),
-            entries: stats.audit_entries,
+            entries: count(stats.audit_entries, "entry", "entries"),
             verified: verified.map(|v| (v.ok, v.head_hash, v.problem.unwrap_or_default())),
             recent,
         }
@@ -1913,4 +2059,110 @@ pub async fn participation(State(st): State<AppState>) -> Page {
         axum::http::HeaderValue::from_static("public, max-age=300"),
     );
     Ok(r)
+}
+
+// ------------------------------------------------------------------------------------------
+// Exports: the download button
+
+#[derive(Template)]
+#[template(path = "console/export.html")]
+struct ExportPage {
+    chrome: Chrome,
+    /// `(id, name)` of the clinics the member may export.
+    clinics: Vec<(String, String)>,
+    /// A coordinator exports their own clinic only (no "every clinic" choice).
+    whole_registry: bool,
+    /// Registry admins may ask for an identified export.
+    may_identify: bool,
+}
+
+pub async fn export_form(State(st): State<AppState>, headers: HeaderMap) -> Page {
+    let ctx = require_staff(&st, &headers).await?;
+    let scope = ctx.scope(None)?;
+    let storage = st.storage.clone();
+    let names = blocking(move || clinic_names(storage.as_ref(), scope)).await?;
+    let mut clinics: Vec<(String, String)> = names
+        .iter()
+        .map(|(id, n)| (id.to_hex(), n.clone()))
+        .collect();
+    clinics.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(html(
+        ExportPage {
+            chrome: chrome(&ctx, "export"),
+            clinics,
+            whole_registry: scope.is_none(),
+            may_identify: ctx.staff.is_admin(),
+        }
+        .render(),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ExportForm {
+    #[serde(default)]
+    csrf: String,
+    format: String,
+    #[serde(default)]
+    clinic: Option<String>,
+    #[serde(default)]
+    since: Option<String>,
+    /// A checkbox: present (`on`) when ticked.
+    #[serde(default)]
+    identified: Option<String>,
+}
+
+/// `POST /console/export`: the zip, streamed as it is produced. Authorized by the export module's
+/// own rules for the member's role (a coordinator: their clinic only; an identified export:
+/// registry admins only) and written to the audit log, with the member's id, before any output.
+pub async fn export_download(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<ExportForm>,
+) -> Page {
+    let ctx = require_staff(&st, &headers).await?;
+    ctx.check_csrf(&f.csrf)?;
+    let query = crate::export::http::ExportQuery {
+        format: f.format.clone(),
+        clinic: f.clinic.clone(),
+        since: f.since.clone(),
+        identified: Some(f.identified.as_deref().is_some_and(|v| !v.is_empty())),
+    };
+    let request = query.request()?;
+    // A coordinator asking for another clinic is refused here as on every other page (403), and
+    // again by `export::authorize`.
+    ctx.scope(request.clinic)?;
+    let role = match ctx.staff.role {
+        Role::RegistryAdmin => crate::export::StaffRole::RegistryAdmin,
+        Role::RegistryMonitor => crate::export::StaffRole::RegistryMonitor,
+        Role::ClinicCoordinator => crate::export::StaffRole::ClinicCoordinator {
+            clinic: ctx.staff.clinic.ok_or_else(|| {
+                ConsoleError::Forbidden("This coordinator account has no clinic.".into())
+            })?,
+        },
+    };
+    let requester = crate::export::Requester {
+        who: format!("staff:{}", ctx.staff.id),
+        role,
+    };
+    let storage = st.storage.clone();
+    let plan = blocking(move || {
+        crate::export::begin_export(storage.as_ref(), &requester, request, now_ms())
+            .map_err(|e| ConsoleError::from(crate::error::ApiError::from(e)))
+    })
+    .await?;
+    let disposition = crate::export::http::content_disposition(&plan);
+    let body = crate::export::http::zip_body(
+        st.storage.clone(),
+        std::sync::Arc::new(crate::export::ShippedDefinitions),
+        plan,
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        body,
+    )
+        .into_response())
 }

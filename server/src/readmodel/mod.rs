@@ -28,6 +28,7 @@
 //! incrementally kept one (`server/tests/readmodel.rs` proves it after randomized histories, on
 //! both backends).
 
+pub mod duplicates;
 pub mod project;
 pub mod query;
 pub mod schema;
@@ -52,7 +53,9 @@ pub type ClinicId = RecordId;
 
 /// The version of the projection. A database whose read model was built by another version is
 /// rebuilt when the server opens it.
-pub const PROJECTION_VERSION: i64 = 1;
+/// Version 2: adjudication cases and patients' case replies (`rm_cases`, `rm_case_entries`,
+/// `rm_case_replies`).
+pub const PROJECTION_VERSION: i64 = 2;
 
 /// A value in a read-model row, the same on both backends.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,7 +130,7 @@ pub fn schedule() -> &'static Schedule {
 pub trait RmTx {
     fn dialect(&self) -> Dialect;
     /// Insert rows into table `schema::ALL[table]` (`rm_records` rows are upserted).
-    fn insert(&mut self, table: usize, rows: &[Vec<Val>]) -> StorageResult<()>;
+    fn insert(&mut self, table: usize, rows: &[&Vec<Val>]) -> StorageResult<()>;
     /// Run a statement (portable SQL with `$n` parameters).
     fn exec(&mut self, sql: &'static str, params: &[Val]) -> StorageResult<u64>;
     /// Run a query (portable SQL with `$n` parameters).
@@ -214,9 +217,10 @@ fn kind_tables(kind: RecordKind) -> &'static [&'static schema::Table] {
         RecordKind::Response => &[&RESPONSES, &ANSWERS, &CONFLICTS],
         RecordKind::AdverseEvent => &[&ADVERSE_EVENTS, &ANSWERS, &CONFLICTS],
         RecordKind::Adjudication => &[&ADJUDICATIONS, &CONFLICTS],
-        RecordKind::AdjudicationCase | RecordKind::CaseReply | RecordKind::Definition => {
-            &[&CONFLICTS]
-        }
+        RecordKind::AdjudicationCase => &[&CASES, &CASE_ENTRIES, &CONFLICTS],
+        RecordKind::CaseReply => &[&CASE_REPLIES, &CONFLICTS],
+        // Definitions are read from their records (`definitions::list`), not projected.
+        RecordKind::Definition => &[&CONFLICTS],
     }
 }
 
@@ -317,12 +321,14 @@ fn apply_inner(tx: &mut dyn RmTx, items: &[Committed], recount: bool) -> Storage
     }
 
     // New rows, table by table (one bulk statement per table on PostgreSQL).
-    let mut rows: Vec<Vec<Vec<Val>>> = vec![Vec::new(); schema::ALL.len()];
+    // Rows by table, borrowed from the projections (row 0: `rm_records`, built here).
+    let mut records: Vec<Vec<Val>> = Vec::with_capacity(items.len());
+    let mut rows: Vec<Vec<&Vec<Val>>> = vec![Vec::new(); schema::ALL.len()];
     for c in items {
         let p = &c.projection;
         let h = &p.header;
         let (first_seq, first_ms) = c.first.unwrap_or((c.seq, c.at_ms));
-        rows[0].push(vec![
+        records.push(vec![
             Val::Blob(h.id.0.to_vec()),
             Val::Text(h.kind.code().into()),
             Val::Blob(h.clinic.0.to_vec()),
@@ -341,12 +347,15 @@ fn apply_inner(tx: &mut dyn RmTx, items: &[Committed], recount: bool) -> Storage
         ]);
         for (ti, r) in &p.rows {
             if let Some(slot) = rows.get_mut(*ti) {
-                slot.push(r.clone());
+                slot.push(r);
             }
         }
         touched.extend(p.procedures.iter().map(|id| id.0.to_vec()));
     }
-    for (ti, table_rows) in rows.iter().enumerate() {
+    if !records.is_empty() {
+        tx.insert(0, &records.iter().collect::<Vec<_>>())?;
+    }
+    for (ti, table_rows) in rows.iter().enumerate().skip(1) {
         if !table_rows.is_empty() {
             tx.insert(ti, table_rows)?;
         }

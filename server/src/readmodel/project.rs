@@ -14,8 +14,8 @@ use automerge::{Automerge, ReadDoc, ROOT};
 use chrono::NaiveDate;
 use followup_domain::ids::RecordId;
 use followup_domain::model::{
-    self, Adjudication, AdverseEvent, Clinic, DocHeader, Enrolment, FollowupResponse, Procedure,
-    RecordKind,
+    self, Adjudication, AdjudicationCase, AdverseEvent, CaseReply, Clinic, DocHeader, Enrolment,
+    FollowupResponse, Procedure, RecordKind,
 };
 use followup_domain::questionnaire::AnswerValue;
 use followup_domain::schedule::Schedule;
@@ -150,6 +150,14 @@ fn created_at(doc: &Automerge) -> Option<i64> {
     doc.get_change_meta_by_hash(&hash).map(|m| m.timestamp)
 }
 
+/// Whether every change of the document follows the one before it: a single head and no change
+/// with more than one dependency (so no change was made without seeing every earlier one). Only
+/// concurrent changes make conflicts (Automerge keeps one value per field for a causally ordered
+/// history), so such a document has none. Reads the change graph's metadata only.
+pub fn linear_history(doc: &Automerge) -> bool {
+    doc.get_heads().len() <= 1 && doc.get_changes_meta(&[]).iter().all(|m| m.deps.len() <= 1)
+}
+
 /// Project one document. Never fails: a body that does not read as its kind is reported in
 /// `problem` and contributes no entity row.
 pub fn project(doc: &Automerge, header: &DocHeader, schedule: &Schedule) -> Projection {
@@ -161,7 +169,14 @@ pub fn project(doc: &Automerge, header: &DocHeader, schedule: &Schedule) -> Proj
         rows: Vec::new(),
         procedures: Vec::new(),
     };
-    let conflicts = match model::conflicts(doc) {
+    // A document whose changes form one chain has no concurrent writes, so no field can hold
+    // two values: the walk over every field (most of a projection's cost) is skipped.
+    let found = if linear_history(doc) {
+        Ok(Vec::new())
+    } else {
+        model::conflicts(doc)
+    };
+    let conflicts = match found {
         Ok(c) => c,
         Err(e) => {
             p.problem = Some(format!("cannot read the record's conflicts: {e}"));
@@ -190,26 +205,31 @@ pub fn project(doc: &Automerge, header: &DocHeader, schedule: &Schedule) -> Proj
             ));
         }
     }
+    // `header` was read from this document (the sync handler's authorization, or the stored
+    // header): its kind picks the body type, so the body is read without the header again.
     let result = match header.kind {
-        RecordKind::Clinic => model::read_body::<Clinic>(doc).map(|b| clinic(&mut p, &set, &b)),
+        RecordKind::Clinic => model::read_body_as::<Clinic>(doc).map(|b| clinic(&mut p, &set, &b)),
         RecordKind::Enrolment => {
-            model::read_body::<Enrolment>(doc).map(|b| enrolment(&mut p, &set, &b))
+            model::read_body_as::<Enrolment>(doc).map(|b| enrolment(&mut p, &set, &b))
         }
         RecordKind::Procedure => {
-            model::read_body::<Procedure>(doc).map(|b| procedure(&mut p, &set, &b, schedule))
+            model::read_body_as::<Procedure>(doc).map(|b| procedure(&mut p, &set, &b, schedule))
         }
         RecordKind::Response => {
-            model::read_body::<FollowupResponse>(doc).map(|b| response(&mut p, &set, &b))
+            model::read_body_as::<FollowupResponse>(doc).map(|b| response(&mut p, &set, &b))
         }
         RecordKind::AdverseEvent => {
-            model::read_body::<AdverseEvent>(doc).map(|b| adverse_event(&mut p, &set, &b))
+            model::read_body_as::<AdverseEvent>(doc).map(|b| adverse_event(&mut p, &set, &b))
         }
         RecordKind::Adjudication => {
-            model::read_body::<Adjudication>(doc).map(|b| adjudication(&mut p, &set, &b))
+            model::read_body_as::<Adjudication>(doc).map(|b| adjudication(&mut p, &set, &b))
         }
-        // The registry's case and the patient's reply have no read-model rows yet (the case
-        // listing reads the case records: `cases::list`).
-        RecordKind::AdjudicationCase | RecordKind::CaseReply => Ok(()),
+        RecordKind::AdjudicationCase => {
+            model::read_body_as::<AdjudicationCase>(doc).map(|b| case(&mut p, &set, &b))
+        }
+        RecordKind::CaseReply => {
+            model::read_body_as::<CaseReply>(doc).map(|b| case_reply(&mut p, &set, &b))
+        }
         // Definitions are read from their records (`definitions::list`), not projected.
         RecordKind::Definition => Ok(()),
     };
@@ -411,7 +431,15 @@ fn response(p: &mut Projection, c: &Conflicted, b: &FollowupResponse) {
     let r = row(&schema::RESPONSES, v);
     p.rows.push(r);
     answers(p, c, "answers", p.header.id, &b.answers);
-    p.procedures.extend(procedure);
+    // Only a submitted response for a visit can complete one: others leave every visit's done
+    // count as it was (a response that stops counting is found from its old row, see `apply`).
+    let counts = !c.hit("visit")
+        && !c.hit("status")
+        && b.visit.is_some()
+        && b.status == followup_domain::model::ResponseStatus::Submitted;
+    if counts {
+        p.procedures.extend(procedure);
+    }
 }
 
 fn answers(
@@ -527,6 +555,121 @@ fn adjudication(p: &mut Projection, c: &Conflicted, b: &Adjudication) {
     p.rows.push(r);
 }
 
+fn case(p: &mut Projection, c: &Conflicted, b: &AdjudicationCase) {
+    let escalated = c.hit("escalations");
+    let replied = c.hit("replies");
+    let v = vec![
+        ("id", id_val(p.header.id)),
+        ("clinic", id_val(p.header.clinic)),
+        ("patient", opt_id(p.header.patient)),
+        (
+            "adverse_event",
+            if c.hit("adverse_event") {
+                Val::Null
+            } else {
+                opt_id(b.adverse_event.parse().ok())
+            },
+        ),
+        ("policy", c.val("policy", text(&b.policy))),
+        ("rule", c.val("rule", text(&b.rule))),
+        ("opened_at", c.val("opened_at", text(&b.opened_at))),
+        ("days", c.val("days", Val::Int(b.days))),
+        ("deadline", c.val("deadline", text(&b.deadline))),
+        ("deadline_day", c.val("deadline", day_val(&b.deadline))),
+        ("state", c.val("state", text(b.state.code()))),
+        (
+            "adjudication",
+            c.val("adjudication", opt_id(ref_id(&b.adjudication))),
+        ),
+        (
+            "responded_at",
+            c.val("responded_at", opt_text(&b.responded_at)),
+        ),
+        (
+            "escalations",
+            c.val("escalations", Val::Int(b.escalations.len() as i64)),
+        ),
+        (
+            "replies",
+            c.val("replies", Val::Int(b.replies.len() as i64)),
+        ),
+        (
+            "last_verdict",
+            c.val(
+                "replies",
+                b.replies
+                    .last()
+                    .map_or(Val::Null, |r| text(r.verdict.code())),
+            ),
+        ),
+        ("closed_at", c.val("closed_at", opt_text(&b.closed_at))),
+        (
+            "closed_note",
+            c.val("closed_note", opt_text(&b.closed_note)),
+        ),
+        ("conflicts", c.list()),
+    ];
+    let r = row(&schema::CASES, v);
+    p.rows.push(r);
+    // A conflicted list has no trustworthy order: its values are in `rm_conflicts` instead.
+    if !escalated {
+        for (n, e) in b.escalations.iter().enumerate() {
+            let r = row(
+                &schema::CASE_ENTRIES,
+                vec![
+                    ("record", id_val(p.header.id)),
+                    ("kind", text("escalation")),
+                    ("n", Val::Int(n as i64)),
+                    ("clinic", id_val(p.header.clinic)),
+                    ("at", text(&e.at)),
+                    ("text", text(&e.note)),
+                ],
+            );
+            p.rows.push(r);
+        }
+    }
+    if !replied {
+        for (n, e) in b.replies.iter().enumerate() {
+            let r = row(
+                &schema::CASE_ENTRIES,
+                vec![
+                    ("record", id_val(p.header.id)),
+                    ("kind", text("reply")),
+                    ("n", Val::Int(n as i64)),
+                    ("clinic", id_val(p.header.clinic)),
+                    ("at", text(&e.at)),
+                    ("verdict", text(e.verdict.code())),
+                    ("text", text(&e.comment)),
+                    ("reply", opt_id(e.reply.parse().ok())),
+                ],
+            );
+            p.rows.push(r);
+        }
+    }
+}
+
+fn case_reply(p: &mut Projection, c: &Conflicted, b: &CaseReply) {
+    let mut v = common(p);
+    v.extend([
+        ("id", id_val(p.header.id)),
+        ("patient", opt_id(p.header.patient)),
+        (
+            "adverse_event",
+            if c.hit("adverse_event") {
+                Val::Null
+            } else {
+                opt_id(b.adverse_event.parse().ok())
+            },
+        ),
+        ("verdict", c.val("verdict", text(b.verdict.code()))),
+        ("comment", c.val("comment", text(&b.comment))),
+        ("replied_at", c.val("replied_at", text(&b.replied_at))),
+        ("conflicts", c.list()),
+    ]);
+    let r = row(&schema::CASE_REPLIES, v);
+    p.rows.push(r);
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -541,6 +684,36 @@ mod tests {
         assert!(!c.hit("answers.q04"));
         assert!(c.hit("answers"));
         assert!(!c.hit("cons"));
+    }
+
+    fn put(doc: &mut Automerge, key: &str, v: i64) {
+        use automerge::transaction::Transactable;
+        let mut tx = doc.transaction();
+        tx.put(ROOT, key, v).unwrap();
+        tx.commit();
+    }
+
+    #[test]
+    fn only_a_linear_history_skips_the_conflict_walk() {
+        use automerge::ActorId;
+        let mut a = Automerge::new().with_actor(ActorId::from(&[1u8; 16][..]));
+        put(&mut a, "x", 1);
+        // Another device continuing on top of the first: still one chain, and no conflicts.
+        let mut b = a.fork().with_actor(ActorId::from(&[2u8; 16][..]));
+        put(&mut b, "x", 2);
+        assert!(linear_history(&b));
+        assert_eq!(b.get_all(ROOT, "x").unwrap().len(), 1);
+        // Concurrent edits, merged: two heads.
+        put(&mut a, "x", 3);
+        a.merge(&mut b).unwrap();
+        assert!(!linear_history(&a));
+        assert_eq!(a.get_all(ROOT, "x").unwrap().len(), 2);
+        // A later change on top of both heads leaves one head; the conflict stays, and so must
+        // the walk (that change has two dependencies).
+        put(&mut a, "y", 1);
+        assert_eq!(a.get_heads().len(), 1);
+        assert!(!linear_history(&a));
+        assert_eq!(a.get_all(ROOT, "x").unwrap().len(), 2);
     }
 
     #[test]

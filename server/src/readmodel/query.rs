@@ -524,13 +524,69 @@ pub struct AeQueueItem {
     pub days_overdue: i64,
     /// Fields of the event in conflict.
     pub conflicts: Option<String>,
+    /// The registry's adjudication case of the event (`None` until the server opened one:
+    /// events accepted before cases existed, or written outside the sync handler).
+    pub case: Option<CaseLine>,
 }
+
+/// The registry's adjudication case of an event, as a queue line shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaseLine {
+    pub id: RecordId,
+    /// The state at `as_of` (`open`, `responded`, `overdue`, `escalated`, `disputed`, `closed`;
+    /// `None` when conflicted): the stored state, except that an `open` case past its deadline
+    /// is `overdue` (the only change the clock alone makes, see `policy::case_state`).
+    pub state: Option<String>,
+    /// The deadline the server set (ISO date).
+    pub deadline: Option<String>,
+    pub deadline_day: Option<i64>,
+    pub opened_at: Option<String>,
+    /// The policy (`id@version`) and its rule that set the deadline.
+    pub policy: Option<String>,
+    pub rule: Option<String>,
+    pub responded_at: Option<String>,
+    pub escalations: i64,
+    pub replies: i64,
+    /// The patient's latest verdict on the clinic's remedy (`accepted` / `disputed`).
+    pub last_verdict: Option<String>,
+    pub closed_at: Option<String>,
+    pub closed_note: Option<String>,
+}
+
+/// The state of a case at day `today` from its stored state and deadline.
+pub fn case_state_at(
+    stored: Option<&str>,
+    deadline_day: Option<i64>,
+    today: i64,
+) -> Option<String> {
+    match stored {
+        Some("open") if deadline_day.is_some_and(|d| today > d) => Some("overdue".into()),
+        other => other.map(str::to_string),
+    }
+}
+
+/// Whether the clinic still owes the case a response in this state.
+fn case_awaits_clinic(state: Option<&str>) -> bool {
+    matches!(state, Some("open" | "overdue" | "escalated" | "disputed"))
+}
+
+/// The states a case can be in, for filters.
+pub const CASE_STATES: [&str; 6] = [
+    "open",
+    "responded",
+    "overdue",
+    "escalated",
+    "disputed",
+    "closed",
+];
 
 /// Which events [`ae_queue`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AeFilter {
     /// Only these statuses (empty: all).
     pub statuses: Vec<CaseStatus>,
+    /// Only events whose registry case is in one of these states ([`CASE_STATES`]; empty: all).
+    pub case_states: Vec<String>,
     /// Only events past their deadline.
     pub overdue_only: bool,
     /// Only this patient's events.
@@ -542,11 +598,14 @@ pub struct AeFilter {
 
 const AE_EVENTS: &str = "SELECT a.id, a.clinic, c.name, a.patient, e.study_code, a.reporter,
     a.category, a.onset, a.severity, a.serious, a.seriousness, a.outcome, a.policy_days,
-    r.first_accepted_ms, a.conflicts
+    r.first_accepted_ms, a.conflicts,
+    k.id, k.state, k.deadline, k.deadline_day, k.opened_at, k.policy, k.rule, k.responded_at,
+    k.escalations, k.replies, k.last_verdict, k.closed_at, k.closed_note
     FROM rm_adverse_events a
     JOIN rm_records r ON r.id = a.id
     LEFT JOIN rm_enrolments e ON e.id = a.patient
     LEFT JOIN rm_clinics c ON c.id = a.clinic
+    LEFT JOIN rm_cases k ON k.adverse_event = a.id AND k.clinic = a.clinic
     WHERE ($1 = 0 OR a.clinic = $2) AND ($3 = 0 OR a.patient = $4)";
 
 const AE_ADJUDICATIONS: &str = "SELECT j.adverse_event, j.id, j.status, j.deadline, r.last_seq,
@@ -622,7 +681,28 @@ fn ae_items(
         let id = r.id(0, "adverse event id")?;
         let reported_at_ms = r.i(13).unwrap_or(0);
         let policy_days = r.i(12).unwrap_or(7);
-        let deadline_day = reported_at_ms.div_euclid(DAY_MS) + policy_days;
+        let case = r.oid(15).map(|case_id| CaseLine {
+            id: case_id,
+            state: case_state_at(r.t(16).as_deref(), r.i(18), today),
+            deadline: r.t(17),
+            deadline_day: r.i(18),
+            opened_at: r.t(19),
+            policy: r.t(20),
+            rule: r.t(21),
+            responded_at: r.t(22),
+            escalations: r.i(23).unwrap_or(0),
+            replies: r.i(24).unwrap_or(0),
+            last_verdict: r.t(25),
+            closed_at: r.t(26),
+            closed_note: r.t(27),
+        });
+        // The registry's deadline: the one its case holds (set at the server's clock when the
+        // event was first accepted, tightened if the event got graver); for an event without a
+        // case, the same rule computed from the first acceptance.
+        let deadline_day = case
+            .as_ref()
+            .and_then(|c| c.deadline_day)
+            .unwrap_or(reported_at_ms.div_euclid(DAY_MS) + policy_days);
         let a = adj.get(&id);
         let status = match a {
             None => CaseStatus::Awaiting,
@@ -631,7 +711,11 @@ fn ae_items(
                 Some(code) => CaseStatus::from_code(code).unwrap_or(CaseStatus::Conflicted),
             },
         };
-        let days_overdue = if status.awaits_clinic() && today > deadline_day {
+        let owes = match &case {
+            Some(c) => case_awaits_clinic(c.state.as_deref()),
+            None => status.awaits_clinic(),
+        };
+        let days_overdue = if owes && today > deadline_day {
             today - deadline_day
         } else {
             0
@@ -657,6 +741,7 @@ fn ae_items(
             clinic_deadline: a.and_then(|a| a.latest.3.clone()),
             days_overdue,
             conflicts: r.t(14),
+            case,
         };
         let response_ms = a.map(|a| (a.first_accepted_ms - reported_at_ms).max(0));
         out.push((item, response_ms));
@@ -675,6 +760,13 @@ pub fn ae_queue(
         .into_iter()
         .map(|(i, _)| i)
         .filter(|i| f.statuses.is_empty() || f.statuses.contains(&i.status))
+        .filter(|i| {
+            f.case_states.is_empty()
+                || i.case
+                    .as_ref()
+                    .and_then(|c| c.state.as_ref())
+                    .is_some_and(|st| f.case_states.contains(st))
+        })
         .filter(|i| !f.overdue_only || i.days_overdue > 0)
         .collect();
     items.sort_by(|a, b| {
@@ -901,9 +993,52 @@ pub struct AdjudicationRow {
 pub struct AeDetail {
     pub event: AdverseEventRow,
     pub queue: AeQueueItem,
+    /// The case's escalations and the patient's replies as the registry recorded them, in order.
+    pub case_entries: Vec<CaseEntry>,
+    /// The patient's reply records (`case_reply`) about this event.
+    pub replies: Vec<CaseReplyRow>,
     pub adjudications: Vec<AdjudicationRow>,
     pub history: Vec<RecordWrite>,
     pub conflicts: Vec<ConflictValue>,
+}
+
+/// An escalation or a recorded patient reply of a case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CaseEntry {
+    /// `escalation` or `reply`.
+    pub kind: String,
+    /// Server time (RFC 3339).
+    pub at: Option<String>,
+    /// A reply's verdict (`accepted` / `disputed`).
+    pub verdict: Option<String>,
+    /// The escalation's note, or the reply's comment.
+    pub text: Option<String>,
+}
+
+/// A patient's `case_reply` record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaseReplyRow {
+    pub meta: RecordMeta,
+    pub verdict: Option<String>,
+    pub comment: Option<String>,
+    /// The phone's clock.
+    pub replied_at: Option<String>,
+    pub conflicts: Option<String>,
+}
+
+const CASE_ENTRIES_SQL: &str = "SELECT kind, n, at, verdict, text FROM rm_case_entries
+    WHERE ($1 = 0 OR clinic = $2) AND record = $3 ORDER BY at, kind, n";
+
+fn case_replies_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "SELECT {META_COLS}, q.verdict, q.comment, q.replied_at, q.conflicts
+             FROM rm_case_replies q JOIN rm_records r ON r.id = q.id
+             WHERE ($1 = 0 OR q.clinic = $2) AND q.adverse_event = $3
+             ORDER BY r.first_seq"
+        )
+    })
 }
 
 fn ae_sql() -> &'static str {
@@ -1008,8 +1143,39 @@ pub fn ae_detail(
     for a in &adjudications {
         conflicts_.extend(conflicts(s, scope_, Some(a.meta.id), 10_000)?);
     }
+    let mut case_entries = Vec::new();
+    if let Some(c) = &queue.case {
+        for row in s.rm_query(
+            CASE_ENTRIES_SQL,
+            &params(scope_, [Val::Blob(c.id.0.to_vec())]),
+        )? {
+            let r = R(&row);
+            case_entries.push(CaseEntry {
+                kind: r.t(0).unwrap_or_default(),
+                at: r.t(2),
+                verdict: r.t(3),
+                text: r.t(4),
+            });
+        }
+    }
+    let mut replies = Vec::new();
+    for row in s.rm_query(
+        case_replies_sql(),
+        &params(scope_, [Val::Blob(id.0.to_vec())]),
+    )? {
+        let r = R(&row);
+        replies.push(CaseReplyRow {
+            meta: meta_of(&r, 0)?,
+            verdict: r.t(13),
+            comment: r.t(14),
+            replied_at: r.t(15),
+            conflicts: r.t(16),
+        });
+    }
     Ok(Some(AeDetail {
         history: record_history(s, scope_, id)?,
+        case_entries,
+        replies,
         event,
         queue,
         adjudications,

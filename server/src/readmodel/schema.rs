@@ -291,8 +291,86 @@ pub const CONFLICTS: Table = Table {
     indexes: &[("rm_conflicts_clinic", "clinic")],
 };
 
+/// The registry's adjudication case of an adverse event (a registry-authored record): the
+/// deadline the registry's policy set at the server's clock and the state as last written. The
+/// state a page shows is computed when asked (`open` past `deadline_day` is `overdue`).
+pub const CASES: Table = Table {
+    name: "rm_cases",
+    cols: &[
+        ("id", Blob),
+        ("clinic", Blob),
+        ("patient", Blob),
+        ("adverse_event", Blob),
+        ("policy", Text),
+        ("rule", Text),
+        ("opened_at", Text),
+        ("days", Int),
+        ("deadline", Text),
+        ("deadline_day", Int),
+        ("state", Text),
+        ("adjudication", Blob),
+        ("responded_at", Text),
+        ("escalations", Int),
+        ("replies", Int),
+        ("last_verdict", Text),
+        ("closed_at", Text),
+        ("closed_note", Text),
+        ("conflicts", Text),
+    ],
+    pk: &["id"],
+    record_col: "id",
+    indexes: &[
+        ("rm_cases_event", "adverse_event"),
+        ("rm_cases_clinic", "clinic, state"),
+    ],
+};
+
+/// The entries of a case, in order: the registry's escalations (`kind = 'escalation'`, `text` =
+/// the note the clinic reads) and the patient's replies as the registry recorded them (`kind =
+/// 'reply'`, `verdict` accepted / disputed, `text` = the comment, `reply` = the reply record).
+pub const CASE_ENTRIES: Table = Table {
+    name: "rm_case_entries",
+    cols: &[
+        ("record", Blob),
+        ("kind", Text),
+        ("n", Int),
+        ("clinic", Blob),
+        ("at", Text),
+        ("verdict", Text),
+        ("text", Text),
+        ("reply", Blob),
+    ],
+    pk: &["record", "kind", "n"],
+    record_col: "record",
+    indexes: &[("rm_case_entries_clinic", "clinic")],
+};
+
+/// A patient's reply to the clinic's adjudication (a `case_reply` record written on the patient's
+/// phone).
+pub const CASE_REPLIES: Table = Table {
+    name: "rm_case_replies",
+    cols: &[
+        ("id", Blob),
+        ("clinic", Blob),
+        ("patient", Blob),
+        ("adverse_event", Blob),
+        ("verdict", Text),
+        ("comment", Text),
+        ("replied_at", Text),
+        ("created_by", Blob),
+        ("created_at_s", Int),
+        ("conflicts", Text),
+    ],
+    pk: &["id"],
+    record_col: "id",
+    indexes: &[
+        ("rm_case_replies_event", "adverse_event"),
+        ("rm_case_replies_clinic", "clinic"),
+    ],
+};
+
 /// Every derived table, in the order rows are inserted.
-pub const ALL: [&Table; 10] = [
+pub const ALL: [&Table; 13] = [
     &RECORDS,
     &CLINICS,
     &ENROLMENTS,
@@ -303,6 +381,9 @@ pub const ALL: [&Table; 10] = [
     &ADVERSE_EVENTS,
     &ADJUDICATIONS,
     &CONFLICTS,
+    &CASES,
+    &CASE_ENTRIES,
+    &CASE_REPLIES,
 ];
 
 /// Which backend's dialect.
@@ -383,6 +464,23 @@ pub fn insert_sqlite(t: &Table) -> String {
     )
 }
 
+/// Rows per multi-row `INSERT` on SQLite: one statement (and one parse, bind and step) per 32
+/// rows instead of per row. At most 15 columns × 32 = 480 parameters, far below SQLite's limit.
+pub const SQLITE_ROWS_PER_INSERT: usize = 32;
+
+/// `INSERT INTO t (cols) VALUES (?, …), (?, …), …` (SQLite, `n` rows).
+pub fn insert_sqlite_rows(t: &Table, n: usize) -> String {
+    let cols: Vec<&str> = t.cols.iter().map(|(c, _)| *c).collect();
+    let one = format!("({})", vec!["?"; cols.len()].join(", "));
+    format!(
+        "INSERT INTO {} ({}) VALUES {}{}",
+        t.name,
+        cols.join(", "),
+        vec![one; n].join(", "),
+        upsert_tail(t)
+    )
+}
+
 /// `INSERT INTO t (cols) SELECT * FROM UNNEST($1::T[], …)` (PostgreSQL, many rows at once).
 pub fn insert_postgres(t: &Table) -> String {
     let cols: Vec<&str> = t.cols.iter().map(|(c, _)| *c).collect();
@@ -416,6 +514,9 @@ fn upsert_tail(t: &Table) -> &'static str {
 /// The statements per table and dialect, built once.
 pub struct Statements {
     pub insert: Vec<String>,
+    /// SQLite only: [`SQLITE_ROWS_PER_INSERT`] rows per statement (empty for PostgreSQL, whose
+    /// `insert` already takes every row at once).
+    pub insert_many: Vec<String>,
     pub delete_one: Vec<String>,
     pub delete_many: Vec<String>,
     pub dump: Vec<String>,
@@ -431,6 +532,13 @@ fn build(d: Dialect) -> Statements {
                 Dialect::Postgres => insert_postgres(t),
             })
             .collect(),
+        insert_many: match d {
+            Dialect::Sqlite => ALL
+                .iter()
+                .map(|t| insert_sqlite_rows(t, SQLITE_ROWS_PER_INSERT))
+                .collect(),
+            Dialect::Postgres => Vec::new(),
+        },
         delete_one: ALL
             .iter()
             .map(|t| format!("DELETE FROM {} WHERE {} = $1", t.name, t.record_col))

@@ -37,9 +37,11 @@
 
 mod postgres;
 mod sqlite;
+pub mod staging;
 
 pub use self::postgres::{PostgresOptions, PostgresStorage};
 pub use sqlite::SqliteStorage;
+pub use staging::{UploadStaging, UploadState};
 
 use automerge::ChangeHash;
 use followup_domain::ids::{DeviceId, RecordId};
@@ -150,6 +152,8 @@ pub struct DocWrite {
     pub new_changes: Vec<ChangeHash>,
     /// The audit event name (`accepted`, `clinic_created`).
     pub event: &'static str,
+    /// The clinic users the new changes are attributed to (audited; empty without users).
+    pub users: Vec<followup_domain::ids::UserId>,
     /// The record's read-model rows, projected before the transaction (the sync handler does it
     /// from the merged document it holds). `None`: the backend projects it from `bytes`.
     pub projection: Option<std::sync::Arc<crate::readmodel::Projection>>,
@@ -183,7 +187,14 @@ pub struct Rejection {
 }
 
 /// The registry's persistence. See the module documentation for the contract.
-pub trait Storage: crate::staff::store::StaffStore + Send + Sync + 'static {
+pub trait Storage:
+    crate::staff::store::StaffStore
+    + crate::users::ClinicUserStore
+    + UploadStaging
+    + Send
+    + Sync
+    + 'static
+{
     /// Create a clinic and its record document (log + audit `clinic_created`), atomically.
     fn create_clinic(&self, clinic: &ClinicRow, doc: &DocWrite, now_ms: i64) -> StorageResult<u64>;
     /// Whether a clinic exists.

@@ -60,9 +60,12 @@ use crate::audit::{self, AuditEntry, AuditRow};
 use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Val};
 
 mod staff;
+mod users;
+
+mod staging;
 
 /// The schema version this server writes; a database with a newer one is refused.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 /// `pg_advisory_xact_lock` key for migrations ("Followup" in ASCII).
 const MIGRATION_LOCK: i64 = 0x466f_6c6c_6f77_7570;
 /// Transactions aborted by a deadlock or serialization failure are run this many times in all.
@@ -72,7 +75,8 @@ const NONCE_PURGE_BATCH: i64 = 1000;
 
 /// Migration *n* (1-based) brings the schema from version *n - 1* to *n*. Each runs once, in the
 /// same transaction as the version bump; each is written to be harmless if run again.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE IF NOT EXISTS clinics (
     id BYTEA PRIMARY KEY,
     name TEXT NOT NULL,
@@ -174,7 +178,9 @@ CREATE TABLE IF NOT EXISTS rejections (
     code TEXT NOT NULL,
     message TEXT NOT NULL
 );
-"#];
+"#,
+    staging::MIGRATION,
+];
 
 /// Tuning of the PostgreSQL backend.
 #[derive(Debug, Clone)]
@@ -697,6 +703,7 @@ impl PostgresStorage {
         };
         storage.migrate()?;
         storage.migrate_staff()?;
+        storage.migrate_users()?;
         storage.prepare_read_model()?;
         Ok(storage)
     }
@@ -1391,7 +1398,7 @@ impl<C: GenericClient> RmTx for PgRm<'_, '_, C> {
         Dialect::Postgres
     }
 
-    fn insert(&mut self, table: usize, rows: &[Vec<Val>]) -> StorageResult<()> {
+    fn insert(&mut self, table: usize, rows: &[&Vec<Val>]) -> StorageResult<()> {
         let (Some(t), Some(sql)) = (
             schema::ALL.get(table),
             schema::statements(Dialect::Postgres).insert.get(table),
@@ -1403,7 +1410,7 @@ impl<C: GenericClient> RmTx for PgRm<'_, '_, C> {
         // One statement per table: each column as an array, unnested into rows.
         let mut arrays: Vec<Box<dyn ToSql + Sync>> = Vec::with_capacity(t.cols.len());
         for (i, (name, ty)) in t.cols.iter().enumerate() {
-            let cell = |r: &Vec<Val>| r.get(i).cloned().unwrap_or(Val::Null);
+            let cell = |r: &&Vec<Val>| r.get(i).cloned().unwrap_or(Val::Null);
             let bad = |v: &Val| {
                 StorageError::Internal(format!("read model: {}.{name} cannot hold {v:?}", t.name))
             };

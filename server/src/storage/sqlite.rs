@@ -23,6 +23,9 @@ use crate::audit::{self, AuditEntry, AuditRow};
 use crate::readmodel::{self, schema, Committed, Dialect, RebuildReport, RmTx, Val};
 
 mod staff;
+mod users;
+
+mod staging;
 
 const DB_FILE: &str = "registry.sqlite3";
 const SCHEMA_VERSION: i64 = 1;
@@ -142,6 +145,9 @@ impl<T> SqlResult<T> for rusqlite::Result<T> {
 fn open_conn(path: &Path) -> StorageResult<Connection> {
     let conn = Connection::open(path).db()?;
     conn.busy_timeout(std::time::Duration::from_secs(10)).db()?;
+    // A push uses more distinct statements than rusqlite's default cache of 16 (the write path,
+    // the audit chain and the read model's inserts per table): keep them all prepared.
+    conn.set_prepared_statement_cache_capacity(128);
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
     )
@@ -329,7 +335,9 @@ impl SqliteStorage {
             )));
         }
         conn.execute_batch(SCHEMA).db()?;
+        conn.execute_batch(staging::SCHEMA).db()?;
         conn.execute_batch(staff::STAFF_SCHEMA).db()?;
+        conn.execute_batch(users::USERS_SCHEMA).db()?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
             .db()?;
         conn.execute_batch(&schema::ddl(Dialect::Sqlite)).db()?;
@@ -1029,14 +1037,29 @@ impl RmTx for SqliteRm<'_> {
         Dialect::Sqlite
     }
 
-    fn insert(&mut self, table: usize, rows: &[Vec<Val>]) -> StorageResult<()> {
+    fn insert(&mut self, table: usize, rows: &[&Vec<Val>]) -> StorageResult<()> {
         let sql = schema::statements(Dialect::Sqlite)
             .insert
             .get(table)
             .ok_or_else(|| StorageError::Internal(format!("no read-model table {table}")))?;
-        let mut stmt = self.0.prepare_cached(sql).db()?;
-        for r in rows {
-            stmt.execute(rusqlite::params_from_iter(r.iter())).db()?;
+        let many = schema::statements(Dialect::Sqlite)
+            .insert_many
+            .get(table)
+            .ok_or_else(|| StorageError::Internal(format!("no read-model table {table}")))?;
+        let mut chunks = rows.chunks_exact(schema::SQLITE_ROWS_PER_INSERT);
+        if chunks.len() > 0 {
+            let mut stmt = self.0.prepare_cached(many).db()?;
+            for chunk in &mut chunks {
+                stmt.execute(rusqlite::params_from_iter(chunk.iter().copied().flatten()))
+                    .db()?;
+            }
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut stmt = self.0.prepare_cached(sql).db()?;
+            for r in rest {
+                stmt.execute(rusqlite::params_from_iter(r.iter())).db()?;
+            }
         }
         Ok(())
     }

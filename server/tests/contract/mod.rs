@@ -57,6 +57,7 @@ pub fn write(
         expected_version: expected,
         device,
         event: audit::event::ACCEPTED,
+        users: Vec::new(),
         projection: None,
     }
 }
@@ -479,4 +480,92 @@ pub fn concurrent_writers_contract(stores: &[Arc<dyn Storage>], writers: usize, 
         "concurrent writers: {writers} x {rounds} rounds on {} handle(s): {total} writes, {conflicts} compare-and-set conflicts re-merged, {checks} reader checks",
         stores.len()
     );
+}
+
+/// Staging of resumable (version 2) exchanges: appends are compare-and-set on the offset, a
+/// finished exchange keeps only its response, a device keeps one upload and one response.
+pub fn staging_contract(s: &dyn Storage) {
+    let dev = DeviceId::random();
+    let other = DeviceId::random();
+    let h = [7u8; 32];
+    let body: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 251) as u8).collect();
+    assert_eq!(s.upload_state(dev, &h).unwrap(), None);
+    // An upload starts only at offset 0.
+    assert_eq!(
+        s.upload_append(dev, &h, 1000, 10, &body[10..20], NOW)
+            .unwrap(),
+        None
+    );
+    let st = s
+        .upload_append(dev, &h, 1000, 0, &body[..300], NOW)
+        .unwrap()
+        .unwrap();
+    assert_eq!((st.length, st.received, st.response_len), (1000, 300, None));
+    // A stale or future offset, or a wrong length, stores nothing and says where things stand.
+    for (len, off) in [(1000, 200), (1000, 400), (999, 300)] {
+        let st = s
+            .upload_append(dev, &h, len, off, &body[300..350], NOW)
+            .unwrap()
+            .unwrap();
+        assert_eq!(st.received, 300);
+    }
+    // Past the end is refused.
+    let too_long = vec![0u8; 701];
+    assert_eq!(
+        s.upload_append(dev, &h, 1000, 300, &too_long, NOW)
+            .unwrap()
+            .unwrap()
+            .received,
+        300
+    );
+    s.upload_append(dev, &h, 1000, 300, &body[300..999], NOW)
+        .unwrap();
+    let st = s
+        .upload_append(dev, &h, 1000, 999, &body[999..], NOW)
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.received, 1000);
+    assert_eq!(s.upload_bytes(dev, &h).unwrap(), body);
+    // Another device's upload of the same name is its own.
+    assert_eq!(s.upload_state(other, &h).unwrap(), None);
+    s.upload_append(other, &h, 5, 0, b"abc", NOW).unwrap();
+    // Finishing stores the response once; the first one stands.
+    assert!(s.upload_finish(dev, &h, b"response-1", NOW).unwrap());
+    assert!(!s.upload_finish(dev, &h, b"response-2", NOW).unwrap());
+    assert_eq!(s.upload_response(dev, &h).unwrap().unwrap(), b"response-1");
+    assert_eq!(
+        s.upload_state(dev, &h).unwrap().unwrap().response_len,
+        Some(10)
+    );
+    assert!(s.upload_bytes(dev, &h).unwrap().is_empty());
+    // No more appends once finished.
+    assert_eq!(
+        s.upload_append(dev, &h, 1000, 1000, b"", NOW)
+            .unwrap()
+            .unwrap()
+            .response_len,
+        Some(10)
+    );
+    // A new upload of the device drops its other incomplete uploads, keeps the response until
+    // that one finishes; other devices are untouched.
+    let h2 = [8u8; 32];
+    let h3 = [9u8; 32];
+    s.upload_append(dev, &h2, 10, 0, b"12345", NOW).unwrap();
+    s.upload_append(dev, &h3, 10, 0, b"12", NOW).unwrap();
+    assert_eq!(s.upload_state(dev, &h2).unwrap(), None);
+    assert!(s.upload_response(dev, &h).unwrap().is_some());
+    s.upload_append(dev, &h3, 10, 2, b"34567890", NOW).unwrap();
+    assert!(s.upload_finish(dev, &h3, b"r3", NOW + 1).unwrap());
+    assert_eq!(s.upload_state(dev, &h).unwrap(), None);
+    assert_eq!(s.upload_state(other, &h).unwrap().unwrap().received, 3);
+    // A day later, a finished exchange clears idle rows of every device.
+    let later = NOW + 25 * 3600 * 1000;
+    s.upload_append(dev, &h2, 4, 0, b"ab", later).unwrap();
+    s.upload_append(dev, &h2, 4, 2, b"cd", later).unwrap();
+    assert!(s.upload_finish(dev, &h2, b"r2", later).unwrap());
+    assert_eq!(s.upload_state(other, &h).unwrap(), None);
+    assert_eq!(s.upload_response(dev, &h2).unwrap().unwrap(), b"r2");
+    // Discard forgets.
+    s.upload_discard(dev, &h2).unwrap();
+    assert_eq!(s.upload_state(dev, &h2).unwrap(), None);
 }

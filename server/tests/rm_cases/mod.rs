@@ -73,6 +73,7 @@ impl Tablet {
         Author {
             device: Some(self.p.device),
             time: self.clock_s,
+            user: None,
         }
     }
 
@@ -150,6 +151,7 @@ impl Tablet {
                     device: Some(self.p.device),
                     new_changes,
                     event: audit::event::ACCEPTED,
+                    users: Vec::new(),
                     projection: None,
                 };
                 match s.commit_writes(&[write], now_ms).unwrap()[0] {
@@ -208,6 +210,7 @@ impl Registry {
             Author {
                 device: None,
                 time: self.now_ms / 1000,
+                user: None,
             },
             id,
             id,
@@ -229,6 +232,7 @@ impl Registry {
             device: None,
             new_changes: doc.get_heads(),
             event: audit::event::CLINIC_CREATED,
+            users: Vec::new(),
             // Projected by the backend from the bytes (the administrative path).
             projection: None,
         };
@@ -631,6 +635,7 @@ pub fn conflicts_are_projected_as_conflicts(s: Arc<dyn Storage>) {
             Author {
                 device: Some(t1.p.device),
                 time: 1,
+                user: None,
             },
             "q03",
             &AnswerValue::Text("severe".into()),
@@ -880,4 +885,180 @@ pub fn counts_map(s: &dyn Storage, as_of: NaiveDate) -> HashMap<(String, String)
             )
         })
         .collect()
+}
+
+/// The registry's adjudication case of an event and the patient's reply are in the read model:
+/// the case's state as the console shows it (an ignored case turns overdue with the clock
+/// alone), its server-set deadline, escalations and replies, scoped to the clinic, and equal
+/// after a rebuild.
+pub fn cases_are_projected(s: Arc<dyn Storage>) {
+    use followup_domain::model::{CaseReply, Verdict};
+    use followup_domain::policy::{self, AdjudicationPolicy};
+    use followup_server::cases;
+
+    let mut reg = Registry::new(s.clone());
+    let a = reg.clinic("Clinic A");
+    let b = reg.clinic("Clinic B");
+    let mut ta = reg.tablet(a);
+    let p = ta.create(None, &enrolment("KC-1"));
+    // Grade 2, not serious: the default policy gives the clinic 30 days.
+    let ae = ta.create(Some(p), &adverse_event(2, false, None));
+    ta.push(&*s, reg.now_ms);
+    // The server opens the case when it first accepts the event (`sync::run` commits this write
+    // with the event; the tablets here write without the handler).
+    let header = s.doc_header(ae).unwrap().unwrap();
+    let event: AdverseEvent = ta.body(ae).unwrap();
+    let policy = AdjudicationPolicy::registry_default();
+    let w = cases::opening_write(policy, &header, &event, reg.now_ms).unwrap();
+    s.commit_writes(&[w], reg.now_ms).unwrap();
+
+    let queue = |as_of: NaiveDate, states: &[&str]| {
+        query::ae_queue(
+            &*s,
+            None,
+            as_of,
+            &AeFilter {
+                case_states: states.iter().map(|x| x.to_string()).collect(),
+                ..AeFilter::default()
+            },
+        )
+        .unwrap()
+    };
+    let opened = policy::server_date(reg.now_ms);
+    let q = queue(opened, &[]);
+    assert_eq!(q.len(), 1);
+    let c = q[0]
+        .case
+        .clone()
+        .expect("the event's case is in the read model");
+    assert_eq!(c.id, cases::case_id(ae));
+    assert_eq!(c.state.as_deref(), Some("open"));
+    let deadline = opened + chrono::Days::new(30);
+    assert_eq!(c.deadline, Some(deadline.to_string()));
+    assert_eq!(
+        q[0].deadline,
+        Some(deadline),
+        "the queue shows the case's deadline"
+    );
+    assert_eq!(q[0].days_overdue, 0);
+
+    // Nobody acted: a day past the deadline it is overdue, though the stored state says open.
+    let late = deadline + chrono::Days::new(1);
+    let q = queue(late, &[]);
+    let c = q[0].case.clone().unwrap();
+    assert_eq!(c.state.as_deref(), Some("overdue"));
+    assert_eq!(q[0].days_overdue, 1);
+    assert_eq!(queue(late, &["overdue"]).len(), 1);
+    assert!(queue(late, &["open"]).is_empty());
+    assert!(queue(opened, &["overdue"]).is_empty());
+
+    // The registry escalates (as the console, the CLI and the admin API do).
+    reg.tick(31);
+    cases::escalate(&*s, ae, "Please adjudicate this infection.", reg.now_ms).unwrap();
+    let today = policy::server_date(reg.now_ms);
+    let d = query::ae_detail(&*s, None, ae, today).unwrap().unwrap();
+    let c = d.queue.case.clone().unwrap();
+    assert_eq!(c.state.as_deref(), Some("escalated"));
+    assert_eq!(c.escalations, 1);
+    assert_eq!(d.case_entries.len(), 1);
+    assert_eq!(d.case_entries[0].kind, "escalation");
+    assert_eq!(
+        d.case_entries[0].text.as_deref(),
+        Some("Please adjudicate this infection.")
+    );
+    assert!(d.queue.days_overdue > 0, "an escalated case is still owed");
+
+    // The patient disputes on their phone: the reply record is projected, and once the server
+    // records it in the case, the case is disputed.
+    let mut phone = reg.device(a, DeviceRole::PatientDevice, Some(p));
+    let body = CaseReply {
+        adverse_event: ae.to_hex(),
+        verdict: Verdict::Disputed,
+        comment: "The pain is not gone.".into(),
+        replied_at: "2026-02-05T10:00:00Z".into(),
+    };
+    let reply = phone.create(Some(p), &body);
+    phone.push(&*s, reg.now_ms);
+    cases::apply(
+        &*s,
+        policy,
+        &[cases::Trigger::Replied {
+            adverse_event: ae,
+            reply,
+            body,
+        }],
+        reg.now_ms,
+    )
+    .unwrap();
+    let d = query::ae_detail(&*s, None, ae, today).unwrap().unwrap();
+    let c = d.queue.case.clone().unwrap();
+    assert_eq!(c.state.as_deref(), Some("disputed"));
+    assert_eq!(c.last_verdict.as_deref(), Some("disputed"));
+    assert_eq!(d.replies.len(), 1);
+    assert_eq!(d.replies[0].meta.id, reply);
+    assert_eq!(
+        d.replies[0].comment.as_deref(),
+        Some("The pain is not gone.")
+    );
+    let kinds: Vec<&str> = d.case_entries.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["escalation", "reply"]);
+    assert_eq!(d.case_entries[1].verdict.as_deref(), Some("disputed"));
+
+    // Another clinic's scope sees none of it.
+    assert!(query::ae_queue(&*s, Some(b), today, &AeFilter::default())
+        .unwrap()
+        .is_empty());
+    assert!(query::ae_detail(&*s, Some(b), ae, today).unwrap().is_none());
+
+    // Closed: no longer owed.
+    cases::close(&*s, ae, "Remedy agreed by phone.", reg.now_ms).unwrap();
+    let q = queue(today, &["closed"]);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].days_overdue, 0);
+    assert_eq!(
+        q[0].case.as_ref().unwrap().closed_note.as_deref(),
+        Some("Remedy agreed by phone.")
+    );
+
+    // Rebuilt from the documents: the same rows.
+    let incremental = query::dump(&*s).unwrap();
+    assert_eq!(incremental["rm_cases"].len(), 1);
+    assert_eq!(incremental["rm_case_entries"].len(), 2);
+    assert_eq!(incremental["rm_case_replies"].len(), 1);
+    s.rebuild_read_model(reg.now_ms).unwrap();
+    assert_eq!(incremental, query::dump(&*s).unwrap());
+}
+
+/// Study codes enrolled twice in one clinic (two tablets offline) are listed, compared trimmed
+/// and upper-cased; the same code in another clinic is not a duplicate; the scope holds.
+pub fn duplicate_study_codes_are_listed(s: Arc<dyn Storage>) {
+    let mut reg = Registry::new(s.clone());
+    let a = reg.clinic("Clinic A");
+    let b = reg.clinic("Clinic B");
+    let mut t1 = reg.tablet(a);
+    let mut t2 = reg.tablet(a);
+    let mut tb = reg.tablet(b);
+    let first = t1.create(None, &enrolment("KX-9"));
+    t1.create(None, &enrolment("KX-10"));
+    let second = t2.create(None, &enrolment(" kx-9 "));
+    tb.create(None, &enrolment("KX-9"));
+    for t in [&mut t1, &mut t2, &mut tb] {
+        t.push(&*s, reg.now_ms);
+    }
+    let dups = readmodel::duplicates::duplicate_study_codes(&*s, None).unwrap();
+    assert_eq!(dups.len(), 1, "{dups:?}");
+    assert_eq!((dups[0].clinic, dups[0].study_code.as_str()), (a, "KX-9"));
+    let mut got: Vec<RecordId> = dups[0].enrolments.iter().map(|e| e.patient).collect();
+    got.sort();
+    let mut want = vec![first, second];
+    want.sort();
+    assert_eq!(got, want);
+    assert!(dups[0].enrolments.iter().all(|e| e.device.is_some()));
+    assert_eq!(
+        readmodel::duplicates::duplicate_study_codes(&*s, Some(a)).unwrap(),
+        dups
+    );
+    assert!(readmodel::duplicates::duplicate_study_codes(&*s, Some(b))
+        .unwrap()
+        .is_empty());
 }

@@ -28,7 +28,16 @@ val FollowupException.userMessage: String
         is FollowupException.AlreadyRecorded -> reason
         is FollowupException.KeyProviderFailed -> reason
         is FollowupException.Internal -> reason
+        is FollowupException.Locked -> reason
+        is FollowupException.WrongPin -> reason
+        is FollowupException.TryLater -> reason
+        is FollowupException.UserLocked -> reason
+        is FollowupException.WeakPin -> reason
     }
+
+/** `true` when the shared tablet must show its sign-in screen before this call can succeed. */
+val FollowupException.needsSignIn: Boolean
+    get() = this is FollowupException.Locked
 
 /** The item problems of a [FollowupException.ValidationFailed], keyed by item id; empty otherwise. */
 val FollowupException.itemProblems: Map<String, List<ItemProblem>>

@@ -109,6 +109,17 @@ object TestServer {
     fun patientDeviceCode(patientId: String): String =
         field(admin("POST", "/v1/admin/enrolment-codes", """{"role":"patient_device","patient":"$patientId"}"""), "code")
 
+    /** Creates a user of [clinicId] (a nurse on the clinic's tablets); returns (user id, activation code). */
+    fun createUser(clinicId: String, name: String): Pair<String, String> {
+        val json = admin("POST", "/v1/admin/clinic-users", """{"clinic":"$clinicId","name":"$name"}""")
+        return field(json, "user") to field(json, "activation_code")
+    }
+
+    /** Removes a clinic user: tablets drop them at their next sync. */
+    fun removeUser(userId: String) {
+        admin("POST", "/v1/admin/clinic-users/$userId/remove", null)
+    }
+
     /** Revokes a device. */
     fun revoke(deviceId: String) {
         admin("POST", "/v1/admin/devices/$deviceId/revoke", null)

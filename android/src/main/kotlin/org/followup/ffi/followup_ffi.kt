@@ -919,6 +919,26 @@ internal open class UniffiVTableCallbackInterfaceSyncProgressListener(
 
 
 
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
 // For large crates we prevent `MethodTooLargeException` (see #2340)
 // N.B. the name of the extension is very misleading, since it is 
 // rather `InterfaceTooLargeException`, caused by too many methods 
@@ -946,6 +966,8 @@ fun uniffi_followup_ffi_checksum_method_changelistener_on_changes(
 ): Short
 fun uniffi_followup_ffi_checksum_method_changesubscription_cancel(
 ): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_add_user(
+): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_adjudicate(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_adjudication_queue(
@@ -967,6 +989,8 @@ fun uniffi_followup_ffi_checksum_method_followupstore_clinic_visits(
 fun uniffi_followup_ffi_checksum_method_followupstore_close_store(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_conflicts(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_device_users(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_discard_draft(
 ): Short
@@ -992,6 +1016,12 @@ fun uniffi_followup_ffi_checksum_method_followupstore_get_record(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_get_response(
 ): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_has_users(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_idle_timeout_seconds(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_is_locked(
+): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_is_open(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_list_patients(
@@ -1005,6 +1035,8 @@ fun uniffi_followup_ffi_checksum_method_followupstore_questionnaire(
 fun uniffi_followup_ffi_checksum_method_followupstore_record_procedure(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_rejections(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_remove_user(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_reply_to_adjudication(
 ): Short
@@ -1020,7 +1052,15 @@ fun uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_provider(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_save_answers(
 ): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_set_idle_timeout_seconds(
+): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_set_sync_settings(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_sign_in(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_sign_out(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_signed_in_user(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_start_response(
 ): Short
@@ -1138,6 +1178,8 @@ fun uniffi_followup_ffi_fn_constructor_followupstore_open_with_key_provider(`pat
 ): Long
 fun uniffi_followup_ffi_fn_constructor_followupstore_open_with_passphrase(`path`: RustBuffer.ByValue,`passphrase`: RustBuffer.ByValue,
 ): Long
+fun uniffi_followup_ffi_fn_method_followupstore_add_user(`ptr`: Pointer,`userId`: RustBuffer.ByValue,`activationCode`: RustBuffer.ByValue,`pinText`: RustBuffer.ByValue,
+): Long
 fun uniffi_followup_ffi_fn_method_followupstore_adjudicate(`ptr`: Pointer,`adverseEventId`: RustBuffer.ByValue,`decision`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_adjudication_queue(`ptr`: Pointer,`asOf`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1159,6 +1201,8 @@ fun uniffi_followup_ffi_fn_method_followupstore_clinic_visits(`ptr`: Pointer,`as
 fun uniffi_followup_ffi_fn_method_followupstore_close_store(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
 fun uniffi_followup_ffi_fn_method_followupstore_conflicts(`ptr`: Pointer,`recordId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_device_users(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_discard_draft(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
@@ -1184,6 +1228,12 @@ fun uniffi_followup_ffi_fn_method_followupstore_get_record(`ptr`: Pointer,`recor
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_get_response(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_has_users(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Byte
+fun uniffi_followup_ffi_fn_method_followupstore_idle_timeout_seconds(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Long
+fun uniffi_followup_ffi_fn_method_followupstore_is_locked(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Byte
 fun uniffi_followup_ffi_fn_method_followupstore_is_open(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): Byte
 fun uniffi_followup_ffi_fn_method_followupstore_list_patients(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
@@ -1198,6 +1248,8 @@ fun uniffi_followup_ffi_fn_method_followupstore_record_procedure(`ptr`: Pointer,
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_rejections(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_remove_user(`ptr`: Pointer,`userId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): Byte
 fun uniffi_followup_ffi_fn_method_followupstore_reply_to_adjudication(`ptr`: Pointer,`adverseEventId`: RustBuffer.ByValue,`verdict`: RustBuffer.ByValue,`comment`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_report_adverse_event(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`event`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1212,8 +1264,16 @@ fun uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_provider(`ptr`: Po
 ): Long
 fun uniffi_followup_ffi_fn_method_followupstore_save_answers(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_set_idle_timeout_seconds(`ptr`: Pointer,`seconds`: Long,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
 fun uniffi_followup_ffi_fn_method_followupstore_set_sync_settings(`ptr`: Pointer,`settings`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
+fun uniffi_followup_ffi_fn_method_followupstore_sign_in(`ptr`: Pointer,`userId`: RustBuffer.ByValue,`pinText`: RustBuffer.ByValue,
+): Long
+fun uniffi_followup_ffi_fn_method_followupstore_sign_out(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+fun uniffi_followup_ffi_fn_method_followupstore_signed_in_user(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_start_response(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`questionnaireId`: RustBuffer.ByValue,`procedureId`: RustBuffer.ByValue,`visitId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_submit_response(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1392,6 +1452,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_changesubscription_cancel() != 49431.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_add_user() != 30561.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_adjudicate() != 42068.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1423,6 +1486,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_conflicts() != 19217.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_device_users() != 32842.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_discard_draft() != 59846.toShort()) {
@@ -1461,6 +1527,15 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_get_response() != 28017.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_has_users() != 18501.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_idle_timeout_seconds() != 15596.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_is_locked() != 47119.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_is_open() != 26701.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1480,6 +1555,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_rejections() != 27634.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_remove_user() != 54679.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_reply_to_adjudication() != 14906.toShort()) {
@@ -1503,7 +1581,19 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_save_answers() != 41981.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_set_idle_timeout_seconds() != 32370.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_set_sync_settings() != 36249.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_sign_in() != 30971.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_sign_out() != 2818.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_signed_in_user() != 56652.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_start_response() != 61079.toShort()) {
@@ -2898,6 +2988,13 @@ public object FfiConverterTypeChangeSubscription: FfiConverter<ChangeSubscriptio
 public interface FollowupStoreInterface {
     
     /**
+     * Adds a user with the activation code registry staff gave them and the PIN they chose
+     * (needs the registry). The first user turns the device into a shared tablet and is signed
+     * in; later users need someone signed in. Returns the user's display name.
+     */
+    suspend fun `addUser`(`userId`: kotlin.String, `activationCode`: kotlin.String, `pinText`: kotlin.String): kotlin.String
+    
+    /**
      * Records (or updates) the treating clinic's decision on an adverse event (clinic devices
      * only). Returns the adjudication's id; the same record is updated by later decisions.
      */
@@ -2964,6 +3061,11 @@ public interface FollowupStoreInterface {
      * value, who wrote it and which one the record shows. Empty when there is no conflict.
      */
     fun `conflicts`(`recordId`: kotlin.String): List<Conflict>
+    
+    /**
+     * The users set up on this device (works while locked).
+     */
+    fun `deviceUsers`(): List<DeviceUser>
     
     /**
      * Discards a draft (a submitted response cannot be discarded).
@@ -3038,6 +3140,22 @@ public interface FollowupStoreInterface {
     fun `getResponse`(`responseId`: kotlin.String): Response
     
     /**
+     * `true` on a shared tablet: the store opens locked and a user must sign in.
+     */
+    fun `hasUsers`(): kotlin.Boolean
+    
+    /**
+     * Seconds a signed-in session may stay idle before the tablet locks itself (default 300).
+     */
+    fun `idleTimeoutSeconds`(): kotlin.ULong
+    
+    /**
+     * `true` while a shared tablet has nobody signed in (every record call fails with
+     * `Locked`). Always `false` on a device without users.
+     */
+    fun `isLocked`(): kotlin.Boolean
+    
+    /**
      * `false` once `close_store()` was called.
      */
     fun `isOpen`(): kotlin.Boolean
@@ -3076,6 +3194,11 @@ public interface FollowupStoreInterface {
      * Records the registry refused, newest last, until dismissed.
      */
     fun `rejections`(): List<Rejection>
+    
+    /**
+     * Removes a user from this device (not the last one; a signed-in user must do it).
+     */
+    fun `removeUser`(`userId`: kotlin.String): kotlin.Boolean
     
     /**
      * The patient accepts or disputes the clinic's adjudication of one of their adverse
@@ -3122,10 +3245,31 @@ public interface FollowupStoreInterface {
     fun `saveAnswers`(`responseId`: kotlin.String, `answers`: Map<kotlin.String, AnswerValue>): List<ItemProblem>
     
     /**
+     * Sets (and keeps) the idle timeout, at least 1 second.
+     */
+    fun `setIdleTimeoutSeconds`(`seconds`: kotlin.ULong)
+    
+    /**
      * Changes how this store talks to the registry (timeouts, attempts, certificate pinning).
      * Applies to the next `enrol` or `sync`.
      */
     fun `setSyncSettings`(`settings`: SyncSettings)
+    
+    /**
+     * Signs a user in with their PIN or passphrase (about a second: it is stretched).
+     * `WrongPin`, `TryLater`, `UserLocked`, or `InvalidInput` for a user not on this device.
+     */
+    suspend fun `signIn`(`userId`: kotlin.String, `pinText`: kotlin.String)
+    
+    /**
+     * Signs out now: the data key leaves memory; record calls fail with `Locked`.
+     */
+    fun `signOut`()
+    
+    /**
+     * The signed-in user's id, if any.
+     */
+    fun `signedInUser`(): kotlin.String?
     
     /**
      * Starts a draft response to a questionnaire for a patient, optionally answering visit
@@ -3253,6 +3397,32 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
         return uniffiRustCall() { status ->
             UniffiLib.INSTANCE.uniffi_followup_ffi_fn_clone_followupstore(pointer!!, status)
         }
+    }
+
+    
+    /**
+     * Adds a user with the activation code registry staff gave them and the PIN they chose
+     * (needs the registry). The first user turns the device into a shared tablet and is signed
+     * in; later users need someone signed in. Returns the user's display name.
+     */
+    @Throws(FollowupException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `addUser`(`userId`: kotlin.String, `activationCode`: kotlin.String, `pinText`: kotlin.String) : kotlin.String {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_add_user(
+                thisPtr,
+                FfiConverterString.lower(`userId`),FfiConverterString.lower(`activationCode`),FfiConverterString.lower(`pinText`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterString.lift(it) },
+        // Error FFI converter
+        FollowupException.ErrorHandler,
+    )
     }
 
     
@@ -3434,6 +3604,22 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
     uniffiRustCallWithError(FollowupException) { _status ->
     UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_conflicts(
         it, FfiConverterString.lower(`recordId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * The users set up on this device (works while locked).
+     */
+    @Throws(FollowupException::class)override fun `deviceUsers`(): List<DeviceUser> {
+            return FfiConverterSequenceTypeDeviceUser.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_device_users(
+        it, _status)
 }
     }
     )
@@ -3654,6 +3840,55 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
 
     
     /**
+     * `true` on a shared tablet: the store opens locked and a user must sign in.
+     */
+    @Throws(FollowupException::class)override fun `hasUsers`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_has_users(
+        it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Seconds a signed-in session may stay idle before the tablet locks itself (default 300).
+     */
+    @Throws(FollowupException::class)override fun `idleTimeoutSeconds`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_idle_timeout_seconds(
+        it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * `true` while a shared tablet has nobody signed in (every record call fails with
+     * `Locked`). Always `false` on a device without users.
+     */
+    @Throws(FollowupException::class)override fun `isLocked`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_is_locked(
+        it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * `false` once `close_store()` was called.
      */override fun `isOpen`(): kotlin.Boolean {
             return FfiConverterBoolean.lift(
@@ -3762,6 +3997,22 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
     uniffiRustCallWithError(FollowupException) { _status ->
     UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_rejections(
         it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Removes a user from this device (not the last one; a signed-in user must do it).
+     */
+    @Throws(FollowupException::class)override fun `removeUser`(`userId`: kotlin.String): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_remove_user(
+        it, FfiConverterString.lower(`userId`),_status)
 }
     }
     )
@@ -3908,6 +4159,21 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
 
     
     /**
+     * Sets (and keeps) the idle timeout, at least 1 second.
+     */
+    @Throws(FollowupException::class)override fun `setIdleTimeoutSeconds`(`seconds`: kotlin.ULong)
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_set_idle_timeout_seconds(
+        it, FfiConverterULong.lower(`seconds`),_status)
+}
+    }
+    
+    
+
+    
+    /**
      * Changes how this store talks to the registry (timeouts, attempts, certificate pinning).
      * Applies to the next `enrol` or `sync`.
      */
@@ -3920,6 +4186,63 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
 }
     }
     
+    
+
+    
+    /**
+     * Signs a user in with their PIN or passphrase (about a second: it is stretched).
+     * `WrongPin`, `TryLater`, `UserLocked`, or `InvalidInput` for a user not on this device.
+     */
+    @Throws(FollowupException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `signIn`(`userId`: kotlin.String, `pinText`: kotlin.String) {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_sign_in(
+                thisPtr,
+                FfiConverterString.lower(`userId`),FfiConverterString.lower(`pinText`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_followup_ffi_rust_future_free_void(future) },
+        // lift function
+        { Unit },
+        
+        // Error FFI converter
+        FollowupException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Signs out now: the data key leaves memory; record calls fail with `Locked`.
+     */
+    @Throws(FollowupException::class)override fun `signOut`()
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_sign_out(
+        it, _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The signed-in user's id, if any.
+     */
+    @Throws(FollowupException::class)override fun `signedInUser`(): kotlin.String? {
+            return FfiConverterOptionalString.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_signed_in_user(
+        it, _status)
+}
+    }
+    )
+    }
     
 
     
@@ -5528,6 +5851,62 @@ public object FfiConverterTypeDeviceEnrolment: FfiConverterRustBuffer<DeviceEnro
             FfiConverterString.write(value.`clinicId`, buf)
             FfiConverterOptionalString.write(value.`patientId`, buf)
             FfiConverterString.write(value.`serverUrl`, buf)
+    }
+}
+
+
+
+/**
+ * A user set up on this device, for the sign-in screen (listed while locked).
+ */
+data class DeviceUser (
+    var `userId`: kotlin.String, 
+    var `name`: kotlin.String, 
+    /**
+     * Wrong PINs in a row so far.
+     */
+    var `failures`: kotlin.UInt, 
+    /**
+     * Locked after too many wrong PINs: add the user again with a new activation code.
+     */
+    var `locked`: kotlin.Boolean, 
+    /**
+     * Unix ms before which no sign-in attempt is accepted (0: now).
+     */
+    var `retryAtMs`: kotlin.Long
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDeviceUser: FfiConverterRustBuffer<DeviceUser> {
+    override fun read(buf: ByteBuffer): DeviceUser {
+        return DeviceUser(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterLong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DeviceUser) = (
+            FfiConverterString.allocationSize(value.`userId`) +
+            FfiConverterString.allocationSize(value.`name`) +
+            FfiConverterUInt.allocationSize(value.`failures`) +
+            FfiConverterBoolean.allocationSize(value.`locked`) +
+            FfiConverterLong.allocationSize(value.`retryAtMs`)
+    )
+
+    override fun write(value: DeviceUser, buf: ByteBuffer) {
+            FfiConverterString.write(value.`userId`, buf)
+            FfiConverterString.write(value.`name`, buf)
+            FfiConverterUInt.write(value.`failures`, buf)
+            FfiConverterBoolean.write(value.`locked`, buf)
+            FfiConverterLong.write(value.`retryAtMs`, buf)
     }
 }
 
@@ -7297,6 +7676,67 @@ sealed class FollowupException: kotlin.Exception() {
             get() = "reason=${ `reason` }"
     }
     
+    /**
+     * The shared tablet is locked (nobody signed in, or the session idled out): show the
+     * sign-in screen, then call again.
+     */
+    class Locked(
+        
+        val `reason`: kotlin.String
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * The PIN is not this user's; `attempts_left` before the user is locked on this device.
+     */
+    class WrongPin(
+        
+        val `reason`: kotlin.String, 
+        
+        val `attemptsLeft`: kotlin.UInt
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }, attemptsLeft=${ `attemptsLeft` }"
+    }
+    
+    /**
+     * Too many wrong PINs in a row: no attempt is accepted for `seconds`.
+     */
+    class TryLater(
+        
+        val `reason`: kotlin.String, 
+        
+        val `seconds`: kotlin.ULong
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }, seconds=${ `seconds` }"
+    }
+    
+    /**
+     * The user is locked on this device after too many wrong PINs: add them again with a new
+     * activation code.
+     */
+    class UserLocked(
+        
+        val `reason`: kotlin.String
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
+     * The chosen PIN or passphrase is too weak; `reason` says why.
+     */
+    class WeakPin(
+        
+        val `reason`: kotlin.String
+        ) : FollowupException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
 
     companion object ErrorHandler : UniffiRustCallStatusErrorHandler<FollowupException> {
         override fun lift(error_buf: RustBuffer.ByValue): FollowupException = FfiConverterTypeFollowupError.lift(error_buf)
@@ -7370,6 +7810,23 @@ public object FfiConverterTypeFollowupError : FfiConverterRustBuffer<FollowupExc
                 FfiConverterString.read(buf),
                 )
             19 -> FollowupException.Internal(
+                FfiConverterString.read(buf),
+                )
+            20 -> FollowupException.Locked(
+                FfiConverterString.read(buf),
+                )
+            21 -> FollowupException.WrongPin(
+                FfiConverterString.read(buf),
+                FfiConverterUInt.read(buf),
+                )
+            22 -> FollowupException.TryLater(
+                FfiConverterString.read(buf),
+                FfiConverterULong.read(buf),
+                )
+            23 -> FollowupException.UserLocked(
+                FfiConverterString.read(buf),
+                )
+            24 -> FollowupException.WeakPin(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -7475,6 +7932,33 @@ public object FfiConverterTypeFollowupError : FfiConverterRustBuffer<FollowupExc
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
             )
+            is FollowupException.Locked -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is FollowupException.WrongPin -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterUInt.allocationSize(value.`attemptsLeft`)
+            )
+            is FollowupException.TryLater -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterULong.allocationSize(value.`seconds`)
+            )
+            is FollowupException.UserLocked -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is FollowupException.WeakPin -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
         }
     }
 
@@ -7574,6 +8058,33 @@ public object FfiConverterTypeFollowupError : FfiConverterRustBuffer<FollowupExc
             }
             is FollowupException.Internal -> {
                 buf.putInt(19)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FollowupException.Locked -> {
+                buf.putInt(20)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FollowupException.WrongPin -> {
+                buf.putInt(21)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterUInt.write(value.`attemptsLeft`, buf)
+                Unit
+            }
+            is FollowupException.TryLater -> {
+                buf.putInt(22)
+                FfiConverterString.write(value.`reason`, buf)
+                FfiConverterULong.write(value.`seconds`, buf)
+                Unit
+            }
+            is FollowupException.UserLocked -> {
+                buf.putInt(23)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is FollowupException.WeakPin -> {
+                buf.putInt(24)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -9035,6 +9546,34 @@ public object FfiConverterSequenceTypeConflictValue: FfiConverterRustBuffer<List
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeConflictValue.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeDeviceUser: FfiConverterRustBuffer<List<DeviceUser>> {
+    override fun read(buf: ByteBuffer): List<DeviceUser> {
+        val len = buf.getInt()
+        return List<DeviceUser>(len) {
+            FfiConverterTypeDeviceUser.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<DeviceUser>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeDeviceUser.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<DeviceUser>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeDeviceUser.write(it, buf)
         }
     }
 }

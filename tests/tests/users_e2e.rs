@@ -1,0 +1,157 @@
+//! End-to-end: nurses signing in on a shared clinic tablet, against a real registry on
+//! 127.0.0.1. Each change is attributed to the nurse who made it in the registry's audit log; a
+//! tablet cannot invent a user; a removed user loses the tablet at its next sync.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
+
+use followup_device::crypto::UserPin;
+use followup_device::device::index_meta;
+use followup_device::store::StoreError;
+use followup_device::sync::{SyncClient, SyncError};
+use followup_device::Error;
+use followup_domain::ids::UserId;
+use followup_domain::model::{self, Author};
+use followup_e2e::*;
+use followup_server::users::users_in_detail;
+use followup_testkit::workload::{bench_enrolment, bench_procedure};
+
+fn pin(p: &str) -> UserPin {
+    UserPin::with_iterations(p, 1_000)
+}
+
+/// The users the registry's audit log names for the accepted writes of `doc`.
+fn audited_users(reg: &Registry, doc: followup_domain::ids::RecordId) -> Vec<UserId> {
+    reg.server
+        .storage()
+        .audit_rows(0, 100_000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.event == "accepted" && r.entry.doc == Some(doc))
+        .flat_map(|r| users_in_detail(&r.entry.detail))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nurses_on_one_tablet_each_change_attributed_and_a_removed_nurse_locked_out() {
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Clinica Alfa").await;
+    let other_clinic = reg.create_clinic("Clinica Beta").await;
+    let tablet = reg.clinic_tablet(clinic, "ward tablet").await;
+    let staff = reg.staff();
+    let ana = staff.create_clinic_user(clinic, "Ana Costa").await.unwrap();
+    let rui = staff.create_clinic_user(clinic, "Rui Lopes").await.unwrap();
+    let stranger = staff
+        .create_clinic_user(other_clinic, "Eva Beta")
+        .await
+        .unwrap();
+    let client = SyncClient::new(test_options()).unwrap();
+
+    // A tablet cannot invent a user: wrong codes, another clinic's user, unknown ids.
+    for (user, code) in [
+        (ana.user, "AAAA-BBBB-CCCC".to_string()),
+        (stranger.user, stranger.activation_code.clone()),
+        (UserId::random(), ana.activation_code.clone()),
+    ] {
+        let err = client
+            .activate_user(&tablet, user, &code, &pin("482916"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Sync(SyncError::InvalidCode(_))),
+            "{err:?}"
+        );
+    }
+    assert!(!tablet.has_users());
+    // A weak PIN is refused before anything is sent.
+    assert!(matches!(
+        client
+            .activate_user(&tablet, ana.user, &ana.activation_code, &pin("123456"))
+            .await,
+        Err(Error::Store(StoreError::WeakPin(_)))
+    ));
+
+    // Ana activates first (the tablet now needs a sign-in), then adds Rui.
+    let info = client
+        .activate_user(&tablet, ana.user, &ana.activation_code, &pin("482916"))
+        .await
+        .unwrap();
+    assert_eq!(info.name, "Ana Costa");
+    assert!(tablet.has_users());
+    assert_eq!(tablet.signed_in_user(), Some(ana.user));
+    client
+        .activate_user(&tablet, rui.user, &rui.activation_code, &pin("730594"))
+        .await
+        .unwrap();
+
+    // Ana enrols a patient; Rui records the procedure.
+    let patient = tablet.enrol_patient(&bench_enrolment(1)).unwrap();
+    tablet.sign_out();
+    assert!(matches!(
+        tablet.record_procedure(patient, &bench_procedure(1)),
+        Err(Error::Store(StoreError::Locked))
+    ));
+    tablet.sign_in(rui.user, &pin("730594")).unwrap();
+    let procedure = tablet
+        .record_procedure(patient, &bench_procedure(1))
+        .unwrap();
+    let report = tablet.sync().await.unwrap();
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert_eq!(audited_users(&reg, patient), [ana.user]);
+    assert_eq!(audited_users(&reg, procedure), [rui.user]);
+    assert!(reg.verify_audit().await.ok);
+
+    // A change attributed to a user never activated on this tablet is refused and reported.
+    let enrolled = tablet.enrolment().unwrap();
+    let forged = model::new_record(
+        Author::device_now(enrolled.device_id).with_user(Some(stranger.user)),
+        followup_domain::ids::RecordId::random(),
+        clinic,
+        Some(patient),
+        &bench_procedure(2),
+    )
+    .unwrap();
+    tablet
+        .store()
+        .save_doc(&index_meta(&forged).unwrap(), &forged)
+        .unwrap();
+    let report = tablet.sync().await.unwrap();
+    assert_eq!(report.rejected.len(), 1, "{report:?}");
+    assert_eq!(report.rejected[0].code, "foreign_actor");
+    assert!(
+        report.rejected[0].message.contains("user_not_enrolled"),
+        "{}",
+        report.rejected[0].message
+    );
+
+    // Staff remove Rui: the registry refuses his changes, and the tablet deletes his slot at
+    // its next sync (Ana is signed in): Rui can no longer sign in.
+    staff.remove_clinic_user(rui.user).await.unwrap();
+    tablet.sign_out();
+    tablet.sign_in(ana.user, &pin("482916")).unwrap();
+    tablet.sync().await.unwrap();
+    let names: Vec<String> = tablet
+        .users()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["Ana Costa"]);
+    tablet.sign_out();
+    assert!(matches!(
+        tablet.sign_in(rui.user, &pin("730594")),
+        Err(Error::Store(StoreError::UnknownUser(_)))
+    ));
+    let rows = staff.clinic_users(clinic).await.unwrap();
+    let rui_row = rows.iter().find(|r| r.id == rui.user).unwrap();
+    assert!(rui_row.removed_at_ms.is_some());
+    assert_eq!(rui_row.devices, [tablet.id()]);
+
+    // After a restart (a second opening of the file) the tablet opens locked; Ana signs in.
+    let reopened = followup_device::device::Device::open(&tablet.path, key()).unwrap();
+    assert!(!reopened.is_unlocked());
+    assert!(matches!(
+        reopened.list_patients(),
+        Err(Error::Store(StoreError::Locked))
+    ));
+    reopened.sign_in(ana.user, &pin("482916")).unwrap();
+    assert_eq!(reopened.list_patients().unwrap().len(), 1);
+}
