@@ -493,6 +493,7 @@ pub fn new_definition_doc(
     model::new_record(
         Author {
             device: None,
+            user: None,
             time: 0,
         },
         def.record_id(),

@@ -79,6 +79,7 @@ fn write_new(doc: &Automerge, event_name: &'static str) -> Result<DocWrite, Publ
         new_changes: doc.get_changes(&[]).iter().map(|c| c.hash()).collect(),
         event: event_name,
         projection: None,
+        users: Vec::new(),
     })
 }
 
@@ -96,6 +97,7 @@ fn state_change(
         Author {
             device: None,
             time: now_ms / 1000,
+            user: None,
         },
         |b| {
             b.state = state.code().to_string();
@@ -114,6 +116,7 @@ fn state_change(
         new_changes: doc.get_changes(&heads).iter().map(|c| c.hash()).collect(),
         event: event_name,
         projection: None,
+        users: Vec::new(),
     }))
 }
 
@@ -256,6 +259,7 @@ fn draft_document(def: &Definition, id: RecordId) -> Result<Automerge, PublishEr
         Author {
             device: None,
             time: 0,
+            user: None,
         },
         id,
         DRAFT_SCOPE,

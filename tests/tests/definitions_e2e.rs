@@ -333,6 +333,7 @@ async fn spanish_texts_and_messages_and_a_form_too_new_for_the_app() {
         new_changes: doc.get_changes(&[]).iter().map(|c| c.hash()).collect(),
         event: "definition_published",
         projection: None,
+        users: Vec::new(),
     };
     reg.server.storage().commit_writes(&[write], 0).unwrap();
     t.sync().await.unwrap();
