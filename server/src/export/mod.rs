@@ -20,6 +20,7 @@
 pub mod csv_out;
 pub mod deid;
 pub mod fhir_out;
+pub mod fhir_questionnaire;
 pub mod http;
 pub mod readme;
 pub mod sink;
