@@ -209,6 +209,38 @@ pub enum StaffCommand {
         #[arg(long)]
         draft: bool,
     },
+    /// Write a questionnaire definition as a FHIR R4 Questionnaire (JSON), from a file or from
+    /// the registry (`ID` = its newest published version, `ID@VERSION` = that version, drafts
+    /// included, its FHIR status the version's state). See docs/definitions.md for the mapping.
+    DefinitionToFhir {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// A definition file, or ID[@VERSION] of a questionnaire the registry holds.
+        source: String,
+        /// For a file: the FHIR status to write (draft, active or retired).
+        #[arg(long, default_value = "draft", value_parser = ["draft", "active", "retired"])]
+        status: String,
+        /// Write the resource to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Turn a FHIR R4 Questionnaire (JSON) into a definition file, checked as `publish` checks
+    /// it; anything a definition cannot represent is refused by name. Publish the result with
+    /// `followup server publish`.
+    DefinitionFromFhir {
+        /// The FHIR Questionnaire (JSON).
+        file: PathBuf,
+        /// The questionnaire's kind when the resource does not carry the registry's kind
+        /// extension: baseline, clinician_followup, patient_survey or adverse_event.
+        #[arg(long)]
+        kind: Option<String>,
+        /// The definition id to use instead of the last segment of the resource's url.
+        #[arg(long)]
+        id: Option<String>,
+        /// Write the definition to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// List the definitions the registry holds (drafts included).
     Definitions {
         #[command(flatten)]

@@ -23,6 +23,7 @@ pub mod device_app;
 pub mod device_cmd;
 pub mod device_users;
 pub mod error;
+pub mod fhir_cmd;
 pub mod output;
 pub mod server_cmd;
 

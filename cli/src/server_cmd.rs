@@ -117,7 +117,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn client(conn: &StaffConn) -> Result<AdminClient, CliError> {
+pub(crate) fn client(conn: &StaffConn) -> Result<AdminClient, CliError> {
     crate::admin::connect(
         &conn.server,
         conn.admin_token.as_deref(),
@@ -388,6 +388,18 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                 }
             }
         }
+        StaffCommand::DefinitionToFhir {
+            conn,
+            source,
+            status,
+            out,
+        } => crate::fhir_cmd::to_fhir(&conn, &source, &status, out.as_deref()).await?,
+        StaffCommand::DefinitionFromFhir {
+            file,
+            kind,
+            id,
+            out,
+        } => crate::fhir_cmd::from_fhir(&file, kind.as_deref(), id, out.as_deref())?,
         StaffCommand::Definitions { conn } => {
             let c = client(&conn)?;
             let list = c.definitions().await?;

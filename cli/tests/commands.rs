@@ -625,3 +625,130 @@ fn nurses_sign_in_on_a_shared_tablet_from_the_command_line() {
     let err = fails(tablet.run_env(&["user", "remove", "Ana Costa"], &ana_env));
     assert!(err.contains("last user"), "{err}");
 }
+
+/// Issue 11 item 5 on the command line: a questionnaire goes to FHIR from the registry (its
+/// state as the FHIR status) and from a file; a FHIR Questionnaire comes back as a definition
+/// that `publish` accepts; what a definition cannot say is refused by name.
+#[test]
+fn questionnaires_go_to_fhir_and_come_back() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let to_fhir = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["server", "definition-to-fhir"];
+        all.extend_from_slice(args);
+        let url = reg.url();
+        all.extend_from_slice(&["--server", &url]);
+        json(&ok(followup(&all, &[("FOLLOWUP_ADMIN_TOKEN", TOKEN)])))
+    };
+    // The newest published version, from the registry.
+    let from_registry = to_fhir(&["patient-outcome-survey"]);
+    assert_eq!(from_registry["resourceType"], "Questionnaire");
+    assert_eq!(from_registry["version"], "1.0.0");
+    assert_eq!(from_registry["status"], "active");
+    // The same file exported locally with the same status is the same resource.
+    let file = dir.path().join("survey.json");
+    std::fs::write(
+        &file,
+        include_str!("../../domain/instruments/patient-outcome-survey.json"),
+    )
+    .unwrap();
+    let local = json(&ok(followup(
+        &[
+            "server",
+            "definition-to-fhir",
+            file.to_str().unwrap(),
+            "--status",
+            "active",
+        ],
+        &[],
+    )));
+    assert_eq!(local, from_registry);
+
+    // Another version, edited as FHIR (title and a new version), comes back as a definition.
+    let mut fhir = from_registry.clone();
+    fhir["version"] = "1.1.0".into();
+    fhir["title"] = "Your health this year".into();
+    let fhir_file = write(dir.path(), "survey-fhir.json", &fhir.to_string());
+    let def_file = dir.path().join("survey-1.1.0.json");
+    let said = ok(followup(
+        &[
+            "server",
+            "definition-from-fhir",
+            &fhir_file,
+            "--out",
+            def_file.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert!(said.contains("version 1.1.0"), "{said}");
+    assert!(said.contains("languages en,es,pt"), "{said}");
+    let def = std::fs::read_to_string(&def_file).unwrap();
+    let mut original = json(include_str!(
+        "../../domain/instruments/patient-outcome-survey.json"
+    ));
+    original["version"] = "1.1.0".into();
+    original["title"] = "Your health this year".into();
+    let parse = |s: &str| followup_domain::questionnaire::Questionnaire::from_json(s).unwrap();
+    assert_eq!(
+        parse(&def),
+        parse(&original.to_string()),
+        "only the edited fields differ"
+    );
+    // Uploaded as a draft: the registry's FHIR form says draft.
+    let drafted = staff(&reg, &["publish", def_file.to_str().unwrap(), "--draft"]);
+    assert_eq!(drafted["state"], "draft", "{drafted}");
+    let draft = to_fhir(&["patient-outcome-survey@1.1.0"]);
+    assert_eq!(draft["status"], "draft");
+    assert_eq!(draft["title"], "Your health this year");
+    // Still 1.0.0 as the newest published; 1.1.0 once published.
+    assert_eq!(to_fhir(&["patient-outcome-survey"])["version"], "1.0.0");
+    staff(&reg, &["publish", def_file.to_str().unwrap()]);
+    let published = to_fhir(&["patient-outcome-survey"]);
+    assert_eq!(
+        (published["version"].as_str(), published["status"].as_str()),
+        (Some("1.1.0"), Some("active"))
+    );
+
+    // A group cannot be represented: refused by item and feature, nothing written.
+    fhir["item"].as_array_mut().unwrap().push(
+        serde_json::json!({ "linkId": "extra", "text": "More", "type": "group",
+            "item": [{ "linkId": "extra.1", "text": "One", "type": "boolean" }] }),
+    );
+    let group_file = write(dir.path(), "group.json", &fhir.to_string());
+    let out = dir.path().join("never.json");
+    let err = fails(followup(
+        &[
+            "server",
+            "definition-from-fhir",
+            &group_file,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert!(err.contains("item extra: type group"), "{err}");
+    assert!(err.contains("nothing was imported"), "{err}");
+    assert!(!out.exists());
+    // A version the registry does not hold, and a schedule, have no FHIR form to give.
+    let err = fails(followup(
+        &[
+            "server",
+            "definition-to-fhir",
+            "patient-outcome-survey@9.9.9",
+            "--server",
+            &reg.url(),
+        ],
+        &[("FOLLOWUP_ADMIN_TOKEN", TOKEN)],
+    ));
+    assert!(
+        err.contains("no questionnaire patient-outcome-survey 9.9.9"),
+        "{err}"
+    );
+    let schedule = write(
+        dir.path(),
+        "schedule.json",
+        include_str!("../../domain/schedules/default.json"),
+    );
+    let err = fails(followup(&["server", "definition-to-fhir", &schedule], &[]));
+    assert!(err.contains("only questionnaires"), "{err}");
+}

@@ -13,6 +13,7 @@
 //! | `POST /v1/admin/definitions[?state=draft]` | admin token | a definition file (JSON) → `PublishResponse`; validated strictly, published (or drafted) |
 //! | `GET /v1/admin/definitions` | admin token | → `[DefinitionSummary]`, drafts included |
 //! | `GET /v1/admin/definitions/{type}/{id}/{version}` | admin token | → the definition file as published |
+//! | `GET /v1/admin/definitions/questionnaire/{id}/{version}/fhir` | admin token | → the version as a FHIR R4 Questionnaire (`application/fhir+json`; `status` from its state, drafts included) |
 //! | `POST /v1/admin/definitions/{type}/{id}/{version}/retire` | admin token | → `PublishResponse` |
 //! | `GET /v1/admin/cases?clinic=ID&state=S` | admin token | → [`CasesResponse`] (refreshed to the registry's clock) |
 //! | `POST /v1/admin/cases/{id}/escalate` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] (`id`: the case or its adverse event) |
@@ -114,6 +115,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/admin/definitions/{definition}/{id}/{version}",
             get(crate::definitions::http::content),
+        )
+        .route(
+            "/v1/admin/definitions/{definition}/{id}/{version}/fhir",
+            get(crate::definitions::http::fhir),
         )
         .route(
             "/v1/admin/definitions/{definition}/{id}/{version}/retire",

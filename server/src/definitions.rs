@@ -352,6 +352,27 @@ pub fn content(
     Ok(body_of(&stored)?.content)
 }
 
+/// One stored version's record body (file and state): the published or retired record, else
+/// the draft.
+pub fn stored(
+    storage: &dyn Storage,
+    definition: &str,
+    id: &str,
+    version: &str,
+) -> Result<DefinitionBody, PublishError> {
+    let v: Version = version.parse()?;
+    let published = definitions::record_id(definition, id, v);
+    let draft = definitions::record_id(&format!("{definition}#draft"), id, v);
+    for record in [published, draft] {
+        if let Some(stored) = storage.load_doc(record)? {
+            return body_of(&stored);
+        }
+    }
+    Err(PublishError::NotFound(format!(
+        "the registry holds no {definition} {id} {version}"
+    )))
+}
+
 /// The adjudication policy in force when an adverse event is accepted now: the newest
 /// published version the registry holds ([`definitions::Catalogue::adjudication_policy`]), or
 /// the built-in default when it holds none (a registry seeded before the policy became a
@@ -516,6 +537,37 @@ pub mod http {
         })
         .await?;
         Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+    }
+
+    /// `GET /v1/admin/definitions/questionnaire/{id}/{version}/fhir`: the version (published,
+    /// retired or draft) as a FHIR R4 Questionnaire whose `status` is its state.
+    pub async fn fhir(
+        State(st): State<AppState>,
+        headers: HeaderMap,
+        Path((definition, id, version)): Path<(String, String, String)>,
+    ) -> Result<Response, ApiError> {
+        use crate::export::fhir_questionnaire::{self as fq, FhirQuestionnaireError};
+        st.admin.check(&headers)?;
+        if definition != "questionnaire" {
+            return Err(ApiError::not_found(
+                ErrorCode::NotFound,
+                format!("only questionnaires have a FHIR form, not {definition}"),
+            ));
+        }
+        let storage = st.storage.clone();
+        let body =
+            blocking(move || Ok(super::stored(storage.as_ref(), &definition, &id, &version)?))
+                .await?;
+        let json = fq::definition_to_fhir_json(&body.content, fq::status_of(body.state()))
+            .map_err(|e| match e {
+                FhirQuestionnaireError::Builder(m) => ApiError::internal("fhir questionnaire", m),
+                other => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::BadRequest,
+                    other.to_string(),
+                ),
+            })?;
+        Ok(([(header::CONTENT_TYPE, "application/fhir+json")], json).into_response())
     }
 
     pub async fn retire(

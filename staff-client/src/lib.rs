@@ -320,6 +320,21 @@ impl StaffClient {
             .await
     }
 
+    /// A questionnaire version the registry holds (published, retired or draft) as a FHIR R4
+    /// Questionnaire resource, its `status` the version's state.
+    pub async fn questionnaire_fhir(
+        &self,
+        id: &str,
+        version: &str,
+    ) -> Result<serde_json::Value, StaffClientError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/admin/definitions/questionnaire/{id}/{version}/fhir"),
+            None,
+        )
+        .await
+    }
+
     /// Retire a published version: devices stop offering it for new responses.
     pub async fn retire_definition(
         &self,
