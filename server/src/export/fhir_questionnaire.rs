@@ -1077,16 +1077,16 @@ fn item_in(it: &QuestionnaireItem, texts: &mut Texts) -> Result<Value> {
                 let Some(ExtensionValue::Coding(c)) = &e.value else {
                     return Err(invalid(at, "questionnaire-unit needs valueCoding"));
                 };
-                if c.system.is_some() && c.display.is_none() {
+                if c.system.is_some() || c.code.is_some() {
                     return Err(unsupported(
                         at,
-                        "a coded unit without a display (the definition keeps the unit as shown)",
+                        "a coded unit (questionnaire-unit with a system or code; a definition \
+                         keeps only the unit as shown, its display)",
                     ));
                 }
                 let unit = c
                     .display
                     .clone()
-                    .or_else(|| c.code.clone())
                     .ok_or_else(|| invalid(at, "questionnaire-unit has no display"))?;
                 out.insert("unit".into(), json!(unit));
                 for (l, s) in translations_in(at, &c.display_ext)? {
@@ -1318,4 +1318,5 @@ fn condition_in(at: &str, c: &QuestionnaireItemEnableWhen) -> Result<Value> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;

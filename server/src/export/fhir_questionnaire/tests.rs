@@ -437,6 +437,15 @@ fn what_a_definition_cannot_say_is_refused_by_name() {
         Some("down"),
         "initialSelected",
     );
+    // A UCUM unit: the definition keeps only the unit as shown.
+    refused(
+        &with(|v| {
+            v["item"][2]["extension"] = json!([{ "url": EXT_UNIT, "valueCoding": {
+                "system": "http://unitsofmeasure.org", "code": "kg", "display": "kg" } }]);
+        }),
+        Some("mood"),
+        "coded unit",
+    );
     // enableWhen on a quantity; repeats on a text; readOnly; a slider beyond 0-10.
     refused(
         &with(|v| {
