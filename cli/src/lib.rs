@@ -6,7 +6,7 @@
 //! | command | module | what it does |
 //! |---|---|---|
 //! | `followup demo` | [`demo`] | a registry server, two clinic tablets and a patient's phone living through months of follow-ups, a conflict, an adverse event and its adjudication, and a sync over a bad link; prints what happened (or one JSON summary) |
-//! | `followup server` | [`server_cmd`] | runs the registry sync server; its subcommands are the registry staff's (create a clinic, issue an enrolment code, revoke a device, verify the audit log) |
+//! | `followup server` | [`server_cmd`] | runs the registry sync server; its subcommands are the registry staff's (create a clinic, issue an enrolment code, revoke a device, verify the audit log, publish definitions; [`fhir_cmd`]: questionnaire definitions to and from FHIR R4) |
 //! | `followup device` | [`device_cmd`] | acts as a device on an encrypted store: init, enrol, patients, due visits, fill a questionnaire, report an adverse event, sync, conflicts |
 //! | `followup bench` | [`bench`] | the sync and capture benchmark on the brief's generated workload |
 //!

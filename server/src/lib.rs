@@ -32,7 +32,7 @@
 //! | [`openapi`] | the OpenAPI document of the JSON routes |
 //! | [`console`] | the staff console under `/console` and the public `/participation` page |
 //! | [`staff`] | staff accounts (argon2id, optional TOTP), roles, sessions, sign-in throttling |
-//! | [`export`] | CSV and FHIR R4 exports, de-identified by default, authorized by scope, audited |
+//! | [`export`] | CSV and FHIR R4 exports, de-identified by default, authorized by scope, audited; questionnaire definitions to and from FHIR R4 Questionnaire ([`export::fhir_questionnaire`]) |
 //!
 //! It depends on `followup-domain` for the record model, the wire protocol and signature
 //! verification, and must never depend on the device crate (`followup-device`: a phone's

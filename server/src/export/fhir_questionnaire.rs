@@ -25,7 +25,7 @@
 //! Types are `fhir-model`'s R4B module, as in the data export (`fhir_out`): the Questionnaire
 //! resource has the same structure in R4 4.0.1 and R4B, and no R4B-only element is written.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use fhir_model::r4b::codes::{
     EnableWhenBehavior, PublicationStatus, QuestionnaireItemOperator, QuestionnaireItemType,
@@ -826,13 +826,16 @@ fn item_controls(at: &str, v: &Option<ExtensionValue>) -> Result<Vec<String>> {
     let Some(ExtensionValue::CodeableConcept(cc)) = v else {
         return Err(invalid(at, "itemControl needs valueCodeableConcept"));
     };
-    let codes: Vec<String> = cc
-        .coding
-        .iter()
-        .flatten()
-        .filter(|c| c.system.as_deref().is_none_or(|s| s == ITEM_CONTROL_SYSTEM))
-        .filter_map(|c| c.code.clone())
-        .collect();
+    let mut codes = Vec::new();
+    for c in cc.coding.iter().flatten() {
+        match (c.system.as_deref(), &c.code) {
+            (None | Some(ITEM_CONTROL_SYSTEM), Some(code)) => codes.push(code.clone()),
+            (Some(other), _) => {
+                return Err(unsupported(at, format!("an itemControl from {other}")));
+            }
+            (None, None) => return Err(invalid(at, "an itemControl coding has no code")),
+        }
+    }
     if codes.is_empty() {
         return Err(invalid(
             at,
@@ -945,12 +948,7 @@ pub fn from_fhir(fq: &FhirQuestionnaire, opts: &ImportOptions) -> Result<Importe
         )
     })?;
 
-    // linkId → the FHIR item, for enable-when targets.
     let items: Vec<&QuestionnaireItem> = fq.item.iter().flatten().collect();
-    let mut by_link: HashMap<&str, &QuestionnaireItem> = HashMap::new();
-    for it in &items {
-        by_link.insert(it.link_id.as_str(), it);
-    }
     let mut out_items = Vec::with_capacity(items.len());
     for it in &items {
         out_items.push(item_in(it, &mut texts)?);
