@@ -20,10 +20,8 @@ pub fn duplicate_study_codes(
     s: &dyn Storage,
     scope: Option<ClinicId>,
 ) -> StorageResult<Vec<DuplicateStudyCode>> {
-    let params = match scope {
-        None => vec![Val::Int(0), Val::Blob(Vec::new())],
-        Some(c) => vec![Val::Int(1), Val::Blob(c.0.to_vec())],
-    };
+    // The same `($1 = 0 OR clinic = $2)` scope parameters as every read-model query.
+    let params = super::query::scope(scope);
     let rows = s.rm_query(
         "SELECT e.clinic, d.code, e.id, e.enrolled_on, e.created_by
          FROM rm_enrolments e

@@ -32,7 +32,7 @@ use super::{day_number, ClinicId, Val};
 use crate::storage::{Storage, StorageError, StorageResult};
 
 /// `($1 = 0 OR col = $2)`: the two parameters of a clinic scope.
-fn scope(s: Option<ClinicId>) -> [Val; 2] {
+pub(crate) fn scope(s: Option<ClinicId>) -> [Val; 2] {
     match s {
         None => [Val::Int(0), Val::Blob(Vec::new())],
         Some(c) => [Val::Int(1), Val::Blob(c.0.to_vec())],
