@@ -26,7 +26,7 @@ use followup_domain::ids::{DeviceId, RecordId, UserId};
 use followup_domain::model::{change_user, ChangeUser};
 use followup_domain::protocol::{DeviceRole, ErrorCode};
 use followup_domain::users::{
-    ActivateUserRequest, ClinicUserInfo, ClinicUserRow, ClinicUsersResponse,
+    ActivateUserRequest, ClinicDeviceInfo, ClinicUserInfo, ClinicUserRow, ClinicUsersResponse,
     CreateClinicUserRequest, CreateClinicUserResponse, ACTIVATION_CODE_TTL_MS, USERS_PATH,
     USER_ACTIVATE_PATH,
 };
@@ -315,11 +315,14 @@ async fn device_users(
     let bytes = read_body(body, 4 * 1024).await?;
     let device = authenticate(&st.storage, &headers, "POST", USERS_PATH, &bytes).await?;
     let storage = st.storage.clone();
-    let users = blocking(move || {
+    let answer = blocking(move || {
         if device.role != DeviceRole::ClinicDevice {
-            return Ok(Vec::new());
+            return Ok(ClinicUsersResponse {
+                users: Vec::new(),
+                devices: Vec::new(),
+            });
         }
-        Ok(storage
+        let users = storage
             .clinic_users(device.clinic)?
             .into_iter()
             .map(|u| ClinicUserInfo {
@@ -327,10 +330,40 @@ async fn device_users(
                 active: u.removed_at_ms.is_none(),
                 name: u.name,
             })
-            .collect())
+            .collect();
+        Ok(ClinicUsersResponse {
+            users,
+            devices: clinic_devices(storage.as_ref(), device.clinic)?,
+        })
     })
     .await?;
-    Ok(Json(ClinicUsersResponse { users }))
+    Ok(Json(answer))
+}
+
+/// The devices of a clinic for its tablets: id, role, label (tablets only) and whether revoked.
+fn clinic_devices(storage: &dyn Storage, clinic: RecordId) -> StorageResult<Vec<ClinicDeviceInfo>> {
+    Ok(storage
+        .rm_query(
+            "SELECT id, role, label, revoked_at_ms FROM devices WHERE clinic = $1
+             ORDER BY enrolled_at_ms, id",
+            &[crate::readmodel::Val::from(clinic)],
+        )?
+        .into_iter()
+        .filter_map(|row| {
+            let id = row.first()?.device_id()?;
+            let role = DeviceRole::from_code(row.get(1)?.text()?)?;
+            let label = match role {
+                DeviceRole::ClinicDevice => row.get(2).and_then(|v| v.text()).map(str::to_string),
+                DeviceRole::PatientDevice => None,
+            };
+            Some(ClinicDeviceInfo {
+                id,
+                role,
+                label,
+                revoked: row.get(3).is_some_and(|v| !v.is_null()),
+            })
+        })
+        .collect())
 }
 
 /// The users new changes are attributed to, once each is checked: for a clinic device, every
