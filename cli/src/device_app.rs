@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use followup_device::app::{Discarded, RecordBodyView};
 use followup_device::device::{Device, Directory, Writer};
-use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::ids::RecordId;
 use followup_domain::model::{
     AeOutcome, CellType, Manipulation, Origin, Procedure, RegulatoryStatus, Route, SourceTissue,
 };
@@ -55,8 +55,7 @@ pub fn device_cmd_as(user: Option<String>, rest: &str) -> String {
 /// A word as a shell reads it back: as is when it is plain, else in single quotes.
 pub fn shell_word(w: &str) -> String {
     if !w.is_empty()
-        && w
-            .chars()
+        && w.chars()
             .all(|c| c.is_ascii_alphanumeric() || "/._-:@%+=,".contains(c))
     {
         w.to_string()

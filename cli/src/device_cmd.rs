@@ -697,7 +697,10 @@ fn due(device: &Device, as_of: NaiveDate, all: bool, json: bool) -> Result<(), C
     );
     if let Some(r) = rows.first() {
         // The first visit's form: its answers file format, then the command that records it.
-        crate::device_app::next(&format!("fill --questionnaire {} --format", r.questionnaire));
+        crate::device_app::next(&format!(
+            "fill --questionnaire {} --format",
+            r.questionnaire
+        ));
         println!(
             "  then: {}",
             crate::device_app::device_cmd(&format!(
@@ -911,7 +914,11 @@ fn queue(device: &Device, json: bool) -> Result<(), CliError> {
                 vec![
                     r.status.clone(),
                     r.deadline.clone(),
-                    if r.overdue { "OVERDUE".into() } else { String::new() },
+                    if r.overdue {
+                        "OVERDUE".into()
+                    } else {
+                        String::new()
+                    },
                     r.patient.clone(),
                     r.event.clone(),
                     r.reported_by.clone(),

@@ -1151,7 +1151,8 @@ fn collect_conflicts(
                             let change = doc
                                 .hash_for_opid(id)
                                 .and_then(|h| doc.get_change_by_hash(&h));
-                            let user = match change_user(change.as_ref().and_then(|c| c.message())) {
+                            let user = match change_user(change.as_ref().and_then(|c| c.message()))
+                            {
                                 ChangeUser::User(u) => Some(u),
                                 ChangeUser::None | ChangeUser::Malformed => None,
                             };

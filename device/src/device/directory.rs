@@ -77,8 +77,9 @@ impl Device {
         Ok(self.store.get_secret(SECRET_DIRECTORY)?.is_some())
     }
 
-    /// Keep the directory the registry sent (replacing the previous one).
-    pub(crate) fn save_directory(&self, answer: &ClinicUsersResponse, now_ms: i64) -> Result<()> {
+    /// Keep the directory the registry sent (replacing the previous one). The sync does it;
+    /// an app may too, with an answer it fetched itself.
+    pub fn save_directory(&self, answer: &ClinicUsersResponse, now_ms: i64) -> Result<()> {
         let directory = Directory {
             devices: answer.devices.clone(),
             users: answer.users.clone(),
