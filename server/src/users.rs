@@ -13,9 +13,11 @@
 //! (`u:<id>`) is accepted only from a clinic device, for a user of that device's clinic who is
 //! not removed and who was activated on that very device. Anything else refuses the whole
 //! document (`foreign_actor` on the wire, `user_not_enrolled` in the message and the server's
-//! rejections table). The users of every accepted change are written into its audit entry.
+//! rejections table). The users of every accepted change are written into its audit entry, in
+//! the order of each one's last change (the last is the user who wrote last: the read model's
+//! `rm_records.last_user`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -375,7 +377,9 @@ pub fn check_change_users(
     changes: &[(automerge::ChangeHash, Option<String>)],
     cache: &mut HashMap<UserId, Result<(), String>>,
 ) -> StorageResult<Result<Vec<UserId>, String>> {
-    let mut users = BTreeSet::new();
+    // In the order of each user's last change in the write, so that the last one is the user
+    // who wrote last (the read model's `last_user`; the audit detail keeps this order).
+    let mut users: Vec<UserId> = Vec::new();
     for (hash, message) in changes {
         match change_user(message.as_deref()) {
             ChangeUser::None => {}
@@ -386,7 +390,8 @@ pub fn check_change_users(
                 )))
             }
             ChangeUser::User(u) => {
-                users.insert(u);
+                users.retain(|x| *x != u);
+                users.push(u);
             }
         }
     }
@@ -403,7 +408,7 @@ pub fn check_change_users(
             return Ok(Err(m));
         }
     }
-    Ok(Ok(users.into_iter().collect()))
+    Ok(Ok(users))
 }
 
 fn user_may_write(
