@@ -504,8 +504,8 @@ fn init(path: &Path) -> Result<(), CliError> {
         device.store().store_id()
     );
     println!(
-        "next: enrol it with the registry's URL and a code from its staff: {}",
-        crate::device_app::device_cmd("enrol --server URL --code CODE")
+        "next: {}   (the registry's URL and an enrolment code from its staff; a label such as \"Tablet 2, ward B\" names a tablet for the clinic)",
+        crate::device_app::device_cmd("enrol --server URL --code CODE --label LABEL")
     );
     Ok(())
 }

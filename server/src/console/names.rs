@@ -15,7 +15,7 @@ use crate::storage::{Storage, StorageResult};
 #[derive(Debug, Default)]
 pub struct Names {
     devices: HashMap<DeviceId, Option<String>>,
-    users: HashMap<UserId, String>,
+    users: HashMap<UserId, Option<String>>,
 }
 
 fn short_hex(hex: &str) -> &str {
@@ -41,10 +41,8 @@ impl Names {
             }
         }
         for u in users {
-            if !n.users.contains_key(&u) {
-                if let Some(r) = s.clinic_user(u)? {
-                    n.users.insert(u, r.name);
-                }
+            if let std::collections::hash_map::Entry::Vacant(e) = n.users.entry(u) {
+                e.insert(s.clinic_user(u)?.map(|r| r.name));
             }
         }
         Ok(n)
@@ -89,7 +87,7 @@ impl Names {
     /// `Ana Lima (1a2b3c4d)`, or `user 1a2b3c4d` when the registry does not know the name.
     pub fn user(&self, u: UserId) -> String {
         let hex = u.to_hex();
-        match self.users.get(&u) {
+        match self.users.get(&u).and_then(|n| n.as_deref()) {
             Some(name) => format!("{name} ({})", short_hex(&hex)),
             None => format!("user {}", short_hex(&hex)),
         }
