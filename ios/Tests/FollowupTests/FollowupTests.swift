@@ -830,6 +830,18 @@ final class UsersTests: XCTestCase {
         await assertThrowsFollowup({ try await tablet.signIn(userId: rui, pinText: "correct horse") }) {
             if case .InvalidInput = $0 { return true } else { return false }
         }
+
+        // Removing a user on the tablet: Rui is already gone; Ana, the last user, cannot be.
+        await assertThrowsFollowup({ try tablet.removeUser(userId: rui) }) {
+            if case .Locked = $0 { return true } else { return false }
+        }
+        try await tablet.signIn(userId: ana, pinText: "482916")
+        try tablet.setIdleTimeoutSeconds(seconds: 300)
+        XCTAssertFalse(try tablet.removeUser(userId: rui))
+        await assertThrowsFollowup({ try tablet.removeUser(userId: ana) }) {
+            if case .NotPermitted = $0 { return true } else { return false }
+        }
+        XCTAssertEqual(try tablet.deviceUsers().map { $0.name }, ["Ana"])
     }
 }
 #endif
