@@ -234,3 +234,58 @@ async fn tablets_name_the_other_tablet_and_the_nurse_from_the_clinic_directory()
         )
     );
 }
+
+/// On an enrolled tablet talking to the registry: wrong PINs count down and then make the user
+/// wait (the full lock after ten is proved with a fake clock in the store's tests); an idle
+/// session locks the tablet by itself, and a locked tablet neither reads nor syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_pins_back_off_and_an_idle_tablet_locks_itself() {
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Clinica Alfa").await;
+    let tablet = reg.clinic_tablet(clinic, "ward tablet").await;
+    let ana = reg
+        .staff()
+        .create_clinic_user(clinic, "Ana Costa")
+        .await
+        .unwrap();
+    let client = SyncClient::new(test_options()).unwrap();
+    client
+        .activate_user(&tablet, ana.user, &ana.activation_code, &pin("482916"))
+        .await
+        .unwrap();
+    let patient = tablet.enrol_patient(&bench_enrolment(3)).unwrap();
+    tablet.sign_out();
+
+    let mut left = Vec::new();
+    for _ in 0..3 {
+        match tablet.sign_in(ana.user, &pin("000111")) {
+            Err(Error::Store(StoreError::WrongPin { attempts_left })) => left.push(attempts_left),
+            other => panic!("expected a wrong PIN, got {other:?}"),
+        }
+    }
+    assert_eq!(left, [9, 8, 7]);
+    // Now even the right PIN waits.
+    assert!(matches!(
+        tablet.sign_in(ana.user, &pin("482916")),
+        Err(Error::Store(StoreError::TryLater { .. }))
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    tablet.sign_in(ana.user, &pin("482916")).unwrap();
+    assert_eq!(tablet.users().unwrap()[0].failures, 0);
+
+    // Idle for longer than the timeout: locked, without any call.
+    tablet
+        .set_idle_timeout(std::time::Duration::from_secs(1))
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_800)).await;
+    assert!(!tablet.is_unlocked());
+    assert!(matches!(
+        tablet.list_patients(),
+        Err(Error::Store(StoreError::Locked))
+    ));
+    assert!(tablet.sync().await.is_err());
+    tablet.sign_in(ana.user, &pin("482916")).unwrap();
+    assert_eq!(tablet.list_patients().unwrap()[0].id, patient);
+    let report = tablet.sync().await.unwrap();
+    assert!(report.rejected.is_empty());
+}
