@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use followup_device::app::{Discarded, RecordBodyView};
-use followup_device::device::Device;
-use followup_domain::ids::{DeviceId, RecordId};
+use followup_device::device::{Device, Directory, Writer};
+use followup_domain::ids::RecordId;
 use followup_domain::model::{
     AeOutcome, CellType, Manipulation, Origin, Procedure, RegulatoryStatus, Route, SourceTissue,
 };
@@ -24,26 +24,43 @@ pub fn set_store(path: &std::path::Path) {
     let _ = STORE.set(path.display().to_string());
 }
 
-/// `followup device --store PATH REST`: a command that runs as shown (the store is named unless
-/// it is the default one or FOLLOWUP_STORE names it).
+/// `followup device --store PATH --user USER REST`: a command that runs as shown (the store is
+/// named unless it is the default one or FOLLOWUP_STORE names it; the user likewise, unless
+/// FOLLOWUP_USER names them or the device has no users).
 pub fn device_cmd(rest: &str) -> String {
+    device_cmd_as(crate::device_users::sign_in_user(), rest)
+}
+
+/// [`device_cmd`] for another user (`None`: no user named).
+pub fn device_cmd_as(user: Option<String>, rest: &str) -> String {
     let store = STORE
         .get()
         .map(String::as_str)
         .unwrap_or("followup-device.db");
     let named_by_env = std::env::var("FOLLOWUP_STORE").is_ok_and(|s| s == store);
+    // The user signing in on a shared tablet, unless FOLLOWUP_USER already names them.
+    let user = match user {
+        Some(u) if std::env::var("FOLLOWUP_USER").ok().as_deref() != Some(u.as_str()) => {
+            format!("--user {} ", shell_word(&u))
+        }
+        _ => String::new(),
+    };
     if store == "followup-device.db" || named_by_env {
-        format!("followup device {rest}")
-    } else if store
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
-    {
-        format!("followup device --store {store} {rest}")
+        format!("followup device {user}{rest}")
     } else {
-        format!(
-            "followup device --store '{}' {rest}",
-            store.replace('\'', "'\\''")
-        )
+        format!("followup device --store {} {user}{rest}", shell_word(store))
+    }
+}
+
+/// A word as a shell reads it back: as is when it is plain, else in single quotes.
+pub fn shell_word(w: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:@%+=,".contains(c))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
     }
 }
 
@@ -60,14 +77,11 @@ pub fn parse_record(s: &str) -> Result<RecordId, CliError> {
     })
 }
 
-/// Who wrote something, in words.
-pub fn who(device: &Device, d: Option<DeviceId>) -> String {
-    let me = device.enrolment().map(|e| e.device_id);
-    match d {
-        Some(d) if Some(d) == me => "this device".into(),
-        Some(d) => format!("device {}", &d.to_hex()[..8]),
-        None => "the registry".into(),
-    }
+/// Who wrote something, in words: `this device`, the tablet's label, `the patient's phone`,
+/// `device 3f2a91c0` (a device the clinic's directory does not list yet) or `the registry`; with
+/// the user's name when the change named a user.
+pub fn who(device: &Device, directory: &Directory, writer: Writer) -> String {
+    device.writer_name(directory, writer)
 }
 
 /// A patient's study code, or their id when the device does not hold their enrolment.
@@ -151,7 +165,14 @@ pub fn show(device: &Device, record: &str, json: bool) -> Result<(), CliError> {
     }
     println!("{} {id}", h.kind.code().replace('_', " "));
     println!("  patient      {patient}");
-    println!("  created by   {}", who(device, h.created_by));
+    let creator = device.record_creator(id).unwrap_or(Writer {
+        device: h.created_by,
+        user: None,
+    });
+    println!(
+        "  created by   {}",
+        who(device, &device.directory()?, creator)
+    );
     match &view.body {
         RecordBodyView::Clinic(c) => {
             println!("  name         {}", c.name);

@@ -504,8 +504,8 @@ fn init(path: &Path) -> Result<(), CliError> {
         device.store().store_id()
     );
     println!(
-        "next: enrol it with the registry's URL and a code from its staff: {}",
-        crate::device_app::device_cmd("enrol --server URL --code CODE")
+        "next: {}   (the registry's URL and an enrolment code from its staff; a label such as \"Tablet 2, ward B\" names a tablet for the clinic)",
+        crate::device_app::device_cmd("enrol --server URL --code CODE --label LABEL")
     );
     Ok(())
 }
@@ -588,14 +588,36 @@ pub fn study_codes(
         .collect())
 }
 
-/// Visit rows for display: state, visit, patient, window, procedure.
-pub fn due_rows(
-    device: &Device,
-    as_of: NaiveDate,
-    all: bool,
-) -> Result<Vec<Vec<String>>, CliError> {
+/// Visit rows for display: state, visit (id and label), patient (study code), window, the
+/// procedure it follows (date and type), and the ids for scripts.
+pub struct DueRow {
+    pub state: String,
+    pub visit: String,
+    pub label: String,
+    pub patient: String,
+    pub window: String,
+    pub procedure: String,
+    pub questionnaire: String,
+    pub patient_id: RecordId,
+    pub procedure_id: RecordId,
+}
+
+/// The visits due and overdue (or all, with `all`) as of a day, in words.
+pub fn due_rows(device: &Device, as_of: NaiveDate, all: bool) -> Result<Vec<DueRow>, CliError> {
     let states: &[VisitState] = &[VisitState::Overdue, VisitState::Due];
     let codes = study_codes(device)?;
+    // The procedures' dates from the index (one query), their types read only for the ones shown.
+    let procedure_dates: std::collections::HashMap<RecordId, String> = device
+        .store()
+        .list(&Query {
+            kind: Some(RecordKind::Procedure),
+            ..Default::default()
+        })?
+        .into_iter()
+        .filter_map(|m| Some((m.id, m.date?.to_string())))
+        .collect();
+    let mut procedure_types: std::collections::HashMap<RecordId, String> =
+        std::collections::HashMap::new();
     let visits = if all {
         device.clinic_visits(as_of, None)?
     } else {
@@ -604,17 +626,34 @@ pub fn due_rows(
     Ok(visits
         .iter()
         .map(|v| {
-            vec![
-                format!("{:?}", v.visit.state).to_lowercase(),
-                v.visit.visit_id.to_string(),
-                codes
-                    .get(&v.patient)
-                    .cloned()
-                    .unwrap_or_else(|| v.patient.to_hex()),
-                format!("{} .. {}", v.visit.window_start, v.visit.window_end),
-                v.visit.label.to_string(),
-                v.procedure.to_hex(),
-            ]
+            let kind = procedure_types
+                .entry(v.procedure)
+                .or_insert_with(|| {
+                    device
+                        .get::<Procedure>(v.procedure)
+                        .map(|p| p.procedure_type)
+                        .unwrap_or_default()
+                })
+                .clone();
+            let date = procedure_dates
+                .get(&v.procedure)
+                .cloned()
+                .unwrap_or_else(|| "?".into());
+            DueRow {
+                state: format!("{:?}", v.visit.state).to_lowercase(),
+                visit: v.visit.visit_id.to_string(),
+                label: v.visit.label.to_string(),
+                patient: crate::device_app::patient_name(&codes, Some(v.patient)),
+                window: format!("{} .. {}", v.visit.window_start, v.visit.window_end),
+                procedure: if kind.is_empty() {
+                    format!("procedure of {date}")
+                } else {
+                    format!("{kind} of {date}")
+                },
+                questionnaire: v.visit.questionnaire.to_string(),
+                patient_id: v.patient,
+                procedure_id: v.procedure,
+            }
         })
         .collect())
 }
@@ -625,7 +664,12 @@ fn due(device: &Device, as_of: NaiveDate, all: bool, json: bool) -> Result<(), C
         let v: Vec<_> = rows
             .iter()
             .map(|r| {
-                serde_json::json!({"state": r[0], "visit": r[1], "patient": r[2], "window": r[3], "label": r[4], "procedure": r[5]})
+                serde_json::json!({
+                    "state": r.state, "visit": r.visit, "label": r.label, "patient": r.patient,
+                    "window": r.window, "procedure": r.procedure_id,
+                    "procedure_name": r.procedure, "patient_id": r.patient_id,
+                    "questionnaire": r.questionnaire,
+                })
             })
             .collect();
         return output::print_json(&v);
@@ -636,9 +680,37 @@ fn due(device: &Device, as_of: NaiveDate, all: bool, json: bool) -> Result<(), C
     }
     println!("visits as of {as_of}:");
     output::print_table(
-        &["state", "visit", "patient", "window", "label", "procedure"],
-        &rows,
+        &["state", "patient", "visit", "label", "window", "after"],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.state.clone(),
+                    r.patient.clone(),
+                    r.visit.clone(),
+                    r.label.clone(),
+                    r.window.clone(),
+                    r.procedure.clone(),
+                ]
+            })
+            .collect::<Vec<_>>(),
     );
+    if let Some(r) = rows.first() {
+        // The first visit's form: its answers file format, then the command that records it.
+        crate::device_app::next(&format!(
+            "fill --questionnaire {} --format",
+            r.questionnaire
+        ));
+        println!(
+            "  then: {}",
+            crate::device_app::device_cmd(&format!(
+                "fill --patient {} --visit {} --questionnaire {} --answers FILE",
+                crate::device_app::shell_word(&r.patient),
+                r.visit,
+                r.questionnaire
+            ))
+        );
+    }
     Ok(())
 }
 
@@ -772,41 +844,91 @@ fn queue(device: &Device, json: bool) -> Result<(), CliError> {
     let today = Utc::now().date_naive();
     let items = device.adjudication_queue(today)?;
     let codes = study_codes(device)?;
-    let rows: Vec<Vec<String>> = items
+    let directory = device.directory()?;
+    struct Row {
+        status: String,
+        deadline: String,
+        overdue: bool,
+        patient: String,
+        event: String,
+        reported_by: String,
+        id: RecordId,
+        patient_id: RecordId,
+    }
+    let rows: Vec<Row> = items
         .iter()
         .map(|i| {
-            vec![
-                i.status.code().to_string(),
-                i.deadline
+            let event = device
+                .get::<AdverseEvent>(i.adverse_event)
+                .map(|e| format!("{}, grade {}, onset {}", e.category, e.severity, e.onset))
+                .unwrap_or_else(|_| "adverse event".into());
+            let reported_by = device
+                .record_creator(i.adverse_event)
+                .map(|w| crate::device_app::who(device, &directory, w))
+                .unwrap_or_else(|_| "?".into());
+            Row {
+                status: i.status.code().to_string(),
+                deadline: i
+                    .deadline
                     .map(|d| d.to_string())
                     .unwrap_or_else(|| "-".into()),
-                if i.overdue {
-                    "OVERDUE".into()
-                } else {
-                    String::new()
-                },
-                codes
-                    .get(&i.patient)
-                    .cloned()
-                    .unwrap_or_else(|| i.patient.to_hex()),
-                i.adverse_event.to_hex(),
-            ]
+                overdue: i.overdue,
+                patient: crate::device_app::patient_name(&codes, Some(i.patient)),
+                event,
+                reported_by,
+                id: i.adverse_event,
+                patient_id: i.patient,
+            }
         })
         .collect();
     if json {
         let v: Vec<_> = rows
             .iter()
-            .map(|r| serde_json::json!({"status": r[0], "deadline": r[1], "overdue": !r[2].is_empty(), "patient": r[3], "adverse_event": r[4]}))
+            .map(|r| {
+                serde_json::json!({
+                    "status": r.status, "deadline": r.deadline, "overdue": r.overdue,
+                    "patient": r.patient, "patient_id": r.patient_id, "event": r.event,
+                    "reported_by": r.reported_by, "adverse_event": r.id,
+                })
+            })
             .collect();
         return output::print_json(&v);
     }
     if rows.is_empty() {
         println!("no adverse event awaits adjudication");
-    } else {
-        output::print_table(
-            &["status", "deadline", "", "patient", "adverse event"],
-            &rows,
-        );
+        return Ok(());
+    }
+    output::print_table(
+        &[
+            "status",
+            "deadline",
+            "",
+            "patient",
+            "event",
+            "reported by",
+            "adverse event id",
+        ],
+        &rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.status.clone(),
+                    r.deadline.clone(),
+                    if r.overdue {
+                        "OVERDUE".into()
+                    } else {
+                        String::new()
+                    },
+                    r.patient.clone(),
+                    r.event.clone(),
+                    r.reported_by.clone(),
+                    r.id.to_hex(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+    if let Some(r) = rows.first() {
+        crate::device_app::next(&format!("show {}", r.id));
     }
     Ok(())
 }
@@ -955,27 +1077,40 @@ fn conflicts(device: &Device, record: Option<&str>, json: bool) -> Result<(), Cl
         println!("no conflicts");
         return Ok(());
     }
+    let directory = device.directory()?;
     for d in &duplicates {
-        let patients: Vec<String> = d.patients.iter().map(|p| p.to_hex()).collect();
         println!(
-            "study code {} is enrolled {} times (on two tablets while offline): patients {}",
+            "study code {} is enrolled {} times (on two tablets while offline):",
             d.study_code,
             d.patients.len(),
-            patients.join(", ")
         );
+        for p in &d.patients {
+            let enrolled_on = device
+                .get::<Enrolment>(*p)
+                .map(|e| e.enrolled_on)
+                .unwrap_or_default();
+            let by = device
+                .record_creator(*p)
+                .map(|w| crate::device_app::who(device, &directory, w))
+                .unwrap_or_else(|_| "?".into());
+            println!("  enrolled on {enrolled_on} by {by}   (patient {p})");
+        }
         println!("  keep one patient per study code; the registry sees this too (`followup server duplicates`)");
     }
-    let me = device.enrolment().map(|e| e.device_id);
     let codes = study_codes(device)?;
     for (id, cs) in &found {
         println!("{}:", crate::device_app::describe(device, &codes, *id));
         for c in cs {
             println!("  {}", c.path);
             for v in &c.values {
-                let who = match v.device {
-                    Some(d) if Some(d) == me => "this device".to_string(),
-                    other => crate::device_app::who(device, other),
-                };
+                let who = crate::device_app::who(
+                    device,
+                    &directory,
+                    followup_device::device::Writer {
+                        device: v.device,
+                        user: v.user,
+                    },
+                );
                 let when = v
                     .time
                     .and_then(|t| chrono::DateTime::from_timestamp(t, 0))

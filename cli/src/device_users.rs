@@ -31,6 +31,11 @@ pub fn set_sign_in_user(user: Option<String>) {
     let _ = SIGN_IN_USER.set(user);
 }
 
+/// The user given for this run, if any.
+pub fn sign_in_user() -> Option<String> {
+    SIGN_IN_USER.get().cloned().flatten()
+}
+
 /// A PIN or passphrase, honouring the test-only iteration override of `device init`.
 fn user_pin(pin: String) -> UserPin {
     match std::env::var(TEST_ITERATIONS_ENV)
@@ -163,7 +168,10 @@ pub fn run(path: &Path, command: UserCommand) -> Result<(), CliError> {
                      (FOLLOWUP_PIN or the prompt)"
                 );
             }
-            println!("next: followup device --user {} patients", info.id);
+            println!(
+                "next: {}",
+                crate::device_app::device_cmd_as(Some(info.id.to_string()), "patients")
+            );
             Ok(())
         }
         UserCommand::Remove { user } => {
@@ -200,7 +208,8 @@ fn list(device: &Device, json: bool) -> Result<(), CliError> {
     if users.is_empty() {
         println!("this device has no users: it opens with the store passphrase alone");
         println!(
-            "next: followup device user add --id USER_ID --code CODE (from the registry staff)"
+            "next: {}   (the user's id and code come from the registry staff)",
+            crate::device_app::device_cmd("user add --id USER_ID --code CODE")
         );
         return Ok(());
     }

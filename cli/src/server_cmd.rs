@@ -296,7 +296,8 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                     output::ms_to_utc(r.expires_at_ms)
                 );
                 println!(
-                    "next: on a tablet of the clinic, followup device user add --id {} --code {}",
+                    "next: followup device user add --id {} --code {}   (on a tablet of the \
+                     clinic; on a tablet that has users already, add --user with who is signed in)",
                     r.user, r.activation_code
                 );
             }
@@ -558,7 +559,8 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                     &rows,
                 );
                 println!(
-                    "next: the clinic keeps one patient per code (each tablet lists these under `followup device conflicts`)"
+                    "the clinic keeps one patient per code (each tablet lists these under \
+                     `followup device conflicts`)"
                 );
             }
         }

@@ -10,10 +10,11 @@ use std::process::{Command, Output, Stdio};
 
 use followup_device::crypto::KeySource;
 use followup_device::device::{Device, Enrolled};
-use followup_domain::ids::{DeviceId, RecordId};
-use followup_domain::model::{self, Author, FollowupResponse};
+use followup_domain::ids::{DeviceId, RecordId, UserId};
+use followup_domain::model::{self, AdverseEvent, AeOutcome, Author, FollowupResponse, Reporter};
 use followup_domain::protocol::DeviceRole;
 use followup_domain::questionnaire::AnswerValue;
+use followup_domain::users::{ClinicDeviceInfo, ClinicUserInfo, ClinicUsersResponse};
 
 const PASS: &str = "correct horse battery staple";
 
@@ -343,4 +344,180 @@ fn conflicts_name_the_patient_and_visit_and_the_resolve_hint_runs() {
     assert!(ok(t.run(&["conflicts"])).contains("no conflicts"));
     let e = fails(t.run(&["resolve", &r.to_hex(), "symptom_fatigue", "3"]));
     assert!(e.contains("not in conflict"), "{e}");
+}
+
+/// The clinic's directory as the registry would send it at a sync: another tablet with its
+/// label, a patient's phone, and two nurses.
+fn directory(other_tablet: DeviceId, phone: DeviceId, rui: UserId) -> ClinicUsersResponse {
+    ClinicUsersResponse {
+        users: vec![ClinicUserInfo {
+            id: rui,
+            name: "Rui Costa".into(),
+            active: true,
+        }],
+        devices: vec![
+            ClinicDeviceInfo {
+                id: other_tablet,
+                role: DeviceRole::ClinicDevice,
+                label: Some("Tablet 2, ward B".into()),
+                revoked: false,
+            },
+            ClinicDeviceInfo {
+                id: phone,
+                role: DeviceRole::PatientDevice,
+                label: None,
+                revoked: false,
+            },
+        ],
+    }
+}
+
+fn no_bare_ids(out: &str) {
+    for line in out.lines().filter(|l| !l.starts_with("next:")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // An id may be printed beside names (as a handle for the next command), never alone
+        // where a name should be.
+        if words.len() == 1 {
+            assert!(words[0].len() != 32, "a bare id line: {line}");
+        }
+    }
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // the domain error, in a test closure
+fn conflicts_queue_and_due_name_patients_visits_tablets_and_users() {
+    let t = Tablet::new();
+    ok(t.run(&[
+        "add-patient",
+        "--study-code",
+        "KX-7",
+        "--birth-year",
+        "1962",
+        "--sex",
+        "female",
+        "--consent-date",
+        "2026-01-05",
+    ]));
+    let proc_file = t.write("procedure.json", PROCEDURE);
+    ok(t.run(&["add-procedure", "--patient", "KX-7", "--file", &proc_file]));
+
+    // due: study code, visit id and label, the procedure by type and date; no hex id at all.
+    let due = ok(t.run(&["due", "--as-of", "2026-01-12"]));
+    assert!(due.contains("KX-7"), "{due}");
+    assert!(due.contains("d7") && due.contains("Day 7"), "{due}");
+    assert!(due.contains("cell injection of 2026-01-05"), "{due}");
+    let body: String = due
+        .lines()
+        .filter(|l| !l.starts_with("next:") && !l.starts_with("  then:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !body
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .any(|w| w.len() == 32),
+        "due prints a hex id: {due}"
+    );
+    // Its hint runs as shown: the answers file format of the visit's form.
+    let format = ok(t.run_hint(&due));
+    assert!(format.contains("clinician-followup"), "{format}");
+    assert!(due.contains("--patient KX-7 --visit d7"), "{due}");
+
+    let answers = t.write("a.json", ANSWERS);
+    let out = ok(t.run(&[
+        "fill",
+        "--patient",
+        "KX-7",
+        "--questionnaire",
+        "clinician-followup",
+        "--visit",
+        "d7",
+        "--answers",
+        &answers,
+    ]));
+    let r: RecordId = id_in(&out).parse().unwrap();
+    let other_tablet = DeviceId::random();
+    let phone = DeviceId::random();
+    let rui = UserId::random();
+    let patient: RecordId;
+    {
+        let d = t.open();
+        patient = d.list_patients().unwrap()[0].id;
+        let clinic = d.enrolment().unwrap().clinic;
+        // Rui, on tablet 2, changed the same answer concurrently; the sync merged it in.
+        let mut theirs = d.load(r).unwrap().fork();
+        model::update_body::<FollowupResponse, followup_domain::Error>(
+            &mut theirs,
+            Author::device_now(other_tablet).with_user(Some(rui)),
+            |b| {
+                b.answers.insert("symptom_pain".into(), AnswerValue::Int(5));
+                Ok(())
+            },
+        )
+        .unwrap();
+        d.resolve_answer(r, "symptom_pain", &AnswerValue::Int(7))
+            .unwrap();
+        d.save(&theirs).unwrap();
+        // The patient's phone reported an adverse event; it came with the sync too.
+        let ae = model::new_record(
+            Author::device_now(phone),
+            RecordId::random(),
+            clinic,
+            Some(patient),
+            &AdverseEvent {
+                reporter: Reporter::Patient,
+                category: "infection".into(),
+                onset: "2026-01-10".into(),
+                severity: 2,
+                seriousness: vec![],
+                outcome: AeOutcome::Recovering,
+                description: "redness at the injection site".into(),
+                procedure: None,
+                answers: Default::default(),
+            },
+        )
+        .unwrap();
+        d.save(&ae).unwrap();
+    }
+
+    // Without the clinic's directory the other tablet is a short id, the user too.
+    let listed = ok(t.run(&["conflicts"]));
+    assert!(
+        listed.contains(&format!("device {}", &other_tablet.to_hex()[..8])),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("user {}", &rui.to_hex()[..8])),
+        "{listed}"
+    );
+
+    // With it (as a sync delivers it): the tablet's label and the nurse's name.
+    t.open()
+        .save_directory(&directory(other_tablet, phone, rui), 0)
+        .unwrap();
+    let listed = ok(t.run(&["conflicts"]));
+    assert!(
+        listed.contains("patient KX-7") && listed.contains("visit d7 (Day 7"),
+        "{listed}"
+    );
+    assert!(listed.contains("Tablet 2, ward B, Rui Costa"), "{listed}");
+    assert!(listed.contains("this device"), "{listed}");
+    assert!(!listed.contains(&other_tablet.to_hex()[..8]), "{listed}");
+    no_bare_ids(&listed);
+
+    // queue: the patient, the event in words, who reported it.
+    let queue = ok(t.run(&["queue"]));
+    assert!(queue.contains("KX-7"), "{queue}");
+    assert!(
+        queue.contains("infection, grade 2, onset 2026-01-10"),
+        "{queue}"
+    );
+    assert!(queue.contains("the patient's phone"), "{queue}");
+    assert!(!queue.contains(&patient.to_hex()), "{queue}");
+    let shown = ok(t.run_hint(&queue));
+    assert!(shown.contains("infection"), "{shown}");
+    assert!(shown.contains("the patient's phone"), "{shown}");
+
+    // show names the creator of a record the other tablet's user made.
+    let shown = ok(t.run(&["show", &r.to_hex()]));
+    assert!(shown.contains("created by   this device"), "{shown}");
 }

@@ -17,8 +17,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use automerge::Automerge;
 use chrono::{NaiveDate, Utc};
 
+mod directory;
 mod integrity;
 mod users;
+pub use directory::{Directory, Writer};
 use integrity::no_problems;
 pub use integrity::{DuplicateStudyCode, EventView};
 

@@ -1240,7 +1240,7 @@ impl SyncClient {
             }
         }
         // A user the registry removed loses this tablet now (their key slot is deleted).
-        self.refresh_users(device).await?;
+        self.refresh_after_sync(device, s.report.pulled).await?;
         s.report.bytes_up = s.progress.bytes_sent;
         s.report.bytes_down = s.progress.bytes_received;
         s.report.elapsed = started.elapsed();

@@ -752,6 +752,26 @@ pub fn change_user(message: Option<&str>) -> ChangeUser {
     }
 }
 
+/// Who created a record: the device and the clinic user (if any) of the change that wrote its
+/// header. `(None, None)` for a record the registry created.
+pub fn creator(doc: &Automerge) -> (Option<DeviceId>, Option<UserId>) {
+    let Ok(Some((_, id))) = doc.get(ROOT, "id") else {
+        return (None, None);
+    };
+    let automerge::ObjId::Id(_, actor, _) = &id else {
+        return (None, None);
+    };
+    let device = DeviceId::from_actor(actor).filter(|d| d.0 != REGISTRY_ACTOR);
+    let change = doc
+        .hash_for_opid(&id)
+        .and_then(|h| doc.get_change_by_hash(&h));
+    let user = match change_user(change.as_ref().and_then(|c| c.message())) {
+        ChangeUser::User(u) => Some(u),
+        ChangeUser::None | ChangeUser::Malformed => None,
+    };
+    (device, user)
+}
+
 /// Create a record document with its header and body in one change.
 pub fn new_record<T: RecordBody>(
     author: Author,
@@ -1041,6 +1061,8 @@ pub struct ConflictValue {
     pub value: serde_json::Value,
     /// The device that wrote it; `None` when the registry did.
     pub device: Option<DeviceId>,
+    /// The clinic user the writing change is attributed to (`u:<id>` message), when any.
+    pub user: Option<UserId>,
     /// When the writing change was made (unix seconds), when known.
     pub time: Option<i64>,
     /// Whether this is the value Automerge shows (the deterministic winner).
@@ -1124,22 +1146,28 @@ fn collect_conflicts(
             let values = all
                 .iter()
                 .map(|(v, id)| {
-                    let (device, time) = match id {
+                    let (device, user, time) = match id {
                         automerge::ObjId::Id(_, actor, _) => {
-                            let time = doc
+                            let change = doc
                                 .hash_for_opid(id)
-                                .and_then(|h| doc.get_change_by_hash(&h))
-                                .map(|c| c.timestamp());
+                                .and_then(|h| doc.get_change_by_hash(&h));
+                            let user = match change_user(change.as_ref().and_then(|c| c.message()))
+                            {
+                                ChangeUser::User(u) => Some(u),
+                                ChangeUser::None | ChangeUser::Malformed => None,
+                            };
                             (
                                 DeviceId::from_actor(actor).filter(|d| d.0 != REGISTRY_ACTOR),
-                                time,
+                                user,
+                                change.as_ref().map(|c| c.timestamp()),
                             )
                         }
-                        automerge::ObjId::Root => (None, None),
+                        automerge::ObjId::Root => (None, None, None),
                     };
                     ConflictValue {
                         value: value_json(doc, v, id),
                         device,
+                        user,
                         time,
                         winner: winner.as_ref() == Some(id),
                     }

@@ -7,14 +7,16 @@
 //!   the code in a signed request ([`USER_ACTIVATE_PATH`]); the server records "user U
 //!   activated on device D". From then on, changes the tablet attributes to U are accepted.
 //! * At each sync the tablet asks for its clinic's users ([`USERS_PATH`], signed) and deletes the
-//!   key slot of every user no longer active.
+//!   key slot of every user no longer active. The same answer carries the clinic's devices and
+//!   their labels, so that a tablet names who wrote what (conflicts, the adjudication queue).
 //!
 //! Every request to the two device paths is signed exactly like a sync request (method, path,
 //! body hash; see [`crate::identity`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{RecordId, UserId};
+use crate::ids::{DeviceId, RecordId, UserId};
+use crate::protocol::DeviceRole;
 
 /// A tablet asks for its clinic's users (POST, signed, body `{}`).
 pub const USERS_PATH: &str = "/v1/users";
@@ -40,10 +42,25 @@ pub struct ClinicUserInfo {
     pub active: bool,
 }
 
-/// Answer of [`USERS_PATH`]: every user of the device's clinic, removed ones included.
+/// One device of a clinic as its tablets see it, so that a tablet names the other writers of a
+/// record ("Tablet 2, ward B") instead of showing their ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClinicDeviceInfo {
+    pub id: DeviceId,
+    pub role: DeviceRole,
+    /// The label staff gave the device at enrolment. Always `None` for a patient's phone (its
+    /// label could name the patient); a tablet calls it "the patient's phone".
+    pub label: Option<String>,
+    pub revoked: bool,
+}
+
+/// Answer of [`USERS_PATH`]: every user of the device's clinic, removed ones included, and
+/// (since the registry sends them; older registries do not) the clinic's devices.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClinicUsersResponse {
     pub users: Vec<ClinicUserInfo>,
+    #[serde(default)]
+    pub devices: Vec<ClinicDeviceInfo>,
 }
 
 /// Staff create a clinic user (`POST /v1/admin/clinic-users`).

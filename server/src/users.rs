@@ -13,9 +13,11 @@
 //! (`u:<id>`) is accepted only from a clinic device, for a user of that device's clinic who is
 //! not removed and who was activated on that very device. Anything else refuses the whole
 //! document (`foreign_actor` on the wire, `user_not_enrolled` in the message and the server's
-//! rejections table). The users of every accepted change are written into its audit entry.
+//! rejections table). The users of every accepted change are written into its audit entry, in
+//! the order of each one's last change (the last is the user who wrote last: the read model's
+//! `rm_records.last_user`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -26,7 +28,7 @@ use followup_domain::ids::{DeviceId, RecordId, UserId};
 use followup_domain::model::{change_user, ChangeUser};
 use followup_domain::protocol::{DeviceRole, ErrorCode};
 use followup_domain::users::{
-    ActivateUserRequest, ClinicUserInfo, ClinicUserRow, ClinicUsersResponse,
+    ActivateUserRequest, ClinicDeviceInfo, ClinicUserInfo, ClinicUserRow, ClinicUsersResponse,
     CreateClinicUserRequest, CreateClinicUserResponse, ACTIVATION_CODE_TTL_MS, USERS_PATH,
     USER_ACTIVATE_PATH,
 };
@@ -315,11 +317,14 @@ async fn device_users(
     let bytes = read_body(body, 4 * 1024).await?;
     let device = authenticate(&st.storage, &headers, "POST", USERS_PATH, &bytes).await?;
     let storage = st.storage.clone();
-    let users = blocking(move || {
+    let answer = blocking(move || {
         if device.role != DeviceRole::ClinicDevice {
-            return Ok(Vec::new());
+            return Ok(ClinicUsersResponse {
+                users: Vec::new(),
+                devices: Vec::new(),
+            });
         }
-        Ok(storage
+        let users = storage
             .clinic_users(device.clinic)?
             .into_iter()
             .map(|u| ClinicUserInfo {
@@ -327,10 +332,40 @@ async fn device_users(
                 active: u.removed_at_ms.is_none(),
                 name: u.name,
             })
-            .collect())
+            .collect();
+        Ok(ClinicUsersResponse {
+            users,
+            devices: clinic_devices(storage.as_ref(), device.clinic)?,
+        })
     })
     .await?;
-    Ok(Json(ClinicUsersResponse { users }))
+    Ok(Json(answer))
+}
+
+/// The devices of a clinic for its tablets: id, role, label (tablets only) and whether revoked.
+fn clinic_devices(storage: &dyn Storage, clinic: RecordId) -> StorageResult<Vec<ClinicDeviceInfo>> {
+    Ok(storage
+        .rm_query(
+            "SELECT id, role, label, revoked_at_ms FROM devices WHERE clinic = $1
+             ORDER BY enrolled_at_ms, id",
+            &[crate::readmodel::Val::from(clinic)],
+        )?
+        .into_iter()
+        .filter_map(|row| {
+            let id = row.first()?.device_id()?;
+            let role = DeviceRole::from_code(row.get(1)?.text()?)?;
+            let label = match role {
+                DeviceRole::ClinicDevice => row.get(2).and_then(|v| v.text()).map(str::to_string),
+                DeviceRole::PatientDevice => None,
+            };
+            Some(ClinicDeviceInfo {
+                id,
+                role,
+                label,
+                revoked: row.get(3).is_some_and(|v| !v.is_null()),
+            })
+        })
+        .collect())
 }
 
 /// The users new changes are attributed to, once each is checked: for a clinic device, every
@@ -342,7 +377,9 @@ pub fn check_change_users(
     changes: &[(automerge::ChangeHash, Option<String>)],
     cache: &mut HashMap<UserId, Result<(), String>>,
 ) -> StorageResult<Result<Vec<UserId>, String>> {
-    let mut users = BTreeSet::new();
+    // In the order of each user's last change in the write, so that the last one is the user
+    // who wrote last (the read model's `last_user`; the audit detail keeps this order).
+    let mut users: Vec<UserId> = Vec::new();
     for (hash, message) in changes {
         match change_user(message.as_deref()) {
             ChangeUser::None => {}
@@ -353,7 +390,8 @@ pub fn check_change_users(
                 )))
             }
             ChangeUser::User(u) => {
-                users.insert(u);
+                users.retain(|x| *x != u);
+                users.push(u);
             }
         }
     }
@@ -370,7 +408,7 @@ pub fn check_change_users(
             return Ok(Err(m));
         }
     }
-    Ok(Ok(users.into_iter().collect()))
+    Ok(Ok(users))
 }
 
 fn user_may_write(

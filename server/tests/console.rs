@@ -626,3 +626,130 @@ fn staff_accounts_and_sessions_on_sqlite() {
     let s = followup_server::storage::SqliteStorage::open(dir.path()).unwrap();
     staff_cases::staff_accounts_and_sessions(&s);
 }
+
+/// A clinic user created by staff and activated on `dev` (what a tablet does with the code).
+async fn activated_user(
+    s: &TestServer,
+    dev: &TestDevice,
+    clinic: RecordId,
+    name: &str,
+) -> followup_domain::ids::UserId {
+    use followup_domain::users::{
+        ActivateUserRequest, CreateClinicUserRequest, CreateClinicUserResponse, USER_ACTIVATE_PATH,
+    };
+    let r = s
+        .admin_post(
+            "/v1/admin/clinic-users",
+            &CreateClinicUserRequest {
+                clinic,
+                name: name.into(),
+            },
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let created: CreateClinicUserResponse = json(r).await;
+    let body = serde_json::to_vec(&ActivateUserRequest {
+        user: created.user,
+        code: created.activation_code,
+    })
+    .unwrap();
+    let mut req = s
+        .http
+        .post(s.url(USER_ACTIVATE_PATH))
+        .header("content-type", "application/json");
+    for (k, v) in dev
+        .identity
+        .sign_request(dev.id, "POST", USER_ACTIVATE_PATH, &body, now_ms())
+        .to_header_pairs()
+    {
+        req = req.header(k, v);
+    }
+    let r = req.body(body).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    created.user
+}
+
+/// The patient timeline and the audit page say who recorded each entry: the tablet by its label
+/// and the nurse by name (the user each change was attributed to, as the push path verified it),
+/// the creator and the last writer when they differ; and so after a rebuild of the read model.
+#[tokio::test]
+async fn timeline_and_audit_name_the_tablet_and_the_nurse() {
+    use automerge::transaction::{CommitOptions, Transactable};
+    use automerge::{ReadDoc, ROOT};
+    use followup_domain::model::attribution_message;
+    let s = start_with_rules().await;
+    let a = s.create_clinic("Clinica Alfa").await;
+    let mut tablet = s.enrol(EnrolmentGrant::ClinicDevice { clinic: a }).await;
+    // The label staff gave the tablet when they enrolled it.
+    rusqlite::Connection::open(s.dir.path().join("db").join("registry.sqlite3"))
+        .unwrap()
+        .execute(
+            "UPDATE devices SET label = 'Tablet 2, ward B' WHERE id = ?1",
+            [tablet.id.0.to_vec()],
+        )
+        .unwrap();
+    let ana = activated_user(&s, &tablet, a, "Ana Lima").await;
+    let rui = activated_user(&s, &tablet, a, "Rui Costa").await;
+
+    // Ana enrols the patient; later Rui corrects the birth year, on the same tablet.
+    let patient = tablet.enrolment();
+    {
+        let d = &mut tablet.docs.get_mut(&patient).unwrap().doc;
+        d.put(
+            &d.get(ROOT, "body").unwrap().unwrap().1,
+            "study_code",
+            "ALFA-7",
+        )
+        .unwrap();
+        d.commit_with(CommitOptions::default().with_message(attribution_message(ana)));
+    }
+    tablet.sync(&s).await;
+    {
+        let d = &mut tablet.docs.get_mut(&patient).unwrap().doc;
+        d.put(
+            &d.get(ROOT, "body").unwrap().unwrap().1,
+            "birth_year",
+            1961_i64,
+        )
+        .unwrap();
+        d.commit_with(CommitOptions::default().with_message(attribution_message(rui)));
+    }
+    tablet.sync(&s).await;
+    assert!(tablet.docs[&patient].rejected.is_none());
+
+    let admin_pw = add_staff(&s, "admin@registry.example", Role::RegistryAdmin, None);
+    let mut admin = Browser::new(&s.server.url());
+    assert_eq!(
+        admin.sign_in("admin@registry.example", &admin_pw).await.0,
+        303
+    );
+    let short = |hex: String| hex[..8].to_string();
+    let tablet_name = format!("Tablet 2, ward B ({})", short(tablet.id.to_hex()));
+    let ana_name = format!("Ana Lima ({})", short(ana.to_hex()));
+    let rui_name = format!("Rui Costa ({})", short(rui.to_hex()));
+    let expected = format!("{tablet_name}, {ana_name}; last changed by {tablet_name}, {rui_name}");
+    let check_timeline = |page: &str| {
+        assert!(page.contains("ALFA-7"), "{page}");
+        assert!(page.contains(&expected), "expected {expected:?} in {page}");
+    };
+    let (status, page) = admin.get(&format!("/console/patients/{patient}")).await;
+    assert_eq!(status, 200);
+    check_timeline(&page);
+
+    // The audit page names the user of each accepted write.
+    let (status, page) = admin.get("/console/audit").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&format!("{tablet_name}, {ana_name}")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("{tablet_name}, {rui_name}")),
+        "{page}"
+    );
+
+    // A rebuilt read model says the same (the users come back from the audit chain).
+    s.server.storage().rebuild_read_model(now_ms()).unwrap();
+    let (_, page) = admin.get(&format!("/console/patients/{patient}")).await;
+    check_timeline(&page);
+}

@@ -155,3 +155,137 @@ async fn two_nurses_on_one_tablet_each_change_attributed_and_a_removed_nurse_loc
     reopened.sign_in(ana.user, &pin("482916")).unwrap();
     assert_eq!(reopened.list_patients().unwrap().len(), 1);
 }
+
+/// The clinic's directory reaches its tablets with the sync: a tablet without users names the
+/// other tablet by its label and the nurse by name (never by id); a patient's phone receives
+/// no directory; a tablet that never received one names the writer by a short id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tablets_name_the_other_tablet_and_the_nurse_from_the_clinic_directory() {
+    use followup_device::device::Writer;
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Clinica Alfa").await;
+    let ward = reg.clinic_tablet(clinic, "Tablet 1, ward A").await;
+    let second = reg.clinic_tablet(clinic, "Tablet 2, ward B").await;
+    let ana = reg
+        .staff()
+        .create_clinic_user(clinic, "Ana Costa")
+        .await
+        .unwrap();
+    let client = SyncClient::new(test_options()).unwrap();
+    client
+        .activate_user(&ward, ana.user, &ana.activation_code, &pin("482916"))
+        .await
+        .unwrap();
+    let patient = ward.enrol_patient(&bench_enrolment(7)).unwrap();
+    ward.sync().await.unwrap();
+    // The tablet with users received the directory with its users: it names itself and Ana.
+    let dir = ward.directory().unwrap();
+    assert_eq!(dir.device_label(second.id()), Some("Tablet 2, ward B"));
+    assert_eq!(dir.user_name(ana.user), Some("Ana Costa"));
+
+    // Before its sync the second tablet knows nobody.
+    assert!(!second.has_directory().unwrap());
+    let report = second.sync().await.unwrap();
+    assert!(report.pulled > 0);
+    let dir = second.directory().unwrap();
+    let creator = second.record_creator(patient).unwrap();
+    assert_eq!(
+        creator,
+        Writer {
+            device: Some(ward.id()),
+            user: Some(ana.user)
+        }
+    );
+    assert_eq!(
+        second.writer_name(&dir, creator),
+        "Tablet 1, ward A, Ana Costa"
+    );
+    let own = second.enrol_patient(&bench_enrolment(8)).unwrap();
+    assert_eq!(
+        second.writer_name(&dir, second.record_creator(own).unwrap()),
+        "this device"
+    );
+    // A phone's label is never sent to tablets (it could name the patient).
+    let phone = reg.patient_phone(patient, "Maria's phone").await;
+    phone.sync().await.unwrap();
+    assert!(!phone.has_directory().unwrap());
+    second.sync().await.unwrap();
+    ward.sync().await.unwrap();
+    let dir = ward.directory().unwrap();
+    assert_eq!(dir.device_label(phone.id()), None);
+    assert_eq!(
+        ward.writer_name(
+            &dir,
+            Writer {
+                device: Some(phone.id()),
+                user: None
+            }
+        ),
+        "the patient's phone"
+    );
+    // Without a directory: a short id.
+    let empty = followup_device::device::Directory::default();
+    assert_eq!(
+        second.writer_name(&empty, creator),
+        format!(
+            "device {}, user {}",
+            &ward.id().to_hex()[..8],
+            &ana.user.to_hex()[..8]
+        )
+    );
+}
+
+/// On an enrolled tablet talking to the registry: wrong PINs count down and then make the user
+/// wait (the full lock after ten is proved with a fake clock in the store's tests); an idle
+/// session locks the tablet by itself, and a locked tablet neither reads nor syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_pins_back_off_and_an_idle_tablet_locks_itself() {
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Clinica Alfa").await;
+    let tablet = reg.clinic_tablet(clinic, "ward tablet").await;
+    let ana = reg
+        .staff()
+        .create_clinic_user(clinic, "Ana Costa")
+        .await
+        .unwrap();
+    let client = SyncClient::new(test_options()).unwrap();
+    client
+        .activate_user(&tablet, ana.user, &ana.activation_code, &pin("482916"))
+        .await
+        .unwrap();
+    let patient = tablet.enrol_patient(&bench_enrolment(3)).unwrap();
+    tablet.sign_out();
+
+    let mut left = Vec::new();
+    for _ in 0..3 {
+        match tablet.sign_in(ana.user, &pin("000111")) {
+            Err(Error::Store(StoreError::WrongPin { attempts_left })) => left.push(attempts_left),
+            other => panic!("expected a wrong PIN, got {other:?}"),
+        }
+    }
+    assert_eq!(left, [9, 8, 7]);
+    // Now even the right PIN waits.
+    assert!(matches!(
+        tablet.sign_in(ana.user, &pin("482916")),
+        Err(Error::Store(StoreError::TryLater { .. }))
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    tablet.sign_in(ana.user, &pin("482916")).unwrap();
+    assert_eq!(tablet.users().unwrap()[0].failures, 0);
+
+    // Idle for longer than the timeout: locked, without any call.
+    tablet
+        .set_idle_timeout(std::time::Duration::from_secs(1))
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_800)).await;
+    assert!(!tablet.is_unlocked());
+    assert!(matches!(
+        tablet.list_patients(),
+        Err(Error::Store(StoreError::Locked))
+    ));
+    assert!(tablet.sync().await.is_err());
+    tablet.sign_in(ana.user, &pin("482916")).unwrap();
+    assert_eq!(tablet.list_patients().unwrap()[0].id, patient);
+    let report = tablet.sync().await.unwrap();
+    assert!(report.rejected.is_empty());
+}

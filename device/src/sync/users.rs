@@ -63,6 +63,8 @@ impl SyncClient {
     /// this device who is no longer active there (removed, or unknown to the registry). A
     /// removed user who is signed in is signed out at once. Returns how many were removed.
     /// [`SyncClient::sync`] calls it after every sync of a device with users.
+    /// The answer also replaces the clinic's directory on the device (device labels, user
+    /// names: [`Device::directory`]).
     pub async fn refresh_users(&self, device: &Device) -> Result<usize> {
         if !device.has_users() {
             return Ok(0);
@@ -70,6 +72,7 @@ impl SyncClient {
         let answer: ClinicUsersResponse = self
             .signed_json(device, USERS_PATH, &serde_json::json!({}))
             .await?;
+        device.save_directory(&answer, now_ms())?;
         let active: std::collections::HashSet<UserId> = answer
             .users
             .iter()
@@ -87,6 +90,34 @@ impl SyncClient {
         }
         tracing::info!(removed = removed.len(), "users removed by the registry");
         Ok(device.store().remove_users_revoked(&removed)?)
+    }
+
+    /// After a sync: a tablet with users refreshes its users (and directory) every time; a
+    /// tablet without users only fetches the directory when the sync brought records (a new
+    /// writer may have appeared) or it never received it, and a failure there (an older
+    /// registry without the route, a dropped link) only leaves the directory as it was. A
+    /// patient's phone asks nothing.
+    pub(crate) async fn refresh_after_sync(&self, device: &Device, pulled: u64) -> Result<usize> {
+        let clinic = device
+            .enrolment()
+            .is_some_and(|e| e.role == DeviceRole::ClinicDevice);
+        if !clinic {
+            return Ok(0);
+        }
+        if device.has_users() {
+            return self.refresh_users(device).await;
+        }
+        if pulled == 0 && device.has_directory()? {
+            return Ok(0);
+        }
+        match self
+            .signed_json::<ClinicUsersResponse>(device, USERS_PATH, &serde_json::json!({}))
+            .await
+        {
+            Ok(answer) => device.save_directory(&answer, now_ms())?,
+            Err(e) => tracing::warn!(error = %e, "the clinic's directory was not received"),
+        }
+        Ok(0)
     }
 
     /// One signed JSON POST (signed like a sync request) and its decoded JSON answer.

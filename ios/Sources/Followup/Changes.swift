@@ -38,3 +38,25 @@ extension RecordBody {
         return nil
     }
 }
+
+extension FollowupStore {
+    /// Only the changes to records of `kind` (batches without one are skipped), like Kotlin's
+    /// `changes().ofKind(kind)`. Ending the iteration stops the listener.
+    ///
+    ///     for await batch in try store.changes(ofKind: .adverseEvent) { reloadQueue() }
+    public func changes(ofKind kind: RecordKind) throws -> AsyncStream<[RecordChange]> {
+        let all = try changes()
+        return AsyncStream(bufferingPolicy: .unbounded) { continuation in
+            let task = Task {
+                for await batch in all {
+                    let matching = batch.filter { $0.kind == kind }
+                    if !matching.isEmpty { continuation.yield(matching) }
+                }
+                continuation.finish()
+            }
+            // Cancelling the task ends the loop over `all`, whose own termination cancels the
+            // Rust subscription.
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+}

@@ -326,6 +326,17 @@ private final class TestServer {
     func revoke(_ device: String) async throws {
         _ = try await admin("/v1/admin/devices/\(device)/revoke", nil)
     }
+
+    /// Creates a clinic user: their id and the one-time activation code staff give them.
+    func createUser(_ clinic: String, _ name: String) async throws -> (String, String) {
+        let json = try await admin("/v1/admin/clinic-users", #"{"clinic":"\#(clinic)","name":"\#(name)"}"#)
+        return (json["user"] as! String, json["activation_code"] as! String)
+    }
+
+    /// Removes a clinic user: tablets drop them at their next sync.
+    func removeUser(_ user: String) async throws {
+        _ = try await admin("/v1/admin/clinic-users/\(user)/remove", nil)
+    }
 }
 
 /// Runs an async call to completion from synchronous code (server start-up only).
@@ -569,62 +580,160 @@ final class AppApiTests: XCTestCase {
         let patient = try tablet.enrolPatient(patient: newPatient("CAP-1"))
         let procedure = try tablet.recordProcedure(patientId: patient, procedure: kneeInjection(daysAgo: 7))
         var bad = validFollowup(); bad["symptom_pain"] = .int(value: 14)
-        await assertThrowsFollowup({ try tablet.captureResponse(patientId: patient, questionnaireId: "clinician-followup", procedureId: procedure, visitId: "d7", answers: bad, submit: true) }) {
+        let invalid = await assertThrowsFollowup({ try tablet.captureResponse(patientId: patient, questionnaireId: "clinician-followup", procedureId: procedure, visitId: "d7", answers: bad, submit: true) }) {
             if case .ValidationFailed = $0 { return true } else { return false }
         }
-        XCTAssertEqual(try tablet.listPatients().first?.responses, 0)
+        XCTAssertEqual(invalid.map { Array($0.itemProblems.keys) }, ["symptom_pain"])
+        XCTAssertEqual(try tablet.listPatients().first?.responses, 0, "nothing was written")
+
         let r = try tablet.captureResponse(patientId: patient, questionnaireId: "clinician-followup", procedureId: procedure, visitId: "d7", answers: validFollowup(), submit: true)
-        XCTAssertEqual(try tablet.getResponse(responseId: r).status, .submitted)
-        XCTAssertTrue(try tablet.drafts(patientId: nil).isEmpty)
+        let saved = try tablet.getResponse(responseId: r)
+        XCTAssertEqual(saved.status, .submitted)
+        XCTAssertEqual(saved.answers, validFollowup())
+        XCTAssertNotNil(saved.submittedAt)
+        XCTAssertTrue(try tablet.drafts(patientId: nil).isEmpty, "no draft on the way")
+        XCTAssertFalse(try tablet.clinicVisits(asOf: today, states: [.due]).contains { $0.patientId == patient && $0.visitId == "d7" })
+
         await assertThrowsFollowup({ try tablet.captureResponse(patientId: patient, questionnaireId: "clinician-followup", procedureId: procedure, visitId: "d7", answers: validFollowup(), submit: true) }) {
             if case let .AlreadyRecorded(_, recordId) = $0 { return recordId == r } else { return false }
         }
+        XCTAssertEqual(try tablet.listPatients().first?.responses, 1)
     }
 
     func testDraftsAreListedResumedAndDiscarded() async throws {
         let tablet = try await clinicTablet("drafts", try await server.createClinic("Draft Clinic"))
-        let p = try tablet.enrolPatient(patient: newPatient("DR-1"))
-        let d1 = try tablet.startResponse(patientId: p, questionnaireId: "clinician-followup", procedureId: nil, visitId: nil)
-        XCTAssertEqual(try tablet.drafts(patientId: p).map { $0.responseId }, [d1])
-        XCTAssertEqual(try tablet.discardDraft(responseId: d1), .deleted)
-        let d2 = try tablet.startResponse(patientId: p, questionnaireId: "clinician-followup", procedureId: nil, visitId: nil)
-        _ = try await tablet.syncNow()
-        XCTAssertEqual(try tablet.discardDraft(responseId: d2), .markedDiscarded)
+        let p1 = try tablet.enrolPatient(patient: newPatient("DR-1"))
+        let p2 = try tablet.enrolPatient(patient: newPatient("DR-2"))
+        let pr1 = try tablet.recordProcedure(patientId: p1, procedure: kneeInjection(daysAgo: 7))
+        let d1 = try tablet.captureResponse(patientId: p1, questionnaireId: "clinician-followup", procedureId: pr1, visitId: "d7",
+                                            answers: answers(["visit_mode": "in_person", "symptom_pain": 3]), submit: false)
+        let d2 = try tablet.startResponse(patientId: p2, questionnaireId: "clinician-followup", procedureId: nil, visitId: nil)
+
+        XCTAssertEqual(Set(try tablet.drafts(patientId: nil).map { $0.responseId }), [d1, d2])
+        let first = try XCTUnwrap(try tablet.drafts(patientId: p1).first)
+        XCTAssertEqual(try tablet.drafts(patientId: p1).count, 1)
+        XCTAssertEqual(first.responseId, d1)
+        XCTAssertEqual(first.visitId, "d7")
+        XCTAssertEqual(first.procedureId, pr1)
+        XCTAssertEqual(first.answered, 2)
+        XCTAssertNotNil(first.lastSaved)
+
+        // Resume the first and submit it: it leaves the list.
+        XCTAssertEqual(try tablet.saveAnswers(responseId: d1, answers: validFollowup()), [])
+        try tablet.submitResponse(responseId: d1)
+        XCTAssertEqual(try tablet.drafts(patientId: nil).map { $0.responseId }, [d2])
+        await assertThrowsFollowup({ try tablet.discardDraft(responseId: d1) }) {
+            if case .InvalidInput = $0 { return true } else { return false }
+        }
+
+        // Never synced: gone.
+        XCTAssertEqual(try tablet.discardDraft(responseId: d2), .deleted)
         XCTAssertTrue(try tablet.drafts(patientId: nil).isEmpty)
+        await assertThrowsFollowup({ try tablet.getResponse(responseId: d2) }) {
+            if case .InvalidInput = $0 { return true } else { return false }
+        }
+
+        // Synced: marked discarded, which syncs; no longer listed.
+        let d3 = try tablet.startResponse(patientId: p2, questionnaireId: "clinician-followup", procedureId: nil, visitId: nil)
+        _ = try await tablet.syncNow()
+        XCTAssertEqual(try tablet.discardDraft(responseId: d3), .markedDiscarded)
+        XCTAssertEqual(try tablet.getResponse(responseId: d3).status, .discarded)
+        XCTAssertTrue(try tablet.drafts(patientId: nil).isEmpty)
+        let pushed = try await tablet.syncNow().pushed
+        XCTAssertEqual(pushed, 1)
     }
 
-    func testGetRecordReadsEveryKindAndUpdateProcedure() async throws {
+    func testGetRecordReadsEveryKind() async throws {
         let tablet = try await clinicTablet("records", try await server.createClinic("Record Clinic"))
         let patient = try tablet.enrolPatient(patient: newPatient("REC-1"))
         let procedure = try tablet.recordProcedure(patientId: patient, procedure: kneeInjection(daysAgo: 7))
         let r = try tablet.captureResponse(patientId: patient, questionnaireId: "clinician-followup", procedureId: procedure, visitId: "d7", answers: validFollowup(), submit: true)
-        XCTAssertEqual(try tablet.getRecord(recordId: patient).kind, .enrolment)
-        XCTAssertEqual(try tablet.getRecord(recordId: procedure).body.procedure?.condition, "knee osteoarthritis")
-        let scores = try XCTUnwrap(try tablet.getRecord(recordId: r).body.response).1
-        XCTAssertEqual(scores["symptom_burden"] ?? nil, 3.0)
-        var fixed = kneeInjection(daysAgo: 6); fixed.condition = "both knees"
+        let ae = try tablet.reportAdverseEvent(patientId: patient, event: AdverseEvent(
+            reporter: .clinic, category: "infection", onset: today, severity: 2, seriousness: [],
+            outcome: .recovering, description: "redness", procedureId: procedure, answers: [:]))
+        let adj = try tablet.adjudicate(adverseEventId: ae, decision: AdjudicationDecision(
+            relatedness: .probable, action: "antibiotics", remedy: "free care", status: .responded))
+
+        let enrolment = try tablet.getRecord(recordId: patient)
+        XCTAssertEqual(enrolment.kind, .enrolment)
+        guard case let .enrolmentBody(enrolled) = enrolment.body else { return XCTFail("not an enrolment: \(enrolment.body)") }
+        XCTAssertEqual(enrolled.studyCode, "REC-1")
+        XCTAssertEqual(enrolment.createdByDevice, try tablet.enrolment()?.deviceId)
+
+        let proc = try tablet.getRecord(recordId: procedure)
+        XCTAssertEqual(proc.patientId, patient)
+        XCTAssertEqual(proc.body.procedure?.condition, "knee osteoarthritis")
+
+        let (response, scores) = try XCTUnwrap(try tablet.getRecord(recordId: r).body.response)
+        XCTAssertEqual(response.status, .submitted)
+        XCTAssertEqual(try XCTUnwrap(scores["symptom_burden"] ?? nil), 3.0, accuracy: 1e-9)
+        XCTAssertEqual(try tablet.responseScores(responseId: r), scores)
+
+        guard case let .adverseEventBody(event) = try tablet.getRecord(recordId: ae).body else { return XCTFail("not an adverse event") }
+        XCTAssertEqual(event.category, "infection")
+        XCTAssertEqual(event.procedureId, procedure)
+
+        guard case let .adjudicationBody(decision) = try tablet.getRecord(recordId: adj).body else { return XCTFail("not an adjudication") }
+        XCTAssertEqual(decision.adverseEventId, ae)
+        XCTAssertEqual(decision.relatedness, .probable)
+        XCTAssertEqual(decision.status, .responded)
+
+        await assertThrowsFollowup({ try tablet.responseScores(responseId: procedure) }) {
+            if case .InvalidInput = $0 { return true } else { return false }
+        }
+        await assertThrowsFollowup({ try tablet.getRecord(recordId: "not-an-id") }) {
+            if case .InvalidInput = $0 { return true } else { return false }
+        }
+    }
+
+    func testUpdateProcedureEditsItAndItsScheduleFollowsTheNewDate() async throws {
+        let tablet = try await clinicTablet("edit-procedure", try await server.createClinic("Edit Clinic"))
+        let patient = try tablet.enrolPatient(patient: newPatient("ED-1"))
+        let procedure = try tablet.recordProcedure(patientId: patient, procedure: kneeInjection(daysAgo: 60))
+        XCTAssertFalse(try tablet.patientVisits(patientId: patient, asOf: today).contains { $0.visitId == "d7" && $0.state == .due })
+        var fixed = kneeInjection(daysAgo: 7); fixed.condition = "knee osteoarthritis, both knees"
         try tablet.updateProcedure(procedureId: procedure, procedure: fixed)
         XCTAssertEqual(try tablet.getProcedure(procedureId: procedure), fixed)
+        XCTAssertTrue(try tablet.patientVisits(patientId: patient, asOf: today).contains { $0.visitId == "d7" && $0.state == .due })
+        var badDate = fixed; badDate.date = "yesterday"
+        await assertThrowsFollowup({ try tablet.updateProcedure(procedureId: procedure, procedure: badDate) }) {
+            if case .InvalidInput = $0 { return true } else { return false }
+        }
+        await assertThrowsFollowup({ try tablet.updateProcedure(procedureId: patient, procedure: fixed) }) {
+            if case .InvalidInput = $0 { return true } else { return false }
+        }
+        let pushed = try await tablet.syncNow().pushed
+        XCTAssertEqual(pushed, 2, "the enrolment and the edited procedure")
     }
 
     func testChangesStreamYieldsAfterALocalSaveAndAfterASync() async throws {
         let clinic = try await server.createClinic("Observe Clinic")
         let a = try await clinicTablet("observe-a", clinic)
         let b = try await clinicTablet("observe-b", clinic)
+        // A local save on b: its own change is reported.
         var changes = try b.changes().makeAsyncIterator()
         let mine = try b.enrolPatient(patient: newPatient("OB-B"))
-        XCTAssertEqual(await changes.next()?.map { $0.recordId }, [mine])
+        let saved = await changes.next()
+        let batch = try XCTUnwrap(saved)
+        XCTAssertEqual(batch.map { $0.recordId }, [mine])
+        XCTAssertEqual(batch.first?.kind, .enrolment)
+        XCTAssertEqual(batch.first?.patientId, mine)
+
+        // a records a patient and syncs; b's sync brings it, and b's stream of enrolments says so.
+        var enrolments = try b.changes(ofKind: .enrolment).makeAsyncIterator()
         let theirs = try a.enrolPatient(patient: newPatient("OB-A"))
         _ = try await a.syncNow()
+        _ = try b.recordProcedure(patientId: mine, procedure: kneeInjection(daysAgo: 0))
         _ = try await b.syncNow()
-        var seen = false
-        while let batch = await changes.next() {
-            if batch.contains(where: { $0.recordId == theirs }) { seen = true; break }
+        var got: RecordChange?
+        while got == nil, let next = await enrolments.next() {
+            XCTAssertTrue(next.allSatisfy { $0.kind == .enrolment }, "only enrolments: \(next)")
+            got = next.first { $0.recordId == theirs }
         }
-        XCTAssertTrue(seen)
+        XCTAssertEqual(got?.removed, false)
     }
 
-    func testPatientPhoneListsItsDueSurveys() async throws {
+    func testPatientPhoneListsItsNextDueSurveysWithTheirWindows() async throws {
         let clinic = try await server.createClinic("Survey Clinic")
         let tablet = try await clinicTablet("survey-clinic", clinic)
         let patient = try tablet.enrolPatient(patient: newPatient("SV-1"))
@@ -634,8 +743,105 @@ final class AppApiTests: XCTestCase {
         _ = try await phone.enrol(serverUrl: server.url, code: try await server.patientDeviceCode(patient), label: "Patient phone")
         _ = try await phone.syncNow()
         let surveys = try phone.dueSurveys(patientId: nil, asOf: today)
-        XCTAssertEqual(surveys.first?.visitId, "m1-survey")
-        XCTAssertEqual(surveys.first?.state, .due)
+        XCTAssertFalse(surveys.isEmpty)
+        XCTAssertTrue(surveys.allSatisfy { $0.questionnaireId == "patient-outcome-survey" && $0.patientId == patient })
+        let next = try XCTUnwrap(surveys.first)
+        XCTAssertEqual(next.visitId, "m1-survey")
+        XCTAssertEqual(next.state, .due)
+        XCTAssertTrue(next.windowStart <= today && today <= next.windowEnd)
+        XCTAssertEqual(surveys.map { $0.windowStart }, surveys.map { $0.windowStart }.sorted())
+        XCTAssertFalse(surveys.contains { $0.state == .done || $0.state == .missed })
+        let other = try tablet.enrolPatient(patient: newPatient("SV-2"))
+        await assertThrowsFollowup({ try phone.dueSurveys(patientId: other, asOf: today) }) {
+            if case .NotPermitted = $0 { return true } else { return false }
+        }
+        // A clinic tablet names the patient.
+        XCTAssertEqual(try tablet.dueSurveys(patientId: patient, asOf: today).map { $0.visitId }, surveys.map { $0.visitId })
+    }
+}
+
+// MARK: - Nurses on a shared tablet (mirrors android/src/jvmTest/.../UsersTests.kt)
+
+final class UsersTests: XCTestCase {
+    private var server: TestServer!
+
+    override func setUpWithError() throws { server = try TestServer() }
+    override func tearDown() { server?.stop() }
+
+    func testAddNursesSignInWrongPinSignOutIdleLockAndRemovalAtSync() async throws {
+        let clinic = try await server.createClinic("Chiang Mai Cell Clinic")
+        let tablet = try await newStore("shared-tablet")
+        _ = try await tablet.enrol(serverUrl: server.url, code: try await server.clinicDeviceCode(clinic), label: "shared-tablet")
+        XCTAssertFalse(try tablet.hasUsers())
+        XCTAssertFalse(try tablet.isLocked())
+        XCTAssertTrue(try tablet.deviceUsers().isEmpty)
+
+        let (ana, anaCode) = try await server.createUser(clinic, "Ana")
+        let (rui, ruiCode) = try await server.createUser(clinic, "Rui")
+        // A weak PIN and a wrong code are refused.
+        await assertThrowsFollowup({ try await tablet.addUser(userId: ana, activationCode: anaCode, pinText: "111111") }) {
+            if case .WeakPin = $0 { return true } else { return false }
+        }
+        await assertThrowsFollowup({ try await tablet.addUser(userId: ana, activationCode: "AAAA-BBBB-CCCC", pinText: "482916") }) {
+            if case .InvalidInput = $0 { return true } else { return false }
+        }
+        // The first user makes it a shared tablet and is signed in; she adds Rui.
+        let anaName = try await tablet.addUser(userId: ana, activationCode: anaCode, pinText: "482916")
+        XCTAssertEqual(anaName, "Ana")
+        XCTAssertTrue(try tablet.hasUsers())
+        XCTAssertEqual(try tablet.signedInUser(), ana)
+        let ruiName = try await tablet.addUser(userId: rui, activationCode: ruiCode, pinText: "correct horse")
+        XCTAssertEqual(ruiName, "Rui")
+        XCTAssertEqual(try tablet.deviceUsers().map { $0.name }, ["Ana", "Rui"])
+        let patient = try tablet.enrolPatient(patient: newPatient("CNX-001"))
+
+        // Signed out: every record call says to sign in.
+        try tablet.signOut()
+        XCTAssertTrue(try tablet.isLocked())
+        XCTAssertNil(try tablet.signedInUser())
+        let locked = await assertThrowsFollowup({ try tablet.listPatients() }) {
+            if case .Locked = $0 { return true } else { return false }
+        }
+        XCTAssertEqual(locked?.needsSignIn, true)
+        // A wrong PIN counts down; the right one opens the same records.
+        await assertThrowsFollowup({ try await tablet.signIn(userId: rui, pinText: "000111") }) {
+            if case let .WrongPin(_, attemptsLeft) = $0 { return attemptsLeft == 9 } else { return false }
+        }
+        XCTAssertEqual(try tablet.deviceUsers().first { $0.userId == rui }?.failures, 1)
+        try await tablet.signIn(userId: rui, pinText: "correct horse")
+        XCTAssertEqual(try tablet.listPatients().map { $0.id }, [patient])
+        XCTAssertEqual(try tablet.deviceUsers().first { $0.userId == rui }?.failures, 0)
+
+        // Idle lock: after the timeout the tablet locks itself.
+        XCTAssertEqual(try tablet.idleTimeoutSeconds(), 300)
+        try tablet.setIdleTimeoutSeconds(seconds: 1)
+        try await Task.sleep(nanoseconds: 1_600_000_000)
+        XCTAssertTrue(try tablet.isLocked())
+        await assertThrowsFollowup({ try tablet.listPatients() }) {
+            if case .Locked = $0 { return true } else { return false }
+        }
+
+        // Staff remove Rui; at Ana's next sync the tablet forgets him.
+        try await tablet.signIn(userId: ana, pinText: "482916")
+        try await server.removeUser(rui)
+        _ = try await tablet.syncNow()
+        XCTAssertEqual(try tablet.deviceUsers().map { $0.name }, ["Ana"])
+        try tablet.signOut()
+        await assertThrowsFollowup({ try await tablet.signIn(userId: rui, pinText: "correct horse") }) {
+            if case .InvalidInput = $0 { return true } else { return false }
+        }
+
+        // Removing a user on the tablet: Rui is already gone; Ana, the last user, cannot be.
+        await assertThrowsFollowup({ try tablet.removeUser(userId: rui) }) {
+            if case .Locked = $0 { return true } else { return false }
+        }
+        try await tablet.signIn(userId: ana, pinText: "482916")
+        try tablet.setIdleTimeoutSeconds(seconds: 300)
+        XCTAssertFalse(try tablet.removeUser(userId: rui))
+        await assertThrowsFollowup({ try tablet.removeUser(userId: ana) }) {
+            if case .NotPermitted = $0 { return true } else { return false }
+        }
+        XCTAssertEqual(try tablet.deviceUsers().map { $0.name }, ["Ana"])
     }
 }
 #endif

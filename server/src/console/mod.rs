@@ -11,6 +11,7 @@
 
 pub mod assets;
 pub mod charts;
+mod names;
 mod pages;
 pub mod participation;
 

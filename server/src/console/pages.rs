@@ -14,6 +14,7 @@ use followup_domain::protocol::{CreateClinicRequest, EnrolmentGrant};
 use serde::Deserialize;
 
 use super::charts::{self, Bar};
+use super::names::Names;
 use super::participation::{self, ClinicFacts, ListName};
 use super::{
     assets, blocking, count, fmt_day, fmt_ms, html, require_staff, set_cookie, today, ClientIp,
@@ -1243,26 +1244,15 @@ fn case_view(d: &rm::AeDetail) -> Option<CaseView> {
     })
 }
 
-fn by_line(m: &rm::RecordMeta) -> String {
-    let dev = m
-        .last_device
-        .or(m.created_by)
-        .map(|d| format!("device {d}"))
-        .unwrap_or_else(|| "registry".into());
-    match m.last_user.as_ref().or(m.created_by_user.as_ref()) {
-        Some(u) => format!("{dev}, user {u}"),
-        None => dev,
-    }
-}
-
-fn write_line(w: &rm::RecordWrite) -> String {
+fn write_line(n: &Names, w: &rm::RecordWrite) -> String {
     format!(
         "{}: {} from {}",
         fmt_ms(w.at_ms),
         count(w.changes, "change", "changes"),
-        w.device
-            .map(|d| format!("device {d}"))
-            .unwrap_or_else(|| "the registry".into())
+        match w.device {
+            Some(_) => n.writer(w.device, w.users.last().copied()),
+            None => "the registry".into(),
+        }
     )
 }
 
@@ -1270,7 +1260,7 @@ async fn ae_detail_page(st: &AppState, ctx: &Ctx, id: RecordId) -> Page {
     let scope = ctx.scope(None)?;
     let storage = st.storage.clone();
     let day = today();
-    let (d, notes, staff_emails) = blocking(move || {
+    let (d, notes, staff_emails, names) = blocking(move || {
         let s = storage.as_ref();
         check_record(s, scope, id, RecordKind::AdverseEvent)?;
         let d = rm::ae_detail(s, scope, id, day)?
@@ -1280,7 +1270,15 @@ async fn ae_detail_page(st: &AppState, ctx: &Ctx, id: RecordId) -> Page {
             .into_iter()
             .map(|r| (r.id, r.email))
             .collect();
-        Ok((d, s.ae_notes(id)?, emails))
+        let mut names = Names::for_records(
+            s,
+            std::iter::once(&d.event.meta).chain(d.adjudications.iter().map(|a| &a.meta)),
+        )?;
+        names.add_writes(s, &d.history)?;
+        for a in &d.adjudications {
+            names.add_writes(s, &a.history)?;
+        }
+        Ok((d, s.ae_notes(id)?, emails, names))
     })
     .await?;
     let ev = &d.event;
@@ -1292,7 +1290,7 @@ async fn ae_detail_page(st: &AppState, ctx: &Ctx, id: RecordId) -> Page {
             outcome: opt(&ev.outcome),
             reporter: opt(&ev.reporter),
             reported: fmt_ms(d.queue.reported_at_ms),
-            recorded_by: by_line(&ev.meta),
+            recorded_by: names.by_line(&ev.meta),
             clinic_deadline: opt(&d.queue.clinic_deadline),
             conflicts: d
                 .conflicts
@@ -1317,11 +1315,11 @@ async fn ae_detail_page(st: &AppState, ctx: &Ctx, id: RecordId) -> Page {
                     remedy: opt(&a.remedy),
                     deadline: opt(&a.deadline),
                     recorded: fmt_ms(a.meta.first_accepted_ms),
-                    by: by_line(&a.meta),
-                    writes: a.history.iter().map(write_line).collect(),
+                    by: names.by_line(&a.meta),
+                    writes: a.history.iter().map(|w| write_line(&names, w)).collect(),
                 })
                 .collect(),
-            history: d.history.iter().map(write_line).collect(),
+            history: d.history.iter().map(|w| write_line(&names, w)).collect(),
             notes: notes
                 .iter()
                 .map(|n| NoteLine {
@@ -1540,12 +1538,20 @@ pub async fn timeline(
     let id = parse_id(&id)?;
     let storage = st.storage.clone();
     let day = today();
-    let (t, names) = blocking(move || {
+    let (t, clinics, names) = blocking(move || {
         let s = storage.as_ref();
         check_record(s, scope, id, RecordKind::Enrolment)?;
         let t = rm::patient_timeline(s, scope, id, day)?
             .ok_or_else(|| ConsoleError::NotFound(format!("no patient {id}")))?;
-        Ok((t, clinic_names(s, scope)?))
+        let names = Names::for_records(
+            s,
+            std::iter::once(&t.enrolment.meta)
+                .chain(t.procedures.iter().map(|p| &p.meta))
+                .chain(t.responses.iter().map(|r| &r.meta))
+                .chain(t.adverse_events.iter().map(|a| &a.meta))
+                .chain(t.adjudications.iter().map(|a| &a.meta)),
+        )?;
+        Ok((t, clinic_names(s, scope)?, names))
     })
     .await?;
     let e = &t.enrolment;
@@ -1576,7 +1582,7 @@ pub async fn timeline(
             when: fmt_ms(e.meta.first_accepted_ms),
             what: "Enrolment".into(),
             detail: opt(&e.enrolled_on),
-            by: by_line(&e.meta),
+            by: names.by_line(&e.meta),
         },
     ));
     for p in &t.procedures {
@@ -1596,7 +1602,7 @@ pub async fn timeline(
                     opt(&p.route),
                     opt(&p.regulatory_status)
                 ),
-                by: by_line(&p.meta),
+                by: names.by_line(&p.meta),
             },
         ));
     }
@@ -1611,7 +1617,7 @@ pub async fn timeline(
                     opt(&r.status),
                     count(r.answers.len(), "answer", "answers")
                 ),
-                by: by_line(&r.meta),
+                by: names.by_line(&r.meta),
             },
         ));
     }
@@ -1629,7 +1635,7 @@ pub async fn timeline(
                         .unwrap_or_else(|| "?".into()),
                     opt(&a.reporter)
                 ),
-                by: by_line(&a.meta),
+                by: names.by_line(&a.meta),
             },
         ));
     }
@@ -1645,7 +1651,7 @@ pub async fn timeline(
                     opt(&a.relatedness),
                     opt(&a.remedy)
                 ),
-                by: by_line(&a.meta),
+                by: names.by_line(&a.meta),
             },
         ));
     }
@@ -1658,7 +1664,7 @@ pub async fn timeline(
             let q = r.questionnaire.clone().unwrap_or_default();
             ResponseBlock {
                 title: format!("{} — visit {} — {}", q, opt(&r.visit), opt(&r.submitted_at)),
-                by: by_line(&r.meta),
+                by: names.by_line(&r.meta),
                 answers: r
                     .answers
                     .iter()
@@ -1685,7 +1691,7 @@ pub async fn timeline(
         TimelinePage {
             chrome: chrome(&ctx, "patients"),
             study_code: opt(&e.study_code),
-            clinic: names
+            clinic: clinics
                 .get(&e.meta.clinic)
                 .cloned()
                 .unwrap_or_else(|| short(e.meta.clinic)),
@@ -1842,7 +1848,7 @@ pub async fn audit(
     ctx.require_registry()?;
     let storage = st.storage.clone();
     let verify = q.verify.is_some();
-    let (stats, verified, rows) = blocking(move || {
+    let (stats, verified, rows, names) = blocking(move || {
         let s = storage.as_ref();
         let stats = s.stats()?;
         let verified = if verify {
@@ -1851,7 +1857,13 @@ pub async fn audit(
             None
         };
         let rows = s.audit_rows(stats.audit_entries.saturating_sub(30), 30)?;
-        Ok((stats, verified, rows))
+        let names = Names::load(
+            s,
+            rows.iter().filter_map(|r| r.entry.device),
+            rows.iter()
+                .flat_map(|r| crate::users::users_in_detail(&r.entry.detail)),
+        )?;
+        Ok((stats, verified, rows, names))
     })
     .await?;
     let recent = rows
@@ -1863,7 +1875,23 @@ pub async fn audit(
             event: r.entry.event.clone(),
             actor: match (r.entry.staff_id(), r.entry.device) {
                 (Some(s), _) => format!("staff {s}"),
-                (None, Some(d)) => format!("device {d}"),
+                // A device and, for a write by clinic users, each of them by name.
+                (None, Some(d)) => {
+                    let users = crate::users::users_in_detail(&r.entry.detail);
+                    if users.is_empty() {
+                        names.device(d)
+                    } else {
+                        format!(
+                            "{}, {}",
+                            names.device(d),
+                            users
+                                .iter()
+                                .map(|u| names.user(*u))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                }
                 (None, None) => "registry".into(),
             },
             doc: r.entry.doc.map(short).unwrap_or_default(),

@@ -39,7 +39,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use automerge::Automerge;
-use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::ids::{DeviceId, RecordId, UserId};
 use followup_domain::model::{DocHeader, RecordKind};
 use followup_domain::schedule::Schedule;
 
@@ -55,7 +55,9 @@ pub type ClinicId = RecordId;
 /// rebuilt when the server opens it.
 /// Version 2: adjudication cases and patients' case replies (`rm_cases`, `rm_case_entries`,
 /// `rm_case_replies`).
-pub const PROJECTION_VERSION: i64 = 2;
+/// Version 3: `rm_records.created_by_user` and `last_user` hold the clinic users the changes
+/// were attributed to (NULL before).
+pub const PROJECTION_VERSION: i64 = 3;
 
 /// A value in a read-model row, the same on both backends.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +203,8 @@ pub struct Committed {
     pub at_ms: i64,
     /// The device that wrote it (`None`: the registry).
     pub device: Option<DeviceId>,
+    /// The clinic user who wrote last in this write (the last of the write's users), if any.
+    pub user: Option<UserId>,
     /// First write of the record (no old rows to replace).
     pub is_new: bool,
     /// For a rebuild: the record's first write (seq, time); `None`: this write is the first.
@@ -334,14 +338,15 @@ fn apply_inner(tx: &mut dyn RmTx, items: &[Committed], recount: bool) -> Storage
             Val::Blob(h.clinic.0.to_vec()),
             h.patient.map_or(Val::Null, Val::from),
             h.created_by.map_or(Val::Null, |d| Val::Blob(d.0.to_vec())),
-            Val::Null,
+            p.created_by_user
+                .map_or(Val::Null, |u| Val::Blob(u.0.to_vec())),
             p.created_at_s.map_or(Val::Null, Val::Int),
             Val::Int(i64_of(first_seq)?),
             Val::Int(first_ms),
             Val::Int(i64_of(c.seq)?),
             Val::Int(c.at_ms),
             c.device.map_or(Val::Null, |d| Val::Blob(d.0.to_vec())),
-            Val::Null,
+            c.user.map_or(Val::Null, |u| Val::Blob(u.0.to_vec())),
             Val::Int(p.conflicts),
             p.problem.clone().map_or(Val::Null, Val::Text),
         ]);
@@ -418,14 +423,19 @@ pub fn rebuild(tx: &mut dyn RmTx, now_ms: i64) -> StorageResult<RebuildReport> {
         // audit chain.
         let mut meta: BTreeMap<Vec<u8>, WriteSpan> = BTreeMap::new();
         for row in tx.query(
-            "SELECT l.doc, l.seq, l.at_ms, a.device FROM log l
+            "SELECT l.doc, l.seq, l.at_ms, a.device, a.detail FROM log l
              LEFT JOIN audit a ON a.log_seq = l.seq
              WHERE l.doc >= $1 AND l.doc <= $2 ORDER BY l.doc, l.seq",
             &[lo, hi],
         )? {
             let mut it = row.into_iter();
-            let (Some(Val::Blob(doc)), Some(Val::Int(seq)), Some(Val::Int(at)), Some(dev)) =
-                (it.next(), it.next(), it.next(), it.next())
+            let (
+                Some(Val::Blob(doc)),
+                Some(Val::Int(seq)),
+                Some(Val::Int(at)),
+                Some(dev),
+                Some(detail),
+            ) = (it.next(), it.next(), it.next(), it.next(), it.next())
             else {
                 return Err(StorageError::Corrupt("unexpected log row".into()));
             };
@@ -435,9 +445,13 @@ pub fn rebuild(tx: &mut dyn RmTx, now_ms: i64) -> StorageResult<RebuildReport> {
                 first: (seq, at),
                 last: (seq, at),
                 device: None,
+                user: None,
             });
             span.last = (seq, at);
             span.device = dev.device_id();
+            span.user = detail
+                .text()
+                .and_then(|d| crate::users::users_in_detail(d).last().copied());
         }
         let mut items = Vec::with_capacity(page.len());
         for row in &page {
@@ -463,6 +477,7 @@ pub fn rebuild(tx: &mut dyn RmTx, now_ms: i64) -> StorageResult<RebuildReport> {
                 seq: span.last.0,
                 at_ms: span.last.1,
                 device: span.device,
+                user: span.user,
                 is_new: true,
                 first: Some(span.first),
             });
@@ -483,6 +498,7 @@ struct WriteSpan {
     first: (u64, i64),
     last: (u64, i64),
     device: Option<DeviceId>,
+    user: Option<UserId>,
 }
 
 fn header_of(row: &[Val]) -> StorageResult<DocHeader> {

@@ -29,6 +29,9 @@ pub struct Projection {
     pub header: DocHeader,
     /// When the record was created on the device (unix seconds of its first change).
     pub created_at_s: Option<i64>,
+    /// The clinic user the change that created the record is attributed to (verified by the
+    /// push path when it was accepted), if any.
+    pub created_by_user: Option<followup_domain::ids::UserId>,
     /// How many body fields are conflicted.
     pub conflicts: i64,
     /// Why the body could not be projected (the record is still listed in `rm_records`).
@@ -45,6 +48,7 @@ impl Projection {
         Projection {
             header: header.clone(),
             created_at_s: None,
+            created_by_user: None,
             conflicts: 0,
             problem: Some(problem),
             rows: Vec::new(),
@@ -164,6 +168,7 @@ pub fn project(doc: &Automerge, header: &DocHeader, schedule: &Schedule) -> Proj
     let mut p = Projection {
         header: header.clone(),
         created_at_s: created_at(doc),
+        created_by_user: model::creator(doc).1,
         conflicts: 0,
         problem: None,
         rows: Vec::new(),

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
 use chrono::NaiveDate;
-use followup_domain::ids::{DeviceId, RecordId};
+use followup_domain::ids::{DeviceId, RecordId, UserId};
 use serde::Serialize;
 
 use super::schema::{self, ColType, Table};
@@ -804,7 +804,7 @@ pub struct RecordMeta {
     pub patient: Option<RecordId>,
     /// The device that created it (`None`: the registry).
     pub created_by: Option<DeviceId>,
-    /// The staff or nurse account, once accounts exist (always `None` today).
+    /// The clinic user (hex id) the creating change was attributed to, if any.
     pub created_by_user: Option<String>,
     /// The device's clock when it created the record (unix seconds).
     pub created_at_s: Option<i64>,
@@ -814,6 +814,7 @@ pub struct RecordMeta {
     pub last_accepted_ms: i64,
     /// The device whose change was accepted last.
     pub last_device: Option<DeviceId>,
+    /// The clinic user (hex id) who wrote last in that write, if any.
     pub last_user: Option<String>,
     /// How many fields are conflicted.
     pub conflicts: i64,
@@ -871,6 +872,9 @@ pub struct RecordWrite {
     pub device: Option<DeviceId>,
     /// How many changes the write added.
     pub changes: u64,
+    /// The clinic users its changes were attributed to (from the audit entry), the one who
+    /// wrote last last.
+    pub users: Vec<UserId>,
 }
 
 /// Every accepted write of a record, oldest first (from the write log and the audit chain).
@@ -880,7 +884,7 @@ pub fn record_history(
     id: RecordId,
 ) -> StorageResult<Vec<RecordWrite>> {
     let rows = s.rm_query(
-        "SELECT l.seq, l.at_ms, a.device, a.change_hashes FROM log l
+        "SELECT l.seq, l.at_ms, a.device, a.change_hashes, a.detail FROM log l
          LEFT JOIN audit a ON a.log_seq = l.seq
          WHERE ($1 = 0 OR l.clinic = $2) AND l.doc = $3 ORDER BY l.seq",
         &params(scope_, [Val::from(id)]),
@@ -894,6 +898,10 @@ pub fn record_history(
                 at_ms: r.i(1).unwrap_or(0),
                 device: r.dev(2),
                 changes: r.v(3).blob().map_or(0, |b| (b.len() / 32) as u64),
+                users: r
+                    .t(4)
+                    .map(|d| crate::users::users_in_detail(&d))
+                    .unwrap_or_default(),
             }
         })
         .collect())

@@ -610,6 +610,7 @@ fn write_docs_tx(
                     seq: s,
                     at_ms: now_ms,
                     device: w.device,
+                    user: w.users.last().copied(),
                     is_new: w.expected_version.is_none(),
                     first: None,
                 });

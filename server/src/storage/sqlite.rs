@@ -975,6 +975,7 @@ fn project_committed(
             seq: *seq,
             at_ms: now_ms,
             device: w.device,
+            user: w.users.last().copied(),
             is_new: w.expected_version.is_none(),
             first: None,
         });

@@ -62,6 +62,14 @@ object UsersTests {
             assertEquals(listOf("Ana"), tablet.deviceUsers().map { it.name })
             tablet.signOut()
             assertFailsWith<FollowupException.InvalidInput> { tablet.signIn(rui, "correct horse") }
+
+            // Removing a user on the tablet: Rui is already gone; Ana, the last user, cannot be.
+            assertFailsWith<FollowupException.Locked> { tablet.removeUser(rui) }
+            tablet.signIn(ana, "482916")
+            tablet.setIdleTimeoutSeconds(300uL)
+            assertFalse(tablet.removeUser(rui))
+            assertFailsWith<FollowupException.NotPermitted> { tablet.removeUser(ana) }
+            assertEquals(listOf("Ana"), tablet.deviceUsers().map { it.name })
             tablet.close()
         },
     )
