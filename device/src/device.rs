@@ -770,6 +770,41 @@ impl Device {
         Ok((procedures, done))
     }
 
+    /// The clinic-wide work list's inputs, read from the store's work list table (one small row
+    /// per procedure, kept current by the store; see `store/worklist.rs`).
+    fn worklist_from_table(&self, generation: (u64, i64)) -> Result<WorklistCache> {
+        let mut procedures = HashMap::new();
+        let mut done: DoneVisits = HashMap::new();
+        self.store.for_each_worklist_row(|row| {
+            procedures.insert(row.procedure, (row.patient, row.date));
+            if !row.done.is_empty() {
+                done.insert(row.procedure, row.done.to_owned());
+            }
+        })?;
+        Ok(WorklistCache {
+            generation,
+            procedures,
+            done,
+        })
+    }
+
+    /// The same inputs from a full scan of the index (every procedure's entry and an aggregate
+    /// over every submitted response): what the table must always equal.
+    #[cfg(test)]
+    fn worklist_from_scan(&self) -> Result<WorklistCache> {
+        let generation = self.store.generation()?;
+        let (procedures, done) = self.procedures_and_done(None)?;
+        let procedures = procedures
+            .into_iter()
+            .filter_map(|p| Some((p.id, (p.patient?, p.date?))))
+            .collect();
+        Ok(WorklistCache {
+            generation,
+            procedures,
+            done,
+        })
+    }
+
     /// One patient's visits, every procedure, as of a date.
     pub fn patient_visits(
         &self,
@@ -822,16 +857,7 @@ impl Device {
                     .lock()
                     .map_err(|_| Error::InvalidInput("the work list cache was poisoned".into()))?;
                 if slot.as_ref().is_none_or(|c| c.generation != generation) {
-                    let (procedures, done) = self.procedures_and_done(None)?;
-                    let procedures = procedures
-                        .into_iter()
-                        .filter_map(|p| Some((p.id, (p.patient?, p.date?))))
-                        .collect();
-                    *slot = Some(WorklistCache {
-                        generation,
-                        procedures,
-                        done,
-                    });
+                    *slot = Some(self.worklist_from_table(generation)?);
                 }
                 match slot.as_ref() {
                     Some(c) => self.schedule.worklist(

@@ -640,6 +640,7 @@ impl Store {
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.pragma_update(None, "user_version", FORMAT_VERSION)?;
         tx.execute_batch(SCHEMA)?;
+        worklist::create(&tx)?;
         tx.execute(
             "INSERT INTO store_info (singleton, store_id) VALUES (1, ?1)",
             params![store_id.as_bytes().as_slice()],
@@ -672,7 +673,7 @@ impl Store {
             path: path.clone(),
             reason: reason.to_string(),
         };
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
@@ -724,6 +725,8 @@ impl Store {
             unwrapped.verify_key_check(&store_id, &check)?;
             access::Access::open(unwrapped)
         };
+        // Schema additions that need no format bump (plaintext index tables kept by triggers).
+        worklist::ensure(&mut conn)?;
         let store = Store {
             conn: Mutex::new(conn),
             access,
@@ -1513,3 +1516,5 @@ mod tests;
 mod access;
 pub use access::DEFAULT_IDLE_TIMEOUT;
 pub mod users;
+mod worklist;
+pub use worklist::WorklistRow;
