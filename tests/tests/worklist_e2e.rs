@@ -53,7 +53,10 @@ fn table_equals_scan(d: &Device, step: &str) -> Worklist {
             Some((p.id, (p.patient?, p.date?, d)))
         })
         .collect();
-    assert_eq!(table, scan, "{step}: the work list table drifted from the index");
+    assert_eq!(
+        table, scan,
+        "{step}: the work list table drifted from the index"
+    );
     table
 }
 
@@ -91,7 +94,11 @@ async fn the_cold_work_list_is_right_after_a_sync_brings_records() {
     assert!(!expected.is_empty());
     assert_eq!(due_list(&t2, as_of), expected);
     let cold = Device::open(&t2.path, key()).unwrap();
-    assert_eq!(due_list(&cold, as_of), expected, "a cold listing on tablet 2");
+    assert_eq!(
+        due_list(&cold, as_of),
+        expected,
+        "a cold listing on tablet 2"
+    );
     drop(cold);
 
     // Tablet 2 answers a due visit and amends an older response; tablet 1 gets both by sync.
@@ -107,9 +114,15 @@ async fn the_cold_work_list_is_right_after_a_sync_brings_records() {
     let on_t2 = table_equals_scan(&t2, "tablet 2 after its own submission");
     assert!(on_t2[&procedure].2.contains(&visit));
     let after = due_list(&t2, as_of);
-    assert!(!after.contains(&expected[0]), "the answered visit left the list");
+    assert!(
+        !after.contains(&expected[0]),
+        "the answered visit left the list"
+    );
     sync_until_quiet(&[&t2, &t1]).await;
-    assert_eq!(table_equals_scan(&t1, "tablet 1 after the sync back"), on_t2);
+    assert_eq!(
+        table_equals_scan(&t1, "tablet 1 after the sync back"),
+        on_t2
+    );
     assert_eq!(due_list(&t1, as_of), after);
     let cold = Device::open(&t1.path, key()).unwrap();
     assert_eq!(due_list(&cold, as_of), after, "a cold listing on tablet 1");
