@@ -5,14 +5,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::NaiveDate;
+use chrono::{Days, NaiveDate};
 use followup_device::device::Device;
 use followup_device::store::Query;
 use followup_device::RecordId;
 use followup_domain::model::RecordKind;
+use followup_domain::questionnaire::{AnswerValue, Answers};
 use followup_domain::schedule::VisitState;
 use followup_e2e::*;
-use followup_testkit::workload::{self, bench_answers, edit_answers};
+use followup_testkit::workload::{bench_enrolment, bench_procedure};
 
 /// Procedure → (patient, date, done visits sorted).
 type Worklist = BTreeMap<RecordId, (RecordId, NaiveDate, Vec<String>)>;
@@ -71,27 +72,95 @@ fn due_list(d: &Device, as_of: NaiveDate) -> Vec<(RecordId, String, VisitState)>
     v
 }
 
+fn today() -> NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+fn days_ago(n: u64) -> String {
+    (today() - Days::new(n)).format("%Y-%m-%d").to_string()
+}
+
+fn t(s: &str) -> AnswerValue {
+    AnswerValue::Text(s.into())
+}
+
+/// A complete, valid clinician follow-up taken yesterday.
+fn followup() -> Answers {
+    answers(&[
+        ("visit_date", t(&days_ago(1))),
+        ("visit_mode", t("in_person")),
+        ("condition_status", t("improved")),
+        ("symptom_primary", AnswerValue::Int(3)),
+        ("symptom_pain", AnswerValue::Int(2)),
+        ("symptom_fatigue", AnswerValue::Int(4)),
+        ("ecog", t("1")),
+        ("complications_any", AnswerValue::Bool(false)),
+        ("hospitalised", AnswerValue::Bool(false)),
+        ("further_cell_therapy", AnswerValue::Bool(false)),
+    ])
+}
+
+/// Answer `visit` of `procedure` on `d`; submitted unless `draft`.
+fn answer_visit(
+    d: &Device,
+    patient: RecordId,
+    procedure: RecordId,
+    visit: &str,
+    draft: bool,
+) -> RecordId {
+    let r = d
+        .start_response(patient, "clinician-followup", Some(procedure), Some(visit))
+        .unwrap();
+    d.save_answers(r, &followup()).unwrap();
+    if !draft {
+        d.submit_response(r).unwrap();
+    }
+    r
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cold_work_list_is_right_after_a_sync_brings_records() {
     let reg = Registry::start().await;
     let clinic = reg.create_clinic("Clinica Alfa").await;
     let t1 = reg.clinic_tablet(clinic, "tablet 1").await;
     let t2 = reg.clinic_tablet(clinic, "tablet 2").await;
-    // The workload's procedures fall in the 60 days from 2025-01-06.
-    let as_of = NaiveDate::from_ymd_opt(2025, 4, 10).unwrap();
+    let as_of = today();
 
-    let mut data = workload::populate_patients(&t1, 30).unwrap();
-    workload::populate_scheduled_responses(&t1, &mut data, 7, 90).unwrap();
+    // Tablet 1: eight patients treated 8 to 43 days ago; three day-7 visits answered, one
+    // month-1 visit answered, one answer left as a draft.
+    let mut patients = Vec::new();
+    for k in 0..8u64 {
+        let patient = t1.enrol_patient(&bench_enrolment(k as usize)).unwrap();
+        let procedure = t1
+            .record_procedure(patient, &{
+                let mut p = bench_procedure(0);
+                p.date = days_ago(8 + 5 * k);
+                p
+            })
+            .unwrap();
+        patients.push((patient, procedure));
+    }
+    let mut submitted = Vec::new();
+    for &k in &[0usize, 1, 2] {
+        submitted.push(answer_visit(&t1, patients[k].0, patients[k].1, "d7", false));
+    }
+    submitted.push(answer_visit(&t1, patients[7].0, patients[7].1, "m1", false));
+    let draft = answer_visit(&t1, patients[3].0, patients[3].1, "d7", true);
     let on_t1 = table_equals_scan(&t1, "tablet 1 after capture");
-    assert_eq!(on_t1.len(), 30);
-    assert!(on_t1.values().any(|(_, _, done)| !done.is_empty()));
-    t1.sync().await.unwrap();
-
-    // Tablet 2 receives everything by sync; its first listing reads the table.
-    t2.sync().await.unwrap();
-    assert_eq!(table_equals_scan(&t2, "tablet 2 after the sync"), on_t1);
+    assert_eq!(on_t1.len(), 8);
+    assert_eq!(on_t1[&patients[0].1].2, vec!["d7".to_string()]);
+    assert_eq!(
+        on_t1[&patients[3].1].2,
+        Vec::<String>::new(),
+        "a draft answers nothing"
+    );
+    assert_eq!(on_t1[&patients[7].1].2, vec!["m1".to_string()]);
     let expected = due_list(&t1, as_of);
     assert!(!expected.is_empty());
+
+    // Tablet 2 receives everything by sync; its first listing reads the table.
+    sync_until_quiet(&[&t1, &t2]).await;
+    assert_eq!(table_equals_scan(&t2, "tablet 2 after the sync"), on_t1);
     assert_eq!(due_list(&t2, as_of), expected);
     let cold = Device::open(&t2.path, key()).unwrap();
     assert_eq!(
@@ -101,29 +170,40 @@ async fn the_cold_work_list_is_right_after_a_sync_brings_records() {
     );
     drop(cold);
 
-    // Tablet 2 answers a due visit and amends an older response; tablet 1 gets both by sync.
-    let (procedure, visit, _) = expected[0].clone();
-    let patient = on_t1[&procedure].0;
-    let r = t2
-        .start_response(patient, "bench-50", Some(procedure), Some(&visit))
+    // Tablet 2 answers a month-1 visit on the list; tablet 1 submits its draft and amends a
+    // response. Each gets the other's by sync.
+    let listed = expected
+        .iter()
+        .find(|(_, visit, _)| visit == "m1")
+        .cloned()
+        .expect("a month-1 visit is due");
+    let (patient, _) = patients
+        .iter()
+        .find(|(_, procedure)| *procedure == listed.0)
         .unwrap();
-    t2.save_answers(r, &bench_answers(3, 50)).unwrap();
-    t2.submit_response(r).unwrap();
-    t2.amend_response(data.responses[0], &edit_answers(5, 50), "wrong entry")
-        .unwrap();
-    let on_t2 = table_equals_scan(&t2, "tablet 2 after its own submission");
-    assert!(on_t2[&procedure].2.contains(&visit));
-    let after = due_list(&t2, as_of);
-    assert!(
-        !after.contains(&expected[0]),
-        "the answered visit left the list"
-    );
-    sync_until_quiet(&[&t2, &t1]).await;
-    assert_eq!(
-        table_equals_scan(&t1, "tablet 1 after the sync back"),
-        on_t2
-    );
-    assert_eq!(due_list(&t1, as_of), after);
-    let cold = Device::open(&t1.path, key()).unwrap();
-    assert_eq!(due_list(&cold, as_of), after, "a cold listing on tablet 1");
+    answer_visit(&t2, *patient, listed.0, "m1", false);
+    t1.submit_response(draft).unwrap();
+    t1.amend_response(
+        submitted[0],
+        &answers(&[("symptom_pain", AnswerValue::Int(6))]),
+        "wrong entry",
+    )
+    .unwrap();
+    let on_t2 = table_equals_scan(&t2, "tablet 2 after its own answer");
+    assert!(on_t2[&listed.0].2.contains(&"m1".to_string()));
+    let on_t1 = table_equals_scan(&t1, "tablet 1 after its submission and amendment");
+    assert_eq!(on_t1[&patients[3].1].2, vec!["d7".to_string()]);
+    sync_until_quiet(&[&t1, &t2, &t1]).await;
+    let both = table_equals_scan(&t1, "tablet 1 after the sync back");
+    assert_eq!(table_equals_scan(&t2, "tablet 2 after the sync back"), both);
+    assert_eq!(both[&patients[3].1].2, vec!["d7".to_string()]);
+    assert!(both[&listed.0].2.contains(&"m1".to_string()));
+    let after = due_list(&t1, as_of);
+    assert!(!after.contains(&listed), "the answered visit left the list");
+    assert_eq!(after.len(), expected.len() - 1);
+    assert_eq!(due_list(&t2, as_of), after);
+    for path in [&t1.path, &t2.path] {
+        let cold = Device::open(path, key()).unwrap();
+        assert_eq!(due_list(&cold, as_of), after, "a cold listing");
+    }
 }
