@@ -27,6 +27,8 @@ pub enum RecordKind {
     AdjudicationCase,
     /// The patient's reply to an adjudication.
     CaseReply,
+    /// A questionnaire, schedule or policy version published by the registry.
+    Definition,
 }
 
 impl From<CoreKind> for RecordKind {
@@ -40,6 +42,7 @@ impl From<CoreKind> for RecordKind {
             CoreKind::Adjudication => Self::Adjudication,
             CoreKind::AdjudicationCase => Self::AdjudicationCase,
             CoreKind::CaseReply => Self::CaseReply,
+            CoreKind::Definition => Self::Definition,
         }
     }
 }
@@ -270,16 +273,18 @@ impl FollowupStore {
         answers: HashMap<String, t::AnswerValue>,
         submit: bool,
     ) -> Result<String, FollowupError> {
+        let locale = self.current_locale();
         self.with(|d| {
             let patient = record_id(&patient_id, "patient id")?;
             let procedure = opt_record_id(procedure_id.as_deref(), "procedure id")?;
-            Ok(d.capture_response(
+            Ok(d.capture_response_in(
                 patient,
                 &questionnaire_id,
                 procedure,
                 visit_id.as_deref(),
                 &t::answers_in(answers),
                 submit,
+                &locale,
             )?
             .to_hex())
         })

@@ -231,6 +231,9 @@ impl From<followup_device::Error> for FollowupError {
             },
             E::NotPermitted(_) => Self::NotPermitted { reason },
             E::InvalidId(_) | E::NotFound(_) | E::InvalidInput(_) => Self::InvalidInput { reason },
+            // A form published with a feature this app does not know: the app says that this
+            // form needs an update; every other form keeps working.
+            E::NeedsUpdate { .. } => Self::UpdateRequired { reason },
             E::MalformedRecord { .. } => Self::Tampered { reason },
             E::Automerge(_) | E::Hydrate(_) | E::Reconcile(_) | E::Identity(_) => {
                 Self::internal(reason)

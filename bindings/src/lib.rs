@@ -37,6 +37,7 @@
 uniffi::setup_scaffolding!();
 
 pub mod app;
+pub mod definitions;
 pub mod error;
 pub mod keys;
 pub mod progress;

@@ -30,6 +30,9 @@ use crate::types::{self as t, record_id};
 pub struct FollowupStore {
     device: RwLock<Option<Arc<Device>>>,
     pub(crate) sync: Arc<crate::sync::SyncState>,
+    /// The language of questionnaire texts and validation messages (a BCP 47 tag); see
+    /// `set_locale`.
+    pub(crate) locale: RwLock<String>,
 }
 
 impl std::fmt::Debug for FollowupStore {
@@ -67,6 +70,7 @@ impl FollowupStore {
         Arc::new(Self {
             device: RwLock::new(Some(Arc::new(device))),
             sync: Default::default(),
+            locale: RwLock::new(crate::definitions::DEFAULT_LOCALE.to_string()),
         })
     }
 
@@ -286,8 +290,9 @@ impl FollowupStore {
         &self,
         questionnaire_id: String,
     ) -> Result<t::Questionnaire, FollowupError> {
+        let locale = self.current_locale();
         self.with(|d| {
-            let q = d.questionnaire(&questionnaire_id)?;
+            let q = d.questionnaire(&questionnaire_id)?.localized(&locale);
             Ok(t::Questionnaire::from_core(&q, &Default::default()))
         })
     }
@@ -316,10 +321,12 @@ impl FollowupStore {
         questionnaire_id: String,
         answers: HashMap<String, t::AnswerValue>,
     ) -> Result<Vec<ItemProblem>, FollowupError> {
+        let locale = self.current_locale();
         self.with(|d| {
-            Ok(t::problems(d.check_answers(
+            Ok(t::problems(d.check_answers_in(
                 &questionnaire_id,
                 &t::answers_in(answers),
+                &locale,
             )?))
         })
     }
@@ -351,10 +358,15 @@ impl FollowupStore {
         response_id: String,
         answers: HashMap<String, t::AnswerValue>,
     ) -> Result<Vec<ItemProblem>, FollowupError> {
+        let locale = self.current_locale();
         self.with(|d| {
             let id = record_id(&response_id, "response id")?;
             Self::require_kind(d, id, RecordKind::Response, "a response")?;
-            Ok(t::problems(d.save_answers(id, &t::answers_in(answers))?))
+            Ok(t::problems(d.save_answers_in(
+                id,
+                &t::answers_in(answers),
+                &locale,
+            )?))
         })
     }
 
@@ -370,10 +382,11 @@ impl FollowupStore {
     /// Submits a response. Fails with `ValidationFailed`, listing every item's problem, unless
     /// the answers satisfy the questionnaire; the draft is kept either way.
     pub fn submit_response(&self, response_id: String) -> Result<(), FollowupError> {
+        let locale = self.current_locale();
         self.with(|d| {
             let id = record_id(&response_id, "response id")?;
             Self::require_kind(d, id, RecordKind::Response, "a response")?;
-            Ok(d.submit_response(id)?)
+            Ok(d.submit_response_in(id, &locale)?)
         })
     }
 
@@ -577,6 +590,12 @@ mod tests {
                 patient: None,
                 server_url: "http://127.0.0.1:1".into(),
             })
+            .unwrap();
+        // The forms the registry sends at the first sync (the same record bytes).
+        store
+            .device()
+            .unwrap()
+            .provision_definitions(followup_domain::definitions::builtin_definitions())
             .unwrap();
         store
     }

@@ -233,6 +233,10 @@ impl FollowupStore {
     /// Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
     /// loopback) using a one-time `code` from registry staff; `label` names the device for them
     /// (e.g. "Tablet 2, ward B"). A device enrols once.
+    ///
+    /// The forms (questionnaires, schedules) come from the registry, not from the app: once
+    /// enrolled, this also syncs once, so that the device can capture offline from the start.
+    /// Enrolment stands even if that sync fails; the forms then come with the next `sync`.
     pub async fn enrol(
         &self,
         server_url: String,
@@ -242,10 +246,11 @@ impl FollowupStore {
         let device = self.device()?;
         let client = self.sync.client()?;
         spawn(async move {
-            Ok(client
-                .enrol(&device, &server_url, &code, &label)
-                .await?
-                .into())
+            let enrolled = client.enrol(&device, &server_url, &code, &label).await?;
+            // Best effort (see above): the outcome of this first sync is the next sync's to
+            // report, so it is not an error of the enrolment.
+            let _first_sync = client.sync(&device, &|_| {}, &CancelToken::new()).await;
+            Ok(enrolled.into())
         })
         .await
     }

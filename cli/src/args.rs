@@ -197,6 +197,36 @@ pub enum StaffCommand {
         #[command(flatten)]
         conn: StaffConn,
     },
+    /// Publish a definition file (questionnaire, schedule or adjudication policy; see
+    /// docs/definitions.md). The registry validates it first; devices receive it at their next
+    /// sync. A published version is immutable: publish changes as a new version.
+    Publish {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The definition file (JSON).
+        file: PathBuf,
+        /// Upload as a draft that no device receives.
+        #[arg(long)]
+        draft: bool,
+    },
+    /// List the definitions the registry holds (drafts included).
+    Definitions {
+        #[command(flatten)]
+        conn: StaffConn,
+    },
+    /// Retire a published definition version: devices stop offering it for new responses
+    /// (responses already started with it keep using it).
+    Retire {
+        #[command(flatten)]
+        conn: StaffConn,
+        /// The definition's id, e.g. patient-outcome-survey.
+        id: String,
+        /// The version, e.g. 1.0.0.
+        version: String,
+        /// questionnaire, schedule or adjudication_policy.
+        #[arg(long, default_value = "questionnaire")]
+        definition: String,
+    },
     /// Study codes enrolled twice in one clinic (two tablets offline): conflicts for the clinic
     /// to resolve.
     Duplicates {
@@ -407,6 +437,10 @@ pub enum DeviceCommand {
         /// Save as a draft without submitting (missing required answers allowed).
         #[arg(long)]
         draft: bool,
+        /// Language of the problem messages (a locale tag: es, pt-BR, ...; falls back to the
+        /// language, then English).
+        #[arg(long, env = "FOLLOWUP_LANG", default_value = "en")]
+        lang: String,
         /// Go on with a draft (see `followup device drafts`): add the answers and submit it
         /// (or keep it a draft with --draft), in one change.
         #[arg(long, value_name = "DRAFT", conflicts_with_all = ["questionnaire", "patient", "procedure", "visit"])]
@@ -414,6 +448,15 @@ pub enum DeviceCommand {
         /// Print the answers file format of --questionnaire (items, types, choices) and exit.
         #[arg(long)]
         format: bool,
+    },
+    /// List the questionnaires (and other definitions) this device holds: id, version, state,
+    /// languages, and whether this app can use each.
+    Questionnaires {
+        /// Every definition type, not only questionnaires.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
     },
     /// Report an adverse event for a patient.
     ReportAe {

@@ -239,6 +239,11 @@ async fn measure(args: &BenchArgs) -> Result<BenchReport, CliError> {
         .await
         .map_err(|e| CliError::new(format!("the bench's server could not start: {e}")))?;
     let admin = crate::admin::connect(&server.url(), Some(&token), None)?;
+    // The benchmark instrument is test support: the bench's own registry publishes it, and
+    // the tablet receives it with enrolment, as it would any registry form.
+    admin
+        .publish_definition(workload::BENCH_50_JSON, false)
+        .await?;
     let clinic = admin.create_clinic("Bench clinic", "CH").await?;
     let code = admin
         .issue_code(EnrolmentGrant::ClinicDevice { clinic }, None)
@@ -483,6 +488,11 @@ async fn shaped_push(
             .await
             .map_err(|e| CliError::new(format!("the bench's server could not start: {e}")))?;
         let admin = crate::admin::connect(&server.url(), Some(&token), None)?;
+        // The benchmark instrument is test support: the bench's own registry publishes it, and
+        // the tablet receives it with enrolment, as it would any registry form.
+        admin
+            .publish_definition(workload::BENCH_50_JSON, false)
+            .await?;
         let clinic = admin.create_clinic("Bench clinic", "CH").await?;
         let code = admin
             .issue_code(EnrolmentGrant::ClinicDevice { clinic }, None)

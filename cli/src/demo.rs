@@ -598,6 +598,14 @@ async fn play(dir: &Path, args: &DemoArgs) -> Result<Summary, CliError> {
             code.code,
             &e.device_id.to_hex()[..8]
         ));
+        // Its first sync brings the registry's forms and schedule (the app has none built in).
+        let r = client
+            .sync(&device, &|_| {}, &followup_device::sync::CancelToken::new())
+            .await?;
+        n.say(format!(
+            "{name} receives the registry's forms and schedule ({} definitions)",
+            r.pulled
+        ));
         tablets.push(Actor { name, device });
     }
     let (Some(b), Some(a)) = (tablets.pop(), tablets.pop()) else {

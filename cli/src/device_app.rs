@@ -11,7 +11,7 @@ use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::model::{
     AeOutcome, CellType, Manipulation, Origin, Procedure, RegulatoryStatus, Route, SourceTissue,
 };
-use followup_domain::questionnaire::{self, AnswerValue, Problem, ProblemCode, Questionnaire};
+use followup_domain::questionnaire::{AnswerValue, Problem, ProblemCode, Questionnaire};
 
 use crate::device_cmd::study_codes;
 use crate::error::CliError;
@@ -78,14 +78,21 @@ pub fn patient_name(codes: &BTreeMap<RecordId, String>, p: Option<RecordId>) -> 
     }
 }
 
-/// A visit id with its label (`d7 (Day 7 clinician follow-up)`).
+/// A visit id with its label (`d7 (Day 7 clinician follow-up)`), from the schedules the device
+/// holds.
 pub fn visit_name(device: &Device, visit: Option<&str>) -> String {
-    match visit {
-        Some(v) => match device.schedule().visit(v) {
-            Some(s) => format!("{v} ({})", s.label),
-            None => v.to_string(),
-        },
-        None => "-".into(),
+    let Some(v) = visit else {
+        return "-".into();
+    };
+    let catalogue = device.catalogue().ok();
+    let label: Option<String> = catalogue.as_ref().and_then(|cat| {
+        cat.schedules()
+            .iter()
+            .find_map(|s| s.visit(v).map(|visit| visit.label.clone()))
+    });
+    match label {
+        Some(l) => format!("{v} ({l})"),
+        None => v.to_string(),
     }
 }
 
@@ -208,9 +215,13 @@ pub fn show(device: &Device, record: &str, json: bool) -> Result<(), CliError> {
                 println!("  submitted at {at}");
             }
             println!("  completed by {}", response.completed_by.code());
-            let q = questionnaire::instrument_ref(&response.questionnaire);
+            // The version the response was started with, as the device holds it.
+            let q = device
+                .questionnaire_version(&response.questionnaire, &response.questionnaire_version)
+                .ok();
             for (item, value) in &response.answers {
                 let label = q
+                    .as_ref()
                     .and_then(|q| q.item(item))
                     .map(|i| format!("  ({})", i.text))
                     .unwrap_or_default();

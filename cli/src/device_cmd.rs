@@ -230,6 +230,66 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
             Ok(())
         }
         DeviceCommand::Patients { json } => patients(&open(path)?, json),
+        DeviceCommand::Questionnaires { all, json } => {
+            let device = open(path)?;
+            let list: Vec<_> = device
+                .definitions()?
+                .into_iter()
+                .filter(|d| all || d.definition == "questionnaire")
+                .collect();
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|d| {
+                    let mut row = vec![
+                        d.id.clone(),
+                        d.version.clone(),
+                        d.state.code().to_string(),
+                        d.languages.join(","),
+                        match &d.usability {
+                            followup_domain::definitions::Usability::Usable => "ok".into(),
+                            followup_domain::definitions::Usability::NeedsUpdate(_) => {
+                                "needs an app update".into()
+                            }
+                        },
+                    ];
+                    if all {
+                        row.insert(0, d.definition.clone());
+                    }
+                    row
+                })
+                .collect();
+            if json {
+                let v: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "definition": d.definition,
+                            "id": d.id,
+                            "version": d.version,
+                            "state": d.state.code(),
+                            "languages": d.languages,
+                            "usable": d.usability.is_usable(),
+                            "needs_update": match &d.usability {
+                                followup_domain::definitions::Usability::NeedsUpdate(why) => Some(why.clone()),
+                                _ => None,
+                            },
+                        })
+                    })
+                    .collect();
+                output::print_json(&v)?;
+            } else if rows.is_empty() {
+                println!(
+                    "no questionnaire on this device yet: sync to receive the registry's forms"
+                );
+            } else {
+                let mut header = vec!["id", "version", "state", "languages", "app"];
+                if all {
+                    header.insert(0, "type");
+                }
+                output::print_table(&header, &rows);
+            }
+            Ok(())
+        }
         DeviceCommand::Due { as_of, all, json } => {
             let device = open(path)?;
             let as_of = match as_of {
@@ -245,6 +305,7 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
             procedure,
             visit,
             draft,
+            lang,
             resume,
             format,
         } => {
@@ -269,7 +330,7 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
             let answers = read_answers(&answers)?;
             if let Some(draft_id) = resume {
                 let id = crate::device_app::parse_record(&draft_id)?;
-                return resume_draft(&device, id, &answers, !draft);
+                return resume_draft(&device, id, &answers, !draft, &lang);
             }
             let Some(questionnaire) = questionnaire else {
                 return Err(CliError::new(
@@ -281,7 +342,7 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
                 (None, None) => None,
                 (_, given) => resolve_procedure(&device, patient, given)?,
             };
-            let id = fill(
+            let id = fill_in(
                 &device,
                 patient,
                 &questionnaire,
@@ -289,6 +350,7 @@ pub fn run(args: DeviceArgs) -> Result<(), CliError> {
                 visit.as_deref(),
                 &answers,
                 !draft,
+                &lang,
             )?;
             println!(
                 "{} {} saved: {id}",
@@ -629,24 +691,73 @@ pub fn fill(
     answers: &Answers,
     submit: bool,
 ) -> Result<RecordId, CliError> {
-    let q = questionnaire_named(questionnaire)?;
+    fill_in(
+        device,
+        patient,
+        questionnaire,
+        procedure,
+        visit,
+        answers,
+        submit,
+        "en",
+    )
+}
+
+/// The form as this device holds it (the newest published version), or why it cannot be used.
+fn device_questionnaire(
+    device: &Device,
+    questionnaire: &str,
+) -> Result<followup_domain::questionnaire::Questionnaire, CliError> {
+    device.questionnaire(questionnaire).map_err(|e| match e {
+        followup_device::Error::NeedsUpdate { .. } => {
+            CliError::new(format!("the form {questionnaire:?} needs an app update"))
+                .hint("update the app; every other form works, and nothing captured is lost")
+        }
+        _ => CliError::new(format!("no questionnaire {questionnaire:?} on this device")).hint(
+            "list the forms with: followup device questionnaires (sync first to receive them)",
+        ),
+    })
+}
+
+/// [`fill`] with problem messages in `lang` (a locale tag, with fallback).
+#[allow(clippy::too_many_arguments)]
+pub fn fill_in(
+    device: &Device,
+    patient: RecordId,
+    questionnaire: &str,
+    procedure: Option<RecordId>,
+    visit: Option<&str>,
+    answers: &Answers,
+    submit: bool,
+    lang: &str,
+) -> Result<RecordId, CliError> {
+    let q = device_questionnaire(device, questionnaire)?;
     device
-        .capture_response(patient, questionnaire, procedure, visit, answers, submit)
+        .capture_response_in(
+            patient,
+            questionnaire,
+            procedure,
+            visit,
+            answers,
+            submit,
+            lang,
+        )
         .map_err(|e| capture_error(&q, e))
 }
 
 /// `fill --resume DRAFT`: the draft's new answers and (unless `--draft`) its submission, in one
-/// change.
+/// change, checked against the questionnaire version the draft was started with.
 fn resume_draft(
     device: &Device,
     id: RecordId,
     answers: &Answers,
     submit: bool,
+    lang: &str,
 ) -> Result<(), CliError> {
     let current: followup_domain::model::FollowupResponse = device.get(id)?;
-    let q = questionnaire_named(&current.questionnaire)?;
+    let q = device.response_questionnaire(id)?;
     device
-        .finish_draft(id, answers, submit)
+        .finish_draft_in(id, answers, submit, lang)
         .map_err(|e| capture_error(&q, e))?;
     if submit {
         println!("{} response submitted: {id}", current.questionnaire);
@@ -914,7 +1025,8 @@ async fn enrol(
     attempts: Option<u32>,
 ) -> Result<(), CliError> {
     let spin = output::spinner(&format!("enrolling with {server}"), false);
-    let r = client(attempts)?.enrol(device, server, code, label).await;
+    let c = client(attempts)?;
+    let r = c.enrol(device, server, code, label).await;
     spin.finish_and_clear();
     let e = r?;
     println!(
@@ -929,7 +1041,28 @@ async fn enrol(
             .map(|p| format!(", patient {p}"))
             .unwrap_or_default()
     );
-    crate::device_app::next("sync");
+    // The forms come from the registry (docs/definitions.md): receive them now, while the
+    // device is online, so that it can capture offline from the start. Enrolment has
+    // succeeded whatever happens here; a failure only means the forms come at the next sync.
+    match sync_with_bar(&c, device, "receiving the registry's forms", false).await {
+        Ok(_) => {
+            let forms = device
+                .definitions()?
+                .into_iter()
+                .filter(|d| d.definition == "questionnaire")
+                .count();
+            println!("received the registry's forms: {forms} questionnaire version(s)");
+            crate::device_app::next("questionnaires");
+        }
+        Err(err) => {
+            eprintln!(
+                "warning: the registry's forms were not received yet ({}); \
+                 the device has no form until it syncs",
+                err.message
+            );
+            crate::device_app::next("sync");
+        }
+    }
     Ok(())
 }
 

@@ -361,6 +361,71 @@ async fn staff(cmd: StaffCommand) -> Result<(), CliError> {
                 );
             }
         }
+        StaffCommand::Publish { conn, file, draft } => {
+            let json = std::fs::read_to_string(&file)
+                .map_err(|e| CliError::new(format!("cannot read {}: {e}", file.display())))?;
+            // Check locally first, for the same message without a round trip.
+            followup_domain::definitions::Definition::parse_strict(&json).map_err(|e| {
+                CliError::new(format!("{} is not a valid definition: {e}", file.display()))
+                    .hint("see docs/definitions.md for the format; nothing was published")
+            })?;
+            let c = client(&conn)?;
+            let r = c.publish_definition(&json, draft).await?;
+            if conn.json {
+                output::print_json(&r)?;
+            } else {
+                use followup_domain::definitions::PublishOutcome as O;
+                let what = format!("{} {} version {}", r.definition, r.id, r.version);
+                match r.outcome {
+                    O::Published => {
+                        println!("published {what}: devices receive it at their next sync")
+                    }
+                    O::Drafted => println!("uploaded {what} as a draft (no device receives it)"),
+                    O::Unchanged => {
+                        println!("{what} was already there ({}); nothing changed", r.state)
+                    }
+                    O::Retired => println!("{what} is retired"),
+                }
+            }
+        }
+        StaffCommand::Definitions { conn } => {
+            let c = client(&conn)?;
+            let list = c.definitions().await?;
+            if conn.json {
+                output::print_json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|d| {
+                        vec![
+                            d.definition.clone(),
+                            d.id.clone(),
+                            d.version.clone(),
+                            d.state.clone(),
+                            d.languages.join(","),
+                        ]
+                    })
+                    .collect();
+                output::print_table(&["type", "id", "version", "state", "languages"], &rows);
+            }
+        }
+        StaffCommand::Retire {
+            conn,
+            id,
+            version,
+            definition,
+        } => {
+            let c = client(&conn)?;
+            let r = c.retire_definition(&definition, &id, &version).await?;
+            if conn.json {
+                output::print_json(&r)?;
+            } else {
+                println!(
+                    "{} {} version {} retired: devices no longer offer it for new responses",
+                    r.definition, r.id, r.version
+                );
+            }
+        }
         StaffCommand::VerifyAudit { conn } => {
             let c = client(&conn)?;
             let r = c.verify_audit().await?;

@@ -59,6 +59,8 @@ impl Tablet {
             server_url: "http://127.0.0.1:1".into(),
         })
         .unwrap();
+        // The forms a registry would have sent at the first sync.
+        followup_testkit::workload::provision(&d).unwrap();
         t
     }
 

@@ -253,10 +253,12 @@ fn staff_and_device_happy_path() {
     assert!(ok(tablet.run(&["conflicts"])).contains("no conflicts"));
     assert!(ok(tablet.run(&["status"])).contains("unsynced   0"));
 
-    // The registry's view: the four pushed records, the clinic, and the adjudication case the
-    // registry opened when it accepted the adverse event.
+    // The registry's view: the four pushed records, the clinic, the adjudication case the
+    // registry opened when it accepted the adverse event, and the built-in definitions it
+    // published at its first start.
+    let documents = 6 + followup_domain::definitions::builtin_definitions().len();
     let stats = staff(&reg, &["stats"]);
-    assert_eq!(stats["documents"], 6, "{stats}");
+    assert_eq!(stats["documents"], documents, "{stats}");
     let audit = staff(&reg, &["verify-audit"]);
     assert_eq!(audit["ok"], true);
     // The read model re-derived from the stored documents, beside the running server.
@@ -265,7 +267,7 @@ fn staff_and_device_happy_path() {
         &["server", "rebuild-read-model", "--data", &data, "--json"],
         &[],
     )));
-    assert_eq!(rebuilt["documents"], 6, "{rebuilt}");
+    assert_eq!(rebuilt["documents"], documents, "{rebuilt}");
     assert_eq!(rebuilt["problems"], 0, "{rebuilt}");
     let nowhere = fails(followup(
         &[
@@ -413,6 +415,136 @@ fn invalid_answers_are_listed_per_item_and_nothing_is_saved() {
         &junk,
     ]));
     assert!(err.contains("not a JSON object of answers"), "{err}");
+}
+
+/// Issue 11's acceptance path on the command line: the registry publishes a new version of a
+/// form, a tablet enrolled before receives it at its next sync, lists it, and `fill --lang es`
+/// checks answers against it with Spanish messages.
+#[test]
+fn a_published_version_reaches_the_tablet_and_fill_speaks_spanish() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let clinic = staff(&reg, &["create-clinic", "--name", "C", "--country", "ES"]);
+    let code = staff(
+        &reg,
+        &["issue-code", "--clinic", clinic["clinic"].as_str().unwrap()],
+    );
+    let tablet = Store {
+        path: dir.path().join("t.db"),
+    };
+    ok(tablet.run(&["init"]));
+    // Enrolment brings the registry's forms.
+    let out = ok(tablet.run(&[
+        "enrol",
+        "--server",
+        &reg.url(),
+        "--code",
+        code["code"].as_str().unwrap(),
+    ]));
+    assert!(out.contains("received the registry's forms"), "{out}");
+    let versions = |t: &Store| -> Vec<(String, String, String)> {
+        let list = json(&ok(t.run(&["questionnaires", "--json"])));
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["id"] == "patient-outcome-survey")
+            .map(|d| {
+                let langs: Vec<&str> = d["languages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l.as_str().unwrap())
+                    .collect();
+                (
+                    d["version"].as_str().unwrap().to_string(),
+                    d["state"].as_str().unwrap().to_string(),
+                    langs.join(","),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        versions(&tablet),
+        [("1.0.0".into(), "published".into(), "en,es,pt".into())]
+    );
+
+    // The registry publishes 1.1.0 with one more required question, translated to Spanish.
+    let mut v: serde_json::Value = serde_json::from_str(include_str!(
+        "../../domain/instruments/patient-outcome-survey.json"
+    ))
+    .unwrap();
+    v["version"] = "1.1.0".into();
+    v["items"].as_array_mut().unwrap().push(serde_json::json!({
+        "id": "pain_medicine", "type": "boolean", "required": true,
+        "text": "Did you take medicine for pain in the last week?"
+    }));
+    v["translations"]["es"]["items"]["pain_medicine"] =
+        serde_json::json!({"text": "¿Tomó medicamentos para el dolor la última semana?"});
+    let file = write(dir.path(), "survey-1.1.0.json", &v.to_string());
+    let published = staff(&reg, &["publish", &file]);
+    assert_eq!(published["version"], "1.1.0", "{published}");
+    // A file the registry cannot read strictly is refused, and nothing is published.
+    v["version"] = "1.2.0".into();
+    v["colour"] = "blue".into();
+    let bad = write(dir.path(), "survey-1.2.0.json", &v.to_string());
+    let err = fails(followup(
+        &["server", "publish", &bad, "--server", &reg.url()],
+        &[("FOLLOWUP_ADMIN_TOKEN", TOKEN)],
+    ));
+    assert!(err.contains("nothing was published"), "{err}");
+
+    // Not on the tablet until it syncs; then listed beside 1.0.0.
+    assert_eq!(versions(&tablet).len(), 1);
+    ok(tablet.run(&["sync"]));
+    assert_eq!(
+        versions(&tablet),
+        [
+            ("1.0.0".into(), "published".into(), "en,es,pt".into()),
+            ("1.1.0".into(), "published".into(), "en,es,pt".into())
+        ]
+    );
+    let table = ok(tablet.run(&["questionnaires"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("patient-outcome-survey") && l.contains("1.1.0")),
+        "{table}"
+    );
+
+    // fill --lang es: Spanish messages, from the new version (its new question is missing).
+    ok(tablet.run(&["add-patient", "--study-code", "E-1", "--birth-year", "1966"]));
+    let bad = write(dir.path(), "bad.json", r#"{"symptom_pain":12}"#);
+    let err = fails(tablet.run(&[
+        "fill",
+        "--patient",
+        "E-1",
+        "--questionnaire",
+        "patient-outcome-survey",
+        "--answers",
+        &bad,
+        "--lang",
+        "es",
+    ]));
+    for line in [
+        "- symptom_pain: 12 es mayor que el máximo de 10",
+        "- completed_date: la respuesta es obligatoria",
+        "- pain_medicine: la respuesta es obligatoria",
+    ] {
+        assert!(err.contains(line), "{line:?} in: {err}");
+    }
+    assert!(err.contains("nothing was saved"), "{err}");
+    // The same in English without --lang.
+    let err = fails(tablet.run(&[
+        "fill",
+        "--patient",
+        "E-1",
+        "--questionnaire",
+        "patient-outcome-survey",
+        "--answers",
+        &bad,
+    ]));
+    assert!(!err.contains("obligatoria"), "{err}");
+    assert!(err.contains("- pain_medicine"), "{err}");
 }
 
 #[test]

@@ -121,6 +121,8 @@ fn a_killed_fill_leaves_nothing_or_one_submitted_response_and_a_rerun_adds_none(
             server_url: "http://127.0.0.1:1".into(),
         })
         .unwrap();
+        // The forms a registry would have sent at the first sync.
+        followup_testkit::workload::provision(&d).unwrap();
         for code in &codes {
             let p = d
                 .enrol_patient(&Enrolment {

@@ -27,6 +27,7 @@ fn key() -> KeySource {
 
 fn enrolled_device(path: &Path) -> Device {
     let device = Device::create(path, key()).expect("create store");
+    followup_testkit::workload::provision(&device).expect("provision definitions");
     device
         .set_enrolment(Enrolled {
             device_id: DeviceId::random(),

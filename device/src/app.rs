@@ -13,7 +13,7 @@ use followup_domain::model::{
     Procedure, RecordKind, ResponseStatus,
 };
 use followup_domain::protocol::DeviceRole;
-use followup_domain::questionnaire::{self, QuestionnaireKind};
+use followup_domain::questionnaire::QuestionnaireKind;
 use followup_domain::schedule::VisitState;
 
 use crate::device::{Device, PatientVisit};
@@ -119,13 +119,38 @@ impl Device {
         answers: &Answers,
         submit: bool,
     ) -> Result<RecordId> {
+        self.capture_response_in(
+            patient,
+            questionnaire_id,
+            procedure,
+            visit,
+            answers,
+            submit,
+            "en",
+        )
+    }
+
+    /// [`Device::capture_response`] with problem messages in `locale` (e.g. `es-MX`). The
+    /// response is captured with the newest published version of the questionnaire the device
+    /// holds, and checked against exactly that version.
+    #[allow(clippy::too_many_arguments)]
+    pub fn capture_response_in(
+        &self,
+        patient: RecordId,
+        questionnaire_id: &str,
+        procedure: Option<RecordId>,
+        visit: Option<&str>,
+        answers: &Answers,
+        submit: bool,
+        locale: &str,
+    ) -> Result<RecordId> {
         let e = self.require_enrolled()?;
         let mut body = self.new_response(&e, patient, questionnaire_id, procedure, visit)?;
-        let q = self.questionnaire(questionnaire_id)?;
+        let q = self.questionnaire_version(&body.questionnaire, &body.questionnaire_version)?;
         let problems = if submit {
-            q.validate(answers)
+            q.validate_in(answers, locale)
         } else {
-            q.validate_partial(answers)
+            q.validate_partial_in(answers, locale)
         };
         if !problems.is_empty() {
             return Err(Error::Validation(problems));
@@ -201,6 +226,19 @@ impl Device {
     /// `submit`, submit it — as **one change**. The answers are checked like
     /// [`Device::capture_response`]'s; on a problem nothing is written.
     pub fn finish_draft(&self, response: RecordId, answers: &Answers, submit: bool) -> Result<()> {
+        self.finish_draft_in(response, answers, submit, "en")
+    }
+
+    /// [`Device::finish_draft`] with problem messages in `locale`. The draft is checked against
+    /// the exact questionnaire version it was started with, even if a newer one has been
+    /// published since.
+    pub fn finish_draft_in(
+        &self,
+        response: RecordId,
+        answers: &Answers,
+        submit: bool,
+        locale: &str,
+    ) -> Result<()> {
         let e = self.require_enrolled()?;
         if self.header(response)?.kind != RecordKind::Response {
             return Err(Error::InvalidInput(format!(
@@ -231,12 +269,11 @@ impl Device {
             for (k, v) in answers {
                 r.answers.insert(k.clone(), v.clone());
             }
-            let q = questionnaire::instrument(&r.questionnaire)
-                .ok_or_else(|| Error::NotFound(format!("questionnaire {}", r.questionnaire)))?;
+            let q = self.questionnaire_version(&r.questionnaire, &r.questionnaire_version)?;
             let problems = if submit {
-                q.validate(&r.answers)
+                q.validate_in(&r.answers, locale)
             } else {
-                q.validate_partial(&r.answers)
+                q.validate_partial_in(&r.answers, locale)
             };
             if !problems.is_empty() {
                 return Err(Error::Validation(problems));
@@ -299,7 +336,8 @@ impl Device {
             RecordKind::Procedure => RecordBodyView::Procedure(model::read_body(&doc)?),
             RecordKind::Response => {
                 let response: FollowupResponse = model::read_body(&doc)?;
-                let scores = questionnaire::instrument(&response.questionnaire)
+                let scores = self
+                    .questionnaire_version(&response.questionnaire, &response.questionnaire_version)
                     .map(|q| q.scores(&response.answers))
                     .unwrap_or_default();
                 RecordBodyView::Response { response, scores }
@@ -309,6 +347,11 @@ impl Device {
             RecordKind::AdjudicationCase | RecordKind::CaseReply => {
                 return Err(Error::InvalidInput(format!(
                     "{id} is an adjudication case or a patient's reply: read it with its adverse event (adverse_event)"
+                )))
+            }
+            RecordKind::Definition => {
+                return Err(Error::InvalidInput(format!(
+                    "{id} is a registry definition: list them with definitions()"
                 )))
             }
         };
@@ -436,8 +479,9 @@ impl Device {
                 matches!(
                     v.visit.state,
                     VisitState::Overdue | VisitState::Due | VisitState::Upcoming
-                ) && questionnaire::instrument(v.visit.questionnaire)
-                    .is_some_and(|q| q.kind() == QuestionnaireKind::PatientSurvey)
+                ) && self
+                    .questionnaire(v.visit.questionnaire)
+                    .is_ok_and(|q| q.kind() == QuestionnaireKind::PatientSurvey)
             })
             .collect();
         out.sort_by_key(|v| (v.visit.window_start, v.visit.visit_id));
@@ -475,6 +519,9 @@ mod tests {
 
     fn device(dir: &tempfile::TempDir, role: DeviceRole, patient: Option<RecordId>) -> Device {
         let d = Device::create(dir.path().join("d.db"), key()).unwrap();
+        // The forms a registry would have sent at the first sync.
+        d.provision_definitions(followup_domain::definitions::builtin_definitions())
+            .unwrap();
         d.set_enrolment(Enrolled {
             device_id: DeviceId::random(),
             role,

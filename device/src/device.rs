@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use automerge::Automerge;
 use chrono::{NaiveDate, Utc};
@@ -25,6 +25,9 @@ pub use integrity::{DuplicateStudyCode, EventView};
 use crate::crypto::KeySource;
 use crate::error::{Error, Result};
 use crate::store::{DocMeta, Query, Store};
+use followup_domain::definitions::{
+    Catalogue, Content, DefinitionBody, DefinitionState, DefinitionType, Usability,
+};
 use followup_domain::identity::DeviceIdentity;
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::model::{
@@ -33,7 +36,7 @@ use followup_domain::model::{
     ResponseStatus,
 };
 use followup_domain::protocol::DeviceRole;
-use followup_domain::questionnaire::{self, AnswerValue, Problem, Questionnaire};
+use followup_domain::questionnaire::{AnswerValue, Problem, Questionnaire};
 use followup_domain::schedule::{Schedule, VisitList, VisitState, VisitStatus};
 
 /// Visit ids answered by a submitted response, per procedure, comma-separated.
@@ -91,13 +94,29 @@ pub struct AdjudicationItem {
     pub overdue: bool,
 }
 
+/// One definition version as the device lists it (`followup device questionnaires`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionInfo {
+    pub record: RecordId,
+    /// `questionnaire`, `schedule`, `adjudication_policy` (or a newer type).
+    pub definition: String,
+    pub id: String,
+    pub version: String,
+    pub state: DefinitionState,
+    /// Language tags, the definition's own first.
+    pub languages: Vec<String>,
+    /// Whether this app can use it, or why it needs an update.
+    pub usability: Usability,
+}
+
 /// The device core an app holds: open it once, use it from any thread.
 pub struct Device {
     pub(crate) store: Store,
     /// Loaded at open, or at the first sign-in of a store with users (it is sealed).
     identity: std::sync::OnceLock<DeviceIdentity>,
     enrolled: RwLock<Option<Enrolled>>,
-    schedule: Schedule,
+    /// The definitions (questionnaires, schedules) the store holds, parsed.
+    catalogue: crate::catalogue::CatalogueCache,
     /// Recently used documents, so that saving a form as the user types does not decrypt and
     /// rebuild the document each time. An entry is used only while the store still holds
     /// exactly its heads (a sync or another writer invalidates it).
@@ -239,7 +258,7 @@ impl Device {
             enrolled: RwLock::new(None),
             recent: Mutex::default(),
             worklist: Mutex::default(),
-            schedule: Schedule::default_registry(),
+            catalogue: Default::default(),
             observers: Default::default(),
         })
     }
@@ -269,7 +288,7 @@ impl Device {
             enrolled: RwLock::new(enrolled),
             recent: Mutex::default(),
             worklist: Mutex::default(),
-            schedule: Schedule::default_registry(),
+            catalogue: Default::default(),
             observers: Default::default(),
         })
     }
@@ -330,9 +349,75 @@ impl Device {
         Author::device_now(e.device_id).with_user(self.store.signed_in_user())
     }
 
-    /// The follow-up schedule in force.
-    pub fn schedule(&self) -> &Schedule {
-        &self.schedule
+    // -----------------------------------------------------------------------------------------
+    // Definitions (docs/definitions.md)
+
+    /// The definitions this device holds, parsed (cached until a definition record changes).
+    pub fn catalogue(&self) -> Result<Arc<Catalogue>> {
+        self.catalogue.get(&self.store)
+    }
+
+    /// Every definition version the device holds: type, id, version, state, languages, and
+    /// whether this app can use it.
+    pub fn definitions(&self) -> Result<Vec<DefinitionInfo>> {
+        let cat = self.catalogue()?;
+        Ok(cat
+            .entries()
+            .map(|e| {
+                let env = &e.definition.envelope;
+                DefinitionInfo {
+                    record: e.record,
+                    definition: env.definition.clone(),
+                    id: env.id.clone(),
+                    version: env.version.to_string(),
+                    state: e.state,
+                    languages: env.languages.clone(),
+                    usability: e.usability(),
+                }
+            })
+            .collect())
+    }
+
+    /// Store definition files as if received from the registry (same record bytes, already
+    /// synced, never pushed): for tests, benchmarks and a device used without a registry.
+    /// Returns how many were new.
+    pub fn provision_definitions(&self, files: &[&str]) -> Result<usize> {
+        crate::catalogue::provision(&self.store, files)
+    }
+
+    /// The schedule in force for a procedure on `date` (see `docs/definitions.md`), if the device
+    /// holds one.
+    pub fn schedule_for(&self, date: NaiveDate) -> Result<Option<&'static Schedule>> {
+        Ok(self
+            .catalogue()?
+            .schedule_for(date)
+            .map(crate::catalogue::intern_schedule))
+    }
+
+    /// The exact version of a questionnaire, e.g. the one a response was started with.
+    pub fn questionnaire_version(&self, id: &str, version: &str) -> Result<Arc<Questionnaire>> {
+        let cat = self.catalogue()?;
+        let Some(entry) = cat.get(DefinitionType::Questionnaire, id, version) else {
+            return Err(Error::NotFound(format!(
+                "questionnaire {id} version {version} is not on this device; sync to receive it"
+            )));
+        };
+        match &entry.definition.content {
+            Ok(Content::Questionnaire(q)) => Ok(q.clone()),
+            Ok(_) => Err(Error::NotFound(format!(
+                "{id} {version} is not a questionnaire"
+            ))),
+            Err(reason) => Err(Error::NeedsUpdate {
+                form: format!("{id} {version}"),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// The questionnaire a response answers, at the version it was started with.
+    pub fn response_questionnaire(&self, response: RecordId) -> Result<Arc<Questionnaire>> {
+        let r: FollowupResponse = self.get(response)?;
+        self.questionnaire_version(&r.questionnaire, &r.questionnaire_version)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -388,7 +473,11 @@ impl Device {
             }
             None => None,
         };
+        let gen_before = self.store.generation()?;
         let outcome = self.store.save_doc(&meta, doc)?;
+        if meta.kind != RecordKind::Definition {
+            self.catalogue.advance(gen_before, self.store.generation()?);
+        }
         if let Some(((writes, version), previous)) = before {
             let after = self.store.generation()?;
             if let Ok(mut slot) = self.worklist.lock() {
@@ -584,17 +673,42 @@ impl Device {
     // -----------------------------------------------------------------------------------------
     // Questionnaires and responses
 
-    /// A questionnaire definition by id (the registry's default instruments).
+    /// The questionnaire new responses use: the newest published version the device holds. A
+    /// newest version this app cannot use is [`Error::NeedsUpdate`] (an older one is not used
+    /// silently instead).
     pub fn questionnaire(&self, id: &str) -> Result<Questionnaire> {
-        questionnaire::instrument(id).ok_or_else(|| Error::NotFound(format!("questionnaire {id}")))
+        let cat = self.catalogue()?;
+        let Some(entry) = cat.latest_published(DefinitionType::Questionnaire, id) else {
+            return Err(Error::NotFound(format!(
+                "questionnaire {id} (no published version on this device; sync to receive it)"
+            )));
+        };
+        match &entry.definition.content {
+            Ok(Content::Questionnaire(q)) => Ok(Questionnaire::clone(q)),
+            Ok(_) => Err(Error::NotFound(format!("{id} is not a questionnaire"))),
+            Err(reason) => Err(Error::NeedsUpdate {
+                form: id.to_string(),
+                reason: reason.clone(),
+            }),
+        }
     }
 
     /// Validate answers against a questionnaire as the user types: every problem except
     /// missing required answers.
     pub fn check_answers(&self, questionnaire_id: &str, answers: &Answers) -> Result<Vec<Problem>> {
+        self.check_answers_in(questionnaire_id, answers, "en")
+    }
+
+    /// [`Device::check_answers`] with messages in `locale`.
+    pub fn check_answers_in(
+        &self,
+        questionnaire_id: &str,
+        answers: &Answers,
+        locale: &str,
+    ) -> Result<Vec<Problem>> {
         Ok(self
             .questionnaire(questionnaire_id)?
-            .validate_partial(answers))
+            .validate_partial_in(answers, locale))
     }
 
     /// Start a response (a draft) to a questionnaire for a patient, optionally answering a
@@ -636,6 +750,28 @@ impl Device {
         if e.role == DeviceRole::ClinicDevice {
             self.require_patient(patient)?;
         }
+        if let Some(v) = visit {
+            // The visit must exist in the schedule in force for the procedure (any schedule the
+            // device holds when no procedure is named or the procedure is not on this device).
+            let date = match procedure {
+                Some(p) => self.store.meta(&p)?.and_then(|m| m.date),
+                None => None,
+            };
+            let in_force = match date {
+                Some(d) => self.schedule_for(d)?.into_iter().collect::<Vec<_>>(),
+                None => self
+                    .catalogue()?
+                    .schedules()
+                    .into_iter()
+                    .map(crate::catalogue::intern_schedule)
+                    .collect(),
+            };
+            if !in_force.iter().any(|s| s.visit(v).is_some()) {
+                return Err(Error::InvalidInput(format!(
+                    "{v:?} is not a visit of the schedule in force"
+                )));
+            }
+        }
         let body = FollowupResponse {
             questionnaire: q.id().to_string(),
             questionnaire_version: q.version().to_string(),
@@ -668,6 +804,17 @@ impl Device {
     /// new value replaces the old one; answers not mentioned are kept). Returns the problems
     /// found so far (missing required answers are not problems until submission).
     pub fn save_answers(&self, response: RecordId, answers: &Answers) -> Result<Vec<Problem>> {
+        self.save_answers_in(response, answers, "en")
+    }
+
+    /// [`Device::save_answers`] with problem messages in `locale` (e.g. the device's, `es-MX`).
+    /// The response is checked against the exact questionnaire version it was started with.
+    pub fn save_answers_in(
+        &self,
+        response: RecordId,
+        answers: &Answers,
+        locale: &str,
+    ) -> Result<Vec<Problem>> {
         let e = self.require_enrolled()?;
         let mut problems = Vec::new();
         self.update::<FollowupResponse>(&e, response, |r| {
@@ -675,9 +822,8 @@ impl Device {
             for (k, v) in answers {
                 r.answers.insert(k.clone(), v.clone());
             }
-            let q = questionnaire::instrument(&r.questionnaire)
-                .ok_or_else(|| Error::NotFound(format!("questionnaire {}", r.questionnaire)))?;
-            problems = q.validate_partial(&r.answers);
+            let q = self.questionnaire_version(&r.questionnaire, &r.questionnaire_version)?;
+            problems = q.validate_partial_in(&r.answers, locale);
             Ok(())
         })?;
         Ok(problems)
@@ -697,6 +843,13 @@ impl Device {
     /// [`Error::Validation`] lists each problem. Answers to items that are no longer enabled
     /// are removed first.
     pub fn submit_response(&self, response: RecordId) -> Result<()> {
+        self.submit_response_in(response, "en")
+    }
+
+    /// [`Device::submit_response`] with problem messages in `locale`. The response is checked
+    /// against the exact questionnaire version it was started with, even if a newer one has been
+    /// published since.
+    pub fn submit_response_in(&self, response: RecordId, locale: &str) -> Result<()> {
         let e = self.require_enrolled()?;
         let patient = self
             .header(response)?
@@ -706,10 +859,9 @@ impl Device {
             if r.status == ResponseStatus::Submitted {
                 return Ok(());
             }
-            let q = questionnaire::instrument(&r.questionnaire)
-                .ok_or_else(|| Error::NotFound(format!("questionnaire {}", r.questionnaire)))?;
+            let q = self.questionnaire_version(&r.questionnaire, &r.questionnaire_version)?;
             q.prune_disabled(&mut r.answers);
-            let problems = q.validate(&r.answers);
+            let problems = q.validate_in(&r.answers, locale);
             if !problems.is_empty() {
                 return Err(Error::Validation(problems));
             }
@@ -838,16 +990,38 @@ impl Device {
             VisitState::Missed,
             VisitState::Done,
         ]);
+        let catalogue = self.catalogue()?;
+        // Each procedure follows the schedule in force on its date; procedures are grouped by
+        // schedule so each group is classified in one pass.
+        let by_schedule = |entries: Vec<((RecordId, RecordId), NaiveDate, VisitList<'_>)>| {
+            let mut groups: Vec<(&'static Schedule, Vec<_>)> = Vec::new();
+            for e in entries {
+                let Some(s) = catalogue.schedule_for(e.1) else {
+                    continue;
+                };
+                let s = crate::catalogue::intern_schedule(s);
+                match groups.iter_mut().find(|(g, _)| std::ptr::eq(*g, s)) {
+                    Some((_, list)) => list.push(e),
+                    None => groups.push((s, vec![e])),
+                }
+            }
+            let mut lines = Vec::new();
+            for (s, list) in groups {
+                lines.extend(s.worklist(list, as_of, states));
+            }
+            lines
+        };
         let lines = match patient {
             Some(_) => {
                 let (procedures, done) = self.procedures_and_done(patient)?;
-                self.schedule.worklist(
-                    procedures.iter().filter_map(|p| {
-                        let done = VisitList(done.get(&p.id).map_or("", String::as_str));
-                        Some(((p.patient?, p.id), p.date?, done))
-                    }),
-                    as_of,
-                    states,
+                by_schedule(
+                    procedures
+                        .iter()
+                        .filter_map(|p| {
+                            let done = VisitList(done.get(&p.id).map_or("", String::as_str));
+                            Some(((p.patient?, p.id), p.date?, done))
+                        })
+                        .collect(),
                 )
             }
             None => {
@@ -860,13 +1034,14 @@ impl Device {
                     *slot = Some(self.worklist_from_table(generation)?);
                 }
                 match slot.as_ref() {
-                    Some(c) => self.schedule.worklist(
-                        c.procedures.iter().map(|(id, (patient, date))| {
-                            let done = VisitList(c.done.get(id).map_or("", String::as_str));
-                            ((*patient, *id), *date, done)
-                        }),
-                        as_of,
-                        states,
+                    Some(c) => by_schedule(
+                        c.procedures
+                            .iter()
+                            .map(|(id, (patient, date))| {
+                                let done = VisitList(c.done.get(id).map_or("", String::as_str));
+                                ((*patient, *id), *date, done)
+                            })
+                            .collect(),
                     ),
                     None => Vec::new(),
                 }
@@ -1076,6 +1251,10 @@ pub fn index_meta(doc: &Automerge) -> Result<DocMeta> {
             let c: model::Clinic = model::read_body(doc)?;
             meta.status = Some(c.participation.code().into());
         }
+        RecordKind::Definition => {
+            let d: DefinitionBody = model::read_body(doc)?;
+            meta.status = Some(d.state);
+        }
         RecordKind::Enrolment => {
             let e: Enrolment = model::read_body(doc)?;
             meta.date = parse_date(&e.enrolled_on);
@@ -1133,8 +1312,16 @@ mod tests {
         KeySource::provider(StaticKeyProvider::new([7; 32], "test"))
     }
 
+    /// The definitions a registry would have sent: the built-ins and the benchmark instrument.
+    fn provision(d: &Device) {
+        let mut files = followup_domain::definitions::builtin_definitions().to_vec();
+        files.push(include_str!("../../testkit/instruments/bench-50.json"));
+        d.provision_definitions(&files).unwrap();
+    }
+
     fn clinic_device(dir: &tempfile::TempDir) -> (Device, RecordId) {
         let d = Device::create(dir.path().join("tablet.db"), key()).unwrap();
+        provision(&d);
         let clinic = RecordId::random();
         d.set_enrolment(Enrolled {
             device_id: DeviceId::random(),
@@ -1211,6 +1398,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.db");
         let d = Device::create(&path, key()).unwrap();
+        provision(&d);
         assert!(matches!(
             d.enrol_patient(&enrolment("P-1")),
             Err(Error::NotEnrolled)
@@ -1553,6 +1741,7 @@ mod tests {
     fn a_patient_phone_writes_only_what_a_patient_writes() {
         let dir = tempfile::tempdir().unwrap();
         let phone = Device::create(dir.path().join("phone.db"), key()).unwrap();
+        provision(&phone);
         let me = RecordId::random();
         phone
             .set_enrolment(Enrolled {

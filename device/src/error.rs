@@ -55,6 +55,10 @@ pub enum Error {
     /// An identifier was malformed.
     #[error(transparent)]
     InvalidId(#[from] followup_domain::ids::InvalidId),
+    /// The form's definition uses something this app does not know (a newer format or
+    /// feature): the form is disabled until the app is updated; nothing captured is lost.
+    #[error("the form {form} needs an app update ({reason})")]
+    NeedsUpdate { form: String, reason: String },
 }
 
 impl From<followup_domain::Error> for Error {

@@ -24,6 +24,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod app;
+mod catalogue;
 pub mod crypto;
 pub mod device;
 pub mod error;

@@ -9,6 +9,7 @@
 //! | [`model`] | the registry's records, each one Automerge document, typed through autosurgeon; conflicts |
 //! | [`questionnaire`] | versioned questionnaire definitions, validation, enable-when, scores; the default instruments |
 //! | [`schedule`] | follow-up schedules and the upcoming / due / overdue / missed classification |
+//! | [`definitions`] | registry-authored definitions (questionnaires, schedules, policies): envelope, versions, records, the catalogue |
 //! | [`protocol`] | the sync wire protocol's types and codec (see `docs/sync-protocol.md`) |
 //! | [`identity`] | Ed25519 device identities, request signing and verification |
 //! | [`policy`] | the registry's adjudication policy (versioned data) and the adjudication case's states |
@@ -28,6 +29,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod definitions;
 pub mod error;
 pub mod identity;
 pub mod ids;

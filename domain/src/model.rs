@@ -34,6 +34,8 @@ pub enum RecordKind {
     Response,
     AdverseEvent,
     Adjudication,
+    /// A registry-authored definition version (questionnaire, schedule, policy): no patient.
+    Definition,
     /// The registry's adjudication case of an adverse event (registry-authored; devices read it).
     AdjudicationCase,
     /// The patient's reply to the clinic's adjudication (accept or dispute).
@@ -41,13 +43,14 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 8] = [
+    pub const ALL: [RecordKind; 9] = [
         RecordKind::Clinic,
         RecordKind::Enrolment,
         RecordKind::Procedure,
         RecordKind::Response,
         RecordKind::AdverseEvent,
         RecordKind::Adjudication,
+        RecordKind::Definition,
         RecordKind::AdjudicationCase,
         RecordKind::CaseReply,
     ];
@@ -61,6 +64,7 @@ impl RecordKind {
             RecordKind::Response => "response",
             RecordKind::AdverseEvent => "adverse_event",
             RecordKind::Adjudication => "adjudication",
+            RecordKind::Definition => "definition",
             RecordKind::AdjudicationCase => "adjudication_case",
             RecordKind::CaseReply => "case_reply",
         }
@@ -68,6 +72,11 @@ impl RecordKind {
 
     pub fn from_code(code: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.code() == code)
+    }
+
+    /// Whether records of this kind belong to no patient (the clinic record, definitions).
+    pub fn has_no_patient(&self) -> bool {
+        matches!(self, RecordKind::Clinic | RecordKind::Definition)
     }
 }
 
@@ -124,7 +133,7 @@ pub fn read_header(doc: &Automerge) -> Result<DocHeader> {
         None | Some("registry") => None,
         Some(d) => Some(d.parse::<DeviceId>()?),
     };
-    if kind != RecordKind::Clinic && patient.is_none() {
+    if !kind.has_no_patient() && patient.is_none() {
         return Err(malformed(format!(
             "a {} record must name its patient",
             kind.code()
@@ -751,7 +760,7 @@ pub fn new_record<T: RecordBody>(
     patient: Option<RecordId>,
     body: &T,
 ) -> Result<Automerge> {
-    if T::KIND != RecordKind::Clinic && patient.is_none() {
+    if !T::KIND.has_no_patient() && patient.is_none() {
         return Err(Error::MalformedRecord {
             id: id.to_hex(),
             reason: format!("a {} record must name its patient", T::KIND.code()),

@@ -10,8 +10,13 @@
 //!
 //! ## JSON format
 //!
+//! The policy is published like any definition (`docs/definitions.md`): the file carries the
+//! definition envelope (`"format": 1, "definition": "adjudication_policy"`), and the registry
+//! applies the newest published version to events it accepts from then on.
+//!
 //! ```json
-//! { "id": "registry-adjudication", "version": "1.0.0", "description": "optional",
+//! { "format": 1, "definition": "adjudication_policy",
+//!   "id": "registry-adjudication", "version": "1.0.0", "description": "optional",
 //!   "rules": [ { "label": "serious", "serious": true, "days": 7 },
 //!              { "label": "grade 3 or more", "min_severity": 3, "days": 7 } ],
 //!   "default_days": 30 }
@@ -91,11 +96,50 @@ pub struct PolicyDecision {
     pub rule: String,
 }
 
+/// The definition envelope's fields (`crate::definitions`), which a policy file may carry.
+const ENVELOPE_FIELDS: &[&str] = &[
+    "format",
+    "definition",
+    "requires",
+    "language",
+    "translations",
+];
+const POLICY_FIELDS: &[&str] = &["id", "version", "description", "rules", "default_days"];
+const RULE_FIELDS: &[&str] = &["label", "serious", "min_severity", "days"];
+
 impl AdjudicationPolicy {
-    /// Parse and check a policy.
+    /// Parse and check a policy: every field known (the definition envelope's allowed).
     pub fn from_json(json: &str) -> Result<Self, PolicyError> {
-        let p: AdjudicationPolicy =
+        let mut v: serde_json::Value =
             serde_json::from_str(json).map_err(|e| PolicyError::Json(e.to_string()))?;
+        if let Some(m) = v.as_object_mut() {
+            m.retain(|k, _| !ENVELOPE_FIELDS.contains(&k.as_str()));
+        }
+        Self::from_value(v)
+    }
+
+    /// Parse and check a policy as a device reads definitions: fields this code does not know
+    /// (from a newer format) are ignored; the known ones must still make a valid policy.
+    pub fn from_json_lenient(json: &str) -> Result<Self, PolicyError> {
+        let mut v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| PolicyError::Json(e.to_string()))?;
+        if let Some(m) = v.as_object_mut() {
+            m.retain(|k, _| POLICY_FIELDS.contains(&k.as_str()));
+            if let Some(serde_json::Value::Array(rules)) = m.get_mut("rules") {
+                for r in rules
+                    .iter_mut()
+                    .filter_map(serde_json::Value::as_object_mut)
+                {
+                    r.retain(|k, _| RULE_FIELDS.contains(&k.as_str()));
+                }
+            }
+        }
+        Self::from_value(v)
+    }
+
+    fn from_value(v: serde_json::Value) -> Result<Self, PolicyError> {
+        let p: AdjudicationPolicy =
+            serde_json::from_value(v).map_err(|e| PolicyError::Json(e.to_string()))?;
         p.check()?;
         Ok(p)
     }

@@ -19,7 +19,7 @@ use crate::ids::{DeviceId, RecordId};
 
 /// The protocol version this build speaks; the first field of every binary message.
 ///
-/// * Version 2 added the `adjudication_case` and `case_reply` record kinds and the
+/// * Version 2 added the `adjudication_case`, `case_reply` and `definition` record kinds and the
 ///   `rule_violation` reject code. A server answers a request in the request's version: a
 ///   version-1 device is never sent a record of a newer kind, and gets a newer reject code as
 ///   `malformed` (with the same message).
@@ -42,7 +42,7 @@ pub const RESUMABLE_VERSION: u16 = 3;
 pub fn kind_min_version(kind: crate::model::RecordKind) -> u16 {
     use crate::model::RecordKind as K;
     match kind {
-        K::AdjudicationCase | K::CaseReply => 2,
+        K::AdjudicationCase | K::CaseReply | K::Definition => 2,
         K::Clinic
         | K::Enrolment
         | K::Procedure
@@ -784,6 +784,9 @@ pub enum ErrorCode {
     Processing,
     Unavailable,
     Internal,
+    /// The request conflicts with what the registry holds (e.g. a published definition version
+    /// with other content).
+    Conflict,
     /// A code this build does not know (a newer server).
     #[serde(other)]
     Other,

@@ -8,13 +8,15 @@
 //! |---|---|
 //! | enrolment | study code present (≤ 64 characters); birth year plausible (at most 120 years ago, not in the future); enrolment and consent dates real and not in the future |
 //! | procedure | date real, not before 1950, not in the future |
-//! | response | the questionnaire exists and the writer's role may fill it (`completed_by` matches the device); a visit is one of the schedule's and expects this questionnaire, and needs a procedure; the procedure is a procedure of the same patient; once submitted: the visit date (`visit_date`, `completed_date`) is not before the procedure nor in the future, the answers satisfy the questionnaire, and no other submitted response answers the visit (correct one by amending it) |
+//! | response | the questionnaire exists at the response's exact version (a definition the checker holds: [`Lookup::questionnaire`]) and the writer's role may fill it (`completed_by` matches the device); a visit is one of the schedule in force's on the procedure's date ([`Lookup::schedule_for`]) and expects this questionnaire, and needs a procedure; the procedure is a procedure of the same patient; once submitted: the visit date (`visit_date`, `completed_date`) is not before the procedure nor in the future, the answers satisfy the questionnaire, and no other submitted response answers the visit (correct one by amending it) |
 //! | adverse event | category, seriousness and outcome from the instrument's code lists; grade 1–5; onset real and not in the future; death ⇒ grade 5; grade 5 ⇔ outcome fatal; a named procedure is the patient's; questionnaire answers valid |
 //! | adjudication | names an adverse event of the same patient; the clinic never sets `disputed` (the patient does); a decision (`responded`, `resolved`) states relatedness and action, and a remedy when the event is possibly related |
 //! | case reply | names an adverse event of the same patient; a dispute says why |
 //!
 //! "Not in the future" allows one day of clock skew ([`CLOCK_SKEW_DAYS`]); "today" is the
 //! checker's date (the server's clock at the server).
+
+use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
 
@@ -25,7 +27,9 @@ use crate::model::{
     Verdict,
 };
 use crate::protocol::DeviceRole;
-use crate::questionnaire::{self, AnswerValue, Problem, ProblemCode, QuestionnaireKind};
+use crate::questionnaire::{
+    self, AnswerValue, Problem, ProblemCode, Questionnaire, QuestionnaireKind,
+};
 use crate::schedule::Schedule;
 use crate::vocabulary;
 
@@ -59,6 +63,42 @@ pub trait Lookup {
         visit: &str,
         except: RecordId,
     ) -> Result<Option<RecordId>, LookupError>;
+    /// The questionnaire `id` at exactly `version` (the one a response was started with), as
+    /// the checker holds it (a registry-published definition); `None` when it holds none.
+    /// By default the built-in instruments.
+    fn questionnaire(
+        &self,
+        id: &str,
+        version: &str,
+    ) -> Result<Option<Arc<Questionnaire>>, LookupError> {
+        Ok(builtin_questionnaire(id, version))
+    }
+    /// The schedule in force for a procedure performed on `date` (published definitions);
+    /// `None`: the context's schedule applies.
+    fn schedule_for(&self, _date: NaiveDate) -> Result<Option<Arc<Schedule>>, LookupError> {
+        Ok(None)
+    }
+}
+
+/// The benchmark instrument (the test kit's `bench-50`). A registry never publishes it to
+/// devices (benchmarks and tests provision it), but accepts responses to it, so that load tests
+/// and benchmarks run against a real server (as before definitions were published).
+const BENCH_INSTRUMENT: &str = include_str!("../../testkit/instruments/bench-50.json");
+
+fn bench_instrument() -> Option<&'static Questionnaire> {
+    static PARSED: std::sync::OnceLock<Option<Questionnaire>> = std::sync::OnceLock::new();
+    PARSED
+        .get_or_init(|| Questionnaire::from_json(BENCH_INSTRUMENT).ok())
+        .as_ref()
+}
+
+/// A built-in instrument (the definitions every new registry publishes, and the benchmark
+/// instrument) at exactly `version`.
+pub fn builtin_questionnaire(id: &str, version: &str) -> Option<Arc<Questionnaire>> {
+    questionnaire::instrument_ref(id)
+        .or_else(|| bench_instrument().filter(|q| q.id() == id))
+        .filter(|q| q.version() == version)
+        .map(|q| Arc::new(q.clone()))
 }
 
 /// Who writes which record, and when.
@@ -280,13 +320,16 @@ pub fn check_response(
     r: &FollowupResponse,
 ) -> Result<Vec<Problem>, LookupError> {
     let mut out = Vec::new();
-    let Some(q) = questionnaire::instrument_ref(&r.questionnaire) else {
+    let Some(q) = ctx
+        .lookup
+        .questionnaire(&r.questionnaire, &r.questionnaire_version)?
+    else {
         out.push(problem(
             "questionnaire",
             ProblemCode::NotAllowed,
             format!(
-                "{:?} is not a questionnaire of the registry",
-                r.questionnaire
+                "{:?} version {:?} is not a questionnaire of the registry",
+                r.questionnaire, r.questionnaire_version
             ),
         ));
         return Ok(out);
@@ -320,7 +363,13 @@ pub fn check_response(
         None => None,
     };
     if let Some(visit) = &r.visit {
-        match ctx.schedule.visit(visit) {
+        // The schedule in force on the procedure's date (the context's when none is known).
+        let in_force = match procedure.as_ref().and_then(|p| parse_date(&p.date)) {
+            Some(d) => ctx.lookup.schedule_for(d)?,
+            None => None,
+        };
+        let schedule = in_force.as_deref().unwrap_or(ctx.schedule);
+        match schedule.visit(visit) {
             None => out.push(problem(
                 "visit",
                 ProblemCode::NotAllowed,
@@ -567,7 +616,8 @@ pub fn check_reply(ctx: &Context<'_>, r: &CaseReply) -> Result<Vec<Problem>, Loo
     Ok(out)
 }
 
-/// Check a record document of any kind. Records without clinical content (clinic, case) pass.
+/// Check a record document of any kind. Records without clinical content (clinic, case,
+/// definition) pass.
 pub fn check_document(
     ctx: &Context<'_>,
     doc: &automerge::Automerge,
@@ -582,7 +632,7 @@ pub fn check_document(
         RecordKind::AdverseEvent => check_adverse_event(ctx, &read_body(doc).map_err(unreadable)?)?,
         RecordKind::Adjudication => check_adjudication(ctx, &read_body(doc).map_err(unreadable)?)?,
         RecordKind::CaseReply => check_reply(ctx, &read_body(doc).map_err(unreadable)?)?,
-        RecordKind::Clinic | RecordKind::AdjudicationCase => Vec::new(),
+        RecordKind::Clinic | RecordKind::AdjudicationCase | RecordKind::Definition => Vec::new(),
     })
 }
 
@@ -782,7 +832,7 @@ mod tests {
         };
         let response = |q: &str, visit: &str, by: CompletedBy, proc: RecordId| FollowupResponse {
             questionnaire: q.into(),
-            questionnaire_version: "1".into(),
+            questionnaire_version: "1.0.0".into(),
             procedure: Some(proc.to_hex()),
             visit: Some(visit.into()),
             answers: Default::default(),

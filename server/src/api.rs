@@ -10,6 +10,10 @@
 //! | `POST /v1/admin/devices/{id}/revoke` | admin token | → [`RevokeDeviceResponse`] |
 //! | `GET /v1/admin/audit/verify` | admin token | → [`AuditVerifyResponse`] |
 //! | `GET /v1/admin/stats` | admin token | → [`StatsResponse`] |
+//! | `POST /v1/admin/definitions[?state=draft]` | admin token | a definition file (JSON) → `PublishResponse`; validated strictly, published (or drafted) |
+//! | `GET /v1/admin/definitions` | admin token | → `[DefinitionSummary]`, drafts included |
+//! | `GET /v1/admin/definitions/{type}/{id}/{version}` | admin token | → the definition file as published |
+//! | `POST /v1/admin/definitions/{type}/{id}/{version}/retire` | admin token | → `PublishResponse` |
 //! | `GET /v1/admin/cases?clinic=ID&state=S` | admin token | → [`CasesResponse`] (refreshed to the registry's clock) |
 //! | `POST /v1/admin/cases/{id}/escalate` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] (`id`: the case or its adverse event) |
 //! | `POST /v1/admin/cases/{id}/close` | admin token | JSON [`CaseNoteRequest`] → [`CaseSummary`] |
@@ -103,6 +107,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/devices/{id}/revoke", post(revoke_device))
         .route("/v1/admin/audit/verify", get(verify_audit))
         .route("/v1/admin/stats", get(stats))
+        .route(
+            "/v1/admin/definitions",
+            get(crate::definitions::http::list).post(crate::definitions::http::publish),
+        )
+        .route(
+            "/v1/admin/definitions/{definition}/{id}/{version}",
+            get(crate::definitions::http::content),
+        )
+        .route(
+            "/v1/admin/definitions/{definition}/{id}/{version}/retire",
+            post(crate::definitions::http::retire),
+        )
         .route("/v1/admin/cases", get(list_cases))
         .route("/v1/admin/cases/{id}/escalate", post(escalate_case))
         .route("/v1/admin/cases/{id}/close", post(close_case))

@@ -21,6 +21,9 @@ pub mod event {
     pub const CODE_ISSUED: &str = "code_issued";
     pub const DEVICE_ENROLLED: &str = "device_enrolled";
     pub const DEVICE_REVOKED: &str = "device_revoked";
+    pub const DEFINITION_PUBLISHED: &str = "definition_published";
+    pub const DEFINITION_DRAFTED: &str = "definition_drafted";
+    pub const DEFINITION_RETIRED: &str = "definition_retired";
     /// Staff actions (console and `followup server add-staff`); the entry's detail starts with
     /// `staff=<staff id>;` (see [`super::AuditEntry::staff_action`]).
     pub const STAFF_CREATED: &str = "staff_created";

@@ -3,12 +3,14 @@
 //!
 //! | role | reads | writes |
 //! |---|---|---|
-//! | clinic device | records whose `clinic` is its clinic | records of its clinic, except registry-authored ones ([`registry_authored`]) and patient-authored ones ([`patient_authored`]); a record other than an enrolment must belong to an enrolment of the same clinic |
-//! | patient device | records whose `patient` is its enrolment | only patient-authored records of its own enrolment: responses with `body.completed_by == "patient"`, adverse events with `body.reporter == "patient"`, case replies |
+//! | clinic device | records whose `clinic` is its clinic; every published definition | records of its clinic, except registry-authored ones ([`registry_authored`]) and patient-authored ones ([`patient_authored`]); a record other than an enrolment must belong to an enrolment of the same clinic |
+//! | patient device | records whose `patient` is its enrolment; every published definition | only patient-authored records of its own enrolment: responses with `body.completed_by == "patient"`, adverse events with `body.reporter == "patient"`, case replies |
 //!
-//! Registry-authored kinds (the clinic record, the adjudication case: [`registry_authored`]) are
-//! written by the server alone, with the registry's actor; no device may create or change one.
-//! This is THE place that list lives: every kind the registry publishes is added here.
+//! **Registry-authored records** — the clinic record, definitions (questionnaires, schedules, the
+//! adjudication policy; `docs/definitions.md`), the adjudication case — are written by the server
+//! alone, with the registry's actor; no device of any role may create or change one.
+//! [`registry_authored`] is THE place that list lives: every kind the registry publishes is added
+//! there.
 //!
 //! For everyone: the header (`id`, `kind`, `clinic`, `patient`, `created_by`) is immutable;
 //! `body.completed_by` (responses) and `body.reporter` (adverse events) are immutable once set;
@@ -16,6 +18,7 @@
 //! device.
 
 use automerge::{Automerge, ReadDoc, ROOT};
+use followup_domain::definitions::REGISTRY_SCOPE;
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::model::{read_header, DocHeader, RecordKind};
 use followup_domain::protocol::{DeviceRole, RejectCode};
@@ -56,6 +59,10 @@ impl Principal {
 
     /// Whether this device may read a document with this header.
     pub fn can_read(&self, h: &DocHeader) -> bool {
+        if h.clinic == REGISTRY_SCOPE {
+            // Published definitions are for every device (drafts live elsewhere).
+            return true;
+        }
         match self.role {
             DeviceRole::ClinicDevice => h.clinic == self.clinic,
             DeviceRole::PatientDevice => self.patient.is_some() && h.patient == self.patient,
@@ -86,10 +93,12 @@ pub fn body_str(doc: &Automerge, key: &str) -> Option<String> {
     }
 }
 
-/// Kinds only the registry writes (server-side, with the registry's actor). Devices read them.
+/// Whether records of this kind are authored by the registry alone (server-side, with the
+/// registry's actor): a device's write of one, new or changed, is refused whatever its role.
+/// THE list of such kinds. Devices read them.
 pub fn registry_authored(kind: RecordKind) -> bool {
     match kind {
-        RecordKind::Clinic | RecordKind::AdjudicationCase => true,
+        RecordKind::Clinic | RecordKind::Definition | RecordKind::AdjudicationCase => true,
         RecordKind::Enrolment
         | RecordKind::Procedure
         | RecordKind::Response
@@ -155,7 +164,10 @@ pub fn check_write(
             ),
         ));
     }
-    if registry_authored(h.kind) || w.stored.is_some_and(|(sh, _)| sh.created_by.is_none()) {
+    if registry_authored(h.kind)
+        || w.stored
+            .is_some_and(|(sh, _)| registry_authored(sh.kind) || sh.created_by.is_none())
+    {
         return Err(reject(
             RejectCode::ForbiddenKind,
             format!(

@@ -18,6 +18,7 @@
 //! | [`storage`] | the [`storage::Storage`] trait, [`storage::SqliteStorage`] (default) and [`storage::PostgresStorage`] (all state in the database) |
 //! | [`readmodel`] | the read model: relational tables projected from every accepted record, kept in the write's transaction; the console's and exports' queries; the rebuild |
 //! | [`audit`] | the SHA-256-chained audit entries and `verify` |
+//! | [`definitions`] | publishing, drafting, retiring and listing definitions; the built-ins seeded at first start |
 //! | [`config`] | flags and environment variables |
 //! | [`error`] | HTTP errors with JSON bodies |
 //! | [`validate`] | the push path's validation step: schema and code lists, reload-before-store, panic containment |
@@ -51,6 +52,7 @@ pub mod cases;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod definitions;
 pub mod error;
 pub mod export;
 pub mod files;
@@ -92,6 +94,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("could not publish the built-in definitions: {0}")]
+    Definitions(#[from] definitions::PublishError),
     #[error(transparent)]
     Lock(#[from] files::LockError),
     #[error(transparent)]
@@ -164,6 +168,15 @@ impl Server {
         storage: Arc<dyn Storage>,
     ) -> Result<RunningServer, ServerError> {
         config.validate().map_err(ServerError::Config)?;
+        // A new registry publishes the built-in definitions once (a no-op when it holds any).
+        let seed = storage.clone();
+        let seeded = tokio::task::spawn_blocking(move || {
+            definitions::seed_builtins(seed.as_ref(), auth::now_ms())
+        })
+        .await??;
+        if seeded > 0 {
+            tracing::info!(definitions = seeded, "published the built-in definitions");
+        }
         let clock = clock::RegistryClock::default();
         let anchor_path = config.anchor_key_path();
         let anchor = Arc::new(

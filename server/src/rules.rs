@@ -10,15 +10,21 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use automerge::Automerge;
+use chrono::NaiveDate;
+use followup_domain::definitions::{
+    self, Catalogue, Definition, DefinitionBody, DefinitionState, DefinitionType, Version,
+    REGISTRY_SCOPE,
+};
 use followup_domain::ids::RecordId;
 use followup_domain::model::{
     self, AdverseEvent, DocHeader, FollowupResponse, Procedure, RecordKind, ResponseStatus,
 };
 use followup_domain::policy;
 use followup_domain::protocol::RejectCode;
-use followup_domain::questionnaire::Problem;
+use followup_domain::questionnaire::{Problem, Questionnaire};
 use followup_domain::rules::{self, CheckError, Context, Lookup, LookupError};
 use followup_domain::schedule::Schedule;
 
@@ -39,6 +45,8 @@ struct ServerLookup<'a> {
     batch: &'a Batch,
     /// A storage error met during a lookup (reported instead of the rule's result).
     failed: RefCell<Option<StorageError>>,
+    /// The registry's definitions, read once per check when a schedule is needed.
+    catalogue: RefCell<Option<Arc<Catalogue>>>,
 }
 
 impl ServerLookup<'_> {
@@ -60,6 +68,33 @@ impl ServerLookup<'_> {
         Ok(Some((stored.header, doc)))
     }
 
+    /// The schedules (published and retired versions) the registry holds.
+    fn catalogue(&self) -> Result<Arc<Catalogue>, LookupError> {
+        if let Some(c) = self.catalogue.borrow().as_ref() {
+            return Ok(c.clone());
+        }
+        let mut cat = Catalogue::default();
+        let ids = self
+            .storage
+            .docs_of_kind(
+                RecordKind::Definition,
+                Some(ReadScope::Clinic(REGISTRY_SCOPE)),
+            )
+            .map_err(|e| self.fail(e))?;
+        for id in ids {
+            if let Some((_, body)) = self.body::<DefinitionBody>(id)? {
+                // Only schedules are asked of it; a version whose file this build cannot read
+                // is skipped (it checks nothing).
+                if body.definition == DefinitionType::Schedule.code() {
+                    let _ = cat.insert_body(id, &body);
+                }
+            }
+        }
+        let cat = Arc::new(cat);
+        *self.catalogue.borrow_mut() = Some(cat.clone());
+        Ok(cat)
+    }
+
     fn body<T: model::RecordBody>(
         &self,
         id: RecordId,
@@ -76,6 +111,34 @@ impl ServerLookup<'_> {
 }
 
 impl Lookup for ServerLookup<'_> {
+    /// The exact questionnaire version the response names, as the registry published it
+    /// (retired versions too: responses started with them stay valid). Drafts never count.
+    fn questionnaire(
+        &self,
+        id: &str,
+        version: &str,
+    ) -> Result<Option<Arc<Questionnaire>>, LookupError> {
+        let Ok(v) = version.parse::<Version>() else {
+            return Ok(None);
+        };
+        let record = definitions::record_id(DefinitionType::Questionnaire.code(), id, v);
+        let Some((h, body)) = self.body::<DefinitionBody>(record)? else {
+            // A registry publishes the built-ins at its first start; storage used without a
+            // start (tools, tests) still knows them.
+            return Ok(rules::builtin_questionnaire(id, version));
+        };
+        if h.clinic != REGISTRY_SCOPE || body.state() == DefinitionState::Draft {
+            return Ok(None);
+        }
+        Ok(Definition::parse_lenient(&body.content)
+            .ok()
+            .and_then(|d| d.questionnaire().cloned()))
+    }
+
+    fn schedule_for(&self, date: NaiveDate) -> Result<Option<Arc<Schedule>>, LookupError> {
+        Ok(self.catalogue()?.schedule_for(date).cloned())
+    }
+
     fn procedure(&self, id: RecordId) -> Result<Option<(DocHeader, Procedure)>, LookupError> {
         self.body(id)
     }
@@ -158,6 +221,7 @@ pub fn check(
         storage,
         batch,
         failed: RefCell::new(None),
+        catalogue: RefCell::new(None),
     };
     let ctx = Context {
         role: p.role,

@@ -3,6 +3,7 @@
 //! `docs/sync-protocol.md`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use followup_domain::ids::RecordId;
@@ -266,9 +267,29 @@ fn prepare(
     Ok(Prepared::Write(write, Box::new(work), trigger))
 }
 
+/// The policy in force, read once per exchange and only when needed.
+fn policy_in_force<'a>(
+    storage: &dyn Storage,
+    slot: &'a mut Option<Arc<AdjudicationPolicy>>,
+) -> Result<&'a AdjudicationPolicy, StorageError> {
+    let p = match slot.take() {
+        Some(p) => p,
+        None => crate::definitions::policy_in_force(storage)?,
+    };
+    Ok(slot.insert(p))
+}
+
 /// Whether a stored document (by its header) is outside what the device may write: the same
 /// answer [`check_write`] would give, without loading the document.
 fn out_of_scope(p: &Principal, h: &DocHeader) -> Option<(RejectCode, &'static str)> {
+    // Registry-authored records (definitions live outside every clinic) are refused for what
+    // they are, as `check_write` refuses them.
+    if crate::authz::registry_authored(h.kind) {
+        return Some((
+            RejectCode::ForbiddenKind,
+            "the registry writes these records; devices only read them",
+        ));
+    }
     if h.clinic != p.clinic {
         return Some((
             RejectCode::ForbiddenClinic,
@@ -296,7 +317,8 @@ pub fn run(
 ) -> Result<SyncResponse, StorageError> {
     let n = req.push.len();
     let version = req.version;
-    let policy = AdjudicationPolicy::registry_default();
+    // The published policy in force, read when a case is opened or updated (docs/definitions.md).
+    let mut policy: Option<Arc<AdjudicationPolicy>> = None;
     let mut triggers: Vec<Trigger> = Vec::new();
     let user_verdicts = std::cell::RefCell::new(HashMap::new());
     let mut results: Vec<Option<PushResult>> = vec![None; n];
@@ -453,7 +475,12 @@ pub fn run(
             if let Some(Trigger::Opened { header, event }) = &pw.trigger {
                 openings.push(Pending {
                     index: None,
-                    write: cases::opening_write(policy, header, event, now_ms)?,
+                    write: cases::opening_write(
+                        policy_in_force(storage, &mut policy)?,
+                        header,
+                        event,
+                        now_ms,
+                    )?,
                     trigger: None,
                 });
             }
@@ -483,7 +510,14 @@ pub fn run(
         order = retry;
     }
     // The cases of what was accepted: decisions, replies, graver events.
-    cases::apply(storage, policy, &triggers, now_ms)?;
+    if !triggers.is_empty() {
+        cases::apply(
+            storage,
+            policy_in_force(storage, &mut policy)?,
+            &triggers,
+            now_ms,
+        )?;
+    }
     for i in order {
         results[i] = Some(PushResult::Rejected {
             code: RejectCode::Busy,

@@ -97,6 +97,31 @@ pub fn check_record(header: &DocHeader, doc: &Automerge) -> Result<(), Invalid> 
             RecordKind::CaseReply => {
                 read_body::<followup_domain::model::CaseReply>(doc).map_err(schema)?;
             }
+            RecordKind::Definition => {
+                // Registry-authored (no device may write one; authz refuses that first): the
+                // body must be a definition version whose content is what it says it is.
+                use followup_domain::definitions::{self as defs, DefinitionState};
+                let b = read_body::<defs::DefinitionBody>(doc).map_err(schema)?;
+                if DefinitionState::from_code(&b.state).is_none() {
+                    return Err(Invalid::malformed(format!(
+                        "definition state {:?} is not draft, published or retired",
+                        b.state
+                    )));
+                }
+                if defs::content_hash(&b.content) != b.sha256 {
+                    return Err(Invalid::malformed(
+                        "the definition's content does not match its sha256",
+                    ));
+                }
+                let d = defs::Definition::parse_lenient(&b.content).map_err(|e| {
+                    Invalid::malformed(format!("the definition's content does not read: {e}"))
+                })?;
+                if d.envelope.id != b.def_id || d.envelope.version.to_string() != b.version {
+                    return Err(Invalid::malformed(
+                        "the definition's id or version differs from its content's",
+                    ));
+                }
+            }
         }
         Ok(())
     });

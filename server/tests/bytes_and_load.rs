@@ -3,6 +3,9 @@
 
 mod common;
 
+/// The built-in definitions a new registry publishes (every device pulls them).
+const DEFS: usize = followup_domain::definitions::builtin_definitions().len();
+
 use common::*;
 use followup_domain::ids::RecordId;
 use followup_domain::protocol::*;
@@ -67,11 +70,11 @@ async fn sync_bytes_for_the_benchmark_workload() {
     fresh.max_pull_bytes = 8 << 20;
     let pages = fresh.sync(&s).await;
     println!(
-        "fresh device pulling 1301 documents: {} round trip(s), last response {} B",
+        "fresh device pulling 1301 documents and the built-in definitions: {} round trip(s), last response {} B",
         pages.len(),
         fresh.last_response_bytes
     );
-    assert_eq!(fresh.docs.len(), 1301);
+    assert_eq!(fresh.docs.len(), 1301 + DEFS);
 }
 
 /// Hundreds of devices syncing at once (the brief: no error).
@@ -111,12 +114,12 @@ async fn many_devices_sync_at_once() {
         done.push(t.await.unwrap());
     }
     let stats = s.stats().await;
-    assert_eq!(stats.documents, 20 + 200 * 4);
+    assert_eq!(stats.documents, (DEFS + 20 + 200 * 4) as u64);
     assert_eq!(stats.rejections, 0);
     // Every device converges on its whole clinic: the clinic record and 10 tablets' records.
     for d in done.iter_mut().take(20) {
         d.sync(&s).await;
-        assert_eq!(d.docs.len(), 1 + 10 * 4);
+        assert_eq!(d.docs.len(), DEFS + 1 + 10 * 4);
     }
     assert!(s.verify_audit().await.ok);
 }

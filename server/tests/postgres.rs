@@ -561,7 +561,11 @@ async fn scenario(url: &str) {
     }
     for (clinic, members) in &by_clinic {
         let ids: BTreeSet<RecordId> = devices[members[0]].docs.keys().copied().collect();
-        let expected = 1 + members.len() * 4 + usize::from(*clinic == clinic_a);
+        // The built-in definitions, the clinic record, each tablet's records.
+        let expected = followup_domain::definitions::builtin_definitions().len()
+            + 1
+            + members.len() * 4
+            + usize::from(*clinic == clinic_a);
         assert_eq!(ids.len(), expected, "clinic {clinic}");
         for id in &ids {
             let heads = devices[members[0]].heads(*id);
@@ -586,9 +590,13 @@ async fn scenario(url: &str) {
             }
         }
     }
-    // The phone sees exactly its patient's records, as the tablets have them.
+    // The phone sees exactly its patient's records and the published definitions, as the
+    // tablets have them.
     let phone_ids: BTreeSet<RecordId> = phone.docs.keys().copied().collect();
-    assert_eq!(phone_ids.len(), 1 + 3 + 1);
+    assert_eq!(
+        phone_ids.len(),
+        followup_domain::definitions::builtin_definitions().len() + 1 + 3 + 1
+    );
     assert!(phone_ids.contains(&shared) && phone_ids.contains(&patients[0]));
     for id in phone_ids {
         assert_eq!(phone.heads(id), devices[0].heads(id));
@@ -597,7 +605,14 @@ async fn scenario(url: &str) {
     // Both servers tell the same story: counts, no rejection, an intact audit chain.
     let st0 = servers[0].stats().await;
     let st1 = servers[1].stats().await;
-    assert_eq!(st0.documents as usize, 2 + (A_TABLETS + B_TABLETS) * 4 + 1);
+    // Both servers seeded the built-in definitions at start: each is stored once.
+    assert_eq!(
+        st0.documents as usize,
+        followup_domain::definitions::builtin_definitions().len()
+            + 2
+            + (A_TABLETS + B_TABLETS) * 4
+            + 1
+    );
     assert_eq!(st0.rejections, 0);
     assert_eq!(
         (st0.documents, st0.log_seq, st0.audit_entries),

@@ -3,6 +3,9 @@
 
 mod common;
 
+/// The built-in definitions a new registry publishes (every device pulls them).
+const DEFS: usize = followup_domain::definitions::builtin_definitions().len();
+
 use common::*;
 use followup_domain::identity::DeviceIdentity;
 use followup_domain::ids::RecordId;
@@ -361,8 +364,9 @@ async fn duplicate_push_is_idempotent_and_audited_once() {
         );
     }
     let stats = s.stats().await;
-    // clinic record + enrolment + response: three writes, no more.
-    assert_eq!(stats.log_seq, 3);
+    // The built-in definitions seeded at start, then clinic record + enrolment + response:
+    // three writes, no more.
+    assert_eq!(stats.log_seq, DEFS as u64 + 3);
     let db = s.db();
     let accepted_for_r: i64 = db
         .query_row(
@@ -471,8 +475,8 @@ async fn pull_with_cursor_returns_only_what_changed() {
     let ids: Vec<RecordId> = (0..20).map(|i| a.response_50(p, i)).collect();
     a.sync(&s).await;
     let first = b.sync(&s).await;
-    assert_eq!(first[0].pull.len(), 22); // clinic + enrolment + 20 responses
-                                         // Nothing changed: an empty pull.
+    assert_eq!(first[0].pull.len(), DEFS + 22); // definitions + clinic + enrolment + 20 responses
+                                                // Nothing changed: an empty pull.
     let r = b.sync_once(&s).await;
     assert!(r.pull.is_empty() && !r.more);
     // A edits two responses; B receives exactly those, with only the new change each.
@@ -517,7 +521,7 @@ async fn small_pull_budget_pages_with_more_and_loses_nothing() {
     assert!(pages.len() > 3, "pages: {}", pages.len());
     assert!(pages[..pages.len() - 1].iter().all(|p| p.more));
     assert_eq!(b.docs.len(), a.docs.len()); // clinic record + enrolment + 30 responses
-    assert_eq!(b.docs.len(), 32);
+    assert_eq!(b.docs.len(), DEFS + 32);
     let ids: Vec<RecordId> = a.docs.keys().copied().collect();
     for id in ids {
         assert_eq!(b.heads(id), a.heads(id));

@@ -296,6 +296,45 @@ impl StaffClient {
             .await
     }
 
+    /// Publish a definition file (validated strictly by the registry), or upload it as a draft
+    /// that no device sees. Publishing a version again with the same content is a no-op.
+    pub async fn publish_definition(
+        &self,
+        json: &str,
+        draft: bool,
+    ) -> Result<followup_domain::definitions::PublishResponse, StaffClientError> {
+        let path = if draft {
+            "/v1/admin/definitions?state=draft"
+        } else {
+            "/v1/admin/definitions"
+        };
+        self.call(reqwest::Method::POST, path, Some(json.as_bytes().to_vec()))
+            .await
+    }
+
+    /// Every definition version the registry holds, drafts included.
+    pub async fn definitions(
+        &self,
+    ) -> Result<Vec<followup_domain::definitions::DefinitionSummary>, StaffClientError> {
+        self.call(reqwest::Method::GET, "/v1/admin/definitions", None)
+            .await
+    }
+
+    /// Retire a published version: devices stop offering it for new responses.
+    pub async fn retire_definition(
+        &self,
+        definition: &str,
+        id: &str,
+        version: &str,
+    ) -> Result<followup_domain::definitions::PublishResponse, StaffClientError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/admin/definitions/{definition}/{id}/{version}/retire"),
+            None,
+        )
+        .await
+    }
+
     /// Adjudication cases (of one clinic; in one state: `open`, `responded`, `overdue`,
     /// `escalated`, `disputed`, `closed`), at the registry's clock, earliest deadline first.
     pub async fn cases(

@@ -38,6 +38,26 @@ pub const BENCH_EDITS: usize = 10;
 pub const BENCH_ITEMS: usize = 50;
 /// The questionnaire answered.
 pub const BENCH_QUESTIONNAIRE: &str = "bench-50";
+
+/// The benchmark instrument's definition file: test and benchmark support only, never built into
+/// a registry or an app.
+pub const BENCH_50_JSON: &str = include_str!("../instruments/bench-50.json");
+
+/// The benchmark instrument, parsed.
+pub fn bench_questionnaire() -> followup_domain::questionnaire::Questionnaire {
+    // A constant of this crate, proved valid by a unit test.
+    #[allow(clippy::expect_used)]
+    followup_domain::questionnaire::Questionnaire::from_json(BENCH_50_JSON)
+        .expect("bench-50 is a valid definition")
+}
+
+/// Give a device the definitions a registry would send it — the built-in ones and `bench-50` —
+/// without a registry (the same record bytes, never pushed). Returns how many were new.
+pub fn provision(device: &Device) -> Result<usize> {
+    let mut files: Vec<&str> = followup_domain::definitions::builtin_definitions().to_vec();
+    files.push(BENCH_50_JSON);
+    device.provision_definitions(&files)
+}
 /// Visits the responses answer: day 7, months 1, 3, 6, 12.
 pub const BENCH_VISITS: [&str; 5] = ["d7", "m1", "m3", "m6", "m12"];
 
@@ -328,7 +348,7 @@ mod tests {
     fn answers_are_deterministic_and_valid() {
         assert_eq!(bench_answers(7, 50), bench_answers(7, 50));
         assert_ne!(bench_answers(7, 50), bench_answers(8, 50));
-        let q = followup_domain::questionnaire::instrument(BENCH_QUESTIONNAIRE).unwrap();
+        let q = bench_questionnaire();
         for seed in 0..20 {
             assert!(q.validate(&bench_answers(seed, 50)).is_empty());
             let e = edit_answers(seed, 50);

@@ -92,6 +92,21 @@ impl Registry {
         TestDevice::enrolled(&self.url(), &code, label).await
     }
 
+    /// Enrol a new clinic tablet that holds no definition until it syncs (as a real app).
+    pub async fn bare_clinic_tablet(&self, clinic: RecordId, label: &str) -> TestDevice {
+        let code = self.code(EnrolmentGrant::ClinicDevice { clinic }).await;
+        let d = TestDevice::bare(label);
+        let client = SyncClient::new(test_options()).unwrap();
+        tokio::time::timeout(
+            STEP_TIMEOUT,
+            client.enrol(&d.device, &self.url(), &code, label),
+        )
+        .await
+        .expect("enrolment timed out")
+        .unwrap();
+        d
+    }
+
     /// Enrol a new patient phone for `patient` (whose enrolment the server must hold).
     pub async fn patient_phone(&self, patient: RecordId, label: &str) -> TestDevice {
         let code = self.code(EnrolmentGrant::PatientDevice { patient }).await;
@@ -137,8 +152,17 @@ pub fn key() -> KeySource {
 }
 
 impl TestDevice {
-    /// A new, unenrolled device store.
+    /// A new, unenrolled device store, provisioned with the definitions the test registry
+    /// publishes (the built-ins, the same record bytes) and the benchmark instrument, so that
+    /// a test can capture before its first sync.
     pub fn new(label: &str) -> TestDevice {
+        let d = TestDevice::bare(label);
+        followup_testkit::workload::provision(&d.device).unwrap();
+        d
+    }
+
+    /// A new, unenrolled device store holding no definition at all.
+    pub fn bare(label: &str) -> TestDevice {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("device.followup");
         let device = Device::create(&path, key()).unwrap();
@@ -188,9 +212,13 @@ impl TestDevice {
     }
 
     /// Every document: id → (sorted heads, full JSON content).
+    /// Every record (definitions excepted) with its heads and content.
     pub fn snapshot(&self) -> BTreeMap<RecordId, (Vec<String>, serde_json::Value)> {
         let mut out = BTreeMap::new();
         for m in self.device.store().list(&Query::default()).unwrap() {
+            if m.kind == followup_domain::model::RecordKind::Definition {
+                continue;
+            }
             let doc = self.device.store().load_doc(&m.id).unwrap().unwrap();
             let mut heads: Vec<String> = doc.get_heads().iter().map(|h| h.to_string()).collect();
             heads.sort();
@@ -200,13 +228,15 @@ impl TestDevice {
         out
     }
 
-    /// Ids of every document the device holds.
+    /// Ids of every record the device holds, registry-published definitions excepted (every
+    /// device holds those; tests about records compare the rest).
     pub fn ids(&self) -> Vec<RecordId> {
         self.device
             .store()
             .list(&Query::default())
             .unwrap()
             .into_iter()
+            .filter(|m| m.kind != followup_domain::model::RecordKind::Definition)
             .map(|m| m.id)
             .collect()
     }

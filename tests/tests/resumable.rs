@@ -440,59 +440,18 @@ async fn the_client_resumes_a_push_and_a_pull_cut_at_random_bytes() {
     assert!(reg.verify_audit().await.ok);
 }
 
-/// A client of protocol version 1 (one `POST /v1/sync`, version 1 body) still syncs with a
-/// version 3 server, and gets version 1 back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn old_client_v1_still_syncs() {
-    let reg = Registry::start().await;
-    let clinic = reg.create_clinic("Old app").await;
-    let t = reg.clinic_tablet(clinic, "old tablet").await;
-    let mut data = workload::populate_patients(&t, 3).unwrap();
-    workload::populate_responses(&t, &mut data, 3, 5).unwrap();
+/// What an app of an older protocol `version` does: 3 patients with 5 responses each, pushed in
+/// one signed `POST /v1/sync` of that version. Returns the ids pushed and the decoded answer.
+async fn old_client_push(
+    reg: &Registry,
+    t: &TestDevice,
+    version: u16,
+) -> (Vec<followup_domain::ids::RecordId>, SyncResponse) {
+    let mut data = workload::populate_patients(t, 3).unwrap();
+    workload::populate_responses(t, &mut data, 3, 5).unwrap();
     let ids = t.ids();
-    let mut req = SyncRequest::new(0, 1 << 20, push_all(&t, &ids));
-    req.version = 1;
-    let body = encode_body(&req).unwrap();
-    let e = t.enrolment().unwrap();
-    let sig = t
-        .identity()
-        .unwrap()
-        .sign_request(e.device_id, "POST", SYNC_PATH, &body, now_ms());
-    let mut rb = reg
-        .http
-        .post(format!("{}{SYNC_PATH}", reg.url()))
-        .header("content-type", SYNC_CONTENT_TYPE)
-        .body(body);
-    for (k, v) in sig.to_header_pairs() {
-        rb = rb.header(k, v);
-    }
-    let r = rb.send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let bytes = r.bytes().await.unwrap();
-    // What a version 1 client decodes: the version it speaks, first.
-    let resp = decode_sync_response(&bytes, 1 << 24).unwrap();
-    assert_eq!(resp.version, 1);
-    assert_eq!(resp.results.len(), ids.len());
-    assert!(resp
-        .results
-        .iter()
-        .all(|r| matches!(r, PushResult::Accepted { .. })));
-    assert_eq!(reg.stats().await.documents, ids.len() as u64 + 1);
-}
-
-/// A client of protocol version 2 (one `POST /v1/sync`, version 2 body: what the app spoke
-/// before the resumable routes) still syncs, gets version 2 back; and the current client with
-/// the resumable routes turned off does the same whole exchange.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn version_2_one_shot_clients_still_sync() {
-    let reg = Registry::start().await;
-    let clinic = reg.create_clinic("Version 2 app").await;
-    let t = reg.clinic_tablet(clinic, "v2 tablet").await;
-    let mut data = workload::populate_patients(&t, 3).unwrap();
-    workload::populate_responses(&t, &mut data, 3, 5).unwrap();
-    let ids = t.ids();
-    let mut req = SyncRequest::new(0, 1 << 20, push_all(&t, &ids));
-    req.version = 2;
+    let mut req = SyncRequest::new(0, 1 << 20, push_all(t, &ids));
+    req.version = version;
     let body = encode_body(&req).unwrap();
     let e = t.enrolment().unwrap();
     let sig = t
@@ -510,6 +469,38 @@ async fn version_2_one_shot_clients_still_sync() {
     let r = rb.send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let resp = decode_sync_response(&r.bytes().await.unwrap(), 1 << 24).unwrap();
+    (ids, resp)
+}
+
+/// A client of protocol version 1 (one `POST /v1/sync`, version 1 body) still syncs with a
+/// version 3 server, and gets version 1 back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_client_v1_still_syncs() {
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Old app").await;
+    let t = reg.clinic_tablet(clinic, "old tablet").await;
+    // The registry's own documents (its policy and published definitions) are there already.
+    let before = reg.stats().await.documents;
+    let (ids, resp) = old_client_push(&reg, &t, 1).await;
+    // What a version 1 client decodes: the version it speaks, first.
+    assert_eq!(resp.version, 1);
+    assert_eq!(resp.results.len(), ids.len());
+    assert!(resp
+        .results
+        .iter()
+        .all(|r| matches!(r, PushResult::Accepted { .. })));
+    assert_eq!(reg.stats().await.documents, before + ids.len() as u64);
+}
+
+/// A client of protocol version 2 (one `POST /v1/sync`, version 2 body: what the app spoke
+/// before the resumable routes) still syncs, gets version 2 back; and the current client with
+/// the resumable routes turned off does the same whole exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_2_one_shot_clients_still_sync() {
+    let reg = Registry::start().await;
+    let clinic = reg.create_clinic("Version 2 app").await;
+    let t = reg.clinic_tablet(clinic, "v2 tablet").await;
+    let (ids, resp) = old_client_push(&reg, &t, 2).await;
     assert_eq!(resp.version, 2);
     assert_eq!(resp.results.len(), ids.len());
     assert!(resp

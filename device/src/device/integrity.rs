@@ -3,6 +3,7 @@
 //! patient's reply to an adjudication, amendments of submitted responses, duplicate study codes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{NaiveDate, Utc};
 use followup_domain::model::{
@@ -10,8 +11,9 @@ use followup_domain::model::{
     Enrolment, FollowupResponse, Procedure, RecordKind, ResponseStatus, Verdict,
 };
 use followup_domain::protocol::DeviceRole;
-use followup_domain::questionnaire::{Answers, Problem, ProblemCode};
+use followup_domain::questionnaire::{Answers, Problem, ProblemCode, Questionnaire};
 use followup_domain::rules::{self, Context, Lookup, LookupError};
+use followup_domain::schedule::Schedule;
 
 use super::Device;
 use crate::error::{Error, Result};
@@ -128,6 +130,36 @@ impl Lookup for StoreLookup<'_> {
             .map_err(|e| LookupError(e.to_string()))?;
         Ok(found.into_iter().map(|m| m.id).find(|id| *id != except))
     }
+
+    fn questionnaire(
+        &self,
+        id: &str,
+        version: &str,
+    ) -> std::result::Result<Option<Arc<Questionnaire>>, LookupError> {
+        match self.device.questionnaire_version(id, version) {
+            Ok(q) => Ok(Some(q)),
+            // Not on this device, or one this app cannot read: not a form it can check against.
+            Err(Error::NotFound(_) | Error::NeedsUpdate { .. }) => Ok(None),
+            Err(e) => Err(LookupError(e.to_string())),
+        }
+    }
+
+    fn schedule_for(
+        &self,
+        date: NaiveDate,
+    ) -> std::result::Result<Option<Arc<Schedule>>, LookupError> {
+        let cat = self
+            .device
+            .catalogue()
+            .map_err(|e| LookupError(e.to_string()))?;
+        Ok(cat.schedule_for(date).cloned())
+    }
+}
+
+/// The schedule the rules use when no procedure date picks the one in force: the built-in.
+fn fallback_schedule() -> &'static Schedule {
+    static S: std::sync::OnceLock<Schedule> = std::sync::OnceLock::new();
+    S.get_or_init(Schedule::default_registry)
 }
 
 fn today() -> NaiveDate {
@@ -162,7 +194,7 @@ impl Device {
             record,
             patient,
             today: today(),
-            schedule: &self.schedule,
+            schedule: fallback_schedule(),
             lookup: &lookup,
         };
         f(&ctx).map_err(|e| Error::InvalidInput(e.to_string()))
@@ -253,7 +285,8 @@ impl Device {
         if amended.answers == current.answers {
             return Ok(());
         }
-        let q = self.questionnaire(&amended.questionnaire)?;
+        let q =
+            self.questionnaire_version(&amended.questionnaire, &amended.questionnaire_version)?;
         q.prune_disabled(&mut amended.answers);
         amended.amendments.push(Amendment {
             at: now_iso(),

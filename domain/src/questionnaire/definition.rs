@@ -1,12 +1,13 @@
 //! Parsing and checking a questionnaire definition.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
 
 use super::{
-    validate::parse_date, AnswerValue, Condition, Item, ItemType, Operator, Questionnaire,
-    QuestionnaireKind, Score,
+    i18n::{self, Translation},
+    validate::parse_date,
+    AnswerValue, Condition, Item, ItemType, Operator, Questionnaire, QuestionnaireKind, Score,
 };
 
 /// Why a questionnaire definition was refused. Every variant names the item or score at fault.
@@ -132,6 +133,15 @@ pub enum DefinitionError {
         /// What is wrong.
         reason: String,
     },
+    /// A translation names an item, choice or score that does not exist, has a blank text or a
+    /// malformed language tag.
+    #[error("translation {language}: {reason}")]
+    InvalidTranslation {
+        /// The language tag.
+        language: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl DefinitionError {
@@ -153,14 +163,24 @@ impl DefinitionError {
             | BadField { .. }
             | NoItems
             | DuplicateScore(_)
-            | InvalidScore { .. } => None,
+            | InvalidScore { .. }
+            | InvalidTranslation { .. } => None,
         }
     }
 }
 
+/// The definition as read. Unknown fields are ignored here (a device reads definitions newer
+/// than itself); the registry refuses them before publishing (`definitions::Definition::parse_strict`).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawDefinition {
+    #[serde(default = "format_one")]
+    format: u32,
+    #[serde(default)]
+    requires: Vec<String>,
+    #[serde(default = "english")]
+    language: String,
+    #[serde(default)]
+    translations: BTreeMap<String, Translation>,
     id: String,
     version: String,
     title: String,
@@ -170,6 +190,14 @@ struct RawDefinition {
     items: Vec<serde_json::Value>,
     #[serde(default)]
     scores: Vec<serde_json::Value>,
+}
+
+fn format_one() -> u32 {
+    1
+}
+
+fn english() -> String {
+    "en".into()
 }
 
 /// The name of the n-th element for error messages: its `id`, or `#n`.
@@ -261,7 +289,11 @@ pub(super) fn parse(json: &str) -> Result<Questionnaire, DefinitionError> {
         score_items.push(check_score(score, &items, &index)?);
     }
 
-    Ok(Questionnaire {
+    let q = Questionnaire {
+        format: raw.format,
+        requires: raw.requires,
+        language: raw.language,
+        translations: raw.translations,
         id: raw.id,
         version: raw.version,
         title: raw.title,
@@ -273,7 +305,9 @@ pub(super) fn parse(json: &str) -> Result<Questionnaire, DefinitionError> {
         order,
         targets,
         score_items,
-    })
+    };
+    i18n::check(&q.language, &q.translations, &q)?;
+    Ok(q)
 }
 
 fn check_field(field: &'static str, value: &str) -> Result<(), DefinitionError> {
@@ -315,6 +349,15 @@ fn check_item(item: &Item) -> Result<(), DefinitionError> {
     let t = item.item_type;
     if item.text.trim().is_empty() {
         return Err(invalid(item, "the item text is empty"));
+    }
+    if item.unit.as_deref().is_some_and(|u| u.trim().is_empty()) {
+        return Err(invalid(item, "the unit is blank"));
+    }
+    if item.unit.is_some() && !t.is_numeric() {
+        return Err(invalid(
+            item,
+            format!("a unit applies only to numeric items, not {}", t.code()),
+        ));
     }
     // Bounds.
     if t.is_numeric() {

@@ -101,12 +101,16 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Deserializer, Serialize};
 
 mod definition;
+mod i18n;
+mod messages;
 mod validate;
 
 #[cfg(test)]
 mod tests;
 
 pub use definition::DefinitionError;
+pub use i18n::{normalize_tag, ItemTranslation, Translation};
+pub use messages::Lang;
 pub use validate::{Problem, ProblemCode, ValidationErrors};
 
 /// One answer. Serialized untagged (see the module documentation): single-choice and date answers
@@ -214,7 +218,6 @@ impl ItemType {
 
 /// One possible answer of a choice item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Choice {
     /// The code stored in answers; unique within the item.
     pub code: String,
@@ -272,7 +275,6 @@ impl Operator {
 
 /// One enable-when condition on another item's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Condition {
     /// The id of the item whose answer is tested.
     pub item: String,
@@ -296,7 +298,6 @@ pub enum EnableBehavior {
 
 /// One question of a questionnaire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Item {
     /// Unique within the questionnaire; the key of its answer.
     pub id: String,
@@ -311,6 +312,9 @@ pub struct Item {
     /// Optional guidance shown with the question.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
+    /// The unit a numeric answer is in, as shown (e.g. `kg`, `mmHg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// Smallest allowed value (numeric items).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
@@ -373,7 +377,6 @@ pub enum ScoreMethod {
 
 /// A score computed from numeric items.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Score {
     /// Unique among the questionnaire's scores; the key in [`Questionnaire::scores`].
     pub id: String,
@@ -392,6 +395,14 @@ pub struct Score {
 /// `Questionnaire` is well formed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Questionnaire {
+    /// The definition format version it was written in.
+    format: u32,
+    /// Features beyond the format that it uses.
+    requires: Vec<String>,
+    /// The language of the untranslated texts.
+    language: String,
+    /// Language tag → texts in that language.
+    translations: BTreeMap<String, Translation>,
     id: String,
     version: String,
     title: String,
@@ -412,6 +423,10 @@ pub struct Questionnaire {
 /// The serialized form of a definition.
 #[derive(Serialize)]
 struct DefinitionOut<'a> {
+    format: u32,
+    definition: &'static str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    requires: &'a [String],
     id: &'a str,
     version: &'a str,
     title: &'a str,
@@ -421,6 +436,9 @@ struct DefinitionOut<'a> {
     items: &'a [Item],
     #[serde(skip_serializing_if = "<[Score]>::is_empty")]
     scores: &'a [Score],
+    language: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    translations: &'a BTreeMap<String, Translation>,
 }
 
 impl Questionnaire {
@@ -438,6 +456,9 @@ impl Questionnaire {
     /// The definition as JSON, in the format [`Questionnaire::from_json`] reads.
     pub fn to_json(&self) -> String {
         let out = DefinitionOut {
+            format: self.format,
+            definition: "questionnaire",
+            requires: &self.requires,
             id: &self.id,
             version: &self.version,
             title: &self.title,
@@ -445,6 +466,8 @@ impl Questionnaire {
             kind: self.kind,
             items: &self.items,
             scores: &self.scores,
+            language: &self.language,
+            translations: &self.translations,
         };
         // Serializing plain structs of strings, numbers and vectors into a String cannot fail;
         // non-finite numbers were refused when the definition was checked.
@@ -489,6 +512,56 @@ impl Questionnaire {
     /// The score definitions.
     pub fn score_definitions(&self) -> &[Score] {
         &self.scores
+    }
+
+    /// The definition format version it was written in.
+    pub fn format(&self) -> u32 {
+        self.format
+    }
+
+    /// The language of the untranslated texts (e.g. `en`).
+    pub fn language(&self) -> &str {
+        &self.language
+    }
+
+    /// Every language it has texts in: its own first, then each translation's tag.
+    pub fn languages(&self) -> Vec<&str> {
+        std::iter::once(self.language.as_str())
+            .chain(self.translations.keys().map(String::as_str))
+            .collect()
+    }
+
+    /// The translations, by language tag.
+    pub fn translations(&self) -> &BTreeMap<String, Translation> {
+        &self.translations
+    }
+
+    /// A copy whose texts (title, description, item text, help, unit, choice labels, score
+    /// labels) are in `locale`, each falling back along `pt-BR` → `pt` → the definition's own
+    /// language. Structure, codes and rules are unchanged.
+    pub fn localized(&self, locale: &str) -> Questionnaire {
+        i18n::localized(self, locale)
+    }
+
+    /// [`Questionnaire::validate`] with messages in `locale` (choice labels in messages
+    /// translated too); English when the app has no messages in that language.
+    pub fn validate_in(&self, answers: &Answers, locale: &str) -> Vec<Problem> {
+        validate::validate_lang(
+            &self.localized(locale),
+            answers,
+            true,
+            Lang::for_locale(locale),
+        )
+    }
+
+    /// [`Questionnaire::validate_partial`] with messages in `locale`.
+    pub fn validate_partial_in(&self, answers: &Answers, locale: &str) -> Vec<Problem> {
+        validate::validate_lang(
+            &self.localized(locale),
+            answers,
+            false,
+            Lang::for_locale(locale),
+        )
     }
 
     /// Whether the item is enabled (shown) given these answers. `false` for an unknown item.
@@ -580,7 +653,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Condition>, D::Err
     parsed.map_err(|e| serde::de::Error::custom(format!("enable_when: {e}")))
 }
 
-const SHIPPED: [(&str, &str); 5] = [
+const SHIPPED: [(&str, &str); 4] = [
     (
         "baseline-procedure",
         include_str!("../../instruments/baseline-procedure.json"),
@@ -597,7 +670,6 @@ const SHIPPED: [(&str, &str); 5] = [
         "adverse-event-report",
         include_str!("../../instruments/adverse-event-report.json"),
     ),
-    ("bench-50", include_str!("../../instruments/bench-50.json")),
 ];
 
 fn shipped() -> &'static [Questionnaire] {
@@ -612,9 +684,11 @@ fn shipped() -> &'static [Questionnaire] {
     })
 }
 
-/// The registry's default instruments, parsed once from the JSON embedded in the binary:
-/// `baseline-procedure`, `clinician-followup`, `patient-outcome-survey`, `adverse-event-report`
-/// and the benchmark instrument `bench-50`.
+/// The built-in instruments a new registry publishes at its first start (see
+/// [`crate::definitions::builtin_definitions`]), parsed once: `baseline-procedure`,
+/// `clinician-followup`, `patient-outcome-survey`, `adverse-event-report`. A device never
+/// captures with these: it uses the definitions it received. (The benchmark instrument
+/// `bench-50` lives in the test kit.)
 pub fn default_instruments() -> Vec<Questionnaire> {
     shipped().to_vec()
 }
@@ -624,8 +698,7 @@ pub fn instrument(id: &str) -> Option<Questionnaire> {
     instrument_ref(id).cloned()
 }
 
-/// The default instrument with this id, borrowed from the parsed-once registry: no allocation,
-/// for hot paths such as validating each response on save.
+/// The built-in instrument with this id, borrowed from the parsed-once list.
 pub fn instrument_ref(id: &str) -> Option<&'static Questionnaire> {
     shipped().iter().find(|q| q.id == id)
 }

@@ -7,6 +7,7 @@ use std::fmt;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use super::messages::{render, Lang, Msg};
 use super::{
     AnswerValue, Answers, Condition, EnableBehavior, Item, ItemType, Operator, Questionnaire,
     ScoreMethod,
@@ -205,6 +206,16 @@ fn condition_holds(cond: &Condition, target: &Item, answer: Option<&AnswerValue>
 }
 
 pub(super) fn validate(q: &Questionnaire, answers: &Answers, complete: bool) -> Vec<Problem> {
+    validate_lang(q, answers, complete, Lang::En)
+}
+
+/// Every problem, with messages in `lang`.
+pub(super) fn validate_lang(
+    q: &Questionnaire,
+    answers: &Answers,
+    complete: bool,
+    lang: Lang,
+) -> Vec<Problem> {
     let flags = enabled_flags(q, answers);
     let mut problems = Vec::new();
     for (item, &enabled) in q.items.iter().zip(&flags) {
@@ -213,10 +224,7 @@ pub(super) fn validate(q: &Questionnaire, answers: &Answers, complete: bool) -> 
             (false, Some(_)) => problems.push(Problem {
                 item: item.id.clone(),
                 code: ProblemCode::AnsweredButDisabled,
-                message: format!(
-                    "{}: is answered but not asked, because of the answers it depends on",
-                    item.id
-                ),
+                message: render(lang, &item.id, &Msg::AnsweredButDisabled),
             }),
             (false, None) => {}
             (true, None) => {
@@ -224,11 +232,11 @@ pub(super) fn validate(q: &Questionnaire, answers: &Answers, complete: bool) -> 
                     problems.push(Problem {
                         item: item.id.clone(),
                         code: ProblemCode::Required,
-                        message: format!("{}: an answer is required", item.id),
+                        message: render(lang, &item.id, &Msg::Required),
                     });
                 }
             }
-            (true, Some(v)) => check_value(item, v, &mut problems),
+            (true, Some(v)) => check_value(item, v, lang, &mut problems),
         }
     }
     for key in answers.keys() {
@@ -236,34 +244,18 @@ pub(super) fn validate(q: &Questionnaire, answers: &Answers, complete: bool) -> 
             problems.push(Problem {
                 item: key.clone(),
                 code: ProblemCode::UnknownItem,
-                message: format!("{key}: is not an item of {} {}", q.id, q.version),
+                message: render(
+                    lang,
+                    key,
+                    &Msg::UnknownItem {
+                        questionnaire: &q.id,
+                        version: &q.version,
+                    },
+                ),
             });
         }
     }
     problems
-}
-
-fn expected(t: ItemType) -> &'static str {
-    match t {
-        ItemType::Boolean => "yes or no (true/false)",
-        ItemType::Integer => "a whole number",
-        ItemType::Decimal => "a number",
-        ItemType::SingleChoice => "one choice code",
-        ItemType::MultipleChoice => "a list of choice codes",
-        ItemType::Date => "a date written YYYY-MM-DD",
-        ItemType::Text => "text",
-        ItemType::Scale0To10 => "a whole number from 0 to 10",
-    }
-}
-
-fn described(v: &AnswerValue) -> &'static str {
-    match v {
-        AnswerValue::Bool(_) => "yes/no",
-        AnswerValue::Int(_) => "a whole number",
-        AnswerValue::Decimal(_) => "a decimal number",
-        AnswerValue::Text(_) => "text",
-        AnswerValue::Choices(_) => "a list of choices",
-    }
 }
 
 /// Digits after the point in the shortest form that reads back as `v`.
@@ -276,30 +268,24 @@ fn decimal_places(v: f64) -> usize {
 }
 
 /// Push a problem for each rule the value of an enabled item breaks.
-pub(super) fn check_value(item: &Item, v: &AnswerValue, out: &mut Vec<Problem>) {
+pub(super) fn check_value(item: &Item, v: &AnswerValue, lang: Lang, out: &mut Vec<Problem>) {
     let id = &item.id;
-    let mut push = |code: ProblemCode, message: String| {
+    let mut push = |code: ProblemCode, msg: Msg<'_>| {
         out.push(Problem {
             item: id.clone(),
             code,
-            message: format!("{id}: {message}"),
+            message: render(lang, id, &msg),
         })
     };
-    let range = |x: f64, shown: &dyn fmt::Display, push: &mut dyn FnMut(ProblemCode, String)| {
+    let range = |x: f64, shown: &dyn fmt::Display, push: &mut dyn FnMut(ProblemCode, Msg<'_>)| {
         if let Some(min) = item.effective_min() {
             if x < min {
-                push(
-                    ProblemCode::BelowMin,
-                    format!("{shown} is below the minimum of {min}"),
-                );
+                push(ProblemCode::BelowMin, Msg::BelowMin { shown, min });
             }
         }
         if let Some(max) = item.effective_max() {
             if x > max {
-                push(
-                    ProblemCode::AboveMax,
-                    format!("{shown} is above the maximum of {max}"),
-                );
+                push(ProblemCode::AboveMax, Msg::AboveMax { shown, max });
             }
         }
     };
@@ -311,10 +297,7 @@ pub(super) fn check_value(item: &Item, v: &AnswerValue, out: &mut Vec<Problem>) 
         (ItemType::Decimal, AnswerValue::Int(i)) => range(*i as f64, i, &mut push),
         (ItemType::Decimal, AnswerValue::Decimal(d)) => {
             if !d.is_finite() {
-                push(
-                    ProblemCode::WrongType,
-                    format!("{d} is not a finite number"),
-                );
+                push(ProblemCode::WrongType, Msg::NotFinite { shown: *d });
                 return;
             }
             range(*d, d, &mut push);
@@ -323,17 +306,18 @@ pub(super) fn check_value(item: &Item, v: &AnswerValue, out: &mut Vec<Problem>) 
                 if places > max as usize {
                     push(
                         ProblemCode::TooManyDecimals,
-                        format!("{d} has {places} digits after the point; at most {max} allowed"),
+                        Msg::TooManyDecimals {
+                            shown: *d,
+                            places,
+                            max,
+                        },
                     );
                 }
             }
         }
         (ItemType::SingleChoice, AnswerValue::Text(code)) => {
             if item.choice(code).is_none() {
-                push(
-                    ProblemCode::UnknownChoice,
-                    format!("{code:?} is not one of the choices"),
-                );
+                push(ProblemCode::UnknownChoice, Msg::UnknownChoice { code });
             }
         }
         (ItemType::MultipleChoice, AnswerValue::Choices(codes)) => {
@@ -344,18 +328,12 @@ pub(super) fn check_value(item: &Item, v: &AnswerValue, out: &mut Vec<Problem>) 
                 if !first {
                     // Report a repeated code once, at its second occurrence.
                     if codes[..i].iter().filter(|c| *c == code).count() == 1 {
-                        push(
-                            ProblemCode::DuplicateChoice,
-                            format!("{code:?} is chosen more than once"),
-                        );
+                        push(ProblemCode::DuplicateChoice, Msg::DuplicateChoice { code });
                     }
                     continue;
                 }
                 match item.choice(code) {
-                    None => push(
-                        ProblemCode::UnknownChoice,
-                        format!("{code:?} is not one of the choices"),
-                    ),
+                    None => push(ProblemCode::UnknownChoice, Msg::UnknownChoice { code }),
                     Some(c) => {
                         known += 1;
                         if c.exclusive && exclusive.is_none() {
@@ -366,35 +344,29 @@ pub(super) fn check_value(item: &Item, v: &AnswerValue, out: &mut Vec<Problem>) 
             }
             if let Some(label) = exclusive {
                 if known > 1 {
-                    push(
-                        ProblemCode::ExclusiveChoice,
-                        format!("{label:?} cannot be combined with other choices"),
-                    );
+                    push(ProblemCode::ExclusiveChoice, Msg::ExclusiveChoice { label });
                 }
             }
         }
         (ItemType::Date, AnswerValue::Text(s)) => {
             if parse_date(s).is_none() {
-                push(
-                    ProblemCode::InvalidDate,
-                    format!("{s:?} is not a date written YYYY-MM-DD"),
-                );
+                push(ProblemCode::InvalidDate, Msg::InvalidDate { text: s });
             }
         }
         (ItemType::Text, AnswerValue::Text(s)) => {
             if let Some(max) = item.max_length {
                 let n = s.chars().count();
                 if n > max {
-                    push(
-                        ProblemCode::TooLong,
-                        format!("the text has {n} characters; at most {max} allowed"),
-                    );
+                    push(ProblemCode::TooLong, Msg::TooLong { n, max });
                 }
             }
         }
         (t, v) => push(
             ProblemCode::WrongType,
-            format!("expected {}, got {}", expected(t), described(v)),
+            Msg::WrongType {
+                expected: t,
+                got: v,
+            },
         ),
     }
 }
@@ -426,7 +398,7 @@ pub(super) fn scores(q: &Questionnaire, answers: &Answers) -> BTreeMap<String, O
             };
             let item = &q.items[i];
             scratch.clear();
-            check_value(item, v, &mut scratch);
+            check_value(item, v, Lang::En, &mut scratch);
             if !scratch.is_empty() {
                 continue;
             }

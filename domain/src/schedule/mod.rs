@@ -216,15 +216,48 @@ pub enum ScheduleError {
     },
 }
 
+/// One language's texts of a schedule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleTranslation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Visit id → label.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub visits: std::collections::BTreeMap<String, String>,
+}
+
+/// The schedule as read. Unknown fields are ignored (a device reads definitions newer than
+/// itself); the registry refuses them before publishing.
 #[derive(Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 struct RawSchedule {
+    #[serde(default = "format_one")]
+    format: u32,
+    #[serde(default = "schedule_code")]
+    definition: String,
     id: String,
     version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    effective_from: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     description: Option<String>,
     grace_days: i64,
     visits: Vec<Visit>,
+    #[serde(default = "english")]
+    language: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    translations: std::collections::BTreeMap<String, ScheduleTranslation>,
+}
+
+fn format_one() -> u32 {
+    1
+}
+
+fn schedule_code() -> String {
+    "schedule".into()
+}
+
+fn english() -> String {
+    "en".into()
 }
 
 /// A visit's bounds in days after the procedure, inclusive.
@@ -242,6 +275,9 @@ struct Span {
 pub struct Schedule {
     id: String,
     version: String,
+    effective_from: Option<String>,
+    language: String,
+    translations: std::collections::BTreeMap<String, ScheduleTranslation>,
     description: Option<String>,
     grace_days: i64,
     /// Sorted by offset (stable).
@@ -358,6 +394,24 @@ impl Schedule {
             }
         }
 
+        for (lang, t) in &raw.translations {
+            for visit in t.visits.keys() {
+                if !ids.contains(visit.as_str()) {
+                    return Err(ScheduleError::BadField {
+                        field: "translations",
+                        reason: format!("{lang} translates unknown visit {visit}"),
+                    });
+                }
+            }
+        }
+        if let Some(d) = &raw.effective_from {
+            if NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err() {
+                return Err(ScheduleError::BadField {
+                    field: "effective_from",
+                    reason: format!("{d:?} is not a date YYYY-MM-DD"),
+                });
+            }
+        }
         let mut visits = raw.visits;
         visits.sort_by_key(|v| v.offset_days);
         let mut spans: Vec<Span> = visits
@@ -391,6 +445,9 @@ impl Schedule {
         Ok(Schedule {
             id: raw.id,
             version: raw.version,
+            effective_from: raw.effective_from,
+            language: raw.language,
+            translations: raw.translations,
             description: raw.description,
             grace_days: raw.grace_days,
             visits,
@@ -409,8 +466,13 @@ impl Schedule {
     /// The schedule as JSON, in the format [`Schedule::from_json`] reads (visits sorted).
     pub fn to_json(&self) -> String {
         let raw = RawSchedule {
+            format: 1,
+            definition: "schedule".into(),
             id: self.id.clone(),
             version: self.version.clone(),
+            effective_from: self.effective_from.clone(),
+            language: self.language.clone(),
+            translations: self.translations.clone(),
             description: self.description.clone(),
             grace_days: self.grace_days,
             visits: self.visits.clone(),
@@ -435,11 +497,41 @@ impl Schedule {
         Some(Schedule {
             id: self.id.clone(),
             version: self.version.clone(),
+            effective_from: self.effective_from.clone(),
+            language: self.language.clone(),
+            translations: self.translations.clone(),
             description: self.description.clone(),
             grace_days: self.grace_days,
             visits,
             spans,
         })
+    }
+
+    /// A visit's label in `locale` (fallback `pt-BR` → `pt` → the schedule's own language).
+    pub fn visit_label(&self, visit_id: &str, locale: &str) -> Option<&str> {
+        let own = self.visit(visit_id)?;
+        let own_lang = crate::questionnaire::normalize_tag(&self.language);
+        for tag in crate::definitions::fallback_chain(locale) {
+            if tag == own_lang {
+                break;
+            }
+            let found = self
+                .translations
+                .iter()
+                .find(|(k, _)| crate::questionnaire::normalize_tag(k) == tag)
+                .and_then(|(_, t)| t.visits.get(visit_id));
+            if let Some(label) = found {
+                return Some(label);
+            }
+        }
+        Some(&own.label)
+    }
+
+    /// The first procedure date this version applies to, if it says.
+    pub fn effective_from(&self) -> Option<NaiveDate> {
+        self.effective_from
+            .as_deref()
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
     }
 
     /// The schedule's id.

@@ -1,3 +1,4 @@
+import Foundation
 import FollowupFFI
 
 extension FollowupStore {
@@ -17,6 +18,16 @@ extension FollowupStore {
         try await withCancellation { cancel in
             try await self.sync(listener: ClosureProgressListener(onProgress), cancel: cancel)
         }
+    }
+}
+
+extension FollowupStore {
+    /// Renders questionnaires and validation messages in the device's language
+    /// (`Locale.current`, e.g. `pt_BR`; a text missing in it falls back to `pt`, then to the
+    /// form's own language). Call it after opening the store and when
+    /// `NSLocale.currentLocaleDidChangeNotification` fires.
+    public func useDeviceLocale() throws {
+        try setLocale(locale: Locale.current.identifier)
     }
 }
 

@@ -1132,6 +1132,12 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
     func conflicts(recordId: String) throws  -> [Conflict]
     
     /**
+     * Every definition version the store holds, as received from the registry: questionnaires
+     * (the forms the app offers are the usable, published ones), schedules and the policy.
+     */
+    func definitions() throws  -> [DefinitionSummary]
+    
+    /**
      * The users set up on this device (works while locked).
      */
     func deviceUsers() throws  -> [DeviceUser]
@@ -1175,6 +1181,10 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
      * Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
      * loopback) using a one-time `code` from registry staff; `label` names the device for them
      * (e.g. "Tablet 2, ward B"). A device enrols once.
+     *
+     * The forms (questionnaires, schedules) come from the registry, not from the app: once
+     * enrolled, this also syncs once, so that the device can capture offline from the start.
+     * Enrolment stands even if that sync fails; the forms then come with the next `sync`.
      */
     func enrol(serverUrl: String, code: String, label: String) async throws  -> DeviceEnrolment
     
@@ -1229,6 +1239,11 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
      * The patients this device holds, by study code.
      */
     func listPatients() throws  -> [PatientSummary]
+    
+    /**
+     * The locale texts are rendered in (see `set_locale`).
+     */
+    func locale()  -> String
     
     /**
      * Calls `listener` with the records changed after every local save and at the end of every
@@ -1286,6 +1301,13 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
     func resolveAnswer(responseId: String, itemId: String, value: AnswerValue) throws 
     
     /**
+     * The questionnaire a response answers, at the exact version it was started with (render a
+     * resumed draft with this, not with `questionnaire`, which is the newest version), in the
+     * store's locale.
+     */
+    func responseQuestionnaire(responseId: String) throws  -> Questionnaire
+    
+    /**
      * A response's scores by score id (`None` while a score's items are not all answered).
      */
     func responseScores(responseId: String) throws  -> [String: Double?]
@@ -1313,6 +1335,14 @@ public protocol FollowupStoreProtocol: AnyObject, Sendable {
      * Sets (and keeps) the idle timeout, at least 1 second.
      */
     func setIdleTimeoutSeconds(seconds: UInt64) throws 
+    
+    /**
+     * Sets the language of questionnaire texts (titles, items, help, choice labels, units) and
+     * of validation messages, as a BCP 47 tag: pass the device's locale (`pt-BR`, or `pt_BR`).
+     * A text missing in that language falls back (`pt-BR` → `pt` → the definition's own
+     * language), so any tag is safe. Until set, texts are in English.
+     */
+    func setLocale(locale: String) throws 
     
     /**
      * Changes how this store talks to the registry (timeouts, attempts, certificate pinning).
@@ -1672,6 +1702,17 @@ open func conflicts(recordId: String)throws  -> [Conflict]  {
 }
     
     /**
+     * Every definition version the store holds, as received from the registry: questionnaires
+     * (the forms the app offers are the usable, published ones), schedules and the policy.
+     */
+open func definitions()throws  -> [DefinitionSummary]  {
+    return try  FfiConverterSequenceTypeDefinitionSummary.lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_definitions(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+    /**
      * The users set up on this device (works while locked).
      */
 open func deviceUsers()throws  -> [DeviceUser]  {
@@ -1757,6 +1798,10 @@ open func enabledItems(questionnaireId: String, answers: [String: AnswerValue])t
      * Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
      * loopback) using a one-time `code` from registry staff; `label` names the device for them
      * (e.g. "Tablet 2, ward B"). A device enrols once.
+     *
+     * The forms (questionnaires, schedules) come from the registry, not from the app: once
+     * enrolled, this also syncs once, so that the device can capture offline from the start.
+     * Enrolment stands even if that sync fails; the forms then come with the next `sync`.
      */
 open func enrol(serverUrl: String, code: String, label: String)async throws  -> DeviceEnrolment  {
     return
@@ -1882,6 +1927,16 @@ open func listPatients()throws  -> [PatientSummary]  {
 }
     
     /**
+     * The locale texts are rendered in (see `set_locale`).
+     */
+open func locale() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+    uniffi_followup_ffi_fn_method_followupstore_locale(self.uniffiClonePointer(),$0
+    )
+})
+}
+    
+    /**
      * Calls `listener` with the records changed after every local save and at the end of every
      * sync, until the returned subscription is cancelled.
      */
@@ -1996,6 +2051,19 @@ open func resolveAnswer(responseId: String, itemId: String, value: AnswerValue)t
 }
     
     /**
+     * The questionnaire a response answers, at the exact version it was started with (render a
+     * resumed draft with this, not with `questionnaire`, which is the newest version), in the
+     * store's locale.
+     */
+open func responseQuestionnaire(responseId: String)throws  -> Questionnaire  {
+    return try  FfiConverterTypeQuestionnaire_lift(try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_response_questionnaire(self.uniffiClonePointer(),
+        FfiConverterString.lower(responseId),$0
+    )
+})
+}
+    
+    /**
      * A response's scores by score id (`None` while a score's items are not all answered).
      */
 open func responseScores(responseId: String)throws  -> [String: Double?]  {
@@ -2068,6 +2136,19 @@ open func saveAnswers(responseId: String, answers: [String: AnswerValue])throws 
 open func setIdleTimeoutSeconds(seconds: UInt64)throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
     uniffi_followup_ffi_fn_method_followupstore_set_idle_timeout_seconds(self.uniffiClonePointer(),
         FfiConverterUInt64.lower(seconds),$0
+    )
+}
+}
+    
+    /**
+     * Sets the language of questionnaire texts (titles, items, help, choice labels, units) and
+     * of validation messages, as a BCP 47 tag: pass the device's locale (`pt-BR`, or `pt_BR`).
+     * A text missing in that language falls back (`pt-BR` → `pt` → the definition's own
+     * language), so any tag is safe. Until set, texts are in English.
+     */
+open func setLocale(locale: String)throws   {try rustCallWithError(FfiConverterTypeFollowupError_lift) {
+    uniffi_followup_ffi_fn_method_followupstore_set_locale(self.uniffiClonePointer(),
+        FfiConverterString.lower(locale),$0
     )
 }
 }
@@ -4119,6 +4200,158 @@ public func FfiConverterTypeCost_lift(_ buf: RustBuffer) throws -> Cost {
 #endif
 public func FfiConverterTypeCost_lower(_ value: Cost) -> RustBuffer {
     return FfiConverterTypeCost.lower(value)
+}
+
+
+/**
+ * One definition version the store holds (a questionnaire, a schedule or the adjudication
+ * policy), for a "forms" screen.
+ */
+public struct DefinitionSummary {
+    /**
+     * `questionnaire`, `schedule`, `adjudication_policy` (or a type newer than this app).
+     */
+    public var definitionType: String
+    /**
+     * E.g. `patient-outcome-survey`.
+     */
+    public var id: String
+    /**
+     * E.g. `1.1.0`.
+     */
+    public var version: String
+    public var state: DefinitionState
+    /**
+     * Language tags it has texts in, its own language first.
+     */
+    public var languages: [String]
+    /**
+     * False when the definition uses a feature this app does not know: tell the user that
+     * this form needs an app update. Every other form keeps working.
+     */
+    public var usable: Bool
+    /**
+     * Why it is not usable (for support, not for the user), when it is not.
+     */
+    public var needsUpdateReason: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * `questionnaire`, `schedule`, `adjudication_policy` (or a type newer than this app).
+         */definitionType: String, 
+        /**
+         * E.g. `patient-outcome-survey`.
+         */id: String, 
+        /**
+         * E.g. `1.1.0`.
+         */version: String, state: DefinitionState, 
+        /**
+         * Language tags it has texts in, its own language first.
+         */languages: [String], 
+        /**
+         * False when the definition uses a feature this app does not know: tell the user that
+         * this form needs an app update. Every other form keeps working.
+         */usable: Bool, 
+        /**
+         * Why it is not usable (for support, not for the user), when it is not.
+         */needsUpdateReason: String?) {
+        self.definitionType = definitionType
+        self.id = id
+        self.version = version
+        self.state = state
+        self.languages = languages
+        self.usable = usable
+        self.needsUpdateReason = needsUpdateReason
+    }
+}
+
+#if compiler(>=6)
+extension DefinitionSummary: Sendable {}
+#endif
+
+
+extension DefinitionSummary: Equatable, Hashable {
+    public static func ==(lhs: DefinitionSummary, rhs: DefinitionSummary) -> Bool {
+        if lhs.definitionType != rhs.definitionType {
+            return false
+        }
+        if lhs.id != rhs.id {
+            return false
+        }
+        if lhs.version != rhs.version {
+            return false
+        }
+        if lhs.state != rhs.state {
+            return false
+        }
+        if lhs.languages != rhs.languages {
+            return false
+        }
+        if lhs.usable != rhs.usable {
+            return false
+        }
+        if lhs.needsUpdateReason != rhs.needsUpdateReason {
+            return false
+        }
+        return true
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(definitionType)
+        hasher.combine(id)
+        hasher.combine(version)
+        hasher.combine(state)
+        hasher.combine(languages)
+        hasher.combine(usable)
+        hasher.combine(needsUpdateReason)
+    }
+}
+
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDefinitionSummary: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DefinitionSummary {
+        return
+            try DefinitionSummary(
+                definitionType: FfiConverterString.read(from: &buf), 
+                id: FfiConverterString.read(from: &buf), 
+                version: FfiConverterString.read(from: &buf), 
+                state: FfiConverterTypeDefinitionState.read(from: &buf), 
+                languages: FfiConverterSequenceString.read(from: &buf), 
+                usable: FfiConverterBool.read(from: &buf), 
+                needsUpdateReason: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: DefinitionSummary, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.definitionType, into: &buf)
+        FfiConverterString.write(value.id, into: &buf)
+        FfiConverterString.write(value.version, into: &buf)
+        FfiConverterTypeDefinitionState.write(value.state, into: &buf)
+        FfiConverterSequenceString.write(value.languages, into: &buf)
+        FfiConverterBool.write(value.usable, into: &buf)
+        FfiConverterOptionString.write(value.needsUpdateReason, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDefinitionSummary_lift(_ buf: RustBuffer) throws -> DefinitionSummary {
+    return try FfiConverterTypeDefinitionSummary.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDefinitionSummary_lower(_ value: DefinitionSummary) -> RustBuffer {
+    return FfiConverterTypeDefinitionSummary.lower(value)
 }
 
 
@@ -7296,6 +7529,95 @@ extension CompletedBy: Equatable, Hashable {}
 // Note that we don't yet support `indirect` for enums.
 // See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
 /**
+ * Where a definition version is in its life.
+ */
+
+public enum DefinitionState {
+    
+    /**
+     * Uploaded at the registry, not in use (devices normally never hold one).
+     */
+    case draft
+    /**
+     * In use: new responses use the newest published version.
+     */
+    case published
+    /**
+     * No longer offered for new responses; drafts started with it still use it.
+     */
+    case retired
+}
+
+
+#if compiler(>=6)
+extension DefinitionState: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDefinitionState: FfiConverterRustBuffer {
+    typealias SwiftType = DefinitionState
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DefinitionState {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .draft
+        
+        case 2: return .published
+        
+        case 3: return .retired
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: DefinitionState, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .draft:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .published:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .retired:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDefinitionState_lift(_ buf: RustBuffer) throws -> DefinitionState {
+    return try FfiConverterTypeDefinitionState.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDefinitionState_lower(_ value: DefinitionState) -> RustBuffer {
+    return FfiConverterTypeDefinitionState.lower(value)
+}
+
+
+extension DefinitionState: Equatable, Hashable {}
+
+
+
+
+
+
+// Note that we don't yet support `indirect` for enums.
+// See https://github.com/mozilla/uniffi-rs/issues/396 for further discussion.
+/**
  * What an enrolled device may do: a clinic's shared tablet or a patient's own phone.
  */
 
@@ -8353,6 +8675,10 @@ public enum RecordKind {
      * The patient's reply to an adjudication.
      */
     case caseReply
+    /**
+     * A questionnaire, schedule or policy version published by the registry.
+     */
+    case definition
 }
 
 
@@ -8385,6 +8711,8 @@ public struct FfiConverterTypeRecordKind: FfiConverterRustBuffer {
         case 7: return .adjudicationCase
         
         case 8: return .caseReply
+        
+        case 9: return .definition
         
         default: throw UniffiInternalError.unexpectedEnumCase
         }
@@ -8424,6 +8752,10 @@ public struct FfiConverterTypeRecordKind: FfiConverterRustBuffer {
         
         case .caseReply:
             writeInt(&buf, Int32(8))
+        
+        
+        case .definition:
+            writeInt(&buf, Int32(9))
         
         }
     }
@@ -9892,6 +10224,31 @@ fileprivate struct FfiConverterSequenceTypeConflictValue: FfiConverterRustBuffer
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceTypeDefinitionSummary: FfiConverterRustBuffer {
+    typealias SwiftType = [DefinitionSummary]
+
+    public static func write(_ value: [DefinitionSummary], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeDefinitionSummary.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [DefinitionSummary] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [DefinitionSummary]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeDefinitionSummary.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeDeviceUser: FfiConverterRustBuffer {
     typealias SwiftType = [DeviceUser]
 
@@ -10424,6 +10781,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_followupstore_conflicts() != 19217) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_followup_ffi_checksum_method_followupstore_definitions() != 23400) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_followup_ffi_checksum_method_followupstore_device_users() != 32842) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -10445,7 +10805,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_followupstore_enabled_items() != 33715) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_followup_ffi_checksum_method_followupstore_enrol() != 53124) {
+    if (uniffi_followup_ffi_checksum_method_followupstore_enrol() != 63789) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_enrol_patient() != 28356) {
@@ -10478,6 +10838,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_followupstore_list_patients() != 53035) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_followup_ffi_checksum_method_followupstore_locale() != 10474) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_followup_ffi_checksum_method_followupstore_observe_changes() != 9547) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -10505,6 +10868,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_followup_ffi_checksum_method_followupstore_resolve_answer() != 53364) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_followup_ffi_checksum_method_followupstore_response_questionnaire() != 42930) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_followup_ffi_checksum_method_followupstore_response_scores() != 44766) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -10518,6 +10884,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_set_idle_timeout_seconds() != 32370) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_followup_ffi_checksum_method_followupstore_set_locale() != 3866) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_followup_ffi_checksum_method_followupstore_set_sync_settings() != 36249) {

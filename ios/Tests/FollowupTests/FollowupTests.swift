@@ -55,6 +55,19 @@ private func validFollowup() -> [String: AnswerValue] {
              "complications_any": false, "hospitalised": false, "further_cell_therapy": false])
 }
 
+/// A questionnaire the registry publishes after the tablets exist.
+private let phoneCheckV1 = #"""
+{ "format": 1, "definition": "questionnaire", "id": "phone-check", "version": "1.0.0",
+  "title": "Phone check", "kind": "clinician_followup", "language": "en",
+  "items": [
+    { "id": "reached", "text": "Was the patient reached?", "type": "boolean", "required": true },
+    { "id": "pain_now", "text": "Pain now", "type": "integer", "min": 0, "max": 10, "required": true }
+  ],
+  "translations": { "es": { "title": "Control telefónico",
+    "items": { "reached": { "text": "¿Se contactó al paciente?" }, "pain_now": { "text": "Dolor ahora" } } } }
+}
+"""#
+
 /// Asserts `body` throws a `FollowupError` matching `matches`; returns it.
 @discardableResult
 private func assertThrowsFollowup<T>(_ body: () async throws -> T, _ matches: (FollowupError) -> Bool,
@@ -161,29 +174,6 @@ final class StoreTests: XCTestCase {
         await assertThrowsFollowup({ try store.getResponse(responseId: "not-an-id") }, invalid)
         await assertThrowsFollowup({ try store.patientVisits(patientId: String(repeating: "0", count: 32), asOf: "12/01/2026") }, invalid)
         await assertThrowsFollowup({ try store.questionnaire(questionnaireId: "no-such-form") }, invalid)
-    }
-
-    func testQuestionnaireDescribesItemsAndEnableWhen() async throws {
-        let store = try await newStore("forms")
-        let q = try store.questionnaire(questionnaireId: "clinician-followup")
-        XCTAssertEqual(q.kind, .clinicianFollowup)
-        let pain = try XCTUnwrap(q.items.first { $0.id == "symptom_pain" })
-        XCTAssertEqual(pain.itemType, .scale0To10)
-        XCTAssertEqual(pain.min, 0)
-        XCTAssertEqual(pain.max, 10)
-        let complications = try XCTUnwrap(q.items.first { $0.id == "complications" })
-        XCTAssertTrue(complications.conditional)
-        XCTAssertFalse(complications.enabled)
-        XCTAssertTrue(try store.enabledItems(questionnaireId: q.id, answers: answers(["complications_any": true])).contains("complications"))
-    }
-
-    func testCheckAnswersAsTheUserTypes() async throws {
-        let store = try await newStore("typing")
-        XCTAssertEqual(try store.checkAnswers(questionnaireId: "clinician-followup", answers: answers(["symptom_pain": 4])), [])
-        let problems = try store.checkAnswers(questionnaireId: "clinician-followup",
-                                              answers: answers(["symptom_pain": 14, "ecog": "9", "visit_date": "2026-02-30"]))
-        let byItem = Dictionary(uniqueKeysWithValues: problems.map { ($0.itemId, $0.code) })
-        XCTAssertEqual(byItem, ["symptom_pain": "above_max", "ecog": "unknown_choice", "visit_date": "invalid_date"])
     }
 
     func testClosedStoreIsClosedError() async throws {
@@ -328,6 +318,11 @@ private final class TestServer {
         try await admin("/v1/admin/enrolment-codes", #"{"role":"patient_device","patient":"\#(patient)"}"#)["code"] as! String
     }
 
+    /// Publishes a definition file: devices receive it at their next sync.
+    func publishDefinition(_ json: String) async throws {
+        _ = try await admin("/v1/admin/definitions", json)
+    }
+
     func revoke(_ device: String) async throws {
         _ = try await admin("/v1/admin/devices/\(device)/revoke", nil)
     }
@@ -355,6 +350,81 @@ final class ScenarioTests: XCTestCase {
         let store = try await newStore(name)
         _ = try await store.enrol(serverUrl: server.url, code: try await server.clinicDeviceCode(clinic), label: name)
         return store
+    }
+
+    func testQuestionnaireDescribesItemsAndEnableWhen() async throws {
+        // A tablet has the registry's forms once enrolled (enrolment syncs them).
+        let store = try await clinicTablet("forms", try await server.createClinic("Forms Clinic"))
+        let q = try store.questionnaire(questionnaireId: "clinician-followup")
+        XCTAssertEqual(q.kind, .clinicianFollowup)
+        let pain = try XCTUnwrap(q.items.first { $0.id == "symptom_pain" })
+        XCTAssertEqual(pain.itemType, .scale0To10)
+        XCTAssertEqual(pain.min, 0)
+        XCTAssertEqual(pain.max, 10)
+        let complications = try XCTUnwrap(q.items.first { $0.id == "complications" })
+        XCTAssertTrue(complications.conditional)
+        XCTAssertFalse(complications.enabled)
+        XCTAssertTrue(try store.enabledItems(questionnaireId: q.id, answers: answers(["complications_any": true])).contains("complications"))
+    }
+
+    func testCheckAnswersAsTheUserTypes() async throws {
+        let store = try await clinicTablet("typing", try await server.createClinic("Typing Clinic"))
+        XCTAssertEqual(try store.checkAnswers(questionnaireId: "clinician-followup", answers: answers(["symptom_pain": 4])), [])
+        let problems = try store.checkAnswers(questionnaireId: "clinician-followup",
+                                              answers: answers(["symptom_pain": 14, "ecog": "9", "visit_date": "2026-02-30"]))
+        let byItem = Dictionary(uniqueKeysWithValues: problems.map { ($0.itemId, $0.code) })
+        XCTAssertEqual(byItem, ["symptom_pain": "above_max", "ecog": "unknown_choice", "visit_date": "invalid_date"])
+    }
+
+    // Forms are registry data delivered by sync (docs/definitions.md): mirrors DefinitionsTests.kt.
+
+    func testTextsAndMessagesFollowTheStoresLocaleWithFallback() async throws {
+        let tablet = try await clinicTablet("locale", try await server.createClinic("Locale Clinic"))
+        XCTAssertEqual(tablet.locale(), "en")
+        let en = try tablet.questionnaire(questionnaireId: "patient-outcome-survey")
+        XCTAssertEqual(en.title, "Your health since the procedure")
+        try tablet.setLocale(locale: "es-MX") // no es-MX texts: falls back to es
+        let es = try tablet.questionnaire(questionnaireId: "patient-outcome-survey")
+        XCTAssertEqual(es.title, "Su salud desde el procedimiento")
+        XCTAssertEqual(es.items.first { $0.id == "completed_date" }?.text, "Fecha de hoy")
+        XCTAssertEqual(es.items.map(\.id), en.items.map(\.id))
+        try tablet.setLocale(locale: "pt_BR") // Locale.identifier's form
+        XCTAssertEqual(tablet.locale(), "pt-BR")
+        XCTAssertEqual(try tablet.questionnaire(questionnaireId: "patient-outcome-survey").title, "Sua saúde desde o procedimento")
+        try tablet.setLocale(locale: "es")
+        var bad = validFollowup(); bad["symptom_pain"] = .int(value: 14)
+        let problems = try tablet.checkAnswers(questionnaireId: "clinician-followup", answers: bad)
+        XCTAssertEqual(problems.map(\.itemId), ["symptom_pain"])
+        XCTAssertTrue(problems.first?.message.contains("máximo") ?? false)
+        await assertThrowsFollowup({ try tablet.setLocale(locale: "es;drop table") }) {
+            if case .InvalidInput = $0 { return true } else { return false }
+        }
+        XCTAssertEqual(tablet.locale(), "es")
+        try tablet.useDeviceLocale()
+        XCTAssertTrue(tablet.locale().hasPrefix(String(Locale.current.identifier.prefix(2))))
+    }
+
+    func testAFormPublishedAfterTheStoreWasCreatedArrivesBySyncAndCanBeFilled() async throws {
+        let tablet = try await clinicTablet("late-form", try await server.createClinic("Late Form Clinic"))
+        XCTAssertFalse(try tablet.definitions().contains { $0.id == "phone-check" })
+        let patient = try tablet.enrolPatient(patient: newPatient("LF-1"))
+        let filled = answers(["reached": true, "pain_now": 3])
+        await assertThrowsFollowup({ try tablet.captureResponse(patientId: patient, questionnaireId: "phone-check", procedureId: nil, visitId: nil, answers: filled, submit: true) }) { _ in true }
+        try await server.publishDefinition(phoneCheckV1)
+        _ = try await tablet.syncNow()
+        let listed = try XCTUnwrap(try tablet.definitions().first { $0.id == "phone-check" })
+        XCTAssertEqual(listed.definitionType, "questionnaire")
+        XCTAssertEqual(listed.version, "1.0.0")
+        XCTAssertEqual(listed.state, .published)
+        XCTAssertEqual(listed.languages, ["en", "es"])
+        XCTAssertTrue(listed.usable)
+        try tablet.setLocale(locale: "es")
+        XCTAssertEqual(try tablet.questionnaire(questionnaireId: "phone-check").title, "Control telefónico")
+        let r = try tablet.captureResponse(patientId: patient, questionnaireId: "phone-check", procedureId: nil, visitId: nil, answers: filled, submit: true)
+        XCTAssertEqual(try tablet.getResponse(responseId: r).status, .submitted)
+        XCTAssertEqual(try tablet.responseQuestionnaire(responseId: r).version, "1.0.0")
+        let report = try await tablet.syncNow()
+        XCTAssertTrue(report.rejected.isEmpty)
     }
 
     func testEnrolCaptureValidateSyncAndASecondTabletPulls() async throws {
@@ -404,8 +474,10 @@ final class ScenarioTests: XCTestCase {
         XCTAssertEqual(report?.rejected, [])
 
         let tabletB = try await clinicTablet("tablet-b", clinic)
+        // Enrolment syncs once (the registry's forms and the clinic's records come with it), so
+        // the next sync has nothing left to pull.
         let pulled = try await tabletB.syncNow()
-        XCTAssertGreaterThanOrEqual(pulled.pulled, 5)
+        XCTAssertEqual(pulled.pulled, 0)
         XCTAssertEqual(try tabletB.listPatients().map { $0.studyCode }, ["BKK-001"])
         XCTAssertEqual(try tabletB.getResponse(responseId: response).answers, try tablet.getResponse(responseId: response).answers)
     }

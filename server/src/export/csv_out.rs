@@ -1145,5 +1145,7 @@ pub fn file_of(kind: RecordKind) -> &'static str {
         RecordKind::Adjudication => "adjudications.csv",
         // The registry's own case records and the patients' replies are not exported yet.
         RecordKind::AdjudicationCase | RecordKind::CaseReply => "(not exported)",
+        // Definitions are the registry's reference data (see `followup server definitions`).
+        RecordKind::Definition => "(not exported)",
     }
 }

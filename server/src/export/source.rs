@@ -111,7 +111,7 @@ pub fn body_of(kind: RecordKind, bytes: &[u8]) -> Result<Body, String> {
         RecordKind::Response => hydrate(&doc, Body::Response),
         RecordKind::AdverseEvent => hydrate(&doc, Body::AdverseEvent),
         RecordKind::Adjudication => hydrate(&doc, Body::Adjudication),
-        RecordKind::AdjudicationCase | RecordKind::CaseReply => {
+        RecordKind::AdjudicationCase | RecordKind::CaseReply | RecordKind::Definition => {
             Err(format!("{} records are not exported yet", kind.code()))
         }
     }

@@ -219,6 +219,8 @@ fn kind_tables(kind: RecordKind) -> &'static [&'static schema::Table] {
         RecordKind::Adjudication => &[&ADJUDICATIONS, &CONFLICTS],
         RecordKind::AdjudicationCase => &[&CASES, &CASE_ENTRIES, &CONFLICTS],
         RecordKind::CaseReply => &[&CASE_REPLIES, &CONFLICTS],
+        // Definitions are read from their records (`definitions::list`), not projected.
+        RecordKind::Definition => &[&CONFLICTS],
     }
 }
 

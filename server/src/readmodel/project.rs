@@ -230,6 +230,8 @@ pub fn project(doc: &Automerge, header: &DocHeader, schedule: &Schedule) -> Proj
         RecordKind::CaseReply => {
             model::read_body_as::<CaseReply>(doc).map(|b| case_reply(&mut p, &set, &b))
         }
+        // Definitions are read from their records (`definitions::list`), not projected.
+        RecordKind::Definition => Ok(()),
     };
     if let Err(e) = result {
         p.problem = Some(format!(

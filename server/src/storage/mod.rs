@@ -168,7 +168,8 @@ pub enum WriteOutcome {
     Conflict,
 }
 
-/// The documents a device may read.
+/// The documents a device may read: those of one clinic or one patient, and in both cases
+/// every registry-wide record (clinic `definitions::REGISTRY_SCOPE`: published definitions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadScope {
     Clinic(RecordId),

@@ -43,6 +43,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use automerge::ChangeHash;
+use followup_domain::definitions::REGISTRY_SCOPE;
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::model::DocHeader;
 use followup_domain::protocol::{DeviceRole, StatsResponse};
@@ -1205,12 +1206,12 @@ impl Storage for PostgresStorage {
     ) -> StorageResult<Vec<(RecordId, u64)>> {
         let (sql, key) = match scope {
             ReadScope::Clinic(c) => (
-                "SELECT doc, MIN(seq) AS first FROM log WHERE clinic = $1 AND seq > $2 AND seq <= $3
+"SELECT doc, MIN(seq) AS first FROM log WHERE clinic IN ($1, $5) AND seq > $2 AND seq <= $3
                  GROUP BY doc ORDER BY first LIMIT $4",
                 c,
             ),
             ReadScope::Patient(p) => (
-                "SELECT doc, MIN(seq) AS first FROM log WHERE patient = $1 AND seq > $2 AND seq <= $3
+"SELECT doc, MIN(seq) AS first FROM log WHERE (patient = $1 OR clinic = $5) AND seq > $2 AND seq <= $3
                  GROUP BY doc ORDER BY first LIMIT $4",
                 p,
             ),
@@ -1219,7 +1220,13 @@ impl Storage for PostgresStorage {
         self.read(|q| {
             let rows = q.query(
                 sql,
-                &[&key.0.as_slice(), &i64_of(after)?, &i64_of(upto)?, &limit],
+                &[
+                    &key.0.as_slice(),
+                    &i64_of(after)?,
+                    &i64_of(upto)?,
+                    &limit,
+                    &REGISTRY_SCOPE.0.as_slice(),
+                ],
             )?;
             rows.iter()
                 .map(|r| Ok((rid(col(r, 0)?)?, u64_of(col(r, 1)?)?)))

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use automerge::ChangeHash;
+use followup_domain::definitions::REGISTRY_SCOPE;
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::model::DocHeader;
 use followup_domain::protocol::{DeviceRole, StatsResponse};
@@ -772,12 +773,13 @@ impl Storage for SqliteStorage {
         upto: u64,
         limit: usize,
     ) -> StorageResult<Vec<(RecordId, u64)>> {
-        let (col, key) = match scope {
-            ReadScope::Clinic(c) => ("clinic", c),
-            ReadScope::Patient(p) => ("patient", p),
+        // Every scope also reads the registry-wide records (published definitions).
+        let (filter, key) = match scope {
+            ReadScope::Clinic(c) => ("clinic IN (?1, ?5)", c),
+            ReadScope::Patient(p) => ("(patient = ?1 OR clinic = ?5)", p),
         };
         let sql = format!(
-            "SELECT doc, MIN(seq) AS first FROM log WHERE {col} = ?1 AND seq > ?2 AND seq <= ?3
+            "SELECT doc, MIN(seq) AS first FROM log WHERE {filter} AND seq > ?2 AND seq <= ?3
              GROUP BY doc ORDER BY first LIMIT ?4"
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -785,7 +787,13 @@ impl Storage for SqliteStorage {
             let mut stmt = c.prepare_cached(&sql).db()?;
             let rows = stmt
                 .query_map(
-                    params![key.0.to_vec(), i64_of(after)?, i64_of(upto)?, limit],
+                    params![
+                        key.0.to_vec(),
+                        i64_of(after)?,
+                        i64_of(upto)?,
+                        limit,
+                        REGISTRY_SCOPE.0.to_vec()
+                    ],
                     |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
                 )
                 .db()?;

@@ -40,7 +40,12 @@ pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     TestServer {
         server,
         dir,
-        http: reqwest::Client::new(),
+        // Idle pooled connections are dropped before the server's idle limit (the header read
+        // timeout, 10 s) closes them: otherwise a request can race the server's close.
+        http: reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap(),
     }
 }
 

@@ -26,6 +26,14 @@ suspend fun FollowupStore.syncNow(onProgress: (SyncProgress) -> Unit = {}): Sync
     withCancellation { cancel -> sync(progressListener(onProgress), cancel) }
 
 /**
+ * Renders questionnaires and validation messages in the device's language
+ * ([java.util.Locale.getDefault], e.g. `pt-BR`; a text missing in it falls back to `pt`, then to
+ * the form's own language). Call it after opening the store, and again when the user changes the
+ * system language (`Intent.ACTION_LOCALE_CHANGED`).
+ */
+fun FollowupStore.useDeviceLocale() = setLocale(java.util.Locale.getDefault().toLanguageTag())
+
+/**
  * Builds the answer map the store takes from plain Kotlin values: `Boolean`, `Int`/`Long`,
  * `Double`/`Float`, `String` (text, a date `YYYY-MM-DD` or a single choice's code) and
  * `List<String>` (a multiple choice). An [AnswerValue] passes through.

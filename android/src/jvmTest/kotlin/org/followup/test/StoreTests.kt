@@ -95,7 +95,9 @@ object StoreTests {
             }
         },
         test("a questionnaire describes its items for rendering; enable-when follows the answers") {
-            newStore("forms").use { store ->
+            // A tablet has the registry's forms once enrolled (enrolment syncs them).
+            val server = TestServer.ensureStarted()
+            clinicTablet("forms", server.createClinic("Forms Clinic")).use { store ->
                 val q = store.questionnaire("clinician-followup")
                 assertEquals(QuestionnaireKind.CLINICIAN_FOLLOWUP, q.kind)
                 val pain = q.items.first { it.id == "symptom_pain" }
@@ -112,7 +114,8 @@ object StoreTests {
             }
         },
         test("checkAnswers validates as the user types, with item problems") {
-            newStore("typing").use { store ->
+            val server = TestServer.ensureStarted()
+            clinicTablet("typing", server.createClinic("Typing Clinic")).use { store ->
                 assertEquals(emptyList(), store.checkAnswers("clinician-followup", answersOf("symptom_pain" to 4)))
                 val problems = store.checkAnswers(
                     "clinician-followup",

@@ -16,7 +16,7 @@ class Test(val name: String, val body: suspend () -> Unit)
 fun test(name: String, body: suspend () -> Unit) = Test(name, body)
 
 fun main(args: Array<String>) {
-    val all = StoreTests.tests + LayerTests.tests + ScenarioTests.tests + AppApiTests.tests + UsersTests.tests
+    val all = StoreTests.tests + LayerTests.tests + ScenarioTests.tests + AppApiTests.tests + UsersTests.tests + DefinitionsTests.tests
     val selected = if (args.isEmpty()) all else all.filter { t -> args.any { t.name.contains(it) } }
     var passed = 0
     var failed = 0

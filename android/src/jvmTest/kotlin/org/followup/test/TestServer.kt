@@ -129,6 +129,11 @@ object TestServer {
     fun escalate(adverseEventId: String, note: String): String =
         field(admin("POST", "/v1/admin/cases/$adverseEventId/escalate", "{\"note\":\"$note\"}"), "state")
 
+    /** Publishes a definition file (JSON) at the registry: devices receive it at their next sync. */
+    fun publishDefinition(json: String) {
+        admin("POST", "/v1/admin/definitions", json)
+    }
+
     /** The registry's cases in [state], as the raw JSON answer. */
     fun casesJson(state: String): String = admin("GET", "/v1/admin/cases?state=$state", null)
 }

@@ -939,6 +939,14 @@ internal open class UniffiVTableCallbackInterfaceSyncProgressListener(
 
 
 
+
+
+
+
+
+
+
+
 // For large crates we prevent `MethodTooLargeException` (see #2340)
 // N.B. the name of the extension is very misleading, since it is 
 // rather `InterfaceTooLargeException`, caused by too many methods 
@@ -990,6 +998,8 @@ fun uniffi_followup_ffi_checksum_method_followupstore_close_store(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_conflicts(
 ): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_definitions(
+): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_device_users(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_discard_draft(
@@ -1026,6 +1036,8 @@ fun uniffi_followup_ffi_checksum_method_followupstore_is_open(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_list_patients(
 ): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_locale(
+): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_observe_changes(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_patient_visits(
@@ -1044,6 +1056,8 @@ fun uniffi_followup_ffi_checksum_method_followupstore_report_adverse_event(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_resolve_answer(
 ): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_response_questionnaire(
+): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_response_scores(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_passphrase(
@@ -1053,6 +1067,8 @@ fun uniffi_followup_ffi_checksum_method_followupstore_rotate_key_to_provider(
 fun uniffi_followup_ffi_checksum_method_followupstore_save_answers(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_set_idle_timeout_seconds(
+): Short
+fun uniffi_followup_ffi_checksum_method_followupstore_set_locale(
 ): Short
 fun uniffi_followup_ffi_checksum_method_followupstore_set_sync_settings(
 ): Short
@@ -1202,6 +1218,8 @@ fun uniffi_followup_ffi_fn_method_followupstore_close_store(`ptr`: Pointer,uniff
 ): Unit
 fun uniffi_followup_ffi_fn_method_followupstore_conflicts(`ptr`: Pointer,`recordId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_definitions(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_device_users(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_discard_draft(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1238,6 +1256,8 @@ fun uniffi_followup_ffi_fn_method_followupstore_is_open(`ptr`: Pointer,uniffi_ou
 ): Byte
 fun uniffi_followup_ffi_fn_method_followupstore_list_patients(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
+fun uniffi_followup_ffi_fn_method_followupstore_locale(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_observe_changes(`ptr`: Pointer,`listener`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): Pointer
 fun uniffi_followup_ffi_fn_method_followupstore_patient_visits(`ptr`: Pointer,`patientId`: RustBuffer.ByValue,`asOf`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1256,6 +1276,8 @@ fun uniffi_followup_ffi_fn_method_followupstore_report_adverse_event(`ptr`: Poin
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_resolve_answer(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,`itemId`: RustBuffer.ByValue,`value`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
+fun uniffi_followup_ffi_fn_method_followupstore_response_questionnaire(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_response_scores(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_passphrase(`ptr`: Pointer,`passphrase`: RustBuffer.ByValue,
@@ -1265,6 +1287,8 @@ fun uniffi_followup_ffi_fn_method_followupstore_rotate_key_to_provider(`ptr`: Po
 fun uniffi_followup_ffi_fn_method_followupstore_save_answers(`ptr`: Pointer,`responseId`: RustBuffer.ByValue,`answers`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
 fun uniffi_followup_ffi_fn_method_followupstore_set_idle_timeout_seconds(`ptr`: Pointer,`seconds`: Long,uniffi_out_err: UniffiRustCallStatus, 
+): Unit
+fun uniffi_followup_ffi_fn_method_followupstore_set_locale(`ptr`: Pointer,`locale`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
 fun uniffi_followup_ffi_fn_method_followupstore_set_sync_settings(`ptr`: Pointer,`settings`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
 ): Unit
@@ -1488,6 +1512,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_conflicts() != 19217.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_definitions() != 23400.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_device_users() != 32842.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1509,7 +1536,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_enabled_items() != 33715.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_followup_ffi_checksum_method_followupstore_enrol() != 53124.toShort()) {
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_enrol() != 63789.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_enrol_patient() != 28356.toShort()) {
@@ -1542,6 +1569,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_list_patients() != 53035.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_locale() != 10474.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_observe_changes() != 9547.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1569,6 +1599,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_resolve_answer() != 53364.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_response_questionnaire() != 42930.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_response_scores() != 44766.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1582,6 +1615,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_set_idle_timeout_seconds() != 32370.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_followup_ffi_checksum_method_followupstore_set_locale() != 3866.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_followup_ffi_checksum_method_followupstore_set_sync_settings() != 36249.toShort()) {
@@ -3063,6 +3099,12 @@ public interface FollowupStoreInterface {
     fun `conflicts`(`recordId`: kotlin.String): List<Conflict>
     
     /**
+     * Every definition version the store holds, as received from the registry: questionnaires
+     * (the forms the app offers are the usable, published ones), schedules and the policy.
+     */
+    fun `definitions`(): List<DefinitionSummary>
+    
+    /**
      * The users set up on this device (works while locked).
      */
     fun `deviceUsers`(): List<DeviceUser>
@@ -3106,6 +3148,10 @@ public interface FollowupStoreInterface {
      * Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
      * loopback) using a one-time `code` from registry staff; `label` names the device for them
      * (e.g. "Tablet 2, ward B"). A device enrols once.
+     *
+     * The forms (questionnaires, schedules) come from the registry, not from the app: once
+     * enrolled, this also syncs once, so that the device can capture offline from the start.
+     * Enrolment stands even if that sync fails; the forms then come with the next `sync`.
      */
     suspend fun `enrol`(`serverUrl`: kotlin.String, `code`: kotlin.String, `label`: kotlin.String): DeviceEnrolment
     
@@ -3160,6 +3206,11 @@ public interface FollowupStoreInterface {
      * The patients this device holds, by study code.
      */
     fun `listPatients`(): List<PatientSummary>
+    
+    /**
+     * The locale texts are rendered in (see `set_locale`).
+     */
+    fun `locale`(): kotlin.String
     
     /**
      * Calls `listener` with the records changed after every local save and at the end of every
@@ -3217,6 +3268,13 @@ public interface FollowupStoreInterface {
     fun `resolveAnswer`(`responseId`: kotlin.String, `itemId`: kotlin.String, `value`: AnswerValue)
     
     /**
+     * The questionnaire a response answers, at the exact version it was started with (render a
+     * resumed draft with this, not with `questionnaire`, which is the newest version), in the
+     * store's locale.
+     */
+    fun `responseQuestionnaire`(`responseId`: kotlin.String): Questionnaire
+    
+    /**
      * A response's scores by score id (`None` while a score's items are not all answered).
      */
     fun `responseScores`(`responseId`: kotlin.String): Map<kotlin.String, kotlin.Double?>
@@ -3244,6 +3302,14 @@ public interface FollowupStoreInterface {
      * Sets (and keeps) the idle timeout, at least 1 second.
      */
     fun `setIdleTimeoutSeconds`(`seconds`: kotlin.ULong)
+    
+    /**
+     * Sets the language of questionnaire texts (titles, items, help, choice labels, units) and
+     * of validation messages, as a BCP 47 tag: pass the device's locale (`pt-BR`, or `pt_BR`).
+     * A text missing in that language falls back (`pt-BR` → `pt` → the definition's own
+     * language), so any tag is safe. Until set, texts are in English.
+     */
+    fun `setLocale`(`locale`: kotlin.String)
     
     /**
      * Changes how this store talks to the registry (timeouts, attempts, certificate pinning).
@@ -3608,6 +3674,23 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
 
     
     /**
+     * Every definition version the store holds, as received from the registry: questionnaires
+     * (the forms the app offers are the usable, published ones), schedules and the policy.
+     */
+    @Throws(FollowupException::class)override fun `definitions`(): List<DefinitionSummary> {
+            return FfiConverterSequenceTypeDefinitionSummary.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_definitions(
+        it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * The users set up on this device (works while locked).
      */
     @Throws(FollowupException::class)override fun `deviceUsers`(): List<DeviceUser> {
@@ -3728,6 +3811,10 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
      * Enrols this device with the registry at `server_url` (`https://…`; `http://` only to
      * loopback) using a one-time `code` from registry staff; `label` names the device for them
      * (e.g. "Tablet 2, ward B"). A device enrols once.
+     *
+     * The forms (questionnaires, schedules) come from the registry, not from the app: once
+     * enrolled, this also syncs once, so that the device can capture offline from the start.
+     * Enrolment stands even if that sync fails; the forms then come with the next `sync`.
      */
     @Throws(FollowupException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
@@ -3912,6 +3999,21 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
 
     
     /**
+     * The locale texts are rendered in (see `set_locale`).
+     */override fun `locale`(): kotlin.String {
+            return FfiConverterString.lift(
+    callWithPointer {
+    uniffiRustCall() { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_locale(
+        it, _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Calls `listener` with the records changed after every local save and at the end of every
      * sync, until the returned subscription is cancelled.
      */
@@ -4065,6 +4167,24 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
 
     
     /**
+     * The questionnaire a response answers, at the exact version it was started with (render a
+     * resumed draft with this, not with `questionnaire`, which is the newest version), in the
+     * store's locale.
+     */
+    @Throws(FollowupException::class)override fun `responseQuestionnaire`(`responseId`: kotlin.String): Questionnaire {
+            return FfiConverterTypeQuestionnaire.lift(
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_response_questionnaire(
+        it, FfiConverterString.lower(`responseId`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * A response's scores by score id (`None` while a score's items are not all answered).
      */
     @Throws(FollowupException::class)override fun `responseScores`(`responseId`: kotlin.String): Map<kotlin.String, kotlin.Double?> {
@@ -4159,6 +4279,24 @@ open class FollowupStore: Disposable, AutoCloseable, FollowupStoreInterface
     uniffiRustCallWithError(FollowupException) { _status ->
     UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_set_idle_timeout_seconds(
         it, FfiConverterULong.lower(`seconds`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Sets the language of questionnaire texts (titles, items, help, choice labels, units) and
+     * of validation messages, as a BCP 47 tag: pass the device's locale (`pt-BR`, or `pt_BR`).
+     * A text missing in that language falls back (`pt-BR` → `pt` → the definition's own
+     * language), so any tag is safe. Until set, texts are in English.
+     */
+    @Throws(FollowupException::class)override fun `setLocale`(`locale`: kotlin.String)
+        = 
+    callWithPointer {
+    uniffiRustCallWithError(FollowupException) { _status ->
+    UniffiLib.INSTANCE.uniffi_followup_ffi_fn_method_followupstore_set_locale(
+        it, FfiConverterString.lower(`locale`),_status)
 }
     }
     
@@ -5796,6 +5934,81 @@ public object FfiConverterTypeCost: FfiConverterRustBuffer<Cost> {
 
 
 /**
+ * One definition version the store holds (a questionnaire, a schedule or the adjudication
+ * policy), for a "forms" screen.
+ */
+data class DefinitionSummary (
+    /**
+     * `questionnaire`, `schedule`, `adjudication_policy` (or a type newer than this app).
+     */
+    var `definitionType`: kotlin.String, 
+    /**
+     * E.g. `patient-outcome-survey`.
+     */
+    var `id`: kotlin.String, 
+    /**
+     * E.g. `1.1.0`.
+     */
+    var `version`: kotlin.String, 
+    var `state`: DefinitionState, 
+    /**
+     * Language tags it has texts in, its own language first.
+     */
+    var `languages`: List<kotlin.String>, 
+    /**
+     * False when the definition uses a feature this app does not know: tell the user that
+     * this form needs an app update. Every other form keeps working.
+     */
+    var `usable`: kotlin.Boolean, 
+    /**
+     * Why it is not usable (for support, not for the user), when it is not.
+     */
+    var `needsUpdateReason`: kotlin.String?
+) {
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDefinitionSummary: FfiConverterRustBuffer<DefinitionSummary> {
+    override fun read(buf: ByteBuffer): DefinitionSummary {
+        return DefinitionSummary(
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterTypeDefinitionState.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: DefinitionSummary) = (
+            FfiConverterString.allocationSize(value.`definitionType`) +
+            FfiConverterString.allocationSize(value.`id`) +
+            FfiConverterString.allocationSize(value.`version`) +
+            FfiConverterTypeDefinitionState.allocationSize(value.`state`) +
+            FfiConverterSequenceString.allocationSize(value.`languages`) +
+            FfiConverterBoolean.allocationSize(value.`usable`) +
+            FfiConverterOptionalString.allocationSize(value.`needsUpdateReason`)
+    )
+
+    override fun write(value: DefinitionSummary, buf: ByteBuffer) {
+            FfiConverterString.write(value.`definitionType`, buf)
+            FfiConverterString.write(value.`id`, buf)
+            FfiConverterString.write(value.`version`, buf)
+            FfiConverterTypeDefinitionState.write(value.`state`, buf)
+            FfiConverterSequenceString.write(value.`languages`, buf)
+            FfiConverterBoolean.write(value.`usable`, buf)
+            FfiConverterOptionalString.write(value.`needsUpdateReason`, buf)
+    }
+}
+
+
+
+/**
  * How this device is enrolled with the registry.
  */
 data class DeviceEnrolment (
@@ -7376,6 +7589,49 @@ public object FfiConverterTypeCompletedBy: FfiConverterRustBuffer<CompletedBy> {
 
 
 /**
+ * Where a definition version is in its life.
+ */
+
+enum class DefinitionState {
+    
+    /**
+     * Uploaded at the registry, not in use (devices normally never hold one).
+     */
+    DRAFT,
+    /**
+     * In use: new responses use the newest published version.
+     */
+    PUBLISHED,
+    /**
+     * No longer offered for new responses; drafts started with it still use it.
+     */
+    RETIRED;
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDefinitionState: FfiConverterRustBuffer<DefinitionState> {
+    override fun read(buf: ByteBuffer) = try {
+        DefinitionState.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: DefinitionState) = 4UL
+
+    override fun write(value: DefinitionState, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * What an enrolled device may do: a clinic's shared tablet or a patient's own phone.
  */
 
@@ -8411,7 +8667,11 @@ enum class RecordKind {
     /**
      * The patient's reply to an adjudication.
      */
-    CASE_REPLY;
+    CASE_REPLY,
+    /**
+     * A questionnaire, schedule or policy version published by the registry.
+     */
+    DEFINITION;
     companion object
 }
 
@@ -9534,6 +9794,34 @@ public object FfiConverterSequenceTypeConflictValue: FfiConverterRustBuffer<List
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterTypeConflictValue.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeDefinitionSummary: FfiConverterRustBuffer<List<DefinitionSummary>> {
+    override fun read(buf: ByteBuffer): List<DefinitionSummary> {
+        val len = buf.getInt()
+        return List<DefinitionSummary>(len) {
+            FfiConverterTypeDefinitionSummary.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<DefinitionSummary>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeDefinitionSummary.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<DefinitionSummary>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeDefinitionSummary.write(it, buf)
         }
     }
 }
