@@ -1556,8 +1556,8 @@ mod tests {
         assert!(due(&d).contains(&(p3, "d7".to_string())));
     }
 
-    /// The work list's inputs as comparable values: procedure → (patient, date, done visits
-    /// sorted).
+    /// The work list's inputs as comparable values: procedure → (patient, date, the set of done
+    /// visits, sorted).
     fn worklist_snapshot(
         c: &WorklistCache,
     ) -> std::collections::BTreeMap<RecordId, (RecordId, NaiveDate, Vec<String>)> {
@@ -1570,6 +1570,7 @@ mod tests {
                     .map(|d| d.split(',').map(str::to_owned).collect())
                     .unwrap_or_default();
                 done.sort();
+                done.dedup();
                 (*id, (*patient, *date, done))
             })
             .collect()

@@ -15,7 +15,7 @@ use followup_domain::schedule::VisitState;
 use followup_e2e::*;
 use followup_testkit::workload::{bench_enrolment, bench_procedure};
 
-/// Procedure → (patient, date, done visits sorted).
+/// Procedure → (patient, date, the set of done visits, sorted).
 type Worklist = BTreeMap<RecordId, (RecordId, NaiveDate, Vec<String>)>;
 
 fn sorted(list: &str) -> Vec<String> {
@@ -25,6 +25,7 @@ fn sorted(list: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect();
     v.sort();
+    v.dedup();
     v
 }
 

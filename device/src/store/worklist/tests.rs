@@ -29,7 +29,10 @@ fn from_table(store: &Store) -> Worklist {
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
                 .collect();
+            let n = done.len();
             done.sort();
+            done.dedup();
+            assert_eq!(done.len(), n, "each visit once: {}", r.done);
             let old = out.insert(r.procedure, (r.patient, r.date, done));
             assert!(old.is_none(), "one row per procedure");
         })
@@ -62,6 +65,7 @@ fn from_scan(store: &Store) -> Worklist {
         .filter_map(|p| {
             let mut d = done.get(&p.id).cloned().unwrap_or_default();
             d.sort();
+            d.dedup();
             Some((p.id, (p.patient?, p.date?, d)))
         })
         .collect()
