@@ -73,6 +73,8 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: a few minutes in release"]
 async fn console_pages_over_a_big_registry() {
+    // The HTTP client below speaks rustls: name its crypto provider (as `common::init` does).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let scale: usize = std::env::var("CONSOLE_BENCH_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -33,6 +33,23 @@ pub(super) struct Upload {
 const WAIT_STEADY_SECS: u64 = 40;
 const WAIT_DROPPING_SECS: u64 = 2;
 
+/// The `wait=` to ask for: never as long as the request's own timeout, or the client would give
+/// up on a request the server is about to answer (`202 processing`), count it as a drop and
+/// make every later request of the exchange short.
+fn hold_secs(dropped: bool, timeout: std::time::Duration) -> u64 {
+    let wanted = if dropped {
+        WAIT_DROPPING_SECS
+    } else {
+        WAIT_STEADY_SECS
+    };
+    // Leave the answer a margin to come back within the timeout.
+    let limit = timeout
+        .as_secs()
+        .saturating_sub(timeout.as_secs() / 4)
+        .max(1);
+    wanted.min(limit)
+}
+
 /// What one attempt achieved.
 pub(super) enum Step {
     /// The exchange's response, complete and decoded.
@@ -109,11 +126,7 @@ impl SyncClient {
         cancel: &CancelToken,
     ) -> Result<Step, Failure> {
         let download = up.probe || !up.resp.is_empty() || up.acked >= up.len();
-        let wait = if up.dropped {
-            WAIT_DROPPING_SECS
-        } else {
-            WAIT_STEADY_SECS
-        };
+        let wait = hold_secs(up.dropped, self.options.timeout);
         let (method, path) = if download {
             (
                 "GET",
@@ -289,5 +302,21 @@ impl SyncClient {
             r = work => r,
             _ = cancel.cancelled() => Err(Failure::Cancelled),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_server_is_never_asked_to_hold_a_request_past_its_timeout() {
+        assert_eq!(hold_secs(false, Duration::from_secs(60)), WAIT_STEADY_SECS);
+        assert_eq!(hold_secs(true, Duration::from_secs(60)), WAIT_DROPPING_SECS);
+        // A 30 s timeout: the server answers `processing` by 23 s, before the client gives up.
+        assert_eq!(hold_secs(false, Duration::from_secs(30)), 23);
+        assert_eq!(hold_secs(false, Duration::from_secs(1)), 1);
+        assert_eq!(hold_secs(true, Duration::from_millis(500)), 1);
     }
 }
