@@ -21,11 +21,12 @@
 //!   never discards stored changes. On load, the rebuilt document's heads must equal
 //!   `saved_heads`, which detects missing or rolled-back chunk rows.
 //! * A plaintext index per document ([`DocMeta`]: random ids, kind, date, status and visit
-//!   codes) answers queries without decrypting. Nothing else is in plaintext.
-//! * The `worklist` table (`store/worklist.rs`) is derived from that index: one row per procedure with
-//!   its patient, date and the visits its submitted responses answer, kept equal to `docs` by
-//!   SQLite triggers (so every writer keeps it current) and created and filled on open in a
-//!   store made before it existed. A clinic's first due list after open or sync reads it.
+//!   codes) answers queries without decrypting. Nothing else is in plaintext, apart from what
+//!   is derived from that index:
+//! * The `worklist` table (`store/worklist.rs`): one row per procedure with its patient, date
+//!   and the visits its submitted responses answer, kept equal to `docs` by SQLite triggers (so
+//!   every writer keeps it current), created and filled on open in a store made before it
+//!   existed. A clinic's first due list after open or sync reads it.
 //! * Sync bookkeeping: per document the heads known to be on the server (`synced_heads`) and a
 //!   dirty sequence number (set by every save that adds changes, cleared by
 //!   [`Store::set_synced_heads`] once the server holds every saved head).
