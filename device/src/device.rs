@@ -924,6 +924,41 @@ impl Device {
         Ok((procedures, done))
     }
 
+    /// The clinic-wide work list's inputs, read from the store's work list table (one small row
+    /// per procedure, kept current by the store; see `store/worklist.rs`).
+    fn worklist_from_table(&self, generation: (u64, i64)) -> Result<WorklistCache> {
+        let mut procedures = HashMap::new();
+        let mut done: DoneVisits = HashMap::new();
+        self.store.for_each_worklist_row(|row| {
+            procedures.insert(row.procedure, (row.patient, row.date));
+            if !row.done.is_empty() {
+                done.insert(row.procedure, row.done.to_owned());
+            }
+        })?;
+        Ok(WorklistCache {
+            generation,
+            procedures,
+            done,
+        })
+    }
+
+    /// The same inputs from a full scan of the index (every procedure's entry and an aggregate
+    /// over every submitted response): what the table must always equal.
+    #[cfg(test)]
+    fn worklist_from_scan(&self) -> Result<WorklistCache> {
+        let generation = self.store.generation()?;
+        let (procedures, done) = self.procedures_and_done(None)?;
+        let procedures = procedures
+            .into_iter()
+            .filter_map(|p| Some((p.id, (p.patient?, p.date?))))
+            .collect();
+        Ok(WorklistCache {
+            generation,
+            procedures,
+            done,
+        })
+    }
+
     /// One patient's visits, every procedure, as of a date.
     pub fn patient_visits(
         &self,
@@ -998,16 +1033,7 @@ impl Device {
                     .lock()
                     .map_err(|_| Error::InvalidInput("the work list cache was poisoned".into()))?;
                 if slot.as_ref().is_none_or(|c| c.generation != generation) {
-                    let (procedures, done) = self.procedures_and_done(None)?;
-                    let procedures = procedures
-                        .into_iter()
-                        .filter_map(|p| Some((p.id, (p.patient?, p.date?))))
-                        .collect();
-                    *slot = Some(WorklistCache {
-                        generation,
-                        procedures,
-                        done,
-                    });
+                    *slot = Some(self.worklist_from_table(generation)?);
                 }
                 match slot.as_ref() {
                     Some(c) => by_schedule(
@@ -1530,6 +1556,124 @@ mod tests {
         drop(other);
         assert_eq!(due(&d).len(), 2);
         assert!(due(&d).contains(&(p3, "d7".to_string())));
+    }
+
+    /// The work list's inputs as comparable values: procedure → (patient, date, the set of done
+    /// visits, sorted).
+    fn worklist_snapshot(
+        c: &WorklistCache,
+    ) -> std::collections::BTreeMap<RecordId, (RecordId, NaiveDate, Vec<String>)> {
+        c.procedures
+            .iter()
+            .map(|(id, (patient, date))| {
+                let mut done: Vec<String> = c
+                    .done
+                    .get(id)
+                    .map(|d| d.split(',').map(str::to_owned).collect())
+                    .unwrap_or_default();
+                done.sort();
+                done.dedup();
+                (*id, (*patient, *date, done))
+            })
+            .collect()
+    }
+
+    /// The table the cold listing reads, the full index scan it replaces, and the cache the
+    /// warm listing keeps up to date all agree.
+    fn assert_worklist_consistent(d: &Device, step: &str) {
+        let generation = d.store.generation().unwrap();
+        let table = worklist_snapshot(&d.worklist_from_table(generation).unwrap());
+        let scan = worklist_snapshot(&d.worklist_from_scan().unwrap());
+        assert_eq!(table, scan, "{step}: the table drifted from the index");
+        let as_of = NaiveDate::from_ymd_opt(2026, 3, 1).unwrap();
+        let warm = d.clinic_visits(as_of, None).unwrap().len();
+        if let Some(c) = d.worklist.lock().unwrap().as_ref() {
+            assert_eq!(worklist_snapshot(c), scan, "{step}: the cache drifted");
+        }
+        let cold = Device::open(d.store.path(), key()).unwrap();
+        assert_eq!(
+            cold.clinic_visits(as_of, None).unwrap().len(),
+            warm,
+            "{step}: cold and warm listings differ"
+        );
+    }
+
+    #[test]
+    fn the_work_list_table_follows_drafts_submissions_amendments_edits_and_other_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (d, _) = clinic_device(&dir);
+        let as_of = NaiveDate::from_ymd_opt(2026, 1, 12).unwrap();
+        assert_worklist_consistent(&d, "empty");
+        let p1 = d.enrol_patient(&enrolment("P-1")).unwrap();
+        let pr1 = d.record_procedure(p1, &procedure("2026-01-05")).unwrap();
+        let p2 = d.enrol_patient(&enrolment("P-2")).unwrap();
+        let pr2 = d.record_procedure(p2, &procedure("2026-01-04")).unwrap();
+        // Build the warm cache, then change things under it.
+        assert_eq!(
+            d.clinic_visits(as_of, Some(&[VisitState::Due]))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_worklist_consistent(&d, "two procedures");
+        let r = d
+            .start_response(p1, "clinician-followup", Some(pr1), Some("d7"))
+            .unwrap();
+        d.save_answers(r, &valid_followup()).unwrap();
+        assert_worklist_consistent(&d, "a draft");
+        d.submit_response(r).unwrap();
+        assert_worklist_consistent(&d, "the draft submitted");
+        let table = worklist_snapshot(
+            &d.worklist_from_table(d.store.generation().unwrap())
+                .unwrap(),
+        );
+        assert_eq!(table[&pr1].2, vec!["d7".to_string()]);
+        d.amend_response(
+            r,
+            &[("symptom_pain".to_string(), AnswerValue::Int(5))].into(),
+            "typo",
+        )
+        .unwrap();
+        assert_worklist_consistent(&d, "an amendment");
+        // The procedure's date is corrected: its visits move, the done one stays done.
+        d.update_procedure(pr1, &procedure("2026-01-06")).unwrap();
+        assert_worklist_consistent(&d, "a procedure edited");
+        let table = worklist_snapshot(
+            &d.worklist_from_table(d.store.generation().unwrap())
+                .unwrap(),
+        );
+        assert_eq!(
+            table[&pr1],
+            (
+                p1,
+                NaiveDate::from_ymd_opt(2026, 1, 6).unwrap(),
+                vec!["d7".to_string()]
+            )
+        );
+        // A draft discarded, and another device's writes to the same file (as a sync makes).
+        let draft = d
+            .start_response(p2, "clinician-followup", Some(pr2), Some("d7"))
+            .unwrap();
+        d.discard_draft(draft).unwrap();
+        assert_worklist_consistent(&d, "a draft discarded");
+        let other = Device::open(d.store.path(), key()).unwrap();
+        let r2 = other
+            .start_response(p2, "clinician-followup", Some(pr2), Some("d7"))
+            .unwrap();
+        other.save_answers(r2, &valid_followup()).unwrap();
+        other.submit_response(r2).unwrap();
+        let p3 = other.enrol_patient(&enrolment("P-3")).unwrap();
+        other
+            .record_procedure(p3, &procedure("2026-01-06"))
+            .unwrap();
+        drop(other);
+        assert_worklist_consistent(&d, "another writer");
+        let due = d.clinic_visits(as_of, Some(&[VisitState::Due])).unwrap();
+        assert_eq!(
+            due.iter().map(|v| v.patient).collect::<Vec<_>>(),
+            vec![p3],
+            "{due:?}"
+        );
     }
 
     #[test]

@@ -21,7 +21,12 @@
 //!   never discards stored changes. On load, the rebuilt document's heads must equal
 //!   `saved_heads`, which detects missing or rolled-back chunk rows.
 //! * A plaintext index per document ([`DocMeta`]: random ids, kind, date, status and visit
-//!   codes) answers queries without decrypting. Nothing else is in plaintext.
+//!   codes) answers queries without decrypting. Nothing else is in plaintext, apart from what
+//!   is derived from that index:
+//! * The `worklist` table (`store/worklist.rs`): one row per procedure with its patient, date
+//!   and the visits its submitted responses answer, kept equal to `docs` by SQLite triggers (so
+//!   every writer keeps it current), created and filled on open in a store made before it
+//!   existed. A clinic's first due list after open or sync reads it.
 //! * Sync bookkeeping: per document the heads known to be on the server (`synced_heads`) and a
 //!   dirty sequence number (set by every save that adds changes, cleared by
 //!   [`Store::set_synced_heads`] once the server holds every saved head).
@@ -640,6 +645,7 @@ impl Store {
         tx.pragma_update(None, "application_id", APPLICATION_ID)?;
         tx.pragma_update(None, "user_version", FORMAT_VERSION)?;
         tx.execute_batch(SCHEMA)?;
+        worklist::create(&tx)?;
         tx.execute(
             "INSERT INTO store_info (singleton, store_id) VALUES (1, ?1)",
             params![store_id.as_bytes().as_slice()],
@@ -672,7 +678,7 @@ impl Store {
             path: path.clone(),
             reason: reason.to_string(),
         };
-        let conn = Connection::open_with_flags(
+        let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
@@ -724,6 +730,8 @@ impl Store {
             unwrapped.verify_key_check(&store_id, &check)?;
             access::Access::open(unwrapped)
         };
+        // Schema additions that need no format bump (plaintext index tables kept by triggers).
+        worklist::ensure(&mut conn)?;
         let store = Store {
             conn: Mutex::new(conn),
             access,
@@ -1513,3 +1521,5 @@ mod tests;
 mod access;
 pub use access::DEFAULT_IDLE_TIMEOUT;
 pub mod users;
+mod worklist;
+pub use worklist::WorklistRow;

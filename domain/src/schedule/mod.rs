@@ -605,13 +605,25 @@ impl Schedule {
         I: IntoIterator<Item = (K, NaiveDate, D)>,
     {
         let as_of_day = day_number(as_of);
+        // A visit's state is Done if answered, else its place in time. Unless Done is asked for,
+        // a visit whose place in time is not asked for is out whether answered or not, so the
+        // done list (a string scan) is consulted only for the few visits that can be listed.
+        let want_done = states.contains(&VisitState::Done);
         let mut out = Vec::new();
         for (key, procedure_date, done) in patients {
             let done = &done;
             let base = day_number(procedure_date);
             let day = as_of_day - base;
             for i in 0..self.visits.len() {
-                let state = self.state_of(i, day, done);
+                let by_time = self.state_by_time(i, day);
+                if !want_done && !states.contains(&by_time) {
+                    continue;
+                }
+                let state = if done.is_done(self.visits[i].id.as_str()) {
+                    VisitState::Done
+                } else {
+                    by_time
+                };
                 if states.contains(&state) {
                     out.push(PatientVisit {
                         patient: key.clone(),
@@ -626,10 +638,17 @@ impl Schedule {
 
     /// The state of visit `i` on day `day` after the procedure.
     fn state_of(&self, i: usize, day: i64, done: &(impl DoneVisits + ?Sized)) -> VisitState {
-        let s = &self.spans[i];
         if done.is_done(self.visits[i].id.as_str()) {
             VisitState::Done
-        } else if day < s.start {
+        } else {
+            self.state_by_time(i, day)
+        }
+    }
+
+    /// The state of visit `i` on day `day` after the procedure if it is not answered.
+    fn state_by_time(&self, i: usize, day: i64) -> VisitState {
+        let s = &self.spans[i];
+        if day < s.start {
             VisitState::Upcoming
         } else if day <= s.end {
             VisitState::Due

@@ -407,3 +407,63 @@ fn a_comma_separated_visit_list_marks_visits_done() {
         Some(VisitState::Due)
     );
 }
+
+proptest! {
+    /// The work list (which looks at the done visits only where they can matter) lists exactly
+    /// the visits whose full classification is one of the states asked for.
+    #[test]
+    fn worklist_lists_exactly_the_visits_in_the_states_asked_for(
+        procedures in proptest::collection::vec(
+            (0u64..1500, proptest::collection::btree_set(0usize..20, 0..8)),
+            1..12,
+        ),
+        as_of in 0u64..2500,
+        wanted in proptest::collection::btree_set(0usize..5, 0..5),
+    ) {
+        let s = Schedule::default_registry();
+        let all = [
+            VisitState::Overdue,
+            VisitState::Due,
+            VisitState::Upcoming,
+            VisitState::Missed,
+            VisitState::Done,
+        ];
+        let states: Vec<VisitState> = wanted.iter().map(|&i| all[i]).collect();
+        let start = date("2022-01-01");
+        let ids: Vec<String> = s.visits().iter().map(|v| v.id.clone()).collect();
+        let patients: Vec<(usize, NaiveDate, String)> = procedures
+            .iter()
+            .enumerate()
+            .map(|(k, (offset, done))| {
+                let list: Vec<&str> = done
+                    .iter()
+                    .filter_map(|&i| ids.get(i).map(String::as_str))
+                    .collect();
+                (k, start + Days::new(*offset), list.join(","))
+            })
+            .collect();
+        let as_of = start + Days::new(as_of);
+        let mut got: Vec<(usize, String, VisitState)> = s
+            .worklist(
+                patients.iter().map(|(k, d, list)| (*k, *d, VisitList(list))),
+                as_of,
+                &states,
+            )
+            .into_iter()
+            .map(|pv| (pv.patient, pv.status.visit_id.to_string(), pv.status.state))
+            .collect();
+        got.sort();
+        let mut expected: Vec<(usize, String, VisitState)> = patients
+            .iter()
+            .flat_map(|(k, d, list)| {
+                s.visits_for(*d, &VisitList(list), as_of)
+                    .into_iter()
+                    .filter(|v| states.contains(&v.state))
+                    .map(|v| (*k, v.visit_id.to_string(), v.state))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        expected.sort();
+        prop_assert_eq!(got, expected);
+    }
+}
