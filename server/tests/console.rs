@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod rm_cases;
 mod staff_cases;
 
 use common::*;
@@ -752,4 +753,277 @@ async fn timeline_and_audit_name_the_tablet_and_the_nurse() {
     s.server.storage().rebuild_read_model(now_ms()).unwrap();
     let (_, page) = admin.get(&format!("/console/patients/{patient}")).await;
     check_timeline(&page);
+}
+
+/// Study codes linked on a page (`>CODE</a>` after a patient link), in order.
+fn study_codes(page: &str) -> Vec<String> {
+    page.split("<a href=\"/console/patients/")
+        .skip(1)
+        .filter_map(|p| p.split_once('>').and_then(|(_, r)| r.split_once("</a>")))
+        .map(|(code, _)| code.to_string())
+        .collect()
+}
+
+/// The href of the link marked `rel` (`next`, `prev`), unescaped.
+fn rel_link(page: &str, rel: &str) -> Option<String> {
+    let end = page.find(&format!("\" rel=\"{rel}\""))?;
+    let start = page[..end].rfind("href=\"")? + 6;
+    Some(page[start..end].replace("&amp;", "&").replace("&#38;", "&"))
+}
+
+/// The long lists (patients due, clinics, the adverse-event queue) come a page at a time, with
+/// links that keep the filters, so that no page grows with the registry; the pages together
+/// list every row once, in the order of the read model's query.
+#[tokio::test]
+async fn console_long_lists_are_paged() {
+    use followup_server::readmodel::query::{self, VisitFilter, VisitState};
+    let s = start_with_rules().await;
+    let storage = s.server.storage().clone();
+    let (big, patients) = {
+        let storage = storage.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut reg = rm_cases::Registry::new(storage.clone());
+            // 26 small clinics (one patient each) and one with 130 patients, 120 adverse events.
+            for c in 0..26 {
+                let clinic = reg.clinic(&format!("Clinica {c:02}"));
+                let mut tab = reg.tablet(clinic);
+                let p = tab.create(None, &rm_cases::enrolment(&format!("S{c:02}")));
+                tab.create(Some(p), &rm_cases::procedure("2026-01-05"));
+                tab.push(storage.as_ref(), reg.now_ms);
+            }
+            let big = reg.clinic("Clinica Grande");
+            let mut tab = reg.tablet(big);
+            let mut patients = Vec::new();
+            for p in 0..130 {
+                let patient = tab.create(None, &rm_cases::enrolment(&format!("G{p:03}")));
+                let proc_id = tab.create(Some(patient), &rm_cases::procedure("2025-06-01"));
+                if p < 120 {
+                    tab.create(
+                        Some(patient),
+                        &rm_cases::adverse_event(2, false, Some(proc_id)),
+                    );
+                }
+                patients.push(patient);
+            }
+            tab.push(storage.as_ref(), reg.now_ms);
+            (big, patients)
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(patients.len(), 130);
+    let pw = add_staff(&s, "admin@registry.example", Role::RegistryAdmin, None);
+    let mut admin = Browser::new(&s.server.url());
+    assert_eq!(admin.sign_in("admin@registry.example", &pw).await.0, 303);
+
+    // Patients with a missed m1 visit, 100 a page, in the read model's order.
+    let today = chrono::Utc::now().date_naive();
+    let all = query::visit_list(
+        storage.as_ref(),
+        None,
+        today,
+        &VisitFilter {
+            states: vec![VisitState::Missed],
+            visit: Some("m1".into()),
+            limit: 1000,
+            ..VisitFilter::default()
+        },
+    )
+    .unwrap();
+    let expected: Vec<String> = all.iter().filter_map(|v| v.study_code.clone()).collect();
+    assert_eq!(expected.len(), 156, "every patient's m1 is long missed");
+    let (status, p1) = admin.get("/console/followup?visit=m1&state=missed").await;
+    assert_eq!(status, 200);
+    assert!(p1.contains("Visits 1–100 of 156."), "{p1}");
+    let patients_of = |p: &str| p.split("id=\"patients\"").nth(1).unwrap().to_string();
+    let next = rel_link(&patients_of(&p1), "next").expect("a next link");
+    assert_eq!(next, "/console/followup?visit=m1&state=missed&page=2");
+    assert!(rel_link(&patients_of(&p1), "prev").is_none());
+    let (_, p2) = admin.get(&next).await;
+    assert!(p2.contains("Visits 101–156 of 156."), "{p2}");
+    assert!(rel_link(&patients_of(&p2), "next").is_none());
+    assert_eq!(
+        rel_link(&patients_of(&p2), "prev").as_deref(),
+        Some("/console/followup?visit=m1&state=missed")
+    );
+    let mut listed = study_codes(&p1);
+    listed.extend(study_codes(&p2));
+    assert_eq!(listed, expected);
+    // Past the end shows the last page; a page that is not a number is refused.
+    let past_end = admin
+        .get("/console/followup?visit=m1&state=missed&page=9")
+        .await
+        .1;
+    assert!(past_end == p2, "page 9 of 2 is not the last page");
+    assert_eq!(admin.get("/console/followup?page=zero").await.0, 400);
+
+    // Per visit (all clinics), then per clinic, the most missed first, 25 a page.
+    assert!(p1.contains("Per visit, all clinics"));
+    let per_clinic = p1.split("id=\"per-clinic\"").nth(1).unwrap();
+    let first_row = per_clinic
+        .split("<tbody>")
+        .nth(1)
+        .unwrap()
+        .replace("&#38;", "&");
+    assert!(
+        first_row.starts_with(&format!(
+            "<tr><th scope=\"row\"><a href=\"/console/followup?clinic={}&visit=m1&state=missed\">Clinica Grande</a>",
+            big.to_hex()
+        )),
+        "{first_row}"
+    );
+    assert_eq!(
+        per_clinic
+            .split("</table>")
+            .next()
+            .unwrap()
+            .matches("<tr><th scope=\"row\">")
+            .count(),
+        25
+    );
+    let cnext = rel_link(per_clinic, "next").expect("a next page of clinics");
+    assert_eq!(cnext, "/console/followup?visit=m1&state=missed&cpage=2");
+    let (_, c2) = admin.get(&cnext).await;
+    let per_clinic2 = c2.split("id=\"per-clinic\"").nth(1).unwrap();
+    assert_eq!(
+        per_clinic2
+            .split("</table>")
+            .next()
+            .unwrap()
+            .matches("<tr><th scope=\"row\">")
+            .count(),
+        2
+    );
+    assert!(c2.contains("Clinics 26–27 of 27"));
+    // One clinic: its visits only, no per-clinic table.
+    let (_, one) = admin
+        .get(&format!("/console/followup?clinic={}", big.to_hex()))
+        .await;
+    assert!(one.contains("Per visit, Clinica Grande"));
+    assert!(!one.contains("id=\"per-clinic\""));
+
+    // The adverse-event queue: 120 events, 100 a page, the filter kept in the links.
+    let (_, q1) = admin
+        .get(&format!("/console/adverse-events?clinic={}", big.to_hex()))
+        .await;
+    assert!(
+        q1.contains("<p>120 events, most overdue first.</p>"),
+        "{q1}"
+    );
+    assert!(q1.contains("Events 1–100 of 120"));
+    assert_eq!(
+        q1.matches("<a href=\"/console/adverse-events/").count(),
+        100
+    );
+    let next = rel_link(&q1, "next").unwrap();
+    assert_eq!(
+        next,
+        format!("/console/adverse-events?clinic={}&page=2", big.to_hex())
+    );
+    let (_, q2) = admin.get(&next).await;
+    assert_eq!(q2.matches("<a href=\"/console/adverse-events/").count(), 20);
+    let ids = |p: &str| -> Vec<String> {
+        p.split("<a href=\"/console/adverse-events/")
+            .skip(1)
+            .map(|r| r[..32].to_string())
+            .collect()
+    };
+    let mut every: Vec<String> = ids(&q1);
+    every.extend(ids(&q2));
+    every.sort();
+    every.dedup();
+    assert_eq!(every.len(), 120, "each event on exactly one page");
+    // A small list has no page links.
+    let (_, small) = admin.get("/console/adverse-events?status=resolved").await;
+    assert!(small.contains("<p>0 events, most overdue first.</p>"));
+    assert!(!small.contains("rel=\"next\""));
+}
+
+/// The patient timeline shows each response's answers under the labels of the questionnaire
+/// version the device filled (a version the registry published, not only the built-in one),
+/// marks a serious adverse event and links the event and its adjudication to the event's page.
+#[tokio::test]
+async fn console_timeline_labels_from_the_published_version_and_serious_events() {
+    use followup_domain::definitions::DefinitionState;
+    use followup_domain::model::AdjudicationStatus;
+    use followup_domain::questionnaire::{AnswerValue, Answers};
+    let s = start_with_rules().await;
+    let storage = s.server.storage().clone();
+    let mut v11: serde_json::Value = serde_json::from_str(include_str!(
+        "../../domain/instruments/clinician-followup.json"
+    ))
+    .unwrap();
+    v11["version"] = "1.1.0".into();
+    assert_eq!(v11["items"][0]["id"], "visit_date");
+    v11["items"][0]["text"] = "Date the patient was seen (wording of 1.1.0)".into();
+    followup_server::definitions::publish(
+        storage.as_ref(),
+        &v11.to_string(),
+        DefinitionState::Published,
+        now_ms(),
+    )
+    .unwrap();
+    let (patient, ae) = tokio::task::spawn_blocking(move || {
+        let mut reg = rm_cases::Registry::new(storage.clone());
+        let clinic = reg.clinic("Clinica Alfa");
+        let mut tab = reg.tablet(clinic);
+        let patient = tab.create(None, &rm_cases::enrolment("ALFA-9"));
+        let proc_id = tab.create(Some(patient), &rm_cases::procedure("2026-01-05"));
+        for (visit, version, date) in [("d7", "1.0.0", "2026-01-12"), ("m1", "1.1.0", "2026-02-05")]
+        {
+            let mut r = rm_cases::response(proc_id, visit, true);
+            r.questionnaire_version = version.into();
+            let mut answers = Answers::new();
+            answers.insert("visit_date".into(), AnswerValue::Text(date.into()));
+            r.answers = answers;
+            tab.create(Some(patient), &r);
+        }
+        let ae = tab.create(
+            Some(patient),
+            &rm_cases::adverse_event(3, true, Some(proc_id)),
+        );
+        tab.create(
+            Some(patient),
+            &rm_cases::adjudication(ae, AdjudicationStatus::Open),
+        );
+        tab.push(storage.as_ref(), reg.now_ms);
+        (patient, ae)
+    })
+    .await
+    .unwrap();
+    let pw = add_staff(&s, "monitor@registry.example", Role::RegistryMonitor, None);
+    let mut monitor = Browser::new(&s.server.url());
+    assert_eq!(
+        monitor.sign_in("monitor@registry.example", &pw).await.0,
+        303
+    );
+    let (status, page) = monitor
+        .get(&format!("/console/patients/{}", patient.to_hex()))
+        .await;
+    assert_eq!(status, 200);
+    let blocks: Vec<&str> = page.split("<details>").skip(1).collect();
+    assert_eq!(blocks.len(), 2, "{page}");
+    let d7 = blocks.iter().find(|b| b.contains("visit d7")).unwrap();
+    let m1 = blocks.iter().find(|b| b.contains("visit m1")).unwrap();
+    assert!(
+        d7.contains("<th scope=\"row\">Date of the visit</th><td>2026-01-12</td>"),
+        "{d7}"
+    );
+    assert!(
+        m1.contains("<th scope=\"row\">Date the patient was seen (wording of 1.1.0)</th><td>2026-02-05</td>"),
+        "{m1}"
+    );
+    let event_link = format!(
+        "<a href=\"/console/adverse-events/{}\">Adverse event: infection</a> <span class=\"bad\">serious</span>",
+        ae.to_hex()
+    );
+    assert!(page.contains(&event_link), "{page}");
+    assert!(
+        page.contains("grade 3, serious (hospitalisation)"),
+        "{page}"
+    );
+    assert!(page.contains(&format!(
+        "<a href=\"/console/adverse-events/{}\">Adjudication</a> <span class=\"bad\">serious</span>",
+        ae.to_hex()
+    )));
 }

@@ -295,6 +295,30 @@ fn postgres_schema_nonces_and_busy() {
         other => panic!("expected a refusal, got {:?}", other.err()),
     }
     raw.exec("UPDATE followup_schema SET version = 2").unwrap();
+    // A database an older server made (before the covering index replaced rm_visits_clinic)
+    // gets the current indexes at the next start.
+    raw.0
+        .batch_execute(
+            "DROP INDEX rm_visits_counts;
+             CREATE INDEX rm_visits_clinic ON rm_visits (clinic);",
+        )
+        .unwrap();
+    drop(open(&url, fast.clone()));
+    let indexes = |raw: &mut PgRaw| -> Vec<String> {
+        raw.0
+            .query(
+                "SELECT indexname::text FROM pg_indexes WHERE tablename = 'rm_visits' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    assert_eq!(
+        indexes(&mut raw),
+        ["rm_visits_counts", "rm_visits_patient", "rm_visits_pkey"]
+    );
     // Once the schema exists, a role with plain DML rights (no CREATE) can run the server.
     raw.0
         .batch_execute(

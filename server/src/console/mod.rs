@@ -12,6 +12,7 @@
 pub mod assets;
 pub mod charts;
 mod names;
+mod pager;
 mod pages;
 pub mod participation;
 

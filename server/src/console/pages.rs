@@ -1,13 +1,14 @@
 //! The console's pages: one handler and one template struct per page. Each template struct is
 //! exactly what its page shows (nothing else reaches the HTML).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
+use followup_domain::definitions::{Definition, DefinitionType};
 use followup_domain::ids::{DeviceId, RecordId};
 use followup_domain::model::RecordKind;
 use followup_domain::protocol::{CreateClinicRequest, EnrolmentGrant};
@@ -15,6 +16,7 @@ use serde::Deserialize;
 
 use super::charts::{self, Bar};
 use super::names::Names;
+use super::pager::{page_param, Pager};
 use super::participation::{self, ClinicFacts, ListName};
 use super::{
     assets, blocking, count, fmt_day, fmt_ms, html, require_staff, set_cookie, today, ClientIp,
@@ -858,17 +860,42 @@ pub struct FollowupQuery {
     clinic: Option<String>,
     visit: Option<String>,
     state: Option<String>,
+    /// The page of the patient list.
+    page: Option<String>,
+    /// The page of the per-clinic table.
+    cpage: Option<String>,
 }
 
+/// Patients a follow-up page lists.
+const FOLLOWUP_PATIENTS_PER_PAGE: u32 = 100;
+/// Clinics a follow-up page's per-clinic table lists (worst first).
+const FOLLOWUP_CLINICS_PER_PAGE: u32 = 25;
+
+/// One line of a counts table: a visit (of one clinic or all), or a clinic (over its visits).
 struct CountLine {
-    clinic: String,
-    clinic_id: String,
-    visit: String,
+    /// What the line counts: the visit's id, or the clinic's name.
+    name: String,
+    /// Where its link goes (empty: no link).
+    href: String,
     due: u64,
     overdue: u64,
     missed: u64,
     done: u64,
     completion: String,
+}
+
+impl CountLine {
+    fn of(name: String, href: String, c: &rm::VisitCounts) -> CountLine {
+        CountLine {
+            name,
+            href,
+            due: c.due,
+            overdue: c.overdue,
+            missed: c.missed,
+            done: c.done,
+            completion: pct(c.completion_rate()),
+        }
+    }
 }
 
 struct VisitLine {
@@ -885,10 +912,15 @@ struct VisitLine {
 #[template(path = "console/followup.html")]
 struct FollowupPage {
     chrome: Chrome,
-    counts: Vec<CountLine>,
-    /// `1 visit shown`, `100 visits shown`.
-    shown: String,
+    /// `all clinics`, or the one clinic's name.
+    scope_name: String,
+    /// Per visit, over the clinics in scope.
+    per_visit: Vec<CountLine>,
+    /// Per clinic, over the visits chosen (registry-wide views only), worst first.
+    per_clinic: Vec<CountLine>,
+    clinic_pager: Pager,
     visits: Vec<VisitLine>,
+    pager: Pager,
     clinics: Vec<(String, String)>,
     visit_ids: Vec<String>,
     sel_clinic: String,
@@ -903,7 +935,8 @@ pub async fn followup(
     Query(q): Query<FollowupQuery>,
 ) -> Page {
     let ctx = require_staff(&st, &headers).await?;
-    let scope = ctx.scope(opt_id(&q.clinic)?)?;
+    let chosen = opt_id(&q.clinic)?;
+    let scope = ctx.scope(chosen)?;
     let state = match q.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(
@@ -911,54 +944,140 @@ pub async fn followup(
                 .ok_or_else(|| ConsoleError::BadRequest(format!("unknown visit state {s:?}")))?,
         ),
     };
+    let page = page_param(&q.page, "page").map_err(ConsoleError::BadRequest)?;
+    let cpage = page_param(&q.cpage, "cpage").map_err(ConsoleError::BadRequest)?;
     let visit = q.visit.clone().filter(|v| !v.is_empty());
     let storage = st.storage.clone();
     let day = today();
-    let v2 = visit.clone();
-    let (counts, list, names) = blocking(move || {
-        let s = storage.as_ref();
-        let filter = VisitFilter {
-            states: state.into_iter().collect(),
-            visit: v2,
-            limit: 200,
-            ..VisitFilter::default()
-        };
-        Ok((
-            rm::visit_counts(s, scope, day)?,
-            rm::visit_list(s, scope, day, &filter)?,
-            clinic_names(s, scope)?,
-        ))
-    })
-    .await?;
-    let name = |c: Option<RecordId>| match c {
-        Some(c) => names.get(&c).cloned().unwrap_or_else(|| short(c)),
-        None => "All clinics".into(),
-    };
-    let mut visit_ids: Vec<String> = counts
-        .iter()
-        .filter(|c| c.clinic.is_none())
-        .map(|c| c.visit.clone())
-        .collect();
-    visit_ids.dedup();
-    let count_lines = counts
-        .iter()
-        .filter(|c| visit.as_ref().is_none_or(|v| *v == c.visit))
-        .filter(|c| c.due + c.overdue + c.missed + c.done > 0)
-        .map(|c| CountLine {
-            clinic: name(c.clinic),
-            clinic_id: c.clinic.map(|c| c.to_hex()).unwrap_or_default(),
-            visit: c.visit.clone(),
-            due: c.due,
-            overdue: c.overdue,
-            missed: c.missed,
-            done: c.done,
-            completion: pct(c.completion_rate()),
+    let (counts, names) = {
+        let storage = storage.clone();
+        blocking(move || {
+            let s = storage.as_ref();
+            Ok((rm::visit_counts(s, scope, day)?, clinic_names(s, scope)?))
         })
+        .await?
+    };
+    let name = |c: RecordId| names.get(&c).cloned().unwrap_or_else(|| short(c));
+    let sel_clinic = chosen.map(|c| c.to_hex()).unwrap_or_default();
+    let sel_visit = visit.clone().unwrap_or_default();
+    let sel_state = state.map(|s| s.code().to_string()).unwrap_or_default();
+    let in_visit = |c: &rm::VisitCounts| visit.as_ref().is_none_or(|v| *v == c.visit);
+    let link = |clinic: &str, visit: &str| {
+        let mut u = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [("clinic", clinic), ("visit", visit), ("state", &sel_state)] {
+            if !v.is_empty() {
+                u.append_pair(k, v);
+            }
+        }
+        format!("/console/followup?{}", u.finish())
+    };
+
+    // The totals per visit (the rows without a clinic) cover the clinics in scope.
+    let totals: Vec<&rm::VisitCounts> = counts.iter().filter(|c| c.clinic.is_none()).collect();
+    let mut visit_ids: Vec<String> = totals.iter().map(|c| c.visit.clone()).collect();
+    visit_ids.dedup();
+    let per_visit = totals
+        .iter()
+        .filter(|c| in_visit(c))
+        .filter(|c| c.due + c.overdue + c.missed + c.done > 0)
+        .map(|c| CountLine::of(c.visit.clone(), link(&sel_clinic, &c.visit), c))
         .collect();
+
+    // Per clinic, summed over the visits chosen, the most overdue and missed first; paged.
+    let mut by_clinic: BTreeMap<RecordId, rm::VisitCounts> = BTreeMap::new();
+    if scope.is_none() {
+        for c in counts.iter().filter(|c| in_visit(c)) {
+            if let Some(id) = c.clinic {
+                let t = by_clinic.entry(id).or_default();
+                t.due += c.due;
+                t.overdue += c.overdue;
+                t.missed += c.missed;
+                t.done += c.done;
+            }
+        }
+    }
+    let mut clinic_rows: Vec<(RecordId, rm::VisitCounts)> = by_clinic
+        .into_iter()
+        .filter(|(_, c)| c.due + c.overdue + c.missed + c.done > 0)
+        .collect();
+    clinic_rows.sort_by_cached_key(|(id, c)| (std::cmp::Reverse(c.overdue + c.missed), name(*id)));
+
+    // The patients: as many as the counts say match, a page at a time.
+    let states = match state {
+        Some(s) => vec![s],
+        None => vec![VisitState::Due, VisitState::Overdue, VisitState::Missed],
+    };
+    let matching: u64 = totals
+        .iter()
+        .filter(|c| in_visit(c))
+        .map(|c| {
+            states
+                .iter()
+                .map(|s| match s {
+                    VisitState::Upcoming => c.upcoming,
+                    VisitState::Due => c.due,
+                    VisitState::Overdue => c.overdue,
+                    VisitState::Missed => c.missed,
+                    VisitState::Done => c.done,
+                })
+                .sum::<u64>()
+        })
+        .sum();
+    // Each list's links keep the other list's page (as shown: past the end is the last).
+    let nth = |n: u64| if n > 1 { n.to_string() } else { String::new() };
+    let page_shown = nth(Pager::page_of(page, FOLLOWUP_PATIENTS_PER_PAGE, matching));
+    let cpage_shown = nth(Pager::page_of(
+        cpage,
+        FOLLOWUP_CLINICS_PER_PAGE,
+        clinic_rows.len() as u64,
+    ));
+    let keep = [
+        ("visit", sel_visit.as_str()),
+        ("state", sel_state.as_str()),
+        ("page", page_shown.as_str()),
+    ];
+    let clinic_pager = Pager::new(
+        "/console/followup",
+        &keep,
+        "cpage",
+        cpage,
+        FOLLOWUP_CLINICS_PER_PAGE,
+        clinic_rows.len() as u64,
+        "Clinics",
+    );
+    let per_clinic = clinic_rows
+        .iter()
+        .skip(usize::try_from(clinic_pager.offset).unwrap_or(usize::MAX))
+        .take(FOLLOWUP_CLINICS_PER_PAGE as usize)
+        .map(|(id, c)| CountLine::of(name(*id), link(&id.to_hex(), &sel_visit), c))
+        .collect();
+    let keep = [
+        ("clinic", sel_clinic.as_str()),
+        ("visit", sel_visit.as_str()),
+        ("state", sel_state.as_str()),
+        ("cpage", cpage_shown.as_str()),
+    ];
+    let pager = Pager::new(
+        "/console/followup",
+        &keep,
+        "page",
+        page,
+        FOLLOWUP_PATIENTS_PER_PAGE,
+        matching,
+        "Patients",
+    );
+    let filter = VisitFilter {
+        states: state.into_iter().collect(),
+        visit: visit.clone(),
+        limit: pager.per,
+        offset: pager.offset,
+        ..VisitFilter::default()
+    };
+    let list = blocking(move || Ok(rm::visit_list(storage.as_ref(), scope, day, &filter)?)).await?;
     let visits: Vec<VisitLine> = list
         .iter()
         .map(|v| VisitLine {
-            clinic: name(Some(v.clinic)),
+            clinic: name(v.clinic),
             patient_id: v.patient.to_hex(),
             study_code: opt(&v.study_code),
             visit: v.visit.clone(),
@@ -978,14 +1097,20 @@ pub async fn followup(
     Ok(html(
         FollowupPage {
             chrome: chrome(&ctx, "followup"),
-            counts: count_lines,
-            shown: format!("{} shown", count(visits.len(), "visit", "visits")),
+            scope_name: match scope {
+                Some(c) => name(c),
+                None => "all clinics".into(),
+            },
+            per_visit,
+            per_clinic,
+            clinic_pager,
             visits,
+            pager,
             clinics,
             visit_ids,
-            sel_clinic: q.clinic.unwrap_or_default(),
-            sel_visit: visit.unwrap_or_default(),
-            sel_state: state.map(|s| s.code().to_string()).unwrap_or_default(),
+            sel_clinic,
+            sel_visit,
+            sel_state,
             as_of: day.to_string(),
         }
         .render(),
@@ -1000,7 +1125,11 @@ pub struct AeQuery {
     clinic: Option<String>,
     status: Option<String>,
     case: Option<String>,
+    page: Option<String>,
 }
+
+/// Events an oversight-queue page lists.
+const AE_EVENTS_PER_PAGE: u32 = 100;
 
 struct AeLine {
     id: String,
@@ -1058,6 +1187,7 @@ struct AeQueuePage {
     /// `1 event`, `12 events`.
     summary: String,
     items: Vec<AeLine>,
+    pager: Pager,
     clinics: Vec<(String, String)>,
     statuses: Vec<&'static str>,
     case_states: Vec<&'static str>,
@@ -1089,19 +1219,52 @@ pub async fn ae_queue(
                 .ok_or_else(|| ConsoleError::BadRequest(format!("unknown case state {s:?}")))?,
         ),
     };
+    let page = page_param(&q.page, "page").map_err(ConsoleError::BadRequest)?;
     let storage = st.storage.clone();
     let day = today();
-    let (items, names) = blocking(move || {
+    let ((items, total), names) = blocking(move || {
         let s = storage.as_ref();
         let f = AeFilter {
             statuses: status.into_iter().collect(),
             case_states: case_state.into_iter().map(str::to_string).collect(),
-            limit: 300,
+            limit: AE_EVENTS_PER_PAGE,
+            offset: (page - 1) * u64::from(AE_EVENTS_PER_PAGE),
             ..AeFilter::default()
         };
-        Ok((rm::ae_queue(s, scope, day, &f)?, clinic_names(s, scope)?))
+        let mut found = rm::ae_queue_counted(s, scope, day, &f)?;
+        let per = u64::from(AE_EVENTS_PER_PAGE);
+        if found.0.is_empty() && found.1 > 0 {
+            // Past the last page: show the last one.
+            let last = (found.1 as u64).div_ceil(per);
+            found = rm::ae_queue_counted(
+                s,
+                scope,
+                day,
+                &AeFilter {
+                    offset: (last - 1) * per,
+                    ..f
+                },
+            )?;
+        }
+        Ok((found, clinic_names(s, scope)?))
     })
     .await?;
+    let sel_clinic = q.clinic.clone().unwrap_or_default();
+    let sel_status = status.map(|s| s.code().to_string()).unwrap_or_default();
+    let sel_case = case_state.unwrap_or_default().to_string();
+    let pager = Pager::new(
+        "/console/adverse-events",
+        &[
+            ("clinic", sel_clinic.as_str()),
+            ("status", sel_status.as_str()),
+            ("case", sel_case.as_str()),
+        ],
+        "page",
+        page,
+        AE_EVENTS_PER_PAGE,
+        total as u64,
+        "Events",
+    );
     let mut clinics: Vec<(String, String)> = names
         .iter()
         .map(|(id, n)| (id.to_hex(), n.clone()))
@@ -1110,14 +1273,15 @@ pub async fn ae_queue(
     Ok(html(
         AeQueuePage {
             chrome: chrome(&ctx, "aes"),
-            summary: count(items.len(), "event", "events"),
+            summary: count(total, "event", "events"),
             items: items.iter().map(ae_line).collect(),
+            pager,
             clinics,
             statuses: CaseStatus::ALL.iter().map(|s| s.code()).collect(),
             case_states: rm::CASE_STATES.to_vec(),
-            sel_clinic: q.clinic.unwrap_or_default(),
-            sel_status: status.map(|s| s.code().to_string()).unwrap_or_default(),
-            sel_case: case_state.unwrap_or_default().to_string(),
+            sel_clinic,
+            sel_status,
+            sel_case,
         }
         .render(),
     ))
@@ -1482,6 +1646,10 @@ pub async fn find_patient(
 struct TimelineEntry {
     when: String,
     what: String,
+    /// Where `what` links to (empty: nowhere).
+    href: String,
+    /// A serious adverse event (or an adjudication of one): marked on the row.
+    serious: bool,
     detail: String,
     by: String,
 }
@@ -1514,6 +1682,53 @@ fn answer_text(v: &Option<serde_json::Value>) -> String {
     }
 }
 
+/// Item labels for a patient's responses, by questionnaire id, version and item id: from the
+/// questionnaire version the registry published (what the device showed), else from the
+/// built-in questionnaire of that id; an item found in neither shows its id.
+struct ItemLabels {
+    published: HashMap<(String, String, String), String>,
+}
+
+impl ItemLabels {
+    fn load<'a>(
+        s: &dyn Storage,
+        responses: impl Iterator<Item = &'a rm::ResponseRow>,
+    ) -> ItemLabels {
+        let mut published = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for r in responses {
+            let (Some(q), Some(v)) = (&r.questionnaire, &r.questionnaire_version) else {
+                continue;
+            };
+            if !seen.insert((q.clone(), v.clone())) {
+                continue;
+            }
+            let def = crate::definitions::content(s, DefinitionType::Questionnaire.code(), q, v)
+                .ok()
+                .and_then(|json| Definition::parse_lenient(&json).ok());
+            if let Some(questionnaire) = def.as_ref().and_then(|d| d.questionnaire()) {
+                for item in questionnaire.items() {
+                    published.insert((q.clone(), v.clone(), item.id.clone()), item.text.clone());
+                }
+            }
+        }
+        ItemLabels { published }
+    }
+
+    fn label(&self, questionnaire: &str, version: &str, item: &str) -> String {
+        let key = (
+            questionnaire.to_string(),
+            version.to_string(),
+            item.to_string(),
+        );
+        self.published
+            .get(&key)
+            .or_else(|| item_labels().get(&(key.0, key.2)))
+            .cloned()
+            .unwrap_or_else(|| item.to_string())
+    }
+}
+
 /// Item labels of the built-in questionnaires, by questionnaire id and item id.
 fn item_labels() -> &'static HashMap<(String, String), String> {
     static L: std::sync::OnceLock<HashMap<(String, String), String>> = std::sync::OnceLock::new();
@@ -1538,11 +1753,12 @@ pub async fn timeline(
     let id = parse_id(&id)?;
     let storage = st.storage.clone();
     let day = today();
-    let (t, clinics, names) = blocking(move || {
+    let (t, clinics, names, labels) = blocking(move || {
         let s = storage.as_ref();
         check_record(s, scope, id, RecordKind::Enrolment)?;
         let t = rm::patient_timeline(s, scope, id, day)?
             .ok_or_else(|| ConsoleError::NotFound(format!("no patient {id}")))?;
+        let labels = ItemLabels::load(s, t.responses.iter());
         let names = Names::for_records(
             s,
             std::iter::once(&t.enrolment.meta)
@@ -1551,7 +1767,7 @@ pub async fn timeline(
                 .chain(t.adverse_events.iter().map(|a| &a.meta))
                 .chain(t.adjudications.iter().map(|a| &a.meta)),
         )?;
-        Ok((t, clinic_names(s, scope)?, names))
+        Ok((t, clinic_names(s, scope)?, names, labels))
     })
     .await?;
     let e = &t.enrolment;
@@ -1581,6 +1797,8 @@ pub async fn timeline(
         TimelineEntry {
             when: fmt_ms(e.meta.first_accepted_ms),
             what: "Enrolment".into(),
+            href: String::new(),
+            serious: false,
             detail: opt(&e.enrolled_on),
             by: names.by_line(&e.meta),
         },
@@ -1591,6 +1809,8 @@ pub async fn timeline(
             TimelineEntry {
                 when: fmt_ms(p.meta.first_accepted_ms),
                 what: format!("Procedure on {}", opt(&p.date)),
+                href: String::new(),
+                serious: false,
                 detail: format!(
                     "{} for {}; {} {} cells from {}, {}, route {}; {}",
                     opt(&p.procedure_type),
@@ -1612,6 +1832,8 @@ pub async fn timeline(
             TimelineEntry {
                 when: fmt_ms(r.meta.first_accepted_ms),
                 what: format!("Response {} ({})", opt(&r.questionnaire), opt(&r.visit)),
+                href: String::new(),
+                serious: false,
                 detail: format!(
                     "{}, {}",
                     opt(&r.status),
@@ -1627,12 +1849,24 @@ pub async fn timeline(
             TimelineEntry {
                 when: fmt_ms(a.meta.first_accepted_ms),
                 what: format!("Adverse event: {}", opt(&a.category)),
+                href: format!("/console/adverse-events/{}", a.meta.id.to_hex()),
+                serious: a.serious == Some(true),
                 detail: format!(
-                    "onset {}, grade {}, reported by {}",
+                    "onset {}, grade {}, {}, reported by {}",
                     opt(&a.onset),
                     a.severity
                         .map(|s| s.to_string())
                         .unwrap_or_else(|| "?".into()),
+                    match a.serious {
+                        Some(true) => format!(
+                            "serious ({})",
+                            a.seriousness
+                                .clone()
+                                .unwrap_or_else(|| "criteria not given".into())
+                        ),
+                        Some(false) => "not serious".into(),
+                        None => "seriousness conflicted".into(),
+                    },
                     opt(&a.reporter)
                 ),
                 by: names.by_line(&a.meta),
@@ -1645,6 +1879,15 @@ pub async fn timeline(
             TimelineEntry {
                 when: fmt_ms(a.meta.first_accepted_ms),
                 what: "Adjudication".into(),
+                href: a
+                    .adverse_event
+                    .map(|ae| format!("/console/adverse-events/{}", ae.to_hex()))
+                    .unwrap_or_default(),
+                serious: a.adverse_event.is_some_and(|ae| {
+                    t.adverse_events
+                        .iter()
+                        .any(|e| e.meta.id == ae && e.serious == Some(true))
+                }),
                 detail: format!(
                     "{}; relatedness {}; remedy {}",
                     opt(&a.status),
@@ -1656,12 +1899,15 @@ pub async fn timeline(
         ));
     }
     entries.sort_by_key(|(at, _)| *at);
-    let labels = item_labels();
+    // Visits in the schedule's order (the read model lists them most urgent first).
+    let mut visits: Vec<&rm::PatientVisit> = t.visits.iter().collect();
+    visits.sort_by_key(|v| (v.procedure_date.clone(), v.procedure, v.target));
     let responses = t
         .responses
         .iter()
         .map(|r| {
             let q = r.questionnaire.clone().unwrap_or_default();
+            let version = r.questionnaire_version.clone().unwrap_or_default();
             ResponseBlock {
                 title: format!("{} — visit {} — {}", q, opt(&r.visit), opt(&r.submitted_at)),
                 by: names.by_line(&r.meta),
@@ -1669,10 +1915,7 @@ pub async fn timeline(
                     .answers
                     .iter()
                     .map(|a| {
-                        let label = labels
-                            .get(&(q.clone(), a.item.clone()))
-                            .cloned()
-                            .unwrap_or_else(|| a.item.clone());
+                        let label = labels.label(&q, &version, &a.item);
                         let v = answer_text(&a.value);
                         (
                             label,
@@ -1697,8 +1940,7 @@ pub async fn timeline(
                 .unwrap_or_else(|| short(e.meta.clinic)),
             facts,
             entries: entries.into_iter().map(|(_, e)| e).collect(),
-            visits: t
-                .visits
+            visits: visits
                 .iter()
                 .map(|v| VisitLine {
                     clinic: String::new(),

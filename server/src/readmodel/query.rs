@@ -756,6 +756,16 @@ pub fn ae_queue(
     as_of: NaiveDate,
     f: &AeFilter,
 ) -> StorageResult<Vec<AeQueueItem>> {
+    ae_queue_counted(s, scope_, as_of, f).map(|(items, _)| items)
+}
+
+/// [`ae_queue`], with how many events match the filter on every page (for paging).
+pub fn ae_queue_counted(
+    s: &dyn Storage,
+    scope_: Option<ClinicId>,
+    as_of: NaiveDate,
+    f: &AeFilter,
+) -> StorageResult<(Vec<AeQueueItem>, usize)> {
     let mut items: Vec<AeQueueItem> = ae_items(s, scope_, f.patient, as_of)?
         .into_iter()
         .map(|(i, _)| i)
@@ -783,13 +793,17 @@ pub fn ae_queue(
                 b.adverse_event,
             ))
     });
+    let total = items.len();
     let start = usize::try_from(f.offset).unwrap_or(usize::MAX);
     let items = items.into_iter().skip(start);
-    Ok(if f.limit == 0 {
-        items.collect()
-    } else {
-        items.take(f.limit as usize).collect()
-    })
+    Ok((
+        if f.limit == 0 {
+            items.collect()
+        } else {
+            items.take(f.limit as usize).collect()
+        },
+        total,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------

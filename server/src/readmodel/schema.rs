@@ -424,12 +424,32 @@ impl Dialect {
     }
 }
 
+/// Indexes that a wider one replaced; [`ddl`] drops them where an older server created them.
+pub const DROPPED_INDEXES: &[&str] = &["rm_visits_clinic"];
+
+/// The name of every table and index [`ddl`] creates. A database where one is missing (or where
+/// one of [`DROPPED_INDEXES`] remains) was made by an older server and needs [`ddl`] run again;
+/// PostgreSQL checks this at start, so that a role without `CREATE` can run a server over a
+/// schema that is already current.
+pub fn relations() -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for t in ALL {
+        out.push(t.name);
+        out.extend(t.indexes.iter().map(|(name, _)| *name));
+    }
+    out.extend(["rm_meta", "device_activity"]);
+    out
+}
+
 /// The DDL creating every read-model table (idempotent), plus the non-derived tables the read
 /// model keeps beside them: `rm_meta` (projection version) and `device_activity` (last request of
 /// each device).
 pub fn ddl(d: Dialect) -> String {
     // Indexes replaced by wider ones (a database created before keeps them otherwise).
-    let mut out = String::from("DROP INDEX IF EXISTS rm_visits_clinic;\n");
+    let mut out = String::new();
+    for name in DROPPED_INDEXES {
+        out.push_str(&format!("DROP INDEX IF EXISTS {name};\n"));
+    }
     for t in ALL {
         out.push_str(&format!("CREATE TABLE IF NOT EXISTS {} (\n", t.name));
         for (name, ty) in t.cols {

@@ -770,8 +770,15 @@ impl PostgresStorage {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let report = self.write(|q| {
             q.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-            let exists = q.query_one("SELECT to_regclass('rm_meta') IS NOT NULL", &[])?;
-            if !col::<bool>(&exists, 0)? {
+            // Run the DDL (which needs CREATE) only when something is missing or stale: a
+            // database an older server made lacks a newer index or keeps a replaced one.
+            let wanted = schema::relations();
+            let stale = q.query_one(
+                "SELECT (SELECT COUNT(*) FROM unnest($1::text[]) AS n WHERE to_regclass(n) IS NULL)
+                      + (SELECT COUNT(*) FROM unnest($2::text[]) AS n WHERE to_regclass(n) IS NOT NULL)",
+                &[&wanted, &schema::DROPPED_INDEXES],
+            )?;
+            if col::<i64>(&stale, 0)? > 0 {
                 let r = q.c.batch_execute(&schema::ddl(Dialect::Postgres));
                 q.check(r)?;
             }
