@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod rm_cases;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -614,4 +615,83 @@ async fn the_admin_api_streams_an_audited_zip_and_refuses_bad_requests() {
     assert_eq!(unauth.status(), 401);
     let rows = t.server.storage().audit_rows(0, 1000).unwrap();
     assert_eq!(rows.iter().filter(|r| r.entry.event == "export").count(), 1);
+}
+
+/// A field two tablets set to different values is exported with the value the registry shows,
+/// and named: in the CSV column `conflicted_fields`, in a FHIR `conflicted-field` extension, and
+/// counted in the README. Records without a conflict name nothing.
+#[test]
+fn conflicted_fields_are_named_in_csv_and_fhir() {
+    use followup_domain::model::{AdverseEvent, FollowupResponse, Procedure};
+    use followup_domain::questionnaire::AnswerValue;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let s: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path()).unwrap());
+    let mut reg = rm_cases::Registry::new(s.clone());
+    let a = reg.clinic("Clinic A");
+    let mut t1 = reg.tablet(a);
+    let mut t2 = reg.tablet(a);
+    let p = t1.create(None, &rm_cases::enrolment("KX-1"));
+    let pr = t1.create(Some(p), &rm_cases::procedure("2026-01-01"));
+    let r = t1.create(Some(p), &rm_cases::response(pr, "d7", true));
+    let ae = t1.create(Some(p), &rm_cases::adverse_event(2, false, Some(pr)));
+    t1.push(&*s, reg.now_ms);
+    t2.pull(&*s);
+    t1.edit::<FollowupResponse>(r, |b| {
+        b.answers
+            .insert("q03".into(), AnswerValue::Text("moderate".into()));
+    });
+    t2.edit::<FollowupResponse>(r, |b| {
+        b.answers
+            .insert("q03".into(), AnswerValue::Text("severe".into()));
+    });
+    t1.edit::<Procedure>(pr, |b| b.date = "2026-01-02".into());
+    t2.edit::<Procedure>(pr, |b| b.date = "2026-01-03".into());
+    t1.edit::<AdverseEvent>(ae, |b| b.severity = 3);
+    t2.edit::<AdverseEvent>(ae, |b| b.severity = 4);
+    reg.tick(1);
+    t1.push(&*s, reg.now_ms);
+    t2.push(&*s, reg.now_ms);
+
+    let (out, summary) = export_dir(&*s, &admin(), request(ExportFormat::Csv, false));
+    let x = out.path().join("x");
+    let conflicted = |file: &str| -> Vec<String> {
+        let (h, rows) = read_csv(&x.join(file));
+        let c = col(&h, "conflicted_fields");
+        rows.iter().map(|r| r[c].clone()).collect()
+    };
+    assert_eq!(conflicted("responses.csv"), ["answers.q03"]);
+    assert_eq!(conflicted("procedures.csv"), ["date"]);
+    assert_eq!(conflicted("adverse_events.csv"), ["severity"]);
+    assert_eq!(conflicted("patients.csv"), [""], "the patient has no conflict");
+    // The row has one of the two values, as the registry shows it.
+    let (h, rows) = read_csv(&x.join("adverse_events.csv"));
+    assert!(["3", "4"].contains(&rows[0][col(&h, "severity_grade")].as_str()));
+    assert_eq!(
+        summary.conflicted,
+        BTreeMap::from([
+            ("adverse_event".to_string(), 1),
+            ("procedure".to_string(), 1),
+            ("response".to_string(), 1),
+        ])
+    );
+    let readme = std::fs::read_to_string(x.join("README.txt")).unwrap();
+    assert!(readme.contains("Records with conflicted fields"), "{readme}");
+    let dictionary = std::fs::read_to_string(x.join("data_dictionary.csv")).unwrap();
+    assert!(dictionary.contains("conflicted_fields"));
+
+    let (out, _) = export_dir(&*s, &admin(), request(ExportFormat::Fhir, false));
+    let x = out.path().join("x");
+    let named = |file: &str| -> Vec<String> {
+        parse_lines::<serde_json::Value>(&x.join(file))
+            .iter()
+            .flat_map(|(_, v)| v["extension"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["url"].as_str().unwrap().ends_with("/conflicted-field"))
+            .map(|e| e["valueString"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(named("QuestionnaireResponse.ndjson"), ["answers.q03"]);
+    assert_eq!(named("Procedure.ndjson"), ["date"]);
+    assert_eq!(named("AdverseEvent.ndjson"), ["severity"]);
+    assert!(named("Patient.ndjson").is_empty());
 }

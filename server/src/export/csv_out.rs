@@ -126,6 +126,11 @@ pub const PATIENTS: &[Col] = &[
     d("enrolled_year", "Enrolled: year", "year", YEAR),
     d("enrolled_day", "Enrolled: day", "day", DAY),
     idf("enrolled_date", "Enrolled: date", "date"),
+    c(
+        "conflicted_fields",
+        "Fields two devices set to different values, separated by ; (this row has the value the registry shows)",
+        "list",
+    ),
 ];
 
 pub const PROCEDURES: &[Col] = &[
@@ -171,6 +176,11 @@ pub const PROCEDURES: &[Col] = &[
         "integer",
     ),
     d("cost_currency", "Cost currency (ISO 4217)", "code", CODED),
+    c(
+        "conflicted_fields",
+        "Fields two devices set to different values, separated by ; (this row has the value the registry shows)",
+        "list",
+    ),
 ];
 
 pub const RESPONSES: &[Col] = &[
@@ -190,6 +200,11 @@ pub const RESPONSES: &[Col] = &[
         "items_file",
         "The file holding this response's answers",
         "text",
+    ),
+    c(
+        "conflicted_fields",
+        "Fields two devices set to different values, separated by ; (this row has the value the registry shows)",
+        "list",
     ),
 ];
 
@@ -218,6 +233,11 @@ pub const ADVERSE_EVENTS: &[Col] = &[
     c("outcome", "Outcome", "code"),
     idf("description", "Description (free text)", "text"),
     c("adjudications", "Number of adjudications", "integer"),
+    c(
+        "conflicted_fields",
+        "Fields two devices set to different values, separated by ; (this row has the value the registry shows)",
+        "list",
+    ),
 ];
 
 pub const ADJUDICATIONS: &[Col] = &[
@@ -235,6 +255,11 @@ pub const ADJUDICATIONS: &[Col] = &[
     idf("decided_at", "Last decision: date-time (UTC)", "datetime"),
     idf("action", "Action taken (free text)", "text"),
     idf("remedy", "Remedy offered (free text)", "text"),
+    c(
+        "conflicted_fields",
+        "Fields two devices set to different values, separated by ; (this row has the value the registry shows)",
+        "list",
+    ),
 ];
 
 /// The data dictionary's columns (REDCap's, adapted).
@@ -615,6 +640,7 @@ impl FormatWriter for CsvWriter {
             ey,
             ed,
             ex,
+            rec.conflicted.join(";"),
         ])
     }
 
@@ -688,6 +714,7 @@ impl FormatWriter for CsvWriter {
             benefits,
             amount,
             currency,
+            rec.conflicted.join(";"),
         ])
     }
 
@@ -815,6 +842,7 @@ impl FormatWriter for CsvWriter {
             sd,
             sx,
             items_file,
+            rec.conflicted.join(";"),
         ])
     }
 
@@ -870,6 +898,7 @@ impl FormatWriter for CsvWriter {
             ae.outcome.code().into(),
             description,
             adjudications.len().to_string(),
+            rec.conflicted.join(";"),
         ])?;
         for adj in adjudications {
             let a = &adj.body;
@@ -894,6 +923,7 @@ impl FormatWriter for CsvWriter {
                 cx,
                 action,
                 remedy,
+                adj.conflicted.join(";"),
             ])?;
         }
         Ok(())

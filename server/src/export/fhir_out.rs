@@ -103,6 +103,15 @@ fn ext(name: &str, value: ExtensionValue) -> Result<Extension, ExportError> {
         .map_err(b)
 }
 
+/// One `conflicted-field` extension per field two devices set to different values (the
+/// resource carries the value the registry shows).
+fn conflict_exts(paths: &[String]) -> Result<Vec<Extension>, ExportError> {
+    paths
+        .iter()
+        .map(|p| ext("conflicted-field", ExtensionValue::String(p.clone())))
+        .collect()
+}
+
 fn ext_code(name: &str, system: &str, code: &str) -> Result<Extension, ExportError> {
     ext(
         name,
@@ -345,6 +354,7 @@ impl FormatWriter for FhirWriter {
                 e.study_code.clone(),
             )?)]);
         }
+        extension.extend(conflict_exts(&rec.conflicted)?);
         let patient = patient.extension(extension).build().map_err(b)?;
         self.file("Patient")?.write(&patient)?;
 
@@ -481,6 +491,7 @@ impl FormatWriter for FhirWriter {
                 extension.push(x);
             }
         }
+        extension.extend(conflict_exts(&rec.conflicted)?);
         let proc = proc.extension(extension).build().map_err(b)?;
         self.file("Procedure")?.write(&proc)
     }
@@ -682,6 +693,7 @@ impl FormatWriter for FhirWriter {
                 extension.push(x);
             }
         }
+        extension.extend(conflict_exts(&rec.conflicted)?);
         let qr = qr.extension(extension).build().map_err(b)?;
         self.file("QuestionnaireResponse")?.write(&qr)
     }
@@ -846,6 +858,9 @@ impl FormatWriter for FhirWriter {
                         .map_err(b)?,
                 ));
             }
+            for path in &adj.conflicted {
+                parts.push(part("conflictedField", ExtensionValue::String(path.clone()))?);
+            }
             extension.push(ext_complex("adjudication", parts)?);
         }
         if let Some(p) = ae.procedure.as_deref() {
@@ -864,6 +879,7 @@ impl FormatWriter for FhirWriter {
                 }
             }
         }
+        extension.extend(conflict_exts(&rec.conflicted)?);
         let event = event.extension(extension).build().map_err(b)?;
         self.file("AdverseEvent")?.write(&event)
     }

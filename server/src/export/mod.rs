@@ -264,6 +264,9 @@ pub struct ExportSummary {
     pub files: BTreeMap<String, u64>,
     /// Records exported, by record kind code.
     pub records: BTreeMap<String, u64>,
+    /// Exported records with conflicted fields, by kind code (named in the README; each row or
+    /// resource names its fields).
+    pub conflicted: BTreeMap<String, u64>,
     /// Records that could not be read, by kind code (named in the README, left out).
     pub unreadable: BTreeMap<String, u64>,
     /// Values left out by de-identification, by reason.
@@ -291,12 +294,20 @@ impl Ctx<'_> {
         *self.summary.withheld.entry(reason.to_string()).or_default() += 1;
     }
 
-    pub fn count_record(&mut self, kind: RecordKind) {
+    /// Count an exported record, and whether it has conflicted fields.
+    pub fn count_record(&mut self, kind: RecordKind, conflicted: &[String]) {
         *self
             .summary
             .records
             .entry(kind.code().to_string())
             .or_default() += 1;
+        if !conflicted.is_empty() {
+            *self
+                .summary
+                .conflicted
+                .entry(kind.code().to_string())
+                .or_default() += 1;
+        }
     }
 
     pub fn definition(&mut self, id: &str, version: &str) -> Option<std::sync::Arc<Questionnaire>> {
@@ -316,6 +327,8 @@ pub struct AdjudicationRec {
     pub id: RecordId,
     pub updated_at_ms: i64,
     pub body: Adjudication,
+    /// Its conflicted fields ([`SourceRecord::conflicted`]).
+    pub conflicted: Vec<String>,
 }
 
 /// The passes of an export, implemented by each format.
@@ -419,6 +432,7 @@ pub fn run(
                         id: rec.header.id,
                         updated_at_ms: rec.updated_at_ms,
                         body: a,
+                        conflicted: rec.conflicted,
                     });
                 }
             }
@@ -436,7 +450,7 @@ pub fn run(
         RecordKind::Clinic,
         None,
         &mut |ctx, rec| {
-            ctx.count_record(RecordKind::Clinic);
+            ctx.count_record(RecordKind::Clinic, &rec.conflicted);
             writer.clinic(ctx, &rec)
         },
     )?;
@@ -446,7 +460,7 @@ pub fn run(
         RecordKind::Enrolment,
         None,
         &mut |ctx, rec| {
-            ctx.count_record(RecordKind::Enrolment);
+            ctx.count_record(RecordKind::Enrolment, &rec.conflicted);
             writer.patient(ctx, &rec)
         },
     )?;
@@ -456,7 +470,7 @@ pub fn run(
         RecordKind::Procedure,
         None,
         &mut |ctx, rec| {
-            ctx.count_record(RecordKind::Procedure);
+            ctx.count_record(RecordKind::Procedure, &rec.conflicted);
             writer.procedure(ctx, &rec)
         },
     )?;
@@ -474,7 +488,7 @@ pub fn run(
                     .or_default() += 1;
                 return Ok(());
             }
-            ctx.count_record(RecordKind::Response);
+            ctx.count_record(RecordKind::Response, &rec.conflicted);
             writer.response(ctx, &rec)
         },
     )?;
@@ -495,9 +509,9 @@ pub fn run(
                     return Ok(());
                 }
             }
-            ctx.count_record(RecordKind::AdverseEvent);
-            for _ in adjs {
-                ctx.count_record(RecordKind::Adjudication);
+            ctx.count_record(RecordKind::AdverseEvent, &rec.conflicted);
+            for a in adjs {
+                ctx.count_record(RecordKind::Adjudication, &a.conflicted);
             }
             writer.adverse_event(ctx, &rec, adjs)
         },

@@ -99,6 +99,21 @@ pub fn write(ctx: &mut Ctx<'_>, sink: &mut dyn Sink) -> Result<(), ExportError> 
     for (kind, n) in &ctx.summary.records {
         writeln!(out, "  {n:>9}  {kind}")?;
     }
+    if !ctx.summary.conflicted.is_empty() {
+        let (column, format) = match plan.request.format {
+            ExportFormat::Csv => ("column conflicted_fields", "row"),
+            ExportFormat::Fhir => ("extension conflicted-field", "resource"),
+        };
+        writeln!(
+            out,
+            "Records with conflicted fields: two devices set a field to different values and no \
+             one has settled it. The exported value is the one the registry shows; the {column} \
+             of each {format} names the fields, and the registry's console lists every value."
+        )?;
+        for (kind, n) in &ctx.summary.conflicted {
+            writeln!(out, "  {n:>9}  {kind}")?;
+        }
+    }
     if !ctx.summary.unreadable.is_empty() {
         writeln!(
             out,

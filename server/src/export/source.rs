@@ -7,7 +7,7 @@
 use automerge::Automerge;
 use followup_domain::ids::RecordId;
 use followup_domain::model::{
-    read_body, Adjudication, AdverseEvent, Clinic, DocHeader, Enrolment, FollowupResponse,
+    self, read_body, Adjudication, AdverseEvent, Clinic, DocHeader, Enrolment, FollowupResponse,
     Procedure, RecordBody, RecordKind,
 };
 
@@ -45,6 +45,10 @@ pub struct SourceRecord {
     /// When the registry last accepted a change to it (ms since the epoch).
     pub updated_at_ms: i64,
     pub body: Body,
+    /// The body's fields that hold more than one value (two devices set them concurrently), by
+    /// path (`severity`, `answers.pain_now`); `body` has the value the registry shows for each.
+    /// Exports name them, so that an analyst sees which values are in dispute.
+    pub conflicted: Vec<String>,
 }
 
 /// What a source yields: a record, or one it could not read (counted and named in the
@@ -97,20 +101,36 @@ fn hydrate<T: RecordBody>(doc: &Automerge, wrap: fn(T) -> Body) -> Result<Body, 
     read_body::<T>(doc).map(wrap).map_err(|e| e.to_string())
 }
 
-/// The typed body of a stored document.
-pub fn body_of(kind: RecordKind, bytes: &[u8]) -> Result<Body, String> {
+/// The typed body of a stored document, and its conflicted fields' paths.
+pub fn body_of(kind: RecordKind, bytes: &[u8]) -> Result<(Body, Vec<String>), String> {
     // A document that makes the Automerge library panic is reported as unreadable rather than
     // ending the export.
     let doc = std::panic::catch_unwind(|| Automerge::load(bytes))
         .map_err(|_| "the document could not be loaded (library panic)".to_string())?
         .map_err(|e| format!("the document could not be loaded: {e}"))?;
+    let body = typed_body(kind, &doc)?;
+    // One chain of changes had no concurrent writes, so no conflict: skip the walk (as the read
+    // model's projection does).
+    let conflicted = if crate::readmodel::project::linear_history(&doc) {
+        Vec::new()
+    } else {
+        model::conflicts(&doc)
+            .map_err(|e| format!("the record's conflicts could not be read: {e}"))?
+            .into_iter()
+            .map(|c| c.path)
+            .collect()
+    };
+    Ok((body, conflicted))
+}
+
+fn typed_body(kind: RecordKind, doc: &Automerge) -> Result<Body, String> {
     match kind {
-        RecordKind::Clinic => hydrate(&doc, Body::Clinic),
-        RecordKind::Enrolment => hydrate(&doc, Body::Enrolment),
-        RecordKind::Procedure => hydrate(&doc, Body::Procedure),
-        RecordKind::Response => hydrate(&doc, Body::Response),
-        RecordKind::AdverseEvent => hydrate(&doc, Body::AdverseEvent),
-        RecordKind::Adjudication => hydrate(&doc, Body::Adjudication),
+        RecordKind::Clinic => hydrate(doc, Body::Clinic),
+        RecordKind::Enrolment => hydrate(doc, Body::Enrolment),
+        RecordKind::Procedure => hydrate(doc, Body::Procedure),
+        RecordKind::Response => hydrate(doc, Body::Response),
+        RecordKind::AdverseEvent => hydrate(doc, Body::AdverseEvent),
+        RecordKind::Adjudication => hydrate(doc, Body::Adjudication),
         RecordKind::AdjudicationCase | RecordKind::CaseReply | RecordKind::Definition => {
             Err(format!("{} records are not exported yet", kind.code()))
         }
@@ -135,10 +155,11 @@ impl ExportSource for StorageSource<'_> {
             for doc in page {
                 after = Some(doc.header.id);
                 let item = match body_of(doc.header.kind, &doc.bytes) {
-                    Ok(body) => SourceItem::Record(Box::new(SourceRecord {
+                    Ok((body, conflicted)) => SourceItem::Record(Box::new(SourceRecord {
                         header: doc.header,
                         updated_at_ms: doc.updated_at_ms,
                         body,
+                        conflicted,
                     })),
                     Err(reason) => SourceItem::Unreadable {
                         id: doc.header.id,
