@@ -783,8 +783,8 @@ async fn console_long_lists_are_paged() {
         let storage = storage.clone();
         tokio::task::spawn_blocking(move || {
             let mut reg = rm_cases::Registry::new(storage.clone());
-            // 26 small clinics (one patient each) and one with 130 patients, 120 adverse events.
-            for c in 0..26 {
+            // 52 small clinics (one patient each) and one with 130 patients, 120 adverse events.
+            for c in 0..52 {
                 let clinic = reg.clinic(&format!("Clinica {c:02}"));
                 let mut tab = reg.tablet(clinic);
                 let p = tab.create(None, &rm_cases::enrolment(&format!("S{c:02}")));
@@ -831,16 +831,16 @@ async fn console_long_lists_are_paged() {
     )
     .unwrap();
     let expected: Vec<String> = all.iter().filter_map(|v| v.study_code.clone()).collect();
-    assert_eq!(expected.len(), 156, "every patient's m1 is long missed");
+    assert_eq!(expected.len(), 182, "every patient's m1 is long missed");
     let (status, p1) = admin.get("/console/followup?visit=m1&state=missed").await;
     assert_eq!(status, 200);
-    assert!(p1.contains("Visits 1–100 of 156."), "{p1}");
+    assert!(p1.contains("Visits 1–100 of 182."), "{p1}");
     let patients_of = |p: &str| p.split("id=\"patients\"").nth(1).unwrap().to_string();
     let next = rel_link(&patients_of(&p1), "next").expect("a next link");
     assert_eq!(next, "/console/followup?visit=m1&state=missed&page=2");
     assert!(rel_link(&patients_of(&p1), "prev").is_none());
     let (_, p2) = admin.get(&next).await;
-    assert!(p2.contains("Visits 101–156 of 156."), "{p2}");
+    assert!(p2.contains("Visits 101–182 of 182."), "{p2}");
     assert!(rel_link(&patients_of(&p2), "next").is_none());
     assert_eq!(
         rel_link(&patients_of(&p2), "prev").as_deref(),
@@ -892,15 +892,28 @@ async fn console_long_lists_are_paged() {
             .unwrap()
             .matches("<tr><th scope=\"row\">")
             .count(),
-        2
+        25
     );
-    assert!(c2.contains("Clinics 26–27 of 27"));
+    assert!(c2.contains("Clinics 26–50 of 53"));
     // One clinic: its visits only, no per-clinic table.
     let (_, one) = admin
         .get(&format!("/console/followup?clinic={}", big.to_hex()))
         .await;
     assert!(one.contains("Per visit, Clinica Grande"));
     assert!(!one.contains("id=\"per-clinic\""));
+
+    // The clinics and devices lists: 53 clinics, one tablet each, 50 a page.
+    let (_, cl1) = admin.get("/console/clinics").await;
+    assert_eq!(cl1.matches("<a href=\"/console/clinics/").count(), 50);
+    assert!(cl1.contains("Clinics 1–50 of 53"));
+    let next = rel_link(&cl1, "next").unwrap();
+    assert_eq!(next, "/console/clinics?page=2");
+    let (_, cl2) = admin.get(&next).await;
+    assert_eq!(cl2.matches("<a href=\"/console/clinics/").count(), 3);
+    let (_, dv2) = admin.get("/console/devices?page=2").await;
+    assert!(dv2.contains("Devices 51–53 of 53"), "{dv2}");
+    assert_eq!(dv2.matches("<td><code>").count(), 3);
+    assert_eq!(admin.get("/console/devices?page=-1").await.0, 400);
 
     // The adverse-event queue: 120 events, 100 a page, the filter kept in the links.
     let (_, q1) = admin

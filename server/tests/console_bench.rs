@@ -230,11 +230,21 @@ async fn console_pages_over_a_big_registry() {
         ("clinic", format!("/console/clinics/{c}"), "admin"),
         ("follow-up", "/console/followup".into(), "admin"),
         (
+            "follow-up, upcoming (a full page of patients)",
+            "/console/followup?state=upcoming".into(),
+            "admin",
+        ),
+        (
             "follow-up, one clinic",
             format!("/console/followup?clinic={c}"),
             "admin",
         ),
         ("adverse events", "/console/adverse-events".into(), "admin"),
+        (
+            "adverse events, page 20",
+            "/console/adverse-events?page=20".into(),
+            "admin",
+        ),
         (
             "adverse event",
             format!("/console/adverse-events/{}", ae.to_hex()),

@@ -663,7 +663,11 @@ fn conflicted_fields_are_named_in_csv_and_fhir() {
     assert_eq!(conflicted("responses.csv"), ["answers.q03"]);
     assert_eq!(conflicted("procedures.csv"), ["date"]);
     assert_eq!(conflicted("adverse_events.csv"), ["severity"]);
-    assert_eq!(conflicted("patients.csv"), [""], "the patient has no conflict");
+    assert_eq!(
+        conflicted("patients.csv"),
+        [""],
+        "the patient has no conflict"
+    );
     // The row has one of the two values, as the registry shows it.
     let (h, rows) = read_csv(&x.join("adverse_events.csv"));
     assert!(["3", "4"].contains(&rows[0][col(&h, "severity_grade")].as_str()));
@@ -676,7 +680,10 @@ fn conflicted_fields_are_named_in_csv_and_fhir() {
         ])
     );
     let readme = std::fs::read_to_string(x.join("README.txt")).unwrap();
-    assert!(readme.contains("Records with conflicted fields"), "{readme}");
+    assert!(
+        readme.contains("Records with conflicted fields"),
+        "{readme}"
+    );
     let dictionary = std::fs::read_to_string(x.join("data_dictionary.csv")).unwrap();
     assert!(dictionary.contains("conflicted_fields"));
 

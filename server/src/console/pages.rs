@@ -482,6 +482,7 @@ fn clinic_facts(
 struct ClinicsPage {
     chrome: Chrome,
     clinics: Vec<ClinicLine>,
+    pager: Pager,
     flash: Option<String>,
 }
 
@@ -526,7 +527,18 @@ fn clinic_lines(
         .collect()
 }
 
-async fn clinics_page(st: &AppState, ctx: &Ctx, flash: Option<String>) -> Page {
+/// A page of a list with no filter but its page number.
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    page: Option<String>,
+}
+
+/// Clinics a page of the clinics list shows.
+const CLINICS_PER_PAGE: u32 = 50;
+/// Devices a page of the devices list shows.
+const DEVICES_PER_PAGE: u32 = 50;
+
+async fn clinics_page(st: &AppState, ctx: &Ctx, flash: Option<String>, page: u64) -> Page {
     let scope = ctx.scope(None)?;
     let storage = st.storage.clone();
     let rules = st.console.rules.clone();
@@ -536,19 +548,39 @@ async fn clinics_page(st: &AppState, ctx: &Ctx, flash: Option<String>) -> Page {
         Ok(clinic_lines(facts, &stats, &events, &rules, now_ms()))
     })
     .await?;
+    let pager = Pager::new(
+        "/console/clinics",
+        &[],
+        "page",
+        page,
+        CLINICS_PER_PAGE,
+        lines.len() as u64,
+        "Clinics",
+    );
+    let clinics = lines
+        .into_iter()
+        .skip(usize::try_from(pager.offset).unwrap_or(usize::MAX))
+        .take(CLINICS_PER_PAGE as usize)
+        .collect();
     Ok(html(
         ClinicsPage {
             chrome: chrome(ctx, "clinics"),
-            clinics: lines,
+            clinics,
+            pager,
             flash,
         }
         .render(),
     ))
 }
 
-pub async fn clinics(State(st): State<AppState>, headers: HeaderMap) -> Page {
+pub async fn clinics(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Page {
     let ctx = require_staff(&st, &headers).await?;
-    clinics_page(&st, &ctx, None).await
+    let page = page_param(&q.page, "page").map_err(ConsoleError::BadRequest)?;
+    clinics_page(&st, &ctx, None, page).await
 }
 
 #[derive(Deserialize)]
@@ -592,6 +624,7 @@ pub async fn invite_clinic(
         &st,
         &ctx,
         Some(format!("{name} invited (clinic {}).", id.to_hex())),
+        1,
     )
     .await
 }
@@ -1975,10 +2008,11 @@ struct DevicesPage {
     chrome: Chrome,
     /// Clinic name, device line.
     devices: Vec<(String, DeviceLine)>,
+    pager: Pager,
     flash: Option<String>,
 }
 
-async fn devices_page(st: &AppState, ctx: &Ctx, flash: Option<String>) -> Page {
+async fn devices_page(st: &AppState, ctx: &Ctx, flash: Option<String>, page: u64) -> Page {
     let scope = ctx.scope(None)?;
     let storage = st.storage.clone();
     let (devices, names) = blocking(move || {
@@ -1986,10 +2020,25 @@ async fn devices_page(st: &AppState, ctx: &Ctx, flash: Option<String>) -> Page {
         Ok((rm::devices(s, scope)?, clinic_names(s, scope)?))
     })
     .await?;
+    let pager = Pager::new(
+        "/console/devices",
+        &[],
+        "page",
+        page,
+        DEVICES_PER_PAGE,
+        devices.len() as u64,
+        "Devices",
+    );
+    let devices: Vec<rm::DeviceActivity> = devices
+        .into_iter()
+        .skip(usize::try_from(pager.offset).unwrap_or(usize::MAX))
+        .take(DEVICES_PER_PAGE as usize)
+        .collect();
     let lines = device_lines(&devices);
     Ok(html(
         DevicesPage {
             chrome: chrome(ctx, "devices"),
+            pager,
             devices: devices
                 .iter()
                 .zip(lines)
@@ -2009,9 +2058,14 @@ async fn devices_page(st: &AppState, ctx: &Ctx, flash: Option<String>) -> Page {
     ))
 }
 
-pub async fn devices(State(st): State<AppState>, headers: HeaderMap) -> Page {
+pub async fn devices(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Page {
     let ctx = require_staff(&st, &headers).await?;
-    devices_page(&st, &ctx, None).await
+    let page = page_param(&q.page, "page").map_err(ConsoleError::BadRequest)?;
+    devices_page(&st, &ctx, None, page).await
 }
 
 pub async fn revoke_device(
@@ -2052,6 +2106,7 @@ pub async fn revoke_device(
         } else {
             format!("Device {id} was already revoked.")
         }),
+        1,
     )
     .await
 }

@@ -859,7 +859,10 @@ impl FormatWriter for FhirWriter {
                 ));
             }
             for path in &adj.conflicted {
-                parts.push(part("conflictedField", ExtensionValue::String(path.clone()))?);
+                parts.push(part(
+                    "conflictedField",
+                    ExtensionValue::String(path.clone()),
+                )?);
             }
             extension.push(ext_complex("adjudication", parts)?);
         }
