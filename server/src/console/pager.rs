@@ -27,6 +27,14 @@ impl Pager {
         requested.clamp(1, pages)
     }
 
+    /// This page's rows of the whole list.
+    pub fn rows<T>(&self, all: impl IntoIterator<Item = T>) -> Vec<T> {
+        all.into_iter()
+            .skip(usize::try_from(self.offset).unwrap_or(usize::MAX))
+            .take(self.per as usize)
+            .collect()
+    }
+
     /// The page `requested` (1-based; past the last page shows the last) of a list of `total`
     /// rows at `per` a page. The links go to `path` with `keep` (the page's filters; empty
     /// values are left out) and `param=N`.
@@ -113,6 +121,7 @@ mod tests {
             Some("/console/followup?clinic=ab12&state=due+%26+late&page=3")
         );
         assert!(p.several);
+        assert_eq!(p.rows(0..250), (100..200).collect::<Vec<_>>());
     }
 
     #[test]

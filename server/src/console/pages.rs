@@ -557,11 +557,7 @@ async fn clinics_page(st: &AppState, ctx: &Ctx, flash: Option<String>, page: u64
         lines.len() as u64,
         "Clinics",
     );
-    let clinics = lines
-        .into_iter()
-        .skip(usize::try_from(pager.offset).unwrap_or(usize::MAX))
-        .take(CLINICS_PER_PAGE as usize)
-        .collect();
+    let clinics = pager.rows(lines);
     Ok(html(
         ClinicsPage {
             chrome: chrome(ctx, "clinics"),
@@ -1078,10 +1074,9 @@ pub async fn followup(
         clinic_rows.len() as u64,
         "Clinics",
     );
-    let per_clinic = clinic_rows
-        .iter()
-        .skip(usize::try_from(clinic_pager.offset).unwrap_or(usize::MAX))
-        .take(FOLLOWUP_CLINICS_PER_PAGE as usize)
+    let per_clinic = clinic_pager
+        .rows(&clinic_rows)
+        .into_iter()
         .map(|(id, c)| CountLine::of(name(*id), link(&id.to_hex(), &sel_visit), c))
         .collect();
     let keep = [
@@ -2029,11 +2024,7 @@ async fn devices_page(st: &AppState, ctx: &Ctx, flash: Option<String>, page: u64
         devices.len() as u64,
         "Devices",
     );
-    let devices: Vec<rm::DeviceActivity> = devices
-        .into_iter()
-        .skip(usize::try_from(pager.offset).unwrap_or(usize::MAX))
-        .take(DEVICES_PER_PAGE as usize)
-        .collect();
+    let devices = pager.rows(devices);
     let lines = device_lines(&devices);
     Ok(html(
         DevicesPage {
