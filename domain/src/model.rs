@@ -762,10 +762,11 @@ pub fn creator(doc: &Automerge) -> (Option<DeviceId>, Option<UserId>) {
         return (None, None);
     };
     let device = DeviceId::from_actor(actor).filter(|d| d.0 != REGISTRY_ACTOR);
+    // The change's metadata only (its message), not the whole change rebuilt from its ops.
     let change = doc
         .hash_for_opid(&id)
-        .and_then(|h| doc.get_change_by_hash(&h));
-    let user = match change_user(change.as_ref().and_then(|c| c.message())) {
+        .and_then(|h| doc.get_change_meta_by_hash(&h));
+    let user = match change_user(change.as_ref().and_then(|c| c.message.as_deref())) {
         ChangeUser::User(u) => Some(u),
         ChangeUser::None | ChangeUser::Malformed => None,
     };
@@ -1148,18 +1149,21 @@ fn collect_conflicts(
                 .map(|(v, id)| {
                     let (device, user, time) = match id {
                         automerge::ObjId::Id(_, actor, _) => {
+                            // The change's metadata only: building the whole change (every
+                            // op) to read its message costs far more.
                             let change = doc
                                 .hash_for_opid(id)
-                                .and_then(|h| doc.get_change_by_hash(&h));
-                            let user = match change_user(change.as_ref().and_then(|c| c.message()))
-                            {
+                                .and_then(|h| doc.get_change_meta_by_hash(&h));
+                            let user = match change_user(
+                                change.as_ref().and_then(|c| c.message.as_deref()),
+                            ) {
                                 ChangeUser::User(u) => Some(u),
                                 ChangeUser::None | ChangeUser::Malformed => None,
                             };
                             (
                                 DeviceId::from_actor(actor).filter(|d| d.0 != REGISTRY_ACTOR),
                                 user,
-                                change.as_ref().map(|c| c.timestamp()),
+                                change.as_ref().map(|c| c.timestamp),
                             )
                         }
                         automerge::ObjId::Root => (None, None, None),

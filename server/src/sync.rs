@@ -217,8 +217,10 @@ fn prepare(
         .map(|(_, h)| {
             (
                 *h,
-                work.get_change_by_hash(h)
-                    .and_then(|c| c.message().map(|m| m.to_string())),
+                // The metadata only: rebuilding the change from its ops to read the message
+                // costs far more.
+                work.get_change_meta_by_hash(h)
+                    .and_then(|c| c.message.map(|m| m.into_owned())),
             )
         })
         .collect();
