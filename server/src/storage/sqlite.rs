@@ -142,21 +142,25 @@ impl<T> SqlResult<T> for rusqlite::Result<T> {
     }
 }
 
-fn open_conn(path: &Path) -> StorageResult<Connection> {
+/// The writer's page cache, KiB (SQLite's default is 2 MiB): a push inserts rows at random
+/// places of big B-trees (documents, the read model's answers and records, all keyed by random
+/// ids), and with the default cache most of those pages are read again from the file each time.
+/// Measured on a 1,000-response push into a registry of 100,000 responses: docs/registry-console.md,
+/// "Projection cost".
+const WRITER_CACHE_KIB: u32 = 32 * 1024;
+/// Each reader's page cache, KiB (up to [`MAX_IDLE_READERS`] are kept).
+const READER_CACHE_KIB: u32 = 8 * 1024;
+
+fn open_conn(path: &Path, cache_kib: u32) -> StorageResult<Connection> {
     let conn = Connection::open(path).db()?;
     conn.busy_timeout(std::time::Duration::from_secs(10)).db()?;
     // A push uses more distinct statements than rusqlite's default cache of 16 (the write path,
     // the audit chain and the read model's inserts per table): keep them all prepared.
     conn.set_prepared_statement_cache_capacity(128);
-    // A page cache of 32 MiB per connection (SQLite's default is 2 MiB): a push inserts rows at
-    // random places of big B-trees (documents, the read model's answers and records, all keyed
-    // by random ids), and with the default cache most of those pages are read again from the
-    // file each time. Measured on a 1,000-response push into a registry of 100,000 responses:
-    // docs/registry-console.md, "Projection cost".
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
-         PRAGMA cache_size = -32768;",
-    )
+         PRAGMA cache_size = -{cache_kib};"
+    ))
     .db()?;
     Ok(conn)
 }
@@ -331,7 +335,7 @@ impl SqliteStorage {
             source,
         })?;
         let path = data_dir.join(DB_FILE);
-        let conn = open_conn(&path)?;
+        let conn = open_conn(&path, WRITER_CACHE_KIB)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .db()?;
@@ -394,7 +398,7 @@ impl SqliteStorage {
             .pop();
         let conn = match pooled {
             Some(c) => c,
-            None => open_conn(&self.path)?,
+            None => open_conn(&self.path, READER_CACHE_KIB)?,
         };
         let out = f(&conn);
         if let Ok(mut pool) = self.readers.lock() {
