@@ -2,6 +2,8 @@
 //! page's filters. Every list a page could grow without bound (patients due, the adverse-event
 //! queue, clinics) is paged, so that a page stays well under 100 KB at any registry size.
 
+use super::ConsoleError;
+
 /// One page of a list, as the page's navigation shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pager {
@@ -83,15 +85,13 @@ impl Pager {
 }
 
 /// A `page` query parameter: absent or empty is the first page; anything but a positive number
-/// is refused.
-pub fn page_param(v: &Option<String>, name: &str) -> Result<u64, String> {
+/// is refused (400, saying why).
+pub fn page_param(v: &Option<String>, name: &str) -> Result<u64, ConsoleError> {
     match v.as_deref().map(str::trim) {
         None | Some("") => Ok(1),
-        Some(s) => s
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| format!("{name} must be a page number from 1, not {s:?}")),
+        Some(s) => s.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            ConsoleError::BadRequest(format!("{name} must be a page number from 1, not {s:?}"))
+        }),
     }
 }
 
@@ -141,9 +141,9 @@ mod tests {
 
     #[test]
     fn page_numbers_are_checked() {
-        assert_eq!(page_param(&None, "page"), Ok(1));
-        assert_eq!(page_param(&Some(String::new()), "page"), Ok(1));
-        assert_eq!(page_param(&Some("3".into()), "page"), Ok(3));
+        assert_eq!(page_param(&None, "page").ok(), Some(1));
+        assert_eq!(page_param(&Some(String::new()), "page").ok(), Some(1));
+        assert_eq!(page_param(&Some("3".into()), "page").ok(), Some(3));
         for bad in ["0", "-1", "two", "1e3"] {
             assert!(page_param(&Some(bad.into()), "page").is_err(), "{bad}");
         }

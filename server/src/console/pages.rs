@@ -575,7 +575,7 @@ pub async fn clinics(
     Query(q): Query<PageQuery>,
 ) -> Page {
     let ctx = require_staff(&st, &headers).await?;
-    let page = page_param(&q.page, "page").map_err(ConsoleError::BadRequest)?;
+    let page = page_param(&q.page, "page")?;
     clinics_page(&st, &ctx, None, page).await
 }
 
@@ -973,8 +973,8 @@ pub async fn followup(
                 .ok_or_else(|| ConsoleError::BadRequest(format!("unknown visit state {s:?}")))?,
         ),
     };
-    let page = page_param(&q.page, "page").map_err(ConsoleError::BadRequest)?;
-    let cpage = page_param(&q.cpage, "cpage").map_err(ConsoleError::BadRequest)?;
+    let page = page_param(&q.page, "page")?;
+    let cpage = page_param(&q.cpage, "cpage")?;
     let visit = q.visit.clone().filter(|v| !v.is_empty());
     let storage = st.storage.clone();
     let day = today();
@@ -1008,7 +1008,7 @@ pub async fn followup(
     let per_visit = totals
         .iter()
         .filter(|c| in_visit(c))
-        .filter(|c| c.due + c.overdue + c.missed + c.done > 0)
+        .filter(|c| c.due + c.expected() > 0)
         .map(|c| CountLine::of(c.visit.clone(), link(&sel_clinic, &c.visit), c))
         .collect();
 
@@ -1017,40 +1017,25 @@ pub async fn followup(
     if scope.is_none() {
         for c in counts.iter().filter(|c| in_visit(c)) {
             if let Some(id) = c.clinic {
-                let t = by_clinic.entry(id).or_default();
-                t.due += c.due;
-                t.overdue += c.overdue;
-                t.missed += c.missed;
-                t.done += c.done;
+                by_clinic.entry(id).or_default().add(c);
             }
         }
     }
     let mut clinic_rows: Vec<(RecordId, rm::VisitCounts)> = by_clinic
         .into_iter()
-        .filter(|(_, c)| c.due + c.overdue + c.missed + c.done > 0)
+        .filter(|(_, c)| c.due + c.expected() > 0)
         .collect();
     clinic_rows.sort_by_cached_key(|(id, c)| (std::cmp::Reverse(c.overdue + c.missed), name(*id)));
 
     // The patients: as many as the counts say match, a page at a time.
     let states = match state {
         Some(s) => vec![s],
-        None => vec![VisitState::Due, VisitState::Overdue, VisitState::Missed],
+        None => VisitFilter::DEFAULT_STATES.to_vec(),
     };
     let matching: u64 = totals
         .iter()
         .filter(|c| in_visit(c))
-        .map(|c| {
-            states
-                .iter()
-                .map(|s| match s {
-                    VisitState::Upcoming => c.upcoming,
-                    VisitState::Due => c.due,
-                    VisitState::Overdue => c.overdue,
-                    VisitState::Missed => c.missed,
-                    VisitState::Done => c.done,
-                })
-                .sum::<u64>()
-        })
+        .map(|c| states.iter().map(|s| c.count(*s)).sum::<u64>())
         .sum();
     // Each list's links keep the other list's page (as shown: past the end is the last).
     let nth = |n: u64| if n > 1 { n.to_string() } else { String::new() };
@@ -1247,36 +1232,23 @@ pub async fn ae_queue(
                 .ok_or_else(|| ConsoleError::BadRequest(format!("unknown case state {s:?}")))?,
         ),
     };
-    let page = page_param(&q.page, "page").map_err(ConsoleError::BadRequest)?;
+    let page = page_param(&q.page, "page")?;
     let storage = st.storage.clone();
     let day = today();
-    let ((items, total), names) = blocking(move || {
+    let (all, names) = blocking(move || {
         let s = storage.as_ref();
+        // The queue is ordered in memory (by days overdue, which depend on today), so the whole
+        // filtered queue is read and the page cut from it.
         let f = AeFilter {
             statuses: status.into_iter().collect(),
             case_states: case_state.into_iter().map(str::to_string).collect(),
-            limit: AE_EVENTS_PER_PAGE,
-            offset: (page - 1) * u64::from(AE_EVENTS_PER_PAGE),
+            limit: 0,
             ..AeFilter::default()
         };
-        let mut found = rm::ae_queue_counted(s, scope, day, &f)?;
-        let per = u64::from(AE_EVENTS_PER_PAGE);
-        if found.0.is_empty() && found.1 > 0 {
-            // Past the last page: show the last one.
-            let last = (found.1 as u64).div_ceil(per);
-            found = rm::ae_queue_counted(
-                s,
-                scope,
-                day,
-                &AeFilter {
-                    offset: (last - 1) * per,
-                    ..f
-                },
-            )?;
-        }
-        Ok((found, clinic_names(s, scope)?))
+        Ok((rm::ae_queue(s, scope, day, &f)?, clinic_names(s, scope)?))
     })
     .await?;
+    let total = all.len();
     let sel_clinic = q.clinic.clone().unwrap_or_default();
     let sel_status = status.map(|s| s.code().to_string()).unwrap_or_default();
     let sel_case = case_state.unwrap_or_default().to_string();
@@ -1293,6 +1265,7 @@ pub async fn ae_queue(
         total as u64,
         "Events",
     );
+    let items = pager.rows(all);
     let mut clinics: Vec<(String, String)> = names
         .iter()
         .map(|(id, n)| (id.to_hex(), n.clone()))
@@ -2055,7 +2028,7 @@ pub async fn devices(
     Query(q): Query<PageQuery>,
 ) -> Page {
     let ctx = require_staff(&st, &headers).await?;
-    let page = page_param(&q.page, "page").map_err(ConsoleError::BadRequest)?;
+    let page = page_param(&q.page, "page")?;
     devices_page(&st, &ctx, None, page).await
 }
 

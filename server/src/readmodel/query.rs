@@ -241,7 +241,18 @@ impl VisitCounts {
         let e = self.expected();
         (e > 0).then(|| self.done as f64 / e as f64)
     }
-    fn add(&mut self, o: &VisitCounts) {
+    /// Visits in state `s`.
+    pub fn count(&self, s: VisitState) -> u64 {
+        match s {
+            VisitState::Upcoming => self.upcoming,
+            VisitState::Due => self.due,
+            VisitState::Overdue => self.overdue,
+            VisitState::Missed => self.missed,
+            VisitState::Done => self.done,
+        }
+    }
+    /// Add another clinic's (or visit's) counts to these.
+    pub fn add(&mut self, o: &VisitCounts) {
         self.upcoming += o.upcoming;
         self.due += o.due;
         self.overdue += o.overdue;
@@ -311,6 +322,12 @@ pub struct VisitFilter {
     pub patient: Option<RecordId>,
     pub limit: u32,
     pub offset: u64,
+}
+
+impl VisitFilter {
+    /// The states listed when a filter names none: the visits someone must act on.
+    pub const DEFAULT_STATES: [VisitState; 3] =
+        [VisitState::Due, VisitState::Overdue, VisitState::Missed];
 }
 
 impl Default for VisitFilter {
@@ -385,7 +402,7 @@ pub fn visit_list(
 ) -> StorageResult<Vec<PatientVisit>> {
     let day = day_number(as_of);
     let states = if f.states.is_empty() {
-        vec![VisitState::Due, VisitState::Overdue, VisitState::Missed]
+        VisitFilter::DEFAULT_STATES.to_vec()
     } else {
         f.states.clone()
     };
@@ -756,16 +773,6 @@ pub fn ae_queue(
     as_of: NaiveDate,
     f: &AeFilter,
 ) -> StorageResult<Vec<AeQueueItem>> {
-    ae_queue_counted(s, scope_, as_of, f).map(|(items, _)| items)
-}
-
-/// [`ae_queue`], with how many events match the filter on every page (for paging).
-pub fn ae_queue_counted(
-    s: &dyn Storage,
-    scope_: Option<ClinicId>,
-    as_of: NaiveDate,
-    f: &AeFilter,
-) -> StorageResult<(Vec<AeQueueItem>, usize)> {
     let mut items: Vec<AeQueueItem> = ae_items(s, scope_, f.patient, as_of)?
         .into_iter()
         .map(|(i, _)| i)
@@ -793,17 +800,13 @@ pub fn ae_queue_counted(
                 b.adverse_event,
             ))
     });
-    let total = items.len();
     let start = usize::try_from(f.offset).unwrap_or(usize::MAX);
     let items = items.into_iter().skip(start);
-    Ok((
-        if f.limit == 0 {
-            items.collect()
-        } else {
-            items.take(f.limit as usize).collect()
-        },
-        total,
-    ))
+    Ok(if f.limit == 0 {
+        items.collect()
+    } else {
+        items.take(f.limit as usize).collect()
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
