@@ -298,3 +298,29 @@ pub fn answers(
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect()
 }
+
+/// The day `n` days before today (UTC), `YYYY-MM-DD`.
+pub fn days_ago(n: u64) -> String {
+    (chrono::Utc::now().date_naive() - chrono::Days::new(n))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// A complete, valid clinician follow-up (version 1.0.0) taken on `date`: every answer the
+/// clinical rules require.
+pub fn clinician_followup(date: &str) -> followup_domain::questionnaire::Answers {
+    use followup_domain::questionnaire::AnswerValue;
+    let t = |s: &str| AnswerValue::Text(s.into());
+    answers(&[
+        ("visit_date", t(date)),
+        ("visit_mode", t("in_person")),
+        ("condition_status", t("improved")),
+        ("symptom_primary", AnswerValue::Int(3)),
+        ("symptom_pain", AnswerValue::Int(2)),
+        ("symptom_fatigue", AnswerValue::Int(4)),
+        ("ecog", t("1")),
+        ("complications_any", AnswerValue::Bool(false)),
+        ("hospitalised", AnswerValue::Bool(false)),
+        ("further_cell_therapy", AnswerValue::Bool(false)),
+    ])
+}

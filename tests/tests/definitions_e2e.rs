@@ -40,22 +40,6 @@ fn procedure_on(date: &str) -> Procedure {
     p
 }
 
-/// The answers a complete clinician follow-up 1.0.0 needs.
-fn clinician_answers(date: &str) -> followup_domain::questionnaire::Answers {
-    answers(&[
-        ("visit_date", AnswerValue::Text(date.into())),
-        ("visit_mode", AnswerValue::Text("in_person".into())),
-        ("condition_status", AnswerValue::Text("stable".into())),
-        ("symptom_primary", AnswerValue::Int(3)),
-        ("symptom_pain", AnswerValue::Int(2)),
-        ("symptom_fatigue", AnswerValue::Int(4)),
-        ("ecog", AnswerValue::Text("1".into())),
-        ("complications_any", AnswerValue::Bool(false)),
-        ("hospitalised", AnswerValue::Bool(false)),
-        ("further_cell_therapy", AnswerValue::Bool(false)),
-    ])
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_published_mid_day_reaches_two_tablets_and_v1_drafts_stay_valid() {
     let reg = Registry::start().await;
@@ -95,8 +79,8 @@ async fn a_version_published_mid_day_reaches_two_tablets_and_v1_drafts_stay_vali
     let draft_b = t1
         .start_response(x, "clinician-followup", None, None)
         .unwrap();
-    t1.save_answers(draft_a, &clinician_answers(&day)).unwrap();
-    t1.save_answers(draft_b, &clinician_answers(&day)).unwrap();
+    t1.save_answers(draft_a, &clinician_followup(&day)).unwrap();
+    t1.save_answers(draft_b, &clinician_followup(&day)).unwrap();
     t1.sync().await.unwrap();
 
     // Midday, the registry publishes 1.1.0 (validated; published again = no-op; other
@@ -135,7 +119,7 @@ async fn a_version_published_mid_day_reaches_two_tablets_and_v1_drafts_stay_vali
     let r2 = t2
         .start_response(x, "clinician-followup", None, None)
         .unwrap();
-    t2.save_answers(r2, &clinician_answers(&day)).unwrap();
+    t2.save_answers(r2, &clinician_followup(&day)).unwrap();
     match t2.submit_response(r2) {
         Err(Error::Validation(problems)) => {
             assert!(problems

@@ -22,10 +22,6 @@ fn today() -> NaiveDate {
     Utc::now().date_naive()
 }
 
-fn days_ago(n: u64) -> String {
-    (today() - Days::new(n)).format("%Y-%m-%d").to_string()
-}
-
 fn days_ahead(n: u64) -> String {
     (today() + Days::new(n)).format("%Y-%m-%d").to_string()
 }
@@ -64,22 +60,6 @@ fn procedure(date: &str) -> Procedure {
         promised_benefits: vec![],
         cost: None,
     }
-}
-
-/// A complete, valid clinician follow-up taken on `date`.
-fn followup(date: &str) -> Answers {
-    answers(&[
-        ("visit_date", t(date)),
-        ("visit_mode", t("in_person")),
-        ("condition_status", t("improved")),
-        ("symptom_primary", AnswerValue::Int(3)),
-        ("symptom_pain", AnswerValue::Int(2)),
-        ("symptom_fatigue", AnswerValue::Int(4)),
-        ("ecog", t("1")),
-        ("complications_any", AnswerValue::Bool(false)),
-        ("hospitalised", AnswerValue::Bool(false)),
-        ("further_cell_therapy", AnswerValue::Bool(false)),
-    ])
 }
 
 fn event(reporter: Reporter, severity: i64, seriousness: &[&str]) -> AdverseEvent {
@@ -493,7 +473,7 @@ async fn forms_must_fit_the_visit_the_role_and_the_patient() {
             questionnaire_version: "1.0.0".into(),
             procedure: Some(w.procedure.to_hex()),
             visit: Some("m1".into()),
-            answers: followup(&days_ago(10)),
+            answers: clinician_followup(&days_ago(10)),
             completed_by: CompletedBy::Patient,
             status: ResponseStatus::Submitted,
             submitted_at: Some(Utc::now().to_rfc3339()),
@@ -517,7 +497,7 @@ async fn forms_must_fit_the_visit_the_role_and_the_patient() {
         questionnaire_version: "1.0.0".into(),
         procedure: Some(procedure.to_hex()),
         visit: Some(visit.into()),
-        answers: followup(date),
+        answers: clinician_followup(date),
         completed_by: CompletedBy::Nurse,
         status: ResponseStatus::Submitted,
         submitted_at: Some(Utc::now().to_rfc3339()),
@@ -559,12 +539,16 @@ async fn forms_must_fit_the_visit_the_role_and_the_patient() {
             Some("m1"),
         )
         .unwrap();
-    w.tablet.save_answers(r, &followup(&days_ago(45))).unwrap();
+    w.tablet
+        .save_answers(r, &clinician_followup(&days_ago(45)))
+        .unwrap();
     assert_eq!(
         problems(w.tablet.submit_response(r)),
         [("answers.visit_date".to_string(), ProblemCode::OutOfBounds)]
     );
-    w.tablet.save_answers(r, &followup(&days_ahead(5))).unwrap();
+    w.tablet
+        .save_answers(r, &clinician_followup(&days_ahead(5)))
+        .unwrap();
     assert_eq!(
         problems(w.tablet.submit_response(r)),
         [("answers.visit_date".to_string(), ProblemCode::OutOfBounds)]
@@ -577,7 +561,9 @@ async fn forms_must_fit_the_visit_the_role_and_the_patient() {
     assert_rejected(&w.tablet, early, "rule_violation", "before the procedure").await;
 
     // A valid one is accepted; the patient's own survey from the phone too.
-    w.tablet.save_answers(r, &followup(&days_ago(10))).unwrap();
+    w.tablet
+        .save_answers(r, &clinician_followup(&days_ago(10)))
+        .unwrap();
     w.tablet.submit_response(r).unwrap();
     assert_eq!(push_result(&w.tablet, r).await, None);
     let survey = w
@@ -624,7 +610,7 @@ async fn forms_must_fit_the_visit_the_role_and_the_patient() {
         )
         .unwrap();
     w.tablet
-        .save_answers(again, &followup(&days_ago(9)))
+        .save_answers(again, &clinician_followup(&days_ago(9)))
         .unwrap();
     assert_eq!(
         problems(w.tablet.submit_response(again)),
@@ -652,7 +638,9 @@ async fn a_submitted_response_is_changed_only_by_an_explicit_amendment_that_stay
             Some("m1"),
         )
         .unwrap();
-    w.tablet.save_answers(r, &followup(&days_ago(10))).unwrap();
+    w.tablet
+        .save_answers(r, &clinician_followup(&days_ago(10)))
+        .unwrap();
     w.tablet.submit_response(r).unwrap();
     w.tablet.sync().await.unwrap();
 

@@ -5,12 +5,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{Days, NaiveDate};
+use chrono::NaiveDate;
 use followup_device::device::Device;
 use followup_device::store::Query;
 use followup_device::RecordId;
 use followup_domain::model::RecordKind;
-use followup_domain::questionnaire::{AnswerValue, Answers};
+use followup_domain::questionnaire::AnswerValue;
 use followup_domain::schedule::VisitState;
 use followup_e2e::*;
 use followup_testkit::workload::{bench_enrolment, bench_procedure};
@@ -77,30 +77,6 @@ fn today() -> NaiveDate {
     chrono::Utc::now().date_naive()
 }
 
-fn days_ago(n: u64) -> String {
-    (today() - Days::new(n)).format("%Y-%m-%d").to_string()
-}
-
-fn t(s: &str) -> AnswerValue {
-    AnswerValue::Text(s.into())
-}
-
-/// A complete, valid clinician follow-up taken yesterday.
-fn followup() -> Answers {
-    answers(&[
-        ("visit_date", t(&days_ago(1))),
-        ("visit_mode", t("in_person")),
-        ("condition_status", t("improved")),
-        ("symptom_primary", AnswerValue::Int(3)),
-        ("symptom_pain", AnswerValue::Int(2)),
-        ("symptom_fatigue", AnswerValue::Int(4)),
-        ("ecog", t("1")),
-        ("complications_any", AnswerValue::Bool(false)),
-        ("hospitalised", AnswerValue::Bool(false)),
-        ("further_cell_therapy", AnswerValue::Bool(false)),
-    ])
-}
-
 /// Answer `visit` of `procedure` on `d`; submitted unless `draft`.
 fn answer_visit(
     d: &Device,
@@ -112,7 +88,8 @@ fn answer_visit(
     let r = d
         .start_response(patient, "clinician-followup", Some(procedure), Some(visit))
         .unwrap();
-    d.save_answers(r, &followup()).unwrap();
+    d.save_answers(r, &clinician_followup(&days_ago(1)))
+        .unwrap();
     if !draft {
         d.submit_response(r).unwrap();
     }
